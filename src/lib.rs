@@ -1,0 +1,1 @@
+//! ZenLive (in progress)
