@@ -50,13 +50,7 @@ impl MediaFrame {
             FrameKind::Audio => (false, is_aac_sequence_header(&payload)),
             FrameKind::Data => (false, false),
         };
-        Self {
-            kind,
-            timestamp,
-            keyframe,
-            sequence_header,
-            payload,
-        }
+        Self { kind, timestamp, keyframe, sequence_header, payload }
     }
 
     /// The FLV video codec id (low nibble of the first byte), if this is a video frame with
@@ -111,28 +105,16 @@ mod tests {
     fn avc_keyframe_and_sequence_header() {
         let seq = MediaFrame::new(FrameKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
         assert!(seq.sequence_header && !seq.keyframe);
-        let key = MediaFrame::new(
-            FrameKind::Video,
-            40,
-            Bytes::from_static(&[0x17, 1, 0, 0, 0]),
-        );
+        let key = MediaFrame::new(FrameKind::Video, 40, Bytes::from_static(&[0x17, 1, 0, 0, 0]));
         assert!(key.keyframe && !key.sequence_header);
-        let inter = MediaFrame::new(
-            FrameKind::Video,
-            80,
-            Bytes::from_static(&[0x27, 1, 0, 0, 0]),
-        );
+        let inter = MediaFrame::new(FrameKind::Video, 80, Bytes::from_static(&[0x27, 1, 0, 0, 0]));
         assert!(!inter.keyframe && !inter.sequence_header);
         assert_eq!(inter.video_codec(), Some(FLV_VIDEO_CODEC_AVC));
     }
 
     #[test]
     fn aac_sequence_header() {
-        let seq = MediaFrame::new(
-            FrameKind::Audio,
-            0,
-            Bytes::from_static(&[0xaf, 0, 0x12, 0x10]),
-        );
+        let seq = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]));
         assert!(seq.sequence_header);
         let raw = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 0x21]));
         assert!(!raw.sequence_header);

@@ -1,0 +1,107 @@
+//! The registry conformance suite: one set of scenarios that every [`Registry`]
+//! implementation must pass (the in-memory one here; the Redis one in cluster mode).
+//!
+//! Scenarios wait for expiry with `tokio::time::sleep`, so the in-memory registry runs them
+//! with a paused clock, and a real Redis with short TTLs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::id::{ActorKey, ActorKind, NodeId};
+use crate::registry::{NodeInfo, Registry, RegistryError};
+
+const TTL: Duration = Duration::from_millis(500);
+
+fn node(name: &str, incarnation: u64) -> NodeInfo {
+    NodeInfo { id: NodeId::new(name), incarnation, addresses: BTreeMap::new(), load: 0 }
+}
+
+/// Runs every scenario against `registry`, which must start empty.
+pub async fn run_all(registry: &dyn Registry) {
+    one_owner_at_a_time(registry).await;
+    expired_lease_fences_old_owner(registry).await;
+    node_membership_expires(registry).await;
+    dead_node_cannot_claim(registry).await;
+}
+
+/// Two nodes claim one name: exactly one wins; release frees it with a higher epoch next.
+pub async fn one_owner_at_a_time(registry: &dyn Registry) {
+    let (a, b) = (node("a1", 1), node("b1", 1));
+    registry.register_node(a.clone(), TTL * 10).await.expect("register a");
+    registry.register_node(b.clone(), TTL * 10).await.expect("register b");
+    let key = ActorKey::new(ActorKind::Stream, "live/one-owner");
+
+    let lease = registry.claim(&key, &a.id, TTL).await.expect("first claim wins");
+    match registry.claim(&key, &b.id, TTL).await {
+        Err(RegistryError::AlreadyOwned { owner, .. }) => {
+            assert_eq!(owner.node, a.id);
+            assert_eq!(owner.epoch, lease.epoch);
+        }
+        other => panic!("second claim must fail with AlreadyOwned, got {other:?}"),
+    }
+    let owner = registry.lookup(&key).await.expect("lookup").expect("owned");
+    assert_eq!(owner.node, a.id);
+
+    registry.release(&lease).await.expect("release");
+    assert_eq!(registry.lookup(&key).await.expect("lookup"), None);
+    let next = registry.claim(&key, &b.id, TTL).await.expect("claim after release");
+    assert!(next.epoch > lease.epoch, "epochs only grow");
+    registry.release(&next).await.expect("release");
+}
+
+/// A lease that expired and was claimed by another node cannot be renewed or released
+/// by its old holder.
+pub async fn expired_lease_fences_old_owner(registry: &dyn Registry) {
+    let (a, b) = (node("a2", 1), node("b2", 1));
+    registry.register_node(a.clone(), TTL * 10).await.expect("register a");
+    registry.register_node(b.clone(), TTL * 10).await.expect("register b");
+    let key = ActorKey::new(ActorKind::Stream, "live/fenced");
+
+    let old = registry.claim(&key, &a.id, TTL).await.expect("claim");
+    registry.renew(&old).await.expect("renew while live");
+    tokio::time::sleep(TTL * 2).await;
+    assert_eq!(registry.lookup(&key).await.expect("lookup"), None, "expired");
+    let new = registry.claim(&key, &b.id, TTL).await.expect("claim after expiry");
+    assert!(new.epoch > old.epoch);
+
+    assert!(matches!(registry.renew(&old).await, Err(RegistryError::LeaseLost { .. })));
+    registry.release(&old).await.expect("releasing a lost lease is not an error");
+    let owner = registry.lookup(&key).await.expect("lookup").expect("still owned");
+    assert_eq!(owner.node, b.id, "the old holder's release did not touch the new lease");
+    registry.release(&new).await.expect("release");
+}
+
+/// Nodes that stop heartbeating disappear; a heartbeat after that fails.
+pub async fn node_membership_expires(registry: &dyn Registry) {
+    let a = node("a3", 7);
+    registry.register_node(a.clone(), TTL).await.expect("register");
+    assert!(registry.nodes().await.expect("nodes").iter().any(|n| n.id == a.id));
+    registry.heartbeat(&a.id, 7, 3, TTL).await.expect("heartbeat");
+    assert!(
+        matches!(
+            registry.heartbeat(&a.id, 8, 3, TTL).await,
+            Err(RegistryError::NodeNotRegistered { .. })
+        ),
+        "another incarnation's heartbeat is refused"
+    );
+    tokio::time::sleep(TTL * 2).await;
+    assert!(!registry.nodes().await.expect("nodes").iter().any(|n| n.id == a.id));
+    assert!(matches!(
+        registry.heartbeat(&a.id, 7, 3, TTL).await,
+        Err(RegistryError::NodeNotRegistered { .. })
+    ));
+}
+
+/// A node that is not registered cannot claim names.
+pub async fn dead_node_cannot_claim(registry: &dyn Registry) {
+    let key = ActorKey::new(ActorKind::ChatRoom, "lobby");
+    let ghost = NodeId::new("ghost");
+    assert!(matches!(
+        registry.claim(&key, &ghost, TTL).await,
+        Err(RegistryError::NodeNotRegistered { .. })
+    ));
+    let a = node("a4", 1);
+    registry.register_node(a.clone(), TTL * 10).await.expect("register");
+    registry.deregister_node(&a.id, 1).await.expect("deregister");
+    assert!(registry.claim(&key, &a.id, TTL).await.is_err());
+}
