@@ -5,6 +5,8 @@
 //! viewers shares one allocation. Classification looks only at the first bytes of the
 //! payload, so a malformed body is still a frame: deeper parsers reject it later, per output.
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 
 /// What a frame carries.
@@ -24,8 +26,20 @@ pub const FLV_VIDEO_CODEC_AVC: u8 = 7;
 /// FLV `SoundFormat` of AAC in an audio tag header.
 pub const FLV_AUDIO_FORMAT_AAC: u8 = 10;
 
+/// Output encodings whose bytes are the same for every viewer, so they are built once per
+/// frame (by the first viewer that needs them) and shared by all the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// An FLV tag (header, body, previous-tag-size): HTTP-FLV.
+    FlvTag = 0,
+    /// RTMP chunks on the server's default play chunk stream layout: RTMP play.
+    RtmpChunks = 1,
+}
+
+const ENCODINGS: usize = 2;
+
 /// One message from a publisher, classified once at ingest and shared read-only afterwards.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct MediaFrame {
     /// Audio, video or script data.
     pub kind: FrameKind,
@@ -39,7 +53,21 @@ pub struct MediaFrame {
     pub sequence_header: bool,
     /// The FLV tag body.
     pub payload: Bytes,
+    /// Encoded forms, filled on first use; shared by every clone of this frame.
+    encoded: Arc<[OnceLock<Bytes>; ENCODINGS]>,
 }
+
+impl PartialEq for MediaFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.timestamp == other.timestamp
+            && self.keyframe == other.keyframe
+            && self.sequence_header == other.sequence_header
+            && self.payload == other.payload
+    }
+}
+
+impl Eq for MediaFrame {}
 
 impl MediaFrame {
     /// Classifies a payload of the given kind. Never fails: a payload too short to classify
@@ -50,7 +78,14 @@ impl MediaFrame {
             FrameKind::Audio => (false, is_aac_sequence_header(&payload)),
             FrameKind::Data => (false, false),
         };
-        Self { kind, timestamp, keyframe, sequence_header, payload }
+        Self { kind, timestamp, keyframe, sequence_header, payload, encoded: Arc::default() }
+    }
+
+    /// This frame in `encoding`, built by `encode` the first time any clone of the frame
+    /// asks and shared afterwards. `encode` must be a pure function of the frame: every
+    /// caller gets the first result.
+    pub fn encoded(&self, encoding: Encoding, encode: impl FnOnce(&MediaFrame) -> Bytes) -> Bytes {
+        self.encoded[encoding as usize].get_or_init(|| encode(self)).clone()
     }
 
     /// The FLV video codec id (low nibble of the first byte), if this is a video frame with
@@ -119,6 +154,17 @@ mod tests {
         let raw = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 0x21]));
         assert!(!raw.sequence_header);
         assert_eq!(raw.audio_format(), Some(FLV_AUDIO_FORMAT_AAC));
+    }
+
+    #[test]
+    fn encodings_are_built_once_and_shared_by_clones() {
+        let frame = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 7]));
+        let copy = frame.clone();
+        let first = frame.encoded(Encoding::FlvTag, |f| f.payload.clone());
+        let again = copy.encoded(Encoding::FlvTag, |_| panic!("must not encode twice"));
+        assert_eq!(first, again);
+        let other = copy.encoded(Encoding::RtmpChunks, |_| Bytes::from_static(b"x"));
+        assert_eq!(&other[..], b"x");
     }
 
     #[test]

@@ -25,4 +25,4 @@ pub mod frame;
 pub mod hls;
 pub mod ts;
 
-pub use frame::{FrameKind, MediaFrame};
+pub use frame::{Encoding, FrameKind, MediaFrame};
