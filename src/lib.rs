@@ -1,1 +1,24 @@
-//! ZenLive (in progress)
+//! ZenLive: a live-streaming runtime. RTMP ingest from OBS and FFmpeg; delivery over HLS,
+//! RTMP play and HTTP-FLV; every stream and viewer a supervised actix actor.
+//!
+//! # Layout
+//! - [`node`]: the SDK facade ([`NodeBuilder`], [`Node`]) and the shared [`node::NodeContext`].
+//! - [`config`]: the configuration (TOML, environment, flags).
+//! - [`rtmp`]: RTMP ingest and play.
+//! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end.
+//! - `server`: binds the listeners.
+//!
+//! Below this crate: `zenlive-actors` (streams, viewers, supervision), `zenlive-media`
+//! (sans-IO parsers and muxers), `zenlive-cluster` (the registry). See `ARCHITECTURE.md`.
+
+pub mod config;
+pub mod hls;
+pub mod http;
+pub mod http_flv;
+pub mod node;
+pub mod rtmp;
+mod server;
+
+pub use config::Config;
+pub use node::{Node, NodeBuilder, StreamHandle};
+pub use zenlive_actors::{StreamEvent, StreamKey};

@@ -1,1 +1,117 @@
-fn main() {}
+//! The `zenlive` node binary: parse the command line, load the configuration, start a node,
+//! and shut it down cleanly on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use zenlive::{Config, NodeBuilder};
+
+/// A live-streaming node: RTMP in; HLS, RTMP and HTTP-FLV out.
+///
+/// Every configuration key `section.key` can also be set as the environment variable
+/// ZENLIVE_SECTION_KEY (for example ZENLIVE_HLS_SEGMENT_DURATION=2). Precedence: flags, then
+/// environment, then the file, then built-in defaults. See zenlive.example.toml.
+#[derive(Debug, Parser)]
+#[command(name = "zenlive", version)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// RTMP listen address [default: 0.0.0.0:1935].
+    #[arg(long)]
+    rtmp_addr: Option<SocketAddr>,
+    /// HTTP listen address (HLS, HTTP-FLV) [default: 0.0.0.0:8080].
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// Metrics and health listen address [default: 0.0.0.0:9090].
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn url_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config =
+        Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    if let Some(addr) = cli.rtmp_addr {
+        config.rtmp.addr = addr;
+    }
+    if let Some(addr) = cli.http_addr {
+        config.http.addr = addr;
+    }
+    if let Some(addr) = cli.metrics_addr {
+        config.metrics.addr = addr;
+    }
+    if let Some(format) = cli.log_format {
+        anyhow::ensure!(
+            matches!(format.as_str(), "text" | "json"),
+            "--log-format must be text or json"
+        );
+        config.log.format = format;
+    }
+    init_logging(&config);
+
+    let node = NodeBuilder::new(config).start().await.context("starting the node")?;
+    tracing::info!(node = %node.id(), "zenlive {} started", env!("CARGO_PKG_VERSION"));
+    let http = url_host(node.http_addr());
+    if let Some(rtmp) = node.rtmp_addr() {
+        let rtmp = url_host(rtmp);
+        println!("Publish:   ffmpeg -re -i input.mp4 -c copy -f flv rtmp://{rtmp}/live/test");
+        println!("           (OBS: server rtmp://{rtmp}/live, stream key test)");
+        println!("Play RTMP: ffplay rtmp://{rtmp}/live/test");
+    }
+    println!("HLS:       http://{http}/live/test/index.m3u8");
+    println!("HTTP-FLV:  http://{http}/live/test.flv");
+    if let Some(metrics) = node.metrics_addr() {
+        println!("Health:    http://{}/healthz", url_host(metrics));
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,1 +1,70 @@
-//! (in progress)
+//! ZenLive's actors: one live stream, one viewer, and the supervisor that keeps them alive.
+//!
+//! # Where it sits
+//! `src/` (protocol shells) → this crate → `zenlive-cluster` (registry) and `zenlive-media`
+//! (frames). Protocol code lives above; an actor here sees [`MediaFrame`]s and bytes that a
+//! protocol-supplied encoder produced, never sockets.
+//!
+//! # The path of a frame
+//! A publisher's connection sends [`stream::PushFrame`] to its [`StreamActor`]. The actor's
+//! [`StreamCore`] caches what a late joiner needs (metadata, sequence headers, the current
+//! GOP) and the actor puts the frame into a bounded broadcast ring, which never blocks the
+//! publisher. Every [`ViewerSession`] reads the ring, asks its [`ViewerCore`] whether to
+//! deliver, skip ahead to the next keyframe (after falling behind) or give up, and hands the
+//! frame's shared encoding to its connection through a bounded queue.
+//!
+//! # Layout
+//! - [`key`]: [`StreamKey`], a stream's name whatever protocol brought it.
+//! - [`stream_core`] / [`stream`]: the stream's decisions, and the actor around them.
+//! - [`viewer_core`] / [`viewer`]: a viewer's delivery policy, and the actor around it.
+//! - [`publisher`]: a publisher connection's side of its stream.
+//! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
+//! - [`pool`]: one arbiter per core, so streams and viewers use every core.
+//! - [`events`]: what the node tells the application (stream start/end) and node counters.
+
+pub mod events;
+pub mod key;
+pub mod pool;
+pub mod publisher;
+pub mod stream;
+pub mod stream_core;
+pub mod supervisor;
+pub mod viewer;
+pub mod viewer_core;
+
+pub use events::{EventSink, NodeCounters, StreamEvent};
+pub use key::{InvalidStreamKey, StreamKey};
+pub use pool::ArbiterPool;
+pub use publisher::{PublishError, StreamPublisher};
+pub use stream::{StreamActor, StreamInfo};
+pub use stream_core::StreamCore;
+pub use supervisor::{Directory, StreamSupervisor};
+pub use viewer::{FrameSink, Offer, ViewerSession};
+pub use viewer_core::ViewerCore;
+pub use zenlive_media::{Encoding, FrameKind, MediaFrame};
+
+/// The protocol a publisher or viewer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// RTMP publish or play.
+    Rtmp,
+    /// HTTP-FLV play.
+    HttpFlv,
+    /// HLS play (and the HLS packager).
+    Hls,
+    /// An in-process subscriber (the SDK, tests).
+    Internal,
+}
+
+impl Protocol {
+    /// The protocol's name for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rtmp => "rtmp",
+            Self::HttpFlv => "http-flv",
+            Self::Hls => "hls",
+            Self::Internal => "internal",
+        }
+    }
+}

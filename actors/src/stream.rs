@@ -1,0 +1,343 @@
+//! [`StreamActor`]: one live stream. Its messages, its state, and one handler per message.
+//!
+//! Media arrives from exactly one attached publisher ([`PushFrame`]) and leaves through a
+//! bounded broadcast ring that viewers read at their own pace; the publisher never waits
+//! for a viewer. The actor's decisions live in [`StreamCore`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::events::StreamEvent;
+use crate::key::StreamKey;
+use crate::stream_core::{IngestStats, StreamCore};
+use crate::supervisor::StreamStopped;
+use crate::{MediaFrame, Protocol};
+
+/// Frames the broadcast ring holds: about 7 s of 30 fps video with AAC audio. A viewer
+/// further behind than this misses frames and resumes at the next keyframe.
+pub const BROADCAST_CAPACITY: usize = 512;
+/// How long a stream actor without a publisher waits for one (after a restart) before it
+/// ends the stream.
+pub const PUBLISHER_WAIT: Duration = Duration::from_secs(5);
+
+/// A command from the stream to its publisher's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublisherCommand {
+    /// Close the connection: the publisher was kicked.
+    Close {
+        /// Why, for the publisher and the log.
+        reason: String,
+    },
+}
+
+/// The stream's handle on its publisher's connection.
+#[derive(Debug, Clone)]
+pub struct PublisherHandle {
+    /// Unique per connection on this node.
+    pub id: u64,
+    /// How it connected.
+    pub protocol: Protocol,
+    /// Its address.
+    pub peer: Option<SocketAddr>,
+    /// Where to send commands; bounded, and the connection reads it with its socket.
+    pub control: mpsc::Sender<PublisherCommand>,
+}
+
+/// Why a stream refused a publisher.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// Another publisher is attached.
+    #[error("stream {key} is already being published")]
+    AlreadyPublishing {
+        /// The stream.
+        key: StreamKey,
+    },
+}
+
+/// Attaches a publisher (the first one, or the same connection again after a restart).
+#[derive(Message)]
+#[rtype(result = "Result<(), StreamError>")]
+pub struct Attach {
+    /// The publisher.
+    pub publisher: PublisherHandle,
+}
+
+/// One frame from the attached publisher.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PushFrame {
+    /// The frame.
+    pub frame: MediaFrame,
+}
+
+/// The publisher left: the stream ends.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach {
+    /// Which publisher (a stale connection cannot end a newer one's stream).
+    pub publisher_id: u64,
+    /// Why, for the log and the `Ended` event.
+    pub reason: String,
+}
+
+/// Subscribes a viewer.
+#[derive(Message)]
+#[rtype(result = "Subscription")]
+pub struct Subscribe {
+    /// Unique per viewer on this node.
+    pub viewer_id: u64,
+    /// How the viewer watches.
+    pub protocol: Protocol,
+}
+
+/// What a new viewer receives: the snapshot to deliver first, then the live ring.
+pub struct Subscription {
+    /// Metadata, sequence headers and the cached GOP, in order.
+    pub snapshot: Vec<MediaFrame>,
+    /// Whether the snapshot starts the picture on a keyframe.
+    pub starts_on_keyframe: bool,
+    /// Whether the stream has video.
+    pub has_video: bool,
+    /// Live frames after the snapshot, with no gap and no repeat.
+    pub live: broadcast::Receiver<MediaFrame>,
+}
+
+/// Unsubscribes a viewer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    /// The viewer.
+    pub viewer_id: u64,
+}
+
+/// Disconnects the publisher and ends the stream. Answers whether a publisher was attached.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Kick {
+    /// Why, told to the publisher.
+    pub reason: String,
+}
+
+/// Asks for the stream's current state.
+#[derive(Message)]
+#[rtype(result = "StreamInfo")]
+pub struct GetInfo;
+
+/// A stream's state, for the SDK and the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream.
+    pub key: StreamKey,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// How long it has been live.
+    pub uptime: Duration,
+    /// Whether a publisher is attached now.
+    pub publishing: bool,
+    /// Input counters.
+    pub ingest: IngestStats,
+    /// Viewers by protocol.
+    pub viewers: HashMap<Protocol, usize>,
+}
+
+/// Makes the actor panic inside a handler: for supervision tests only.
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+/// Tells the supervisor when the actor goes away, and whether it stopped cleanly: actix
+/// drops an actor whose handler panicked without calling `stopped`, and only `Drop` sees it.
+struct StopNotice {
+    supervisor: Recipient<StreamStopped>,
+    key: StreamKey,
+    generation: u64,
+    ended: Option<StreamEvent>,
+}
+
+impl Drop for StopNotice {
+    fn drop(&mut self) {
+        let crashed = self.ended.is_none();
+        self.supervisor.do_send(StreamStopped {
+            key: self.key.clone(),
+            generation: self.generation,
+            ended: self.ended.take(),
+            crashed,
+        });
+    }
+}
+
+/// One live stream. See the module docs.
+pub struct StreamActor {
+    key: StreamKey,
+    core: StreamCore,
+    started_at: SystemTime,
+    live: broadcast::Sender<MediaFrame>,
+    viewers: HashMap<u64, Protocol>,
+    publisher: Option<PublisherHandle>,
+    end_reason: Option<String>,
+    notice: StopNotice,
+}
+
+impl StreamActor {
+    /// A stream with no publisher yet. The supervisor creates these.
+    pub(crate) fn new(
+        key: StreamKey,
+        generation: u64,
+        supervisor: Recipient<StreamStopped>,
+    ) -> Self {
+        let (live, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let notice = StopNotice { supervisor, key: key.clone(), generation, ended: None };
+        Self {
+            key,
+            core: StreamCore::new(Instant::now()),
+            started_at: SystemTime::now(),
+            live,
+            viewers: HashMap::new(),
+            publisher: None,
+            end_reason: None,
+            notice,
+        }
+    }
+
+    fn end(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.end_reason.is_none() {
+            self.end_reason = Some(reason);
+        }
+        ctx.stop();
+    }
+}
+
+impl Actor for StreamActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(256);
+        ctx.run_later(PUBLISHER_WAIT, |act, ctx| {
+            if act.publisher.is_none() {
+                act.end("no publisher attached".to_owned(), ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let stats = self.core.stats();
+        let reason = self.end_reason.take().unwrap_or_else(|| "stopped".to_owned());
+        tracing::info!(stream = %self.key, %reason, frames = stats.frames, bytes = stats.bytes, "stream ended");
+        if let Some(publisher) = self.publisher.take() {
+            // The connection may already be gone; a full queue means it is closing anyway.
+            let _ = publisher.control.try_send(PublisherCommand::Close { reason: reason.clone() });
+        }
+        self.notice.ended = Some(StreamEvent::Ended {
+            key: self.key.clone(),
+            duration: self.core.uptime(Instant::now()),
+            bytes_in: stats.bytes,
+            frames_in: stats.frames,
+            reason,
+        });
+    }
+}
+
+impl Handler<Attach> for StreamActor {
+    type Result = Result<(), StreamError>;
+
+    fn handle(&mut self, msg: Attach, _ctx: &mut Self::Context) -> Self::Result {
+        match &self.publisher {
+            Some(current) if current.id != msg.publisher.id => {
+                Err(StreamError::AlreadyPublishing { key: self.key.clone() })
+            }
+            _ => {
+                self.publisher = Some(msg.publisher);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Handler<PushFrame> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PushFrame, _ctx: &mut Self::Context) {
+        self.core.on_frame(&msg.frame);
+        // An error only means nobody is watching right now.
+        let _ = self.live.send(msg.frame);
+    }
+}
+
+impl Handler<Detach> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Detach, ctx: &mut Self::Context) {
+        if self.publisher.as_ref().is_some_and(|p| p.id == msg.publisher_id) {
+            self.publisher = None;
+            self.end(msg.reason, ctx);
+        }
+    }
+}
+
+impl Handler<Subscribe> for StreamActor {
+    type Result = MessageResult<Subscribe>;
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) -> Self::Result {
+        self.viewers.insert(msg.viewer_id, msg.protocol);
+        let snapshot = self.core.snapshot();
+        let starts_on_keyframe = snapshot.iter().any(|f| f.keyframe);
+        MessageResult(Subscription {
+            snapshot,
+            starts_on_keyframe,
+            has_video: self.core.has_video(),
+            live: self.live.subscribe(),
+        })
+    }
+}
+
+impl Handler<Unsubscribe> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Self::Context) {
+        self.viewers.remove(&msg.viewer_id);
+    }
+}
+
+impl Handler<Kick> for StreamActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Kick, ctx: &mut Self::Context) -> bool {
+        let had_publisher = self.publisher.is_some();
+        tracing::info!(stream = %self.key, reason = %msg.reason, "publisher kicked");
+        self.end(format!("kicked: {}", msg.reason), ctx);
+        had_publisher
+    }
+}
+
+impl Handler<GetInfo> for StreamActor {
+    type Result = MessageResult<GetInfo>;
+
+    fn handle(&mut self, _msg: GetInfo, _ctx: &mut Self::Context) -> Self::Result {
+        let mut viewers = HashMap::new();
+        for protocol in self.viewers.values() {
+            *viewers.entry(*protocol).or_insert(0) += 1;
+        }
+        MessageResult(StreamInfo {
+            key: self.key.clone(),
+            started_at: self.started_at,
+            uptime: self.core.uptime(Instant::now()),
+            publishing: self.publisher.is_some(),
+            ingest: self.core.stats(),
+            viewers,
+        })
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectPanic> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Self::Context) {
+        panic!("injected fault in stream {}", self.key);
+    }
+}

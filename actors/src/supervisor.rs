@@ -1,0 +1,387 @@
+//! [`StreamSupervisor`]: starts stream actors, owns their registry leases, and restarts the
+//! ones that crash; [`Directory`]: this node's map from stream names to live actors.
+//!
+//! actix's own `Supervisor` does not help here: a panic in a handler drops the actor and
+//! nothing restarts it. So every stream actor carries a notice that reaches this supervisor
+//! when the actor goes away, saying whether it stopped cleanly. A crashed stream is started
+//! again with fresh state on the same arbiter, under a freshly claimed lease (a new fencing
+//! epoch), and the restart is counted. Its publisher's connection finds the new actor in the
+//! [`Directory`] and attaches again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix::fut::LocalBoxActorFuture;
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use parking_lot::RwLock;
+use zenlive_cluster::{
+    ActorKey, ActorKind, Lease, NodeId, Registry, RegistryError, ACTOR_LEASE_TTL,
+};
+
+use crate::events::{EventSink, NodeCounters, StreamEvent};
+use crate::key::StreamKey;
+use crate::stream::{Attach, PublisherHandle, StreamActor, StreamError};
+
+/// How often the supervisor renews its streams' leases.
+pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(3);
+
+/// A live stream actor as the directory knows it.
+#[derive(Clone)]
+pub struct StreamEntry {
+    /// The actor.
+    pub addr: Addr<StreamActor>,
+    /// Unique per actor instance on this node.
+    pub generation: u64,
+    /// The generation of the first instance of this stream; restarts keep it, so viewers
+    /// can tell a restarted stream from a new one with the same name.
+    pub lineage: u64,
+}
+
+/// This node's live streams by name. Written only by the supervisor; read from any thread.
+/// A read lock around a map is right here: lookups are frequent and short, writes happen
+/// once per stream start or end.
+#[derive(Clone, Default)]
+pub struct Directory {
+    streams: Arc<RwLock<HashMap<StreamKey, StreamEntry>>>,
+}
+
+impl Directory {
+    /// The live actor for `key`, if any.
+    pub fn get(&self, key: &StreamKey) -> Option<StreamEntry> {
+        self.streams.read().get(key).cloned()
+    }
+
+    /// The names of every live stream, sorted.
+    pub fn keys(&self) -> Vec<StreamKey> {
+        let mut keys: Vec<_> = self.streams.read().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// How many streams are live.
+    pub fn len(&self) -> usize {
+        self.streams.read().len()
+    }
+
+    /// Whether no stream is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, key: StreamKey, entry: StreamEntry) {
+        self.streams.write().insert(key, entry);
+    }
+
+    fn remove_generation(&self, key: &StreamKey, generation: u64) {
+        let mut streams = self.streams.write();
+        if streams.get(key).is_some_and(|e| e.generation == generation) {
+            streams.remove(key);
+        }
+    }
+}
+
+/// Why a stream could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// Someone is publishing this name already (here or on another node).
+    #[error("stream {key} is already being published")]
+    AlreadyPublishing {
+        /// The stream.
+        key: StreamKey,
+    },
+    /// The registry could not grant the name.
+    #[error("registry refused {key}: {source}")]
+    Registry {
+        /// The stream.
+        key: StreamKey,
+        /// The registry's answer.
+        source: RegistryError,
+    },
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+/// Starts a stream for a publisher: claims the name, starts the actor on `arbiter`, attaches
+/// the publisher. Answers the new stream's entry.
+#[derive(Message)]
+#[rtype(result = "Result<StreamEntry, StartError>")]
+pub struct StartStream {
+    /// The stream.
+    pub key: StreamKey,
+    /// Its publisher.
+    pub publisher: PublisherHandle,
+    /// Where the actor runs: the publisher connection's arbiter.
+    pub arbiter: ArbiterHandle,
+}
+
+/// A stream actor went away (sent from its drop notice).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StreamStopped {
+    /// The stream.
+    pub key: StreamKey,
+    /// Which instance.
+    pub generation: u64,
+    /// The end event, when it stopped cleanly.
+    pub ended: Option<StreamEvent>,
+    /// True when the actor was dropped without stopping (a panic in a handler).
+    pub crashed: bool,
+}
+
+/// Ends every stream (clean shutdown); answers when all have been asked to stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+struct Supervised {
+    lease: Option<Lease>,
+    arbiter: ArbiterHandle,
+    generation: u64,
+    lineage: u64,
+    addr: Addr<StreamActor>,
+}
+
+/// Starts, tracks and restarts this node's stream actors. See the module docs.
+pub struct StreamSupervisor {
+    node: NodeId,
+    registry: Arc<dyn Registry>,
+    directory: Directory,
+    events: Arc<dyn EventSink>,
+    counters: Arc<NodeCounters>,
+    streams: HashMap<StreamKey, Supervised>,
+    next_generation: u64,
+    shutting_down: bool,
+}
+
+impl StreamSupervisor {
+    /// A supervisor for this node; `directory` is shared with the protocol front-ends.
+    pub fn new(
+        node: NodeId,
+        registry: Arc<dyn Registry>,
+        directory: Directory,
+        events: Arc<dyn EventSink>,
+        counters: Arc<NodeCounters>,
+    ) -> Self {
+        Self {
+            node,
+            registry,
+            directory,
+            events,
+            counters,
+            streams: HashMap::new(),
+            next_generation: 1,
+            shutting_down: false,
+        }
+    }
+
+    fn spawn_actor(
+        &mut self,
+        key: &StreamKey,
+        arbiter: &ArbiterHandle,
+        ctx: &Context<Self>,
+    ) -> (u64, Addr<StreamActor>) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let recipient = ctx.address().recipient();
+        let actor_key = key.clone();
+        let addr = StreamActor::start_in_arbiter(arbiter, move |_| {
+            StreamActor::new(actor_key, generation, recipient)
+        });
+        (generation, addr)
+    }
+
+    fn restart(&mut self, key: StreamKey, ctx: &mut Context<Self>) {
+        let Some(old) = self.streams.remove(&key) else { return };
+        NodeCounters::add(&self.counters.stream_restarts, 1);
+        let (generation, addr) = self.spawn_actor(&key, &old.arbiter, ctx);
+        tracing::error!(stream = %key, old_generation = old.generation, generation, "stream actor crashed; restarted with fresh state");
+        self.directory.insert(
+            key.clone(),
+            StreamEntry { addr: addr.clone(), generation, lineage: old.lineage },
+        );
+        self.streams.insert(
+            key.clone(),
+            Supervised {
+                lease: None,
+                arbiter: old.arbiter,
+                generation,
+                lineage: old.lineage,
+                addr,
+            },
+        );
+        // Re-claim the name under a new epoch, so anything the crashed instance left behind
+        // is fenced off.
+        let registry = Arc::clone(&self.registry);
+        let node = self.node.clone();
+        let actor_key = ActorKey::new(ActorKind::Stream, key.to_string());
+        let reclaim = async move {
+            if let Some(lease) = old.lease {
+                registry.release(&lease).await?;
+            }
+            registry.claim(&actor_key, &node, ACTOR_LEASE_TTL).await
+        };
+        ctx.spawn(reclaim.into_actor(self).map(move |result, act, _ctx| match result {
+            Ok(lease) => match act.streams.get_mut(&key) {
+                Some(s) if s.generation == generation => s.lease = Some(lease),
+                _ => {
+                    let registry = Arc::clone(&act.registry);
+                    actix_rt::spawn(async move { registry.release(&lease).await });
+                }
+            },
+            Err(error) => {
+                tracing::error!(stream = %key, %error, "could not re-claim a restarted stream; ending it");
+                if let Some(s) = act.streams.get(&key) {
+                    s.addr.do_send(crate::stream::Kick { reason: "lease lost".to_owned() });
+                }
+            }
+        }));
+    }
+
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        let leases: Vec<(StreamKey, Lease)> = self
+            .streams
+            .iter()
+            .filter_map(|(k, s)| s.lease.clone().map(|l| (k.clone(), l)))
+            .collect();
+        if leases.is_empty() {
+            return;
+        }
+        let registry = Arc::clone(&self.registry);
+        let renewals = async move {
+            let mut lost = Vec::new();
+            for (key, lease) in leases {
+                if let Err(error) = registry.renew(&lease).await {
+                    lost.push((key, lease.epoch, error));
+                }
+            }
+            lost
+        };
+        ctx.spawn(renewals.into_actor(self).map(|lost, act, _ctx| {
+            for (key, epoch, error) in lost {
+                let Some(s) = act.streams.get(&key) else { continue };
+                if s.lease.as_ref().is_some_and(|l| l.epoch == epoch) {
+                    // Self-fencing: without a lease we may not act as the owner.
+                    tracing::error!(stream = %key, %error, "lease lost; ending stream");
+                    s.addr.do_send(crate::stream::Kick { reason: "lease lost".to_owned() });
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for StreamSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(LEASE_RENEW_INTERVAL, |act, ctx| act.renew_leases(ctx));
+    }
+}
+
+impl Handler<StartStream> for StreamSupervisor {
+    type Result = ResponseActFuture<Self, Result<StreamEntry, StartError>>;
+
+    fn handle(&mut self, msg: StartStream, _ctx: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(fut::ready(Err(StartError::ShuttingDown)));
+        }
+        let registry = Arc::clone(&self.registry);
+        let node = self.node.clone();
+        let actor_key = ActorKey::new(ActorKind::Stream, msg.key.to_string());
+        let claim = async move { registry.claim(&actor_key, &node, ACTOR_LEASE_TTL).await };
+        Box::pin(claim.into_actor(self).then(
+            move |claimed,
+                  act,
+                  ctx|
+                  -> LocalBoxActorFuture<Self, Result<StreamEntry, StartError>> {
+                let key = msg.key;
+                let lease = match claimed {
+                    Ok(lease) => lease,
+                    Err(RegistryError::AlreadyOwned { .. }) => {
+                        return Box::pin(fut::ready(Err(StartError::AlreadyPublishing { key })));
+                    }
+                    Err(source) => {
+                        return Box::pin(fut::ready(Err(StartError::Registry { key, source })))
+                    }
+                };
+                let (generation, addr) = act.spawn_actor(&key, &msg.arbiter, ctx);
+                let entry = StreamEntry { addr: addr.clone(), generation, lineage: generation };
+                act.directory.insert(key.clone(), entry.clone());
+                act.streams.insert(
+                    key.clone(),
+                    Supervised {
+                        lease: Some(lease),
+                        arbiter: msg.arbiter,
+                        generation,
+                        lineage: generation,
+                        addr: addr.clone(),
+                    },
+                );
+                let peer = msg.publisher.peer;
+                let protocol = msg.publisher.protocol;
+                let attach = addr.send(Attach { publisher: msg.publisher });
+                Box::pin(attach.into_actor(act).map(move |attached, act, _ctx| match attached {
+                    Ok(Ok(())) => {
+                        act.events.stream_event(&StreamEvent::Started {
+                            key,
+                            protocol,
+                            peer,
+                            at: SystemTime::now(),
+                        });
+                        Ok(entry)
+                    }
+                    // A fresh actor has no publisher, so this is unreachable unless it died.
+                    Ok(Err(StreamError::AlreadyPublishing { key })) => {
+                        Err(StartError::AlreadyPublishing { key })
+                    }
+                    Err(_) => Err(StartError::AlreadyPublishing { key }),
+                }))
+            },
+        ))
+    }
+}
+
+impl Handler<StreamStopped> for StreamSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StreamStopped, ctx: &mut Self::Context) {
+        let current = self.streams.get(&msg.key).is_some_and(|s| s.generation == msg.generation);
+        if !current {
+            return;
+        }
+        if msg.crashed && !self.shutting_down {
+            self.restart(msg.key, ctx);
+            return;
+        }
+        self.directory.remove_generation(&msg.key, msg.generation);
+        if let Some(stopped) = self.streams.remove(&msg.key) {
+            if let Some(lease) = stopped.lease {
+                let registry = Arc::clone(&self.registry);
+                ctx.spawn(
+                    async move {
+                        if let Err(error) = registry.release(&lease).await {
+                            tracing::warn!(%error, "could not release a stream lease; it will expire");
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
+        }
+        if let Some(ended) = msg.ended {
+            self.events.stream_event(&ended);
+        }
+    }
+}
+
+impl Handler<Shutdown> for StreamSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) {
+        self.shutting_down = true;
+        for s in self.streams.values() {
+            s.addr.do_send(crate::stream::Kick { reason: "node shutting down".to_owned() });
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! [`ViewerSession`]: one viewer of one stream (an RTMP player, an HTTP-FLV client, the HLS
+//! packager). It reads the stream's broadcast ring, lets its [`ViewerCore`] decide, and
+//! offers frames to a protocol-supplied [`FrameSink`] that never blocks.
+//!
+//! If the stream actor crashes and is restarted, the session subscribes to the new
+//! instance (same lineage in the [`Directory`]); if the stream ended, the session ends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::events::NodeCounters;
+use crate::key::StreamKey;
+use crate::stream::{Subscribe, Subscription, Unsubscribe};
+use crate::supervisor::{Directory, StreamEntry};
+use crate::viewer_core::{Admission, Verdict, ViewerCore};
+use crate::{MediaFrame, Protocol};
+
+static NEXT_VIEWER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh id for a viewer or publisher connection on this node.
+pub fn next_connection_id() -> u64 {
+    NEXT_VIEWER_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What a sink did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Taken; this many bytes will go out.
+    Accepted(usize),
+    /// The connection's queue is full: the frame was not taken.
+    Full,
+    /// The viewer is gone.
+    Closed,
+}
+
+/// Where a viewer's frames go: a protocol's encoder plus its connection's bounded queue.
+/// `offer` must not block and must take a frame whole or not at all.
+pub trait FrameSink: Send + 'static {
+    /// Offers one frame.
+    fn offer(&mut self, frame: &MediaFrame) -> Offer;
+
+    /// A future that completes when the viewer disconnects, so an idle stream does not
+    /// keep a departed viewer's session alive. `None` when the sink cannot tell.
+    fn closed(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        None
+    }
+
+    /// The stream ended or the session gave up; the sink may flush or finalize.
+    fn finish(&mut self, _reason: &str) {}
+}
+
+/// One viewer. See the module docs.
+pub struct ViewerSession {
+    id: u64,
+    key: StreamKey,
+    protocol: Protocol,
+    directory: Directory,
+    stream: StreamEntry,
+    core: Option<ViewerCore>,
+    sink: Box<dyn FrameSink>,
+    counters: Arc<NodeCounters>,
+    max_behind: Duration,
+    end_reason: &'static str,
+    live: Option<SpawnHandle>,
+}
+
+impl ViewerSession {
+    /// A session for `stream`; start it with `ViewerSession::start` (current arbiter).
+    pub fn new(
+        key: StreamKey,
+        protocol: Protocol,
+        stream: StreamEntry,
+        directory: Directory,
+        sink: Box<dyn FrameSink>,
+        counters: Arc<NodeCounters>,
+        max_behind: Duration,
+    ) -> Self {
+        Self {
+            id: next_connection_id(),
+            key,
+            protocol,
+            directory,
+            stream,
+            core: None,
+            sink,
+            counters,
+            max_behind,
+            end_reason: "stream ended",
+            live: None,
+        }
+    }
+
+    fn subscribe(&mut self, ctx: &mut Context<Self>) {
+        let request =
+            self.stream.addr.send(Subscribe { viewer_id: self.id, protocol: self.protocol });
+        ctx.spawn(request.into_actor(self).map(|result, act, ctx| match result {
+            Ok(subscription) => act.on_subscribed(subscription, ctx),
+            Err(_) => act.stream_gone(ctx),
+        }));
+    }
+
+    fn on_subscribed(&mut self, sub: Subscription, ctx: &mut Context<Self>) {
+        self.core = Some(ViewerCore::new(sub.has_video, sub.starts_on_keyframe, self.max_behind));
+        for frame in &sub.snapshot {
+            if !self.deliver(frame, ctx) {
+                return;
+            }
+        }
+        if let Some(old) = self.live.take() {
+            ctx.cancel_future(old);
+        }
+        self.live = Some(ctx.add_stream(BroadcastStream::new(sub.live)));
+    }
+
+    /// Offers one frame; false when the session is ending.
+    fn deliver(&mut self, frame: &MediaFrame, ctx: &mut Context<Self>) -> bool {
+        let Some(core) = self.core.as_mut() else { return true };
+        let headers = match core.admit(frame) {
+            Admission::Skip => {
+                NodeCounters::add(&self.counters.frames_skipped, 1);
+                return true;
+            }
+            Admission::Deliver => Vec::new(),
+            Admission::DeliverAfter(headers) => headers,
+        };
+        for f in headers.iter().chain(std::iter::once(frame)) {
+            match self.sink.offer(f) {
+                Offer::Accepted(bytes) => core.delivered(bytes),
+                Offer::Full => {
+                    NodeCounters::add(&self.counters.frames_skipped, 1);
+                    if core.queue_full(f, Instant::now()) == Verdict::Disconnect {
+                        return self.too_slow(ctx);
+                    }
+                    return true;
+                }
+                Offer::Closed => {
+                    self.end_reason = "viewer disconnected";
+                    ctx.stop();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn too_slow(&mut self, ctx: &mut Context<Self>) -> bool {
+        NodeCounters::add(&self.counters.viewers_dropped_slow, 1);
+        tracing::info!(stream = %self.key, viewer = self.id, protocol = self.protocol.as_str(), "viewer stayed behind; disconnecting");
+        self.end_reason = "viewer too slow";
+        ctx.stop();
+        false
+    }
+
+    /// The stream's ring closed: follow a restarted instance, or end.
+    fn stream_gone(&mut self, ctx: &mut Context<Self>) {
+        match self.directory.get(&self.key) {
+            Some(entry)
+                if entry.lineage == self.stream.lineage
+                    && entry.generation != self.stream.generation =>
+            {
+                tracing::info!(stream = %self.key, viewer = self.id, "stream restarted; resubscribing");
+                self.stream = entry;
+                self.subscribe(ctx);
+            }
+            _ => {
+                self.end_reason = "stream ended";
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Actor for ViewerSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(closed) = self.sink.closed() {
+            ctx.spawn(closed.into_actor(self).map(|(), act, ctx| {
+                act.end_reason = "viewer disconnected";
+                ctx.stop();
+            }));
+        }
+        self.subscribe(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.stream.addr.do_send(Unsubscribe { viewer_id: self.id });
+        self.sink.finish(self.end_reason);
+        if let Some(core) = &self.core {
+            let stats = core.stats();
+            tracing::debug!(stream = %self.key, viewer = self.id, reason = self.end_reason, frames = stats.frames, bytes = stats.bytes, skipped = stats.skipped, "viewer left");
+        }
+    }
+}
+
+impl StreamHandler<Result<MediaFrame, BroadcastStreamRecvError>> for ViewerSession {
+    fn handle(
+        &mut self,
+        item: Result<MediaFrame, BroadcastStreamRecvError>,
+        ctx: &mut Self::Context,
+    ) {
+        match item {
+            Ok(frame) => {
+                self.deliver(&frame, ctx);
+            }
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                NodeCounters::add(&self.counters.frames_skipped, missed);
+                let verdict = self.core.as_mut().map(|core| core.lagged(missed, Instant::now()));
+                if verdict == Some(Verdict::Disconnect) {
+                    self.too_slow(ctx);
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.stream_gone(ctx);
+    }
+}

@@ -1,0 +1,298 @@
+//! The node's configuration: a TOML file, overridden key by key from the environment
+//! (`ZENLIVE_SECTION_KEY`), overridden by command-line flags. Every key has a default, so
+//! an empty file (or none) is a working single node. `zenlive.example.toml` documents
+//! every key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file or an environment override is not valid.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration. See the module docs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    pub node: NodeConfig,
+    /// RTMP ingest and play.
+    pub rtmp: RtmpConfig,
+    /// The HTTP server: HLS, HTTP-FLV, health.
+    pub http: HttpConfig,
+    /// The metrics listener.
+    pub metrics: MetricsConfig,
+    /// HLS packaging.
+    pub hls: HlsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's id in a cluster; random when empty.
+    pub id: String,
+    /// Event-loop threads for streams and viewers; 0 means one per core.
+    pub workers: usize,
+    /// Seconds a graceful shutdown may take before the process exits anyway.
+    pub shutdown_timeout: f64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { id: String::new(), workers: 0, shutdown_timeout: 10.0 }
+    }
+}
+
+/// `[rtmp]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Whether RTMP is served.
+    pub enabled: bool,
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Seconds a client has to complete the handshake.
+    pub handshake_timeout: f64,
+    /// Seconds without any data from a publisher (or a client that has neither published
+    /// nor played) before it is disconnected.
+    pub idle_timeout: f64,
+    /// Most simultaneous RTMP connections.
+    pub max_connections: usize,
+    /// Seconds a viewer may stay behind the live edge before it is disconnected.
+    pub max_viewer_lag: f64,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            handshake_timeout: 10.0,
+            idle_timeout: 30.0,
+            max_connections: 10_000,
+            max_viewer_lag: 10.0,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether the metrics listener runs.
+    pub enabled: bool,
+    /// Listen address.
+    pub addr: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, addr: SocketAddr::from(([0, 0, 0, 0], 9090)) }
+    }
+}
+
+/// `[hls]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    /// Whether streams are packaged for HLS.
+    pub enabled: bool,
+    /// Target segment duration in seconds (segments are cut on keyframes).
+    pub segment_duration: f64,
+    /// Segments in the live playlist.
+    pub window: usize,
+    /// Seconds a stream's playlist outlives its publisher, so a publisher that reconnects
+    /// continues the same playlist (with a discontinuity).
+    pub reconnect_grace: f64,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self { enabled: true, segment_duration: 6.0, window: 6, reconnect_grace: 30.0 }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `zenlive=debug,info`; `RUST_LOG` wins if set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: "text".to_owned(), level: "info".to_owned() }
+    }
+}
+
+/// Seconds from the configuration as a `Duration` (negative or invalid values become 0).
+pub fn secs(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
+}
+
+impl Config {
+    /// Loads `path` (if given), then applies `ZENLIVE_*` variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.5..=60.0).contains(&self.hls.segment_duration) {
+            return Err(ConfigError::Invalid(
+                "hls.segment_duration must be between 0.5 and 60 seconds".into(),
+            ));
+        }
+        if !(2..=100).contains(&self.hls.window) {
+            return Err(ConfigError::Invalid(
+                "hls.window must be between 2 and 100 segments".into(),
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid("log.format must be \"text\" or \"json\"".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Sections whose keys may be set from the environment.
+const SECTIONS: [&str; 6] = ["node", "rtmp", "http", "metrics", "hls", "log"];
+
+/// Applies `ZENLIVE_SECTION_KEY=value` overrides. Values are read as TOML when they parse
+/// (numbers, booleans), else as strings.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("ZENLIVE_") else { continue };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else { continue };
+        if !SECTIONS.contains(&section) {
+            continue;
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let entry = table
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section_table) = entry else {
+            return Err(ConfigError::Invalid(format!("[{section}] must be a table")));
+        };
+        section_table.insert(key.to_owned(), parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::load(None, env(&[])).expect("defaults");
+        assert_eq!(c.rtmp.addr.to_string(), "0.0.0.0:1935");
+        assert_eq!(c.http.addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.metrics.addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.hls.segment_duration, 6.0);
+    }
+
+    #[test]
+    fn the_example_file_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("zenlive.example.toml");
+        let c = Config::load(Some(&path), env(&[])).expect("the example parses");
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("z.toml");
+        std::fs::write(&path, "[hls]\nsegment_duration = 4\n[rtmp]\naddr = \"127.0.0.1:1\"\n")
+            .expect("write");
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("ZENLIVE_HLS_SEGMENT_DURATION", "2"),
+                ("ZENLIVE_HTTP_ADDR", "127.0.0.1:8081"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.hls.segment_duration, 2.0);
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.rtmp.addr.to_string(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        for (k, v) in [
+            ("ZENLIVE_HLS_SEGMENT_DURATION", "0"),
+            ("ZENLIVE_RTMP_ADDR", "nowhere"),
+            ("ZENLIVE_HLS_BOGUS", "1"),
+        ] {
+            let err = Config::load(None, env(&[(k, v)])).expect_err("must fail");
+            assert!(matches!(err, ConfigError::Invalid(_)), "{k}={v}: {err}");
+        }
+    }
+}

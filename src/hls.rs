@@ -1,0 +1,353 @@
+//! HLS: one packager per live stream, and the HTTP handlers that serve its playlist and
+//! segments from memory.
+//!
+//! The packager is an ordinary viewer of the stream (a [`ViewerSession`] with an
+//! [`HlsSink`]): it converts FLV frames to H.264 Annex B and ADTS AAC and feeds the sans-IO
+//! [`Segmenter`]. After each completed segment it publishes an immutable snapshot (playlist
+//! text plus the window's segments, shared `Bytes`) that HTTP handlers read without
+//! touching the packager. When the publisher leaves, the segmenter is parked for
+//! `hls.reconnect_grace`; a publisher that comes back within it continues the same playlist
+//! after an `EXT-X-DISCONTINUITY`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix::Actor;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpResponse};
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use zenlive_actors::events::{NodeCounters, StreamEvent};
+use zenlive_actors::{
+    ArbiterPool, Directory, FrameKind, FrameSink, MediaFrame, Offer, Protocol, StreamKey,
+    ViewerSession,
+};
+use zenlive_media::aac::{adts_header, AudioSpecificConfig};
+use zenlive_media::avc::{to_annexb, AvcDecoderConfig};
+use zenlive_media::flv::{parse_audio_tag, parse_video_tag};
+use zenlive_media::hls::{HlsConfig as SegmenterConfig, Segmenter};
+use zenlive_media::ts::Tracks;
+
+use crate::config::{secs, HlsConfig};
+use crate::http::{error, stream_key, with_cors};
+use crate::node::NodeContext;
+
+/// Largest segment kept in memory; a longer GOP is cut early.
+const MAX_SEGMENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// What HTTP handlers read: replaced whole after every completed segment.
+#[derive(Default)]
+struct Published {
+    playlist: Option<Bytes>,
+    segments: HashMap<u64, Bytes>,
+}
+
+/// One stream's HLS state.
+struct HlsStream {
+    published: RwLock<Arc<Published>>,
+    /// The segmenter between publishers (during the reconnect grace).
+    parked: Mutex<Option<Segmenter>>,
+    /// Bumped on every start and end, so a grace timer knows whether it is stale.
+    generation: AtomicU64,
+}
+
+impl HlsStream {
+    fn publish(&self, segmenter: &Segmenter) {
+        let playlist = segmenter.playlist().map(Bytes::from);
+        let segments = segmenter
+            .segment_numbers()
+            .filter_map(|n| segmenter.segment(n).map(|s| (n, s)))
+            .collect();
+        *self.published.write() = Arc::new(Published { playlist, segments });
+    }
+}
+
+/// All HLS streams of the node.
+pub struct HlsManager {
+    enabled: bool,
+    segmenter: SegmenterConfig,
+    grace: Duration,
+    max_viewer_lag: Duration,
+    directory: Directory,
+    pool: ArbiterPool,
+    counters: Arc<NodeCounters>,
+    streams: RwLock<HashMap<StreamKey, Arc<HlsStream>>>,
+    /// Segments produced, node-wide.
+    pub segments_produced: Arc<AtomicU64>,
+}
+
+impl HlsManager {
+    /// A manager packaging with `config`.
+    pub fn new(
+        config: &HlsConfig,
+        directory: Directory,
+        pool: ArbiterPool,
+        counters: Arc<NodeCounters>,
+    ) -> Self {
+        Self {
+            enabled: config.enabled,
+            segmenter: SegmenterConfig {
+                target_duration: secs(config.segment_duration),
+                window_segments: config.window,
+                max_segment_bytes: MAX_SEGMENT_BYTES,
+            },
+            grace: secs(config.reconnect_grace),
+            max_viewer_lag: Duration::from_secs(30),
+            directory,
+            pool,
+            counters,
+            streams: RwLock::new(HashMap::new()),
+            segments_produced: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn get(&self, key: &StreamKey) -> Option<Arc<HlsStream>> {
+        self.streams.read().get(key).cloned()
+    }
+
+    /// Reacts to a stream starting (start a packager) or ending (park it for the grace).
+    pub fn stream_event(self: &Arc<Self>, event: &StreamEvent) {
+        if !self.enabled {
+            return;
+        }
+        match event {
+            StreamEvent::Started { key, .. } => self.start_packager(key),
+            StreamEvent::Ended { key, .. } => self.schedule_expiry(key),
+        }
+    }
+
+    fn start_packager(&self, key: &StreamKey) {
+        let Some(entry) = self.directory.get(key) else { return };
+        let stream = Arc::clone(self.streams.write().entry(key.clone()).or_insert_with(|| {
+            Arc::new(HlsStream {
+                published: RwLock::default(),
+                parked: Mutex::new(None),
+                generation: AtomicU64::new(0),
+            })
+        }));
+        stream.generation.fetch_add(1, Ordering::Relaxed);
+        let mut segmenter = stream.parked.lock().take();
+        if let Some(s) = segmenter.as_mut() {
+            s.mark_discontinuity();
+        }
+        let sink = HlsSink {
+            key: key.clone(),
+            stream,
+            segmenter,
+            config: self.segmenter.clone(),
+            avc: None,
+            aac: None,
+            annexb: Vec::new(),
+            adts: Vec::new(),
+            published_sequence: None,
+            produced: Arc::clone(&self.segments_produced),
+            warned: false,
+        };
+        let session = ViewerSession::new(
+            key.clone(),
+            Protocol::Hls,
+            entry,
+            self.directory.clone(),
+            Box::new(sink),
+            Arc::clone(&self.counters),
+            self.max_viewer_lag,
+        );
+        ViewerSession::start_in_arbiter(&self.pool.next(), move |_| session);
+    }
+
+    fn schedule_expiry(self: &Arc<Self>, key: &StreamKey) {
+        let Some(stream) = self.get(key) else { return };
+        let generation = stream.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let manager = Arc::clone(self);
+        let key = key.clone();
+        let grace = self.grace;
+        self.pool.next().spawn(async move {
+            tokio::time::sleep(grace).await;
+            let mut streams = manager.streams.write();
+            let stale = streams
+                .get(&key)
+                .is_some_and(|s| s.generation.load(Ordering::Relaxed) == generation);
+            if stale {
+                streams.remove(&key);
+                tracing::debug!(stream = %key, "hls playlist expired");
+            }
+        });
+    }
+}
+
+/// The packager's end of its viewer session.
+struct HlsSink {
+    key: StreamKey,
+    stream: Arc<HlsStream>,
+    segmenter: Option<Segmenter>,
+    config: SegmenterConfig,
+    avc: Option<AvcDecoderConfig>,
+    aac: Option<AudioSpecificConfig>,
+    annexb: Vec<u8>,
+    adts: Vec<u8>,
+    published_sequence: Option<u64>,
+    produced: Arc<AtomicU64>,
+    warned: bool,
+}
+
+impl HlsSink {
+    fn warn(&mut self, what: &str, detail: impl std::fmt::Display) {
+        // Once per stream: a broken publisher would otherwise log every frame.
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(stream = %self.key, %detail, "hls: {what}; skipping such frames");
+        }
+    }
+
+    fn segmenter(&mut self) -> &mut Segmenter {
+        let tracks = Tracks { video: self.avc.is_some(), audio: self.aac.is_some() };
+        let config = &self.config;
+        self.segmenter.get_or_insert_with(|| Segmenter::new(config.clone(), tracks))
+    }
+
+    fn video(&mut self, frame: &MediaFrame, now: SystemTime) {
+        let tag = match parse_video_tag(&frame.payload) {
+            Ok(tag) => tag,
+            Err(e) => return self.warn("bad video tag", e),
+        };
+        if frame.sequence_header {
+            match AvcDecoderConfig::parse(tag.data) {
+                Ok(config) => self.avc = Some(config),
+                Err(e) => self.warn("bad AVC sequence header", e),
+            }
+            return;
+        }
+        let Some(config) = &self.avc else { return };
+        self.annexb.clear();
+        if let Err(e) = to_annexb(config, tag.data, frame.keyframe, &mut self.annexb) {
+            return self.warn("bad AVC frame", e);
+        }
+        let annexb = std::mem::take(&mut self.annexb);
+        self.segmenter().push_video(
+            frame.timestamp,
+            tag.composition_time,
+            frame.keyframe,
+            &annexb,
+            now,
+        );
+        self.annexb = annexb;
+    }
+
+    fn audio(&mut self, frame: &MediaFrame, now: SystemTime) {
+        let tag = match parse_audio_tag(&frame.payload) {
+            Ok(tag) => tag,
+            Err(e) => return self.warn("bad audio tag", e),
+        };
+        if frame.sequence_header {
+            match AudioSpecificConfig::parse(tag.data) {
+                Ok(config) => self.aac = Some(config),
+                Err(e) => self.warn("bad AAC sequence header", e),
+            }
+            return;
+        }
+        let Some(config) = &self.aac else { return };
+        let header = match adts_header(config, tag.data.len()) {
+            Ok(h) => h,
+            Err(e) => return self.warn("AAC frame cannot be carried in ADTS", e),
+        };
+        self.adts.clear();
+        self.adts.extend_from_slice(&header);
+        self.adts.extend_from_slice(tag.data);
+        let adts = std::mem::take(&mut self.adts);
+        self.segmenter().push_audio(frame.timestamp, &adts, now);
+        self.adts = adts;
+    }
+
+    fn publish_if_new(&mut self) {
+        let Some(segmenter) = &self.segmenter else { return };
+        let latest = segmenter.last_sequence();
+        if latest != self.published_sequence {
+            if latest.is_some() {
+                self.produced.fetch_add(1, Ordering::Relaxed);
+            }
+            self.published_sequence = latest;
+            self.stream.publish(segmenter);
+        }
+    }
+}
+
+impl FrameSink for HlsSink {
+    fn offer(&mut self, frame: &MediaFrame) -> Offer {
+        let now = SystemTime::now();
+        match frame.kind {
+            FrameKind::Video => self.video(frame, now),
+            FrameKind::Audio => self.audio(frame, now),
+            FrameKind::Data => {}
+        }
+        self.publish_if_new();
+        Offer::Accepted(frame.payload.len())
+    }
+
+    fn finish(&mut self, _reason: &str) {
+        if let Some(mut segmenter) = self.segmenter.take() {
+            segmenter.finish();
+            self.stream.publish(&segmenter);
+            *self.stream.parked.lock() = Some(segmenter);
+        }
+    }
+}
+
+fn lookup(node: &NodeContext, app: &str, stream: &str) -> Result<Arc<HlsStream>, HttpResponse> {
+    let key = stream_key(app, stream)?;
+    node.hls.get(&key).ok_or_else(|| {
+        error(StatusCode::NOT_FOUND, "stream_not_found", format!("stream {key} is not live"))
+    })
+}
+
+/// `GET /{app}/{stream}/index.m3u8`
+pub async fn playlist(
+    node: web::Data<NodeContext>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (app, stream) = path.into_inner();
+    let hls = match lookup(&node, &app, &stream) {
+        Ok(hls) => hls,
+        Err(response) => return response,
+    };
+    let published = Arc::clone(&hls.published.read());
+    match &published.playlist {
+        Some(text) => with_cors(HttpResponse::Ok())
+            .content_type("application/vnd.apple.mpegurl")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .body(text.clone()),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "playlist_not_ready",
+            "the first segment is not complete yet",
+        ),
+    }
+}
+
+/// `GET /{app}/{stream}/{sequence}.ts`
+pub async fn segment(
+    node: web::Data<NodeContext>,
+    path: web::Path<(String, String, String)>,
+) -> HttpResponse {
+    let (app, stream, name) = path.into_inner();
+    let hls = match lookup(&node, &app, &stream) {
+        Ok(hls) => hls,
+        Err(response) => return response,
+    };
+    let Ok(sequence) = name.parse::<u64>() else {
+        return error(StatusCode::NOT_FOUND, "segment_not_found", "no such segment");
+    };
+    let published = Arc::clone(&hls.published.read());
+    match published.segments.get(&sequence) {
+        Some(bytes) => with_cors(HttpResponse::Ok())
+            .content_type("video/mp2t")
+            .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
+            .body(bytes.clone()),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "segment_not_found",
+            format!("segment {sequence} expired or does not exist"),
+        ),
+    }
+}

@@ -1,0 +1,95 @@
+//! HTTP-FLV: `GET /{app}/{stream}.flv` streams the live stream as one endless FLV file.
+//! The response starts with the FLV header, metadata, sequence headers and the cached GOP
+//! (so playback starts on a keyframe at once), then live tags. Tags are encoded once per
+//! frame and shared by every HTTP-FLV viewer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix::Actor;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use zenlive_actors::{Encoding, FrameSink, MediaFrame, Offer, Protocol, ViewerSession};
+use zenlive_media::flv::{flv_file_header, write_tag, TagType};
+
+use crate::config::secs;
+use crate::http::{error, stream_key, with_cors};
+use crate::node::NodeContext;
+
+/// Frames queued for one HTTP-FLV viewer before it counts as behind.
+const QUEUE_FRAMES: usize = 96;
+
+/// Encodes one frame as a complete FLV tag (header, body, previous tag size).
+pub fn encode_tag(frame: &MediaFrame) -> Bytes {
+    let mut out = BytesMut::with_capacity(frame.payload.len() + 15);
+    write_tag(&mut out, TagType::from(frame.kind), frame.timestamp, &frame.payload);
+    out.freeze()
+}
+
+struct FlvSink {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl FrameSink for FlvSink {
+    fn offer(&mut self, frame: &MediaFrame) -> Offer {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                let tag = frame.encoded(Encoding::FlvTag, encode_tag);
+                let len = tag.len();
+                permit.send(tag);
+                Offer::Accepted(len)
+            }
+            Err(TrySendError::Full(())) => Offer::Full,
+            Err(TrySendError::Closed(())) => Offer::Closed,
+        }
+    }
+
+    fn closed(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let tx = self.tx.clone();
+        Some(Box::pin(async move { tx.closed().await }))
+    }
+}
+
+/// `GET /{app}/{stream}.flv`
+pub async fn play(node: web::Data<NodeContext>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (app, file) = path.into_inner();
+    let Some(stream) = file.strip_suffix(".flv") else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such resource");
+    };
+    let key = match stream_key(&app, stream) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let Some(entry) = node.directory.get(&key) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "stream_not_found",
+            format!("stream {key} is not live"),
+        );
+    };
+    let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
+    ViewerSession::new(
+        key,
+        Protocol::HttpFlv,
+        entry,
+        node.directory.clone(),
+        Box::new(FlvSink { tx }),
+        Arc::clone(&node.counters),
+        secs(node.config.rtmp.max_viewer_lag),
+    )
+    .start();
+    let header_bytes = Bytes::copy_from_slice(&flv_file_header(true, true));
+    let body = tokio_stream::once(header_bytes)
+        .chain(ReceiverStream::new(rx))
+        .map(Ok::<_, std::io::Error>);
+    with_cors(HttpResponse::Ok())
+        .content_type("video/x-flv")
+        .insert_header((header::CACHE_CONTROL, "no-cache, no-store"))
+        .streaming(body)
+}

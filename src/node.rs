@@ -1,0 +1,281 @@
+//! The node: what every front-end shares ([`NodeContext`]), and the SDK facade that starts
+//! one inside an application ([`NodeBuilder`] → [`Node`]).
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use zenlive::{Config, NodeBuilder};
+//! let node = NodeBuilder::new(Config::default())
+//!     .on_stream_start(|event| println!("started: {}", event.key()))
+//!     .on_stream_end(|event| println!("ended: {}", event.key()))
+//!     .start()
+//!     .await?;
+//! // ... later: kick a publisher by name, from anywhere in the application.
+//! let key = zenlive::StreamKey::parse("live/test")?;
+//! if let Some(stream) = node.stream(&key) {
+//!     stream.kick("terms of service").await;
+//! }
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
+use zenlive_actors::stream::{GetInfo, Kick, StreamInfo};
+use zenlive_actors::supervisor::{Shutdown, StreamEntry};
+use zenlive_actors::{ArbiterPool, Directory, StreamActor, StreamKey, StreamSupervisor};
+use zenlive_cluster::{MemoryRegistry, NodeId, NodeInfo, Registry};
+
+use crate::config::{secs, Config};
+use crate::hls::HlsManager;
+
+/// Everything the protocol front-ends share. One per node.
+pub struct NodeContext {
+    /// The configuration the node started with.
+    pub config: Config,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Starts and restarts streams.
+    pub supervisor: Addr<StreamSupervisor>,
+    /// Live streams by name.
+    pub directory: Directory,
+    /// Node-wide counters.
+    pub counters: Arc<NodeCounters>,
+    /// Event loops for connections and actors.
+    pub pool: ArbiterPool,
+    /// HLS playlists and segments.
+    pub hls: Arc<HlsManager>,
+    /// Who owns which actor name (in memory on a single node).
+    pub registry: Arc<dyn Registry>,
+}
+
+type Hook = Box<dyn Fn(&StreamEvent) + Send + Sync>;
+
+/// Delivers stream events to the HLS packagers, then to the application's hooks.
+struct Hooks {
+    hls: Arc<HlsManager>,
+    on_start: Vec<Hook>,
+    on_end: Vec<Hook>,
+}
+
+impl EventSink for Hooks {
+    fn stream_event(&self, event: &StreamEvent) {
+        self.hls.stream_event(event);
+        let hooks = match event {
+            StreamEvent::Started { .. } => &self.on_start,
+            StreamEvent::Ended { .. } => &self.on_end,
+        };
+        for hook in hooks {
+            // A panicking hook must not take the supervisor down with it.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(event))).is_err() {
+                tracing::error!(stream = %event.key(), "an application hook panicked");
+            }
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The registry refused the node.
+    #[error("registry: {0}")]
+    Registry(#[from] zenlive_cluster::RegistryError),
+}
+
+/// Builds a node: configuration plus application hooks. See the module docs.
+pub struct NodeBuilder {
+    config: Config,
+    on_start: Vec<Hook>,
+    on_end: Vec<Hook>,
+}
+
+impl NodeBuilder {
+    /// A node with `config`.
+    pub fn new(config: Config) -> Self {
+        Self { config, on_start: Vec::new(), on_end: Vec::new() }
+    }
+
+    /// Calls `hook` when a stream starts. Hooks run on actor threads: keep them quick.
+    pub fn on_stream_start(mut self, hook: impl Fn(&StreamEvent) + Send + Sync + 'static) -> Self {
+        self.on_start.push(Box::new(hook));
+        self
+    }
+
+    /// Calls `hook` when a stream ends (with its duration and byte counts).
+    pub fn on_stream_end(mut self, hook: impl Fn(&StreamEvent) + Send + Sync + 'static) -> Self {
+        self.on_end.push(Box::new(hook));
+        self
+    }
+
+    /// Binds the listeners and starts the node. Must run inside an actix system (for
+    /// example under `#[actix_web::main]`).
+    pub async fn start(self) -> Result<Node, StartError> {
+        let config = self.config;
+        let node_id = if config.node.id.is_empty() {
+            NodeId::random()
+        } else {
+            NodeId::new(config.node.id.clone())
+        };
+        let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+        let incarnation = rand_incarnation();
+        let info =
+            NodeInfo { id: node_id.clone(), incarnation, addresses: Default::default(), load: 0 };
+        // In-memory registration lasts as long as the process; a cluster registry renews it.
+        registry.register_node(info, Duration::from_secs(u32::MAX as u64)).await?;
+
+        let pool = if config.node.workers == 0 {
+            ArbiterPool::per_core()
+        } else {
+            ArbiterPool::start(config.node.workers)
+        };
+        let directory = Directory::default();
+        let counters = Arc::new(NodeCounters::default());
+        let hls = Arc::new(HlsManager::new(
+            &config.hls,
+            directory.clone(),
+            pool.clone(),
+            Arc::clone(&counters),
+        ));
+        let hooks =
+            Arc::new(Hooks { hls: Arc::clone(&hls), on_start: self.on_start, on_end: self.on_end });
+        let supervisor = StreamSupervisor::new(
+            node_id.clone(),
+            Arc::clone(&registry),
+            directory.clone(),
+            hooks,
+            Arc::clone(&counters),
+        )
+        .start();
+        let context = Arc::new(NodeContext {
+            config,
+            node_id,
+            supervisor,
+            directory,
+            counters,
+            pool,
+            hls,
+            registry,
+        });
+        crate::server::start(context).await
+    }
+}
+
+fn rand_incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::shutdown`].
+pub struct Node {
+    pub(crate) context: Arc<NodeContext>,
+    pub(crate) rtmp_addr: Option<SocketAddr>,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) tasks: Vec<actix_rt::task::JoinHandle<()>>,
+    pub(crate) http: actix_web::dev::ServerHandle,
+    pub(crate) metrics: Option<actix_web::dev::ServerHandle>,
+}
+
+/// A handle on one live stream, by name.
+#[derive(Clone)]
+pub struct StreamHandle {
+    entry: StreamEntry,
+}
+
+impl StreamHandle {
+    /// Disconnects the publisher and ends the stream; false if it had already ended.
+    pub async fn kick(&self, reason: &str) -> bool {
+        self.entry.addr.send(Kick { reason: reason.to_owned() }).await.unwrap_or(false)
+    }
+
+    /// The stream actor's address, to send it any of its messages
+    /// (`zenlive_actors::stream`).
+    pub fn actor(&self) -> Addr<StreamActor> {
+        self.entry.addr.clone()
+    }
+
+    /// The stream's state and counters; `None` if it ended meanwhile.
+    pub async fn info(&self) -> Option<StreamInfo> {
+        self.entry.addr.send(GetInfo).await.ok()
+    }
+}
+
+impl Node {
+    /// Where RTMP listens (the real port when configured with port 0).
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.rtmp_addr
+    }
+
+    /// Where HTTP (HLS, HTTP-FLV) listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where metrics are served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.context.node_id
+    }
+
+    /// The live streams' names.
+    pub fn streams(&self) -> Vec<StreamKey> {
+        self.context.directory.keys()
+    }
+
+    /// A handle on the live stream `key`, to send it messages.
+    pub fn stream(&self, key: &StreamKey) -> Option<StreamHandle> {
+        self.context.directory.get(key).map(|entry| StreamHandle { entry })
+    }
+
+    /// The registry of actor names (leases and fencing epochs).
+    pub fn registry(&self) -> Arc<dyn Registry> {
+        Arc::clone(&self.context.registry)
+    }
+
+    /// Node-wide counters.
+    pub fn counters(&self) -> &NodeCounters {
+        &self.context.counters
+    }
+
+    /// Stops accepting, ends every stream cleanly, and stops the listeners, within
+    /// `node.shutdown_timeout`.
+    pub async fn shutdown(self) {
+        let limit = secs(self.context.config.node.shutdown_timeout);
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.context.supervisor.send(Shutdown).await;
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.context.directory.is_empty() && tokio::time::Instant::now() < deadline {
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.http.stop(true).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.stop(true).await;
+        }
+        self.context.pool.stop();
+    }
+}

@@ -1,0 +1,130 @@
+//! The RTMP chunk writer for media sent to players: sans-IO, one encoding per frame.
+//!
+//! rml_rtmp's serializer compresses headers against per-connection state, so its output
+//! differs per player and must be built per player. Media instead goes out here, on chunk
+//! streams rml_rtmp never uses, always starting with a full (type 0) header: the bytes then
+//! depend only on the frame, the chunk size and the message stream id, so one encoding is
+//! shared by every player (see [`zenlive_media::Encoding::RtmpChunks`]). No crate offers
+//! this, hence the few lines by hand.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use zenlive_media::{FrameKind, MediaFrame};
+
+/// The chunk size this server announces to every client, in bytes.
+pub const SERVER_CHUNK_SIZE: usize = 4096;
+/// The message stream id nearly every player gets for its first `createStream`; frames
+/// for players on it share one encoding.
+pub const SHARED_STREAM_ID: u32 = 1;
+
+/// Chunk stream ids for media; rml_rtmp uses 2 to 6 for everything else.
+const VIDEO_CSID: u8 = 7;
+const AUDIO_CSID: u8 = 8;
+const DATA_CSID: u8 = 9;
+const EXTENDED_TIMESTAMP: u32 = 0x00ff_ffff;
+
+/// RTMP message type ids.
+const TYPE_AUDIO: u8 = 8;
+const TYPE_VIDEO: u8 = 9;
+const TYPE_DATA_AMF0: u8 = 18;
+
+/// Encodes one frame as a complete RTMP message on the media chunk streams.
+pub fn encode_frame(frame: &MediaFrame, stream_id: u32, chunk_size: usize) -> Bytes {
+    let (csid, type_id) = match frame.kind {
+        FrameKind::Video => (VIDEO_CSID, TYPE_VIDEO),
+        FrameKind::Audio => (AUDIO_CSID, TYPE_AUDIO),
+        FrameKind::Data => (DATA_CSID, TYPE_DATA_AMF0),
+    };
+    encode_message(csid, type_id, stream_id, frame.timestamp, &frame.payload, chunk_size)
+}
+
+/// Encodes one message: a type 0 chunk, then type 3 chunks every `chunk_size` bytes.
+///
+/// `csid` must be 2..=63 (one-byte basic header) and the payload at most 2^24 - 1 bytes,
+/// which every message that arrived over RTMP satisfies.
+fn encode_message(
+    csid: u8,
+    type_id: u8,
+    stream_id: u32,
+    timestamp: u32,
+    payload: &[u8],
+    chunk_size: usize,
+) -> Bytes {
+    let chunk_size = chunk_size.max(1);
+    let extended = timestamp >= EXTENDED_TIMESTAMP;
+    let chunks = payload.len().div_ceil(chunk_size).max(1);
+    let per_chunk_overhead = 1 + if extended { 4 } else { 0 };
+    let mut out = BytesMut::with_capacity(11 + payload.len() + chunks * per_chunk_overhead);
+
+    out.put_u8(csid & 0x3f);
+    let field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
+    put_u24(&mut out, field);
+    put_u24(&mut out, payload.len() as u32);
+    out.put_u8(type_id);
+    out.put_u32_le(stream_id);
+    if extended {
+        out.put_u32(timestamp);
+    }
+    for (i, chunk) in payload.chunks(chunk_size).enumerate() {
+        if i > 0 {
+            out.put_u8(0xc0 | (csid & 0x3f));
+            if extended {
+                out.put_u32(timestamp);
+            }
+        }
+        out.put_slice(chunk);
+    }
+    out.freeze()
+}
+
+fn put_u24(out: &mut BytesMut, value: u32) {
+    out.put_slice(&value.to_be_bytes()[1..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use rml_rtmp::chunk_io::ChunkDeserializer;
+
+    use super::*;
+
+    fn decode_all(bytes: &[u8], chunk_size: usize) -> Vec<(u8, u32, u32, Vec<u8>)> {
+        let mut de = ChunkDeserializer::new();
+        de.set_max_chunk_size(chunk_size).expect("chunk size");
+        let mut out = Vec::new();
+        let mut input: &[u8] = bytes;
+        while let Some(payload) = de.get_next_message(input).expect("valid chunks") {
+            out.push((
+                payload.type_id,
+                payload.message_stream_id,
+                payload.timestamp.value,
+                payload.data.to_vec(),
+            ));
+            input = &[];
+        }
+        out
+    }
+
+    #[test]
+    fn rml_rtmp_reads_what_we_write() {
+        let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let frame = MediaFrame::new(FrameKind::Video, 1234, Bytes::from(body.clone()));
+        let bytes = encode_frame(&frame, 1, 4096);
+        let msgs = decode_all(&bytes, 4096);
+        assert_eq!(msgs, vec![(TYPE_VIDEO, 1, 1234, body)]);
+    }
+
+    #[test]
+    fn extended_timestamps_repeat_on_every_chunk() {
+        let body = vec![7u8; 300];
+        let frame = MediaFrame::new(FrameKind::Audio, 0x0100_0000, Bytes::from(body.clone()));
+        let bytes = encode_frame(&frame, 3, 128);
+        assert_eq!(bytes.len(), 12 + 4 + 300 + 2 * 5);
+        let msgs = decode_all(&bytes, 128);
+        assert_eq!(msgs, vec![(TYPE_AUDIO, 3, 0x0100_0000, body)]);
+    }
+
+    #[test]
+    fn empty_payload_is_one_header() {
+        let frame = MediaFrame::new(FrameKind::Data, 0, Bytes::new());
+        assert_eq!(encode_frame(&frame, 1, 4096).len(), 12);
+    }
+}

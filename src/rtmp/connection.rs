@@ -1,0 +1,499 @@
+//! One RTMP connection: the thin shell around rml_rtmp's sans-IO `ServerSession`.
+//!
+//! It reads the socket, feeds rml_rtmp, and acts on its events: a publish request becomes
+//! a [`StreamPublisher`], a play request a [`ViewerSession`] whose frames come back through a
+//! bounded queue and are written here. Policy (which names, which codecs) is decided here,
+//! never inside rml_rtmp. Every failure closes only this connection, with a log line naming
+//! the peer and the stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use bytes::{Bytes, BytesMut};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use zenlive_actors::events::NodeCounters;
+use zenlive_actors::stream::PublisherCommand;
+use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, ViewerSession};
+
+use super::chunks::SERVER_CHUNK_SIZE;
+use super::guard::ChunkGuard;
+use super::metadata::encode_on_metadata;
+use super::sink::RtmpSink;
+use crate::config::secs;
+use crate::node::NodeContext;
+
+/// Frames queued for one player before it counts as behind (about a second of media).
+const PLAYER_QUEUE_FRAMES: usize = 96;
+/// How long one write to a player may take before the player is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bytes read from the socket at a time.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Why a connection closed.
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error("client closed the connection")]
+    Eof,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("handshake not completed in time")]
+    HandshakeTimeout,
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+    #[error("bad input: {0}")]
+    BadInput(String),
+    #[error("write to player timed out")]
+    WriteTimeout,
+    #[error("{0}")]
+    Refused(String),
+    #[error("kicked: {0}")]
+    Kicked(String),
+    #[error("stream ended")]
+    StreamEnded,
+}
+
+enum Role {
+    Idle,
+    Publishing { publisher: StreamPublisher, codecs_checked: (bool, bool) },
+    Playing { key: StreamKey },
+}
+
+/// Serves one accepted connection to its end.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, node: Arc<NodeContext>) {
+    // Media is latency-sensitive and written in whole messages: never wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let mut conn = Connection {
+        peer,
+        node,
+        reader,
+        writer,
+        session: None,
+        guard: ChunkGuard::new(),
+        app: None,
+        role: Role::Idle,
+        commands: None,
+        media: None,
+    };
+    let result = conn.run().await;
+    conn.close(&result);
+}
+
+struct Connection {
+    peer: SocketAddr,
+    node: Arc<NodeContext>,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    session: Option<ServerSession>,
+    guard: ChunkGuard,
+    app: Option<String>,
+    role: Role,
+    commands: Option<mpsc::Receiver<PublisherCommand>>,
+    media: Option<mpsc::Receiver<Bytes>>,
+}
+
+/// Waits on an optional receiver; pending forever when there is none.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The part of an RTMP app or stream name before any `?query` (tokens live there).
+fn strip_query(name: &str) -> &str {
+    name.split_once('?').map_or(name, |(name, _)| name)
+}
+
+impl Connection {
+    async fn run(&mut self) -> Result<(), Closed> {
+        let node = Arc::clone(&self.node);
+        let rtmp = &node.config.rtmp;
+        let leftover = timeout(secs(rtmp.handshake_timeout), self.handshake())
+            .await
+            .map_err(|_| Closed::HandshakeTimeout)??;
+        let config = ServerSessionConfig {
+            chunk_size: SERVER_CHUNK_SIZE as u32,
+            ..ServerSessionConfig::new()
+        };
+        let (session, initial) = ServerSession::new(config)
+            .map_err(|e| Closed::BadInput(format!("session setup: {e:?}")))?;
+        self.session = Some(session);
+        self.handle_results(initial).await?;
+        if !leftover.is_empty() {
+            self.input(&leftover).await?;
+        }
+
+        let idle = secs(rtmp.idle_timeout);
+        let mut buf = BytesMut::with_capacity(READ_BUFFER);
+        let mut batch: Vec<Bytes> = Vec::with_capacity(32);
+        loop {
+            // Players may legitimately send nothing for a long time; everyone else must not.
+            let read_limit =
+                if matches!(self.role, Role::Playing { .. }) { Duration::MAX } else { idle };
+            tokio::select! {
+                read = timeout(read_limit, self.reader.read_buf(&mut buf)) => {
+                    match read {
+                        Err(_) => return Err(Closed::Idle(idle)),
+                        Ok(Ok(0)) => return Err(Closed::Eof),
+                        Ok(Ok(_)) => {
+                            let input = buf.split().freeze();
+                            self.input(&input).await?;
+                            buf.reserve(READ_BUFFER);
+                        }
+                        Ok(Err(e)) => return Err(e.into()),
+                    }
+                }
+                command = recv_opt(&mut self.commands) => match command {
+                    Some(PublisherCommand::Close { reason }) => return Err(Closed::Kicked(reason)),
+                    None => return Err(Closed::StreamEnded),
+                },
+                count = async {
+                    match &mut self.media {
+                        Some(rx) => rx.recv_many(&mut batch, 32).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if count == 0 {
+                        return Err(Closed::StreamEnded);
+                    }
+                    for bytes in batch.drain(..) {
+                        self.write(&bytes).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the server side of the RTMP handshake; returns bytes that followed it.
+    async fn handshake(&mut self) -> Result<Vec<u8>, Closed> {
+        let mut handshake = Handshake::new(PeerType::Server);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.reader.read(&mut buf).await?;
+            if n == 0 {
+                return Err(Closed::Eof);
+            }
+            let slice = buf.get(..n).unwrap_or_default();
+            match handshake.process_bytes(slice) {
+                Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
+                    self.writer.write_all(&response_bytes).await?;
+                }
+                Ok(HandshakeProcessResult::Completed { response_bytes, remaining_bytes }) => {
+                    self.writer.write_all(&response_bytes).await?;
+                    return Ok(remaining_bytes);
+                }
+                Err(e) => return Err(Closed::BadInput(format!("handshake: {e:?}"))),
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Closed> {
+        timeout(WRITE_TIMEOUT, self.writer.write_all(bytes))
+            .await
+            .map_err(|_| Closed::WriteTimeout)??;
+        Ok(())
+    }
+
+    fn session(&mut self) -> Result<&mut ServerSession, Closed> {
+        self.session.as_mut().ok_or_else(|| Closed::BadInput("no session".into()))
+    }
+
+    async fn input(&mut self, bytes: &[u8]) -> Result<(), Closed> {
+        self.guard.check(bytes).map_err(|v| Closed::BadInput(v.to_string()))?;
+        let results =
+            self.session()?.handle_input(bytes).map_err(|e| Closed::BadInput(format!("{e:?}")))?;
+        self.handle_results(results).await
+    }
+
+    async fn handle_results(&mut self, results: Vec<ServerSessionResult>) -> Result<(), Closed> {
+        for result in results {
+            match result {
+                ServerSessionResult::OutboundResponse(packet) => self.write(&packet.bytes).await?,
+                ServerSessionResult::RaisedEvent(event) => self.on_event(event).await?,
+                ServerSessionResult::UnhandleableMessageReceived(payload) => {
+                    tracing::debug!(peer = %self.peer, type_id = payload.type_id, "ignoring unsupported RTMP message");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn accept(&mut self, request_id: u32) -> Result<(), Closed> {
+        let results = self
+            .session()?
+            .accept_request(request_id)
+            .map_err(|e| Closed::BadInput(format!("{e:?}")))?;
+        Box::pin(self.handle_results(results)).await
+    }
+
+    async fn reject(
+        &mut self,
+        request_id: u32,
+        code: &str,
+        description: String,
+    ) -> Result<(), Closed> {
+        let results = self
+            .session()?
+            .reject_request(request_id, code, &description)
+            .map_err(|e| Closed::BadInput(format!("{e:?}")))?;
+        Box::pin(self.handle_results(results)).await?;
+        Err(Closed::Refused(description))
+    }
+
+    async fn on_event(&mut self, event: ServerSessionEvent) -> Result<(), Closed> {
+        match event {
+            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+                self.app = Some(strip_query(&app_name).to_owned());
+                self.accept(request_id).await
+            }
+            ServerSessionEvent::ReleaseStreamRequested { request_id, .. } => {
+                self.accept(request_id).await
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id, app_name, stream_key, ..
+            } => self.on_publish(request_id, &app_name, &stream_key).await,
+            ServerSessionEvent::PlayStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                stream_id,
+                ..
+            } => self.on_play(request_id, &app_name, &stream_key, stream_id).await,
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                let frame = MediaFrame::new(FrameKind::Data, 0, encode_on_metadata(&metadata));
+                self.push(frame).await
+            }
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+                self.push(MediaFrame::new(FrameKind::Video, timestamp.value, data)).await
+            }
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                self.push(MediaFrame::new(FrameKind::Audio, timestamp.value, data)).await
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                if let Role::Publishing { publisher, .. } =
+                    std::mem::replace(&mut self.role, Role::Idle)
+                {
+                    publisher.finish("publisher finished");
+                    self.commands = None;
+                }
+                Ok(())
+            }
+            ServerSessionEvent::PlayStreamFinished { .. } => {
+                self.media = None;
+                self.role = Role::Idle;
+                Ok(())
+            }
+            ServerSessionEvent::ClientChunkSizeChanged { new_chunk_size } => self
+                .guard
+                .set_chunk_size(new_chunk_size)
+                .map_err(|v| Closed::BadInput(v.to_string())),
+            ServerSessionEvent::UnhandleableAmf0Command { command_name, .. } => {
+                // FCPublish, FCUnpublish, getStreamLength...: nothing to answer.
+                tracing::debug!(peer = %self.peer, command = %command_name, "ignoring RTMP command");
+                Ok(())
+            }
+            ServerSessionEvent::AcknowledgementReceived { .. }
+            | ServerSessionEvent::PingResponseReceived { .. } => Ok(()),
+        }
+    }
+
+    fn stream_key(&self, app_name: &str, stream_key: &str) -> Result<StreamKey, String> {
+        let app = self.app.as_deref().unwrap_or_else(|| strip_query(app_name));
+        StreamKey::new(app, strip_query(stream_key)).map_err(|e| e.to_string())
+    }
+
+    async fn on_publish(
+        &mut self,
+        request_id: u32,
+        app_name: &str,
+        stream_key: &str,
+    ) -> Result<(), Closed> {
+        if !matches!(self.role, Role::Idle) {
+            return self
+                .reject(
+                    request_id,
+                    "NetStream.Publish.BadName",
+                    "connection is already busy".into(),
+                )
+                .await;
+        }
+        let key = match self.stream_key(app_name, stream_key) {
+            Ok(key) => key,
+            Err(reason) => {
+                return self.reject(request_id, "NetStream.Publish.BadName", reason).await
+            }
+        };
+        let node = &self.node;
+        match StreamPublisher::start(
+            &node.supervisor,
+            node.directory.clone(),
+            key.clone(),
+            Protocol::Rtmp,
+            Some(self.peer),
+        )
+        .await
+        {
+            Ok((publisher, commands)) => {
+                tracing::info!(peer = %self.peer, stream = %key, "publish started");
+                self.role = Role::Publishing { publisher, codecs_checked: (false, false) };
+                self.commands = Some(commands);
+                self.accept(request_id).await
+            }
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, stream = %key, %error, "publish refused");
+                self.reject(request_id, "NetStream.Publish.BadName", error.to_string()).await
+            }
+        }
+    }
+
+    async fn push(&mut self, frame: MediaFrame) -> Result<(), Closed> {
+        let Role::Publishing { publisher, codecs_checked } = &mut self.role else {
+            return Err(Closed::BadInput("media from a connection that is not publishing".into()));
+        };
+        check_codec(&frame, codecs_checked).map_err(|reason| {
+            tracing::warn!(peer = %self.peer, stream = %publisher.key(), %reason, "unsupported codec; closing publisher");
+            Closed::Refused(reason)
+        })?;
+        publisher.push(frame).await.map_err(|_| Closed::StreamEnded)
+    }
+
+    async fn on_play(
+        &mut self,
+        request_id: u32,
+        app_name: &str,
+        stream_key: &str,
+        stream_id: u32,
+    ) -> Result<(), Closed> {
+        if !matches!(self.role, Role::Idle) {
+            return self
+                .reject(request_id, "NetStream.Play.Failed", "connection is already busy".into())
+                .await;
+        }
+        let key = match self.stream_key(app_name, stream_key) {
+            Ok(key) => key,
+            Err(reason) => {
+                return self.reject(request_id, "NetStream.Play.StreamNotFound", reason).await
+            }
+        };
+        let Some(entry) = self.node.directory.get(&key) else {
+            return self
+                .reject(
+                    request_id,
+                    "NetStream.Play.StreamNotFound",
+                    format!("stream {key} is not live"),
+                )
+                .await;
+        };
+        self.accept(request_id).await?;
+        let (tx, rx) = mpsc::channel(PLAYER_QUEUE_FRAMES);
+        let sink = RtmpSink::new(tx, stream_id);
+        ViewerSession::new(
+            key.clone(),
+            Protocol::Rtmp,
+            entry,
+            self.node.directory.clone(),
+            Box::new(sink),
+            Arc::clone(&self.node.counters),
+            secs(self.node.config.rtmp.max_viewer_lag),
+        )
+        .start();
+        tracing::info!(peer = %self.peer, stream = %key, "play started");
+        self.media = Some(rx);
+        self.role = Role::Playing { key };
+        Ok(())
+    }
+
+    fn close(&mut self, result: &Result<(), Closed>) {
+        let reason = match result {
+            Ok(()) => "closed".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let stream = match &self.role {
+            Role::Publishing { publisher, .. } => Some(publisher.key().to_string()),
+            Role::Playing { key } => Some(key.to_string()),
+            Role::Idle => None,
+        };
+        match result {
+            Err(Closed::BadInput(_)) | Err(Closed::HandshakeTimeout) | Err(Closed::Idle(_)) => {
+                NodeCounters::add(&self.node.counters.bad_input_rejections, 1);
+                tracing::warn!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, "rtmp connection rejected");
+            }
+            _ => {
+                tracing::info!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, "rtmp connection closed")
+            }
+        }
+        if let Role::Publishing { publisher, .. } = std::mem::replace(&mut self.role, Role::Idle) {
+            publisher.finish(reason);
+        }
+    }
+}
+
+/// Checks the first audio and video frame's codec: HLS needs H.264 and AAC, so anything
+/// else is refused at once rather than half-served.
+fn check_codec(frame: &MediaFrame, checked: &mut (bool, bool)) -> Result<(), String> {
+    match frame.kind {
+        FrameKind::Video if !checked.0 => {
+            checked.0 = true;
+            match frame.video_codec() {
+                Some(zenlive_media::frame::FLV_VIDEO_CODEC_AVC) => Ok(()),
+                Some(codec) => Err(format!(
+                    "unsupported video codec (FLV codec id {codec}); only H.264 is accepted"
+                )),
+                None if frame.payload.is_empty() => Err("empty video message".into()),
+                None => Err(
+                    "unsupported video codec (Enhanced RTMP: HEVC/AV1/VP9); only H.264 is accepted"
+                        .into(),
+                ),
+            }
+        }
+        FrameKind::Audio if !checked.1 => {
+            checked.1 = true;
+            match frame.audio_format() {
+                Some(zenlive_media::frame::FLV_AUDIO_FORMAT_AAC) => Ok(()),
+                Some(format) => Err(format!(
+                    "unsupported audio codec (FLV sound format {format}); only AAC is accepted"
+                )),
+                None => Err("empty audio message".into()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codecs_other_than_h264_and_aac_are_refused() {
+        let avc = MediaFrame::new(FrameKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
+        let vp6 = MediaFrame::new(FrameKind::Video, 0, Bytes::from_static(&[0x14, 0]));
+        let hevc = MediaFrame::new(
+            FrameKind::Video,
+            0,
+            Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1']),
+        );
+        let mp3 = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0x2f, 0]));
+        assert!(check_codec(&avc, &mut (false, false)).is_ok());
+        assert!(check_codec(&vp6, &mut (false, false)).unwrap_err().contains("codec id 4"));
+        assert!(check_codec(&hevc, &mut (false, false)).unwrap_err().contains("Enhanced"));
+        assert!(check_codec(&mp3, &mut (false, false)).unwrap_err().contains("sound format 2"));
+    }
+
+    #[test]
+    fn query_strings_are_not_part_of_names() {
+        assert_eq!(strip_query("test?token=abc"), "test");
+        assert_eq!(strip_query("live"), "live");
+    }
+}

@@ -1,0 +1,71 @@
+//! Binds the node's listeners and starts its front-ends.
+
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+use crate::node::{Node, NodeContext, StartError};
+use crate::{http, rtmp};
+
+fn bind_std(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<std::net::TcpListener, StartError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        what,
+        addr,
+        source,
+    })?;
+    listener.set_nonblocking(true).map_err(|source| StartError::Bind { what, addr, source })?;
+    Ok(listener)
+}
+
+/// Starts every enabled front-end of `context`.
+pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError> {
+    let config = &context.config;
+    let mut tasks = Vec::new();
+
+    let mut rtmp_addr = None;
+    if config.rtmp.enabled {
+        let listener = bind_std("rtmp", config.rtmp.addr)?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| StartError::Bind { what: "rtmp", addr: config.rtmp.addr, source })?;
+        rtmp_addr = listener.local_addr().ok();
+        tasks.push(actix_rt::spawn(rtmp::server::run(listener, Arc::clone(&context))));
+    }
+
+    let workers = context.pool.len();
+    let http_listener = bind_std("http", config.http.addr)?;
+    let http_addr = http_listener.local_addr().unwrap_or(config.http.addr);
+    let data = web::Data::from(Arc::clone(&context));
+    let http_server =
+        HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(5)
+            .listen(http_listener)
+            .map_err(|source| StartError::Bind { what: "http", addr: config.http.addr, source })?
+            .run();
+    let http = http_server.handle();
+    actix_rt::spawn(http_server);
+
+    let (mut metrics, mut metrics_addr) = (None, None);
+    if config.metrics.enabled {
+        let listener = bind_std("metrics", config.metrics.addr)?;
+        metrics_addr = listener.local_addr().ok();
+        let data = web::Data::from(Arc::clone(&context));
+        let server = HttpServer::new(move || {
+            App::new().app_data(data.clone()).configure(http::health_routes)
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)
+        .map_err(|source| StartError::Bind { what: "metrics", addr: config.metrics.addr, source })?
+        .run();
+        metrics = Some(server.handle());
+        actix_rt::spawn(server);
+    }
+
+    Ok(Node { context, rtmp_addr, http_addr, metrics_addr, tasks, http, metrics })
+}

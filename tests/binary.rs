@@ -1,0 +1,131 @@
+//! The `zenlive` binary and the `embed` example, run as real processes: they start on the
+//! addresses given, serve a stream FFmpeg publishes, and stop cleanly.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Reads `child`'s stdout lines until one contains `needle`; returns that line.
+async fn line_with(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("stdout ended before a line with {needle:?}");
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no line with {needle:?} in time"))
+}
+
+fn url_in(line: &str, scheme: &str) -> String {
+    let start = line.find(scheme).expect("a URL");
+    line[start..].split_whitespace().next().expect("URL text").to_owned()
+}
+
+fn terminate(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+}
+
+#[actix_rt::test]
+async fn the_binary_serves_a_stream_and_exits_cleanly_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zenlive"))
+        .args([
+            "--rtmp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("ZENLIVE_HLS_SEGMENT_DURATION", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start zenlive");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let rtmp = url_in(&line_with(&mut lines, "Play RTMP:").await, "rtmp://");
+    let hls = url_in(&line_with(&mut lines, "HLS:").await, "http://");
+    let health = url_in(&line_with(&mut lines, "Health:").await, "http://");
+
+    let mut publisher = publish(&fixture(false), &rtmp);
+    let client = reqwest::Client::new();
+    let mut served = false;
+    for _ in 0..100 {
+        if client.get(&hls).send().await.is_ok_and(|r| r.status() == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served, "the binary serves the HLS playlist");
+    let health: serde_json::Value =
+        client.get(&health).send().await.expect("health").json().await.expect("json");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["streams"], 1);
+
+    terminate(&child);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    assert!(status.success(), "exit status {status}");
+    let _ = publisher.kill().await;
+}
+
+fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build --example");
+        assert!(status.success(), "building example {name}");
+    }
+    path
+}
+
+#[actix_rt::test]
+async fn the_embed_example_hears_events_and_kicks_by_name() {
+    let mut child = Command::new(example_binary("embed"))
+        .args(["127.0.0.1:0", "127.0.0.1:0"])
+        .env("ZENLIVE_EXAMPLE_EXIT_AFTER", "40")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the embed example");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let ready = line_with(&mut lines, "READY").await;
+    let rtmp_addr =
+        ready.split("rtmp=Some(").nth(1).and_then(|s| s.split(')').next()).expect("rtmp address");
+    let mut publisher = publish(&fixture(false), &format!("rtmp://{rtmp_addr}/live/demo"));
+
+    line_with(&mut lines, "EVENT stream started: live/demo").await;
+    let kicked = line_with(&mut lines, "KICKED live/demo").await;
+    assert!(kicked.ends_with("true"), "{kicked}");
+    let ended = line_with(&mut lines, "EVENT stream ended: live/demo").await;
+    assert!(ended.contains("kicked"), "{ended}");
+    let status = tokio::time::timeout(Duration::from_secs(20), publisher.wait())
+        .await
+        .expect("publisher stops")
+        .expect("wait");
+    assert!(!status.success(), "the kicked publisher's connection was closed");
+    let _ = child.kill().await;
+}

@@ -1,0 +1,239 @@
+//! Shared helpers for the end-to-end tests: a node on loopback with free ports, FFmpeg as
+//! publisher and player, ffprobe as judge. Everything is bounded in time and cleaned up.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use zenlive::{Config, Node, NodeBuilder};
+
+/// Loopback with an OS-chosen port.
+pub fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("literal address")
+}
+
+/// A config for tests: loopback, free ports, short HLS segments.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.rtmp.addr = any_port();
+    config.http.addr = any_port();
+    config.metrics.addr = any_port();
+    config.node.workers = 2;
+    config.hls.segment_duration = 1.0;
+    config.hls.window = 6;
+    config
+}
+
+/// Starts a node with `config`.
+pub async fn start_node(config: Config) -> Node {
+    NodeBuilder::new(config).start().await.expect("node starts")
+}
+
+/// `rtmp://127.0.0.1:port/live/{name}`
+pub fn rtmp_url(node: &Node, name: &str) -> String {
+    format!("rtmp://{}/live/{name}", node.rtmp_addr().expect("rtmp enabled"))
+}
+
+/// `http://127.0.0.1:port{path}`
+pub fn http_url(node: &Node, path: &str) -> String {
+    format!("http://{}{path}", node.http_addr())
+}
+
+/// Panics with a clear message unless `tool` is on PATH (scripts/test installs it).
+pub fn require(tool: &str) {
+    let found = std::process::Command::new(tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(found.is_ok(), "{tool} is required for this test: run scripts/test, which installs it");
+}
+
+fn data_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated");
+    std::fs::create_dir_all(&dir).expect("create tests/data/generated");
+    dir
+}
+
+/// A 20-second 320x240 30 fps H.264 + AAC FLV fixture; `bframes` selects x264's default
+/// B-frames, otherwise none. Generated once (atomically: tests run in parallel).
+pub fn fixture(bframes: bool) -> PathBuf {
+    static PLAIN: OnceLock<PathBuf> = OnceLock::new();
+    static BFRAMES: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if bframes { &BFRAMES } else { &PLAIN };
+    cell.get_or_init(|| {
+        require("ffmpeg");
+        let name = if bframes { "fixture-bframes.flv" } else { "fixture.flv" };
+        let path = data_dir().join(name);
+        if path.exists() {
+            return path;
+        }
+        let tmp = data_dir().join(format!("{name}.{}.tmp", std::process::id()));
+        let mut args: Vec<&str> = vec![
+            "-y",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-b:v",
+            "600k",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+            "-f",
+            "flv",
+        ];
+        if !bframes {
+            args.extend(["-bf", "0"]);
+        }
+        let tmp_str = tmp.to_str().expect("utf-8 path").to_owned();
+        args.push(&tmp_str);
+        let status = std::process::Command::new("ffmpeg").args(&args).status().expect("run ffmpeg");
+        assert!(status.success(), "ffmpeg could not generate the fixture");
+        std::fs::rename(&tmp, &path).expect("move fixture into place");
+        path
+    })
+    .clone()
+}
+
+/// FFmpeg publishing `file` in realtime to `url` (killed on drop).
+pub fn publish(file: &Path, url: &str) -> Child {
+    require("ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg publisher")
+}
+
+/// Waits until `cond` holds, polling; panics with `what` after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the node lists `name` (under `live/`) as live.
+pub async fn wait_live(node: &Node, name: &str) {
+    let key = zenlive::StreamKey::new("live", name).expect("valid name");
+    wait_for(&format!("stream {key} to go live"), Duration::from_secs(15), || {
+        node.stream(&key).is_some()
+    })
+    .await;
+}
+
+/// FFmpeg reading `input` for `seconds` and copying it into `out` (no re-encode).
+pub async fn record(input: &str, seconds: u32, out: &Path) -> std::process::Output {
+    require("ffmpeg");
+    let run = Command::new("ffmpeg")
+        .args([
+            "-y",
+            "-v",
+            "error",
+            "-rw_timeout",
+            "10000000",
+            "-i",
+            input,
+            "-t",
+            &seconds.to_string(),
+            "-c",
+            "copy",
+        ])
+        .arg(out)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(u64::from(seconds) + 30), run)
+        .await
+        .expect("ffmpeg reader finished in time")
+        .expect("run ffmpeg reader")
+}
+
+/// ffprobe's JSON description of the streams in `file`.
+pub async fn probe(file: &Path) -> Value {
+    require("ffprobe");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"])
+        .arg(file)
+        .output()
+        .await
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("ffprobe prints JSON")
+}
+
+/// Decodes `file` fully; returns what FFmpeg printed at `-v error` (empty when clean).
+pub async fn decode_errors(file: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .await
+        .expect("run ffmpeg decoder");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What a recording must be: H.264 320x240 and AAC, about `seconds` long, decoding
+/// cleanly, audio and video starting and ending together.
+pub async fn assert_good_recording(file: &Path, seconds: f64, label: &str) {
+    let info = probe(file).await;
+    let streams = info["streams"].as_array().expect("streams array");
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .unwrap_or_else(|| panic!("{label}: no video"));
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .unwrap_or_else(|| panic!("{label}: no audio"));
+    assert_eq!(video["codec_name"], "h264", "{label}: video codec");
+    assert_eq!(audio["codec_name"], "aac", "{label}: audio codec");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{label}: resolution"
+    );
+    let duration: f64 =
+        info["format"]["duration"].as_str().and_then(|d| d.parse().ok()).expect("duration");
+    assert!(
+        (duration - seconds).abs() < 1.5,
+        "{label}: duration {duration} s, expected about {seconds} s"
+    );
+    let start =
+        |s: &Value| s["start_time"].as_str().and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
+    let skew = (start(video) - start(audio)).abs();
+    assert!(skew < 0.5, "{label}: audio and video start {skew} s apart");
+    let errors = decode_errors(file).await;
+    assert!(errors.trim().is_empty(), "{label}: decoding printed errors:\n{errors}");
+}

@@ -1,0 +1,132 @@
+//! Hostile RTMP input: each case is closed with a counted rejection, and an unrelated live
+//! stream (FFmpeg publishing, HLS serving) carries on unaffected.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Connects and completes the RTMP handshake as a client.
+async fn handshaken(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut handshake = Handshake::new(PeerType::Client);
+    let c0c1 = handshake.generate_outbound_p0_and_p1().expect("c0c1");
+    stream.write_all(&c0c1).await.expect("write c0c1");
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read handshake");
+        assert!(n > 0, "server closed during handshake");
+        match handshake.process_bytes(&buf[..n]).expect("valid handshake") {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                stream.write_all(&response_bytes).await.expect("write")
+            }
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                stream.write_all(&response_bytes).await.expect("write");
+                return stream;
+            }
+        }
+    }
+}
+
+/// A chunk with a full (type 0) header.
+fn type0(csid: u8, type_id: u8, len: u32) -> Vec<u8> {
+    let mut v = vec![csid, 0, 0, 0];
+    v.extend_from_slice(&len.to_be_bytes()[1..]);
+    v.push(type_id);
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v
+}
+
+/// Reads until the server closes the connection; panics if it stays open.
+async fn expect_closed(mut stream: TcpStream, case: &str) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "{case}: the server did not close the connection");
+}
+
+#[actix_rt::test]
+async fn hostile_rtmp_input_is_rejected_without_harm() {
+    let mut config = test_config();
+    config.rtmp.handshake_timeout = 1.0;
+    config.rtmp.idle_timeout = 2.0;
+    let node = start_node(config).await;
+    let addr = node.rtmp_addr().expect("rtmp");
+    let mut publisher = publish(&fixture(false), &rtmp_url(&node, "bystander"));
+    wait_live(&node, "bystander").await;
+    let rejections =
+        || node.counters().bad_input_rejections.load(std::sync::atomic::Ordering::Relaxed);
+
+    let mut chunk_size = type0(2, 1, 4);
+    chunk_size.extend_from_slice(&0x8000_0000u32.to_be_bytes());
+    let mut chunk_size_max = type0(2, 1, 4);
+    chunk_size_max.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    let mut unknown = type0(3, 99, 4);
+    unknown.extend_from_slice(&[1, 2, 3, 4]);
+    let mut huge_metadata = type0(3, 18, 0x00ff_ffff);
+    huge_metadata.extend(std::iter::repeat_n(0x02u8, 128));
+    let garbage: Vec<u8> =
+        (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("garbage after the handshake", garbage),
+        ("chunk size 2^31", chunk_size),
+        ("chunk size 2^31 - 1", chunk_size_max),
+        ("unknown message type", unknown),
+        ("16 MB metadata message", huge_metadata),
+    ];
+    for (case, bytes) in cases {
+        let before = rejections();
+        let mut stream = handshaken(addr).await;
+        // The server may close before everything is written: that is the point.
+        let _ = stream.write_all(&bytes).await;
+        expect_closed(stream, case).await;
+        wait_for(&format!("{case} to be counted"), Duration::from_secs(5), || {
+            rejections() > before
+        })
+        .await;
+    }
+
+    // A truncated chunk, then silence: closed by the idle timeout.
+    let before = rejections();
+    let mut stream = handshaken(addr).await;
+    stream.write_all(&type0(3, 20, 200)[..7]).await.expect("write");
+    expect_closed(stream, "truncated chunk").await;
+    wait_for("the truncated chunk to be counted", Duration::from_secs(5), || rejections() > before)
+        .await;
+
+    // Slowloris: one byte of handshake, then nothing.
+    let before = rejections();
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(&[3]).await.expect("write");
+    expect_closed(stream, "slowloris").await;
+    wait_for("the slowloris to be counted", Duration::from_secs(5), || rejections() > before).await;
+
+    // The bystander never noticed.
+    let key = zenlive::StreamKey::new("live", "bystander").expect("key");
+    let info = node.stream(&key).expect("bystander still live").info().await.expect("info");
+    assert!(info.publishing);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("bystander.flv");
+    let read = record(&rtmp_url(&node, "bystander"), 2, &out).await;
+    assert!(
+        read.status.success(),
+        "bystander still plays: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert!(decode_errors(&out).await.trim().is_empty());
+
+    let _ = publisher.kill().await;
+    node.shutdown().await;
+}

@@ -1,0 +1,68 @@
+//! Supervision that really works: a panic inside one stream actor's handler restarts that
+//! actor with fresh state under a new registry epoch; its publisher re-attaches, and the
+//! node and every other stream carry on.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use zenlive::StreamKey;
+use zenlive_actors::stream::InjectPanic;
+use zenlive_cluster::{ActorKey, ActorKind};
+
+#[actix_rt::test]
+async fn a_panicking_stream_actor_is_restarted_and_others_are_unaffected() {
+    let node = start_node(test_config()).await;
+    let mut victim_pub = publish(&fixture(false), &rtmp_url(&node, "victim"));
+    let mut other_pub = publish(&fixture(false), &rtmp_url(&node, "other"));
+    wait_live(&node, "victim").await;
+    wait_live(&node, "other").await;
+    let victim = StreamKey::new("live", "victim").expect("key");
+    let registry_key = ActorKey::new(ActorKind::Stream, victim.to_string());
+    let epoch_before =
+        node.registry().lookup(&registry_key).await.expect("lookup").expect("owned").epoch;
+
+    // A viewer of the other stream records across the crash.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("other.flv");
+    let other_url = rtmp_url(&node, "other");
+    let viewer =
+        tokio::spawn(
+            async move { record(&other_url, 5, &out).await.status.success().then_some(out) },
+        );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let addr = node.stream(&victim).expect("victim live").actor();
+    let _ = addr.send(InjectPanic).await; // the handler panics: the reply never comes
+    let restarts = || node.counters().stream_restarts.load(Ordering::Relaxed);
+    wait_for("the supervisor to restart the stream", Duration::from_secs(5), || restarts() == 1)
+        .await;
+
+    // The restarted instance is a different actor, under a newer epoch, and its publisher
+    // re-attached and keeps pushing media into it.
+    let restarted = node.stream(&victim).expect("victim restarted");
+    assert!(restarted.actor() != addr, "a new actor instance");
+    let mut frames_after = 0;
+    for _ in 0..60 {
+        if let Some(info) = restarted.info().await {
+            if info.publishing && info.ingest.frames > 30 {
+                frames_after = info.ingest.frames;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(frames_after > 30, "the publisher re-attached and pushes frames into the fresh actor");
+    let owner = node.registry().lookup(&registry_key).await.expect("lookup").expect("re-claimed");
+    assert!(owner.epoch > epoch_before, "re-claimed under a newer fencing epoch");
+
+    // The other stream's viewer never noticed.
+    let recorded = viewer.await.expect("viewer task").expect("other stream still played");
+    assert_good_recording(&recorded, 5.0, "other stream across the crash").await;
+
+    let _ = victim_pub.kill().await;
+    let _ = other_pub.kill().await;
+    node.shutdown().await;
+}
