@@ -1,1 +1,511 @@
-//! (in progress)
+//! The live HLS segmenter and media playlist, sans-IO: timed elementary-stream units in,
+//! MPEG-TS segments and playlist text out. Wall-clock time is an argument (for
+//! `EXT-X-PROGRAM-DATE-TIME`); nothing here reads a clock.
+//!
+//! Segments start on a video keyframe and are cut at the first keyframe at or after the
+//! target duration (audio-only streams: at the target duration). The playlist lists the
+//! last `window_segments` complete segments; a few more are kept so that a slow client's
+//! download of a segment that just left the window still succeeds.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::ts::{Tracks, TsMuxer};
+
+/// Segments kept beyond the playlist window for in-flight downloads.
+pub const GRACE_SEGMENTS: usize = 3;
+/// A timestamp jump larger than this (either way) is a new timeline: a discontinuity.
+pub const MAX_TIMESTAMP_JUMP_MS: i64 = 10_000;
+/// AAC frames gathered into one PES packet (fewer, fuller TS packets).
+const AUDIO_FRAMES_PER_PES: usize = 4;
+
+/// Segmenting parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HlsConfig {
+    /// Target segment duration.
+    pub target_duration: Duration,
+    /// Complete segments listed in the playlist.
+    pub window_segments: usize,
+    /// A segment that grows beyond this is cut even without a keyframe.
+    pub max_segment_bytes: usize,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self {
+            target_duration: Duration::from_secs(6),
+            window_segments: 6,
+            max_segment_bytes: 32 << 20,
+        }
+    }
+}
+
+/// A complete segment.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Its media sequence number (its URI is `{sequence}.ts`).
+    pub sequence: u64,
+    /// Its duration from media timestamps.
+    pub duration: Duration,
+    /// Wall-clock time of its first frame.
+    pub program_date_time: SystemTime,
+    /// Whether a new timeline starts with it.
+    pub discontinuity: bool,
+    /// The MPEG-TS bytes.
+    pub data: Bytes,
+}
+
+#[derive(Debug)]
+struct Building {
+    sequence: u64,
+    start_ms: i64,
+    last_ms: i64,
+    program_date_time: SystemTime,
+    discontinuity: bool,
+    data: Vec<u8>,
+}
+
+/// Extends RTMP's wrapping 32-bit millisecond clock to a monotonic-enough 64-bit one, and
+/// flags jumps.
+#[derive(Debug, Default)]
+struct Timeline {
+    last_raw: Option<u32>,
+    last_ext: i64,
+}
+
+impl Timeline {
+    /// Returns the extended time and whether this sample jumped (a new timeline).
+    fn extend(&mut self, raw: u32) -> (i64, bool) {
+        let Some(last_raw) = self.last_raw else {
+            self.last_raw = Some(raw);
+            self.last_ext = i64::from(raw);
+            return (self.last_ext, false);
+        };
+        let delta = i64::from(raw.wrapping_sub(last_raw) as i32);
+        self.last_raw = Some(raw);
+        if delta.abs() > MAX_TIMESTAMP_JUMP_MS {
+            // Continue the 64-bit line just after the last sample.
+            self.last_ext += 1;
+            return (self.last_ext, true);
+        }
+        self.last_ext += delta;
+        (self.last_ext, false)
+    }
+}
+
+/// The live segmenter. See the module docs.
+#[derive(Debug)]
+pub struct Segmenter {
+    config: HlsConfig,
+    muxer: TsMuxer,
+    timeline: Timeline,
+    building: Option<Building>,
+    segments: VecDeque<Segment>,
+    next_sequence: u64,
+    discontinuity_sequence: u64,
+    pending_discontinuity: bool,
+    audio: Vec<u8>,
+    audio_pts_ms: i64,
+    audio_frames: usize,
+    ended: bool,
+}
+
+impl Segmenter {
+    /// A segmenter for a stream with `tracks`.
+    pub fn new(config: HlsConfig, tracks: Tracks) -> Self {
+        Self {
+            config,
+            muxer: TsMuxer::new(tracks),
+            timeline: Timeline::default(),
+            building: None,
+            segments: VecDeque::new(),
+            next_sequence: 0,
+            discontinuity_sequence: 0,
+            pending_discontinuity: false,
+            audio: Vec::new(),
+            audio_pts_ms: 0,
+            audio_frames: 0,
+            ended: false,
+        }
+    }
+
+    /// The publisher reconnected (a new timeline): the current segment ends, and the next
+    /// one starts with `EXT-X-DISCONTINUITY`.
+    pub fn mark_discontinuity(&mut self) {
+        self.close_segment();
+        self.timeline = Timeline::default();
+        self.pending_discontinuity = true;
+        self.ended = false;
+    }
+
+    /// Takes one H.264 access unit (Annex B; keyframes carry SPS/PPS).
+    pub fn push_video(
+        &mut self,
+        dts_ms: u32,
+        cts_ms: i32,
+        keyframe: bool,
+        annexb: &[u8],
+        wall_clock: SystemTime,
+    ) {
+        let (dts, jumped) = self.timeline.extend(dts_ms);
+        if jumped {
+            self.close_segment();
+            self.pending_discontinuity = true;
+        }
+        let cut_due = self.building.as_ref().is_some_and(|b| dts - b.start_ms >= self.target_ms());
+        if keyframe && (self.building.is_none() || cut_due) {
+            self.close_segment_at(Some(dts));
+            self.open_segment(dts, wall_clock);
+        }
+        let Some(building) = self.building.as_mut() else {
+            return; // before the first keyframe: nothing can decode it
+        };
+        // Audio gathered so far precedes this frame in the file.
+        if !self.audio.is_empty() {
+            self.muxer.write_audio(&mut building.data, to_90k(self.audio_pts_ms), &self.audio);
+            self.audio.clear();
+            self.audio_frames = 0;
+        }
+        let pts = dts + i64::from(cts_ms);
+        self.muxer.write_video(&mut building.data, to_90k(pts), to_90k(dts), keyframe, annexb);
+        building.last_ms = building.last_ms.max(dts);
+        self.enforce_size_limit();
+    }
+
+    /// Takes one AAC frame with its ADTS header.
+    pub fn push_audio(&mut self, ts_ms: u32, adts: &[u8], wall_clock: SystemTime) {
+        let (ts, jumped) = self.timeline.extend(ts_ms);
+        if jumped {
+            self.close_segment();
+            self.pending_discontinuity = true;
+        }
+        if !self.muxer.tracks().video {
+            let cut_due =
+                self.building.as_ref().is_some_and(|b| ts - b.start_ms >= self.target_ms());
+            if self.building.is_none() || cut_due {
+                self.close_segment_at(Some(ts));
+                self.open_segment(ts, wall_clock);
+            }
+        }
+        let Some(building) = self.building.as_mut() else { return };
+        if self.audio.is_empty() {
+            self.audio_pts_ms = ts;
+        }
+        self.audio.extend_from_slice(adts);
+        self.audio_frames += 1;
+        building.last_ms = building.last_ms.max(ts);
+        if self.audio_frames >= AUDIO_FRAMES_PER_PES {
+            self.muxer.write_audio(&mut building.data, to_90k(self.audio_pts_ms), &self.audio);
+            self.audio.clear();
+            self.audio_frames = 0;
+        }
+        self.enforce_size_limit();
+    }
+
+    /// The stream ended: completes the current segment.
+    pub fn finish(&mut self) {
+        self.close_segment();
+        self.ended = true;
+    }
+
+    fn target_ms(&self) -> i64 {
+        self.config.target_duration.as_millis() as i64
+    }
+
+    fn enforce_size_limit(&mut self) {
+        if self.building.as_ref().is_some_and(|b| b.data.len() > self.config.max_segment_bytes) {
+            // Bounded memory beats a complete GOP; the next segment waits for a keyframe
+            // (or, audio-only, starts with the next frame).
+            self.close_segment();
+        }
+    }
+
+    fn open_segment(&mut self, start_ms: i64, wall_clock: SystemTime) {
+        let mut data = Vec::with_capacity(256 * 1024);
+        self.muxer.write_tables(&mut data);
+        self.building = Some(Building {
+            sequence: self.next_sequence,
+            start_ms,
+            last_ms: start_ms,
+            program_date_time: wall_clock,
+            discontinuity: std::mem::take(&mut self.pending_discontinuity),
+            data,
+        });
+        self.next_sequence += 1;
+    }
+
+    /// Completes the current segment where the stream stops or jumps: its last frame is
+    /// assumed to last one 30 fps frame.
+    fn close_segment(&mut self) {
+        self.close_segment_at(None);
+    }
+
+    /// Completes the current segment; `end_ms` is where the next one starts, if known.
+    fn close_segment_at(&mut self, end_ms: Option<i64>) {
+        let Some(mut building) = self.building.take() else { return };
+        if !self.audio.is_empty() {
+            self.muxer.write_audio(&mut building.data, to_90k(self.audio_pts_ms), &self.audio);
+            self.audio.clear();
+            self.audio_frames = 0;
+        }
+        let end = end_ms.unwrap_or(building.last_ms + 33);
+        let duration_ms = (end - building.start_ms).max(1) as u64;
+        self.segments.push_back(Segment {
+            sequence: building.sequence,
+            duration: Duration::from_millis(duration_ms),
+            program_date_time: building.program_date_time,
+            discontinuity: building.discontinuity,
+            data: Bytes::from(building.data),
+        });
+        // A discontinuity that leaves the playlist window advances the sequence.
+        let window = self.config.window_segments;
+        if self.segments.len() > window {
+            let left = &self.segments[self.segments.len() - window - 1];
+            if left.discontinuity {
+                self.discontinuity_sequence += 1;
+            }
+        }
+        while self.segments.len() > window + GRACE_SEGMENTS {
+            self.segments.pop_front();
+        }
+    }
+
+    /// The media playlist, or `None` before the first segment is complete.
+    pub fn playlist(&self) -> Option<String> {
+        let window = self.window();
+        let first = window.first()?;
+        let longest =
+            window.iter().map(|s| s.duration.as_secs_f64().ceil() as u64).max().unwrap_or(1);
+        let target = longest.max(self.config.target_duration.as_secs_f64().round() as u64).max(1);
+        let mut text = String::with_capacity(128 + window.len() * 96);
+        let _ = write!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+            first.sequence, self.discontinuity_sequence
+        );
+        for segment in window {
+            if segment.discontinuity {
+                text.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = write!(
+                text,
+                "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\n{}.ts\n",
+                format_utc(segment.program_date_time),
+                segment.duration.as_secs_f64(),
+                segment.sequence
+            );
+        }
+        Some(text)
+    }
+
+    fn window(&self) -> Vec<&Segment> {
+        let skip = self.segments.len().saturating_sub(self.config.window_segments);
+        self.segments.iter().skip(skip).collect()
+    }
+
+    /// A complete segment still held (in the window or its grace), by sequence number.
+    pub fn segment(&self, sequence: u64) -> Option<Bytes> {
+        self.segments.iter().find(|s| s.sequence == sequence).map(|s| s.data.clone())
+    }
+
+    /// The sequence numbers of every segment still held.
+    pub fn segment_numbers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.segments.iter().map(|s| s.sequence)
+    }
+
+    /// The newest complete segment's sequence number.
+    pub fn last_sequence(&self) -> Option<u64> {
+        self.segments.back().map(|s| s.sequence)
+    }
+
+    /// Whether [`Segmenter::finish`] was called since the last (re)start.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+/// Milliseconds to the 90 kHz MPEG clock (negative times clamp to 0).
+fn to_90k(ms: i64) -> u64 {
+    (ms.max(0) as u64) * 90
+}
+
+/// `2026-11-24T10:00:00.000Z`
+pub fn format_utc(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KEY: &[u8] = &[0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x65, 0x88];
+    const INTER: &[u8] = &[0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x41, 0x9a];
+    const ADTS: &[u8] = &[0xff, 0xf1, 0x50, 0x80, 0x01, 0x3f, 0xfc, 1];
+
+    fn config(target_secs: u64, window: usize) -> HlsConfig {
+        HlsConfig {
+            target_duration: Duration::from_secs(target_secs),
+            window_segments: window,
+            max_segment_bytes: 1 << 20,
+        }
+    }
+
+    /// Pushes `seconds` of 30 fps video (keyframe every `gop` frames) and 44.1 kHz audio,
+    /// starting at media time `start_ms`.
+    fn feed(s: &mut Segmenter, start_ms: u32, seconds: u32, gop: u32) {
+        let epoch = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let frames = seconds * 30;
+        let mut audio_next = 0u64;
+        for i in 0..frames {
+            let ms = i * 1000 / 30;
+            while audio_next * 1024 * 1000 / 44_100 <= u64::from(ms) {
+                let ams = (audio_next * 1024 * 1000 / 44_100) as u32;
+                s.push_audio(
+                    start_ms.wrapping_add(ams),
+                    ADTS,
+                    epoch + Duration::from_millis(u64::from(ams)),
+                );
+                audio_next += 1;
+            }
+            let key = i % gop == 0;
+            let wall = epoch + Duration::from_millis(u64::from(ms));
+            s.push_video(start_ms.wrapping_add(ms), 0, key, if key { KEY } else { INTER }, wall);
+        }
+    }
+
+    #[test]
+    fn cuts_on_keyframes_after_the_target_duration() {
+        let mut s = Segmenter::new(config(2, 6), Tracks { video: true, audio: true });
+        feed(&mut s, 0, 9, 30);
+        let playlist = s.playlist().expect("segments");
+        assert!(playlist.starts_with(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        ));
+        assert_eq!(playlist.matches("#EXTINF:2.000,").count(), 4, "{playlist}");
+        assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:2026-09-21T"), "{playlist}");
+        let first = s.segment(0).expect("segment 0");
+        assert_eq!(first[0], 0x47);
+        assert_eq!(first.len() % 188, 0);
+    }
+
+    #[test]
+    fn keeps_a_sliding_window_with_grace() {
+        let mut s = Segmenter::new(config(1, 3), Tracks { video: true, audio: true });
+        feed(&mut s, 0, 20, 30);
+        let playlist = s.playlist().expect("segments");
+        assert_eq!(playlist.matches("#EXTINF").count(), 3);
+        let last = s.last_sequence().expect("last");
+        assert!(playlist.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{}", last - 2)));
+        assert!(s.segment(last - 3).is_some(), "grace keeps a segment that just left the window");
+        assert!(s.segment(0).is_none(), "old segments are gone");
+        assert_eq!(s.segment_numbers().count(), 3 + GRACE_SEGMENTS);
+    }
+
+    #[test]
+    fn discontinuities_are_flagged_and_counted_as_they_leave() {
+        let mut s = Segmenter::new(config(1, 3), Tracks { video: true, audio: true });
+        feed(&mut s, 5_000, 3, 30);
+        s.mark_discontinuity();
+        feed(&mut s, 0, 3, 30); // the reconnected publisher starts from 0
+        let playlist = s.playlist().expect("segments");
+        assert_eq!(playlist.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{playlist}");
+        assert!(playlist.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0"));
+        feed(&mut s, 100_000, 6, 30); // a jump: another discontinuity
+        let playlist = s.playlist().expect("segments");
+        // Both flagged segments (the reconnect and the jump) have left the 3-segment window.
+        assert!(playlist.contains("#EXT-X-DISCONTINUITY-SEQUENCE:2"), "{playlist}");
+        for line in playlist.lines().filter(|l| l.starts_with("#EXTINF:")) {
+            let secs: f64 = line["#EXTINF:".len()..line.len() - 1].parse().expect("number");
+            assert!((0.0..=1.2).contains(&secs), "{line}");
+        }
+    }
+
+    #[test]
+    fn survives_the_32_bit_timestamp_wrap() {
+        let mut s = Segmenter::new(config(1, 6), Tracks { video: true, audio: true });
+        feed(&mut s, u32::MAX - 2_500, 5, 30);
+        let playlist = s.playlist().expect("segments");
+        assert!(!playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
+        assert_eq!(playlist.matches("#EXTINF:1.000,").count(), 4, "{playlist}");
+    }
+
+    #[test]
+    fn forces_a_cut_when_a_segment_outgrows_its_limit() {
+        let mut config = config(100, 6);
+        config.max_segment_bytes = 64 * 1024;
+        let mut s = Segmenter::new(config, Tracks { video: true, audio: false });
+        let big = vec![0u8; 10_000];
+        let now = UNIX_EPOCH;
+        s.push_video(0, 0, true, &big, now);
+        for i in 1..20 {
+            s.push_video(i * 33, 0, false, &big, now);
+        }
+        let sizes: Vec<usize> =
+            s.segment_numbers().filter_map(|n| s.segment(n)).map(|b| b.len()).collect();
+        assert!(!sizes.is_empty());
+        assert!(sizes.iter().all(|&n| n <= 64 * 1024 + 12_000), "{sizes:?}");
+    }
+
+    #[test]
+    fn audio_only_streams_cut_on_time() {
+        let mut s = Segmenter::new(config(1, 6), Tracks { video: false, audio: true });
+        for i in 0..200u32 {
+            s.push_audio(i * 23, ADTS, UNIX_EPOCH);
+        }
+        assert!(s.last_sequence().is_some_and(|n| n >= 2));
+    }
+
+    #[test]
+    fn formats_utc_like_rfc3339() {
+        let t = UNIX_EPOCH + Duration::from_millis(951_782_400_123); // 2000-02-29
+        assert_eq!(format_utc(t), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            format_utc(UNIX_EPOCH + Duration::from_secs(1_795_000_000)),
+            "2026-11-18T11:06:40.000Z"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_stays_bounded(ops in proptest::collection::vec((any::<u8>(), any::<u32>(), -1000i32..1000, 0usize..3000), 0..200)) {
+            let mut config = config(1, 3);
+            config.max_segment_bytes = 256 * 1024;
+            let mut s = Segmenter::new(config, Tracks { video: true, audio: true });
+            for (op, ts, cts, len) in ops {
+                let data = vec![op; len];
+                match op % 4 {
+                    0 => s.push_video(ts, cts, true, &data, UNIX_EPOCH),
+                    1 => s.push_video(ts, cts, false, &data, UNIX_EPOCH),
+                    2 => s.push_audio(ts, &data, UNIX_EPOCH),
+                    _ => s.mark_discontinuity(),
+                }
+            }
+            let _ = s.playlist();
+            prop_assert!(s.segment_numbers().count() <= 3 + GRACE_SEGMENTS);
+        }
+    }
+}
