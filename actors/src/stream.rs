@@ -150,8 +150,9 @@ pub struct StreamInfo {
 #[rtype(result = "()")]
 pub struct InjectPanic;
 
-/// Tells the supervisor when the actor goes away, and whether it stopped cleanly: actix
-/// drops an actor whose handler panicked without calling `stopped`, and only `Drop` sees it.
+/// Tells the supervisor when the actor goes away, and whether it stopped cleanly (an `Ended`
+/// event is attached only on a deliberate stop). `Drop` runs however the actor goes, panics
+/// included.
 struct StopNotice {
     supervisor: Recipient<StreamStopped>,
     key: StreamKey,
@@ -225,8 +226,15 @@ impl Actor for StreamActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Every deliberate stop goes through `end`, which records a reason. actix also runs
+        // `stopped` when it drops an actor whose handler panicked (its context's `Drop`
+        // polls the context once more); without a reason this is such a crash, and the
+        // notice must report it as one so the supervisor restarts the stream.
+        let Some(reason) = self.end_reason.take() else {
+            tracing::error!(stream = %self.key, "stream actor stopped without ending: treating as a crash");
+            return;
+        };
         let stats = self.core.stats();
-        let reason = self.end_reason.take().unwrap_or_else(|| "stopped".to_owned());
         tracing::info!(stream = %self.key, %reason, frames = stats.frames, bytes = stats.bytes, "stream ended");
         if let Some(publisher) = self.publisher.take() {
             // The connection may already be gone; a full queue means it is closing anyway.
