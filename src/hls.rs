@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::Actor;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -31,7 +31,7 @@ use zenlive_media::hls::{HlsConfig as SegmenterConfig, Segmenter};
 use zenlive_media::ts::Tracks;
 
 use crate::config::{secs, HlsConfig};
-use crate::http::{error, stream_key, with_cors};
+use crate::http::{stream_key, with_cors, ApiError};
 use crate::node::NodeContext;
 
 /// Largest segment kept in memory; a longer GOP is cut early.
@@ -294,60 +294,48 @@ impl FrameSink for HlsSink {
     }
 }
 
-fn lookup(node: &NodeContext, app: &str, stream: &str) -> Result<Arc<HlsStream>, HttpResponse> {
+fn lookup(node: &NodeContext, app: &str, stream: &str) -> Result<Arc<HlsStream>, ApiError> {
     let key = stream_key(app, stream)?;
-    node.hls.get(&key).ok_or_else(|| {
-        error(StatusCode::NOT_FOUND, "stream_not_found", format!("stream {key} is not live"))
-    })
+    node.hls
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found("stream_not_found", format!("stream {key} is not live")))
 }
 
 /// `GET /{app}/{stream}/index.m3u8`
 pub async fn playlist(
     node: web::Data<NodeContext>,
     path: web::Path<(String, String)>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let (app, stream) = path.into_inner();
-    let hls = match lookup(&node, &app, &stream) {
-        Ok(hls) => hls,
-        Err(response) => return response,
-    };
-    let published = Arc::clone(&hls.published.read());
-    match &published.playlist {
-        Some(text) => with_cors(HttpResponse::Ok())
-            .content_type("application/vnd.apple.mpegurl")
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .body(text.clone()),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "playlist_not_ready",
-            "the first segment is not complete yet",
-        ),
-    }
+    let published = Arc::clone(&lookup(&node, &app, &stream)?.published.read());
+    let text = published.playlist.clone().ok_or_else(|| {
+        ApiError::not_found("playlist_not_ready", "the first segment is not complete yet")
+    })?;
+    Ok(with_cors(HttpResponse::Ok())
+        .content_type("application/vnd.apple.mpegurl")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(text))
 }
 
 /// `GET /{app}/{stream}/{sequence}.ts`
 pub async fn segment(
     node: web::Data<NodeContext>,
     path: web::Path<(String, String, String)>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let (app, stream, name) = path.into_inner();
-    let hls = match lookup(&node, &app, &stream) {
-        Ok(hls) => hls,
-        Err(response) => return response,
-    };
-    let Ok(sequence) = name.parse::<u64>() else {
-        return error(StatusCode::NOT_FOUND, "segment_not_found", "no such segment");
-    };
+    let hls = lookup(&node, &app, &stream)?;
+    let sequence = name
+        .parse::<u64>()
+        .map_err(|_| ApiError::not_found("segment_not_found", "no such segment"))?;
     let published = Arc::clone(&hls.published.read());
-    match published.segments.get(&sequence) {
-        Some(bytes) => with_cors(HttpResponse::Ok())
-            .content_type("video/mp2t")
-            .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
-            .body(bytes.clone()),
-        None => error(
-            StatusCode::NOT_FOUND,
+    let bytes = published.segments.get(&sequence).cloned().ok_or_else(|| {
+        ApiError::not_found(
             "segment_not_found",
             format!("segment {sequence} expired or does not exist"),
-        ),
-    }
+        )
+    })?;
+    Ok(with_cors(HttpResponse::Ok())
+        .content_type("video/mp2t")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
+        .body(bytes))
 }

@@ -2,9 +2,11 @@
 //! they parse the path, look the stream up, and hand over to [`crate::hls`] or
 //! [`crate::http_flv`]. Every error is a JSON body with a stable `code`.
 
+use std::fmt;
+
 use actix_web::http::header;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, HttpResponseBuilder};
+use actix_web::{web, HttpResponse, HttpResponseBuilder, ResponseError};
 use serde_json::json;
 use zenlive_actors::StreamKey;
 
@@ -17,7 +19,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/{app}/{stream}/{segment}.ts", web::get().to(crate::hls::segment))
         .route("/{app}/{file}", web::get().to(crate::http_flv::play))
         .default_service(web::to(|| async {
-            error(StatusCode::NOT_FOUND, "not_found", "no such resource")
+            ApiError::not_found("not_found", "no such resource").error_response()
         }));
 }
 
@@ -32,10 +34,42 @@ async fn healthz(node: web::Data<NodeContext>) -> HttpResponse {
     )
 }
 
-/// A JSON error response: `{"error": {"code": .., "message": ..}}`.
-pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
-    with_cors(HttpResponse::build(status))
-        .json(json!({ "error": { "code": code, "message": message.into() } }))
+/// An HTTP error answered as JSON: `{"error": {"code": .., "message": ..}}`, where `code` is
+/// stable for programs and `message` is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    /// A 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        with_cors(HttpResponse::build(self.status))
+            .json(json!({ "error": { "code": self.code, "message": self.message } }))
+    }
 }
 
 /// Adds the CORS header media responses carry.
@@ -45,7 +79,7 @@ pub fn with_cors(mut builder: HttpResponseBuilder) -> HttpResponseBuilder {
 }
 
 /// Parses `{app}/{stream}` from a path, or answers 400.
-pub fn stream_key(app: &str, stream: &str) -> Result<StreamKey, HttpResponse> {
+pub fn stream_key(app: &str, stream: &str) -> Result<StreamKey, ApiError> {
     StreamKey::new(app, stream)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_stream_name", e.to_string()))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_stream_name", e.to_string()))
 }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix::Actor;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ use zenlive_actors::{Encoding, FrameSink, MediaFrame, Offer, Protocol, ViewerSes
 use zenlive_media::flv::{flv_file_header, write_tag, TagType};
 
 use crate::config::secs;
-use crate::http::{error, stream_key, with_cors};
+use crate::http::{stream_key, with_cors, ApiError};
 use crate::node::NodeContext;
 
 /// Frames queued for one HTTP-FLV viewer before it counts as behind.
@@ -57,22 +57,18 @@ impl FrameSink for FlvSink {
 }
 
 /// `GET /{app}/{stream}.flv`
-pub async fn play(node: web::Data<NodeContext>, path: web::Path<(String, String)>) -> HttpResponse {
+pub async fn play(
+    node: web::Data<NodeContext>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (app, file) = path.into_inner();
-    let Some(stream) = file.strip_suffix(".flv") else {
-        return error(StatusCode::NOT_FOUND, "not_found", "no such resource");
-    };
-    let key = match stream_key(&app, stream) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let Some(entry) = node.directory.get(&key) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "stream_not_found",
-            format!("stream {key} is not live"),
-        );
-    };
+    let stream = file
+        .strip_suffix(".flv")
+        .ok_or_else(|| ApiError::not_found("not_found", "no such resource"))?;
+    let key = stream_key(&app, stream)?;
+    let entry = node.directory.get(&key).ok_or_else(|| {
+        ApiError::not_found("stream_not_found", format!("stream {key} is not live"))
+    })?;
     let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
     ViewerSession::new(
         key,
@@ -88,8 +84,8 @@ pub async fn play(node: web::Data<NodeContext>, path: web::Path<(String, String)
     let body = tokio_stream::once(header_bytes)
         .chain(ReceiverStream::new(rx))
         .map(Ok::<_, std::io::Error>);
-    with_cors(HttpResponse::Ok())
+    Ok(with_cors(HttpResponse::Ok())
         .content_type("video/x-flv")
         .insert_header((header::CACHE_CONTROL, "no-cache, no-store"))
-        .streaming(body)
+        .streaming(body))
 }

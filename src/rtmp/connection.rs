@@ -64,7 +64,7 @@ enum Closed {
 
 enum Role {
     Idle,
-    Publishing { publisher: StreamPublisher, codecs_checked: (bool, bool) },
+    Publishing { publisher: Box<StreamPublisher>, codecs_checked: (bool, bool) },
     Playing { key: StreamKey },
 }
 
@@ -346,7 +346,10 @@ impl Connection {
         {
             Ok((publisher, commands)) => {
                 tracing::info!(peer = %self.peer, stream = %key, "publish started");
-                self.role = Role::Publishing { publisher, codecs_checked: (false, false) };
+                self.role = Role::Publishing {
+                    publisher: Box::new(publisher),
+                    codecs_checked: (false, false),
+                };
                 self.commands = Some(commands);
                 self.accept(request_id).await
             }
