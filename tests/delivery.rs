@@ -1,0 +1,161 @@
+//! Delivery under stress: a viewer that stops reading is dropped while the publisher and
+//! other viewers carry on; a publisher that reconnects continues its HLS playlist after an
+//! `EXT-X-DISCONTINUITY`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+async fn send_results(
+    stream: &mut TcpStream,
+    results: Vec<ClientSessionResult>,
+) -> Vec<ClientSessionEvent> {
+    let mut events = Vec::new();
+    for result in results {
+        match result {
+            ClientSessionResult::OutboundResponse(packet) => {
+                stream.write_all(&packet.bytes).await.expect("write")
+            }
+            ClientSessionResult::RaisedEvent(event) => events.push(event),
+            ClientSessionResult::UnhandleableMessageReceived(_) => {}
+        }
+    }
+    events
+}
+
+/// Reads and answers until `wanted` is raised.
+async fn until(
+    stream: &mut TcpStream,
+    session: &mut ClientSession,
+    wanted: fn(&ClientSessionEvent) -> bool,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("answer")
+            .expect("read");
+        assert!(n > 0, "server closed");
+        let results = session.handle_input(&buf[..n]).expect("valid RTMP");
+        if send_results(stream, results).await.iter().any(wanted) {
+            return;
+        }
+    }
+}
+
+/// An RTMP player with a tiny receive buffer that starts playing `name` and then never
+/// reads again.
+async fn stalled_player(addr: SocketAddr, name: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let mut handshake = Handshake::new(PeerType::Client);
+    stream.write_all(&handshake.generate_outbound_p0_and_p1().expect("c0c1")).await.expect("write");
+    let mut buf = vec![0u8; 8192];
+    let leftover = loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        match handshake.process_bytes(&buf[..n]).expect("handshake") {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                stream.write_all(&response_bytes).await.expect("write")
+            }
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                stream.write_all(&response_bytes).await.expect("write");
+                break remaining_bytes;
+            }
+        }
+    };
+    let (mut session, results) = ClientSession::new(ClientSessionConfig::new()).expect("session");
+    send_results(&mut stream, results).await;
+    if !leftover.is_empty() {
+        let results = session.handle_input(&leftover).expect("valid");
+        send_results(&mut stream, results).await;
+    }
+    let request = session.request_connection("live".into()).expect("connect request");
+    send_results(&mut stream, vec![request]).await;
+    until(&mut stream, &mut session, |e| {
+        matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
+    })
+    .await;
+    let request = session.request_playback(name.into()).expect("play request");
+    send_results(&mut stream, vec![request]).await;
+    until(&mut stream, &mut session, |e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted))
+        .await;
+    stream
+}
+
+#[actix_rt::test]
+async fn a_viewer_that_stops_reading_is_dropped_and_harms_no_one() {
+    let mut config = test_config();
+    config.rtmp.max_viewer_lag = 2.0;
+    let node = start_node(config).await;
+    let mut publisher = publish(&fixture(false), &rtmp_url(&node, "slow"));
+    wait_live(&node, "slow").await;
+
+    let stalled = stalled_player(node.rtmp_addr().expect("rtmp"), "slow").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("healthy.flv");
+    let healthy = record(&rtmp_url(&node, "slow"), 6, &out).await;
+    assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
+    assert_good_recording(&out, 6.0, "a healthy viewer beside a stalled one").await;
+
+    let dropped = || node.counters().viewers_dropped_slow.load(Ordering::Relaxed);
+    wait_for("the stalled viewer to be dropped", Duration::from_secs(20), || dropped() >= 1).await;
+    assert!(
+        node.counters().frames_skipped.load(Ordering::Relaxed) > 0,
+        "it skipped before it was dropped"
+    );
+    let key = zenlive::StreamKey::new("live", "slow").expect("key");
+    let info = node.stream(&key).expect("still live").info().await.expect("info");
+    assert!(info.publishing, "the publisher never waited");
+    drop(stalled);
+    let _ = publisher.kill().await;
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_reconnecting_publisher_continues_the_playlist_after_a_discontinuity() {
+    let node = start_node(test_config()).await;
+    let client = reqwest::Client::new();
+    let url = http_url(&node, "/live/again/index.m3u8");
+    let key = zenlive::StreamKey::new("live", "again").expect("key");
+
+    let mut first = publish(&fixture(false), &rtmp_url(&node, "again"));
+    wait_live(&node, "again").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    first.start_kill().expect("kill");
+    wait_for("the first session to end", Duration::from_secs(15), || node.stream(&key).is_none())
+        .await;
+    let between = client.get(&url).send().await.expect("request");
+    assert_eq!(between.status(), 200, "the playlist outlives its publisher during the grace");
+    let before = between.text().await.expect("text");
+
+    let mut second = publish(&fixture(false), &rtmp_url(&node, "again"));
+    wait_live(&node, "again").await;
+    let mut playlist = String::new();
+    for _ in 0..60 {
+        playlist = client.get(&url).send().await.expect("request").text().await.expect("text");
+        if playlist.contains("#EXT-X-DISCONTINUITY\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "before:\n{before}\nafter:\n{playlist}");
+    let first_seq = |p: &str| {
+        p.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert!(first_seq(&playlist) >= first_seq(&before), "media sequence never goes back");
+    let _ = second.kill().await;
+    node.shutdown().await;
+}
