@@ -4,7 +4,7 @@
 //! The tag headers are a few bit fields; `scuffle-flv` parses them too but demands owned
 //! buffers and pulls in a dependency tree larger than these forty lines, so they are here.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::frame::{FrameKind, FLV_AUDIO_FORMAT_AAC, FLV_VIDEO_CODEC_AVC};
 
@@ -22,6 +22,106 @@ pub enum FlvError {
     /// An Enhanced RTMP (extended) video header, which this reader does not handle.
     #[error("enhanced RTMP video headers are not supported")]
     EnhancedHeader,
+    /// The stream does not start with an FLV header.
+    #[error("not an FLV stream (bad signature)")]
+    BadSignature,
+    /// A tag declares more than [`MAX_TAG_BYTES`].
+    #[error("FLV tag of {0} bytes exceeds the limit")]
+    TagTooLarge(usize),
+    /// A tag type other than audio, video or script data.
+    #[error("unknown FLV tag type {0}")]
+    UnknownTagType(u8),
+}
+
+/// Largest tag body the demuxer accepts.
+pub const MAX_TAG_BYTES: usize = 8 * 1024 * 1024;
+
+/// One tag read from an FLV file or stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlvTag {
+    /// Audio, video or script.
+    pub tag_type: TagType,
+    /// Timestamp in milliseconds (with the extension byte).
+    pub timestamp_ms: u32,
+    /// The tag body.
+    pub body: Bytes,
+}
+
+/// A sans-IO FLV reader: push bytes as they arrive, take complete tags out. It buffers at
+/// most one tag plus one read's worth of bytes.
+#[derive(Debug, Default)]
+pub struct FlvDemuxer {
+    buf: BytesMut,
+    header_done: bool,
+    failed: bool,
+}
+
+impl FlvDemuxer {
+    /// A demuxer expecting the FLV file header first.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes from the file or socket.
+    pub fn push(&mut self, data: &[u8]) {
+        if !self.failed {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// The next complete tag; `None` when more bytes are needed. After an error the
+    /// stream is unusable and every call returns `None`.
+    pub fn next_tag(&mut self) -> Option<Result<FlvTag, FlvError>> {
+        if self.failed {
+            return None;
+        }
+        let result = self.parse();
+        if matches!(result, Some(Err(_))) {
+            self.failed = true;
+            self.buf.clear();
+        }
+        result
+    }
+
+    fn parse(&mut self) -> Option<Result<FlvTag, FlvError>> {
+        if !self.header_done {
+            let head = self.buf.get(..9)?;
+            if &head[..3] != b"FLV" {
+                return Some(Err(FlvError::BadSignature));
+            }
+            let offset = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) as usize;
+            // The header, then PreviousTagSize0.
+            let skip = offset.max(9) + 4;
+            if skip > 1024 {
+                return Some(Err(FlvError::BadSignature));
+            }
+            if self.buf.len() < skip {
+                return None;
+            }
+            self.buf.advance(skip);
+            self.header_done = true;
+        }
+        let head = self.buf.get(..11)?;
+        let tag_type = match head[0] & 0x1f {
+            8 => TagType::Audio,
+            9 => TagType::Video,
+            18 => TagType::Script,
+            other => return Some(Err(FlvError::UnknownTagType(other))),
+        };
+        let size =
+            (usize::from(head[1]) << 16) | (usize::from(head[2]) << 8) | usize::from(head[3]);
+        if size > MAX_TAG_BYTES {
+            return Some(Err(FlvError::TagTooLarge(size)));
+        }
+        let timestamp_ms = u32::from_be_bytes([head[7], head[4], head[5], head[6]]);
+        if self.buf.len() < 11 + size + 4 {
+            return None;
+        }
+        self.buf.advance(11);
+        let body = self.buf.split_to(size).freeze();
+        self.buf.advance(4);
+        Some(Ok(FlvTag { tag_type, timestamp_ms, body }))
+    }
 }
 
 /// FLV tag types.
@@ -198,7 +298,60 @@ mod tests {
         assert_eq!(&flv_file_header(true, true)[..5], b"FLV\x01\x05");
     }
 
+    #[test]
+    fn demuxer_reads_back_what_the_writer_wrote_in_any_split() {
+        let mut file = BytesMut::new();
+        file.extend_from_slice(&flv_file_header(true, true));
+        write_tag(&mut file, TagType::Script, 0, b"meta");
+        write_tag(&mut file, TagType::Video, 40, &[0x17, 1, 0, 0, 0, 9]);
+        write_tag(&mut file, TagType::Audio, 0x0100_0000, &[0xaf, 1, 7]);
+        for split in 0..file.len() {
+            let mut demux = FlvDemuxer::new();
+            let mut tags = Vec::new();
+            for part in [&file[..split], &file[split..]] {
+                demux.push(part);
+                while let Some(tag) = demux.next_tag() {
+                    tags.push(tag.expect("valid"));
+                }
+            }
+            let summary: Vec<_> =
+                tags.iter().map(|t| (t.tag_type, t.timestamp_ms, t.body.len())).collect();
+            assert_eq!(
+                summary,
+                vec![
+                    (TagType::Script, 0, 4),
+                    (TagType::Video, 40, 6),
+                    (TagType::Audio, 0x0100_0000, 3)
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn demuxer_refuses_hostile_streams() {
+        let mut demux = FlvDemuxer::new();
+        demux.push(b"GIF89a....");
+        assert_eq!(demux.next_tag(), Some(Err(FlvError::BadSignature)));
+        assert_eq!(demux.next_tag(), None);
+        let mut demux = FlvDemuxer::new();
+        demux.push(&flv_file_header(true, true));
+        demux.push(&[9, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(matches!(demux.next_tag(), Some(Err(FlvError::TagTooLarge(_)))));
+        let mut demux = FlvDemuxer::new();
+        demux.push(&flv_file_header(true, true));
+        demux.push(&[7, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12]);
+        assert_eq!(demux.next_tag(), Some(Err(FlvError::UnknownTagType(7))));
+    }
+
     proptest! {
+        #[test]
+        fn demuxer_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut demux = FlvDemuxer::new();
+            demux.push(&flv_file_header(true, true));
+            demux.push(&data);
+            while let Some(Ok(_)) = demux.next_tag() {}
+        }
+
         #[test]
         fn tag_parsers_never_panic(body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = parse_video_tag(&body);
