@@ -1,1 +1,215 @@
-fn main() {}
+//! `zenlive-swarm`: realtime RTMP publishers and RTMP / HTTP-FLV players in one process, for
+//! load-testing ZenLive and its peers (nginx-rtmp, SRS...). Prints a JSON summary on
+//! stdout; progress goes to stderr.
+//!
+//! ```text
+//! zenlive-swarm publish --url rtmp://127.0.0.1:1935/live/bench --count 100 --file in.flv --duration 30
+//! zenlive-swarm play --url rtmp://127.0.0.1:1935/live/bench --count 500 --duration 30
+//! zenlive-swarm play --url http://127.0.0.1:8080/live/bench.flv --count 500 --duration 30
+//! ```
+
+mod client;
+mod player;
+mod publisher;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::client::RtmpUrl;
+use crate::stats::{PlaySummary, PublishSummary, Spread};
+
+/// Realtime RTMP publishers and RTMP/HTTP-FLV players for load tests.
+#[derive(Parser)]
+#[command(name = "zenlive-swarm", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N realtime publishers from an FLV file.
+    Publish(PublishArgs),
+    /// M players over RTMP (rtmp:// URL) or HTTP-FLV (http:// URL).
+    Play(Common),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Target URL. With --count > 1, `{i}` in it is replaced by the client's index, or
+    /// (for publishers, without `{i}`) `-{i}` is appended to the stream key.
+    #[arg(long)]
+    url: String,
+    /// How many clients.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// Seconds over which clients start, evenly spread.
+    #[arg(long, default_value_t = 0.0)]
+    ramp_up: f64,
+    /// Seconds the run lasts (from the start of the first client).
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The FLV file to publish (H.264 + AAC), looped.
+    #[arg(long)]
+    file: std::path::PathBuf,
+}
+
+fn client_url(url: &str, i: usize, count: usize, suffix_key: bool) -> String {
+    if url.contains("{i}") {
+        url.replace("{i}", &i.to_string())
+    } else if suffix_key && count > 1 {
+        format!("{url}-{i}")
+    } else {
+        url.to_owned()
+    }
+}
+
+fn start_offset(common: &Common, i: usize) -> Duration {
+    Duration::from_secs_f64(common.ramp_up.max(0.0) * i as f64 / common.count.max(1) as f64)
+}
+
+fn error_kind(error: &anyhow::Error) -> String {
+    let text = error.to_string();
+    text.split(':').next().unwrap_or(&text).chars().take(60).collect()
+}
+
+async fn publish(args: PublishArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let source = Arc::new(publisher::Source::parse(&bytes)?);
+    let common = args.common;
+    let begin = Instant::now();
+    let deadline = begin + Duration::from_secs_f64(common.duration);
+    let mut tasks = JoinSet::new();
+    for i in 0..common.count {
+        let url = RtmpUrl::parse(&client_url(&common.url, i, common.count, true))?;
+        let (source, offset) = (Arc::clone(&source), start_offset(&common, i));
+        tasks.spawn(async move {
+            tokio::time::sleep(offset).await;
+            publisher::run(url, source, deadline).await
+        });
+    }
+    eprintln!("zenlive-swarm: {} publishers started", common.count);
+    let (mut completed, mut bytes_sent, mut fell_behind) = (0, 0, 0);
+    let mut errors = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("publisher task")? {
+            Ok(stats) => {
+                completed += 1;
+                bytes_sent += stats.bytes;
+                fell_behind += usize::from(stats.max_lag > Duration::from_secs(1));
+            }
+            Err(error) => *errors.entry(error_kind(&error)).or_insert(0) += 1,
+        }
+    }
+    let summary = PublishSummary {
+        publishers: common.count,
+        completed,
+        duration_secs: begin.elapsed().as_secs_f64(),
+        bytes: bytes_sent,
+        fell_behind,
+        errors,
+    };
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+async fn play(common: Common) -> Result<()> {
+    let begin = Instant::now();
+    let deadline = begin + Duration::from_secs_f64(common.duration);
+    let mut tasks = JoinSet::new();
+    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    for i in 0..common.count {
+        let url = client_url(&common.url, i, common.count, false);
+        let offset = start_offset(&common, i);
+        let http = http.clone();
+        tasks.spawn(async move {
+            tokio::time::sleep(offset).await;
+            let started = Instant::now();
+            let stats = if url.starts_with("rtmp://") {
+                player::rtmp(RtmpUrl::parse(&url)?, deadline).await
+            } else {
+                player::http_flv(&http, &url, deadline).await
+            };
+            stats.map(|s| (s, started.elapsed()))
+        });
+    }
+    eprintln!("zenlive-swarm: {} players started", common.count);
+    let (mut fps, mut startup, mut bytes, mut stalls, mut with_video, mut off_key) =
+        (vec![], vec![], 0, 0, 0, 0);
+    let mut errors = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("player task")? {
+            Ok((stats, elapsed)) => {
+                bytes += stats.bytes;
+                stalls += stats.stalls;
+                if stats.video_frames > 0 {
+                    with_video += 1;
+                    fps.push(stats.fps(elapsed));
+                }
+                if let Some(s) = stats.startup {
+                    startup.push(s.as_secs_f64() * 1000.0);
+                }
+                off_key += usize::from(stats.started_on_keyframe == Some(false));
+            }
+            Err(error) => *errors.entry(error_kind(&error)).or_insert(0) += 1,
+        }
+    }
+    let summary = PlaySummary {
+        players: common.count,
+        players_with_video: with_video,
+        duration_secs: begin.elapsed().as_secs_f64(),
+        bytes,
+        fps: Spread::of(fps),
+        startup_ms: Spread::of(startup),
+        started_off_keyframe: off_key,
+        stalls,
+        errors,
+    };
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let run = async {
+        match cli.command {
+            Command::Publish(args) => publish(args).await,
+            Command::Play(common) => play(common).await,
+        }
+    };
+    tokio::select! {
+        result = run => result,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("zenlive-swarm: interrupted");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_urls() {
+        assert_eq!(client_url("rtmp://h/live/k", 3, 5, true), "rtmp://h/live/k-3");
+        assert_eq!(client_url("rtmp://h/live/k", 0, 1, true), "rtmp://h/live/k");
+        assert_eq!(client_url("rtmp://h/live/k{i}x", 2, 5, true), "rtmp://h/live/k2x");
+        assert_eq!(client_url("rtmp://h/live/k", 3, 5, false), "rtmp://h/live/k");
+    }
+}
