@@ -48,3 +48,42 @@ async fn rtmp_flv_and_hls_play_a_stream_without_bframes() {
 async fn rtmp_flv_and_hls_play_a_stream_with_bframes() {
     all_outputs_play(true).await;
 }
+
+#[actix_rt::test]
+async fn unsupported_codecs_are_refused_with_an_rtmp_error() {
+    require("ffmpeg");
+    let node = start_node(test_config()).await;
+    let url = rtmp_url(&node, "sorenson");
+    // Sorenson H.263 (FLV codec id 2) with AAC: HLS cannot carry it.
+    let out = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-t",
+            "5",
+        ])
+        .args(["-c:v", "flv", "-f", "flv", &url])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), out)
+        .await
+        .expect("ffmpeg ends")
+        .expect("run");
+    assert!(!out.status.success(), "the publisher is refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("only H.264 is accepted"),
+        "FFmpeg shows the server's reason: {stderr}"
+    );
+    let key = zenlive::StreamKey::new("live", "sorenson").expect("key");
+    wait_for("the refused stream to end", std::time::Duration::from_secs(10), || {
+        node.stream(&key).is_none()
+    })
+    .await;
+    node.shutdown().await;
+}

@@ -20,12 +20,14 @@ pub const SHARED_STREAM_ID: u32 = 1;
 const VIDEO_CSID: u8 = 7;
 const AUDIO_CSID: u8 = 8;
 const DATA_CSID: u8 = 9;
+const COMMAND_CSID: u8 = 10;
 const EXTENDED_TIMESTAMP: u32 = 0x00ff_ffff;
 
 /// RTMP message type ids.
 const TYPE_AUDIO: u8 = 8;
 const TYPE_VIDEO: u8 = 9;
 const TYPE_DATA_AMF0: u8 = 18;
+const TYPE_COMMAND_AMF0: u8 = 20;
 
 /// Encodes one frame as a complete RTMP message on the media chunk streams.
 pub fn encode_frame(frame: &MediaFrame, stream_id: u32, chunk_size: usize) -> Bytes {
@@ -35,6 +37,25 @@ pub fn encode_frame(frame: &MediaFrame, stream_id: u32, chunk_size: usize) -> By
         FrameKind::Data => (DATA_CSID, TYPE_DATA_AMF0),
     };
     encode_message(csid, type_id, stream_id, frame.timestamp, &frame.payload, chunk_size)
+}
+
+/// An `onStatus` command (`level` `error` or `status`, a NetStream `code`, a description
+/// for people), for errors rml_rtmp has no call for, such as refusing a codec mid-publish.
+pub fn status_message(stream_id: u32, level: &str, code: &str, description: &str) -> Bytes {
+    use std::collections::HashMap;
+
+    use rml_amf0::Amf0Value;
+    let text = |s: &str| Amf0Value::Utf8String(s.to_owned());
+    let info: HashMap<String, Amf0Value> =
+        [("level", text(level)), ("code", text(code)), ("description", text(description))]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+    let values =
+        [text("onStatus"), Amf0Value::Number(0.0), Amf0Value::Null, Amf0Value::Object(info)];
+    // Strings, a number and null always serialize; an empty message only loses the reason.
+    let body = rml_amf0::serialize(&values.to_vec()).unwrap_or_default();
+    encode_message(COMMAND_CSID, TYPE_COMMAND_AMF0, stream_id, 0, &body, SERVER_CHUNK_SIZE)
 }
 
 /// Encodes one message: a type 0 chunk, then type 3 chunks every `chunk_size` bytes.
@@ -120,6 +141,17 @@ mod tests {
         assert_eq!(bytes.len(), 12 + 4 + 300 + 2 * 5);
         let msgs = decode_all(&bytes, 128);
         assert_eq!(msgs, vec![(TYPE_AUDIO, 3, 0x0100_0000, body)]);
+    }
+
+    #[test]
+    fn status_messages_decode_as_amf0_commands() {
+        let bytes = status_message(1, "error", "NetStream.Publish.Rejected", "only H.264");
+        let msgs = decode_all(&bytes, SERVER_CHUNK_SIZE);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!((msgs[0].0, msgs[0].1), (TYPE_COMMAND_AMF0, 1));
+        let values =
+            rml_amf0::deserialize(&mut std::io::Cursor::new(msgs[0].3.clone())).expect("AMF0");
+        assert_eq!(values[0], rml_amf0::Amf0Value::Utf8String("onStatus".into()));
     }
 
     #[test]

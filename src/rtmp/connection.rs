@@ -25,7 +25,7 @@ use zenlive_actors::events::NodeCounters;
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, ViewerSession};
 
-use super::chunks::SERVER_CHUNK_SIZE;
+use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
 use super::guard::ChunkGuard;
 use super::metadata::encode_on_metadata;
 use super::sink::RtmpSink;
@@ -36,6 +36,8 @@ use crate::node::NodeContext;
 const PLAYER_QUEUE_FRAMES: usize = 96;
 /// How long one write to a player may take before the player is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a refused client is given to read the reason before the socket closes.
+const LINGER: Duration = Duration::from_secs(2);
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 64 * 1024;
 /// Kernel send buffer of a playing connection (Linux doubles it). Left to autotuning, a
@@ -91,6 +93,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, node: Arc<NodeCon
     };
     let result = conn.run().await;
     conn.close(&result);
+    if matches!(result, Err(Closed::Refused(_))) {
+        conn.linger().await;
+    }
 }
 
 struct Connection {
@@ -368,11 +373,19 @@ impl Connection {
         let Role::Publishing { publisher, codecs_checked } = &mut self.role else {
             return Err(Closed::BadInput("media from a connection that is not publishing".into()));
         };
-        check_codec(&frame, codecs_checked).map_err(|reason| {
-            tracing::warn!(peer = %self.peer, stream = %publisher.key(), %reason, "unsupported codec; closing publisher");
-            Closed::Refused(reason)
-        })?;
-        publisher.push(frame).await.map_err(|_| Closed::StreamEnded)
+        let Err(reason) = check_codec(&frame, codecs_checked) else {
+            return publisher.push(frame).await.map_err(|_| Closed::StreamEnded);
+        };
+        tracing::warn!(peer = %self.peer, stream = %publisher.key(), %reason, "unsupported codec; closing publisher");
+        let status = chunks::status_message(
+            SHARED_STREAM_ID,
+            "error",
+            "NetStream.Publish.Rejected",
+            &reason,
+        );
+        // Best effort: the connection closes either way.
+        let _ = self.write(&status).await;
+        Err(Closed::Refused(reason))
     }
 
     async fn on_play(
@@ -424,6 +437,16 @@ impl Connection {
         self.media = Some(rx);
         self.role = Role::Playing { key };
         Ok(())
+    }
+
+    /// Keeps reading (and discarding) briefly, so a client that only reads between writes,
+    /// like FFmpeg publishing, receives the error we sent before the socket closes.
+    async fn linger(&mut self) {
+        let mut sink = [0u8; 8192];
+        let _ = timeout(LINGER, async {
+            while matches!(self.reader.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 
     fn close(&mut self, result: &Result<(), Closed>) {
