@@ -27,7 +27,7 @@ use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
 use zenlive_actors::stream::{GetInfo, Kick, StreamInfo};
 use zenlive_actors::supervisor::{Shutdown, StreamEntry};
 use zenlive_actors::{ArbiterPool, Directory, StreamActor, StreamKey, StreamSupervisor};
-use zenlive_cluster::{MemoryRegistry, NodeId, NodeInfo, Registry};
+use zenlive_cluster::{new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registry, NODE_TTL};
 
 use crate::config::{secs, Config};
 use crate::hls::HlsManager;
@@ -130,11 +130,10 @@ impl NodeBuilder {
             NodeId::new(config.node.id.clone())
         };
         let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-        let incarnation = rand_incarnation();
+        let incarnation = new_incarnation();
         let info =
             NodeInfo { id: node_id.clone(), incarnation, addresses: Default::default(), load: 0 };
-        // In-memory registration lasts as long as the process; a cluster registry renews it.
-        registry.register_node(info, Duration::from_secs(u32::MAX as u64)).await?;
+        registry.register_node(info, NODE_TTL).await?;
 
         let pool = if config.node.workers == 0 {
             ArbiterPool::per_core()
@@ -159,6 +158,12 @@ impl NodeBuilder {
             Arc::clone(&counters),
         )
         .start();
+        let beat = actix_rt::spawn(heartbeat(
+            Arc::clone(&registry),
+            node_id.clone(),
+            incarnation,
+            directory.clone(),
+        ));
         let context = Arc::new(NodeContext {
             config,
             node_id,
@@ -169,19 +174,27 @@ impl NodeBuilder {
             hls,
             registry,
         });
-        crate::server::start(context).await
+        let mut node = crate::server::start(context).await?;
+        node.tasks.push(beat);
+        Ok(node)
     }
 }
 
-fn rand_incarnation() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+/// Renews this node's registration every third of its TTL, the same way on one node as in
+/// a cluster. A refused heartbeat means the registry declared the node dead.
+async fn heartbeat(
+    registry: Arc<dyn Registry>,
+    node: NodeId,
+    incarnation: u64,
+    directory: Directory,
+) {
+    loop {
+        actix_rt::time::sleep(NODE_TTL / 3).await;
+        let load = directory.len() as u64;
+        if let Err(error) = registry.heartbeat(&node, incarnation, load, NODE_TTL).await {
+            tracing::error!(%node, %error, "node heartbeat refused");
+        }
+    }
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use actix::dev::SendError;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
@@ -88,7 +89,14 @@ impl StreamPublisher {
             (FrameKind::Audio, true) => self.audio_header = Some(frame.clone()),
             _ => {}
         }
-        if self.stream.addr.send(PushFrame { frame }).await.is_ok() {
+        // `try_send` respects the mailbox bound without a reply channel per frame; only a
+        // full mailbox makes the publisher wait (its sole backpressure).
+        let delivered = match self.stream.addr.try_send(PushFrame { frame }) {
+            Ok(()) => true,
+            Err(SendError::Full(msg)) => self.stream.addr.send(msg).await.is_ok(),
+            Err(SendError::Closed(_)) => false,
+        };
+        if delivered {
             return Ok(());
         }
         // The frame that failed is lost with the crashed instance; the next keyframe

@@ -32,6 +32,11 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// A fresh random incarnation number for a process start.
+pub fn new_incarnation() -> u64 {
+    rand::random()
+}
+
 /// The kinds of named actors the registry routes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ActorKind {

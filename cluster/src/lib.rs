@@ -17,7 +17,7 @@ pub mod registry;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
-pub use id::{ActorKey, ActorKind, NodeId};
+pub use id::{new_incarnation, ActorKey, ActorKind, NodeId};
 pub use memory::MemoryRegistry;
 pub use registry::{
     BoxFuture, Lease, NodeInfo, Owner, Registry, RegistryError, ACTOR_LEASE_TTL, NODE_TTL,

@@ -258,7 +258,11 @@ impl Segmenter {
             duration: Duration::from_millis(duration_ms),
             program_date_time: building.program_date_time,
             discontinuity: building.discontinuity,
-            data: Bytes::from(building.data),
+            // The buffer grew by doubling; keep only what the segment uses for its life.
+            data: Bytes::from({
+                building.data.shrink_to_fit();
+                building.data
+            }),
         });
         // A discontinuity that leaves the playlist window advances the sequence.
         let window = self.config.window_segments;
