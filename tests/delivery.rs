@@ -122,6 +122,57 @@ async fn a_viewer_that_stops_reading_is_dropped_and_harms_no_one() {
     node.shutdown().await;
 }
 
+/// Connects and starts publishing `name`, then sends nothing.
+async fn silent_publisher(addr: SocketAddr, name: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut handshake = Handshake::new(PeerType::Client);
+    stream.write_all(&handshake.generate_outbound_p0_and_p1().expect("c0c1")).await.expect("write");
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        match handshake.process_bytes(&buf[..n]).expect("handshake") {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                stream.write_all(&response_bytes).await.expect("write")
+            }
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                stream.write_all(&response_bytes).await.expect("write");
+                break;
+            }
+        }
+    }
+    let (mut session, results) = ClientSession::new(ClientSessionConfig::new()).expect("session");
+    send_results(&mut stream, results).await;
+    let request = session.request_connection("live".into()).expect("connect request");
+    send_results(&mut stream, vec![request]).await;
+    until(&mut stream, &mut session, |e| {
+        matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
+    })
+    .await;
+    let request = session
+        .request_publishing(name.into(), rml_rtmp::sessions::PublishRequestType::Live)
+        .expect("publish request");
+    send_results(&mut stream, vec![request]).await;
+    until(&mut stream, &mut session, |e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
+        .await;
+    stream
+}
+
+#[actix_rt::test]
+async fn a_publisher_that_goes_silent_ends_its_stream() {
+    let mut config = test_config();
+    config.rtmp.idle_timeout = 2.0;
+    let node = start_node(config).await;
+    let _silent = silent_publisher(node.rtmp_addr().expect("rtmp"), "quiet").await;
+    let key = zenlive::StreamKey::new("live", "quiet").expect("key");
+    assert!(node.stream(&key).is_some(), "publishing started");
+    // The socket stays open but nothing arrives: the idle timeout ends the stream.
+    wait_for("the silent publisher's stream to end", Duration::from_secs(15), || {
+        node.stream(&key).is_none()
+    })
+    .await;
+    node.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn a_reconnecting_publisher_continues_the_playlist_after_a_discontinuity() {
     let node = start_node(test_config()).await;
