@@ -21,21 +21,24 @@
 //! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
 //! - [`pool`]: one arbiter per core, so streams and viewers use every core.
 //! - [`events`]: what the node tells the application (stream start/end) and node counters.
+//! - [`stats`]: per-stream statistics computed from the media, shared for metrics and the API.
 
 pub mod events;
 pub mod key;
 pub mod pool;
 pub mod publisher;
+pub mod stats;
 pub mod stream;
 pub mod stream_core;
 pub mod supervisor;
 pub mod viewer;
 pub mod viewer_core;
 
-pub use events::{EventSink, NodeCounters, StreamEvent};
+pub use events::{EventSink, NodeCounters, RejectReason, StreamEvent};
 pub use key::{InvalidStreamKey, StreamKey};
 pub use pool::ArbiterPool;
 pub use publisher::{PublishError, StreamPublisher};
+pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{StreamActor, StreamInfo};
 pub use stream_core::StreamCore;
 pub use supervisor::{Directory, StreamSupervisor};
@@ -58,6 +61,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol, in [`Protocol::index`] order.
+    pub const ALL: [Self; 4] = [Self::Rtmp, Self::HttpFlv, Self::Hls, Self::Internal];
+
+    /// A dense index, for per-protocol arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The protocol's name for logs and labels.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -93,7 +93,10 @@ impl StreamPublisher {
         // full mailbox makes the publisher wait (its sole backpressure).
         let delivered = match self.stream.addr.try_send(PushFrame { frame }) {
             Ok(()) => true,
-            Err(SendError::Full(msg)) => self.stream.addr.send(msg).await.is_ok(),
+            Err(SendError::Full(msg)) => {
+                self.stream.stats.mailbox_full();
+                self.stream.addr.send(msg).await.is_ok()
+            }
             Err(SendError::Closed(_)) => false,
         };
         if delivered {

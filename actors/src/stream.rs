@@ -6,13 +6,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::events::StreamEvent;
+use crate::events::{Gauge, StreamEvent};
 use crate::key::StreamKey;
+use crate::stats::{MediaInfo, RateMeter, StatsSnapshot, StreamStats};
 use crate::stream_core::{IngestStats, StreamCore};
 use crate::supervisor::StreamStopped;
 use crate::{MediaFrame, Protocol};
@@ -104,6 +106,8 @@ pub struct Subscription {
     pub has_video: bool,
     /// Live frames after the snapshot, with no gap and no repeat.
     pub live: broadcast::Receiver<MediaFrame>,
+    /// The stream's shared statistics, where the viewer counts itself and its bytes.
+    pub stats: Arc<StreamStats>,
 }
 
 /// Unsubscribes a viewer.
@@ -128,7 +132,7 @@ pub struct Kick {
 pub struct GetInfo;
 
 /// A stream's state, for the SDK and the admin API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamInfo {
     /// The stream.
     pub key: StreamKey,
@@ -138,10 +142,12 @@ pub struct StreamInfo {
     pub uptime: Duration,
     /// Whether a publisher is attached now.
     pub publishing: bool,
-    /// Input counters.
+    /// This actor instance's input counters (a restarted stream starts them afresh).
     pub ingest: IngestStats,
-    /// Viewers by protocol.
+    /// Subscribers by protocol (viewers, and the HLS packager as `hls`).
     pub viewers: HashMap<Protocol, usize>,
+    /// The stream's statistics since it started, restarts included.
+    pub stats: StatsSnapshot,
 }
 
 /// Makes the actor panic inside a handler: for supervision tests only.
@@ -181,7 +187,11 @@ pub struct StreamActor {
     viewers: HashMap<u64, Protocol>,
     publisher: Option<PublisherHandle>,
     end_reason: Option<String>,
+    stats: Arc<StreamStats>,
+    meter: RateMeter,
+    media: MediaInfo,
     notice: StopNotice,
+    _alive: Gauge,
 }
 
 impl StreamActor {
@@ -190,6 +200,8 @@ impl StreamActor {
         key: StreamKey,
         generation: u64,
         supervisor: Recipient<StreamStopped>,
+        stats: Arc<StreamStats>,
+        alive: Gauge,
     ) -> Self {
         let (live, _) = broadcast::channel(BROADCAST_CAPACITY);
         let notice = StopNotice { supervisor, key: key.clone(), generation, ended: None };
@@ -201,7 +213,11 @@ impl StreamActor {
             viewers: HashMap::new(),
             publisher: None,
             end_reason: None,
+            stats,
+            meter: RateMeter::default(),
+            media: MediaInfo::default(),
             notice,
+            _alive: alive,
         }
     }
 
@@ -234,17 +250,17 @@ impl Actor for StreamActor {
             tracing::error!(stream = %self.key, "stream actor stopped without ending: treating as a crash");
             return;
         };
-        let stats = self.core.stats();
-        tracing::info!(stream = %self.key, %reason, frames = stats.frames, bytes = stats.bytes, "stream ended");
+        let stats = self.stats.snapshot();
+        tracing::info!(stream = %self.key, %reason, frames = stats.frames_in, bytes = stats.bytes_in, restarts = stats.restarts, "stream ended");
         if let Some(publisher) = self.publisher.take() {
             // The connection may already be gone; a full queue means it is closing anyway.
             let _ = publisher.control.try_send(PublisherCommand::Close { reason: reason.clone() });
         }
         self.notice.ended = Some(StreamEvent::Ended {
             key: self.key.clone(),
-            duration: self.core.uptime(Instant::now()),
-            bytes_in: stats.bytes,
-            frames_in: stats.frames,
+            duration: stats.uptime,
+            bytes_in: stats.bytes_in,
+            frames_in: stats.frames_in,
             reason,
         });
     }
@@ -270,7 +286,16 @@ impl Handler<PushFrame> for StreamActor {
     type Result = ();
 
     fn handle(&mut self, msg: PushFrame, _ctx: &mut Self::Context) {
-        self.core.on_frame(&msg.frame);
+        let frame = &msg.frame;
+        self.core.on_frame(frame);
+        self.stats.on_ingest(frame);
+        self.meter.push(frame);
+        if let Some(rates) = self.meter.due() {
+            self.stats.set_rates(&rates);
+        }
+        if frame.sequence_header && self.media.update(frame) {
+            self.stats.set_media(self.media.clone());
+        }
         // An error only means nobody is watching right now.
         let _ = self.live.send(msg.frame);
     }
@@ -299,6 +324,7 @@ impl Handler<Subscribe> for StreamActor {
             starts_on_keyframe,
             has_video: self.core.has_video(),
             live: self.live.subscribe(),
+            stats: Arc::clone(&self.stats),
         })
     }
 }
@@ -337,6 +363,7 @@ impl Handler<GetInfo> for StreamActor {
             publishing: self.publisher.is_some(),
             ingest: self.core.stats(),
             viewers,
+            stats: self.stats.snapshot(),
         })
     }
 }

@@ -20,8 +20,9 @@ use zenlive_cluster::{
     ActorKey, ActorKind, Lease, NodeId, Registry, RegistryError, ACTOR_LEASE_TTL,
 };
 
-use crate::events::{EventSink, NodeCounters, StreamEvent};
+use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};
 use crate::key::StreamKey;
+use crate::stats::StreamStats;
 use crate::stream::{Attach, PublisherHandle, StreamActor, StreamError};
 
 /// How often the supervisor renews its streams' leases.
@@ -37,6 +38,8 @@ pub struct StreamEntry {
     /// The generation of the first instance of this stream; restarts keep it, so viewers
     /// can tell a restarted stream from a new one with the same name.
     pub lineage: u64,
+    /// The stream's statistics, kept across restarts.
+    pub stats: Arc<StreamStats>,
 }
 
 /// This node's live streams by name. Written only by the supervisor; read from any thread.
@@ -51,6 +54,14 @@ impl Directory {
     /// The live actor for `key`, if any.
     pub fn get(&self, key: &StreamKey) -> Option<StreamEntry> {
         self.streams.read().get(key).cloned()
+    }
+
+    /// Every live stream with its entry, sorted by name.
+    pub fn entries(&self) -> Vec<(StreamKey, StreamEntry)> {
+        let mut entries: Vec<_> =
+            self.streams.read().iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
     }
 
     /// The names of every live stream, sorted.
@@ -142,6 +153,7 @@ struct Supervised {
     generation: u64,
     lineage: u64,
     addr: Addr<StreamActor>,
+    stats: Arc<StreamStats>,
 }
 
 /// Starts, tracks and restarts this node's stream actors. See the module docs.
@@ -181,14 +193,17 @@ impl StreamSupervisor {
         &mut self,
         key: &StreamKey,
         arbiter: &ArbiterHandle,
+        stats: &Arc<StreamStats>,
         ctx: &Context<Self>,
     ) -> (u64, Addr<StreamActor>) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let recipient = ctx.address().recipient();
         let actor_key = key.clone();
+        let stats = Arc::clone(stats);
+        let alive = self.counters.actor(ActorType::Stream);
         let addr = StreamActor::start_in_arbiter(arbiter, move |_| {
-            StreamActor::new(actor_key, generation, recipient)
+            StreamActor::new(actor_key, generation, recipient, stats, alive)
         });
         (generation, addr)
     }
@@ -196,11 +211,17 @@ impl StreamSupervisor {
     fn restart(&mut self, key: StreamKey, ctx: &mut Context<Self>) {
         let Some(old) = self.streams.remove(&key) else { return };
         NodeCounters::add(&self.counters.stream_restarts, 1);
-        let (generation, addr) = self.spawn_actor(&key, &old.arbiter, ctx);
+        old.stats.restarted();
+        let (generation, addr) = self.spawn_actor(&key, &old.arbiter, &old.stats, ctx);
         tracing::error!(stream = %key, old_generation = old.generation, generation, "stream actor crashed; restarted with fresh state");
         self.directory.insert(
             key.clone(),
-            StreamEntry { addr: addr.clone(), generation, lineage: old.lineage },
+            StreamEntry {
+                addr: addr.clone(),
+                generation,
+                lineage: old.lineage,
+                stats: Arc::clone(&old.stats),
+            },
         );
         self.streams.insert(
             key.clone(),
@@ -210,6 +231,7 @@ impl StreamSupervisor {
                 generation,
                 lineage: old.lineage,
                 addr,
+                stats: old.stats,
             },
         );
         // Re-claim the name under a new epoch, so anything the crashed instance left behind
@@ -306,8 +328,15 @@ impl Handler<StartStream> for StreamSupervisor {
                         return Box::pin(fut::ready(Err(StartError::Registry { key, source })))
                     }
                 };
-                let (generation, addr) = act.spawn_actor(&key, &msg.arbiter, ctx);
-                let entry = StreamEntry { addr: addr.clone(), generation, lineage: generation };
+                let stats =
+                    Arc::new(StreamStats::new(msg.publisher.protocol, Arc::clone(&act.counters)));
+                let (generation, addr) = act.spawn_actor(&key, &msg.arbiter, &stats, ctx);
+                let entry = StreamEntry {
+                    addr: addr.clone(),
+                    generation,
+                    lineage: generation,
+                    stats: Arc::clone(&stats),
+                };
                 act.directory.insert(key.clone(), entry.clone());
                 act.streams.insert(
                     key.clone(),
@@ -317,6 +346,7 @@ impl Handler<StartStream> for StreamSupervisor {
                         generation,
                         lineage: generation,
                         addr: addr.clone(),
+                        stats,
                     },
                 );
                 let peer = msg.publisher.peer;

@@ -15,8 +15,9 @@ use actix::prelude::*;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::events::NodeCounters;
+use crate::events::{ActorType, Gauge, NodeCounters};
 use crate::key::StreamKey;
+use crate::stats::StreamStats;
 use crate::stream::{Subscribe, Subscription, Unsubscribe};
 use crate::supervisor::{Directory, StreamEntry};
 use crate::viewer_core::{Admission, Verdict, ViewerCore};
@@ -69,6 +70,10 @@ pub struct ViewerSession {
     max_behind: Duration,
     end_reason: &'static str,
     live: Option<SpawnHandle>,
+    /// False for internal subscribers (the HLS packager), which are not viewers.
+    counted: bool,
+    stats: Option<Arc<StreamStats>>,
+    _alive: Gauge,
 }
 
 impl ViewerSession {
@@ -82,6 +87,7 @@ impl ViewerSession {
         counters: Arc<NodeCounters>,
         max_behind: Duration,
     ) -> Self {
+        let alive = counters.actor(ActorType::Viewer);
         Self {
             id: next_connection_id(),
             key,
@@ -94,6 +100,23 @@ impl ViewerSession {
             max_behind,
             end_reason: "stream ended",
             live: None,
+            counted: true,
+            stats: None,
+            _alive: alive,
+        }
+    }
+
+    /// Marks the session as an internal subscriber (the HLS packager): not counted as a
+    /// viewer of the stream, and its deliveries not counted as bytes out.
+    pub fn internal(mut self) -> Self {
+        self.counted = false;
+        self
+    }
+
+    fn dropped(&self, frames: u64) {
+        NodeCounters::add(&self.counters.frames_skipped, frames);
+        if let Some(stats) = &self.stats {
+            stats.frames_dropped(frames);
         }
     }
 
@@ -107,6 +130,17 @@ impl ViewerSession {
     }
 
     fn on_subscribed(&mut self, sub: Subscription, ctx: &mut Context<Self>) {
+        // A restarted stream keeps its statistics: count the viewer once per lineage.
+        if self.stats.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &sub.stats)) {
+            if let Some(old) = self.stats.replace(Arc::clone(&sub.stats)) {
+                if self.counted {
+                    old.viewer_left(self.protocol);
+                }
+            }
+            if self.counted {
+                sub.stats.viewer_joined(self.protocol);
+            }
+        }
         self.core = Some(ViewerCore::new(sub.has_video, sub.starts_on_keyframe, self.max_behind));
         for frame in &sub.snapshot {
             if !self.deliver(frame, ctx) {
@@ -124,7 +158,7 @@ impl ViewerSession {
         let Some(core) = self.core.as_mut() else { return true };
         let headers = match core.admit(frame) {
             Admission::Skip => {
-                NodeCounters::add(&self.counters.frames_skipped, 1);
+                self.dropped(1);
                 return true;
             }
             Admission::Deliver => Vec::new(),
@@ -132,10 +166,16 @@ impl ViewerSession {
         };
         for f in headers.iter().chain(std::iter::once(frame)) {
             match self.sink.offer(f) {
-                Offer::Accepted(bytes) => core.delivered(bytes),
+                Offer::Accepted(bytes) => {
+                    core.delivered(bytes);
+                    if let Some(stats) = self.stats.as_ref().filter(|_| self.counted) {
+                        stats.bytes_out(self.protocol, bytes as u64);
+                    }
+                }
                 Offer::Full => {
-                    NodeCounters::add(&self.counters.frames_skipped, 1);
-                    if core.queue_full(f, Instant::now()) == Verdict::Disconnect {
+                    let verdict = core.queue_full(f, Instant::now());
+                    self.dropped(1);
+                    if verdict == Verdict::Disconnect {
                         return self.too_slow(ctx);
                     }
                     return true;
@@ -152,6 +192,9 @@ impl ViewerSession {
 
     fn too_slow(&mut self, ctx: &mut Context<Self>) -> bool {
         NodeCounters::add(&self.counters.viewers_dropped_slow, 1);
+        if let Some(stats) = &self.stats {
+            stats.viewer_dropped_slow();
+        }
         tracing::info!(stream = %self.key, viewer = self.id, protocol = self.protocol.as_str(), "viewer stayed behind; disconnecting");
         self.end_reason = "viewer too slow";
         ctx.stop();
@@ -193,6 +236,9 @@ impl Actor for ViewerSession {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.stream.addr.do_send(Unsubscribe { viewer_id: self.id });
         self.sink.finish(self.end_reason);
+        if let Some(stats) = self.stats.as_ref().filter(|_| self.counted) {
+            stats.viewer_left(self.protocol);
+        }
         if let Some(core) = &self.core {
             let stats = core.stats();
             tracing::debug!(stream = %self.key, viewer = self.id, reason = self.end_reason, frames = stats.frames, bytes = stats.bytes, skipped = stats.skipped, "viewer left");
@@ -211,7 +257,7 @@ impl StreamHandler<Result<MediaFrame, BroadcastStreamRecvError>> for ViewerSessi
                 self.deliver(&frame, ctx);
             }
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                NodeCounters::add(&self.counters.frames_skipped, missed);
+                self.dropped(missed);
                 let verdict = self.core.as_mut().map(|core| core.lagged(missed, Instant::now()));
                 if verdict == Some(Verdict::Disconnect) {
                     self.too_slow(ctx);

@@ -1,0 +1,597 @@
+//! Per-stream statistics computed from the media itself: frames per second from frame
+//! timestamps, bitrate over a sliding window, resolution from the SPS.
+//!
+//! [`RateMeter`] and [`MediaInfo`] are plain Rust, fed by the stream actor. [`StreamStats`]
+//! is what everyone else reads: shared atomics that the stream actor, its viewer sessions
+//! and the HLS packager update, and that metrics, the SDK and the admin API read without
+//! asking the actor. One lives as long as the stream's lineage, so its counters survive an
+//! actor restart and only ever grow.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::RwLock;
+use serde::Serialize;
+use zenlive_media::aac::AudioSpecificConfig;
+use zenlive_media::avc::AvcDecoderConfig;
+use zenlive_media::flv::{parse_audio_tag, parse_video_tag};
+use zenlive_media::{FrameKind, MediaFrame};
+
+use crate::events::NodeCounters;
+use crate::Protocol;
+
+/// Media time the rates are computed over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Most frames the window holds, whatever the frame rate a publisher claims.
+const MAX_WINDOW_FRAMES: usize = 4096;
+/// A timestamp jump larger than this (either way) restarts the window: the publisher
+/// reset its clock.
+const MAX_TIMESTAMP_JUMP_MS: i64 = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    ts: i64,
+    bytes: u32,
+    video: bool,
+}
+
+/// Frame rate, bitrate and keyframe interval over the last [`RATE_WINDOW`] of media time.
+/// Timestamps are RTMP's 32-bit milliseconds, which wrap; they are extended to 64 bits.
+#[derive(Debug, Default)]
+pub struct RateMeter {
+    window: VecDeque<Sample>,
+    window_bytes: u64,
+    video_frames: usize,
+    newest: Option<(u32, i64)>,
+    last_keyframe: Option<i64>,
+    keyframe_interval_ms: Option<u64>,
+    last_report: Option<i64>,
+}
+
+/// Media time between two reports of [`RateMeter::due`].
+const REPORT_INTERVAL_MS: i64 = 250;
+
+/// What a [`RateMeter`] measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Rates {
+    /// Video frames per second.
+    pub fps: f64,
+    /// Media payload bits per second, audio and video.
+    pub bitrate_bps: u64,
+    /// Media time between the last two keyframes, in milliseconds.
+    pub keyframe_interval_ms: Option<u64>,
+}
+
+impl RateMeter {
+    /// Takes one audio or video frame (sequence headers and metadata are not media).
+    pub fn push(&mut self, frame: &MediaFrame) {
+        let video = match frame.kind {
+            FrameKind::Video => true,
+            FrameKind::Audio => false,
+            FrameKind::Data => return,
+        };
+        if frame.sequence_header {
+            return;
+        }
+        let ts = self.extend(frame.timestamp);
+        if video && frame.keyframe {
+            if let Some(last) = self.last_keyframe.filter(|&last| ts > last) {
+                self.keyframe_interval_ms = Some((ts - last) as u64);
+            }
+            self.last_keyframe = Some(ts);
+        }
+        let bytes = u32::try_from(frame.payload.len()).unwrap_or(u32::MAX);
+        self.window.push_back(Sample { ts, bytes, video });
+        self.window_bytes += u64::from(bytes);
+        self.video_frames += usize::from(video);
+        let newest = self.newest.map_or(ts, |(_, n)| n);
+        while let Some(oldest) = self.window.front() {
+            let expired = newest - oldest.ts > RATE_WINDOW.as_millis() as i64;
+            if !expired && self.window.len() <= MAX_WINDOW_FRAMES {
+                break;
+            }
+            self.pop_front();
+        }
+    }
+
+    /// Extends a 32-bit timestamp against the newest one seen; a large jump resets the
+    /// window.
+    fn extend(&mut self, raw: u32) -> i64 {
+        let Some((last_raw, last)) = self.newest else {
+            self.newest = Some((raw, i64::from(raw)));
+            return i64::from(raw);
+        };
+        let delta = i64::from(raw.wrapping_sub(last_raw) as i32);
+        if delta.abs() > MAX_TIMESTAMP_JUMP_MS {
+            self.reset();
+            self.newest = Some((raw, i64::from(raw)));
+            return i64::from(raw);
+        }
+        let ts = last + delta;
+        if delta > 0 {
+            self.newest = Some((raw, ts));
+        }
+        ts
+    }
+
+    fn reset(&mut self) {
+        self.last_report = None;
+        self.window.clear();
+        self.window_bytes = 0;
+        self.video_frames = 0;
+        self.last_keyframe = None;
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(old) = self.window.pop_front() {
+            self.window_bytes -= u64::from(old.bytes);
+            self.video_frames -= usize::from(old.video);
+        }
+    }
+
+    /// The rates, when at least 250 ms of media time passed since they were last taken:
+    /// computing them walks the window, so the stream actor asks this after each frame
+    /// instead of computing them per frame.
+    pub fn due(&mut self) -> Option<Rates> {
+        let (_, newest) = self.newest?;
+        if self.last_report.is_some_and(|last| (0..REPORT_INTERVAL_MS).contains(&(newest - last))) {
+            return None;
+        }
+        self.last_report = Some(newest);
+        Some(self.rates())
+    }
+
+    /// The rates now.
+    pub fn rates(&self) -> Rates {
+        let mut video = self.window.iter().filter(|s| s.video).map(|s| s.ts);
+        let fps = match (video.next(), video.last()) {
+            (Some(first), Some(last)) if last > first && self.video_frames > 1 => {
+                (self.video_frames - 1) as f64 * 1000.0 / (last - first) as f64
+            }
+            _ => 0.0,
+        };
+        let span = match (self.window.iter().map(|s| s.ts).min(), self.newest) {
+            (Some(oldest), Some((_, newest))) if newest > oldest => newest - oldest,
+            _ => 0,
+        };
+        // The oldest sample opens the window; the bytes after it arrived within `span`.
+        let bytes = self.window_bytes - self.window.front().map_or(0, |s| u64::from(s.bytes));
+        let bitrate_bps = if span > 0 { bytes * 8 * 1000 / span as u64 } else { 0 };
+        Rates { fps, bitrate_bps, keyframe_interval_ms: self.keyframe_interval_ms }
+    }
+}
+
+/// The video track, from the AVC sequence header's SPS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VideoInfo {
+    /// Always `h264` today.
+    pub codec: &'static str,
+    /// Pixels, after cropping.
+    pub width: u32,
+    /// Pixels, after cropping.
+    pub height: u32,
+    /// `profile_idc` (66 baseline, 77 main, 100 high).
+    pub profile: u8,
+    /// `level_idc` (31 is level 3.1).
+    pub level: u8,
+}
+
+/// The audio track, from the AAC `AudioSpecificConfig`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AudioInfo {
+    /// Always `aac` today.
+    pub codec: &'static str,
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// Channel configuration (1 mono, 2 stereo, ...).
+    pub channels: u8,
+}
+
+/// What the sequence headers say about the stream's tracks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MediaInfo {
+    /// The video track, once its sequence header arrived and parsed.
+    pub video: Option<VideoInfo>,
+    /// The audio track, once its sequence header arrived and parsed.
+    pub audio: Option<AudioInfo>,
+}
+
+impl MediaInfo {
+    /// Updates from a sequence header; answers whether anything changed. Headers that do
+    /// not parse leave the info as it was (the packager logs them).
+    pub fn update(&mut self, frame: &MediaFrame) -> bool {
+        if !frame.sequence_header {
+            return false;
+        }
+        match frame.kind {
+            FrameKind::Video => {
+                let video = video_info(frame);
+                let changed = video.is_some() && video != self.video;
+                if changed {
+                    self.video = video;
+                }
+                changed
+            }
+            FrameKind::Audio => {
+                let audio = audio_info(frame);
+                let changed = audio.is_some() && audio != self.audio;
+                if changed {
+                    self.audio = audio;
+                }
+                changed
+            }
+            FrameKind::Data => false,
+        }
+    }
+}
+
+fn video_info(frame: &MediaFrame) -> Option<VideoInfo> {
+    let tag = parse_video_tag(&frame.payload).ok()?;
+    let sps = AvcDecoderConfig::parse(tag.data).ok()?.sps_info().ok()?;
+    Some(VideoInfo {
+        codec: "h264",
+        width: sps.width,
+        height: sps.height,
+        profile: sps.profile_idc,
+        level: sps.level_idc,
+    })
+}
+
+fn audio_info(frame: &MediaFrame) -> Option<AudioInfo> {
+    let tag = parse_audio_tag(&frame.payload).ok()?;
+    let config = AudioSpecificConfig::parse(tag.data).ok()?;
+    Some(AudioInfo { codec: "aac", sample_rate: config.sample_rate(), channels: config.channels })
+}
+
+/// A gauge or counter per viewer protocol.
+#[derive(Debug, Default)]
+struct PerProtocol([AtomicU64; Protocol::ALL.len()]);
+
+impl PerProtocol {
+    fn add(&self, protocol: Protocol, n: u64) {
+        self.0[protocol.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, protocol: Protocol, n: u64) {
+        // Saturating: a gauge never wraps below zero, whatever order updates arrive in.
+        let cell = &self.0[protocol.index()];
+        let _ =
+            cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
+    fn get(&self) -> Vec<(Protocol, u64)> {
+        Protocol::ALL.iter().map(|&p| (p, self.0[p.index()].load(Ordering::Relaxed))).collect()
+    }
+}
+
+/// One stream's live statistics, shared. See the module docs.
+#[derive(Debug)]
+pub struct StreamStats {
+    started: Instant,
+    started_at: SystemTime,
+    publisher: Protocol,
+    bytes_in: AtomicU64,
+    frames_in: AtomicU64,
+    keyframes: AtomicU64,
+    fps_millis: AtomicU64,
+    bitrate_bps: AtomicU64,
+    keyframe_interval_ms: AtomicU64,
+    media: RwLock<MediaInfo>,
+    viewers: PerProtocol,
+    viewers_total: PerProtocol,
+    bytes_out: PerProtocol,
+    frames_dropped: AtomicU64,
+    viewers_dropped_slow: AtomicU64,
+    hls_segments: AtomicU64,
+    restarts: AtomicU64,
+    mailbox_full: AtomicU64,
+    node: Arc<NodeCounters>,
+}
+
+/// A consistent-enough copy of [`StreamStats`] (each field read once), for the SDK, the
+/// admin API and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsSnapshot {
+    /// When the stream started (wall clock).
+    #[serde(with = "unix_seconds")]
+    pub started_at: SystemTime,
+    /// How long it has been live.
+    #[serde(rename = "uptime_seconds", serialize_with = "seconds")]
+    pub uptime: Duration,
+    /// How the publisher connected.
+    pub publisher_protocol: Protocol,
+    /// Media payload bytes received.
+    pub bytes_in: u64,
+    /// Media frames received (audio, video, data).
+    pub frames_in: u64,
+    /// Video keyframes received.
+    pub keyframes: u64,
+    /// Frame rate, bitrate and keyframe interval over the last few seconds.
+    pub rates: Rates,
+    /// Codecs and resolution.
+    pub media: MediaInfo,
+    /// Viewers watching now, by protocol (protocols with none are left out).
+    pub viewers: Vec<(Protocol, u64)>,
+    /// Viewers that ever joined, by protocol.
+    pub viewers_total: Vec<(Protocol, u64)>,
+    /// Bytes delivered to viewers, by protocol.
+    pub bytes_out: Vec<(Protocol, u64)>,
+    /// Frames not delivered to viewers that fell behind.
+    pub frames_dropped: u64,
+    /// Viewers disconnected for staying behind.
+    pub viewers_dropped_slow: u64,
+    /// HLS segments produced.
+    pub hls_segments: u64,
+    /// Times the stream's actor crashed and was restarted.
+    pub restarts: u64,
+    /// Frames that found the stream actor's mailbox full (the publisher waited).
+    pub mailbox_full: u64,
+}
+
+impl StatsSnapshot {
+    /// Viewers watching now, all protocols together.
+    pub fn viewers_now(&self) -> u64 {
+        self.viewers.iter().map(|(_, n)| n).sum()
+    }
+}
+
+mod unix_seconds {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))
+    }
+}
+
+fn seconds<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl StreamStats {
+    /// Stats for a stream that starts now, published over `publisher`; node-wide totals
+    /// go to `node` as well.
+    pub fn new(publisher: Protocol, node: Arc<NodeCounters>) -> Self {
+        Self {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            publisher,
+            bytes_in: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            keyframes: AtomicU64::new(0),
+            fps_millis: AtomicU64::new(0),
+            bitrate_bps: AtomicU64::new(0),
+            keyframe_interval_ms: AtomicU64::new(0),
+            media: RwLock::new(MediaInfo::default()),
+            viewers: PerProtocol::default(),
+            viewers_total: PerProtocol::default(),
+            bytes_out: PerProtocol::default(),
+            frames_dropped: AtomicU64::new(0),
+            viewers_dropped_slow: AtomicU64::new(0),
+            hls_segments: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            mailbox_full: AtomicU64::new(0),
+            node,
+        }
+    }
+
+    /// Counts one frame from the publisher.
+    pub fn on_ingest(&self, frame: &MediaFrame) {
+        self.bytes_in.fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+        if frame.keyframe {
+            self.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes the rates a [`RateMeter`] measured.
+    pub fn set_rates(&self, rates: &Rates) {
+        self.fps_millis.store((rates.fps * 1000.0).round() as u64, Ordering::Relaxed);
+        self.bitrate_bps.store(rates.bitrate_bps, Ordering::Relaxed);
+        self.keyframe_interval_ms.store(rates.keyframe_interval_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Records the tracks' description.
+    pub fn set_media(&self, media: MediaInfo) {
+        *self.media.write() = media;
+    }
+
+    /// A viewer joined.
+    pub fn viewer_joined(&self, protocol: Protocol) {
+        self.viewers.add(protocol, 1);
+        self.viewers_total.add(protocol, 1);
+    }
+
+    /// A viewer left.
+    pub fn viewer_left(&self, protocol: Protocol) {
+        self.viewers.sub(protocol, 1);
+    }
+
+    /// Bytes delivered to a viewer.
+    pub fn bytes_out(&self, protocol: Protocol, bytes: u64) {
+        self.bytes_out.add(protocol, bytes);
+    }
+
+    /// Frames a slow viewer did not get.
+    pub fn frames_dropped(&self, frames: u64) {
+        self.frames_dropped.fetch_add(frames, Ordering::Relaxed);
+    }
+
+    /// A viewer was disconnected for staying behind.
+    pub fn viewer_dropped_slow(&self) {
+        self.viewers_dropped_slow.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The HLS packager completed a segment.
+    pub fn hls_segment(&self) {
+        self.hls_segments.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A frame found the stream actor's mailbox full.
+    pub fn mailbox_full(&self) {
+        self.mailbox_full.fetch_add(1, Ordering::Relaxed);
+        NodeCounters::add(&self.node.mailbox_full, 1);
+    }
+
+    /// The stream's actor was restarted after a crash.
+    pub fn restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads every field once.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let nonzero = |v: Vec<(Protocol, u64)>| v.into_iter().filter(|(_, n)| *n > 0).collect();
+        let interval = self.keyframe_interval_ms.load(Ordering::Relaxed);
+        StatsSnapshot {
+            started_at: self.started_at,
+            uptime: self.started.elapsed(),
+            publisher_protocol: self.publisher,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            frames_in: self.frames_in.load(Ordering::Relaxed),
+            keyframes: self.keyframes.load(Ordering::Relaxed),
+            rates: Rates {
+                fps: self.fps_millis.load(Ordering::Relaxed) as f64 / 1000.0,
+                bitrate_bps: self.bitrate_bps.load(Ordering::Relaxed),
+                keyframe_interval_ms: (interval > 0).then_some(interval),
+            },
+            media: self.media.read().clone(),
+            viewers: nonzero(self.viewers.get()),
+            viewers_total: nonzero(self.viewers_total.get()),
+            bytes_out: nonzero(self.bytes_out.get()),
+            frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
+            viewers_dropped_slow: self.viewers_dropped_slow.load(Ordering::Relaxed),
+            hls_segments: self.hls_segments.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            mailbox_full: self.mailbox_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn video(ts: u32, key: bool, len: usize) -> MediaFrame {
+        let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+        body.resize(5 + len, 0);
+        MediaFrame::new(FrameKind::Video, ts, Bytes::from(body))
+    }
+
+    fn audio(ts: u32, len: usize) -> MediaFrame {
+        let mut body = vec![0xaf, 1];
+        body.resize(2 + len, 0);
+        MediaFrame::new(FrameKind::Audio, ts, Bytes::from(body))
+    }
+
+    /// 30 fps video with a keyframe every 2 s, each frame `len` payload bytes, plus AAC at
+    /// 44.1 kHz (1024 samples a frame), from `start` for `seconds`.
+    fn feed(meter: &mut RateMeter, start: u32, seconds: u32, len: usize) {
+        let mut frames = Vec::new();
+        for i in 0..seconds * 30 {
+            let ts = start.wrapping_add(i * 1000 / 30);
+            frames.push((ts, video(ts, i % 60 == 0, len)));
+        }
+        for i in 0..(seconds as u64 * 44_100 / 1024) {
+            let ts = start.wrapping_add((i * 1024 * 1000 / 44_100) as u32);
+            frames.push((ts, audio(ts, 371)));
+        }
+        frames.sort_by_key(|(ts, _)| ts.wrapping_sub(start));
+        for (_, frame) in frames {
+            meter.push(&frame);
+        }
+    }
+
+    #[test]
+    fn measures_frame_rate_bitrate_and_keyframe_interval_from_timestamps() {
+        let mut meter = RateMeter::default();
+        feed(&mut meter, 0, 12, 10_000);
+        let rates = meter.rates();
+        assert!((rates.fps - 30.0).abs() < 0.2, "fps {}", rates.fps);
+        // Video 30 * 10,005 B plus audio ~43 * 373 B per second.
+        let expected = (30.0 * 10_005.0 + 44_100.0 / 1024.0 * 373.0) * 8.0;
+        let error = (rates.bitrate_bps as f64 - expected).abs() / expected;
+        assert!(error < 0.02, "bitrate {} vs {expected}", rates.bitrate_bps);
+        assert_eq!(rates.keyframe_interval_ms, Some(2000));
+    }
+
+    #[test]
+    fn survives_the_32_bit_timestamp_wrap() {
+        let mut meter = RateMeter::default();
+        feed(&mut meter, u32::MAX - 3_000, 8, 1000);
+        let rates = meter.rates();
+        assert!((rates.fps - 30.0).abs() < 0.2, "fps {}", rates.fps);
+        assert_eq!(rates.keyframe_interval_ms, Some(2000));
+    }
+
+    #[test]
+    fn a_timestamp_reset_restarts_the_window() {
+        let mut meter = RateMeter::default();
+        feed(&mut meter, 1_000_000, 6, 1000);
+        feed(&mut meter, 0, 6, 1000);
+        let rates = meter.rates();
+        assert!((rates.fps - 30.0).abs() < 0.2, "fps {}", rates.fps);
+    }
+
+    #[test]
+    fn reads_resolution_and_audio_from_sequence_headers() {
+        let mut info = MediaInfo::default();
+        // A real sequence header from x264 (320x240, High profile, level 1.3).
+        let mut body = vec![0x17, 0, 0, 0, 0];
+        body.extend_from_slice(&[
+            0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9,
+            0x41, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03,
+            0xc0, 0xf1, 0x42, 0x99, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0,
+        ]);
+        let mut header = MediaFrame::new(FrameKind::Video, 0, Bytes::from(body));
+        header.sequence_header = true;
+        assert!(info.update(&header));
+        let video = info.video.clone().expect("video info");
+        assert_eq!((video.width, video.height, video.profile, video.level), (320, 240, 100, 13));
+        assert!(!info.update(&header), "the same header again changes nothing");
+
+        // AAC LC, 44.1 kHz, stereo.
+        let mut header =
+            MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]));
+        header.sequence_header = true;
+        assert!(info.update(&header));
+        assert_eq!(info.audio, Some(AudioInfo { codec: "aac", sample_rate: 44_100, channels: 2 }));
+    }
+
+    #[test]
+    fn viewer_gauges_never_go_below_zero() {
+        let stats = StreamStats::new(Protocol::Rtmp, Arc::default());
+        stats.viewer_joined(Protocol::HttpFlv);
+        stats.viewer_left(Protocol::HttpFlv);
+        stats.viewer_left(Protocol::HttpFlv);
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.viewers_now(), 0);
+        assert_eq!(snapshot.viewers_total, vec![(Protocol::HttpFlv, 1)]);
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_timestamps_and_headers_never_panic_and_stay_bounded(
+            frames in proptest::collection::vec(
+                (any::<u32>(), 0u8..3, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64)),
+                0..600,
+            )
+        ) {
+            let mut meter = RateMeter::default();
+            let mut info = MediaInfo::default();
+            for (ts, kind, header, payload) in frames {
+                let kind = [FrameKind::Video, FrameKind::Audio, FrameKind::Data][usize::from(kind)];
+                let mut frame = MediaFrame::new(kind, ts, Bytes::from(payload));
+                frame.sequence_header = header;
+                meter.push(&frame);
+                info.update(&frame);
+                let rates = meter.rates();
+                prop_assert!(rates.fps.is_finite() && rates.fps >= 0.0);
+                prop_assert!(meter.window.len() <= MAX_WINDOW_FRAMES);
+            }
+        }
+    }
+}
