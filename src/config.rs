@@ -115,11 +115,18 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Listen address.
     pub addr: SocketAddr,
+    /// Most streams exported with per-stream series (the most watched first); the rest are
+    /// counted in `zenlive_metrics_streams_omitted`. Bounds the series count.
+    pub max_stream_series: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: true, addr: SocketAddr::from(([0, 0, 0, 0], 9090)) }
+        Self {
+            enabled: true,
+            addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            max_stream_series: 1000,
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::Actor;
 use actix_web::http::header;
@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use zenlive_actors::events::{NodeCounters, StreamEvent};
 use zenlive_actors::{
     ArbiterPool, Directory, FrameKind, FrameSink, MediaFrame, Offer, Protocol, StreamKey,
-    ViewerSession,
+    StreamStats, ViewerSession,
 };
 use zenlive_media::aac::{adts_header, AudioSpecificConfig};
 use zenlive_media::avc::{to_annexb, AvcDecoderConfig};
@@ -32,6 +32,7 @@ use zenlive_media::ts::Tracks;
 
 use crate::config::{secs, HlsConfig};
 use crate::http::{stream_key, with_cors, ApiError};
+use crate::metrics::HlsRequest;
 use crate::node::NodeContext;
 
 /// Largest segment kept in memory; a longer GOP is cut early.
@@ -143,6 +144,7 @@ impl HlsManager {
             adts: Vec::new(),
             published_sequence: None,
             produced: Arc::clone(&self.segments_produced),
+            stats: Arc::clone(&entry.stats),
             warned: false,
         };
         let session = ViewerSession::new(
@@ -153,7 +155,8 @@ impl HlsManager {
             Box::new(sink),
             Arc::clone(&self.counters),
             self.max_viewer_lag,
-        );
+        )
+        .internal();
         ViewerSession::start_in_arbiter(&self.pool.next(), move |_| session);
     }
 
@@ -189,6 +192,7 @@ struct HlsSink {
     adts: Vec<u8>,
     published_sequence: Option<u64>,
     produced: Arc<AtomicU64>,
+    stats: Arc<StreamStats>,
     warned: bool,
 }
 
@@ -266,6 +270,7 @@ impl HlsSink {
         if latest != self.published_sequence {
             if latest.is_some() {
                 self.produced.fetch_add(1, Ordering::Relaxed);
+                self.stats.hls_segment();
             }
             self.published_sequence = latest;
             self.stream.publish(segmenter);
@@ -294,11 +299,25 @@ impl FrameSink for HlsSink {
     }
 }
 
-fn lookup(node: &NodeContext, app: &str, stream: &str) -> Result<Arc<HlsStream>, ApiError> {
+fn lookup(
+    node: &NodeContext,
+    app: &str,
+    stream: &str,
+) -> Result<(StreamKey, Arc<HlsStream>), ApiError> {
     let key = stream_key(app, stream)?;
-    node.hls
-        .get(&key)
-        .ok_or_else(|| ApiError::not_found("stream_not_found", format!("stream {key} is not live")))
+    match node.hls.get(&key) {
+        Some(hls) => Ok((key, hls)),
+        None => Err(ApiError::not_found("stream_not_found", format!("stream {key} is not live"))),
+    }
+}
+
+/// Counts bytes served over HLS for the live stream `key` (not during a reconnect grace,
+/// when no stream is live), and the request's latency.
+fn served(node: &NodeContext, key: &StreamKey, bytes: usize, kind: HlsRequest, started: Instant) {
+    if let Some(entry) = node.directory.get(key) {
+        entry.stats.bytes_out(Protocol::Hls, bytes as u64);
+    }
+    node.metrics.hls_request(kind, started.elapsed());
 }
 
 /// `GET /{app}/{stream}/index.m3u8`
@@ -306,11 +325,14 @@ pub async fn playlist(
     node: web::Data<NodeContext>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     let (app, stream) = path.into_inner();
-    let published = Arc::clone(&lookup(&node, &app, &stream)?.published.read());
+    let (key, hls) = lookup(&node, &app, &stream)?;
+    let published = Arc::clone(&hls.published.read());
     let text = published.playlist.clone().ok_or_else(|| {
         ApiError::not_found("playlist_not_ready", "the first segment is not complete yet")
     })?;
+    served(&node, &key, text.len(), HlsRequest::Playlist, started);
     Ok(with_cors(HttpResponse::Ok())
         .content_type("application/vnd.apple.mpegurl")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -322,8 +344,9 @@ pub async fn segment(
     node: web::Data<NodeContext>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     let (app, stream, name) = path.into_inner();
-    let hls = lookup(&node, &app, &stream)?;
+    let (key, hls) = lookup(&node, &app, &stream)?;
     let sequence = name
         .parse::<u64>()
         .map_err(|_| ApiError::not_found("segment_not_found", "no such segment"))?;
@@ -334,6 +357,7 @@ pub async fn segment(
             format!("segment {sequence} expired or does not exist"),
         )
     })?;
+    served(&node, &key, bytes.len(), HlsRequest::Segment, started);
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/mp2t")
         .insert_header((header::CACHE_CONTROL, "public, max-age=60"))

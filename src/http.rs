@@ -1,8 +1,13 @@
-//! The HTTP front-end: HLS playlists and segments, HTTP-FLV, health. Handlers are thin:
+//! The HTTP front-end: HLS playlists and segments, HTTP-FLV, health; and the metrics port's
+//! routes (Prometheus, health, stream statistics). Handlers are thin:
 //! they parse the path, look the stream up, and hand over to [`crate::hls`] or
 //! [`crate::http_flv`]. Every error is a JSON body with a stable `code`.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::timeout;
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
@@ -23,15 +28,87 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         }));
 }
 
-/// Health routes (also served on the metrics port).
+/// Health routes (served on both the HTTP and the metrics port).
 pub fn health_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz));
+    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
 }
+
+/// Routes of the metrics port: Prometheus, health, and the read-only stream statistics.
+/// (Not on the public HTTP port: stream names can be secrets until auth lands.)
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    health_routes(cfg);
+    cfg.route("/metrics", web::get().to(metrics))
+        .route("/api/v1/streams", web::get().to(list_streams))
+        .route("/api/v1/streams/{app}/{stream}", web::get().to(stream_stats))
+        .default_service(web::to(|| async {
+            ApiError::not_found("not_found", "no such resource").error_response()
+        }));
+}
+
+/// How long `/readyz` waits for the registry.
+const REGISTRY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn healthz(node: web::Data<NodeContext>) -> HttpResponse {
     HttpResponse::Ok().json(
         json!({ "status": "ok", "node": node.node_id.as_str(), "streams": node.directory.len() }),
     )
+}
+
+/// Ready when every listener is up and the registry answers; 503 otherwise (and from the
+/// moment shutdown begins, so load balancers stop sending new clients).
+async fn readyz(node: web::Data<NodeContext>) -> HttpResponse {
+    let listeners = node.ready.load(Ordering::Acquire);
+    let registry = match timeout(REGISTRY_CHECK_TIMEOUT, node.registry.nodes()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {REGISTRY_CHECK_TIMEOUT:?}")),
+    };
+    let ready = listeners && registry.is_ok();
+    let check = |ok: bool, error: Option<String>| match (ok, error) {
+        (true, _) => json!({ "status": "ok" }),
+        (false, error) => json!({ "status": "failing", "error": error }),
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "node": node.node_id.as_str(),
+        "checks": {
+            "listeners": check(listeners, (!listeners).then(|| "starting or shutting down".to_owned())),
+            "registry": check(registry.is_ok(), registry.err()),
+        },
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    HttpResponse::build(status).insert_header((header::CACHE_CONTROL, "no-store")).json(body)
+}
+
+async fn metrics(node: web::Data<NodeContext>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(prometheus::TEXT_FORMAT)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(node.metrics.render())
+}
+
+/// `GET /api/v1/streams`: every live stream with its statistics.
+async fn list_streams(node: web::Data<NodeContext>) -> HttpResponse {
+    let streams: Vec<_> = node
+        .directory
+        .entries()
+        .into_iter()
+        .map(|(key, entry)| json!({ "name": key.to_string(), "stats": entry.stats.snapshot() }))
+        .collect();
+    HttpResponse::Ok().json(json!({ "streams": streams }))
+}
+
+/// `GET /api/v1/streams/{app}/{stream}`: one live stream's statistics.
+async fn stream_stats(
+    node: web::Data<NodeContext>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (app, stream) = path.into_inner();
+    let key = stream_key(&app, &stream)?;
+    let entry = node.directory.get(&key).ok_or_else(|| {
+        ApiError::not_found("stream_not_found", format!("stream {key} is not live"))
+    })?;
+    Ok(HttpResponse::Ok().json(json!({ "name": key.to_string(), "stats": entry.stats.snapshot() })))
 }
 
 /// An HTTP error answered as JSON: `{"error": {"code": .., "message": ..}}`, where `code` is

@@ -6,6 +6,7 @@
 //! - [`config`]: the configuration (TOML, environment, flags).
 //! - [`rtmp`]: RTMP ingest and play.
 //! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end.
+//! - [`metrics`]: Prometheus metrics, read from the shared statistics at scrape time.
 //! - `server`: binds the listeners.
 //!
 //! Below this crate: `zenlive-actors` (streams, viewers, supervision), `zenlive-media`
@@ -15,10 +16,11 @@ pub mod config;
 pub mod hls;
 pub mod http;
 pub mod http_flv;
+pub mod metrics;
 pub mod node;
 pub mod rtmp;
 mod server;
 
 pub use config::Config;
 pub use node::{Node, NodeBuilder, StreamHandle};
-pub use zenlive_actors::{StreamEvent, StreamKey};
+pub use zenlive_actors::{RejectReason, StatsSnapshot, StreamEvent, StreamKey};

@@ -19,18 +19,22 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
 use zenlive_actors::stream::{GetInfo, Kick, StreamInfo};
 use zenlive_actors::supervisor::{Shutdown, StreamEntry};
-use zenlive_actors::{ArbiterPool, Directory, StreamActor, StreamKey, StreamSupervisor};
+use zenlive_actors::{
+    ArbiterPool, Directory, StatsSnapshot, StreamActor, StreamKey, StreamSupervisor,
+};
 use zenlive_cluster::{new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registry, NODE_TTL};
 
 use crate::config::{secs, Config};
 use crate::hls::HlsManager;
+use crate::metrics::Metrics;
 
 /// Everything the protocol front-ends share. One per node.
 pub struct NodeContext {
@@ -50,6 +54,10 @@ pub struct NodeContext {
     pub hls: Arc<HlsManager>,
     /// Who owns which actor name (in memory on a single node).
     pub registry: Arc<dyn Registry>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// True once every listener is up, false again when shutdown begins (`/readyz`).
+    pub ready: AtomicBool,
 }
 
 type Hook = Box<dyn Fn(&StreamEvent) + Send + Sync>;
@@ -57,6 +65,7 @@ type Hook = Box<dyn Fn(&StreamEvent) + Send + Sync>;
 /// Delivers stream events to the HLS packagers, then to the application's hooks.
 struct Hooks {
     hls: Arc<HlsManager>,
+    metrics: Arc<Metrics>,
     on_start: Vec<Hook>,
     on_end: Vec<Hook>,
 }
@@ -64,16 +73,21 @@ struct Hooks {
 impl EventSink for Hooks {
     fn stream_event(&self, event: &StreamEvent) {
         self.hls.stream_event(event);
-        let hooks = match event {
-            StreamEvent::Started { .. } => &self.on_start,
-            StreamEvent::Ended { .. } => &self.on_end,
+        let (hooks, name) = match event {
+            StreamEvent::Started { .. } => (&self.on_start, "stream_start"),
+            StreamEvent::Ended { .. } => (&self.on_end, "stream_end"),
         };
+        if hooks.is_empty() {
+            return;
+        }
+        let started = Instant::now();
         for hook in hooks {
             // A panicking hook must not take the supervisor down with it.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(event))).is_err() {
                 tracing::error!(stream = %event.key(), "an application hook panicked");
             }
         }
+        self.metrics.hook(name, started.elapsed());
     }
 }
 
@@ -148,8 +162,18 @@ impl NodeBuilder {
             pool.clone(),
             Arc::clone(&counters),
         ));
-        let hooks =
-            Arc::new(Hooks { hls: Arc::clone(&hls), on_start: self.on_start, on_end: self.on_end });
+        let metrics = Arc::new(Metrics::new(
+            directory.clone(),
+            Arc::clone(&counters),
+            config.metrics.max_stream_series,
+            node_id.as_str(),
+        ));
+        let hooks = Arc::new(Hooks {
+            hls: Arc::clone(&hls),
+            metrics: Arc::clone(&metrics),
+            on_start: self.on_start,
+            on_end: self.on_end,
+        });
         let supervisor = StreamSupervisor::new(
             node_id.clone(),
             Arc::clone(&registry),
@@ -173,8 +197,11 @@ impl NodeBuilder {
             pool,
             hls,
             registry,
+            metrics,
+            ready: AtomicBool::new(false),
         });
         let mut node = crate::server::start(context).await?;
+        node.context.ready.store(true, Ordering::Release);
         node.tasks.push(beat);
         Ok(node)
     }
@@ -230,6 +257,12 @@ impl StreamHandle {
     pub async fn info(&self) -> Option<StreamInfo> {
         self.entry.addr.send(GetInfo).await.ok()
     }
+
+    /// The stream's live statistics (fps, bitrate, resolution, viewers, bytes), read
+    /// without asking the actor.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.entry.stats.snapshot()
+    }
 }
 
 impl Node {
@@ -273,9 +306,20 @@ impl Node {
         &self.context.counters
     }
 
+    /// The live stream `key`'s statistics, by name.
+    pub fn stream_stats(&self, key: &StreamKey) -> Option<StatsSnapshot> {
+        self.context.directory.get(key).map(|entry| entry.stats.snapshot())
+    }
+
+    /// The node's metrics in the Prometheus text format (what `/metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.context.metrics.render()
+    }
+
     /// Stops accepting, ends every stream cleanly, and stops the listeners, within
     /// `node.shutdown_timeout`.
     pub async fn shutdown(self) {
+        self.context.ready.store(false, Ordering::Release);
         let limit = secs(self.context.config.node.shutdown_timeout);
         for task in &self.tasks {
             task.abort();

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
+use zenlive_actors::events::ConnectionKind;
 
 use crate::node::{Node, NodeContext, StartError};
 use crate::{http, rtmp};
@@ -38,8 +39,13 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
     let http_listener = bind_std("http", config.http.addr)?;
     let http_addr = http_listener.local_addr().unwrap_or(config.http.addr);
     let data = web::Data::from(Arc::clone(&context));
+    let counters = Arc::clone(&context.counters);
     let http_server =
         HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
+            // The gauge lives in the connection's extensions, dropped when it closes.
+            .on_connect(move |_, extensions| {
+                extensions.insert(counters.connection(ConnectionKind::Http));
+            })
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(5)
@@ -55,7 +61,7 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         metrics_addr = listener.local_addr().ok();
         let data = web::Data::from(Arc::clone(&context));
         let server = HttpServer::new(move || {
-            App::new().app_data(data.clone()).configure(http::health_routes)
+            App::new().app_data(data.clone()).configure(http::metrics_routes)
         })
         .workers(1)
         .disable_signals()

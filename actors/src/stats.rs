@@ -146,7 +146,7 @@ impl RateMeter {
     /// The rates now.
     pub fn rates(&self) -> Rates {
         let mut video = self.window.iter().filter(|s| s.video).map(|s| s.ts);
-        let fps = match (video.next(), video.last()) {
+        let fps = match (video.next(), video.next_back()) {
             (Some(first), Some(last)) if last > first && self.video_frames > 1 => {
                 (self.video_frames - 1) as f64 * 1000.0 / (last - first) as f64
             }
@@ -313,10 +313,13 @@ pub struct StatsSnapshot {
     /// Codecs and resolution.
     pub media: MediaInfo,
     /// Viewers watching now, by protocol (protocols with none are left out).
+    #[serde(serialize_with = "by_protocol")]
     pub viewers: Vec<(Protocol, u64)>,
     /// Viewers that ever joined, by protocol.
+    #[serde(serialize_with = "by_protocol")]
     pub viewers_total: Vec<(Protocol, u64)>,
     /// Bytes delivered to viewers, by protocol.
+    #[serde(serialize_with = "by_protocol")]
     pub bytes_out: Vec<(Protocol, u64)>,
     /// Frames not delivered to viewers that fell behind.
     pub frames_dropped: u64,
@@ -343,6 +346,11 @@ mod unix_seconds {
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))
     }
+}
+
+/// Writes `[(protocol, n)]` as `{"protocol": n}`.
+fn by_protocol<S: serde::Serializer>(v: &[(Protocol, u64)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(p, n)| (p.as_str(), n)))
 }
 
 fn seconds<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {

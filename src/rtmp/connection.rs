@@ -22,12 +22,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use zenlive_actors::events::NodeCounters;
+use zenlive_actors::events::{ConnectionKind, RejectReason};
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, ViewerSession};
 
 use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
-use super::guard::ChunkGuard;
+use super::guard::{ChunkGuard, Violation};
 use super::metadata::encode_on_metadata;
 use super::sink::RtmpSink;
 use crate::config::secs;
@@ -57,8 +57,8 @@ enum Closed {
     HandshakeTimeout,
     #[error("no data for {0:?}")]
     Idle(Duration),
-    #[error("bad input: {0}")]
-    BadInput(String),
+    #[error("bad input: {1}")]
+    BadInput(RejectReason, String),
     #[error("write to player timed out")]
     WriteTimeout,
     #[error("{0}")]
@@ -67,6 +67,19 @@ enum Closed {
     Kicked(String),
     #[error("stream ended")]
     StreamEnded,
+}
+
+impl From<Violation> for Closed {
+    fn from(violation: Violation) -> Self {
+        let reason = match violation {
+            Violation::ChunkSize(_) => RejectReason::ChunkSize,
+            Violation::UnknownMessageType(_) => RejectReason::UnknownMessageType,
+            Violation::MessageTooLarge { .. } => RejectReason::MessageTooLarge,
+            Violation::NoPreviousHeader(_) => RejectReason::Malformed,
+            Violation::TooManyStreams | Violation::TooMuchBuffered => RejectReason::TooMuchBuffered,
+        };
+        Self::BadInput(reason, violation.to_string())
+    }
 }
 
 enum Role {
@@ -79,6 +92,7 @@ enum Role {
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, node: Arc<NodeContext>) {
     // Media is latency-sensitive and written in whole messages: never wait for Nagle.
     let _ = stream.set_nodelay(true);
+    let _open = node.counters.connection(ConnectionKind::Rtmp);
     let (reader, writer) = stream.into_split();
     let mut conn = Connection {
         peer,
@@ -171,8 +185,9 @@ impl Connection {
             chunk_size: SERVER_CHUNK_SIZE as u32,
             ..ServerSessionConfig::new()
         };
-        let (session, initial) = ServerSession::new(config)
-            .map_err(|e| Closed::BadInput(format!("session setup: {e:?}")))?;
+        let (session, initial) = ServerSession::new(config).map_err(|e| {
+            Closed::BadInput(RejectReason::Malformed, format!("session setup: {e:?}"))
+        })?;
         self.session = Some(session);
         self.handle_results(initial).await?;
         if !leftover.is_empty() {
@@ -246,7 +261,12 @@ impl Connection {
                     self.writer.write_all(&response_bytes).await?;
                     return Ok(remaining_bytes);
                 }
-                Err(e) => return Err(Closed::BadInput(format!("handshake: {e:?}"))),
+                Err(e) => {
+                    return Err(Closed::BadInput(
+                        RejectReason::Handshake,
+                        format!("handshake: {e:?}"),
+                    ))
+                }
             }
         }
     }
@@ -259,13 +279,17 @@ impl Connection {
     }
 
     fn session(&mut self) -> Result<&mut ServerSession, Closed> {
-        self.session.as_mut().ok_or_else(|| Closed::BadInput("no session".into()))
+        self.session
+            .as_mut()
+            .ok_or_else(|| Closed::BadInput(RejectReason::Malformed, "no session".into()))
     }
 
     async fn input(&mut self, bytes: &[u8]) -> Result<(), Closed> {
-        self.guard.check(bytes).map_err(|v| Closed::BadInput(v.to_string()))?;
-        let results =
-            self.session()?.handle_input(bytes).map_err(|e| Closed::BadInput(format!("{e:?}")))?;
+        self.guard.check(bytes).map_err(Closed::from)?;
+        let results = self
+            .session()?
+            .handle_input(bytes)
+            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
         self.handle_results(results).await
     }
 
@@ -286,7 +310,7 @@ impl Connection {
         let results = self
             .session()?
             .accept_request(request_id)
-            .map_err(|e| Closed::BadInput(format!("{e:?}")))?;
+            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
         Box::pin(self.handle_results(results)).await
     }
 
@@ -299,7 +323,7 @@ impl Connection {
         let results = self
             .session()?
             .reject_request(request_id, code, &description)
-            .map_err(|e| Closed::BadInput(format!("{e:?}")))?;
+            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
         Box::pin(self.handle_results(results)).await?;
         Err(Closed::Refused(description))
     }
@@ -347,10 +371,9 @@ impl Connection {
                 self.role = Role::Idle;
                 Ok(())
             }
-            ServerSessionEvent::ClientChunkSizeChanged { new_chunk_size } => self
-                .guard
-                .set_chunk_size(new_chunk_size)
-                .map_err(|v| Closed::BadInput(v.to_string())),
+            ServerSessionEvent::ClientChunkSizeChanged { new_chunk_size } => {
+                self.guard.set_chunk_size(new_chunk_size).map_err(Closed::from)
+            }
             ServerSessionEvent::UnhandleableAmf0Command { command_name, .. } => {
                 // FCPublish, FCUnpublish, getStreamLength...: nothing to answer.
                 tracing::debug!(peer = %self.peer, command = %command_name, "ignoring RTMP command");
@@ -415,12 +438,16 @@ impl Connection {
 
     async fn push(&mut self, frame: MediaFrame) -> Result<(), Closed> {
         let Role::Publishing { publisher, codecs_checked } = &mut self.role else {
-            return Err(Closed::BadInput("media from a connection that is not publishing".into()));
+            return Err(Closed::BadInput(
+                RejectReason::Malformed,
+                "media from a connection that is not publishing".into(),
+            ));
         };
         let Err(reason) = check_codec(&frame, codecs_checked) else {
             return publisher.push(frame).await.map_err(|_| Closed::StreamEnded);
         };
         tracing::warn!(peer = %self.peer, stream = %publisher.key(), %reason, "unsupported codec; closing publisher");
+        self.node.counters.reject(RejectReason::UnsupportedCodec);
         let status = chunks::status_message(
             SHARED_STREAM_ID,
             "error",
@@ -503,10 +530,16 @@ impl Connection {
             Role::Playing { key } => Some(key.to_string()),
             Role::Idle => None,
         };
-        match result {
-            Err(Closed::BadInput(_)) | Err(Closed::HandshakeTimeout) | Err(Closed::Idle(_)) => {
-                NodeCounters::add(&self.node.counters.bad_input_rejections, 1);
-                tracing::warn!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, "rtmp connection rejected");
+        let rejected = match result {
+            Err(Closed::BadInput(why, _)) => Some(*why),
+            Err(Closed::HandshakeTimeout) => Some(RejectReason::HandshakeTimeout),
+            Err(Closed::Idle(_)) => Some(RejectReason::IdleTimeout),
+            _ => None,
+        };
+        match rejected {
+            Some(why) => {
+                self.node.counters.reject(why);
+                tracing::warn!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, reject = why.as_str(), "rtmp connection rejected");
             }
             _ => {
                 tracing::info!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, "rtmp connection closed")

@@ -68,55 +68,86 @@ pub fn fixture(bframes: bool) -> PathBuf {
     static BFRAMES: OnceLock<PathBuf> = OnceLock::new();
     let cell = if bframes { &BFRAMES } else { &PLAIN };
     cell.get_or_init(|| {
-        require("ffmpeg");
         let name = if bframes { "fixture-bframes.flv" } else { "fixture.flv" };
-        let path = data_dir().join(name);
-        if path.exists() {
-            return path;
-        }
-        let tmp = data_dir().join(format!("{name}.{}.tmp", std::process::id()));
-        let mut args: Vec<&str> = vec![
-            "-y",
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-t",
-            "20",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-            "-b:v",
-            "600k",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "96k",
-            "-f",
-            "flv",
-        ];
+        let mut video = vec!["-g", "30", "-b:v", "600k", "-b:a", "96k"];
         if !bframes {
-            args.extend(["-bf", "0"]);
+            video.extend(["-bf", "0"]);
         }
-        let tmp_str = tmp.to_str().expect("utf-8 path").to_owned();
-        args.push(&tmp_str);
-        let status = std::process::Command::new("ffmpeg").args(&args).status().expect("run ffmpeg");
-        assert!(status.success(), "ffmpeg could not generate the fixture");
-        std::fs::rename(&tmp, &path).expect("move fixture into place");
-        path
+        generate(name, "320x240", 20, &video)
     })
     .clone()
+}
+
+/// A 30-second 640x360 30 fps H.264 at a constant 2.5 Mbit/s (x264 CBR with filler, no
+/// B-frames, a keyframe every 2 s) + AAC 128 kbit/s FLV fixture, for measuring rates.
+pub fn fixture_cbr() -> PathBuf {
+    static CBR: OnceLock<PathBuf> = OnceLock::new();
+    CBR.get_or_init(|| {
+        let video = [
+            "-g",
+            "60",
+            "-bf",
+            "0",
+            "-b:v",
+            "2500k",
+            "-maxrate",
+            "2500k",
+            "-minrate",
+            "2500k",
+            "-bufsize",
+            "1250k",
+            "-x264-params",
+            "nal-hrd=cbr:force-cfr=1",
+            "-b:a",
+            "128k",
+        ];
+        generate("fixture-cbr.flv", "640x360", 30, &video)
+    })
+    .clone()
+}
+
+/// Encodes `seconds` of FFmpeg's 30 fps test picture at `size` and a sine tone into `name`
+/// (H.264 + AAC FLV) with the extra `options`; reuses an earlier file.
+fn generate(name: &str, size: &str, seconds: u32, options: &[&str]) -> PathBuf {
+    require("ffmpeg");
+    let path = data_dir().join(name);
+    if path.exists() {
+        return path;
+    }
+    let tmp = data_dir().join(format!("{name}.{}.tmp", std::process::id()));
+    let duration = seconds.to_string();
+    let source = format!("testsrc2=size={size}:rate=30");
+    let mut args: Vec<&str> = vec![
+        "-y",
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        &source,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-t",
+        &duration,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+    ];
+    args.extend_from_slice(options);
+    args.extend(["-f", "flv"]);
+    let tmp_str = tmp.to_str().expect("utf-8 path").to_owned();
+    args.push(&tmp_str);
+    let status = std::process::Command::new("ffmpeg").args(&args).status().expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg could not generate {name}");
+    std::fs::rename(&tmp, &path).expect("move fixture into place");
+    path
 }
 
 /// FFmpeg publishing `file` in realtime to `url` (killed on drop).
