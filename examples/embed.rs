@@ -55,8 +55,14 @@ async fn main() -> anyhow::Result<()> {
                 // Give the stream some air time, then kick it through its handle.
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 if let Some(stream) = node.stream(&key) {
-                    let info = stream.info().await;
-                    println!("INFO {key}: {:?}", info.map(|i| i.ingest));
+                    let stats = stream.stats();
+                    println!(
+                        "STATS {key}: {:.1} fps, {} bit/s, {:?}, {} viewers",
+                        stats.rates.fps,
+                        stats.rates.bitrate_bps,
+                        stats.media.video.as_ref().map(|v| (v.width, v.height)),
+                        stats.viewers_now()
+                    );
                     let kicked = stream.kick("example: time is up").await;
                     println!("KICKED {key}: {kicked}");
                 }

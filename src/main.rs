@@ -106,7 +106,9 @@ async fn main() -> anyhow::Result<()> {
     println!("HLS:       http://{http}/live/test/index.m3u8");
     println!("HTTP-FLV:  http://{http}/live/test.flv");
     if let Some(metrics) = node.metrics_addr() {
-        println!("Health:    http://{}/healthz", url_host(metrics));
+        let metrics = url_host(metrics);
+        println!("Metrics:   http://{metrics}/metrics  (streams: http://{metrics}/api/v1/streams)");
+        println!("Health:    http://{metrics}/healthz  http://{metrics}/readyz");
     }
 
     shutdown_signal().await;

@@ -59,6 +59,7 @@ async fn the_binary_serves_a_stream_and_exits_cleanly_on_sigterm() {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let rtmp = url_in(&line_with(&mut lines, "Play RTMP:").await, "rtmp://");
     let hls = url_in(&line_with(&mut lines, "HLS:").await, "http://");
+    let metrics = url_in(&line_with(&mut lines, "Metrics:").await, "http://");
     let health = url_in(&line_with(&mut lines, "Health:").await, "http://");
 
     let mut publisher = publish(&fixture(false), &rtmp);
@@ -76,6 +77,8 @@ async fn the_binary_serves_a_stream_and_exits_cleanly_on_sigterm() {
         client.get(&health).send().await.expect("health").json().await.expect("json");
     assert_eq!(health["status"], "ok");
     assert_eq!(health["streams"], 1);
+    let text = client.get(&metrics).send().await.expect("metrics").text().await.expect("text");
+    assert!(text.lines().any(|l| l == "zenlive_streams 1"), "/metrics:\n{text}");
 
     terminate(&child);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
@@ -118,6 +121,8 @@ async fn the_embed_example_hears_events_and_kicks_by_name() {
     let mut publisher = publish(&fixture(false), &format!("rtmp://{rtmp_addr}/live/demo"));
 
     line_with(&mut lines, "EVENT stream started: live/demo").await;
+    let stats = line_with(&mut lines, "STATS live/demo").await;
+    assert!(stats.contains("Some((320, 240))"), "resolution from the SPS: {stats}");
     let kicked = line_with(&mut lines, "KICKED live/demo").await;
     assert!(kicked.ends_with("true"), "{kicked}");
     let ended = line_with(&mut lines, "EVENT stream ended: live/demo").await;

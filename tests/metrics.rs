@@ -110,10 +110,15 @@ fn dashboard_metrics(dashboard: &Value, names: &mut BTreeSet<String>) {
 async fn metrics_follow_the_media_and_vanish_with_the_stream() {
     let fixture = fixture_cbr();
     let real = real_bitrate(&fixture).await;
-    let node = start_node(test_config()).await;
+    let mut config = test_config();
+    config.metrics.max_stream_series = 1;
+    let node = start_node(config).await;
     let client = reqwest::Client::new();
     let mut publisher = publish(&fixture, &rtmp_url(&node, "m"));
     wait_live(&node, "m").await;
+    // A second stream without viewers: over the series cap, so only counted as omitted.
+    let mut unwatched = publish(&common::fixture(false), &rtmp_url(&node, "unwatched"));
+    wait_live(&node, "unwatched").await;
     let _rtmp = player(&rtmp_url(&node, "m"));
     let _flv = player(&http_url(&node, "/live/m.flv"));
 
@@ -158,7 +163,9 @@ async fn metrics_follow_the_media_and_vanish_with_the_stream() {
     assert!(get("zenlive_stream_received_bytes_total") > 0.0);
     let rtmp_connections = sample(&text, "zenlive_connections", &[("protocol", "rtmp")]);
     assert!(rtmp_connections.unwrap_or(0.0) >= 2.0, "publisher and player: {rtmp_connections:?}");
-    assert_eq!(sample(&text, "zenlive_streams", &[]), Some(1.0));
+    assert_eq!(sample(&text, "zenlive_streams", &[]), Some(2.0));
+    assert_eq!(sample(&text, "zenlive_metrics_streams_omitted", &[]), Some(1.0));
+    assert!(!text.contains(r#"stream="live/unwatched""#), "the unwatched stream is omitted");
 
     // The same numbers from the API and the SDK.
     let api: Value = client
@@ -230,9 +237,16 @@ async fn metrics_follow_the_media_and_vanish_with_the_stream() {
         assert!(present, "the dashboard queries {name}, which /metrics does not export");
     }
 
-    // The stream ends: its series go with it.
+    // The scrape configuration example is valid too.
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus.yml");
+    let checked = Command::new("promtool").arg("check").arg("config").arg(&config).output().await;
+    let checked = checked.expect("promtool runs");
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stdout));
+
+    // The streams end: their series go with them.
+    let _ = unwatched.kill().await;
     let _ = publisher.kill().await;
-    wait_for("the stream to end", Duration::from_secs(20), || node.stream(&key).is_none()).await;
+    wait_for("the streams to end", Duration::from_secs(20), || node.streams().is_empty()).await;
     let text = node.metrics_text();
     assert!(!text.contains(r#"stream="live/m""#), "series left behind:\n{text}");
     assert_eq!(sample(&text, "zenlive_streams", &[]), Some(0.0));
