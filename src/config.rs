@@ -39,6 +39,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// HLS packaging.
     pub hls: HlsConfig,
+    /// Who may publish, play and administer.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -151,6 +153,70 @@ impl Default for HlsConfig {
     }
 }
 
+/// `[auth]`: JWT verification. Off unless a secret or public key is set; then publish and
+/// play each need a token only when required.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `HS256` (default), `HS384`, `HS512`, `RS256`, `RS384`, `RS512`, `ES256`, `ES384`,
+    /// `EdDSA`.
+    pub algorithm: String,
+    /// The HMAC secret (HS* algorithms).
+    pub jwt_secret: String,
+    /// PEM file with the public key (RS*, ES*, EdDSA).
+    pub public_key: String,
+    /// PEM file with the private key, only for minting tokens (`zenlive token`) with an
+    /// asymmetric algorithm.
+    pub private_key: String,
+    /// Required `iss`, when set.
+    pub issuer: String,
+    /// Required `aud`, when set.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway: u64,
+    /// Publishing needs a token with the `publisher` (or `admin`) role.
+    pub require_publish: bool,
+    /// Playing needs a token (any role).
+    pub require_play: bool,
+    /// Seconds an HLS session token in segment URLs stays valid.
+    pub session_ttl: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: "HS256".to_owned(),
+            jwt_secret: String::new(),
+            public_key: String::new(),
+            private_key: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway: 30,
+            require_publish: false,
+            require_play: false,
+            session_ttl: 300,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log.
+        f.debug_struct("AuthConfig")
+            .field("algorithm", &self.algorithm)
+            .field("jwt_secret", &if self.jwt_secret.is_empty() { "" } else { "<set>" })
+            .field("public_key", &self.public_key)
+            .field("private_key", &self.private_key)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .field("require_publish", &self.require_publish)
+            .field("require_play", &self.require_play)
+            .field("session_ttl", &self.session_ttl)
+            .finish()
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -208,6 +274,7 @@ impl Config {
                 "hls.window must be between 2 and 100 segments".into(),
             ));
         }
+        crate::auth::Auth::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid("log.format must be \"text\" or \"json\"".into()));
         }
@@ -216,7 +283,7 @@ impl Config {
 }
 
 /// Sections whose keys may be set from the environment.
-const SECTIONS: [&str; 6] = ["node", "rtmp", "http", "metrics", "hls", "log"];
+const SECTIONS: [&str; 7] = ["node", "rtmp", "http", "metrics", "hls", "auth", "log"];
 
 /// Applies `ZENLIVE_SECTION_KEY=value` overrides. Values are read as TOML when they parse
 /// (numbers, booleans), else as strings.
