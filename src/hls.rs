@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::Actor;
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use zenlive_actors::events::{NodeCounters, StreamEvent};
@@ -30,8 +31,9 @@ use zenlive_media::flv::{parse_audio_tag, parse_video_tag};
 use zenlive_media::hls::{HlsConfig as SegmenterConfig, Segmenter};
 use zenlive_media::ts::Tracks;
 
+use crate::auth::{unix_now, Action};
 use crate::config::{secs, HlsConfig};
-use crate::http::{stream_key, with_cors, ApiError};
+use crate::http::{authorize, request_token, stream_key, with_cors, ApiError};
 use crate::metrics::HlsRequest;
 use crate::node::NodeContext;
 
@@ -323,15 +325,27 @@ fn served(node: &NodeContext, key: &StreamKey, bytes: usize, kind: HlsRequest, s
 /// `GET /{app}/{stream}/index.m3u8`
 pub async fn playlist(
     node: web::Data<NodeContext>,
+    req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let (app, stream) = path.into_inner();
+    let key = stream_key(&app, &stream)?;
+    authorize(&node, &req, Action::Play, Some(&key), "hls")?;
     let (key, hls) = lookup(&node, &app, &stream)?;
     let published = Arc::clone(&hls.published.read());
     let text = published.playlist.clone().ok_or_else(|| {
         ApiError::not_found("playlist_not_ready", "the first segment is not complete yet")
     })?;
+    let text = match request_token(&req).filter(|_| node.auth.required(Action::Play)) {
+        // Segment URLs carry a short-lived session for this viewer instead of the JWT.
+        Some(token) => {
+            let sessions = node.auth.sessions();
+            let session = sessions.issue(&key, &sessions.id_for(&token), unix_now());
+            with_session(&text, &session)
+        }
+        None => text,
+    };
     served(&node, &key, text.len(), HlsRequest::Playlist, started);
     Ok(with_cors(HttpResponse::Ok())
         .content_type("application/vnd.apple.mpegurl")
@@ -342,10 +356,14 @@ pub async fn playlist(
 /// `GET /{app}/{stream}/{sequence}.ts`
 pub async fn segment(
     node: web::Data<NodeContext>,
+    req: HttpRequest,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let (app, stream, name) = path.into_inner();
+    if node.auth.required(Action::Play) {
+        check_session(&node, &req, &stream_key(&app, &stream)?)?;
+    }
     let (key, hls) = lookup(&node, &app, &stream)?;
     let sequence = name
         .parse::<u64>()
@@ -362,4 +380,35 @@ pub async fn segment(
         .content_type("video/mp2t")
         .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
         .body(bytes))
+}
+
+/// The playlist with `?s=session` appended to every segment URI.
+fn with_session(playlist: &Bytes, session: &str) -> Bytes {
+    let text = String::from_utf8_lossy(playlist);
+    let mut out = String::with_capacity(text.len() + 64 * 8);
+    for line in text.lines() {
+        out.push_str(line);
+        if !line.is_empty() && !line.starts_with('#') {
+            out.push_str("?s=");
+            out.push_str(session);
+        }
+        out.push('\n');
+    }
+    Bytes::from(out)
+}
+
+/// Checks a segment request's `?s=` session for `key`: 401 when missing, forged, for
+/// another stream or expired.
+fn check_session(node: &NodeContext, req: &HttpRequest, key: &StreamKey) -> Result<(), ApiError> {
+    let session = req
+        .query_string()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("s="))
+        .ok_or(crate::auth::AuthError::Session);
+    let checked = session.and_then(|s| node.auth.sessions().verify(s, key, unix_now()));
+    checked.map(|_| ()).map_err(|error| {
+        node.metrics.auth_failure("hls", error.code());
+        tracing::warn!(stream = %key, reason = error.code(), "hls segment refused");
+        ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string())
+    })
 }

@@ -11,10 +11,11 @@ use tokio::time::timeout;
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, HttpResponseBuilder, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use serde_json::json;
 use zenlive_actors::StreamKey;
 
+use crate::auth::{token, Action, Identity};
 use crate::node::NodeContext;
 
 /// Media and health routes on the HTTP port.
@@ -153,6 +154,39 @@ impl ResponseError for ApiError {
 pub fn with_cors(mut builder: HttpResponseBuilder) -> HttpResponseBuilder {
     builder.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
     builder
+}
+
+/// The token of an HTTP request: `Authorization: Bearer`, else `?token=`.
+pub fn request_token(req: &HttpRequest) -> Option<String> {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token::from_bearer)
+        .map(str::to_owned);
+    bearer.or_else(|| token::from_query(req.query_string()))
+}
+
+/// Asks [`Auth`](crate::auth::Auth) whether the request may do `action` on `stream`; a
+/// refusal is logged (without the token), counted under `protocol`, and answered 401 or
+/// 403 with the reason's code.
+pub fn authorize(
+    node: &NodeContext,
+    req: &HttpRequest,
+    action: Action,
+    stream: Option<&StreamKey>,
+    protocol: &'static str,
+) -> Result<Option<Identity>, ApiError> {
+    let token = request_token(req);
+    node.auth.check(token.as_deref(), action, stream).map_err(|error| {
+        node.metrics.auth_failure(protocol, error.code());
+        let peer = req.peer_addr().map(|p| p.to_string()).unwrap_or_default();
+        let stream = stream.map(|s| s.to_string()).unwrap_or_default();
+        tracing::warn!(%peer, %stream, protocol, reason = error.code(), %error, "auth refused");
+        let status =
+            if error.is_forbidden() { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        ApiError::new(status, error.code(), error.to_string())
+    })
 }
 
 /// Parses `{app}/{stream}` from a path, or answers 400.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use actix::Actor;
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -18,8 +18,9 @@ use tokio_stream::StreamExt;
 use zenlive_actors::{Encoding, FrameSink, MediaFrame, Offer, Protocol, ViewerSession};
 use zenlive_media::flv::{flv_file_header, write_tag, TagType};
 
+use crate::auth::Action;
 use crate::config::secs;
-use crate::http::{stream_key, with_cors, ApiError};
+use crate::http::{authorize, stream_key, with_cors, ApiError};
 use crate::node::NodeContext;
 
 /// Frames queued for one HTTP-FLV viewer before it counts as behind.
@@ -59,6 +60,7 @@ impl FrameSink for FlvSink {
 /// `GET /{app}/{stream}.flv`
 pub async fn play(
     node: web::Data<NodeContext>,
+    req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (app, file) = path.into_inner();
@@ -66,6 +68,7 @@ pub async fn play(
         .strip_suffix(".flv")
         .ok_or_else(|| ApiError::not_found("not_found", "no such resource"))?;
     let key = stream_key(&app, stream)?;
+    authorize(&node, &req, Action::Play, Some(&key), "http-flv")?;
     let entry = node.directory.get(&key).ok_or_else(|| {
         ApiError::not_found("stream_not_found", format!("stream {key} is not live"))
     })?;

@@ -27,6 +27,7 @@ pub struct Metrics {
     registry: Registry,
     hls_requests: HistogramVec,
     hooks: HistogramVec,
+    auth_failures: IntCounterVec,
 }
 
 /// What an HLS request fetched, for the latency histogram's label.
@@ -66,6 +67,11 @@ impl Metrics {
             &["event"],
         )
         .expect("valid histogram options");
+        let auth_failures = counter_vec(
+            "zenlive_auth_failures_total",
+            "Requests refused by auth, by protocol and reason (the error code).",
+            &["protocol", "reason"],
+        );
         // Children exist from the start, so dashboards see zeros rather than no series.
         for kind in ["playlist", "segment"] {
             hls_requests.with_label_values(&[kind]);
@@ -73,10 +79,16 @@ impl Metrics {
         for event in ["stream_start", "stream_end"] {
             hooks.with_label_values(&[event]);
         }
+        for protocol in ["rtmp", "http-flv", "hls", "api"] {
+            for code in crate::auth::AuthError::CODES {
+                auth_failures.with_label_values(&[protocol, code]);
+            }
+        }
         let live = LiveCollector::new(directory, counters, max_stream_series, node);
         let registered = [
             registry.register(Box::new(hls_requests.clone())),
             registry.register(Box::new(hooks.clone())),
+            registry.register(Box::new(auth_failures.clone())),
             registry.register(Box::new(live)),
             registry
                 .register(Box::new(prometheus::process_collector::ProcessCollector::for_self())),
@@ -87,7 +99,7 @@ impl Metrics {
                 tracing::error!(%error, "metric not registered");
             }
         }
-        Self { registry, hls_requests, hooks }
+        Self { registry, hls_requests, hooks, auth_failures }
     }
 
     /// Records how long an HLS request took.
@@ -97,6 +109,11 @@ impl Metrics {
             HlsRequest::Segment => "segment",
         };
         self.hls_requests.with_label_values(&[label]).observe(took.as_secs_f64());
+    }
+
+    /// Counts a request refused by auth.
+    pub fn auth_failure(&self, protocol: &str, code: &str) {
+        self.auth_failures.with_label_values(&[protocol, code]).inc();
     }
 
     /// Records how long the application's hooks took for one event.

@@ -32,6 +32,7 @@ use zenlive_actors::{
 };
 use zenlive_cluster::{new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registry, NODE_TTL};
 
+use crate::auth::{Auth, AuthSetupError};
 use crate::config::{secs, Config};
 use crate::hls::HlsManager;
 use crate::metrics::Metrics;
@@ -56,6 +57,8 @@ pub struct NodeContext {
     pub registry: Arc<dyn Registry>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Token verification and decisions.
+    pub auth: Arc<Auth>,
     /// True once every listener is up, false again when shutdown begins (`/readyz`).
     pub ready: AtomicBool,
 }
@@ -107,6 +110,9 @@ pub enum StartError {
     /// The registry refused the node.
     #[error("registry: {0}")]
     Registry(#[from] zenlive_cluster::RegistryError),
+    /// The auth configuration is unusable.
+    #[error("auth: {0}")]
+    Auth(#[from] AuthSetupError),
 }
 
 /// Builds a node: configuration plus application hooks. See the module docs.
@@ -138,6 +144,7 @@ impl NodeBuilder {
     /// example under `#[actix_web::main]`).
     pub async fn start(self) -> Result<Node, StartError> {
         let config = self.config;
+        let auth = Arc::new(Auth::new(&config.auth)?);
         let node_id = if config.node.id.is_empty() {
             NodeId::random()
         } else {
@@ -198,6 +205,7 @@ impl NodeBuilder {
             hls,
             registry,
             metrics,
+            auth,
             ready: AtomicBool::new(false),
         });
         let mut node = crate::server::start(context).await?;

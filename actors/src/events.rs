@@ -20,6 +20,8 @@ pub enum StreamEvent {
         protocol: Protocol,
         /// The publisher's address.
         peer: Option<SocketAddr>,
+        /// Who publishes (a token's `sub`), when auth identified them.
+        user: Option<String>,
         /// When.
         at: SystemTime,
     },

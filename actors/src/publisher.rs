@@ -47,7 +47,8 @@ pub struct StreamPublisher {
 }
 
 impl StreamPublisher {
-    /// Starts `key` for a publisher connected over `protocol` from `peer`, on the current
+    /// Starts `key` for a publisher connected over `protocol` from `peer` as `user` (the
+    /// token's subject, when auth identified one), on the current
     /// arbiter. Returns the publisher and the receiver of commands for its connection.
     pub async fn start(
         supervisor: &Addr<StreamSupervisor>,
@@ -55,9 +56,10 @@ impl StreamPublisher {
         key: StreamKey,
         protocol: Protocol,
         peer: Option<SocketAddr>,
+        user: Option<String>,
     ) -> Result<(Self, mpsc::Receiver<PublisherCommand>), PublishError> {
         let (control, commands) = mpsc::channel(4);
-        let handle = PublisherHandle { id: next_connection_id(), protocol, peer, control };
+        let handle = PublisherHandle { id: next_connection_id(), protocol, peer, user, control };
         let start = StartStream {
             key: key.clone(),
             publisher: handle.clone(),

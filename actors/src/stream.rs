@@ -45,6 +45,8 @@ pub struct PublisherHandle {
     pub protocol: Protocol,
     /// Its address.
     pub peer: Option<SocketAddr>,
+    /// Who publishes (a token's `sub`), when auth identified them.
+    pub user: Option<String>,
     /// Where to send commands; bounded, and the connection reads it with its socket.
     pub control: mpsc::Sender<PublisherCommand>,
 }

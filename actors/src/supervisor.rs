@@ -351,6 +351,7 @@ impl Handler<StartStream> for StreamSupervisor {
                 );
                 let peer = msg.publisher.peer;
                 let protocol = msg.publisher.protocol;
+                let user = msg.publisher.user.clone();
                 let attach = addr.send(Attach { publisher: msg.publisher });
                 Box::pin(attach.into_actor(act).map(move |attached, act, _ctx| match attached {
                     Ok(Ok(())) => {
@@ -358,6 +359,7 @@ impl Handler<StartStream> for StreamSupervisor {
                             key,
                             protocol,
                             peer,
+                            user,
                             at: SystemTime::now(),
                         });
                         Ok(entry)

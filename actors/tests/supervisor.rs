@@ -48,14 +48,26 @@ async fn panicking_stream_is_restarted_with_a_new_epoch() {
 
     let a = StreamKey::parse("live/a").expect("key");
     let b = StreamKey::parse("live/b").expect("key");
-    let (mut pub_a, _ca) =
-        StreamPublisher::start(&supervisor, directory.clone(), a.clone(), Protocol::Internal, None)
-            .await
-            .expect("a");
-    let (mut pub_b, _cb) =
-        StreamPublisher::start(&supervisor, directory.clone(), b.clone(), Protocol::Internal, None)
-            .await
-            .expect("b");
+    let (mut pub_a, _ca) = StreamPublisher::start(
+        &supervisor,
+        directory.clone(),
+        a.clone(),
+        Protocol::Internal,
+        None,
+        None,
+    )
+    .await
+    .expect("a");
+    let (mut pub_b, _cb) = StreamPublisher::start(
+        &supervisor,
+        directory.clone(),
+        b.clone(),
+        Protocol::Internal,
+        None,
+        None,
+    )
+    .await
+    .expect("b");
     pub_a.push(video(0, true)).await.expect("push a");
     pub_b.push(video(0, true)).await.expect("push b");
     let epoch = |key: &StreamKey| {

@@ -30,6 +30,7 @@ use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
 use super::guard::{ChunkGuard, Violation};
 use super::metadata::encode_on_metadata;
 use super::sink::RtmpSink;
+use crate::auth::{token, Action, Identity};
 use crate::config::secs;
 use crate::node::NodeContext;
 
@@ -102,6 +103,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, node: Arc<NodeCon
         session: None,
         guard: ChunkGuard::new(),
         app: None,
+        app_token: None,
         role: Role::Idle,
         commands: None,
         media: None,
@@ -121,6 +123,8 @@ struct Connection {
     session: Option<ServerSession>,
     guard: ChunkGuard,
     app: Option<String>,
+    /// A `?token=` that came with the app name in `connect`.
+    app_token: Option<String>,
     role: Role,
     commands: Option<mpsc::Receiver<PublisherCommand>>,
     media: Option<mpsc::Receiver<Bytes>>,
@@ -167,11 +171,6 @@ async fn write_all_vectored(
     }
     batch.clear();
     Ok(())
-}
-
-/// The part of an RTMP app or stream name before any `?query` (tokens live there).
-fn strip_query(name: &str) -> &str {
-    name.split_once('?').map_or(name, |(name, _)| name)
 }
 
 impl Connection {
@@ -331,7 +330,9 @@ impl Connection {
     async fn on_event(&mut self, event: ServerSessionEvent) -> Result<(), Closed> {
         match event {
             ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
-                self.app = Some(strip_query(&app_name).to_owned());
+                let (app, query) = token::split_query(&app_name);
+                self.app = Some(app.to_owned());
+                self.app_token = query.and_then(token::from_query);
                 self.accept(request_id).await
             }
             ServerSessionEvent::ReleaseStreamRequested { request_id, .. } => {
@@ -385,8 +386,27 @@ impl Connection {
     }
 
     fn stream_key(&self, app_name: &str, stream_key: &str) -> Result<StreamKey, String> {
-        let app = self.app.as_deref().unwrap_or_else(|| strip_query(app_name));
-        StreamKey::new(app, strip_query(stream_key)).map_err(|e| e.to_string())
+        let app = self.app.as_deref().unwrap_or_else(|| token::split_query(app_name).0);
+        StreamKey::new(app, token::split_query(stream_key).0).map_err(|e| e.to_string())
+    }
+
+    /// Asks auth whether this connection may `action` the stream `key`, with the token from
+    /// the stream name's `?token=` (OBS's stream key box) or else the app's.
+    fn authorize(
+        &self,
+        action: Action,
+        key: &StreamKey,
+        stream_name: &str,
+    ) -> Result<Option<Identity>, String> {
+        let token = token::split_query(stream_name)
+            .1
+            .and_then(token::from_query)
+            .or_else(|| self.app_token.clone());
+        self.node.auth.check(token.as_deref(), action, Some(key)).map_err(|error| {
+            self.node.metrics.auth_failure("rtmp", error.code());
+            tracing::warn!(peer = %self.peer, stream = %key, reason = error.code(), %error, "rtmp auth refused");
+            format!("{}: {error}", error.code())
+        })
     }
 
     async fn on_publish(
@@ -410,6 +430,12 @@ impl Connection {
                 return self.reject(request_id, "NetStream.Publish.BadName", reason).await
             }
         };
+        let identity = match self.authorize(Action::Publish, &key, stream_key) {
+            Ok(identity) => identity,
+            Err(reason) => {
+                return self.reject(request_id, "NetStream.Publish.Unauthorized", reason).await
+            }
+        };
         let node = &self.node;
         match StreamPublisher::start(
             &node.supervisor,
@@ -417,6 +443,7 @@ impl Connection {
             key.clone(),
             Protocol::Rtmp,
             Some(self.peer),
+            identity.map(|i| i.user),
         )
         .await
         {
@@ -477,6 +504,9 @@ impl Connection {
                 return self.reject(request_id, "NetStream.Play.StreamNotFound", reason).await
             }
         };
+        if let Err(reason) = self.authorize(Action::Play, &key, stream_key) {
+            return self.reject(request_id, "NetStream.Play.Unauthorized", reason).await;
+        }
         let Some(entry) = self.node.directory.get(&key) else {
             return self
                 .reject(
@@ -601,11 +631,5 @@ mod tests {
         assert!(check_codec(&vp6, &mut (false, false)).unwrap_err().contains("codec id 4"));
         assert!(check_codec(&hevc, &mut (false, false)).unwrap_err().contains("Enhanced"));
         assert!(check_codec(&mp3, &mut (false, false)).unwrap_err().contains("sound format 2"));
-    }
-
-    #[test]
-    fn query_strings_are_not_part_of_names() {
-        assert_eq!(strip_query("test?token=abc"), "test");
-        assert_eq!(strip_query("live"), "live");
     }
 }
