@@ -1,5 +1,5 @@
-//! The HTTP front-end: HLS playlists and segments, HTTP-FLV, health; and the metrics port's
-//! routes (Prometheus, health, stream statistics). Handlers are thin:
+//! The HTTP front-end: HLS playlists and segments, HTTP-FLV, health, the admin API
+//! ([`crate::api`]); and the metrics port's routes (Prometheus, health, stream statistics). Handlers are thin:
 //! they parse the path, look the stream up, and hand over to [`crate::hls`] or
 //! [`crate::http_flv`]. Every error is a JSON body with a stable `code`.
 
@@ -15,12 +15,14 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseErr
 use serde_json::json;
 use zenlive_actors::StreamKey;
 
+use crate::api;
 use crate::auth::{token, Action, Identity};
 use crate::node::NodeContext;
 
-/// Media and health routes on the HTTP port.
+/// Media, health and admin API routes on the HTTP port.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     health_routes(cfg);
+    cfg.app_data(web::Data::new(api::Access::Admin)).configure(api::routes);
     cfg.route("/{app}/{stream}/index.m3u8", web::get().to(crate::hls::playlist))
         .route("/{app}/{stream}/{segment}.ts", web::get().to(crate::hls::segment))
         .route("/{app}/{file}", web::get().to(crate::http_flv::play))
@@ -34,13 +36,13 @@ pub fn health_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
 }
 
-/// Routes of the metrics port: Prometheus, health, and the read-only stream statistics.
-/// (Not on the public HTTP port: stream names can be secrets until auth lands.)
+/// Routes of the metrics port: Prometheus, health, and the stream statistics API without
+/// auth and without actions (the port is meant to stay private).
 pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
     health_routes(cfg);
     cfg.route("/metrics", web::get().to(metrics))
-        .route("/api/v1/streams", web::get().to(list_streams))
-        .route("/api/v1/streams/{app}/{stream}", web::get().to(stream_stats))
+        .app_data(web::Data::new(api::Access::ReadOnly))
+        .configure(api::routes)
         .default_service(web::to(|| async {
             ApiError::not_found("not_found", "no such resource").error_response()
         }));
@@ -86,30 +88,6 @@ async fn metrics(node: web::Data<NodeContext>) -> HttpResponse {
         .content_type(prometheus::TEXT_FORMAT)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(node.metrics.render())
-}
-
-/// `GET /api/v1/streams`: every live stream with its statistics.
-async fn list_streams(node: web::Data<NodeContext>) -> HttpResponse {
-    let streams: Vec<_> = node
-        .directory
-        .entries()
-        .into_iter()
-        .map(|(key, entry)| json!({ "name": key.to_string(), "stats": entry.stats.snapshot() }))
-        .collect();
-    HttpResponse::Ok().json(json!({ "streams": streams }))
-}
-
-/// `GET /api/v1/streams/{app}/{stream}`: one live stream's statistics.
-async fn stream_stats(
-    node: web::Data<NodeContext>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let (app, stream) = path.into_inner();
-    let key = stream_key(&app, &stream)?;
-    let entry = node.directory.get(&key).ok_or_else(|| {
-        ApiError::not_found("stream_not_found", format!("stream {key} is not live"))
-    })?;
-    Ok(HttpResponse::Ok().json(json!({ "name": key.to_string(), "stats": entry.stats.snapshot() })))
 }
 
 /// An HTTP error answered as JSON: `{"error": {"code": .., "message": ..}}`, where `code` is

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`node`]: the SDK facade ([`NodeBuilder`], [`Node`]) and the shared [`node::NodeContext`].
 //! - [`config`]: the configuration (TOML, environment, flags).
+//! - [`api`]: the admin API (`/api/v1`).
 //! - [`auth`]: JWT verification and decisions, the same for every protocol.
 //! - [`rtmp`]: RTMP ingest and play.
 //! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end.
@@ -13,6 +14,7 @@
 //! Below this crate: `zenlive-actors` (streams, viewers, supervision), `zenlive-media`
 //! (sans-IO parsers and muxers), `zenlive-cluster` (the registry). See `ARCHITECTURE.md`.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod hls;

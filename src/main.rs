@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use zenlive::auth::{unix_now, Auth, Claims, Role};
 use zenlive::{Config, NodeBuilder};
 
 /// A live-streaming node: RTMP in; HLS, RTMP and HTTP-FLV out.
@@ -32,6 +33,63 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print a token signed with the configured key (auth.jwt_secret, or auth.private_key
+    /// for RS256/ES256/EdDSA), e.g. `zenlive token --sub alice --role publisher --stream
+    /// live/alice --ttl 1h`.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// A role: admin, publisher, viewer or moderator (repeat for several).
+    #[arg(long = "role", required = true)]
+    roles: Vec<String>,
+    /// The streams the token is good for: `live/alice`, `live/*`; all when omitted.
+    #[arg(long)]
+    stream: Option<String>,
+    /// A display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// How long the token is valid: `90s`, `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+}
+
+/// Mints and prints a token; an error when no signing key is configured.
+fn print_token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
+    let auth = Auth::new(&config.auth).context("auth configuration")?;
+    anyhow::ensure!(
+        auth.configured(),
+        "no key configured: set auth.jwt_secret (ZENLIVE_AUTH_JWT_SECRET) or auth.public_key and auth.private_key"
+    );
+    let roles = args
+        .roles
+        .iter()
+        .map(|r| Role::parse(r).with_context(|| format!("unknown role {r:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let now = unix_now();
+    let claims = Claims {
+        sub: args.sub,
+        name: args.name,
+        roles,
+        stream: args.stream,
+        exp: now.saturating_add(args.ttl.as_secs()),
+        nbf: None,
+        iat: Some(now),
+        iss: (!config.auth.issuer.is_empty()).then(|| config.auth.issuer.clone()),
+        aud: (!config.auth.audience.is_empty()).then(|| config.auth.audience.clone()),
+    };
+    println!("{}", auth.mint(&claims).map_err(anyhow::Error::msg)?);
+    Ok(())
 }
 
 fn init_logging(config: &Config) {
@@ -92,6 +150,9 @@ async fn main() -> anyhow::Result<()> {
             "--log-format must be text or json"
         );
         config.log.format = format;
+    }
+    if let Some(Command::Token(args)) = cli.command {
+        return print_token(&config, args);
     }
     init_logging(&config);
 

@@ -1,0 +1,130 @@
+//! The admin API, `/api/v1/...`: live streams with their statistics, one stream's
+//! details, kicking a publisher, and its OpenAPI document. On the HTTP port every call
+//! needs a token with the `admin` role (and auth configured); the metrics port serves the
+//! same reads without auth and refuses actions, since it is meant to stay private. Every
+//! failure is a JSON body with a stable `code` ([`ApiError`]).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use zenlive_actors::supervisor::StreamEntry;
+use zenlive_actors::StreamKey;
+
+use crate::auth::Action;
+use crate::http::{authorize, stream_key, ApiError};
+use crate::node::NodeContext;
+
+/// The OpenAPI 3 description of this API, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("api/openapi.json");
+
+/// Who may call the API on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The HTTP port: an admin token for everything.
+    Admin,
+    /// The metrics port: reads without a token, no actions.
+    ReadOnly,
+}
+
+/// The API's routes; the listener's [`Access`] must be in the app data.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/openapi.json", web::get().to(openapi))
+        .route("/api/v1/streams", web::get().to(list))
+        .route("/api/v1/streams/{app}/{stream}", web::get().to(details))
+        .route("/api/v1/streams/{app}/{stream}/kick", web::post().to(kick));
+}
+
+fn admit(
+    node: &NodeContext,
+    req: &HttpRequest,
+    access: Access,
+    acting: bool,
+) -> Result<(), ApiError> {
+    match (access, acting) {
+        (Access::Admin, _) => authorize(node, req, Action::Admin, None, "api").map(|_| ()),
+        (Access::ReadOnly, false) => Ok(()),
+        (Access::ReadOnly, true) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "this listener serves reads only; use the admin API on the HTTP port",
+        )),
+    }
+}
+
+fn live(node: &NodeContext, key: &StreamKey) -> Result<StreamEntry, ApiError> {
+    node.directory
+        .get(key)
+        .ok_or_else(|| ApiError::not_found("stream_not_found", format!("stream {key} is not live")))
+}
+
+fn describe(key: &StreamKey, entry: &StreamEntry) -> serde_json::Value {
+    json!({ "name": key.to_string(), "stats": entry.stats.snapshot() })
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+}
+
+/// `GET /api/v1/streams`
+async fn list(
+    node: web::Data<NodeContext>,
+    access: web::Data<Access>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    admit(&node, &req, **access, false)?;
+    let streams: Vec<_> =
+        node.directory.entries().iter().map(|(key, entry)| describe(key, entry)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "streams": streams })))
+}
+
+/// `GET /api/v1/streams/{app}/{stream}`
+async fn details(
+    node: web::Data<NodeContext>,
+    access: web::Data<Access>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    admit(&node, &req, **access, false)?;
+    let (app, stream) = path.into_inner();
+    let key = stream_key(&app, &stream)?;
+    let entry = live(&node, &key)?;
+    Ok(HttpResponse::Ok().json(describe(&key, &entry)))
+}
+
+/// The optional body of a kick.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickBody {
+    /// Told to the publisher and logged.
+    reason: Option<String>,
+}
+
+/// Longest kick reason kept.
+const MAX_REASON: usize = 200;
+
+/// `POST /api/v1/streams/{app}/{stream}/kick`
+async fn kick(
+    node: web::Data<NodeContext>,
+    access: web::Data<Access>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: Option<web::Json<KickBody>>,
+) -> Result<HttpResponse, ApiError> {
+    admit(&node, &req, **access, true)?;
+    let (app, stream) = path.into_inner();
+    let key = stream_key(&app, &stream)?;
+    let entry = live(&node, &key)?;
+    let mut reason =
+        body.and_then(|b| b.into_inner().reason).unwrap_or_else(|| "kicked by an admin".into());
+    if let Some((cut, _)) = reason.char_indices().nth(MAX_REASON) {
+        reason.truncate(cut);
+    }
+    tracing::info!(stream = %key, %reason, "admin API: kick");
+    let kicked = entry
+        .addr
+        .send(zenlive_actors::stream::Kick { reason })
+        .await
+        .map_err(|_| ApiError::not_found("stream_not_found", format!("stream {key} ended")))?;
+    Ok(HttpResponse::Ok().json(json!({ "name": key.to_string(), "kicked": kicked })))
+}
