@@ -41,6 +41,10 @@ pub struct Config {
     pub hls: HlsConfig,
     /// Who may publish, play and administer.
     pub auth: AuthConfig,
+    /// The application's hooks.
+    pub hooks: HooksConfig,
+    /// Webhooks: events POSTed to URLs.
+    pub webhooks: WebhooksConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -217,6 +221,66 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
+/// `[hooks]`: how publish and play deciders (SDK hooks, `webhooks.on_publish_url`) are run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Seconds a decider may take.
+    pub timeout: f64,
+    /// `deny` or `allow`: the decision when a decider fails, panics or times out.
+    pub on_failure: String,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self { timeout: 3.0, on_failure: "deny".to_owned() }
+    }
+}
+
+/// `[webhooks]`: stream and viewer events POSTed as signed JSON.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Where events go (each URL gets every event, in order).
+    pub urls: Vec<String>,
+    /// HMAC-SHA256 key for the `X-ZenLive-Signature` header; unsigned when empty.
+    pub secret: String,
+    /// Seconds one delivery attempt may take.
+    pub timeout: f64,
+    /// Events queued per URL; when full, new events are dropped (logged and counted).
+    pub queue: usize,
+    /// Seconds a failing delivery is retried (with backoff) before it is given up.
+    pub retry_for: f64,
+    /// A URL asked before every publish: 2xx allows, 4xx refuses.
+    pub on_publish_url: String,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret: String::new(),
+            timeout: 5.0,
+            queue: 10_000,
+            retry_for: 300.0,
+            on_publish_url: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhooksConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhooksConfig")
+            .field("urls", &self.urls)
+            .field("secret", &if self.secret.is_empty() { "" } else { "<set>" })
+            .field("timeout", &self.timeout)
+            .field("queue", &self.queue)
+            .field("retry_for", &self.retry_for)
+            .field("on_publish_url", &self.on_publish_url)
+            .finish()
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -275,6 +339,23 @@ impl Config {
             ));
         }
         crate::auth::Auth::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if !matches!(self.hooks.on_failure.as_str(), "deny" | "allow") {
+            return Err(ConfigError::Invalid(
+                "hooks.on_failure must be \"deny\" or \"allow\"".into(),
+            ));
+        }
+        let urls = self
+            .webhooks
+            .urls
+            .iter()
+            .chain(Some(&self.webhooks.on_publish_url).filter(|u| !u.is_empty()));
+        for url in urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhook URL {url:?} must be http:// or https://"
+                )));
+            }
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid("log.format must be \"text\" or \"json\"".into()));
         }
@@ -283,7 +364,8 @@ impl Config {
 }
 
 /// Sections whose keys may be set from the environment.
-const SECTIONS: [&str; 7] = ["node", "rtmp", "http", "metrics", "hls", "auth", "log"];
+const SECTIONS: [&str; 9] =
+    ["node", "rtmp", "http", "metrics", "hls", "auth", "hooks", "webhooks", "log"];
 
 /// Applies `ZENLIVE_SECTION_KEY=value` overrides. Values are read as TOML when they parse
 /// (numbers, booleans), else as strings.

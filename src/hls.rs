@@ -33,6 +33,7 @@ use zenlive_media::ts::Tracks;
 
 use crate::auth::{unix_now, Action};
 use crate::config::{secs, HlsConfig};
+use crate::hooks::{Decision, PlayRequest};
 use crate::http::{authorize, request_token, stream_key, with_cors, ApiError};
 use crate::metrics::HlsRequest;
 use crate::node::NodeContext;
@@ -331,7 +332,15 @@ pub async fn playlist(
     let started = Instant::now();
     let (app, stream) = path.into_inner();
     let key = stream_key(&app, &stream)?;
-    authorize(&node, &req, Action::Play, Some(&key), "hls")?;
+    let identity = authorize(&node, &req, Action::Play, Some(&key), "hls")?;
+    if node.hooks.decides_play() {
+        let peer = req.peer_addr();
+        let request =
+            PlayRequest { stream: key.clone(), protocol: Protocol::Hls, peer, user: identity };
+        if let Decision::Deny(reason) = node.hooks.decide_play(request).await {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "denied", reason));
+        }
+    }
     let (key, hls) = lookup(&node, &app, &stream)?;
     let published = Arc::clone(&hls.published.read());
     let text = published.playlist.clone().ok_or_else(|| {

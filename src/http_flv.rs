@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix::Actor;
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
@@ -20,6 +20,7 @@ use zenlive_media::flv::{flv_file_header, write_tag, TagType};
 
 use crate::auth::Action;
 use crate::config::secs;
+use crate::hooks::{Decision, PlayRequest};
 use crate::http::{authorize, stream_key, with_cors, ApiError};
 use crate::node::NodeContext;
 
@@ -68,21 +69,32 @@ pub async fn play(
         .strip_suffix(".flv")
         .ok_or_else(|| ApiError::not_found("not_found", "no such resource"))?;
     let key = stream_key(&app, stream)?;
-    authorize(&node, &req, Action::Play, Some(&key), "http-flv")?;
+    let identity = authorize(&node, &req, Action::Play, Some(&key), "http-flv")?;
+    let peer = req.peer_addr();
+    let request = PlayRequest {
+        stream: key.clone(),
+        protocol: Protocol::HttpFlv,
+        peer,
+        user: identity.clone(),
+    };
+    if let Decision::Deny(reason) = node.hooks.decide_play(request).await {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "denied", reason));
+    }
     let entry = node.directory.get(&key).ok_or_else(|| {
         ApiError::not_found("stream_not_found", format!("stream {key} is not live"))
     })?;
     let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
-    ViewerSession::new(
-        key,
+    let session = ViewerSession::new(
+        key.clone(),
         Protocol::HttpFlv,
         entry,
         node.directory.clone(),
         Box::new(FlvSink { tx }),
         Arc::clone(&node.counters),
         secs(node.config.rtmp.max_viewer_lag),
-    )
-    .start();
+    );
+    let user = identity.map(|i| i.user);
+    node.hooks.track_viewer(session, key, Protocol::HttpFlv, peer, user).start();
     let header_bytes = Bytes::copy_from_slice(&flv_file_header(true, true));
     let body = tokio_stream::once(header_bytes)
         .chain(ReceiverStream::new(rx))

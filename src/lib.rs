@@ -8,6 +8,8 @@
 //! - [`auth`]: JWT verification and decisions, the same for every protocol.
 //! - [`rtmp`]: RTMP ingest and play.
 //! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end.
+//! - [`hooks`], [`webhooks`]: the application's deciders and notifications; events as
+//!   signed HTTP POSTs.
 //! - [`metrics`]: Prometheus metrics, read from the shared statistics at scrape time.
 //! - `server`: binds the listeners.
 //!
@@ -18,12 +20,14 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod hls;
+pub mod hooks;
 pub mod http;
 pub mod http_flv;
 pub mod metrics;
 pub mod node;
 pub mod rtmp;
 mod server;
+pub mod webhooks;
 
 pub use config::Config;
 pub use node::{Node, NodeBuilder, StreamHandle};

@@ -28,6 +28,7 @@ pub struct Metrics {
     hls_requests: HistogramVec,
     hooks: HistogramVec,
     auth_failures: IntCounterVec,
+    webhooks: IntCounterVec,
 }
 
 /// What an HLS request fetched, for the latency histogram's label.
@@ -72,11 +73,21 @@ impl Metrics {
             "Requests refused by auth, by protocol and reason (the error code).",
             &["protocol", "reason"],
         );
+        let webhooks = counter_vec(
+            "zenlive_webhook_deliveries_total",
+            "Webhook deliveries by result: delivered, retried (an attempt failed), failed (given up), dropped (queue full).",
+            &["result"],
+        );
+        for result in ["delivered", "retried", "failed", "dropped"] {
+            webhooks.with_label_values(&[result]);
+        }
         // Children exist from the start, so dashboards see zeros rather than no series.
         for kind in ["playlist", "segment"] {
             hls_requests.with_label_values(&[kind]);
         }
-        for event in ["stream_start", "stream_end"] {
+        for event in
+            ["stream_start", "stream_end", "viewer_join", "viewer_leave", "publish", "play"]
+        {
             hooks.with_label_values(&[event]);
         }
         for protocol in ["rtmp", "http-flv", "hls", "api"] {
@@ -89,6 +100,7 @@ impl Metrics {
             registry.register(Box::new(hls_requests.clone())),
             registry.register(Box::new(hooks.clone())),
             registry.register(Box::new(auth_failures.clone())),
+            registry.register(Box::new(webhooks.clone())),
             registry.register(Box::new(live)),
             registry
                 .register(Box::new(prometheus::process_collector::ProcessCollector::for_self())),
@@ -99,7 +111,7 @@ impl Metrics {
                 tracing::error!(%error, "metric not registered");
             }
         }
-        Self { registry, hls_requests, hooks, auth_failures }
+        Self { registry, hls_requests, hooks, auth_failures, webhooks }
     }
 
     /// Records how long an HLS request took.
@@ -109,6 +121,11 @@ impl Metrics {
             HlsRequest::Segment => "segment",
         };
         self.hls_requests.with_label_values(&[label]).observe(took.as_secs_f64());
+    }
+
+    /// Counts a webhook delivery outcome.
+    pub fn webhook(&self, result: &str) {
+        self.webhooks.with_label_values(&[result]).inc();
     }
 
     /// Counts a request refused by auth.

@@ -18,10 +18,11 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
@@ -35,7 +36,9 @@ use zenlive_cluster::{new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registr
 use crate::auth::{Auth, AuthSetupError};
 use crate::config::{secs, Config};
 use crate::hls::HlsManager;
+use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
+use crate::webhooks::{on_publish_callback, Webhooks};
 
 /// Everything the protocol front-ends share. One per node.
 pub struct NodeContext {
@@ -61,37 +64,10 @@ pub struct NodeContext {
     pub auth: Arc<Auth>,
     /// True once every listener is up, false again when shutdown begins (`/readyz`).
     pub ready: AtomicBool,
-}
-
-type Hook = Box<dyn Fn(&StreamEvent) + Send + Sync>;
-
-/// Delivers stream events to the HLS packagers, then to the application's hooks.
-struct Hooks {
-    hls: Arc<HlsManager>,
-    metrics: Arc<Metrics>,
-    on_start: Vec<Hook>,
-    on_end: Vec<Hook>,
-}
-
-impl EventSink for Hooks {
-    fn stream_event(&self, event: &StreamEvent) {
-        self.hls.stream_event(event);
-        let (hooks, name) = match event {
-            StreamEvent::Started { .. } => (&self.on_start, "stream_start"),
-            StreamEvent::Ended { .. } => (&self.on_end, "stream_end"),
-        };
-        if hooks.is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        for hook in hooks {
-            // A panicking hook must not take the supervisor down with it.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(event))).is_err() {
-                tracing::error!(stream = %event.key(), "an application hook panicked");
-            }
-        }
-        self.metrics.hook(name, started.elapsed());
-    }
+    /// The application's hooks and the webhooks.
+    pub hooks: Arc<Hooks>,
+    /// The webhook senders, when URLs are configured.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 /// Why a node could not start.
@@ -118,25 +94,59 @@ pub enum StartError {
 /// Builds a node: configuration plus application hooks. See the module docs.
 pub struct NodeBuilder {
     config: Config,
-    on_start: Vec<Hook>,
-    on_end: Vec<Hook>,
+    hooks: HookSet,
 }
 
 impl NodeBuilder {
     /// A node with `config`.
     pub fn new(config: Config) -> Self {
-        Self { config, on_start: Vec::new(), on_end: Vec::new() }
+        Self { config, hooks: HookSet::default() }
     }
 
-    /// Calls `hook` when a stream starts. Hooks run on actor threads: keep them quick.
+    /// Calls `hook` when a stream starts (stream, protocol, peer, user). Notifications run
+    /// on actor threads: keep them quick (hand slow work to a task of your own).
     pub fn on_stream_start(mut self, hook: impl Fn(&StreamEvent) + Send + Sync + 'static) -> Self {
-        self.on_start.push(Box::new(hook));
+        self.hooks.on_start.push(Box::new(hook));
         self
     }
 
     /// Calls `hook` when a stream ends (with its duration and byte counts).
     pub fn on_stream_end(mut self, hook: impl Fn(&StreamEvent) + Send + Sync + 'static) -> Self {
-        self.on_end.push(Box::new(hook));
+        self.hooks.on_end.push(Box::new(hook));
+        self
+    }
+
+    /// Calls `hook` when an RTMP or HTTP-FLV viewer starts watching.
+    pub fn on_viewer_join(mut self, hook: impl Fn(&ViewerEvent) + Send + Sync + 'static) -> Self {
+        self.hooks.on_viewer_join.push(Box::new(hook));
+        self
+    }
+
+    /// Calls `hook` when an RTMP or HTTP-FLV viewer stops (with duration and bytes).
+    pub fn on_viewer_leave(mut self, hook: impl Fn(&ViewerEvent) + Send + Sync + 'static) -> Self {
+        self.hooks.on_viewer_leave.push(Box::new(hook));
+        self
+    }
+
+    /// Asks `decide` before every publish (after auth). It runs as its own task, bounded by
+    /// `hooks.timeout`; when it fails, panics or times out, `hooks.on_failure` decides.
+    pub fn on_publish<F, Fut>(mut self, decide: F) -> Self
+    where
+        F: Fn(PublishRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Decision> + Send + 'static,
+    {
+        self.hooks.on_publish.push(decider(decide));
+        self
+    }
+
+    /// Asks `decide` before every play (after auth): RTMP and HTTP-FLV per connection, HLS
+    /// per playlist request. Same rules as [`NodeBuilder::on_publish`].
+    pub fn on_play<F, Fut>(mut self, decide: F) -> Self
+    where
+        F: Fn(PlayRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Decision> + Send + 'static,
+    {
+        self.hooks.on_play.push(decider(decide));
         self
     }
 
@@ -175,17 +185,28 @@ impl NodeBuilder {
             config.metrics.max_stream_series,
             node_id.as_str(),
         ));
-        let hooks = Arc::new(Hooks {
-            hls: Arc::clone(&hls),
-            metrics: Arc::clone(&metrics),
-            on_start: self.on_start,
-            on_end: self.on_end,
-        });
+        let webhooks = Webhooks::start(&config.webhooks, node_id.as_str(), Arc::clone(&metrics));
+        let mut set = self.hooks;
+        if !config.webhooks.on_publish_url.is_empty() {
+            set.on_publish.push(on_publish_callback(
+                config.webhooks.on_publish_url.clone(),
+                config.webhooks.secret.clone(),
+                secs(config.hooks.timeout),
+            ));
+        }
+        let hooks = Arc::new(Hooks::new(
+            Arc::clone(&hls),
+            Arc::clone(&metrics),
+            set,
+            webhooks.clone(),
+            secs(config.hooks.timeout),
+            config.hooks.on_failure == "allow",
+        ));
         let supervisor = StreamSupervisor::new(
             node_id.clone(),
             Arc::clone(&registry),
             directory.clone(),
-            hooks,
+            Arc::clone(&hooks) as Arc<dyn EventSink>,
             Arc::clone(&counters),
         )
         .start();
@@ -207,6 +228,8 @@ impl NodeBuilder {
             metrics,
             auth,
             ready: AtomicBool::new(false),
+            hooks,
+            webhooks,
         });
         let mut node = crate::server::start(context).await?;
         node.context.ready.store(true, Ordering::Release);
@@ -336,6 +359,10 @@ impl Node {
         let deadline = tokio::time::Instant::now() + limit;
         while !self.context.directory.is_empty() && tokio::time::Instant::now() < deadline {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(webhooks) = &self.context.webhooks {
+            // Stream-end events of the streams just ended get a moment to leave.
+            webhooks.drain(Duration::from_secs(2)).await;
         }
         self.http.stop(true).await;
         if let Some(metrics) = &self.metrics {

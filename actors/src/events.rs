@@ -29,10 +29,18 @@ pub enum StreamEvent {
     Ended {
         /// The stream.
         key: StreamKey,
+        /// How the publisher connected.
+        protocol: Protocol,
+        /// The publisher's address.
+        peer: Option<SocketAddr>,
+        /// Who published (a token's `sub`), when auth identified them.
+        user: Option<String>,
         /// How long it was live.
         duration: Duration,
         /// Media bytes received from the publisher.
         bytes_in: u64,
+        /// Bytes delivered to viewers, all protocols.
+        bytes_out: u64,
         /// Media frames received.
         frames_in: u64,
         /// Why it ended.

@@ -42,7 +42,7 @@ pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{StreamActor, StreamInfo};
 pub use stream_core::StreamCore;
 pub use supervisor::{Directory, StreamSupervisor};
-pub use viewer::{FrameSink, Offer, ViewerSession};
+pub use viewer::{FrameSink, Offer, ViewerEnd, ViewerSession};
 pub use viewer_core::ViewerCore;
 pub use zenlive_media::{Encoding, FrameKind, MediaFrame};
 

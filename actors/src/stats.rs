@@ -8,6 +8,7 @@
 //! actor restart and only ever grow.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -272,6 +273,8 @@ pub struct StreamStats {
     started: Instant,
     started_at: SystemTime,
     publisher: Protocol,
+    publisher_user: Option<String>,
+    publisher_peer: Option<SocketAddr>,
     bytes_in: AtomicU64,
     frames_in: AtomicU64,
     keyframes: AtomicU64,
@@ -302,6 +305,10 @@ pub struct StatsSnapshot {
     pub uptime: Duration,
     /// How the publisher connected.
     pub publisher_protocol: Protocol,
+    /// Who publishes (a token's `sub`), when auth identified them.
+    pub publisher_user: Option<String>,
+    /// The publisher's address.
+    pub publisher_peer: Option<SocketAddr>,
     /// Media payload bytes received.
     pub bytes_in: u64,
     /// Media frames received (audio, video, data).
@@ -361,10 +368,22 @@ impl StreamStats {
     /// Stats for a stream that starts now, published over `publisher`; node-wide totals
     /// go to `node` as well.
     pub fn new(publisher: Protocol, node: Arc<NodeCounters>) -> Self {
+        Self::for_publisher(publisher, None, None, node)
+    }
+
+    /// Stats for a stream that `user` publishes from `peer` over `publisher`, from now.
+    pub fn for_publisher(
+        publisher: Protocol,
+        user: Option<String>,
+        peer: Option<SocketAddr>,
+        node: Arc<NodeCounters>,
+    ) -> Self {
         Self {
             started: Instant::now(),
             started_at: SystemTime::now(),
             publisher,
+            publisher_user: user,
+            publisher_peer: peer,
             bytes_in: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             keyframes: AtomicU64::new(0),
@@ -455,6 +474,8 @@ impl StreamStats {
             started_at: self.started_at,
             uptime: self.started.elapsed(),
             publisher_protocol: self.publisher,
+            publisher_user: self.publisher_user.clone(),
+            publisher_peer: self.publisher_peer,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             frames_in: self.frames_in.load(Ordering::Relaxed),
             keyframes: self.keyframes.load(Ordering::Relaxed),

@@ -260,8 +260,12 @@ impl Actor for StreamActor {
         }
         self.notice.ended = Some(StreamEvent::Ended {
             key: self.key.clone(),
+            protocol: stats.publisher_protocol,
+            peer: stats.publisher_peer,
+            user: stats.publisher_user.clone(),
             duration: stats.uptime,
             bytes_in: stats.bytes_in,
+            bytes_out: stats.bytes_out.iter().map(|(_, n)| n).sum(),
             frames_in: stats.frames_in,
             reason,
         });

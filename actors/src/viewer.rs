@@ -20,7 +20,7 @@ use crate::key::StreamKey;
 use crate::stats::StreamStats;
 use crate::stream::{Subscribe, Subscription, Unsubscribe};
 use crate::supervisor::{Directory, StreamEntry};
-use crate::viewer_core::{Admission, Verdict, ViewerCore};
+use crate::viewer_core::{Admission, DeliveryStats, Verdict, ViewerCore};
 use crate::{MediaFrame, Protocol};
 
 static NEXT_VIEWER_ID: AtomicU64 = AtomicU64::new(1);
@@ -57,6 +57,19 @@ pub trait FrameSink: Send + 'static {
     fn finish(&mut self, _reason: &str) {}
 }
 
+/// How a viewer's session ended, for the `on_end` callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerEnd {
+    /// How long the session lasted.
+    pub duration: Duration,
+    /// Delivery counters (frames and bytes handed to the connection).
+    pub delivered: DeliveryStats,
+    /// Why it ended.
+    pub reason: &'static str,
+}
+
+type OnEnd = Box<dyn FnOnce(ViewerEnd) + Send>;
+
 /// One viewer. See the module docs.
 pub struct ViewerSession {
     id: u64,
@@ -73,6 +86,8 @@ pub struct ViewerSession {
     /// False for internal subscribers (the HLS packager), which are not viewers.
     counted: bool,
     stats: Option<Arc<StreamStats>>,
+    started: Instant,
+    on_end: Option<OnEnd>,
     _alive: Gauge,
 }
 
@@ -102,8 +117,17 @@ impl ViewerSession {
             live: None,
             counted: true,
             stats: None,
+            started: Instant::now(),
+            on_end: None,
             _alive: alive,
         }
+    }
+
+    /// Calls `f` once when the session ends, with its duration and byte counts (for the
+    /// application's `on_viewer_leave`).
+    pub fn on_end(mut self, f: impl FnOnce(ViewerEnd) + Send + 'static) -> Self {
+        self.on_end = Some(Box::new(f));
+        self
     }
 
     /// Marks the session as an internal subscriber (the HLS packager): not counted as a
@@ -238,6 +262,13 @@ impl Actor for ViewerSession {
         self.sink.finish(self.end_reason);
         if let Some(stats) = self.stats.as_ref().filter(|_| self.counted) {
             stats.viewer_left(self.protocol);
+        }
+        if let Some(on_end) = self.on_end.take() {
+            on_end(ViewerEnd {
+                duration: self.started.elapsed(),
+                delivered: self.core.as_ref().map(ViewerCore::stats).unwrap_or_default(),
+                reason: self.end_reason,
+            });
         }
         if let Some(core) = &self.core {
             let stats = core.stats();

@@ -32,6 +32,7 @@ use super::metadata::encode_on_metadata;
 use super::sink::RtmpSink;
 use crate::auth::{token, Action, Identity};
 use crate::config::secs;
+use crate::hooks::{Decision, PlayRequest, PublishRequest};
 use crate::node::NodeContext;
 
 /// Frames queued for one player before it counts as behind (about a second of media).
@@ -436,6 +437,15 @@ impl Connection {
                 return self.reject(request_id, "NetStream.Publish.Unauthorized", reason).await
             }
         };
+        let request = PublishRequest {
+            stream: key.clone(),
+            protocol: Protocol::Rtmp,
+            peer: Some(self.peer),
+            user: identity.clone(),
+        };
+        if let Decision::Deny(reason) = self.node.hooks.decide_publish(request).await {
+            return self.reject(request_id, "NetStream.Publish.Rejected", reason).await;
+        }
         let node = &self.node;
         match StreamPublisher::start(
             &node.supervisor,
@@ -504,8 +514,20 @@ impl Connection {
                 return self.reject(request_id, "NetStream.Play.StreamNotFound", reason).await
             }
         };
-        if let Err(reason) = self.authorize(Action::Play, &key, stream_key) {
-            return self.reject(request_id, "NetStream.Play.Unauthorized", reason).await;
+        let identity = match self.authorize(Action::Play, &key, stream_key) {
+            Ok(identity) => identity,
+            Err(reason) => {
+                return self.reject(request_id, "NetStream.Play.Unauthorized", reason).await
+            }
+        };
+        let request = PlayRequest {
+            stream: key.clone(),
+            protocol: Protocol::Rtmp,
+            peer: Some(self.peer),
+            user: identity.clone(),
+        };
+        if let Decision::Deny(reason) = self.node.hooks.decide_play(request).await {
+            return self.reject(request_id, "NetStream.Play.Failed", reason).await;
         }
         let Some(entry) = self.node.directory.get(&key) else {
             return self
@@ -524,7 +546,7 @@ impl Connection {
         }
         let (tx, rx) = mpsc::channel(PLAYER_QUEUE_FRAMES);
         let sink = RtmpSink::new(tx, stream_id);
-        ViewerSession::new(
+        let session = ViewerSession::new(
             key.clone(),
             Protocol::Rtmp,
             entry,
@@ -532,8 +554,10 @@ impl Connection {
             Box::new(sink),
             Arc::clone(&self.node.counters),
             secs(self.node.config.rtmp.max_viewer_lag),
-        )
-        .start();
+        );
+        let user = identity.map(|i| i.user);
+        let hooks = &self.node.hooks;
+        hooks.track_viewer(session, key.clone(), Protocol::Rtmp, Some(self.peer), user).start();
         tracing::info!(peer = %self.peer, stream = %key, "play started");
         self.media = Some(rx);
         self.role = Role::Playing { key };

@@ -1,0 +1,276 @@
+//! The application's hooks: deciders that may allow or reject a publish or a play (async,
+//! bounded by `hooks.timeout`, with `hooks.on_failure` deciding when one fails), and
+//! notifications of stream and viewer starts and ends. Webhooks ride along as one more
+//! listener ([`crate::webhooks`]).
+//!
+//! Notifications run on actor threads and must return quickly; a panicking hook is logged
+//! and ignored. Deciders run as their own tasks, so a slow or panicking one costs only its
+//! own request.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use zenlive_actors::events::EventSink;
+use zenlive_actors::{Protocol, StreamEvent, StreamKey, ViewerSession};
+
+use crate::auth::Identity;
+use crate::hls::HlsManager;
+use crate::metrics::Metrics;
+use crate::webhooks::Webhooks;
+
+/// A decider's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead.
+    Allow,
+    /// Refuse, telling the client why.
+    Deny(String),
+    /// The decider could not decide (its backend is down); `hooks.on_failure` applies.
+    Unavailable(String),
+}
+
+/// Someone wants to publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishRequest {
+    /// The stream.
+    pub stream: StreamKey,
+    /// How they connect.
+    pub protocol: Protocol,
+    /// From where.
+    pub peer: Option<SocketAddr>,
+    /// Who, when a token identified them.
+    pub user: Option<Identity>,
+}
+
+/// Someone wants to watch.
+pub type PlayRequest = PublishRequest;
+
+/// A viewer came or went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ViewerEvent {
+    /// A viewer started watching.
+    Joined {
+        /// The stream.
+        stream: StreamKey,
+        /// How they watch.
+        protocol: Protocol,
+        /// From where.
+        peer: Option<SocketAddr>,
+        /// Who (a token's `sub`), when known.
+        user: Option<String>,
+    },
+    /// A viewer stopped watching.
+    Left {
+        /// The stream.
+        stream: StreamKey,
+        /// How they watched.
+        protocol: Protocol,
+        /// From where.
+        peer: Option<SocketAddr>,
+        /// Who, when known.
+        user: Option<String>,
+        /// How long they watched, in seconds.
+        seconds: f64,
+        /// Bytes delivered to them.
+        bytes: u64,
+        /// Why they left.
+        reason: String,
+    },
+}
+
+impl ViewerEvent {
+    /// The stream this event is about.
+    pub fn stream(&self) -> &StreamKey {
+        match self {
+            Self::Joined { stream, .. } | Self::Left { stream, .. } => stream,
+        }
+    }
+}
+
+/// A stream notification.
+pub type StreamHook = Box<dyn Fn(&StreamEvent) + Send + Sync>;
+/// A viewer notification.
+pub type ViewerHook = Box<dyn Fn(&ViewerEvent) + Send + Sync>;
+/// A publish or play decider.
+pub type Decider = Arc<dyn Fn(PublishRequest) -> BoxFuture<'static, Decision> + Send + Sync>;
+
+/// Wraps an async closure as a [`Decider`].
+pub fn decider<F, Fut>(f: F) -> Decider
+where
+    F: Fn(PublishRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Decision> + Send + 'static,
+{
+    Arc::new(move |request| Box::pin(f(request)))
+}
+
+/// The application's hooks as registered on the [`crate::NodeBuilder`].
+#[derive(Default)]
+pub struct HookSet {
+    pub(crate) on_start: Vec<StreamHook>,
+    pub(crate) on_end: Vec<StreamHook>,
+    pub(crate) on_viewer_join: Vec<ViewerHook>,
+    pub(crate) on_viewer_leave: Vec<ViewerHook>,
+    pub(crate) on_publish: Vec<Decider>,
+    pub(crate) on_play: Vec<Decider>,
+}
+
+/// Everything that hears about or decides on the node's events. One per node.
+pub struct Hooks {
+    hls: Arc<HlsManager>,
+    metrics: Arc<Metrics>,
+    set: HookSet,
+    webhooks: Option<Arc<Webhooks>>,
+    timeout: Duration,
+    allow_on_failure: bool,
+}
+
+fn notify<E>(hooks: &[Box<dyn Fn(&E) + Send + Sync>], event: &E, stream: &StreamKey) {
+    for hook in hooks {
+        // A panicking hook must not take an actor down with it.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(event))).is_err() {
+            tracing::error!(%stream, "an application hook panicked");
+        }
+    }
+}
+
+impl Hooks {
+    /// Hooks for a node; `timeout` bounds each decider; `allow_on_failure` is the decision
+    /// when a decider fails, panics or times out.
+    pub(crate) fn new(
+        hls: Arc<HlsManager>,
+        metrics: Arc<Metrics>,
+        set: HookSet,
+        webhooks: Option<Arc<Webhooks>>,
+        timeout: Duration,
+        allow_on_failure: bool,
+    ) -> Self {
+        Self { hls, metrics, set, webhooks, timeout, allow_on_failure }
+    }
+
+    /// Whether any play decider is registered (so callers can skip building requests).
+    pub fn decides_play(&self) -> bool {
+        !self.set.on_play.is_empty()
+    }
+
+    /// Asks every publish decider, in order; the first refusal wins.
+    pub async fn decide_publish(&self, request: PublishRequest) -> Decision {
+        self.decide(&self.set.on_publish, request, "publish").await
+    }
+
+    /// Asks every play decider, in order; the first refusal wins.
+    pub async fn decide_play(&self, request: PlayRequest) -> Decision {
+        self.decide(&self.set.on_play, request, "play").await
+    }
+
+    async fn decide(
+        &self,
+        deciders: &[Decider],
+        request: PublishRequest,
+        what: &'static str,
+    ) -> Decision {
+        let started = Instant::now();
+        for decider in deciders {
+            let stream = request.stream.clone();
+            // Its own task: a panic in the decider ends only that task.
+            let task = actix_rt::spawn(decider(request.clone()));
+            let decision = match tokio::time::timeout(self.timeout, task).await {
+                Ok(Ok(Decision::Unavailable(why))) => self.on_failure(&stream, what, &why),
+                Ok(Ok(decision)) => decision,
+                Ok(Err(_)) => self.on_failure(&stream, what, "the hook panicked"),
+                Err(_) => self.on_failure(&stream, what, "the hook timed out"),
+            };
+            if let Decision::Deny(reason) = &decision {
+                tracing::info!(%stream, %reason, "{what} denied by a hook");
+                self.metrics.hook(what, started.elapsed());
+                return decision;
+            }
+        }
+        if !deciders.is_empty() {
+            self.metrics.hook(what, started.elapsed());
+        }
+        Decision::Allow
+    }
+
+    fn on_failure(&self, stream: &StreamKey, what: &str, why: &str) -> Decision {
+        tracing::warn!(%stream, "{what} hook failed ({why}); applying hooks.on_failure");
+        if self.allow_on_failure {
+            Decision::Allow
+        } else {
+            Decision::Deny(format!("{what} hook failed: {why}"))
+        }
+    }
+
+    /// Announces a viewer now (`Joined`) and when `session` ends (`Left`, with duration
+    /// and bytes).
+    pub fn track_viewer(
+        self: &Arc<Self>,
+        session: ViewerSession,
+        stream: StreamKey,
+        protocol: Protocol,
+        peer: Option<SocketAddr>,
+        user: Option<String>,
+    ) -> ViewerSession {
+        self.viewer(ViewerEvent::Joined {
+            stream: stream.clone(),
+            protocol,
+            peer,
+            user: user.clone(),
+        });
+        let hooks = Arc::clone(self);
+        session.on_end(move |end| {
+            hooks.viewer(ViewerEvent::Left {
+                stream,
+                protocol,
+                peer,
+                user,
+                seconds: end.duration.as_secs_f64(),
+                bytes: end.delivered.bytes,
+                reason: end.reason.to_owned(),
+            });
+        })
+    }
+
+    /// Tells the application and the webhooks about a viewer.
+    pub fn viewer(&self, event: ViewerEvent) {
+        let (hooks, name) = match event {
+            ViewerEvent::Joined { .. } => (&self.set.on_viewer_join, "viewer_join"),
+            ViewerEvent::Left { .. } => (&self.set.on_viewer_leave, "viewer_leave"),
+        };
+        let started = Instant::now();
+        notify(hooks, &event, event.stream());
+        if !hooks.is_empty() {
+            self.metrics.hook(name, started.elapsed());
+        }
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.viewer(&event);
+        }
+    }
+}
+
+impl EventSink for Hooks {
+    fn stream_event(&self, event: &StreamEvent) {
+        self.hls.stream_event(event);
+        let (hooks, name) = match event {
+            StreamEvent::Started { .. } => (&self.set.on_start, "stream_start"),
+            StreamEvent::Ended { .. } => (&self.set.on_end, "stream_end"),
+        };
+        let started = Instant::now();
+        notify(hooks, event, event.key());
+        if !hooks.is_empty() {
+            self.metrics.hook(name, started.elapsed());
+        }
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.stream(event);
+        }
+    }
+}
+
+/// Seconds since the Unix epoch of `t`, for event payloads.
+pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
