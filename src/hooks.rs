@@ -93,9 +93,9 @@ impl ViewerEvent {
 }
 
 /// A stream notification.
-pub type StreamHook = Box<dyn Fn(&StreamEvent) + Send + Sync>;
+pub type StreamHook = Notify<StreamEvent>;
 /// A viewer notification.
-pub type ViewerHook = Box<dyn Fn(&ViewerEvent) + Send + Sync>;
+pub type ViewerHook = Notify<ViewerEvent>;
 /// A publish or play decider.
 pub type Decider = Arc<dyn Fn(PublishRequest) -> BoxFuture<'static, Decision> + Send + Sync>;
 
@@ -129,7 +129,10 @@ pub struct Hooks {
     allow_on_failure: bool,
 }
 
-fn notify<E>(hooks: &[Box<dyn Fn(&E) + Send + Sync>], event: &E, stream: &StreamKey) {
+/// A notification hook for events of type `E`.
+type Notify<E> = Box<dyn Fn(&E) + Send + Sync>;
+
+fn notify<E>(hooks: &[Notify<E>], event: &E, stream: &StreamKey) {
     for hook in hooks {
         // A panicking hook must not take an actor down with it.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(event))).is_err() {
