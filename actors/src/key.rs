@@ -11,7 +11,9 @@ pub const MAX_NAME_BYTES: usize = 128;
 ///
 /// Both parts are 1 to [`MAX_NAME_BYTES`] characters from `[A-Za-z0-9._-]` and do not start
 /// with a dot, so a key is always safe in a URL, a file name and a registry key.
+/// It serializes as the string `app/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct StreamKey {
     app: String,
     name: String,
@@ -45,6 +47,20 @@ fn check_part(part: &str, whole: &str) -> Result<(), InvalidStreamKey> {
         return fail("only letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
+}
+
+impl From<StreamKey> for String {
+    fn from(key: StreamKey) -> Self {
+        key.to_string()
+    }
+}
+
+impl TryFrom<String> for StreamKey {
+    type Error = InvalidStreamKey;
+
+    fn try_from(path: String) -> Result<Self, Self::Error> {
+        Self::parse(&path)
+    }
 }
 
 impl StreamKey {

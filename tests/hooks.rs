@@ -1,0 +1,259 @@
+//! Hooks and webhooks with real clients: SDK deciders allow and refuse FFmpeg publishers and
+//! players (and fall back to `hooks.on_failure` when they panic or stall); viewer join and
+//! leave are announced with durations and bytes; a webhook receiver started here gets every
+//! event once, in order, signed; a receiver that is down gets them after it comes back,
+//! without slowing media; the HTTP `on_publish` callback decides.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use common::*;
+use parking_lot::Mutex;
+use serde_json::Value;
+use zenlive::hooks::{Decision, ViewerEvent};
+use zenlive::{NodeBuilder, StreamEvent};
+
+const SECRET: &str = "webhook-test-secret";
+
+/// One POST a receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    signature: Option<String>,
+    body: Value,
+    raw: Vec<u8>,
+}
+
+type Log = Arc<Mutex<Vec<Received>>>;
+
+/// An HTTP receiver on `addr`: records every POST; `/on_publish` refuses the stream
+/// `live/no` with 403.
+fn receiver(addr: SocketAddr, log: Log) -> actix_web::dev::ServerHandle {
+    let server = HttpServer::new(move || {
+        let log = Arc::clone(&log);
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let log = Arc::clone(&log);
+            async move {
+                let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let path = req.path().to_owned();
+                let refuse = path == "/on_publish" && json["stream"] == "live/no";
+                log.lock().push(Received {
+                    path,
+                    signature: req
+                        .headers()
+                        .get("x-zenlive-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                    body: json,
+                    raw: body.to_vec(),
+                });
+                if refuse {
+                    HttpResponse::Forbidden().body("not on my watch")
+                } else {
+                    HttpResponse::Ok().finish()
+                }
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)
+    .expect("bind receiver")
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    handle
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+}
+
+fn verify(received: &Received) {
+    let header = received.signature.as_deref().expect("signed");
+    let t: u64 = header
+        .split(',')
+        .find_map(|p| p.strip_prefix("t="))
+        .and_then(|t| t.parse().ok())
+        .expect("t=");
+    assert_eq!(header, zenlive::webhooks::signature(SECRET, t, &received.raw), "valid signature");
+}
+
+async fn play_rtmp(url: &str, seconds: &str) -> bool {
+    let run = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i", url, "-t", seconds, "-c", "copy", "-f", "null", "-"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("ffmpeg exits")
+        .expect("ffmpeg runs")
+        .success()
+}
+
+#[actix_rt::test]
+async fn sdk_deciders_and_viewer_notifications() {
+    let events: Arc<Mutex<Vec<ViewerEvent>>> = Arc::default();
+    let ended: Arc<Mutex<Vec<StreamEvent>>> = Arc::default();
+    let (join_log, leave_log, end_log) =
+        (Arc::clone(&events), Arc::clone(&events), Arc::clone(&ended));
+    let mut config = test_config();
+    config.hooks.timeout = 1.0;
+    let node = NodeBuilder::new(config)
+        .on_publish(|request| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await; // really async
+            if request.stream.to_string() == "live/blocked" {
+                Decision::Deny("blocked by the application".into())
+            } else {
+                Decision::Allow
+            }
+        })
+        .on_play(|request| async move {
+            match request.stream.to_string().as_str() {
+                "live/panics" => panic!("a buggy hook"),
+                "live/stalls" => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Decision::Allow
+                }
+                _ => Decision::Allow,
+            }
+        })
+        .on_viewer_join(move |e| join_log.lock().push(e.clone()))
+        .on_viewer_leave(move |e| leave_log.lock().push(e.clone()))
+        .on_stream_end(move |e| end_log.lock().push(e.clone()))
+        .start()
+        .await
+        .expect("node starts");
+
+    let blocked = publish(&fixture(false), &rtmp_url(&node, "blocked"));
+    let status = tokio::time::timeout(Duration::from_secs(15), blocked.wait_with_output())
+        .await
+        .expect("refused promptly")
+        .expect("output");
+    assert!(!status.status.success(), "the hook refused the publisher");
+    assert!(String::from_utf8_lossy(&status.stderr).contains("blocked by the application"));
+
+    let mut publishers = Vec::new();
+    for name in ["ok", "panics", "stalls"] {
+        publishers.push(publish(&fixture(false), &rtmp_url(&node, name)));
+        wait_live(&node, name).await;
+    }
+    // hooks.on_failure = deny: a panicking and a stalling decider both refuse.
+    assert!(!play_rtmp(&rtmp_url(&node, "panics"), "1").await, "panicking hook -> deny");
+    assert!(!play_rtmp(&rtmp_url(&node, "stalls"), "1").await, "stalled hook -> deny");
+    // The node is fine, and a normal viewer watches 2 s and is announced both ways.
+    assert!(play_rtmp(&rtmp_url(&node, "ok"), "2").await);
+    wait_for("the viewer to leave", Duration::from_secs(10), || events.lock().len() >= 2).await;
+    let events = events.lock().clone();
+    match (&events[0], &events[1]) {
+        (
+            ViewerEvent::Joined { stream, protocol, .. },
+            ViewerEvent::Left { seconds, bytes, stream: left, .. },
+        ) => {
+            assert_eq!((stream.to_string(), protocol.as_str()), ("live/ok".into(), "rtmp"));
+            assert_eq!(left, stream);
+            assert!(*seconds > 0.0 && *bytes > 10_000, "{seconds} s, {bytes} B");
+        }
+        other => panic!("join then leave, got {other:?}"),
+    }
+    for mut p in publishers {
+        let _ = p.kill().await;
+    }
+    wait_for("the streams to end", Duration::from_secs(15), || ended.lock().len() == 3).await;
+    let ended = ended.lock().clone();
+    let ok = ended.iter().find(|e| e.key().to_string() == "live/ok").expect("live/ok ended");
+    let StreamEvent::Ended { bytes_in, bytes_out, protocol, .. } = ok else { panic!("{ok:?}") };
+    assert!(*bytes_in > 0 && *bytes_out > 10_000 && protocol.as_str() == "rtmp", "{ok:?}");
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn webhooks_arrive_once_in_order_signed() {
+    let addr = free_addr();
+    let log: Log = Arc::default();
+    let receiver = receiver(addr, Arc::clone(&log));
+    let mut config = test_config();
+    config.webhooks.urls = vec![format!("http://{addr}/events")];
+    config.webhooks.secret = SECRET.to_owned();
+    config.webhooks.on_publish_url = format!("http://{addr}/on_publish");
+    let node = NodeBuilder::new(config).start().await.expect("node starts");
+
+    // The HTTP on_publish callback refuses live/no.
+    let refused = publish(&fixture(false), &rtmp_url(&node, "no"));
+    let out = tokio::time::timeout(Duration::from_secs(15), refused.wait_with_output())
+        .await
+        .expect("refused promptly")
+        .expect("output");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not on my watch"), "reason relayed");
+
+    let mut publisher = publish(&fixture(false), &rtmp_url(&node, "w"));
+    wait_live(&node, "w").await;
+    assert!(play_rtmp(&rtmp_url(&node, "w"), "1").await);
+    let _ = publisher.kill().await;
+    wait_for("the stream to end", Duration::from_secs(15), || node.streams().is_empty()).await;
+    let kinds = || -> Vec<String> {
+        log.lock()
+            .iter()
+            .filter(|r| r.path == "/events")
+            .map(|r| r.body["type"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    };
+    wait_for("four events", Duration::from_secs(20), || kinds().len() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // nothing more arrives
+    assert_eq!(kinds(), ["stream.start", "viewer.join", "viewer.leave", "stream.end"]);
+    let received = log.lock().clone();
+    let mut ids = std::collections::HashSet::new();
+    for r in received.iter().filter(|r| r.path == "/events") {
+        verify(r);
+        assert!(ids.insert(r.body["id"].to_string()), "each event once");
+        assert_eq!(r.body["data"]["stream"], "live/w");
+    }
+    let end = received.iter().rev().find(|r| r.body["type"] == "stream.end").expect("end");
+    assert!(end.body["data"]["bytes_in"].as_u64() > Some(0));
+    assert!(end.body["data"]["duration_seconds"].as_f64() > Some(0.5));
+    let publish_calls = received.iter().filter(|r| r.path == "/on_publish").count();
+    assert_eq!(publish_calls, 2, "asked before each publish");
+    node.shutdown().await;
+    receiver.stop(true).await;
+}
+
+#[actix_rt::test]
+async fn a_receiver_that_is_down_gets_the_events_later_and_media_does_not_wait() {
+    let addr = free_addr(); // nothing listens here yet
+    let mut config = test_config();
+    config.webhooks.urls = vec![format!("http://{addr}/events")];
+    config.webhooks.secret = SECRET.to_owned();
+    let node = NodeBuilder::new(config).start().await.expect("node starts");
+    let mut publisher = publish(&fixture(false), &rtmp_url(&node, "down"));
+    wait_live(&node, "down").await;
+    // Media flows at full rate while every delivery fails.
+    let key = zenlive::StreamKey::parse("live/down").expect("key");
+    wait_for("the rate window to fill", Duration::from_secs(15), || {
+        node.stream_stats(&key).is_some_and(|s| s.uptime > Duration::from_secs(6))
+    })
+    .await;
+    let fps = node.stream_stats(&key).expect("live").rates.fps;
+    assert!((fps - 30.0).abs() <= 1.0, "fps {fps} while the receiver is down");
+    assert!(node.metrics_text().contains("zenlive_webhook_deliveries_total{result=\"retried\"}"));
+    let _ = publisher.kill().await;
+    wait_for("the stream to end", Duration::from_secs(15), || node.streams().is_empty()).await;
+
+    // The receiver comes back; the retries deliver both events, in order.
+    let log: Log = Arc::default();
+    let receiver = receiver(addr, Arc::clone(&log));
+    wait_for("the events after the receiver returns", Duration::from_secs(40), || {
+        log.lock().len() >= 2
+    })
+    .await;
+    let kinds: Vec<_> = log.lock().iter().map(|r| r.body["type"].clone()).collect();
+    assert_eq!(kinds, ["stream.start", "stream.end"]);
+    log.lock().iter().for_each(verify);
+    node.shutdown().await;
+    receiver.stop(true).await;
+}
