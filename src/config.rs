@@ -418,6 +418,17 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("zenlive.example.toml");
         let c = Config::load(Some(&path), env(&[])).expect("the example parses");
         assert_eq!(c, Config::default());
+        // And names every key.
+        let text = std::fs::read_to_string(&path).expect("read the example");
+        let example: toml::Table = text.parse().expect("TOML");
+        let defaults = toml::Table::try_from(Config::default()).expect("serializable");
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().expect("a section");
+            for key in keys.keys() {
+                let present = example.get(section).and_then(|s| s.get(key)).is_some();
+                assert!(present, "zenlive.example.toml lacks {section}.{key}");
+            }
+        }
     }
 
     #[test]

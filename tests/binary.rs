@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -87,21 +86,6 @@ async fn the_binary_serves_a_stream_and_exits_cleanly_on_sigterm() {
         .expect("wait");
     assert!(status.success(), "exit status {status}");
     let _ = publisher.kill().await;
-}
-
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
-    let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example");
-        assert!(status.success(), "building example {name}");
-    }
-    path
 }
 
 #[actix_rt::test]

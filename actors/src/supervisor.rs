@@ -328,8 +328,12 @@ impl Handler<StartStream> for StreamSupervisor {
                         return Box::pin(fut::ready(Err(StartError::Registry { key, source })))
                     }
                 };
-                let stats =
-                    Arc::new(StreamStats::new(msg.publisher.protocol, Arc::clone(&act.counters)));
+                let stats = Arc::new(StreamStats::for_publisher(
+                    msg.publisher.protocol,
+                    msg.publisher.user.clone(),
+                    msg.publisher.peer,
+                    Arc::clone(&act.counters),
+                ));
                 let (generation, addr) = act.spawn_actor(&key, &msg.arbiter, &stats, ctx);
                 let entry = StreamEntry {
                     addr: addr.clone(),
@@ -387,6 +391,11 @@ impl Handler<StreamStopped> for StreamSupervisor {
             self.restart(msg.key, ctx);
             return;
         }
+        // The event first: whoever waits for the directory to empty (a shutdown) then
+        // knows every end event has been handed out.
+        if let Some(ended) = msg.ended {
+            self.events.stream_event(&ended);
+        }
         self.directory.remove_generation(&msg.key, msg.generation);
         if let Some(stopped) = self.streams.remove(&msg.key) {
             if let Some(lease) = stopped.lease {
@@ -400,9 +409,6 @@ impl Handler<StreamStopped> for StreamSupervisor {
                     .into_actor(self),
                 );
             }
-        }
-        if let Some(ended) = msg.ended {
-            self.events.stream_event(&ended);
         }
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -267,4 +269,17 @@ pub async fn assert_good_recording(file: &Path, seconds: f64, label: &str) {
     assert!(skew < 0.5, "{label}: audio and video start {skew} s apart");
     let errors = decode_errors(file).await;
     assert!(errors.trim().is_empty(), "{label}: decoding printed errors:\n{errors}");
+}
+
+/// The path of example `name`, built first (a no-op when it is fresh).
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo build --example");
+    assert!(status.success(), "building example {name}");
+    profile_dir.join("examples").join(name)
 }

@@ -1,0 +1,91 @@
+//! `examples/stream_log.rs` end to end: a PostgreSQL server of the test's own, the example
+//! minting a publisher token, FFmpeg publishing with it (and without it, refused), and the
+//! stream's start and end saved as rows by the application's hooks.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::pg::Postgres;
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_postgres::NoTls;
+
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// The example's next stdout line; panics naming `what` when none comes in time.
+async fn next_line(lines: &mut Lines, what: &str) -> String {
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} line in time"));
+    line.expect("read").unwrap_or_else(|| panic!("stdout ended before {what}"))
+}
+
+#[actix_rt::test]
+async fn the_application_saves_stream_events_in_its_own_database() {
+    let server = Postgres::start();
+    let (admin, connection) =
+        tokio_postgres::connect(&server.url("postgres"), NoTls).await.expect("connect");
+    actix_rt::spawn(connection);
+    admin.batch_execute("CREATE DATABASE stream_log").await.expect("create the test database");
+
+    let mut example = Command::new(example_binary("stream_log"))
+        .args(["127.0.0.1:0", "127.0.0.1:0"])
+        .env("DATABASE_URL", server.url("stream_log"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the example");
+    let mut lines = BufReader::new(example.stdout.take().expect("stdout")).lines();
+    let publish_line = next_line(&mut lines, "PUBLISH").await;
+    let url = publish_line.strip_prefix("PUBLISH ").expect("a PUBLISH line").to_owned();
+    let (bare, _) = url.split_once('?').expect("a token in the URL");
+
+    let refused = publish(&fixture(false), bare);
+    let out = tokio::time::timeout(Duration::from_secs(15), refused.wait_with_output())
+        .await
+        .expect("refused promptly")
+        .expect("output");
+    assert!(!out.status.success(), "publishing without the token is refused");
+
+    let mut publisher = publish(&fixture(false), &url);
+    assert_eq!(next_line(&mut lines, "SAVED start").await, "SAVED start live/demo");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = publisher.kill().await;
+    assert_eq!(next_line(&mut lines, "SAVED end").await, "SAVED end live/demo");
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &example.id().expect("running").to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(30), example.wait())
+        .await
+        .expect("the example stops")
+        .expect("wait");
+    assert!(status.success());
+
+    let (db, connection) =
+        tokio_postgres::connect(&server.url("stream_log"), NoTls).await.expect("connect");
+    actix_rt::spawn(connection);
+    let rows = db
+        .query(
+            "SELECT kind, stream, user_sub, protocol, duration_seconds, bytes_in FROM stream_events ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("query");
+    assert_eq!(rows.len(), 2, "one start and one end");
+    let kinds: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(kinds, ["start", "end"]);
+    for r in &rows {
+        assert_eq!(r.get::<_, String>(1), "live/demo");
+        assert_eq!(r.get::<_, Option<String>>(2).as_deref(), Some("demo-publisher"));
+        assert_eq!(r.get::<_, String>(3), "rtmp");
+    }
+    let duration: Option<f64> = rows[1].get(4);
+    let bytes: Option<i64> = rows[1].get(5);
+    assert!(duration.is_some_and(|d| d > 1.0), "duration {duration:?}");
+    assert!(bytes.is_some_and(|b| b > 10_000), "bytes {bytes:?}");
+}
