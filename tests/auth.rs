@@ -210,6 +210,30 @@ async fn every_protocol_refuses_every_bad_token_and_accepts_good_ones() {
             assert!(!body.to_string().contains(&token) || token.is_empty(), "no token echoed");
         }
     }
+    // The admin API: the same matrix for the admin role.
+    for (case, token, code) in matrix(&auth, Role::Admin, Role::Publisher) {
+        if case == "wrong stream" {
+            continue; // the API acts on no single stream
+        }
+        let resp = client
+            .get(http_url(&node, "/api/v1/streams"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        if case == "64 KB token" && status == 431 {
+            continue;
+        }
+        let expected = if code.starts_with("forbidden") { 403 } else { 401 };
+        assert_eq!(status, expected, "admin API with {case}");
+        let body: serde_json::Value = resp.json().await.expect("JSON body");
+        assert_eq!(body["error"]["code"], code, "admin API with {case}");
+    }
+    let admin = auth.mint(&claims(&[Role::Admin], "*")).expect("mint");
+    let resp = client.get(http_url(&node, "/api/v1/streams")).bearer_auth(&admin).send().await;
+    assert_eq!(resp.expect("request").status(), 200);
+
     let mut flv = client
         .get(with_token(&http_url(&node, "/live/alice.flv"), &viewer))
         .send()
