@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use zenlive_media::flv::{write_tag, FlvDemuxer, TagType};
+use zenlive_media::flv::{flv_file_header, write_tag, FlvDemuxer, TagType};
 use zenlive_media::hls::{HlsConfig, Segmenter};
 use zenlive_media::ts::Tracks;
 
@@ -18,6 +18,7 @@ const AUDIO_FRAMES_PER_SECOND: u32 = 43;
 /// One second of FLV tags: 30 video (the first a keyframe) and 43 audio.
 fn one_second_of_flv() -> BytesMut {
     let mut out = BytesMut::new();
+    out.extend_from_slice(&flv_file_header(true, true));
     for i in 0..30u32 {
         let mut body = vec![if i == 0 { 0x17 } else { 0x27 }, 1, 0, 0, 0];
         body.resize(5 + VIDEO_FRAME, 0x55);
@@ -41,9 +42,10 @@ fn flv_demux(c: &mut Criterion) {
             demuxer.push(&flv);
             let mut tags = 0;
             while let Some(tag) = demuxer.next_tag() {
-                black_box(tag.ok());
+                black_box(tag.expect("valid tags"));
                 tags += 1;
             }
+            assert_eq!(tags, 73);
             tags
         })
     });
