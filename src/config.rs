@@ -45,6 +45,8 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// Webhooks: events POSTed to URLs.
     pub webhooks: WebhooksConfig,
+    /// Chat rooms over WebSocket.
+    pub chat: ChatConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -281,6 +283,50 @@ impl std::fmt::Debug for WebhooksConfig {
     }
 }
 
+/// `[chat]`: a chat room beside every stream (and rooms of their own), over WebSocket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Whether `/chat/{app}/{key}` is served.
+    pub enabled: bool,
+    /// Recent messages a joining member receives (kept in memory only).
+    pub history: usize,
+    /// Longest message, in characters.
+    pub max_length: usize,
+    /// Words refused in messages (case-insensitive).
+    pub blocked_words: Vec<String>,
+    /// Most members per room.
+    pub max_members: usize,
+    /// Messages a user may send in a burst.
+    pub burst: u32,
+    /// Messages per second a user's allowance refills by.
+    pub per_second: f64,
+    /// Whether members without a token may read (posting always needs one, with a name).
+    pub anonymous_read: bool,
+    /// Largest WebSocket frame accepted, in bytes; larger frames close the connection
+    /// before they are buffered.
+    pub max_frame: usize,
+    /// Frames queued for one member; a member that falls this far behind is disconnected.
+    pub member_queue: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            history: 50,
+            max_length: 500,
+            blocked_words: Vec::new(),
+            max_members: 10_000,
+            burst: 10,
+            per_second: 5.0,
+            anonymous_read: true,
+            max_frame: 16 * 1024,
+            member_queue: 256,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -364,8 +410,8 @@ impl Config {
 }
 
 /// Sections whose keys may be set from the environment.
-const SECTIONS: [&str; 9] =
-    ["node", "rtmp", "http", "metrics", "hls", "auth", "hooks", "webhooks", "log"];
+const SECTIONS: [&str; 10] =
+    ["node", "rtmp", "http", "metrics", "hls", "auth", "hooks", "webhooks", "chat", "log"];
 
 /// Applies `ZENLIVE_SECTION_KEY=value` overrides. Values are read as TOML when they parse
 /// (numbers, booleans), else as strings.

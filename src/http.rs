@@ -23,6 +23,7 @@ use crate::node::NodeContext;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     health_routes(cfg);
     cfg.app_data(web::Data::new(api::Access::Admin)).configure(api::routes);
+    cfg.route("/chat/{app}/{stream}", web::get().to(crate::chat_ws::join));
     cfg.route("/{app}/{stream}/index.m3u8", web::get().to(crate::hls::playlist))
         .route("/{app}/{stream}/{segment}.ts", web::get().to(crate::hls::segment))
         .route("/{app}/{file}", web::get().to(crate::http_flv::play))

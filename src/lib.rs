@@ -5,6 +5,7 @@
 //! - [`node`]: the SDK facade ([`NodeBuilder`], [`Node`]) and the shared [`node::NodeContext`].
 //! - [`config`]: the configuration (TOML, environment, flags).
 //! - [`api`]: the admin API (`/api/v1`).
+//! - [`chat_ws`]: chat rooms over WebSocket (the one `actix-web-actors` module).
 //! - [`auth`]: JWT verification and decisions, the same for every protocol.
 //! - [`rtmp`]: RTMP ingest and play.
 //! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end.
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod chat_ws;
 pub mod config;
 pub mod hls;
 pub mod hooks;

@@ -39,6 +39,8 @@ use crate::hls::HlsManager;
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 use crate::webhooks::{on_publish_callback, Webhooks};
+use zenlive_actors::chat::{ChatRoom, ChatRooms};
+use zenlive_actors::chat_core::ChatLimits;
 
 /// Everything the protocol front-ends share. One per node.
 pub struct NodeContext {
@@ -68,6 +70,8 @@ pub struct NodeContext {
     pub hooks: Arc<Hooks>,
     /// The webhook senders, when URLs are configured.
     pub webhooks: Option<Arc<Webhooks>>,
+    /// This node's chat rooms.
+    pub chat: ChatRooms,
 }
 
 /// Why a node could not start.
@@ -154,6 +158,7 @@ impl NodeBuilder {
     /// example under `#[actix_web::main]`).
     pub async fn start(self) -> Result<Node, StartError> {
         let config = self.config;
+        let config_chat = config.chat.clone();
         let auth = Arc::new(Auth::new(&config.auth)?);
         let node_id = if config.node.id.is_empty() {
             NodeId::random()
@@ -216,6 +221,7 @@ impl NodeBuilder {
             incarnation,
             directory.clone(),
         ));
+        let chat = ChatRooms::new(chat_limits(&config_chat), Arc::clone(&counters));
         let context = Arc::new(NodeContext {
             config,
             node_id,
@@ -230,11 +236,24 @@ impl NodeBuilder {
             ready: AtomicBool::new(false),
             hooks,
             webhooks,
+            chat,
         });
         let mut node = crate::server::start(context).await?;
         node.context.ready.store(true, Ordering::Release);
         node.tasks.push(beat);
         Ok(node)
+    }
+}
+
+/// A room's limits from `[chat]`.
+fn chat_limits(config: &crate::config::ChatConfig) -> ChatLimits {
+    ChatLimits {
+        history: config.history,
+        max_len: config.max_length,
+        blocked_words: config.blocked_words.clone(),
+        max_members: config.max_members,
+        burst: config.burst,
+        per_second: config.per_second,
     }
 }
 
@@ -340,6 +359,13 @@ impl Node {
     /// The live stream `key`'s statistics, by name.
     pub fn stream_stats(&self, key: &StreamKey) -> Option<StatsSnapshot> {
         self.context.directory.get(key).map(|entry| entry.stats.snapshot())
+    }
+
+    /// The chat room `name` (`app/key` for a stream's room), started if it is not live,
+    /// to post a system message ([`zenlive_actors::chat::SystemMessage`]) or moderate
+    /// ([`zenlive_actors::chat::Moderate`]) from application code.
+    pub fn chat_room(&self, name: &str) -> Addr<ChatRoom> {
+        self.context.chat.get_or_start(name, &self.context.pool.next())
     }
 
     /// The node's metrics in the Prometheus text format (what `/metrics` serves).

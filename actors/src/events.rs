@@ -153,17 +153,20 @@ pub enum ActorType {
     Stream,
     /// [`crate::ViewerSession`] (players and the HLS packagers).
     Viewer,
+    /// [`crate::chat::ChatRoom`].
+    ChatRoom,
 }
 
 impl ActorType {
     /// Every kind, in label order.
-    pub const ALL: [Self; 2] = [Self::Stream, Self::Viewer];
+    pub const ALL: [Self; 3] = [Self::Stream, Self::Viewer, Self::ChatRoom];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stream => "stream",
             Self::Viewer => "viewer",
+            Self::ChatRoom => "chat_room",
         }
     }
 }
@@ -182,6 +185,8 @@ pub struct NodeCounters {
     pub bad_input_rejections: AtomicU64,
     /// Frames that found a stream actor's mailbox full (the publisher then waited).
     pub mailbox_full: AtomicU64,
+    /// Chat members disconnected because they did not read.
+    pub chat_members_dropped_slow: AtomicU64,
     rejections: [AtomicU64; RejectReason::ALL.len()],
     connections: [AtomicU64; ConnectionKind::ALL.len()],
     actors: [AtomicU64; ActorType::ALL.len()],

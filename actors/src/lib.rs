@@ -20,10 +20,12 @@
 //! - [`publisher`]: a publisher connection's side of its stream.
 //! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
 //! - [`pool`]: one arbiter per core, so streams and viewers use every core.
-//! - [`chat_protocol`] / [`chat_core`]: the chat wire types and a room's decisions.
+//! - [`chat_protocol`] / [`chat_core`] / [`chat`]: the chat wire types, a room's
+//!   decisions, and the room actor.
 //! - [`events`]: what the node tells the application (stream start/end) and node counters.
 //! - [`stats`]: per-stream statistics computed from the media, shared for metrics and the API.
 
+pub mod chat;
 pub mod chat_core;
 pub mod chat_protocol;
 pub mod events;

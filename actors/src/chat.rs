@@ -1,0 +1,298 @@
+//! [`ChatRoom`]: one chat room (beside a stream, or on its own). Its messages, its state,
+//! one handler per message; its decisions live in [`ChatCore`]. [`ChatRooms`] finds or
+//! starts a room by name.
+//!
+//! Each member connection registers a bounded queue of JSON text frames. A broadcast is
+//! serialized once and the same `Arc<str>` is queued for every member; a member whose queue
+//! is full is evicted (its queue closed, which its connection sees and closes), so one
+//! member that does not read never slows the room.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::chat_core::{ChatCore, ChatError, ChatLimits, Effects, MemberId};
+use crate::chat_protocol::{ChatUser, ClientCommand};
+use crate::events::{ActorType, Gauge, NodeCounters};
+
+/// How long a room with no members lives on before it stops.
+pub const ROOM_IDLE: Duration = Duration::from_secs(60);
+
+/// A member's outbound queue: JSON text frames, shared between members.
+pub type Outbound = mpsc::Sender<Arc<str>>;
+
+static NEXT_MEMBER: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh member id.
+pub fn next_member_id() -> MemberId {
+    NEXT_MEMBER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Adds a member; the history arrives on `outbound` first.
+#[derive(Message)]
+#[rtype(result = "Result<(), ChatError>")]
+pub struct Join {
+    /// The member's id.
+    pub member: MemberId,
+    /// Who, from the token (`None`: an anonymous reader).
+    pub user: Option<ChatUser>,
+    /// Where the member's frames go.
+    pub outbound: Outbound,
+}
+
+/// Removes a member.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// The member's id.
+    pub member: MemberId,
+}
+
+/// A member's command.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Command {
+    /// Who sent it.
+    pub member: MemberId,
+    /// What.
+    pub command: ClientCommand,
+}
+
+/// A system message from the application.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SystemMessage {
+    /// The text.
+    pub text: String,
+}
+
+/// A moderation command from the application (no role needed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Moderate {
+    /// The command (`Delete`, `Mute`, `Ban`, `Unban`, `SlowMode`, `Clear`).
+    pub command: ClientCommand,
+}
+
+/// Asks how many members the room has.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Members;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One chat room. See the module docs.
+pub struct ChatRoom {
+    name: String,
+    generation: u64,
+    core: ChatCore,
+    outbound: HashMap<MemberId, Outbound>,
+    rooms: ChatRooms,
+    counters: Arc<NodeCounters>,
+    idle: Option<SpawnHandle>,
+    _alive: Gauge,
+}
+
+impl ChatRoom {
+    fn apply(&mut self, caller: Option<MemberId>, effects: Effects, ctx: &mut Context<Self>) {
+        if let Some(member) = caller {
+            for event in &effects.reply {
+                self.send(member, Arc::from(event.to_json()), ctx);
+            }
+        }
+        for event in &effects.broadcast {
+            // Serialized once; every member gets the same allocation.
+            let frame: Arc<str> = Arc::from(event.to_json());
+            let members: Vec<MemberId> = self.outbound.keys().copied().collect();
+            for member in members {
+                self.send(member, Arc::clone(&frame), ctx);
+            }
+        }
+        for member in effects.kick {
+            self.evict(member, ctx);
+        }
+    }
+
+    fn send(&mut self, member: MemberId, frame: Arc<str>, ctx: &mut Context<Self>) {
+        let Some(queue) = self.outbound.get(&member) else { return };
+        match queue.try_send(frame) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                NodeCounters::add(&self.counters.chat_members_dropped_slow, 1);
+                tracing::info!(room = %self.name, member, "chat member not reading; disconnecting");
+                self.evict(member, ctx);
+            }
+            Err(TrySendError::Closed(_)) => self.evict(member, ctx),
+        }
+    }
+
+    /// Drops a member's queue (its connection then closes) and tells the others.
+    fn evict(&mut self, member: MemberId, ctx: &mut Context<Self>) {
+        if self.outbound.remove(&member).is_some() {
+            let effects = self.core.leave(member);
+            self.apply(None, effects, ctx);
+            self.watch_idle(ctx);
+        }
+    }
+
+    fn watch_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.outbound.is_empty() && self.idle.is_none() {
+            self.idle = Some(ctx.run_later(ROOM_IDLE, |act, ctx| {
+                if act.outbound.is_empty() {
+                    tracing::debug!(room = %act.name, "chat room idle; stopping");
+                    ctx.stop();
+                }
+                act.idle = None;
+            }));
+        }
+    }
+}
+
+impl Actor for ChatRoom {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        self.watch_idle(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.rooms.remove(&self.name, self.generation);
+    }
+}
+
+impl Handler<Join> for ChatRoom {
+    type Result = Result<(), ChatError>;
+
+    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) -> Self::Result {
+        let effects = self.core.join(msg.member, msg.user)?;
+        self.outbound.insert(msg.member, msg.outbound);
+        if let Some(idle) = self.idle.take() {
+            ctx.cancel_future(idle);
+        }
+        self.apply(Some(msg.member), effects, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Leave> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
+        self.evict(msg.member, ctx);
+    }
+}
+
+impl Handler<Command> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Command, ctx: &mut Self::Context) {
+        let effects = self.core.command(msg.member, msg.command, now_ms());
+        self.apply(Some(msg.member), effects, ctx);
+    }
+}
+
+impl Handler<SystemMessage> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: SystemMessage, ctx: &mut Self::Context) {
+        let effects = self.core.system(msg.text, now_ms());
+        self.apply(None, effects, ctx);
+    }
+}
+
+impl Handler<Moderate> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Moderate, ctx: &mut Self::Context) {
+        let effects = self.core.moderate(msg.command, now_ms());
+        self.apply(None, effects, ctx);
+    }
+}
+
+impl Handler<Members> for ChatRoom {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: Members, _ctx: &mut Self::Context) -> usize {
+        self.core.members()
+    }
+}
+
+/// A live room: its generation (so a stopping room removes only itself) and address.
+type LiveRoom = (u64, Addr<ChatRoom>);
+
+/// This node's chat rooms by name: finds a live room or starts one. A room that crashed
+/// (its address no longer connected) is started again with fresh state; its members'
+/// queues closed with it, so they reconnect.
+#[derive(Clone)]
+pub struct ChatRooms {
+    rooms: Arc<Mutex<HashMap<String, LiveRoom>>>,
+    limits: ChatLimits,
+    counters: Arc<NodeCounters>,
+    next_generation: Arc<AtomicU64>,
+}
+
+impl ChatRooms {
+    /// Rooms with `limits`, counting into `counters`.
+    pub fn new(limits: ChatLimits, counters: Arc<NodeCounters>) -> Self {
+        Self {
+            rooms: Arc::default(),
+            limits,
+            counters,
+            next_generation: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// The live room `name`, if any.
+    pub fn get(&self, name: &str) -> Option<Addr<ChatRoom>> {
+        self.rooms.lock().get(name).filter(|(_, a)| a.connected()).map(|(_, a)| a.clone())
+    }
+
+    /// The room `name`, started on `arbiter` if it is not live.
+    pub fn get_or_start(&self, name: &str, arbiter: &ArbiterHandle) -> Addr<ChatRoom> {
+        let mut rooms = self.rooms.lock();
+        if let Some((_, addr)) = rooms.get(name).filter(|(_, a)| a.connected()) {
+            return addr.clone();
+        }
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let room = ChatRoom {
+            name: name.to_owned(),
+            generation,
+            core: ChatCore::new(self.limits.clone()),
+            outbound: HashMap::new(),
+            rooms: self.clone(),
+            counters: Arc::clone(&self.counters),
+            idle: None,
+            _alive: self.counters.actor(ActorType::ChatRoom),
+        };
+        let addr = ChatRoom::start_in_arbiter(arbiter, |_| room);
+        rooms.insert(name.to_owned(), (generation, addr.clone()));
+        addr
+    }
+
+    /// How many rooms are live.
+    pub fn len(&self) -> usize {
+        self.rooms.lock().len()
+    }
+
+    /// Whether no room is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn remove(&self, name: &str, generation: u64) {
+        let mut rooms = self.rooms.lock();
+        if rooms.get(name).is_some_and(|(g, _)| *g == generation) {
+            rooms.remove(name);
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Chat with real WebSocket clients (tokio-tungstenite): members get history on join and
+//! every message exactly once in the same order, with acks; bad input gets an error code
+//! or a close and harms nobody else; a member that stops reading is dropped while the
+//! others keep receiving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use zenlive::auth::{unix_now, Auth, Claims, Role};
+use zenlive::Config;
+use zenlive_actors::chat::SystemMessage;
+
+const SECRET: &str = "chat-test-secret-chat-test-secret-chat";
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn config() -> Config {
+    let mut config = test_config();
+    config.auth.jwt_secret = SECRET.to_owned();
+    config.chat.burst = 20;
+    config
+}
+
+fn token(sub: &str, name: Option<&str>, roles: &[Role]) -> String {
+    let auth = Auth::new(&config().auth).expect("auth");
+    let now = unix_now();
+    auth.mint(&Claims {
+        sub: sub.into(),
+        name: name.map(str::to_owned),
+        roles: roles.to_vec(),
+        stream: None,
+        exp: now + 600,
+        nbf: None,
+        iat: Some(now),
+        iss: None,
+        aud: None,
+    })
+    .expect("mint")
+}
+
+async fn connect(node: &zenlive::Node, room: &str, token: Option<&str>) -> Socket {
+    let mut url = format!("ws://{}/chat/{room}", node.http_addr());
+    if let Some(token) = token {
+        url.push_str(&format!("?token={token}"));
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
+    socket
+}
+
+/// The next JSON event (skipping pings), within 10 s.
+async fn next(socket: &mut Socket) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("an event in time")
+            .expect("the socket stays open")
+            .expect("a frame");
+        match frame {
+            Message::Text(text) => return serde_json::from_str(&text).expect("JSON event"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// The next event of `kind`, skipping others (joins, other members' messages).
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    for _ in 0..1000 {
+        let event = next(socket).await;
+        if event["type"] == kind {
+            return event;
+        }
+    }
+    panic!("no {kind} event among the next 1000");
+}
+
+async fn send(socket: &mut Socket, value: Value) {
+    socket.send(Message::text(value.to_string())).await.expect("send");
+}
+
+#[actix_rt::test]
+async fn every_member_gets_every_message_once_in_order() {
+    let node = start_node(config()).await;
+    let alice_token = token("alice", Some("Alice"), &[Role::Viewer]);
+    let bob_token = token("bob", Some("Bob"), &[Role::Viewer]);
+    let mut alice = connect(&node, "live/show", Some(&alice_token)).await;
+    let mut bob = connect(&node, "live/show", Some(&bob_token)).await;
+    let mut reader = connect(&node, "live/show", None).await;
+    for socket in [&mut alice, &mut bob, &mut reader] {
+        let history = next_of(socket, "history").await;
+        assert_eq!(history["messages"], json!([]));
+    }
+
+    for i in 0..5 {
+        send(
+            &mut alice,
+            json!({ "type": "message", "text": format!("a{i}"), "client_id": format!("ca{i}") }),
+        )
+        .await;
+        send(
+            &mut bob,
+            json!({ "type": "message", "text": format!("b{i}"), "client_id": format!("cb{i}") }),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut alice_acks = Vec::new();
+    for (n, socket) in [&mut alice, &mut bob, &mut reader].into_iter().enumerate() {
+        let mut texts = Vec::new();
+        let mut acks = Vec::new();
+        while texts.len() < 10 {
+            let event = next(socket).await;
+            match event["type"].as_str() {
+                Some("message") => {
+                    texts.push((event["id"].as_u64().expect("id"), event["text"].clone()));
+                    assert!(event["user"]["name"].is_string(), "{event}");
+                }
+                Some("ack") => acks.push(event),
+                Some("join" | "leave") => {}
+                _ => panic!("unexpected {event}"),
+            }
+        }
+        seen.push(texts);
+        if n == 0 {
+            alice_acks = acks;
+        }
+    }
+    assert_eq!(seen[0], seen[1], "same messages, same order");
+    assert_eq!(seen[1], seen[2], "the anonymous reader too");
+    let mut ids: Vec<u64> = seen[0].iter().map(|(id, _)| *id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "each message once");
+
+    // Acks name the ids the room gave to the client's messages.
+    while alice_acks.len() < 5 {
+        alice_acks.push(next_of(&mut alice, "ack").await);
+    }
+    for ack in &alice_acks {
+        let id = ack["id"].as_u64().expect("id");
+        let text = &seen[0].iter().find(|(m, _)| *m == id).expect("acked message was broadcast").1;
+        let client_id = ack["client_id"].as_str().expect("client id");
+        assert_eq!(text.as_str().map(|t| t.replace('a', "ca")), Some(client_id.to_owned()));
+    }
+
+    // A newcomer gets the history, oldest first.
+    let mut late = connect(&node, "live/show", None).await;
+    let history = next_of(&mut late, "history").await;
+    let texts: Vec<_> =
+        history["messages"].as_array().expect("array").iter().map(|m| m["text"].clone()).collect();
+    assert_eq!(texts, seen[0].iter().map(|(_, t)| t.clone()).collect::<Vec<_>>());
+
+    // The application posts to the room by name.
+    node.chat_room("live/show").do_send(SystemMessage { text: "welcome".into() });
+    let system = next_of(&mut late, "system").await;
+    assert_eq!(system["text"], "welcome");
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn bad_input_gets_an_error_or_a_close_and_harms_nobody_else() {
+    let node = start_node(config()).await;
+    let mallory_token = token("mallory", Some("Mallory"), &[Role::Viewer]);
+    let bob_token = token("bob", Some("Bob"), &[Role::Viewer]);
+    let mut mallory = connect(&node, "live/bad", Some(&mallory_token)).await;
+    let mut bob = connect(&node, "live/bad", Some(&bob_token)).await;
+    next_of(&mut mallory, "history").await;
+    next_of(&mut bob, "history").await;
+
+    let cases = [
+        (Message::text("not json"), "invalid"),
+        (Message::text(r#"{"type":"launch"}"#), "invalid"),
+        (Message::binary(vec![1u8, 2, 3]), "invalid"),
+        (Message::text(json!({"type":"message","text":"x".repeat(501)}).to_string()), "too_long"),
+        (Message::text(json!({"type":"message","text":"   "}).to_string()), "empty"),
+        (Message::text(json!({"type":"ban","user":"bob"}).to_string()), "forbidden"),
+        (Message::text(json!({"type":"clear"}).to_string()), "forbidden"),
+    ];
+    for (frame, code) in cases {
+        let shown = format!("{frame:?}").chars().take(60).collect::<String>();
+        mallory.send(frame).await.expect("send");
+        let error = next_of(&mut mallory, "error").await;
+        assert_eq!(error["code"], code, "{shown}");
+    }
+    // Flooding past the rate limit (burst 20).
+    let mut limited = false;
+    for i in 0..40 {
+        send(&mut mallory, json!({"type":"message","text":format!("flood {i}")})).await;
+    }
+    for _ in 0..80 {
+        let event = next(&mut mallory).await;
+        if event["type"] == "error" && event["code"] == "rate_limited" {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the flood hits the rate limit");
+
+    // An anonymous reader cannot post.
+    let mut anonymous = connect(&node, "live/bad", None).await;
+    next_of(&mut anonymous, "history").await;
+    send(&mut anonymous, json!({"type":"message","text":"hi"})).await;
+    assert_eq!(next_of(&mut anonymous, "error").await["code"], "sign_in_required");
+
+    // A 1 MB frame closes that connection (1009) without being buffered.
+    let mut big = connect(&node, "live/bad", Some(&mallory_token)).await;
+    next_of(&mut big, "history").await;
+    let _ = big.send(Message::text("x".repeat(1 << 20))).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = big.next().await {
+            match frame {
+                Ok(Message::Close(Some(close))) => return Some(close.code),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time");
+    assert!(matches!(closed, Some(CloseCode::Size) | None), "closed: {closed:?}");
+
+    // Bob never noticed: he still posts and receives.
+    send(&mut bob, json!({"type":"message","text":"still here","client_id":"b"})).await;
+    let ack = next_of(&mut bob, "ack").await;
+    assert_eq!(ack["client_id"], "b");
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_member_that_stops_reading_is_dropped_and_the_others_carry_on() {
+    let node = start_node(config()).await;
+    let mut stuck = connect(&node, "live/slow", None).await;
+    next_of(&mut stuck, "history").await;
+    let mut reader = connect(&node, "live/slow", None).await;
+    next_of(&mut reader, "history").await;
+
+    // The reader keeps reading in the background; `stuck` never reads again.
+    let counting = actix_rt::spawn(async move {
+        let mut systems = 0;
+        while systems < 10_000 {
+            match tokio::time::timeout(Duration::from_secs(20), reader.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) if text.contains("\"system\"") => systems += 1,
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        systems
+    });
+    let room = node.chat_room("live/slow");
+    let text = "y".repeat(2000);
+    for _ in 0..10_000 {
+        room.do_send(SystemMessage { text: text.clone() });
+    }
+    let received = counting.await.expect("reader task");
+    assert_eq!(received, 10_000, "the reading member got every message");
+    wait_for("the stuck member to be dropped", Duration::from_secs(20), || {
+        node.counters().chat_members_dropped_slow.load(std::sync::atomic::Ordering::Relaxed) >= 1
+    })
+    .await;
+    drop(stuck);
+    node.shutdown().await;
+}
