@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use zenlive::auth::{unix_now, Auth, Claims, Role};
+use zenlive::auth::Role;
 use zenlive::Config;
 
 const SECRET: &str = "admin-api-test-secret-admin-api-test";
@@ -20,20 +20,7 @@ fn config() -> Config {
 }
 
 fn token(roles: &[Role]) -> String {
-    let auth = Auth::new(&config().auth).expect("auth");
-    let now = unix_now();
-    auth.mint(&Claims {
-        sub: "ops".to_owned(),
-        name: None,
-        roles: roles.to_vec(),
-        stream: None,
-        exp: now + 600,
-        nbf: None,
-        iat: Some(now),
-        iss: None,
-        aud: None,
-    })
-    .expect("mint")
+    mint_token(SECRET, "ops", None, roles)
 }
 
 async fn call(

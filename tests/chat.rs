@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use zenlive::auth::{unix_now, Auth, Claims, Role};
+use zenlive::auth::Role;
 use zenlive::Config;
 use zenlive_actors::chat::SystemMessage;
 
@@ -29,20 +29,7 @@ fn config() -> Config {
 }
 
 fn token(sub: &str, name: Option<&str>, roles: &[Role]) -> String {
-    let auth = Auth::new(&config().auth).expect("auth");
-    let now = unix_now();
-    auth.mint(&Claims {
-        sub: sub.into(),
-        name: name.map(str::to_owned),
-        roles: roles.to_vec(),
-        stream: None,
-        exp: now + 600,
-        nbf: None,
-        iat: Some(now),
-        iss: None,
-        aud: None,
-    })
-    .expect("mint")
+    mint_token(SECRET, sub, name, roles)
 }
 
 async fn connect(node: &zenlive::Node, room: &str, token: Option<&str>) -> Socket {

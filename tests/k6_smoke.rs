@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use zenlive::auth::{unix_now, Auth, Claims, Role};
+use zenlive::auth::Role;
 
 const SECRET: &str = "k6-smoke-secret-k6-smoke-secret-k6";
 
@@ -48,7 +48,6 @@ async fn k6(script: &str, env: &[(&str, String)]) -> Value {
 async fn the_k6_scripts_run_against_a_live_node() {
     let mut config = test_config();
     config.auth.jwt_secret = SECRET.to_owned();
-    let auth = Auth::new(&config.auth).expect("auth");
     let node = start_node(config).await;
     let mut publisher = publish(&fixture(false), &rtmp_url(&node, "k6"));
     wait_live(&node, "k6").await;
@@ -81,20 +80,7 @@ async fn the_k6_scripts_run_against_a_live_node() {
     assert!(metrics["hls_segment_load_ratio"]["p(95)"].as_f64() < Some(1.0));
     assert_eq!(metrics["hls_missing_segments"]["count"].as_f64().unwrap_or(0.0), 0.0);
 
-    let now = unix_now();
-    let token = auth
-        .mint(&Claims {
-            sub: "k6".into(),
-            name: None,
-            roles: vec![Role::Admin],
-            stream: None,
-            exp: now + 600,
-            nbf: None,
-            iat: Some(now),
-            iss: None,
-            aud: None,
-        })
-        .expect("mint");
+    let token = mint_token(SECRET, "k6", None, &[Role::Admin]);
     let api = k6(
         "api.js",
         &[

@@ -283,3 +283,29 @@ pub fn example_binary(name: &str) -> PathBuf {
     assert!(status.success(), "building example {name}");
     profile_dir.join("examples").join(name)
 }
+
+/// A token for `sub` (display `name`, `roles`, all streams, valid 10 minutes) signed with the
+/// HMAC `secret`.
+pub fn mint_token(
+    secret: &str,
+    sub: &str,
+    name: Option<&str>,
+    roles: &[zenlive::auth::Role],
+) -> String {
+    let mut config = Config::default();
+    config.auth.jwt_secret = secret.to_owned();
+    let auth = zenlive::auth::Auth::new(&config.auth).expect("auth");
+    let now = zenlive::auth::unix_now();
+    auth.mint(&zenlive::auth::Claims {
+        sub: sub.to_owned(),
+        name: name.map(str::to_owned),
+        roles: roles.to_vec(),
+        stream: None,
+        exp: now + 600,
+        nbf: None,
+        iat: Some(now),
+        iss: None,
+        aud: None,
+    })
+    .expect("mint")
+}
