@@ -39,7 +39,9 @@ use crate::hls::HlsManager;
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 use crate::webhooks::{on_publish_callback, Webhooks};
-use zenlive_actors::chat::{ChatRoom, ChatRooms};
+use zenlive_actors::chat::{
+    ChatDecision, ChatHooks, ChatMessageRequest, ChatRoom, ChatRooms, DeliveredMessage,
+};
 use zenlive_actors::chat_core::ChatLimits;
 
 /// Everything the protocol front-ends share. One per node.
@@ -99,12 +101,35 @@ pub enum StartError {
 pub struct NodeBuilder {
     config: Config,
     hooks: HookSet,
+    chat: ChatHooks,
 }
 
 impl NodeBuilder {
     /// A node with `config`.
     pub fn new(config: Config) -> Self {
-        Self { config, hooks: HookSet::default() }
+        Self { config, hooks: HookSet::default(), chat: ChatHooks::default() }
+    }
+
+    /// Asks `decide` before each member's chat message is broadcast: allow, reject (the
+    /// author gets an `error` with code `rejected`) or rewrite its text. Bounded by
+    /// `hooks.timeout`; on failure `hooks.on_failure` decides. One decider per node.
+    pub fn on_chat_message<F, Fut>(mut self, decide: F) -> Self
+    where
+        F: Fn(ChatMessageRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ChatDecision> + Send + 'static,
+    {
+        self.chat.decide = Some(Arc::new(move |request| Box::pin(decide(request))));
+        self
+    }
+
+    /// Calls `hook` with every member message the room broadcast (to save it in your own
+    /// database). Runs on the room's thread: keep it quick.
+    pub fn on_chat_delivered(
+        mut self,
+        hook: impl Fn(&DeliveredMessage) + Send + Sync + 'static,
+    ) -> Self {
+        self.chat.delivered.push(Arc::new(hook));
+        self
     }
 
     /// Calls `hook` when a stream starts (stream, protocol, peer, user). Notifications run
@@ -221,7 +246,14 @@ impl NodeBuilder {
             incarnation,
             directory.clone(),
         ));
-        let chat = ChatRooms::new(chat_limits(&config_chat), Arc::clone(&counters));
+        let mut chat_hooks = self.chat;
+        chat_hooks.timeout = secs(config.hooks.timeout);
+        chat_hooks.allow_on_failure = config.hooks.on_failure == "allow";
+        if let Some(webhooks) = &webhooks {
+            let webhooks = Arc::clone(webhooks);
+            chat_hooks.delivered.push(Arc::new(move |delivered| webhooks.chat(delivered)));
+        }
+        let chat = ChatRooms::new(chat_limits(&config_chat), Arc::clone(&counters), chat_hooks);
         let context = Arc::new(NodeContext {
             config,
             node_id,

@@ -18,6 +18,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::mpsc;
+use zenlive_actors::chat::DeliveredMessage;
 use zenlive_actors::StreamEvent;
 
 use crate::config::{secs, WebhooksConfig};
@@ -160,6 +161,12 @@ impl Webhooks {
             map.remove("event");
         }
         self.enqueue(kind, data);
+    }
+
+    /// Queues a delivered chat message.
+    pub fn chat(&self, delivered: &DeliveredMessage) {
+        let data = serde_json::to_value(delivered).unwrap_or(Value::Null);
+        self.enqueue("chat.message", data);
     }
 
     fn enqueue(&self, kind: &'static str, data: Value) {

@@ -255,3 +255,50 @@ async fn a_member_that_stops_reading_is_dropped_and_the_others_carry_on() {
     drop(stuck);
     node.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn the_application_allows_rejects_rewrites_and_sees_every_message() {
+    use std::sync::Arc;
+    use zenlive_actors::chat::{ChatDecision, DeliveredMessage};
+
+    let delivered: Arc<parking_lot::Mutex<Vec<DeliveredMessage>>> = Arc::default();
+    let log = Arc::clone(&delivered);
+    let node = zenlive::NodeBuilder::new(config())
+        .on_chat_message(|request| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await; // really async
+            if request.text.contains("forbidden") {
+                ChatDecision::Reject("not here".into())
+            } else if request.text == "hello" {
+                ChatDecision::Rewrite("HELLO".into())
+            } else {
+                ChatDecision::Allow
+            }
+        })
+        .on_chat_delivered(move |message| log.lock().push(message.clone()))
+        .start()
+        .await
+        .expect("node starts");
+    let ann = token("ann", Some("Ann"), &[Role::Viewer]);
+    let mut socket = connect(&node, "live/hooked", Some(&ann)).await;
+    next_of(&mut socket, "history").await;
+
+    send(&mut socket, json!({"type":"message","text":"a forbidden word","client_id":"1"})).await;
+    let error = next_of(&mut socket, "error").await;
+    assert_eq!(
+        (error["code"].as_str(), error["client_id"].as_str()),
+        (Some("rejected"), Some("1"))
+    );
+    assert_eq!(error["reason"], "not here");
+
+    send(&mut socket, json!({"type":"message","text":"hello","client_id":"2"})).await;
+    let message = next_of(&mut socket, "message").await;
+    assert_eq!(message["text"], "HELLO", "rewritten before broadcast");
+    send(&mut socket, json!({"type":"message","text":"plain","client_id":"3"})).await;
+    assert_eq!(next_of(&mut socket, "message").await["text"], "plain");
+
+    wait_for("the deliveries", Duration::from_secs(5), || delivered.lock().len() == 2).await;
+    let texts: Vec<_> = delivered.lock().iter().map(|d| d.message.text.clone()).collect();
+    assert_eq!(texts, ["HELLO", "plain"], "the application sees what was delivered, in order");
+    assert!(delivered.lock().iter().all(|d| d.room == "live/hooked"));
+    node.shutdown().await;
+}

@@ -14,12 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::chat_core::{ChatCore, ChatError, ChatLimits, Effects, MemberId};
-use crate::chat_protocol::{ChatUser, ClientCommand};
+use crate::chat_protocol::{ChatMessage, ChatUser, ClientCommand, ServerEvent};
 use crate::events::{ActorType, Gauge, NodeCounters};
 
 /// How long a room with no members lives on before it stops.
@@ -27,6 +28,69 @@ pub const ROOM_IDLE: Duration = Duration::from_secs(60);
 
 /// A member's outbound queue: JSON text frames, shared between members.
 pub type Outbound = mpsc::Sender<Arc<str>>;
+
+/// A message the application may allow, refuse or rewrite before it is broadcast.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChatMessageRequest {
+    /// The room.
+    pub room: String,
+    /// The author.
+    pub user: ChatUser,
+    /// The text, validated and trimmed.
+    pub text: String,
+}
+
+/// The application's answer to a [`ChatMessageRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatDecision {
+    /// Broadcast as it is.
+    Allow,
+    /// Refuse; the author gets an `error` with code `rejected` and this reason.
+    Reject(String),
+    /// Broadcast this text instead.
+    Rewrite(String),
+    /// The hook could not decide; the room's failure policy applies.
+    Unavailable(String),
+}
+
+/// A message that was broadcast, for the application to save.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveredMessage {
+    /// The room.
+    pub room: String,
+    /// The message as members received it.
+    pub message: ChatMessage,
+}
+
+/// Decides on each message before broadcast.
+pub type ChatDecider =
+    Arc<dyn Fn(ChatMessageRequest) -> BoxFuture<'static, ChatDecision> + Send + Sync>;
+/// Hears every delivered message. Runs on the room's thread: return quickly.
+pub type ChatListener = Arc<dyn Fn(&DeliveredMessage) + Send + Sync>;
+
+/// The application's chat hooks, shared by every room of the node.
+#[derive(Clone)]
+pub struct ChatHooks {
+    /// Asked before each member message is broadcast.
+    pub decide: Option<ChatDecider>,
+    /// Told of every broadcast member message.
+    pub delivered: Vec<ChatListener>,
+    /// How long the decider may take.
+    pub timeout: Duration,
+    /// What happens when the decider fails, panics or times out.
+    pub allow_on_failure: bool,
+}
+
+impl Default for ChatHooks {
+    fn default() -> Self {
+        Self {
+            decide: None,
+            delivered: Vec::new(),
+            timeout: Duration::from_secs(3),
+            allow_on_failure: false,
+        }
+    }
+}
 
 static NEXT_MEMBER: AtomicU64 = AtomicU64::new(1);
 
@@ -98,12 +162,26 @@ pub struct ChatRoom {
     outbound: HashMap<MemberId, Outbound>,
     rooms: ChatRooms,
     counters: Arc<NodeCounters>,
+    hooks: ChatHooks,
     idle: Option<SpawnHandle>,
     _alive: Gauge,
 }
 
 impl ChatRoom {
     fn apply(&mut self, caller: Option<MemberId>, effects: Effects, ctx: &mut Context<Self>) {
+        for event in &effects.broadcast {
+            if let (ServerEvent::Message(message), false) = (event, self.hooks.delivered.is_empty())
+            {
+                let delivered =
+                    DeliveredMessage { room: self.name.clone(), message: message.clone() };
+                for listener in &self.hooks.delivered {
+                    let call = std::panic::AssertUnwindSafe(|| listener(&delivered));
+                    if std::panic::catch_unwind(call).is_err() {
+                        tracing::error!(room = %self.name, "a chat hook panicked");
+                    }
+                }
+            }
+        }
         if let Some(member) = caller {
             for event in &effects.reply {
                 self.send(member, Arc::from(event.to_json()), ctx);
@@ -196,8 +274,51 @@ impl Handler<Command> for ChatRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Command, ctx: &mut Self::Context) {
-        let effects = self.core.command(msg.member, msg.command, now_ms());
-        self.apply(Some(msg.member), effects, ctx);
+        let member = msg.member;
+        let (ClientCommand::Message { text, client_id }, Some(decide)) =
+            (&msg.command, self.hooks.decide.clone())
+        else {
+            let effects = self.core.command(member, msg.command, now_ms());
+            self.apply(Some(member), effects, ctx);
+            return;
+        };
+        let (user, text) = match self.core.check_message(member, text.clone(), now_ms()) {
+            Ok(checked) => checked,
+            Err(error) => {
+                return self.apply(Some(member), ChatCore::refusal(error, client_id.clone()), ctx)
+            }
+        };
+        let client_id = client_id.clone();
+        let request =
+            ChatMessageRequest { room: self.name.clone(), user: user.clone(), text: text.clone() };
+        // The decider runs as its own task: a panic in it ends only that task.
+        let decision = tokio::time::timeout(self.hooks.timeout, actix_rt::spawn(decide(request)));
+        ctx.spawn(decision.into_actor(self).map(move |outcome, act, ctx| {
+            let decision = match outcome {
+                Ok(Ok(decision)) => decision,
+                Ok(Err(_)) => ChatDecision::Unavailable("the chat hook panicked".into()),
+                Err(_) => ChatDecision::Unavailable("the chat hook timed out".into()),
+            };
+            let decision = match decision {
+                ChatDecision::Unavailable(why) if act.hooks.allow_on_failure => {
+                    tracing::warn!(room = %act.name, %why, "chat hook failed; allowing");
+                    ChatDecision::Allow
+                }
+                ChatDecision::Unavailable(why) => {
+                    tracing::warn!(room = %act.name, %why, "chat hook failed; refusing");
+                    ChatDecision::Reject(why)
+                }
+                decision => decision,
+            };
+            let effects = match decision {
+                ChatDecision::Allow => act.core.publish(user, text, client_id, now_ms()),
+                ChatDecision::Rewrite(text) => act.core.publish(user, text, client_id, now_ms()),
+                ChatDecision::Reject(reason) | ChatDecision::Unavailable(reason) => {
+                    ChatCore::refusal(ChatError::Rejected(reason), client_id)
+                }
+            };
+            act.apply(Some(member), effects, ctx);
+        }));
     }
 }
 
@@ -238,16 +359,18 @@ pub struct ChatRooms {
     rooms: Arc<Mutex<HashMap<String, LiveRoom>>>,
     limits: ChatLimits,
     counters: Arc<NodeCounters>,
+    hooks: ChatHooks,
     next_generation: Arc<AtomicU64>,
 }
 
 impl ChatRooms {
-    /// Rooms with `limits`, counting into `counters`.
-    pub fn new(limits: ChatLimits, counters: Arc<NodeCounters>) -> Self {
+    /// Rooms with `limits` and the application's `hooks`, counting into `counters`.
+    pub fn new(limits: ChatLimits, counters: Arc<NodeCounters>, hooks: ChatHooks) -> Self {
         Self {
             rooms: Arc::default(),
             limits,
             counters,
+            hooks,
             next_generation: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -271,6 +394,7 @@ impl ChatRooms {
             outbound: HashMap::new(),
             rooms: self.clone(),
             counters: Arc::clone(&self.counters),
+            hooks: self.hooks.clone(),
             idle: None,
             _alive: self.counters.actor(ActorType::ChatRoom),
         };

@@ -82,6 +82,9 @@ pub enum ChatError {
     /// No such message.
     #[error("no message {0}")]
     NotFound(u64),
+    /// The application's hook refused the message.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 impl ChatError {
@@ -99,6 +102,7 @@ impl ChatError {
             Self::RoomFull => "room_full",
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::Rejected(_) => "rejected",
         }
     }
 }
@@ -287,6 +291,51 @@ impl ChatCore {
         text: String,
         now_ms: u64,
     ) -> Result<ChatMessage, ChatError> {
+        let (user, text) = self.check(user, text, now_ms)?;
+        Ok(self.record(text, Some(user), now_ms))
+    }
+
+    /// Validates a member's message and charges its rate limit, without publishing it
+    /// (for a room that asks the application first). Answers the author and the trimmed
+    /// text; [`ChatCore::publish`] then records and broadcasts it.
+    pub fn check_message(
+        &mut self,
+        member: MemberId,
+        text: String,
+        now_ms: u64,
+    ) -> Result<(ChatUser, String), ChatError> {
+        let user = self.members.get(&member).cloned().flatten();
+        self.check(user, text, now_ms)
+    }
+
+    /// Publishes a message [`ChatCore::check_message`] accepted (its text possibly
+    /// rewritten by the application): the author's ack and everyone's broadcast.
+    pub fn publish(
+        &mut self,
+        user: ChatUser,
+        text: String,
+        client_id: Option<String>,
+        now_ms: u64,
+    ) -> Effects {
+        let message = self.record(text, Some(user), now_ms);
+        Effects {
+            reply: vec![ServerEvent::Ack { id: message.id, client_id }],
+            broadcast: vec![ServerEvent::Message(message)],
+            kick: Vec::new(),
+        }
+    }
+
+    /// An error reply for a refused message.
+    pub fn refusal(error: ChatError, client_id: Option<String>) -> Effects {
+        refusal(error, client_id)
+    }
+
+    fn check(
+        &mut self,
+        user: Option<ChatUser>,
+        text: String,
+        now_ms: u64,
+    ) -> Result<(ChatUser, String), ChatError> {
         let user = user.filter(|u| !u.name.is_empty()).ok_or(ChatError::SignInRequired)?;
         if self.muted.get(&user.id).is_some_and(|until| *until > now_ms) {
             return Err(ChatError::Muted);
@@ -315,7 +364,7 @@ impl ChatCore {
         }
         self.take_token(&user.id, now_ms)?;
         self.last_post.insert(user.id.clone(), now_ms);
-        Ok(self.record(trimmed.to_owned(), Some(user), now_ms))
+        Ok((user, trimmed.to_owned()))
     }
 
     fn take_token(&mut self, user: &str, now_ms: u64) -> Result<(), ChatError> {
