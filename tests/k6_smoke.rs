@@ -84,7 +84,7 @@ async fn the_k6_scripts_run_against_a_live_node() {
     let api = k6(
         "api.js",
         &[
-            ("BASE_URL", base),
+            ("BASE_URL", base.clone()),
             ("TOKEN", token),
             ("STREAM", "live/k6".into()),
             ("VUS", "2".into()),
@@ -93,6 +93,26 @@ async fn the_k6_scripts_run_against_a_live_node() {
     )
     .await;
     assert!(api["metrics"]["http_reqs"]["count"].as_f64() > Some(10.0), "{api}");
+
+    // chat.js is also the non-Rust chat client: k6 members and senders on one room, the
+    // senders signed in with tokens the script mints from the node's secret.
+    let chat = k6(
+        "chat.js",
+        &[
+            ("BASE_URL", base),
+            ("ROOM", "live/k6".into()),
+            ("SECRET", SECRET.into()),
+            ("MEMBERS", "3".into()),
+            ("SENDERS", "2".into()),
+            ("RATE", "4".into()),
+            ("DURATION", "5s".into()),
+        ],
+    )
+    .await;
+    let deliveries = chat["metrics"]["chat_deliveries"]["count"].as_f64().unwrap_or(0.0);
+    // 2 senders x 4/s for ~3 s, each message to 5 members.
+    assert!(deliveries > 50.0, "chat deliveries: {deliveries}");
+    assert!(chat["metrics"]["chat_delivery_latency_ms"]["p(99)"].as_f64() < Some(100.0));
     let _ = publisher.kill().await;
     node.shutdown().await;
 }
