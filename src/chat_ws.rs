@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use zenlive_actors::chat::{next_member_id, ChatRoom, Command, Join, Leave};
 use zenlive_actors::chat_core::MemberId;
 use zenlive_actors::chat_protocol::{ChatUser, ClientCommand, ServerEvent};
+use zenlive_actors::events::{ActorType, Gauge};
 
 use crate::auth::Action;
 use crate::http::{authorize, stream_key, ApiError};
@@ -37,6 +38,7 @@ struct ChatSession {
     user: Option<ChatUser>,
     queue: usize,
     last_heard: Instant,
+    _alive: Gauge,
 }
 
 impl ChatSession {
@@ -170,6 +172,7 @@ pub async fn join(
         user,
         queue: config.member_queue,
         last_heard: Instant::now(),
+        _alive: node.counters.actor(ActorType::ChatMember),
     };
     ws::WsResponseBuilder::new(session, &req, payload).frame_size(config.max_frame).start()
 }

@@ -184,6 +184,9 @@ struct Families {
     rejections: IntCounterVec,
     node_viewers_dropped: IntCounterVec,
     node_frames_skipped: IntCounterVec,
+    chat_messages: IntCounterVec,
+    chat_deliveries: IntCounterVec,
+    chat_dropped: IntCounterVec,
     build: IntGaugeVec,
     node_uptime: Gauge,
 }
@@ -322,6 +325,21 @@ impl Families {
                 "Frames skipped for subscribers that fell behind, node-wide.",
                 &[],
             ),
+            chat_messages: counter_vec(
+                "zenlive_chat_messages_total",
+                "Chat messages broadcast (members' and the application's system messages).",
+                &[],
+            ),
+            chat_deliveries: counter_vec(
+                "zenlive_chat_deliveries_total",
+                "Chat events queued to members (each event once per member).",
+                &[],
+            ),
+            chat_dropped: counter_vec(
+                "zenlive_chat_members_dropped_slow_total",
+                "Chat members disconnected because they did not read.",
+                &[],
+            ),
             build: int_gauge_vec(
                 "zenlive_build_info",
                 "Always 1; labels name the version and the node.",
@@ -332,7 +350,7 @@ impl Families {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 25] {
+    fn collectors(&self) -> [&dyn Collector; 28] {
         [
             &self.viewers,
             &self.viewers_joined,
@@ -357,6 +375,9 @@ impl Families {
             &self.rejections,
             &self.node_viewers_dropped,
             &self.node_frames_skipped,
+            &self.chat_messages,
+            &self.chat_deliveries,
+            &self.chat_dropped,
             &self.build,
             &self.node_uptime,
         ]
@@ -490,6 +511,9 @@ impl Collector for LiveCollector {
         }
         set_counter(&f.node_viewers_dropped, &[], NodeCounters::get(&c.viewers_dropped_slow));
         set_counter(&f.node_frames_skipped, &[], NodeCounters::get(&c.frames_skipped));
+        set_counter(&f.chat_messages, &[], NodeCounters::get(&c.chat_messages));
+        set_counter(&f.chat_deliveries, &[], NodeCounters::get(&c.chat_deliveries));
+        set_counter(&f.chat_dropped, &[], NodeCounters::get(&c.chat_members_dropped_slow));
         f.node_uptime.set(self.started.elapsed().as_secs_f64());
         f.collectors().iter().flat_map(|c| c.collect()).collect()
     }

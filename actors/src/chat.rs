@@ -188,6 +188,10 @@ impl ChatRoom {
             }
         }
         for event in &effects.broadcast {
+            if matches!(event, ServerEvent::Message(_) | ServerEvent::System { .. }) {
+                NodeCounters::add(&self.counters.chat_messages, 1);
+            }
+            NodeCounters::add(&self.counters.chat_deliveries, self.outbound.len() as u64);
             // Serialized once; every member gets the same allocation.
             let frame: Arc<str> = Arc::from(event.to_json());
             let members: Vec<MemberId> = self.outbound.keys().copied().collect();

@@ -155,11 +155,13 @@ pub enum ActorType {
     Viewer,
     /// [`crate::chat::ChatRoom`].
     ChatRoom,
+    /// A chat member's WebSocket session.
+    ChatMember,
 }
 
 impl ActorType {
     /// Every kind, in label order.
-    pub const ALL: [Self; 3] = [Self::Stream, Self::Viewer, Self::ChatRoom];
+    pub const ALL: [Self; 4] = [Self::Stream, Self::Viewer, Self::ChatRoom, Self::ChatMember];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -167,6 +169,7 @@ impl ActorType {
             Self::Stream => "stream",
             Self::Viewer => "viewer",
             Self::ChatRoom => "chat_room",
+            Self::ChatMember => "chat_member",
         }
     }
 }
@@ -187,6 +190,10 @@ pub struct NodeCounters {
     pub mailbox_full: AtomicU64,
     /// Chat members disconnected because they did not read.
     pub chat_members_dropped_slow: AtomicU64,
+    /// Chat messages accepted and broadcast (members' and the application's).
+    pub chat_messages: AtomicU64,
+    /// Chat frames queued to members (every event to every member).
+    pub chat_deliveries: AtomicU64,
     rejections: [AtomicU64; RejectReason::ALL.len()],
     connections: [AtomicU64; ConnectionKind::ALL.len()],
     actors: [AtomicU64; ActorType::ALL.len()],
