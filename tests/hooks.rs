@@ -257,3 +257,36 @@ async fn a_receiver_that_is_down_gets_the_events_later_and_media_does_not_wait()
     node.shutdown().await;
     receiver.stop(true).await;
 }
+
+#[actix_rt::test]
+async fn chat_messages_go_out_as_webhooks() {
+    use futures_util::SinkExt;
+
+    let addr = free_addr();
+    let log: Log = Arc::default();
+    let receiver = receiver(addr, Arc::clone(&log));
+    let mut config = test_config();
+    config.auth.jwt_secret = "chat-webhook-secret-chat-webhook-secret".to_owned();
+    config.webhooks.urls = vec![format!("http://{addr}/events")];
+    config.webhooks.secret = SECRET.to_owned();
+    let token =
+        mint_token(&config.auth.jwt_secret, "ann", Some("Ann"), &[zenlive::auth::Role::Viewer]);
+    let node = NodeBuilder::new(config).start().await.expect("node starts");
+    let url = format!("ws://{}/chat/live/hooked?token={token}", node.http_addr());
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("connects");
+    let message = serde_json::json!({"type": "message", "text": "hello webhooks"}).to_string();
+    socket.send(tokio_tungstenite::tungstenite::Message::text(message)).await.expect("send");
+    wait_for("the chat.message webhook", Duration::from_secs(10), || {
+        log.lock().iter().any(|r| r.body["type"] == "chat.message")
+    })
+    .await;
+    let received = log.lock().clone();
+    let event = received.iter().find(|r| r.body["type"] == "chat.message").expect("event");
+    verify(event);
+    assert_eq!(event.body["data"]["room"], "live/hooked");
+    assert_eq!(event.body["data"]["message"]["text"], "hello webhooks");
+    assert_eq!(event.body["data"]["message"]["user"]["name"], "Ann");
+    drop(socket);
+    node.shutdown().await;
+    receiver.stop(true).await;
+}
