@@ -308,6 +308,8 @@ pub struct ChatConfig {
     pub max_frame: usize,
     /// Frames queued for one member; a member that falls this far behind is disconnected.
     pub member_queue: usize,
+    /// Rooms with more members than this stop broadcasting `join`/`leave`.
+    pub presence_limit: usize,
 }
 
 impl Default for ChatConfig {
@@ -323,6 +325,7 @@ impl Default for ChatConfig {
             anonymous_read: true,
             max_frame: 16 * 1024,
             member_queue: 256,
+            presence_limit: 100,
         }
     }
 }

@@ -286,6 +286,7 @@ fn chat_limits(config: &crate::config::ChatConfig) -> ChatLimits {
         max_members: config.max_members,
         burst: config.burst,
         per_second: config.per_second,
+        presence_limit: config.presence_limit,
     }
 }
 

@@ -31,6 +31,9 @@ pub struct ChatLimits {
     pub burst: u32,
     /// Messages per second a user's allowance refills by.
     pub per_second: f64,
+    /// Rooms with more members than this do not broadcast `join`/`leave` (in a big room
+    /// they would be most of the traffic: every arrival is sent to every member).
+    pub presence_limit: usize,
 }
 
 impl Default for ChatLimits {
@@ -42,6 +45,7 @@ impl Default for ChatLimits {
             max_members: 10_000,
             burst: 10,
             per_second: 5.0,
+            presence_limit: 100,
         }
     }
 }
@@ -184,9 +188,15 @@ impl ChatCore {
             return Err(ChatError::RoomFull);
         }
         self.members.insert(member, user.clone());
+        let members = self.members.len();
+        let presence = members <= self.limits.presence_limit;
         Ok(Effects {
             reply: vec![ServerEvent::History { messages: self.history.iter().cloned().collect() }],
-            broadcast: vec![ServerEvent::Join { user, members: self.members.len() }],
+            broadcast: if presence {
+                vec![ServerEvent::Join { user, members }]
+            } else {
+                Vec::new()
+            },
             kick: Vec::new(),
         })
     }
@@ -201,10 +211,11 @@ impl ChatCore {
                 self.last_post.remove(&u.id);
             }
         }
-        Effects {
-            broadcast: vec![ServerEvent::Leave { user, members: self.members.len() }],
-            ..Effects::default()
+        let members = self.members.len();
+        if members >= self.limits.presence_limit {
+            return Effects::default();
         }
+        Effects { broadcast: vec![ServerEvent::Leave { user, members }], ..Effects::default() }
     }
 
     /// Handles a member's command at `now_ms`.
@@ -494,6 +505,16 @@ mod tests {
             panic!("history")
         };
         assert!(messages.is_empty());
+    }
+
+    #[test]
+    fn big_rooms_do_not_broadcast_presence() {
+        let mut room = ChatCore::new(ChatLimits { presence_limit: 2, ..ChatLimits::default() });
+        assert_eq!(room.join(1, None).expect("join").broadcast.len(), 1);
+        assert_eq!(room.join(2, None).expect("join").broadcast.len(), 1);
+        assert!(room.join(3, None).expect("join").broadcast.is_empty(), "over the limit");
+        assert!(room.leave(3).broadcast.is_empty(), "2 left, but it was a big room");
+        assert_eq!(room.leave(2).broadcast.len(), 1);
     }
 
     #[test]
