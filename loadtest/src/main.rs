@@ -6,8 +6,11 @@
 //! zenlive-swarm publish --url rtmp://127.0.0.1:1935/live/bench --count 100 --file in.flv --duration 30
 //! zenlive-swarm play --url rtmp://127.0.0.1:1935/live/bench --count 500 --duration 30
 //! zenlive-swarm play --url http://127.0.0.1:8080/live/bench.flv --count 500 --duration 30
+//! zenlive-swarm chat --url ws://127.0.0.1:8080/chat/live/bench --members 2000 --senders 20 \
+//!     --rate 5 --secret "$ZENLIVE_AUTH_JWT_SECRET" --duration 30
 //! ```
 
+mod chat;
 mod client;
 mod player;
 mod publisher;
@@ -39,6 +42,33 @@ enum Command {
     Publish(PublishArgs),
     /// M players over RTMP (rtmp:// URL) or HTTP-FLV (http:// URL).
     Play(Common),
+    /// Chat members reading a room and senders posting to it, with delivery latency.
+    Chat(ChatArgs),
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// The room's WebSocket URL (ws://HOST:8080/chat/{app}/{key}).
+    #[arg(long)]
+    url: String,
+    /// Members that only read.
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Members that also post.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Messages per second per sender.
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
+    /// The node's HMAC secret: senders get tokens minted with it.
+    #[arg(long)]
+    secret: String,
+    /// Seconds over which members connect.
+    #[arg(long, default_value_t = 5.0)]
+    ramp_up: f64,
+    /// Seconds senders post after every member connected.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
 }
 
 #[derive(Args, Clone)]
@@ -183,6 +213,79 @@ async fn play(common: Common) -> Result<()> {
     Ok(())
 }
 
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).map_or(0.0, |us| f64::from(*us) / 1000.0)
+}
+
+async fn chat_run(args: ChatArgs) -> Result<()> {
+    let begin = Instant::now();
+    let senders_start = begin + Duration::from_secs_f64(args.ramp_up + 1.0);
+    let deadline = senders_start + Duration::from_secs_f64(args.duration);
+    // Members read a little past the last send, so nothing in flight is missed.
+    let members_until = deadline + Duration::from_secs(2);
+    let mut members = JoinSet::new();
+    for i in 0..args.members {
+        let offset = Duration::from_secs_f64(args.ramp_up * i as f64 / args.members.max(1) as f64);
+        let url = args.url.clone();
+        members.spawn(async move {
+            tokio::time::sleep(offset).await;
+            chat::member(url, members_until).await
+        });
+    }
+    let mut senders = JoinSet::new();
+    for i in 0..args.senders {
+        let token = chat::mint(&args.secret, &format!("swarm-sender-{i}"));
+        let url = format!("{}?token={token}", args.url);
+        let rate = args.rate;
+        senders.spawn(async move {
+            tokio::time::sleep_until(senders_start).await;
+            chat::sender(url, rate, deadline).await
+        });
+    }
+    eprintln!("zenlive-swarm: {} members and {} senders started", args.members, args.senders);
+    let mut errors = BTreeMap::new();
+    let mut sent = 0;
+    while let Some(joined) = senders.join_next().await {
+        match joined.context("sender task")? {
+            Ok(n) => sent += n,
+            Err(error) => *errors.entry(error_kind(&error)).or_insert(0) += 1,
+        }
+    }
+    let (mut deliveries, mut refused, mut latencies, mut connected) = (0, 0, Vec::new(), 0);
+    while let Some(joined) = members.join_next().await {
+        match joined.context("member task")? {
+            Ok(stats) => {
+                connected += 1;
+                deliveries += stats.deliveries;
+                refused += stats.errors;
+                latencies.extend(stats.latencies_us);
+            }
+            Err(error) => *errors.entry(error_kind(&error)).or_insert(0) += 1,
+        }
+    }
+    latencies.sort_unstable();
+    let window = args.duration.max(0.001);
+    let summary = serde_json::json!({
+        "members": args.members,
+        "members_completed": connected,
+        "senders": args.senders,
+        "messages_sent": sent,
+        "deliveries": deliveries,
+        "deliveries_per_second": deliveries as f64 / window,
+        "expected_deliveries": sent * args.members as u64,
+        "latency_ms": {
+            "p50": percentile(&latencies, 0.50),
+            "p99": percentile(&latencies, 0.99),
+            "max": percentile(&latencies, 1.0),
+        },
+        "refused": refused,
+        "errors": errors,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -190,6 +293,7 @@ async fn main() -> Result<()> {
         match cli.command {
             Command::Publish(args) => publish(args).await,
             Command::Play(common) => play(common).await,
+            Command::Chat(args) => chat_run(args).await,
         }
     };
     tokio::select! {
