@@ -38,6 +38,9 @@ struct ChatSession {
     user: Option<ChatUser>,
     queue: usize,
     last_heard: Instant,
+    /// Set once the room accepted the join (before that, a closed queue means a refusal
+    /// whose reason is on its way).
+    joined: bool,
     _alive: Gauge,
 }
 
@@ -60,7 +63,7 @@ impl Actor for ChatSession {
         ctx.add_stream(ReceiverStream::new(rx));
         let join = Join { member: self.member, user: self.user.clone(), outbound: tx };
         ctx.spawn(self.room.send(join).into_actor(self).map(|joined, act, ctx| match joined {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => act.joined = true,
             Ok(Err(error)) => {
                 tracing::info!(room = %act.room_name, reason = error.code(), "chat join refused");
                 Self::error(ctx, error.code(), error.to_string());
@@ -90,6 +93,9 @@ impl StreamHandler<Arc<str>> for ChatSession {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
+        if !self.joined {
+            return; // a refused join: its reply closes the connection with the reason
+        }
         // The room closed our queue: we fell behind, were banned, or the room stopped.
         Self::close(ctx, ws::CloseCode::Policy, "disconnected by the room");
     }
@@ -172,6 +178,7 @@ pub async fn join(
         user,
         queue: config.member_queue,
         last_heard: Instant::now(),
+        joined: false,
         _alive: node.counters.actor(ActorType::ChatMember),
     };
     ws::WsResponseBuilder::new(session, &req, payload).frame_size(config.max_frame).start()

@@ -11,10 +11,13 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 use zenlive::auth::Role;
 use zenlive::Config;
-use zenlive_actors::chat::SystemMessage;
+use zenlive_actors::chat::{Moderate, SystemMessage};
+use zenlive_actors::chat_protocol::ClientCommand;
 
 const SECRET: &str = "chat-test-secret-chat-test-secret-chat";
 
@@ -185,6 +188,45 @@ async fn bad_input_gets_an_error_or_a_close_and_harms_nobody_else() {
         let error = next_of(&mut mallory, "error").await;
         assert_eq!(error["code"], code, "{shown}");
     }
+    // A text frame that is not UTF-8 closes that connection.
+    let mut garbled = connect(&node, "live/bad", Some(&mallory_token)).await;
+    next_of(&mut garbled, "history").await;
+    let frame = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
+    let _ = garbled.send(Message::Frame(frame)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = garbled.next().await {
+            match frame {
+                Ok(Message::Close(close)) => return close.map(|c| c.code),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time");
+    assert!(
+        matches!(closed, Some(CloseCode::Invalid | CloseCode::Protocol) | None),
+        "invalid UTF-8 closes: {closed:?}"
+    );
+
+    // Muted by the application: posting is refused with `muted`.
+    let mute = ClientCommand::Mute { user: "mallory".into(), seconds: 60 };
+    node.chat_room("live/bad").do_send(Moderate { command: mute });
+    next_of(&mut mallory, "muted").await;
+    send(&mut mallory, json!({"type":"message","text":"let me speak"})).await;
+    assert_eq!(next_of(&mut mallory, "error").await["code"], "muted");
+    let unmute = ClientCommand::Mute { user: "mallory".into(), seconds: 0 };
+    node.chat_room("live/bad").do_send(Moderate { command: unmute });
+    next_of(&mut mallory, "muted").await;
+
+    // Banned: kicked now, refused on rejoin.
+    node.chat_room("live/bad")
+        .do_send(Moderate { command: ClientCommand::Ban { user: "eve".into() } });
+    let eve_token = token("eve", Some("Eve"), &[Role::Viewer]);
+    let mut eve = connect(&node, "live/bad", Some(&eve_token)).await;
+    assert_eq!(next_of(&mut eve, "error").await["code"], "banned", "a banned user cannot rejoin");
+
     // Flooding past the rate limit (burst 20).
     let mut limited = false;
     for i in 0..40 {
