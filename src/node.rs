@@ -40,7 +40,7 @@ use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishReques
 use crate::metrics::Metrics;
 use crate::webhooks::{on_publish_callback, Webhooks};
 use zenlive_actors::chat::{
-    ChatDecision, ChatHooks, ChatMessageRequest, ChatRoom, ChatRooms, DeliveredMessage,
+    ChatDecision, ChatHooks, ChatMessageRequest, ChatRoom, ChatRooms, DeliveredMessage, Placement,
 };
 use zenlive_actors::chat_core::ChatLimits;
 
@@ -253,7 +253,9 @@ impl NodeBuilder {
             let webhooks = Arc::clone(webhooks);
             chat_hooks.delivered.push(Arc::new(move |delivered| webhooks.chat(delivered)));
         }
-        let chat = ChatRooms::new(chat_limits(&config_chat), Arc::clone(&counters), chat_hooks);
+        let placement = Placement { registry: Arc::clone(&registry), node: node_id.clone() };
+        let chat =
+            ChatRooms::new(chat_limits(&config_chat), Arc::clone(&counters), chat_hooks, placement);
         let context = Arc::new(NodeContext {
             config,
             node_id,

@@ -140,6 +140,11 @@ async fn every_member_gets_every_message_once_in_order() {
         assert_eq!(text.as_str().map(|t| t.replace('a', "ca")), Some(client_id.to_owned()));
     }
 
+    // The room holds its name in the registry, like a stream.
+    let key = zenlive_cluster::ActorKey::new(zenlive_cluster::ActorKind::ChatRoom, "live/show");
+    let owner = node.registry().lookup(&key).await.expect("registry answers");
+    assert_eq!(owner.map(|o| o.node), Some(node.id().clone()), "the room is placed on this node");
+
     // A newcomer gets the history, oldest first.
     let mut late = connect(&node, "live/show", None).await;
     let history = next_of(&mut late, "history").await;

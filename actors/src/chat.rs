@@ -5,7 +5,8 @@
 //! Each member connection registers a bounded queue of JSON text frames. A broadcast is
 //! serialized once and the same `Arc<str>` is queued for every member; a member whose queue
 //! is full is evicted (its queue closed, which its connection sees and closes), so one
-//! member that does not read never slows the room.
+//! member that does not read never slows the room. A room claims its name in the registry
+//! (`chat/{name}`, with a lease it renews), like a stream, so the cluster can find it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,10 @@ use tokio::sync::mpsc::error::TrySendError;
 use crate::chat_core::{ChatCore, ChatError, ChatLimits, Effects, MemberId};
 use crate::chat_protocol::{ChatMessage, ChatUser, ClientCommand, ServerEvent};
 use crate::events::{ActorType, Gauge, NodeCounters};
+use crate::supervisor::LEASE_RENEW_INTERVAL;
+use zenlive_cluster::{
+    ActorKey, ActorKind, Lease, NodeId, Registry, RegistryError, ACTOR_LEASE_TTL,
+};
 
 /// How long a room with no members lives on before it stops.
 pub const ROOM_IDLE: Duration = Duration::from_secs(60);
@@ -164,10 +169,65 @@ pub struct ChatRoom {
     counters: Arc<NodeCounters>,
     hooks: ChatHooks,
     idle: Option<SpawnHandle>,
+    placement: Placement,
+    lease: Option<Lease>,
     _alive: Gauge,
 }
 
+/// Where rooms are registered: the node's registry and id.
+#[derive(Clone)]
+pub struct Placement {
+    /// The registry of actor names.
+    pub registry: Arc<dyn Registry>,
+    /// This node.
+    pub node: NodeId,
+}
+
 impl ChatRoom {
+    /// Claims the room's name in the registry (so the cluster can find it), renews the
+    /// lease, and stops the room if the name belongs to someone else or the lease is lost.
+    fn claim(&mut self, ctx: &mut Context<Self>) {
+        let registry = Arc::clone(&self.placement.registry);
+        let node = self.placement.node.clone();
+        let key = ActorKey::new(ActorKind::ChatRoom, self.name.clone());
+        let claim = async move {
+            // A previous instance of this room on this node may still be releasing its
+            // lease (or, after a crash, waiting for it to expire): wait for it.
+            let mut attempts = 0;
+            loop {
+                match registry.claim(&key, &node, ACTOR_LEASE_TTL).await {
+                    Err(RegistryError::AlreadyOwned { owner, .. })
+                        if owner.node == node && attempts < 60 =>
+                    {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    result => return result,
+                }
+            }
+        };
+        ctx.spawn(claim.into_actor(self).map(|claimed, act, ctx| match claimed {
+            Ok(lease) => act.lease = Some(lease),
+            Err(error) => {
+                tracing::error!(room = %act.name, %error, "chat room name not granted; stopping the room");
+                ctx.stop();
+            }
+        }));
+        ctx.run_interval(LEASE_RENEW_INTERVAL, |act, ctx| {
+            let Some(lease) = act.lease.clone() else { return };
+            let registry = Arc::clone(&act.placement.registry);
+            let renew = async move { registry.renew(&lease).await };
+            ctx.spawn(renew.into_actor(act).map(|renewed, act, ctx| {
+                if let Err(error) = renewed {
+                    // Self-fencing: without the lease this node may not act as the room.
+                    tracing::error!(room = %act.name, %error, "chat room lease lost; stopping");
+                    act.lease = None;
+                    ctx.stop();
+                }
+            }));
+        });
+    }
+
     fn apply(&mut self, caller: Option<MemberId>, effects: Effects, ctx: &mut Context<Self>) {
         for event in &effects.broadcast {
             if let (ServerEvent::Message(message), false) = (event, self.hooks.delivered.is_empty())
@@ -244,11 +304,20 @@ impl Actor for ChatRoom {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        self.claim(ctx);
         self.watch_idle(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.rooms.remove(&self.name, self.generation);
+        if let Some(lease) = self.lease.take() {
+            let registry = Arc::clone(&self.placement.registry);
+            actix_rt::spawn(async move {
+                if let Err(error) = registry.release(&lease).await {
+                    tracing::warn!(%error, "could not release a chat room lease; it will expire");
+                }
+            });
+        }
     }
 }
 
@@ -364,17 +433,25 @@ pub struct ChatRooms {
     limits: ChatLimits,
     counters: Arc<NodeCounters>,
     hooks: ChatHooks,
+    placement: Placement,
     next_generation: Arc<AtomicU64>,
 }
 
 impl ChatRooms {
-    /// Rooms with `limits` and the application's `hooks`, counting into `counters`.
-    pub fn new(limits: ChatLimits, counters: Arc<NodeCounters>, hooks: ChatHooks) -> Self {
+    /// Rooms with `limits` and the application's `hooks`, counting into `counters`,
+    /// registered under `placement`.
+    pub fn new(
+        limits: ChatLimits,
+        counters: Arc<NodeCounters>,
+        hooks: ChatHooks,
+        placement: Placement,
+    ) -> Self {
         Self {
             rooms: Arc::default(),
             limits,
             counters,
             hooks,
+            placement,
             next_generation: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -400,6 +477,8 @@ impl ChatRooms {
             counters: Arc::clone(&self.counters),
             hooks: self.hooks.clone(),
             idle: None,
+            placement: self.placement.clone(),
+            lease: None,
             _alive: self.counters.actor(ActorType::ChatRoom),
         };
         let addr = ChatRoom::start_in_arbiter(arbiter, |_| room);
