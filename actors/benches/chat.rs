@@ -16,7 +16,11 @@ fn broadcast(c: &mut Criterion) {
     let event = ServerEvent::Message(ChatMessage {
         id: 42,
         text: "a chat message of ordinary length, with a few words in it".into(),
-        user: Some(ChatUser { id: "u-123".into(), name: "Ann".into(), roles: vec!["viewer".into()] }),
+        user: Some(ChatUser {
+            id: "u-123".into(),
+            name: "Ann".into(),
+            roles: vec!["viewer".into()],
+        }),
         ts: 1_795_520_585_930,
     });
     let mut queues: Vec<_> = (0..MEMBERS).map(|_| mpsc::channel::<Arc<str>>(256)).collect();
