@@ -170,7 +170,15 @@ pub async fn join(
         roles: i.roles.iter().map(|r| r.as_str().to_owned()).collect(),
     });
     let room_name = key.to_string();
-    let room = node.chat.get_or_start(&room_name, &node.pool.next());
+    let Some(room) = node.chat.get_or_start_within(&room_name, &node.pool.next(), config.max_rooms)
+    else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_rooms",
+            "this node hosts as many chat rooms as it may (chat.max_rooms)",
+        )
+        .into());
+    };
     let session = ChatSession {
         room,
         room_name,

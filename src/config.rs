@@ -310,6 +310,8 @@ pub struct ChatConfig {
     pub member_queue: usize,
     /// Rooms with more members than this stop broadcasting `join`/`leave`.
     pub presence_limit: usize,
+    /// Most rooms clients may open on this node (rooms are named by clients).
+    pub max_rooms: usize,
 }
 
 impl Default for ChatConfig {
@@ -326,6 +328,7 @@ impl Default for ChatConfig {
             max_frame: 16 * 1024,
             member_queue: 256,
             presence_limit: 100,
+            max_rooms: 10_000,
         }
     }
 }

@@ -358,3 +358,23 @@ async fn the_application_allows_rejects_rewrites_and_sees_every_message() {
     assert!(delivered.lock().iter().all(|d| d.room == "live/hooked"));
     node.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn clients_cannot_open_rooms_without_bound() {
+    let mut config = config();
+    config.chat.max_rooms = 1;
+    let node = start_node(config).await;
+    let mut first = connect(&node, "live/one", None).await;
+    next_of(&mut first, "history").await;
+    let url = format!("ws://{}/chat/live/two", node.http_addr());
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503, "a second room is refused");
+        }
+        other => panic!("expected a 503, got {:?}", other.map(|_| ())),
+    }
+    // The room that exists still takes members.
+    let mut again = connect(&node, "live/one", None).await;
+    next_of(&mut again, "history").await;
+    node.shutdown().await;
+}

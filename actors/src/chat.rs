@@ -229,38 +229,53 @@ impl ChatRoom {
     }
 
     fn apply(&mut self, caller: Option<MemberId>, effects: Effects, ctx: &mut Context<Self>) {
-        for event in &effects.broadcast {
-            if let (ServerEvent::Message(message), false) = (event, self.hooks.delivered.is_empty())
-            {
-                let delivered =
-                    DeliveredMessage { room: self.name.clone(), message: message.clone() };
-                for listener in &self.hooks.delivered {
-                    let call = std::panic::AssertUnwindSafe(|| listener(&delivered));
-                    if std::panic::catch_unwind(call).is_err() {
-                        tracing::error!(room = %self.name, "a chat hook panicked");
-                    }
-                }
-            }
-        }
         if let Some(member) = caller {
             for event in &effects.reply {
                 self.send(member, Arc::from(event.to_json()), ctx);
             }
         }
         for event in &effects.broadcast {
-            if matches!(event, ServerEvent::Message(_) | ServerEvent::System { .. }) {
-                NodeCounters::add(&self.counters.chat_messages, 1);
-            }
-            NodeCounters::add(&self.counters.chat_deliveries, self.outbound.len() as u64);
-            // Serialized once; every member gets the same allocation.
-            let frame: Arc<str> = Arc::from(event.to_json());
-            let members: Vec<MemberId> = self.outbound.keys().copied().collect();
-            for member in members {
-                self.send(member, Arc::clone(&frame), ctx);
-            }
+            self.broadcast(event, ctx);
         }
         for member in effects.kick {
             self.evict(member, ctx);
+        }
+    }
+
+    /// Serializes `event` once and queues the same `Arc<str>` for every member; members
+    /// whose queue is full (or gone) are evicted afterwards.
+    fn broadcast(&mut self, event: &ServerEvent, ctx: &mut Context<Self>) {
+        let frame: Arc<str> = Arc::from(event.to_json());
+        let mut failed = Vec::new();
+        let mut delivered = 0;
+        for (member, queue) in &self.outbound {
+            match queue.try_send(Arc::clone(&frame)) {
+                Ok(()) => delivered += 1,
+                Err(TrySendError::Full(_)) => failed.push((*member, true)),
+                Err(TrySendError::Closed(_)) => failed.push((*member, false)),
+            }
+        }
+        NodeCounters::add(&self.counters.chat_deliveries, delivered);
+        for (member, slow) in failed {
+            self.drop_member(member, slow, ctx);
+        }
+        let ServerEvent::Message(message) = event else {
+            if matches!(event, ServerEvent::System { .. }) {
+                NodeCounters::add(&self.counters.chat_messages, 1);
+            }
+            return;
+        };
+        NodeCounters::add(&self.counters.chat_messages, 1);
+        if self.hooks.delivered.is_empty() {
+            return;
+        }
+        let delivered = DeliveredMessage { room: self.name.clone(), message: message.clone() };
+        for listener in &self.hooks.delivered {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(&delivered)))
+                .is_err()
+            {
+                tracing::error!(room = %self.name, "a chat hook panicked");
+            }
         }
     }
 
@@ -268,13 +283,18 @@ impl ChatRoom {
         let Some(queue) = self.outbound.get(&member) else { return };
         match queue.try_send(frame) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                NodeCounters::add(&self.counters.chat_members_dropped_slow, 1);
-                tracing::info!(room = %self.name, member, "chat member not reading; disconnecting");
-                self.evict(member, ctx);
-            }
-            Err(TrySendError::Closed(_)) => self.evict(member, ctx),
+            Err(TrySendError::Full(_)) => self.drop_member(member, true, ctx),
+            Err(TrySendError::Closed(_)) => self.drop_member(member, false, ctx),
         }
+    }
+
+    /// Evicts a member whose queue was full (`slow`, counted) or closed.
+    fn drop_member(&mut self, member: MemberId, slow: bool, ctx: &mut Context<Self>) {
+        if slow {
+            NodeCounters::add(&self.counters.chat_members_dropped_slow, 1);
+            tracing::info!(room = %self.name, member, "chat member not reading; disconnecting");
+        }
+        self.evict(member, ctx);
     }
 
     /// Drops a member's queue (its connection then closes) and tells the others.
@@ -461,11 +481,27 @@ impl ChatRooms {
         self.rooms.lock().get(name).filter(|(_, a)| a.connected()).map(|(_, a)| a.clone())
     }
 
-    /// The room `name`, started on `arbiter` if it is not live.
+    /// The room `name`, started on `arbiter` if it is not live (application code: no cap).
     pub fn get_or_start(&self, name: &str, arbiter: &ArbiterHandle) -> Addr<ChatRoom> {
+        self.get_or_start_within(name, arbiter, usize::MAX)
+            .expect("no cap on the number of rooms, so a room is always started")
+    }
+
+    /// The room `name`, started on `arbiter` if it is not live and fewer than `max_rooms`
+    /// rooms are; `None` when that cap is reached (rooms are named by clients, so the map
+    /// must not grow without bound).
+    pub fn get_or_start_within(
+        &self,
+        name: &str,
+        arbiter: &ArbiterHandle,
+        max_rooms: usize,
+    ) -> Option<Addr<ChatRoom>> {
         let mut rooms = self.rooms.lock();
         if let Some((_, addr)) = rooms.get(name).filter(|(_, a)| a.connected()) {
-            return addr.clone();
+            return Some(addr.clone());
+        }
+        if rooms.len() >= max_rooms {
+            return None;
         }
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let room = ChatRoom {
@@ -483,7 +519,7 @@ impl ChatRooms {
         };
         let addr = ChatRoom::start_in_arbiter(arbiter, |_| room);
         rooms.insert(name.to_owned(), (generation, addr.clone()));
-        addr
+        Some(addr)
     }
 
     /// How many rooms are live.
