@@ -12,30 +12,12 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio_postgres::NoTls;
 use tokio_tungstenite::tungstenite::Message;
-
-type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
-
-async fn line_starting(lines: &mut Lines, prefix: &str) -> String {
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("read") {
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.trim().to_owned();
-            }
-        }
-        panic!("stdout ended before {prefix}");
-    });
-    found.await.unwrap_or_else(|_| panic!("no {prefix} line in time"))
-}
 
 #[actix_rt::test]
 async fn stream_watch_chat_and_the_chat_lands_in_postgres() {
     let server = Postgres::start();
-    let (admin, connection) =
-        tokio_postgres::connect(&server.url("postgres"), NoTls).await.expect("connect");
-    actix_rt::spawn(connection);
-    admin.batch_execute("CREATE DATABASE platform").await.expect("create the test database");
+    server.create_database("platform").await;
 
     let mut example = Command::new(example_binary("livestream_platform"))
         .args(["127.0.0.1:0", "127.0.0.1:0"])
@@ -98,9 +80,7 @@ async fn stream_watch_chat_and_the_chat_lands_in_postgres() {
         .expect("wait");
     assert!(status.success());
 
-    let (db, connection) =
-        tokio_postgres::connect(&server.url("platform"), NoTls).await.expect("connect");
-    actix_rt::spawn(connection);
+    let db = server.connect("platform").await;
     let rows = db
         .query("SELECT room, user_id, user_name, text FROM chat_messages ORDER BY message_id", &[])
         .await

@@ -45,28 +45,6 @@ fn metrics_url(node: &Node, path: &str) -> String {
     format!("http://{}{path}", node.metrics_addr().expect("metrics enabled"))
 }
 
-/// The sum of the samples of metric `name` whose labels include every `labels` pair.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if metric != name {
-            continue;
-        }
-        let have: Vec<(&str, &str)> = rest
-            .trim_end_matches('}')
-            .split(',')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
-        if labels.iter().all(|want| have.contains(want)) {
-            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(f64::NAN);
-        }
-    }
-    found
-}
-
 /// Media bits per second of an FLV file, from ffprobe's packet sizes.
 async fn real_bitrate(file: &Path) -> f64 {
     require("ffprobe");

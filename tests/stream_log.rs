@@ -11,25 +11,11 @@ use common::pg::Postgres;
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio_postgres::NoTls;
-
-type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
-
-/// The example's next stdout line; panics naming `what` when none comes in time.
-async fn next_line(lines: &mut Lines, what: &str) -> String {
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .unwrap_or_else(|_| panic!("no {what} line in time"));
-    line.expect("read").unwrap_or_else(|| panic!("stdout ended before {what}"))
-}
 
 #[actix_rt::test]
 async fn the_application_saves_stream_events_in_its_own_database() {
     let server = Postgres::start();
-    let (admin, connection) =
-        tokio_postgres::connect(&server.url("postgres"), NoTls).await.expect("connect");
-    actix_rt::spawn(connection);
-    admin.batch_execute("CREATE DATABASE stream_log").await.expect("create the test database");
+    server.create_database("stream_log").await;
 
     let mut example = Command::new(example_binary("stream_log"))
         .args(["127.0.0.1:0", "127.0.0.1:0"])
@@ -40,8 +26,7 @@ async fn the_application_saves_stream_events_in_its_own_database() {
         .spawn()
         .expect("start the example");
     let mut lines = BufReader::new(example.stdout.take().expect("stdout")).lines();
-    let publish_line = next_line(&mut lines, "PUBLISH").await;
-    let url = publish_line.strip_prefix("PUBLISH ").expect("a PUBLISH line").to_owned();
+    let url = line_starting(&mut lines, "PUBLISH ").await;
     let (bare, _) = url.split_once('?').expect("a token in the URL");
 
     let refused = publish(&fixture(false), bare);
@@ -52,10 +37,10 @@ async fn the_application_saves_stream_events_in_its_own_database() {
     assert!(!out.status.success(), "publishing without the token is refused");
 
     let mut publisher = publish(&fixture(false), &url);
-    assert_eq!(next_line(&mut lines, "SAVED start").await, "SAVED start live/demo");
+    assert_eq!(line_starting(&mut lines, "SAVED start").await, "live/demo");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = publisher.kill().await;
-    assert_eq!(next_line(&mut lines, "SAVED end").await, "SAVED end live/demo");
+    assert_eq!(line_starting(&mut lines, "SAVED end").await, "live/demo");
 
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &example.id().expect("running").to_string()])
@@ -66,9 +51,7 @@ async fn the_application_saves_stream_events_in_its_own_database() {
         .expect("wait");
     assert!(status.success());
 
-    let (db, connection) =
-        tokio_postgres::connect(&server.url("stream_log"), NoTls).await.expect("connect");
-    actix_rt::spawn(connection);
+    let db = server.connect("stream_log").await;
     let rows = db
         .query(
             "SELECT kind, stream, user_sub, protocol, duration_seconds, bytes_in FROM stream_events ORDER BY id",

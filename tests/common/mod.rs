@@ -309,3 +309,41 @@ pub fn mint_token(
     })
     .expect("mint")
 }
+
+/// The sum of the samples of metric `name` whose labels include every `labels` pair.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if metric != name {
+            continue;
+        }
+        let have: Vec<(&str, &str)> = rest
+            .trim_end_matches('}')
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if labels.iter().all(|want| have.contains(want)) {
+            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(f64::NAN);
+        }
+    }
+    found
+}
+
+/// Reads `lines` until one starts with `prefix`; answers the rest of it (bounded: 60 s).
+pub async fn line_starting(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    prefix: &str,
+) -> String {
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+        panic!("stdout ended before a line starting {prefix:?}");
+    });
+    found.await.unwrap_or_else(|_| panic!("no line starting {prefix:?} in time"))
+}

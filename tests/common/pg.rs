@@ -100,6 +100,25 @@ impl Postgres {
         server
     }
 
+    /// A client of `database` (its connection driven by a task on the current runtime).
+    pub async fn connect(&self, database: &str) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url(database), tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test PostgreSQL");
+        actix_rt::spawn(connection);
+        client
+    }
+
+    /// Creates `database`.
+    pub async fn create_database(&self, database: &str) {
+        let admin = self.connect("postgres").await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .expect("create the test database");
+    }
+
     /// A libpq-style connection string for `database`.
     pub fn url(&self, database: &str) -> String {
         format!("host=127.0.0.1 port={} user=postgres dbname={database}", self.port)
