@@ -33,12 +33,15 @@ CREATE TABLE IF NOT EXISTS chat_messages (
     sent_at    timestamptz NOT NULL
 )";
 
+/// Rows waiting for the database, at most.
+const QUEUE: usize = 10_000;
+
 enum Message {
     Save(DeliveredMessage),
     Flush(oneshot::Sender<()>),
 }
 
-async fn writer(db: tokio_postgres::Client, mut messages: mpsc::UnboundedReceiver<Message>) {
+async fn writer(db: tokio_postgres::Client, mut messages: mpsc::Receiver<Message>) {
     while let Some(message) = messages.recv().await {
         let d = match message {
             Message::Save(d) => d,
@@ -121,7 +124,9 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     db.batch_execute(SCHEMA).await?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    // Bounded: if the database falls this far behind, rows are dropped (and said so)
+    // rather than piling up in memory.
+    let (tx, rx) = mpsc::channel(QUEUE);
     actix_rt::spawn(writer(db, rx));
 
     let save = tx.clone();
@@ -134,7 +139,9 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .on_chat_delivered(move |delivered| {
-            let _ = save.send(Message::Save(delivered.clone()));
+            if save.try_send(Message::Save(delivered.clone())).is_err() {
+                eprintln!("database writer behind; event dropped");
+            }
         })
         .start()
         .await?;
@@ -151,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await;
     node.shutdown().await;
     let (done, flushed) = oneshot::channel();
-    let _ = tx.send(Message::Flush(done));
+    let _ = tx.send(Message::Flush(done)).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), flushed).await;
     Ok(())
 }

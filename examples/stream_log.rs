@@ -89,6 +89,9 @@ fn row(event: &StreamEvent) -> Row {
 }
 
 /// What the writer task is told.
+/// Rows waiting for the database, at most.
+const QUEUE: usize = 10_000;
+
 enum Message {
     /// Save a row.
     Save(Row),
@@ -97,7 +100,7 @@ enum Message {
 }
 
 /// Writes rows in order.
-async fn writer(db: tokio_postgres::Client, mut messages: mpsc::UnboundedReceiver<Message>) {
+async fn writer(db: tokio_postgres::Client, mut messages: mpsc::Receiver<Message>) {
     while let Some(message) = messages.recv().await {
         let r = match message {
             Message::Save(r) => r,
@@ -159,15 +162,21 @@ async fn main() -> anyhow::Result<()> {
     db.batch_execute(SCHEMA).await?;
 
     // Hooks run on actor threads and must return at once: they hand rows to the writer.
-    let (tx, rx) = mpsc::unbounded_channel();
+    // Bounded: if the database falls this far behind, rows are dropped (and said so)
+    // rather than piling up in memory.
+    let (tx, rx) = mpsc::channel(QUEUE);
     actix_rt::spawn(writer(db, rx));
     let (on_start, on_end) = (tx.clone(), tx.clone());
     let node = NodeBuilder::new(config.clone())
         .on_stream_start(move |event| {
-            let _ = on_start.send(Message::Save(row(event)));
+            if on_start.try_send(Message::Save(row(event))).is_err() {
+                eprintln!("database writer behind; event dropped");
+            }
         })
         .on_stream_end(move |event| {
-            let _ = on_end.send(Message::Save(row(event)));
+            if on_end.try_send(Message::Save(row(event))).is_err() {
+                eprintln!("database writer behind; event dropped");
+            }
         })
         .start()
         .await?;
@@ -195,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
     // for the writer to catch up.
     node.shutdown().await;
     let (done, flushed) = tokio::sync::oneshot::channel();
-    let _ = tx.send(Message::Flush(done));
+    let _ = tx.send(Message::Flush(done)).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), flushed).await;
     Ok(())
 }
