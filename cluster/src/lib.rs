@@ -3,22 +3,25 @@
 //! # Where it sits
 //! The bottom of the dependency graph: `src/` → `actors/` → this crate. Nothing here knows
 //! about actix, media or protocols. The node always talks to a [`Registry`]; in single-node
-//! mode that is the [`MemoryRegistry`], in cluster mode a Redis-backed one (a later
-//! addition behind the same trait), so no code path depends on whether Redis is there.
+//! mode that is the [`MemoryRegistry`], in cluster mode the [`RedisRegistry`], behind the
+//! same trait, so no code path depends on whether Redis is there.
 //!
 //! # Layout
 //! - [`id`]: [`NodeId`], [`ActorKind`], [`ActorKey`].
 //! - [`registry`]: the [`Registry`] trait, leases with fencing epochs, node membership.
 //! - [`memory`]: [`MemoryRegistry`], the in-process implementation.
+//! - [`redis`]: [`RedisRegistry`], the shared implementation for a cluster.
 
 pub mod id;
 pub mod memory;
+pub mod redis;
 pub mod registry;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
 pub use id::{new_incarnation, ActorKey, ActorKind, NodeId};
 pub use memory::MemoryRegistry;
+pub use redis::RedisRegistry;
 pub use registry::{
     BoxFuture, Lease, NodeInfo, Owner, Registry, RegistryError, ACTOR_LEASE_TTL, NODE_TTL,
 };

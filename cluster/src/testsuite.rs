@@ -105,3 +105,76 @@ pub async fn dead_node_cannot_claim(registry: &dyn Registry) {
     registry.deregister_node(&a.id, 1).await.expect("deregister");
     assert!(registry.claim(&key, &a.id, TTL).await.is_err());
 }
+
+/// A private `redis-server` on a free loopback port, stopped when dropped. For tests.
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (from `PATH`) without persistence and waits until it answers.
+    ///
+    /// # Panics
+    /// When `redis-server` is missing or does not come up within 10 s (a test fixture).
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("zenlive-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let child = spawn_redis(port, &dir);
+        Self { child, port, dir }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its URL, `redis://127.0.0.1:{port}/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops it now (to test what happens while Redis is down).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty (a Redis restart loses every key).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_redis(self.port, &self.dir);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_redis(port: u16, dir: &std::path::Path) -> std::process::Child {
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (scripts/test installs it)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
