@@ -1,5 +1,5 @@
-//! The admin API, `/api/v1/...`: live streams with their statistics, one stream's
-//! details, kicking a publisher, and its OpenAPI document. On the HTTP port every call
+//! The admin API, `/api/v1/...`: the cluster's nodes, live streams with their statistics,
+//! one stream's details, kicking a publisher, and its OpenAPI document. On the HTTP port every call
 //! needs a token with the `admin` role (and auth configured); the metrics port serves the
 //! same reads without auth and refuses actions, since it is meant to stay private. Every
 //! failure is a JSON body with a stable `code` ([`ApiError`]).
@@ -30,6 +30,7 @@ pub enum Access {
 /// The API's routes; the listener's [`Access`] must be in the app data.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/openapi.json", web::get().to(openapi))
+        .route("/api/v1/nodes", web::get().to(nodes))
         .route("/api/v1/streams", web::get().to(list))
         .route("/api/v1/streams/{app}/{stream}", web::get().to(details))
         .route("/api/v1/streams/{app}/{stream}/kick", web::post().to(kick));
@@ -76,6 +77,42 @@ async fn list(
     let streams: Vec<_> =
         node.directory.entries().iter().map(|(key, entry)| describe(key, entry)).collect();
     Ok(HttpResponse::Ok().json(json!({ "streams": streams })))
+}
+
+/// `GET /api/v1/nodes`: the live nodes as the registry knows them (this node alone
+/// outside cluster mode).
+async fn nodes(
+    node: web::Data<NodeContext>,
+    access: web::Data<Access>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    admit(&node, &req, **access, false)?;
+    let nodes = node.registry.nodes().await.map_err(|error| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", error.to_string())
+    })?;
+    let nodes: Vec<_> = nodes
+        .into_iter()
+        .map(|info| {
+            json!({
+                "id": info.id.as_str(),
+                "incarnation": info.incarnation,
+                "addresses": info.addresses,
+                "load": info.load,
+                "self": info.id == node.node_id,
+            })
+        })
+        .collect();
+    let relays: Vec<String> = node
+        .cluster
+        .as_ref()
+        .map(|c| c.relays.streams().iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(json!({
+        "cluster": node.cluster.is_some(),
+        "node": node.node_id.as_str(),
+        "relays": relays,
+        "nodes": nodes,
+    })))
 }
 
 /// `GET /api/v1/streams/{app}/{stream}`

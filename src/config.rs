@@ -47,6 +47,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Chat rooms over WebSocket.
     pub chat: ChatConfig,
+    /// Cluster mode: nodes sharing a Redis registry.
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -333,6 +335,74 @@ impl Default for ChatConfig {
     }
 }
 
+/// `[cluster]`: nodes that share one Redis form a cluster; a stream published on one node
+/// can be watched from any other. See `docs/scaling.md`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Whether the node joins a cluster (the registry in Redis) instead of running alone.
+    pub enabled: bool,
+    /// The Redis that holds the registry (`redis://host:port/db`).
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several clusters can share one Redis.
+    pub key_prefix: String,
+    /// Where this node listens for other nodes (relays and messages).
+    pub addr: SocketAddr,
+    /// The host other nodes and clients reach this node at; empty means the cluster
+    /// listener's IP (which must then not be a wildcard like 0.0.0.0).
+    pub advertise_host: String,
+    /// A secret every node of the cluster shares: links between nodes prove it, and HLS
+    /// session URLs signed on one node are accepted by all. Empty leaves links
+    /// unauthenticated (tolerable only on a private network).
+    pub secret: String,
+    /// Seconds an edge keeps relaying a stream nobody on it watches.
+    pub relay_idle: f64,
+    /// Seconds an edge looks for a stream's new owner after its origin went away, before
+    /// ending the stream for its viewers.
+    pub relay_grace: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            redis_url: "redis://127.0.0.1:6379/".to_owned(),
+            key_prefix: "zenlive:".to_owned(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7946)),
+            advertise_host: String::new(),
+            secret: String::new(),
+            relay_idle: 15.0,
+            relay_grace: 15.0,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("enabled", &self.enabled)
+            .field("redis_url", &"<redacted>")
+            .field("key_prefix", &self.key_prefix)
+            .field("addr", &self.addr)
+            .field("advertise_host", &self.advertise_host)
+            .field("secret", &if self.secret.is_empty() { "" } else { "<redacted>" })
+            .field("relay_idle", &self.relay_idle)
+            .field("relay_grace", &self.relay_grace)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// The host this node advertises to the cluster.
+    pub fn advertised_host(&self) -> String {
+        if self.advertise_host.is_empty() {
+            self.addr.ip().to_string()
+        } else {
+            self.advertise_host.clone()
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -408,6 +478,19 @@ impl Config {
                 )));
             }
         }
+        if self.cluster.enabled
+            && self.cluster.advertise_host.is_empty()
+            && self.cluster.addr.ip().is_unspecified()
+        {
+            return Err(ConfigError::Invalid(
+                "cluster.addr listens on every address: set cluster.advertise_host to the \
+                 address other nodes reach this one at"
+                    .into(),
+            ));
+        }
+        if self.cluster.enabled && self.node.id.contains(['|', ':', ' ']) {
+            return Err(ConfigError::Invalid("node.id may not contain '|', ':' or spaces".into()));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid("log.format must be \"text\" or \"json\"".into()));
         }
@@ -416,8 +499,9 @@ impl Config {
 }
 
 /// Sections whose keys may be set from the environment.
-const SECTIONS: [&str; 10] =
-    ["node", "rtmp", "http", "metrics", "hls", "auth", "hooks", "webhooks", "chat", "log"];
+const SECTIONS: [&str; 11] = [
+    "node", "rtmp", "http", "metrics", "hls", "auth", "hooks", "webhooks", "chat", "cluster", "log",
+];
 
 /// Applies `ZENLIVE_SECTION_KEY=value` overrides. Values are read as TOML when they parse
 /// (numbers, booleans), else as strings.

@@ -341,11 +341,7 @@ pub async fn playlist(
             return Err(ApiError::new(StatusCode::FORBIDDEN, "denied", reason));
         }
     }
-    let (key, hls) = lookup(&node, &app, &stream)?;
-    let published = Arc::clone(&hls.published.read());
-    let text = published.playlist.clone().ok_or_else(|| {
-        ApiError::not_found("playlist_not_ready", "the first segment is not complete yet")
-    })?;
+    let text = current_playlist(&node, &key).await?;
     let text = match request_token(&req).filter(|_| node.auth.required(Action::Play)) {
         // Segment URLs carry a short-lived session for this viewer instead of the JWT.
         Some(token) => {
@@ -360,6 +356,42 @@ pub async fn playlist(
         .content_type("application/vnd.apple.mpegurl")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(text))
+}
+
+/// The playlist of `key`. A stream that lives on another node (in a cluster) starts being
+/// relayed here; a stream that has just started (here or on its relay) has no segment yet,
+/// so the request waits for the first one (up to two segment durations and a second)
+/// rather than failing a player that arrived early.
+async fn current_playlist(
+    node: &web::Data<NodeContext>,
+    key: &StreamKey,
+) -> Result<Bytes, ApiError> {
+    let not_live = || ApiError::not_found("stream_not_found", format!("stream {key} is not live"));
+    match (&node.cluster, node.hls.get(key)) {
+        (Some(cluster), Some(_)) => cluster.relays.touch(key),
+        (Some(_), None) => {
+            let context = node.clone().into_inner();
+            crate::cluster::relay::live_stream(&context, key).await.ok_or_else(not_live)?;
+        }
+        (None, _) => {}
+    }
+    let deadline = Instant::now() + node.hls.segmenter.target_duration * 2 + Duration::from_secs(1);
+    loop {
+        let hls = node.hls.get(key);
+        if let Some(playlist) = hls.as_ref().and_then(|h| h.published.read().playlist.clone()) {
+            return Ok(playlist);
+        }
+        if hls.is_none() && node.directory.get(key).is_none() {
+            return Err(not_live());
+        }
+        if Instant::now() >= deadline {
+            return Err(ApiError::not_found(
+                "playlist_not_ready",
+                "the first segment is not complete yet",
+            ));
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `GET /{app}/{stream}/{sequence}.ts`

@@ -258,6 +258,11 @@ impl Hooks {
 impl EventSink for Hooks {
     fn stream_event(&self, event: &StreamEvent) {
         self.hls.stream_event(event);
+        if event.protocol() == Protocol::Relay {
+            // An edge's copy of a stream published elsewhere: the origin reports the
+            // stream's life; its copies are not new streams.
+            return;
+        }
         let (hooks, name) = match event {
             StreamEvent::Started { .. } => (&self.set.on_start, "stream_start"),
             StreamEvent::Ended { .. } => (&self.set.on_end, "stream_end"),

@@ -34,8 +34,16 @@ pub fn encode_tag(frame: &MediaFrame) -> Bytes {
     out.freeze()
 }
 
-struct FlvSink {
+/// A viewer's frames as FLV tags into a channel (HTTP-FLV, and relays to edge nodes).
+pub(crate) struct FlvSink {
     tx: mpsc::Sender<Bytes>,
+}
+
+impl FlvSink {
+    /// A sink sending tags to `tx`.
+    pub(crate) fn new(tx: mpsc::Sender<Bytes>) -> Self {
+        Self { tx }
+    }
 }
 
 impl FrameSink for FlvSink {
@@ -80,7 +88,8 @@ pub async fn play(
     if let Decision::Deny(reason) = node.hooks.decide_play(request).await {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "denied", reason));
     }
-    let entry = node.directory.get(&key).ok_or_else(|| {
+    let context = node.clone().into_inner();
+    let entry = crate::cluster::relay::live_stream(&context, &key).await.ok_or_else(|| {
         ApiError::not_found("stream_not_found", format!("stream {key} is not live"))
     })?;
     let (tx, rx) = mpsc::channel(QUEUE_FRAMES);

@@ -6,6 +6,7 @@
 //! - [`config`]: the configuration (TOML, environment, flags).
 //! - [`api`]: the admin API (`/api/v1`).
 //! - [`chat_ws`]: chat rooms over WebSocket (the one `actix-web-actors` module).
+//! - [`cluster`]: cluster mode: the Redis registry, links between nodes, edge relays.
 //! - [`auth`]: JWT verification and decisions, the same for every protocol.
 //! - [`rtmp`]: RTMP ingest and play.
 //! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end.
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod auth;
 pub mod chat_ws;
+pub mod cluster;
 pub mod config;
 pub mod hls;
 pub mod hooks;

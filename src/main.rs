@@ -33,6 +33,19 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// This node's id (node.id) [default: random].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Join a cluster through the Redis at this URL (sets cluster.enabled and
+    /// cluster.redis_url), e.g. redis://127.0.0.1:6379/.
+    #[arg(long)]
+    cluster_redis: Option<String>,
+    /// Where to listen for other cluster nodes [default: 127.0.0.1:7946].
+    #[arg(long)]
+    cluster_addr: Option<SocketAddr>,
+    /// The host other nodes reach this one at (cluster.advertise_host).
+    #[arg(long)]
+    advertise_host: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -144,6 +157,19 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = cli.metrics_addr {
         config.metrics.addr = addr;
     }
+    if let Some(id) = cli.node_id {
+        config.node.id = id;
+    }
+    if let Some(url) = cli.cluster_redis {
+        config.cluster.enabled = true;
+        config.cluster.redis_url = url;
+    }
+    if let Some(addr) = cli.cluster_addr {
+        config.cluster.addr = addr;
+    }
+    if let Some(host) = cli.advertise_host {
+        config.cluster.advertise_host = host;
+    }
     if let Some(format) = cli.log_format {
         anyhow::ensure!(
             matches!(format.as_str(), "text" | "json"),
@@ -171,6 +197,9 @@ async fn main() -> anyhow::Result<()> {
         let metrics = url_host(metrics);
         println!("Metrics:   http://{metrics}/metrics  (streams: http://{metrics}/api/v1/streams)");
         println!("Health:    http://{metrics}/healthz  http://{metrics}/readyz");
+    }
+    if let Some(cluster) = node.cluster_addr() {
+        println!("Cluster:   node {} on {cluster}, nodes: http://{http}/api/v1/nodes", node.id());
     }
 
     shutdown_signal().await;

@@ -41,6 +41,13 @@ pub enum HlsRequest {
 }
 
 impl Metrics {
+    /// Adds collectors of another part of the node (the cluster's).
+    pub fn register(&self, collector: Box<dyn Collector>) {
+        if let Err(error) = self.registry.register(collector) {
+            tracing::error!(%error, "metric not registered");
+        }
+    }
+
     /// Metrics over `directory` and `counters`, exporting at most `max_stream_series`
     /// streams' series. `node` labels `zenlive_build_info`.
     pub fn new(
@@ -187,6 +194,7 @@ struct Families {
     chat_messages: IntCounterVec,
     chat_deliveries: IntCounterVec,
     chat_dropped: IntCounterVec,
+    lease_losses: IntCounterVec,
     build: IntGaugeVec,
     node_uptime: Gauge,
 }
@@ -340,6 +348,11 @@ impl Families {
                 "Chat members disconnected because they did not read.",
                 &[],
             ),
+            lease_losses: counter_vec(
+                "zenlive_lease_losses_total",
+                "Stream leases found lapsed or taken over at renewal (cluster self-fencing).",
+                &[],
+            ),
             build: int_gauge_vec(
                 "zenlive_build_info",
                 "Always 1; labels name the version and the node.",
@@ -350,7 +363,7 @@ impl Families {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 28] {
+    fn collectors(&self) -> [&dyn Collector; 29] {
         [
             &self.viewers,
             &self.viewers_joined,
@@ -378,6 +391,7 @@ impl Families {
             &self.chat_messages,
             &self.chat_deliveries,
             &self.chat_dropped,
+            &self.lease_losses,
             &self.build,
             &self.node_uptime,
         ]
@@ -514,6 +528,7 @@ impl Collector for LiveCollector {
         set_counter(&f.chat_messages, &[], NodeCounters::get(&c.chat_messages));
         set_counter(&f.chat_deliveries, &[], NodeCounters::get(&c.chat_deliveries));
         set_counter(&f.chat_dropped, &[], NodeCounters::get(&c.chat_members_dropped_slow));
+        set_counter(&f.lease_losses, &[], NodeCounters::get(&c.lease_losses));
         f.node_uptime.set(self.started.elapsed().as_secs_f64());
         f.collectors().iter().flat_map(|c| c.collect()).collect()
     }

@@ -20,7 +20,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +31,13 @@ use zenlive_actors::supervisor::{Shutdown, StreamEntry};
 use zenlive_actors::{
     ArbiterPool, Directory, StatsSnapshot, StreamActor, StreamKey, StreamSupervisor,
 };
-use zenlive_cluster::{new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registry, NODE_TTL};
+use zenlive_cluster::{
+    new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registry, RegistryError, NODE_TTL,
+};
 
 use crate::auth::{Auth, AuthSetupError};
+use crate::cluster::instrumented::Instrumented;
+use crate::cluster::Cluster;
 use crate::config::{secs, Config};
 use crate::hls::HlsManager;
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
@@ -74,6 +78,8 @@ pub struct NodeContext {
     pub webhooks: Option<Arc<Webhooks>>,
     /// This node's chat rooms.
     pub chat: ChatRooms,
+    /// Cluster membership, links and relays; `None` on a single node.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Why a node could not start.
@@ -190,11 +196,22 @@ impl NodeBuilder {
         } else {
             NodeId::new(config.node.id.clone())
         };
-        let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+        let (registry, timings): (Arc<dyn Registry>, _) = if config.cluster.enabled {
+            tracing::info!(node = %node_id, "joining the cluster through Redis");
+            let redis = crate::cluster::connect_registry(&config.cluster).await;
+            let instrumented = Instrumented::new(Arc::new(redis));
+            let timings = instrumented.histogram();
+            (Arc::new(instrumented), Some(timings))
+        } else {
+            (Arc::new(MemoryRegistry::new()), None)
+        };
         let incarnation = new_incarnation();
         let info =
             NodeInfo { id: node_id.clone(), incarnation, addresses: Default::default(), load: 0 };
         registry.register_node(info, NODE_TTL).await?;
+        let cluster = config.cluster.enabled.then(|| {
+            Arc::new(Cluster::new(node_id.clone(), Arc::clone(&registry), &config.cluster))
+        });
 
         let pool = if config.node.workers == 0 {
             ArbiterPool::per_core()
@@ -215,6 +232,12 @@ impl NodeBuilder {
             config.metrics.max_stream_series,
             node_id.as_str(),
         ));
+        if let Some(timings) = timings {
+            metrics.register(Box::new(timings));
+        }
+        for collector in cluster.iter().flat_map(|c| c.collectors()) {
+            metrics.register(collector);
+        }
         let webhooks = Webhooks::start(&config.webhooks, node_id.as_str(), Arc::clone(&metrics));
         let mut set = self.hooks;
         if !config.webhooks.on_publish_url.is_empty() {
@@ -240,12 +263,6 @@ impl NodeBuilder {
             Arc::clone(&counters),
         )
         .start();
-        let beat = actix_rt::spawn(heartbeat(
-            Arc::clone(&registry),
-            node_id.clone(),
-            incarnation,
-            directory.clone(),
-        ));
         let mut chat_hooks = self.chat;
         chat_hooks.timeout = secs(config.hooks.timeout);
         chat_hooks.allow_on_failure = config.hooks.on_failure == "allow";
@@ -253,9 +270,17 @@ impl NodeBuilder {
             let webhooks = Arc::clone(webhooks);
             chat_hooks.delivered.push(Arc::new(move |delivered| webhooks.chat(delivered)));
         }
-        let placement = Placement { registry: Arc::clone(&registry), node: node_id.clone() };
+        let transport = cluster.as_ref().map(|cluster| {
+            Arc::new(crate::cluster::chat::ClusterRooms::new(Arc::clone(cluster)))
+                as Arc<dyn zenlive_actors::chat_remote::RoomTransport>
+        });
+        let placement =
+            Placement { registry: Arc::clone(&registry), node: node_id.clone(), transport };
         let chat =
             ChatRooms::new(chat_limits(&config_chat), Arc::clone(&counters), chat_hooks, placement);
+        if let Some(cluster) = &cluster {
+            crate::cluster::chat::serve(cluster, chat.clone());
+        }
         let context = Arc::new(NodeContext {
             config,
             node_id,
@@ -271,8 +296,30 @@ impl NodeBuilder {
             hooks,
             webhooks,
             chat,
+            cluster,
         });
         let mut node = crate::server::start(context).await?;
+        // Now that the listeners are bound, the node can say where it is.
+        let addresses = match &node.context.cluster {
+            Some(_) => crate::cluster::addresses(
+                &node.context.config.cluster,
+                node.cluster_addr,
+                node.rtmp_addr,
+                node.http_addr,
+            ),
+            None => Default::default(),
+        };
+        let info = NodeInfo { id: node.context.node_id.clone(), incarnation, addresses, load: 0 };
+        node.context.registry.register_node(info.clone(), NODE_TTL).await?;
+        if let Some(cluster) = &node.context.cluster {
+            let _ = cluster.refresh_members().await;
+        }
+        node.incarnation = Arc::new(std::sync::atomic::AtomicU64::new(incarnation));
+        let beat = actix_rt::spawn(heartbeat(
+            Arc::clone(&node.context),
+            info,
+            Arc::clone(&node.incarnation),
+        ));
         node.context.ready.store(true, Ordering::Release);
         node.tasks.push(beat);
         Ok(node)
@@ -293,18 +340,38 @@ fn chat_limits(config: &crate::config::ChatConfig) -> ChatLimits {
 }
 
 /// Renews this node's registration every third of its TTL, the same way on one node as in
-/// a cluster. A refused heartbeat means the registry declared the node dead.
-async fn heartbeat(
-    registry: Arc<dyn Registry>,
-    node: NodeId,
-    incarnation: u64,
-    directory: Directory,
-) {
+/// a cluster, and refreshes the view of the cluster. A refused heartbeat means the registry
+/// declared the node dead (it was paused, or Redis lost its data): the node registers again
+/// as a new incarnation, and its streams prove or lose their leases at their next renewal.
+async fn heartbeat(node: Arc<NodeContext>, mut info: NodeInfo, incarnation: Arc<AtomicU64>) {
+    let mut failing = false;
     loop {
         actix_rt::time::sleep(NODE_TTL / 3).await;
-        let load = directory.len() as u64;
-        if let Err(error) = registry.heartbeat(&node, incarnation, load, NODE_TTL).await {
-            tracing::error!(%node, %error, "node heartbeat refused");
+        let load = node.directory.len() as u64;
+        let registry = &node.registry;
+        match registry.heartbeat(&info.id, info.incarnation, load, NODE_TTL).await {
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(node = %info.id, "registry reachable again");
+                }
+            }
+            Err(RegistryError::NodeNotRegistered { .. }) => {
+                info.incarnation = new_incarnation();
+                info.load = load;
+                tracing::warn!(node = %info.id, incarnation = info.incarnation, "the registry declared this node dead; registering again");
+                match registry.register_node(info.clone(), NODE_TTL).await {
+                    Ok(()) => incarnation.store(info.incarnation, Ordering::Release),
+                    Err(error) => tracing::error!(node = %info.id, %error, "cannot register again"),
+                }
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::error!(node = %info.id, %error, "node heartbeat failed; local streams keep flowing");
+                }
+            }
+        }
+        if let Some(cluster) = &node.cluster {
+            let _ = cluster.refresh_members().await;
         }
     }
 }
@@ -315,6 +382,8 @@ pub struct Node {
     pub(crate) rtmp_addr: Option<SocketAddr>,
     pub(crate) http_addr: SocketAddr,
     pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) cluster_addr: Option<SocketAddr>,
+    pub(crate) incarnation: Arc<AtomicU64>,
     pub(crate) tasks: Vec<actix_rt::task::JoinHandle<()>>,
     pub(crate) http: actix_web::dev::ServerHandle,
     pub(crate) metrics: Option<actix_web::dev::ServerHandle>,
@@ -364,6 +433,17 @@ impl Node {
     /// Where metrics are served.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Where other cluster nodes connect to this one (cluster mode only).
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster_addr
+    }
+
+    /// This node's cluster membership (cluster mode only): the live nodes, calls to actors
+    /// on any node, relays.
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.context.cluster.clone()
     }
 
     /// This node's id.
@@ -424,6 +504,12 @@ impl Node {
         if let Some(webhooks) = &self.context.webhooks {
             // Stream-end events of the streams just ended get a moment to leave.
             webhooks.drain(Duration::from_secs(2)).await;
+        }
+        // Leave the cluster at once rather than when the registration expires.
+        let incarnation = self.incarnation.load(Ordering::Acquire);
+        let registry = &self.context.registry;
+        if let Err(error) = registry.deregister_node(&self.context.node_id, incarnation).await {
+            tracing::warn!(%error, "could not deregister; the registration will expire");
         }
         self.http.stop(true).await;
         if let Some(metrics) = &self.metrics {

@@ -73,5 +73,25 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         actix_rt::spawn(server);
     }
 
-    Ok(Node { context, rtmp_addr, http_addr, metrics_addr, tasks, http, metrics })
+    let mut cluster_addr = None;
+    if context.cluster.is_some() {
+        let addr = config.cluster.addr;
+        let listener = bind_std("cluster", addr)?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| StartError::Bind { what: "cluster", addr, source })?;
+        cluster_addr = listener.local_addr().ok();
+        tasks.push(actix_rt::spawn(crate::cluster::link::listen(listener, Arc::clone(&context))));
+    }
+
+    Ok(Node {
+        context,
+        rtmp_addr,
+        http_addr,
+        metrics_addr,
+        cluster_addr,
+        incarnation: Arc::default(),
+        tasks,
+        http,
+        metrics,
+    })
 }

@@ -7,6 +7,10 @@
 //! is full is evicted (its queue closed, which its connection sees and closes), so one
 //! member that does not read never slows the room. A room claims its name in the registry
 //! (`chat/{name}`, with a lease it renews), like a stream, so the cluster can find it.
+//!
+//! In a cluster, the room whose claim succeeds is the room's *home*; a room started on
+//! another node while the home lives becomes a *satellite* that forwards to the home and
+//! fans out what it sends back (see [`crate::chat_remote`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,10 +26,11 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::chat_core::{ChatCore, ChatError, ChatLimits, Effects, MemberId};
 use crate::chat_protocol::{ChatMessage, ChatUser, ClientCommand, ServerEvent};
+use crate::chat_remote::{Delivery, RemoteRoomError, RoomRequest, RoomTransport};
 use crate::events::{ActorType, Gauge, NodeCounters};
 use crate::supervisor::LEASE_RENEW_INTERVAL;
 use zenlive_cluster::{
-    ActorKey, ActorKind, Lease, NodeId, Registry, RegistryError, ACTOR_LEASE_TTL,
+    ActorKey, ActorKind, Lease, NodeId, Owner, Registry, RegistryError, ACTOR_LEASE_TTL,
 };
 
 /// How long a room with no members lives on before it stops.
@@ -150,6 +155,21 @@ pub struct Moderate {
     pub command: ClientCommand,
 }
 
+/// A request from a satellite of this room on another node (the room must be the home).
+#[derive(Message)]
+#[rtype(result = "Result<(), RemoteRoomError>")]
+pub struct RemoteRequest {
+    /// The satellite's node.
+    pub from: NodeId,
+    /// What happened there.
+    pub request: RoomRequest,
+}
+
+/// Frames from the room's home for this satellite's members.
+#[derive(Message)]
+#[rtype(result = "Result<(), RemoteRoomError>")]
+pub struct Deliver(pub Delivery);
+
 /// Asks how many members the room has.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -171,21 +191,77 @@ pub struct ChatRoom {
     idle: Option<SpawnHandle>,
     placement: Placement,
     lease: Option<Lease>,
+    role: Role,
+    remote: RemoteMembers,
     _alive: Gauge,
 }
 
-/// Where rooms are registered: the node's registry and id.
+/// Where rooms are registered: the node's registry and id, and (in a cluster) how rooms
+/// reach their home or satellites on other nodes.
 #[derive(Clone)]
 pub struct Placement {
     /// The registry of actor names.
     pub registry: Arc<dyn Registry>,
     /// This node.
     pub node: NodeId,
+    /// Links to other nodes' rooms; `None` on a single node.
+    pub transport: Option<Arc<dyn RoomTransport>>,
+}
+
+/// Which part of the room this actor plays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// The claim is in flight (no message is handled meanwhile).
+    Claiming,
+    /// This node holds the room's lease and state.
+    Home,
+    /// Another node is the home; this actor forwards and fans out.
+    Satellite(Owner),
+}
+
+/// The home's view of members connected to satellites.
+#[derive(Default)]
+struct RemoteMembers {
+    /// Home member id → (satellite node, the satellite's member id).
+    by_id: HashMap<MemberId, (NodeId, u64)>,
+    /// (satellite node, the satellite's member id) → home member id.
+    ids: HashMap<(NodeId, u64), MemberId>,
+    /// Satellite nodes with members here, and how many.
+    nodes: HashMap<NodeId, usize>,
+}
+
+impl RemoteMembers {
+    fn add(&mut self, node: NodeId, remote: u64) -> MemberId {
+        let id = next_member_id();
+        self.by_id.insert(id, (node.clone(), remote));
+        self.ids.insert((node.clone(), remote), id);
+        *self.nodes.entry(node).or_default() += 1;
+        id
+    }
+
+    fn remove(&mut self, id: MemberId) -> Option<(NodeId, u64)> {
+        let (node, remote) = self.by_id.remove(&id)?;
+        self.ids.remove(&(node.clone(), remote));
+        if let Some(count) = self.nodes.get_mut(&node) {
+            *count -= 1;
+            if *count == 0 {
+                self.nodes.remove(&node);
+            }
+        }
+        Some((node, remote))
+    }
+
+    fn of_node(&self, node: &NodeId) -> Vec<MemberId> {
+        self.by_id.iter().filter(|(_, (n, _))| n == node).map(|(id, _)| *id).collect()
+    }
 }
 
 impl ChatRoom {
-    /// Claims the room's name in the registry (so the cluster can find it), renews the
-    /// lease, and stops the room if the name belongs to someone else or the lease is lost.
+    /// Claims the room's name in the registry (so the cluster can find it) before any
+    /// member is handled: success makes this the room's home; a live owner elsewhere makes
+    /// it a satellite of that home (in a cluster). Then keeps proving it: the home renews
+    /// its lease, a satellite checks its home is still the owner; either stops (its
+    /// members reconnect) when that fails.
     fn claim(&mut self, ctx: &mut Context<Self>) {
         let registry = Arc::clone(&self.placement.registry);
         let node = self.placement.node.clone();
@@ -206,26 +282,106 @@ impl ChatRoom {
                 }
             }
         };
-        ctx.spawn(claim.into_actor(self).map(|claimed, act, ctx| match claimed {
-            Ok(lease) => act.lease = Some(lease),
+        ctx.wait(claim.into_actor(self).map(|claimed, act, ctx| match claimed {
+            Ok(lease) => {
+                act.lease = Some(lease);
+                act.role = Role::Home;
+            }
+            Err(RegistryError::AlreadyOwned { owner, .. })
+                if act.placement.transport.is_some() && owner.node != act.placement.node =>
+            {
+                tracing::debug!(room = %act.name, home = %owner.node, "chat room is a satellite");
+                act.role = Role::Satellite(owner);
+            }
             Err(error) => {
                 tracing::error!(room = %act.name, %error, "chat room name not granted; stopping the room");
                 ctx.stop();
             }
         }));
-        ctx.run_interval(LEASE_RENEW_INTERVAL, |act, ctx| {
-            let Some(lease) = act.lease.clone() else { return };
-            let registry = Arc::clone(&act.placement.registry);
-            let renew = async move { registry.renew(&lease).await };
-            ctx.spawn(renew.into_actor(act).map(|renewed, act, ctx| {
-                if let Err(error) = renewed {
-                    // Self-fencing: without the lease this node may not act as the room.
-                    tracing::error!(room = %act.name, %error, "chat room lease lost; stopping");
-                    act.lease = None;
-                    ctx.stop();
-                }
-            }));
+        ctx.run_interval(LEASE_RENEW_INTERVAL, |act, ctx| match act.role.clone() {
+            Role::Home => act.renew(ctx),
+            Role::Satellite(home) => act.check_home(home, ctx),
+            Role::Claiming => {}
         });
+    }
+
+    /// The home renews its lease; a lapsed lease is claimed again if the name is free.
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let Some(lease) = self.lease.clone() else { return };
+        let registry = Arc::clone(&self.placement.registry);
+        let renew = async move {
+            match registry.renew(&lease).await {
+                Ok(()) => Ok(None),
+                // Redis unreachable: nobody can take the name meanwhile; keep going.
+                Err(RegistryError::Unavailable { .. }) => Ok(None),
+                Err(lost) => registry
+                    .claim(&lease.key, &lease.node, lease.ttl)
+                    .await
+                    .map(Some)
+                    .map_err(|error| format!("{lost}; re-claim: {error}")),
+            }
+        };
+        ctx.spawn(renew.into_actor(self).map(|renewed, act, ctx| match renewed {
+            Ok(None) => {}
+            Ok(Some(lease)) => act.lease = Some(lease),
+            Err(error) => {
+                // Self-fencing: without the lease this node may not act as the room.
+                tracing::error!(room = %act.name, %error, "chat room lease lost; stopping");
+                act.lease = None;
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// A satellite stops when its home no longer owns the room (the home's node died or
+    /// the room moved): its members reconnect and find the room's new home.
+    fn check_home(&mut self, home: Owner, ctx: &mut Context<Self>) {
+        let registry = Arc::clone(&self.placement.registry);
+        let key = ActorKey::new(ActorKind::ChatRoom, self.name.clone());
+        let lookup = async move { registry.lookup(&key).await };
+        ctx.spawn(lookup.into_actor(self).map(move |owner, act, ctx| match owner {
+            Ok(Some(owner)) if owner == home => {}
+            Err(_) => {}
+            _ => {
+                tracing::info!(room = %act.name, home = %home.node, "chat room's home is gone; stopping the satellite");
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// Sends `request` to the home (a satellite's forwarding); a failure stops the
+    /// satellite, since its members can no longer reach the room.
+    fn forward(&mut self, request: RoomRequest, ctx: &mut Context<Self>) {
+        let (Role::Satellite(home), Some(transport)) = (&self.role, &self.placement.transport)
+        else {
+            return;
+        };
+        let sent = transport.to_home(&home.node, &self.name, request);
+        ctx.spawn(sent.into_actor(self).map(|result, act, ctx| {
+            if let Err(RemoteRoomError::Unreachable(why)) = result {
+                tracing::warn!(room = %act.name, why, "chat room's home unreachable; stopping the satellite");
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// The home sends `delivery` to a satellite node; a satellite that cannot be reached
+    /// loses its members here.
+    fn deliver(&mut self, node: &NodeId, delivery: Delivery, ctx: &mut Context<Self>) {
+        let Some(transport) = &self.placement.transport else { return };
+        let node = node.clone();
+        let sent = transport.to_satellite(&node, &self.name, delivery);
+        ctx.spawn(sent.into_actor(self).map(move |result, act, ctx| {
+            if let Err(error) = result {
+                tracing::warn!(room = %act.name, satellite = %node, %error, "chat satellite unreachable; dropping its members");
+                for member in act.remote.of_node(&node) {
+                    act.remote.remove(member);
+                    let effects = act.core.leave(member);
+                    act.apply(None, effects, ctx);
+                }
+                act.watch_idle(ctx);
+            }
+        }));
     }
 
     fn apply(&mut self, caller: Option<MemberId>, effects: Effects, ctx: &mut Context<Self>) {
@@ -246,18 +402,12 @@ impl ChatRoom {
     /// whose queue is full (or gone) are evicted afterwards.
     fn broadcast(&mut self, event: &ServerEvent, ctx: &mut Context<Self>) {
         let frame: Arc<str> = Arc::from(event.to_json());
-        let mut failed = Vec::new();
-        let mut delivered = 0;
-        for (member, queue) in &self.outbound {
-            match queue.try_send(Arc::clone(&frame)) {
-                Ok(()) => delivered += 1,
-                Err(TrySendError::Full(_)) => failed.push((*member, true)),
-                Err(TrySendError::Closed(_)) => failed.push((*member, false)),
-            }
-        }
-        NodeCounters::add(&self.counters.chat_deliveries, delivered);
-        for (member, slow) in failed {
-            self.drop_member(member, slow, ctx);
+        self.fan_out(&frame, ctx);
+        let satellites: Vec<NodeId> = self.remote.nodes.keys().cloned().collect();
+        for node in satellites {
+            let delivery =
+                Delivery { frames: vec![frame.to_string()], to: None, evict: Vec::new() };
+            self.deliver(&node, delivery, ctx);
         }
         let ServerEvent::Message(message) = event else {
             if matches!(event, ServerEvent::System { .. }) {
@@ -279,7 +429,30 @@ impl ChatRoom {
         }
     }
 
+    /// Queues `frame` for every local member; members whose queue is full (or gone) are
+    /// evicted afterwards.
+    fn fan_out(&mut self, frame: &Arc<str>, ctx: &mut Context<Self>) {
+        let mut failed = Vec::new();
+        let mut delivered = 0;
+        for (member, queue) in &self.outbound {
+            match queue.try_send(Arc::clone(frame)) {
+                Ok(()) => delivered += 1,
+                Err(TrySendError::Full(_)) => failed.push((*member, true)),
+                Err(TrySendError::Closed(_)) => failed.push((*member, false)),
+            }
+        }
+        NodeCounters::add(&self.counters.chat_deliveries, delivered);
+        for (member, slow) in failed {
+            self.drop_member(member, slow, ctx);
+        }
+    }
+
     fn send(&mut self, member: MemberId, frame: Arc<str>, ctx: &mut Context<Self>) {
+        if let Some((node, remote)) = self.remote.by_id.get(&member).cloned() {
+            let delivery =
+                Delivery { frames: vec![frame.to_string()], to: Some(remote), evict: Vec::new() };
+            return self.deliver(&node, delivery, ctx);
+        }
         let Some(queue) = self.outbound.get(&member) else { return };
         match queue.try_send(frame) {
             Ok(()) => {}
@@ -299,7 +472,20 @@ impl ChatRoom {
 
     /// Drops a member's queue (its connection then closes) and tells the others.
     fn evict(&mut self, member: MemberId, ctx: &mut Context<Self>) {
+        if let Some((node, remote)) = self.remote.remove(member) {
+            let effects = self.core.leave(member);
+            self.apply(None, effects, ctx);
+            let delivery = Delivery { frames: Vec::new(), to: None, evict: vec![remote] };
+            self.deliver(&node, delivery, ctx);
+            self.watch_idle(ctx);
+            return;
+        }
         if self.outbound.remove(&member).is_some() {
+            if let Role::Satellite(_) = self.role {
+                self.forward(RoomRequest::Leave { member }, ctx);
+                self.watch_idle(ctx);
+                return;
+            }
             let effects = self.core.leave(member);
             self.apply(None, effects, ctx);
             self.watch_idle(ctx);
@@ -307,9 +493,9 @@ impl ChatRoom {
     }
 
     fn watch_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.outbound.is_empty() && self.idle.is_none() {
+        if self.outbound.is_empty() && self.remote.by_id.is_empty() && self.idle.is_none() {
             self.idle = Some(ctx.run_later(ROOM_IDLE, |act, ctx| {
-                if act.outbound.is_empty() {
+                if act.outbound.is_empty() && act.remote.by_id.is_empty() {
                     tracing::debug!(room = %act.name, "chat room idle; stopping");
                     ctx.stop();
                 }
@@ -342,16 +528,40 @@ impl Actor for ChatRoom {
 }
 
 impl Handler<Join> for ChatRoom {
-    type Result = Result<(), ChatError>;
+    type Result = ResponseActFuture<Self, Result<(), ChatError>>;
 
     fn handle(&mut self, msg: Join, ctx: &mut Self::Context) -> Self::Result {
-        let effects = self.core.join(msg.member, msg.user)?;
-        self.outbound.insert(msg.member, msg.outbound);
         if let Some(idle) = self.idle.take() {
             ctx.cancel_future(idle);
         }
-        self.apply(Some(msg.member), effects, ctx);
-        Ok(())
+        let (Role::Satellite(home), Some(transport)) = (&self.role, &self.placement.transport)
+        else {
+            let joined = self.core.join(msg.member, msg.user).map(|effects| {
+                self.outbound.insert(msg.member, msg.outbound);
+                self.apply(Some(msg.member), effects, ctx);
+            });
+            if joined.is_err() {
+                self.watch_idle(ctx);
+            }
+            return Box::pin(fut::ready(joined));
+        };
+        // The member's queue is in place before the home answers, so the history the home
+        // sends right after its answer finds it.
+        let member = msg.member;
+        self.outbound.insert(member, msg.outbound);
+        let request = RoomRequest::Join { member, user: msg.user };
+        let joined = transport.to_home(&home.node, &self.name, request);
+        Box::pin(joined.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                act.outbound.remove(&member);
+                act.watch_idle(ctx);
+                Err(match error {
+                    RemoteRoomError::Chat(error) => error,
+                    RemoteRoomError::Unreachable(why) => ChatError::Unavailable(why),
+                })
+            }
+        }))
     }
 }
 
@@ -368,6 +578,20 @@ impl Handler<Command> for ChatRoom {
 
     fn handle(&mut self, msg: Command, ctx: &mut Self::Context) {
         let member = msg.member;
+        if let Role::Satellite(_) = self.role {
+            if let Ok(command) = serde_json::to_string(&msg.command) {
+                self.forward(RoomRequest::Command { member, command }, ctx);
+            }
+            return;
+        }
+        self.command(member, msg.command, ctx);
+    }
+}
+
+impl ChatRoom {
+    /// Runs a member's command at the home (the member may be local or remote).
+    fn command(&mut self, member: MemberId, command: ClientCommand, ctx: &mut Context<Self>) {
+        let msg = Command { member, command };
         let (ClientCommand::Message { text, client_id }, Some(decide)) =
             (&msg.command, self.hooks.decide.clone())
         else {
@@ -419,6 +643,9 @@ impl Handler<SystemMessage> for ChatRoom {
     type Result = ();
 
     fn handle(&mut self, msg: SystemMessage, ctx: &mut Self::Context) {
+        if let Role::Satellite(_) = self.role {
+            return self.forward(RoomRequest::System { text: msg.text }, ctx);
+        }
         let effects = self.core.system(msg.text, now_ms());
         self.apply(None, effects, ctx);
     }
@@ -428,8 +655,91 @@ impl Handler<Moderate> for ChatRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Moderate, ctx: &mut Self::Context) {
+        if let Role::Satellite(_) = self.role {
+            if let Ok(command) = serde_json::to_string(&msg.command) {
+                self.forward(RoomRequest::Moderate { command }, ctx);
+            }
+            return;
+        }
         let effects = self.core.moderate(msg.command, now_ms());
         self.apply(None, effects, ctx);
+    }
+}
+
+impl Handler<RemoteRequest> for ChatRoom {
+    type Result = Result<(), RemoteRoomError>;
+
+    fn handle(&mut self, msg: RemoteRequest, ctx: &mut Self::Context) -> Self::Result {
+        if self.role != Role::Home {
+            return Err(RemoteRoomError::Unreachable("this node is not the room's home".into()));
+        }
+        let parse = |json: &str| {
+            serde_json::from_str::<ClientCommand>(json)
+                .map_err(|e| RemoteRoomError::Unreachable(format!("bad command: {e}")))
+        };
+        match msg.request {
+            RoomRequest::Join { member, user } => {
+                if let Some(idle) = self.idle.take() {
+                    ctx.cancel_future(idle);
+                }
+                let id = self.remote.add(msg.from.clone(), member);
+                match self.core.join(id, user) {
+                    Ok(effects) => self.apply(Some(id), effects, ctx),
+                    Err(error) => {
+                        self.remote.remove(id);
+                        self.watch_idle(ctx);
+                        return Err(error.into());
+                    }
+                }
+            }
+            RoomRequest::Command { member, command } => {
+                let command = parse(&command)?;
+                if let Some(id) = self.remote.ids.get(&(msg.from, member)).copied() {
+                    self.command(id, command, ctx);
+                }
+            }
+            RoomRequest::Leave { member } => {
+                if let Some(id) = self.remote.ids.get(&(msg.from, member)).copied() {
+                    self.remote.remove(id);
+                    let effects = self.core.leave(id);
+                    self.apply(None, effects, ctx);
+                    self.watch_idle(ctx);
+                }
+            }
+            RoomRequest::System { text } => {
+                let effects = self.core.system(text, now_ms());
+                self.apply(None, effects, ctx);
+            }
+            RoomRequest::Moderate { command } => {
+                let effects = self.core.moderate(parse(&command)?, now_ms());
+                self.apply(None, effects, ctx);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler<Deliver> for ChatRoom {
+    type Result = Result<(), RemoteRoomError>;
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) -> Self::Result {
+        if !matches!(self.role, Role::Satellite(_)) {
+            return Err(RemoteRoomError::Unreachable("this room is not a satellite".into()));
+        }
+        let Delivery { frames, to, evict } = msg.0;
+        for frame in frames {
+            let frame: Arc<str> = Arc::from(frame);
+            match to {
+                Some(member) => self.send(member, frame, ctx),
+                None => self.fan_out(&frame, ctx),
+            }
+        }
+        for member in evict {
+            // The home already counted the leave: only the connection goes.
+            self.outbound.remove(&member);
+        }
+        self.watch_idle(ctx);
+        Ok(())
     }
 }
 
@@ -515,6 +825,8 @@ impl ChatRooms {
             idle: None,
             placement: self.placement.clone(),
             lease: None,
+            role: Role::Claiming,
+            remote: RemoteMembers::default(),
             _alive: self.counters.actor(ActorType::ChatRoom),
         };
         let addr = ChatRoom::start_in_arbiter(arbiter, |_| room);

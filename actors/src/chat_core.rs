@@ -51,7 +51,7 @@ impl Default for ChatLimits {
 }
 
 /// Why a command was refused; `code` is stable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ChatError {
     /// Posting needs a signed-in user with a name.
     #[error("sign in to post")]
@@ -89,6 +89,9 @@ pub enum ChatError {
     /// The application's hook refused the message.
     #[error("{0}")]
     Rejected(String),
+    /// The room could not be reached (its home node, in a cluster).
+    #[error("the room is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ChatError {
@@ -107,6 +110,7 @@ impl ChatError {
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::Rejected(_) => "rejected",
+            Self::Unavailable(_) => "unavailable",
         }
     }
 }

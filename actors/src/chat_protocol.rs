@@ -38,7 +38,7 @@ pub struct ChatMessage {
 }
 
 /// What a member sends.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientCommand {
     /// Post a message; `client_id` comes back in the `ack` (and in an `error`).

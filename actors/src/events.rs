@@ -55,6 +55,13 @@ impl StreamEvent {
             Self::Started { key, .. } | Self::Ended { key, .. } => key,
         }
     }
+
+    /// How the stream's publisher connected.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Self::Started { protocol, .. } | Self::Ended { protocol, .. } => *protocol,
+        }
+    }
 }
 
 /// Receives stream events. Called on actor threads: implementations must return quickly
@@ -131,17 +138,20 @@ pub enum ConnectionKind {
     Rtmp,
     /// HTTP on the media port (HLS, HTTP-FLV, API).
     Http,
+    /// Links from other cluster nodes (messages and relays).
+    Cluster,
 }
 
 impl ConnectionKind {
     /// Every kind, in label order.
-    pub const ALL: [Self; 2] = [Self::Rtmp, Self::Http];
+    pub const ALL: [Self; 3] = [Self::Rtmp, Self::Http, Self::Cluster];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rtmp => "rtmp",
             Self::Http => "http",
+            Self::Cluster => "cluster",
         }
     }
 }
@@ -194,6 +204,8 @@ pub struct NodeCounters {
     pub chat_messages: AtomicU64,
     /// Chat frames queued to members (every event to every member).
     pub chat_deliveries: AtomicU64,
+    /// Actor leases found lapsed or taken over at renewal (cluster self-fencing).
+    pub lease_losses: AtomicU64,
     rejections: [AtomicU64; RejectReason::ALL.len()],
     connections: [AtomicU64; ConnectionKind::ALL.len()],
     actors: [AtomicU64; ActorType::ALL.len()],

@@ -28,6 +28,7 @@
 pub mod chat;
 pub mod chat_core;
 pub mod chat_protocol;
+pub mod chat_remote;
 pub mod events;
 pub mod key;
 pub mod pool;
@@ -63,11 +64,14 @@ pub enum Protocol {
     Hls,
     /// An in-process subscriber (the SDK, tests).
     Internal,
+    /// A cluster relay: on the origin, an edge node pulling the stream; on the edge, the
+    /// local copy it publishes.
+    Relay,
 }
 
 impl Protocol {
     /// Every protocol, in [`Protocol::index`] order.
-    pub const ALL: [Self; 4] = [Self::Rtmp, Self::HttpFlv, Self::Hls, Self::Internal];
+    pub const ALL: [Self; 5] = [Self::Rtmp, Self::HttpFlv, Self::Hls, Self::Internal, Self::Relay];
 
     /// A dense index, for per-protocol arrays.
     pub fn index(self) -> usize {
@@ -81,6 +85,7 @@ impl Protocol {
             Self::HttpFlv => "http-flv",
             Self::Hls => "hls",
             Self::Internal => "internal",
+            Self::Relay => "relay",
         }
     }
 }

@@ -58,12 +58,36 @@ impl StreamPublisher {
         peer: Option<SocketAddr>,
         user: Option<String>,
     ) -> Result<(Self, mpsc::Receiver<PublisherCommand>), PublishError> {
+        Self::start_as(supervisor, directory, key, protocol, peer, user, false).await
+    }
+
+    /// Starts a local copy of `key`, a stream another node owns (an edge relay): like
+    /// [`StreamPublisher::start`], but no name is claimed in the registry.
+    pub async fn start_replica(
+        supervisor: &Addr<StreamSupervisor>,
+        directory: Directory,
+        key: StreamKey,
+        peer: Option<SocketAddr>,
+    ) -> Result<(Self, mpsc::Receiver<PublisherCommand>), PublishError> {
+        Self::start_as(supervisor, directory, key, Protocol::Relay, peer, None, true).await
+    }
+
+    async fn start_as(
+        supervisor: &Addr<StreamSupervisor>,
+        directory: Directory,
+        key: StreamKey,
+        protocol: Protocol,
+        peer: Option<SocketAddr>,
+        user: Option<String>,
+        replica: bool,
+    ) -> Result<(Self, mpsc::Receiver<PublisherCommand>), PublishError> {
         let (control, commands) = mpsc::channel(4);
         let handle = PublisherHandle { id: next_connection_id(), protocol, peer, user, control };
         let start = StartStream {
             key: key.clone(),
             publisher: handle.clone(),
             arbiter: actix_rt::Arbiter::current(),
+            replica,
         };
         let stream = supervisor.send(start).await.map_err(|_| StartError::ShuttingDown)??;
         let publisher = Self {

@@ -126,6 +126,9 @@ pub struct StartStream {
     pub publisher: PublisherHandle,
     /// Where the actor runs: the publisher connection's arbiter.
     pub arbiter: ArbiterHandle,
+    /// A local copy of a stream owned by another node (an edge relay): it claims no name
+    /// in the registry, since the origin holds the lease.
+    pub replica: bool,
 }
 
 /// A stream actor went away (sent from its drop notice).
@@ -149,6 +152,8 @@ pub struct Shutdown;
 
 struct Supervised {
     lease: Option<Lease>,
+    /// A relay's local copy: never claims the name.
+    replica: bool,
     arbiter: ArbiterHandle,
     generation: u64,
     lineage: u64,
@@ -227,6 +232,7 @@ impl StreamSupervisor {
             key.clone(),
             Supervised {
                 lease: None,
+                replica: old.replica,
                 arbiter: old.arbiter,
                 generation,
                 lineage: old.lineage,
@@ -234,6 +240,9 @@ impl StreamSupervisor {
                 stats: old.stats,
             },
         );
+        if old.replica {
+            return;
+        }
         // Re-claim the name under a new epoch, so anything the crashed instance left behind
         // is fenced off.
         let registry = Arc::clone(&self.registry);
@@ -272,26 +281,74 @@ impl StreamSupervisor {
             return;
         }
         let registry = Arc::clone(&self.registry);
+        let node = self.node.clone();
         let renewals = async move {
-            let mut lost = Vec::new();
+            let mut outcomes = Vec::new();
             for (key, lease) in leases {
-                if let Err(error) = registry.renew(&lease).await {
-                    lost.push((key, lease.epoch, error));
-                }
+                let outcome = match registry.renew(&lease).await {
+                    Ok(()) => continue,
+                    // Redis is unreachable: nobody can claim the name meanwhile, so the
+                    // stream keeps flowing and the lease is proven again once it returns.
+                    Err(error @ RegistryError::Unavailable { .. }) => Renewal::Unproven(error),
+                    // The lease lapsed (the node was paused, or Redis restarted empty). If
+                    // the name is still free, it is ours again under a new epoch; if another
+                    // node took it, we must stop: never two owners.
+                    Err(lost) => match registry.claim(&lease.key, &node, lease.ttl).await {
+                        Ok(new) => Renewal::Reclaimed(new),
+                        // This node was declared dead and has not registered again yet (the
+                        // heartbeat does that within a third of the node TTL): stop only if
+                        // another node owns the name meanwhile, else try again next round.
+                        Err(error @ RegistryError::NodeNotRegistered { .. }) => {
+                            match registry.lookup(&lease.key).await {
+                                Ok(Some(owner)) if owner.node != node => {
+                                    Renewal::Lost(format!("{lost}; now owned by {}", owner.node))
+                                }
+                                _ => Renewal::Unproven(error),
+                            }
+                        }
+                        Err(error) => Renewal::Lost(format!("{lost}; re-claim: {error}")),
+                    },
+                };
+                outcomes.push((key, lease.epoch, outcome));
             }
-            lost
+            outcomes
         };
-        ctx.spawn(renewals.into_actor(self).map(|lost, act, _ctx| {
-            for (key, epoch, error) in lost {
-                let Some(s) = act.streams.get(&key) else { continue };
-                if s.lease.as_ref().is_some_and(|l| l.epoch == epoch) {
-                    // Self-fencing: without a lease we may not act as the owner.
-                    tracing::error!(stream = %key, %error, "lease lost; ending stream");
-                    s.addr.do_send(crate::stream::Kick { reason: "lease lost".to_owned() });
+        ctx.spawn(renewals.into_actor(self).map(|outcomes, act, _ctx| {
+            for (key, epoch, outcome) in outcomes {
+                let Some(s) = act.streams.get_mut(&key) else { continue };
+                if s.lease.as_ref().is_none_or(|l| l.epoch != epoch) {
+                    continue;
+                }
+                match outcome {
+                    Renewal::Unproven(error) => {
+                        tracing::warn!(stream = %key, %error, "cannot renew the stream's lease; it keeps flowing");
+                    }
+                    Renewal::Reclaimed(lease) => {
+                        tracing::warn!(stream = %key, old_epoch = epoch, epoch = lease.epoch, "stream lease lapsed; re-claimed");
+                        NodeCounters::add(&act.counters.lease_losses, 1);
+                        s.lease = Some(lease);
+                    }
+                    Renewal::Lost(error) => {
+                        // Self-fencing: without a lease we may not act as the owner.
+                        tracing::error!(stream = %key, %error, "lease lost; ending stream");
+                        NodeCounters::add(&act.counters.lease_losses, 1);
+                        s.lease = None;
+                        s.addr.do_send(crate::stream::Kick { reason: "lease lost".to_owned() });
+                    }
                 }
             }
         }));
     }
+}
+
+/// What a failed lease renewal came to.
+enum Renewal {
+    /// The registry could not be asked.
+    Unproven(RegistryError),
+    /// The lease had lapsed and the name was claimed again.
+    Reclaimed(Lease),
+    /// Another node owns the name now (or it could not be claimed).
+    Lost(String),
 }
 
 impl Actor for StreamSupervisor {
@@ -312,7 +369,13 @@ impl Handler<StartStream> for StreamSupervisor {
         let registry = Arc::clone(&self.registry);
         let node = self.node.clone();
         let actor_key = ActorKey::new(ActorKind::Stream, msg.key.to_string());
-        let claim = async move { registry.claim(&actor_key, &node, ACTOR_LEASE_TTL).await };
+        let replica = msg.replica;
+        let claim = async move {
+            if replica {
+                return Ok(None);
+            }
+            registry.claim(&actor_key, &node, ACTOR_LEASE_TTL).await.map(Some)
+        };
         Box::pin(claim.into_actor(self).then(
             move |claimed,
                   act,
@@ -345,7 +408,8 @@ impl Handler<StartStream> for StreamSupervisor {
                 act.streams.insert(
                     key.clone(),
                     Supervised {
-                        lease: Some(lease),
+                        lease,
+                        replica,
                         arbiter: msg.arbiter,
                         generation,
                         lineage: generation,

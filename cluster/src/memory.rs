@@ -120,7 +120,9 @@ impl Registry for MemoryRegistry {
         let mut state = self.state.lock();
         let result = if !state.node_alive(node, now) {
             Err(RegistryError::NodeNotRegistered { node: node.clone() })
-        } else if let Some(entry) = state.live_lease(key, now) {
+        } else if let Some(entry) =
+            state.live_lease(key, now).filter(|entry| state.node_alive(&entry.owner.node, now))
+        {
             Err(RegistryError::AlreadyOwned { key: key.clone(), owner: entry.owner.clone() })
         } else {
             let counter = state.epochs.entry(key.clone()).or_insert(0);

@@ -4,7 +4,9 @@
 //! - `node:{id}` = the node's incarnation, `PX` = node TTL; `nodeinfo:{id}` = its
 //!   [`NodeInfo`] as JSON with the same TTL; the set `nodes` lists ids that may be alive
 //!   (pruned when their info has expired).
-//! - `owner:{kind}:{name}` = `{node}|{epoch}`, `PX` = lease TTL: the lease.
+//! - `owner:{kind}:{name}` = `{node}|{epoch}`, `PX` = lease TTL: the lease. A lease whose
+//!   node's registration is gone counts as free (the node died), so names move within the
+//!   node TTL rather than the lease TTL.
 //! - `epoch:{kind}:{name}`: an `INCR` counter without TTL, the fencing token; it only grows,
 //!   so a lease claimed after another expired always carries a greater epoch.
 //!
@@ -24,12 +26,19 @@ use redis::{AsyncCommands, Script};
 use crate::id::{ActorKey, NodeId};
 use crate::registry::{BoxFuture, Lease, NodeInfo, Owner, Registry, RegistryError};
 
-/// `KEYS`: node, owner, epoch. `ARGV`: node id, TTL in ms.
+/// `KEYS`: node, owner, epoch. `ARGV`: node id, TTL in ms, the node-key prefix.
 /// Returns `{1, epoch}` on success, `{0, owner}` when owned, `{-1}` when the node is dead.
+/// A lease whose owner node is no longer registered counts as free: a crashed node's
+/// streams can be taken over once its registration expires, before their leases would.
 const CLAIM: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local owner = redis.call('GET', KEYS[2])
-if owner then return {0, owner} end
+if owner then
+  local sep = string.find(owner, '|[^|]*$')
+  if sep == nil or redis.call('EXISTS', ARGV[3] .. string.sub(owner, 1, sep - 1)) == 1 then
+    return {0, owner}
+  end
+end
 local epoch = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[2], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
 return {1, epoch}
@@ -304,6 +313,7 @@ impl Registry for RedisRegistry {
                     .key(self.epoch_key(&key))
                     .arg(node.as_str())
                     .arg(millis(ttl))
+                    .arg(format!("{}node:", self.prefix))
                     .invoke_async(&mut connection),
             )
             .await?;

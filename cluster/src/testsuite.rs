@@ -22,6 +22,7 @@ pub async fn run_all(registry: &dyn Registry) {
     expired_lease_fences_old_owner(registry).await;
     node_membership_expires(registry).await;
     dead_node_cannot_claim(registry).await;
+    dead_owners_names_can_be_taken_over(registry).await;
 }
 
 /// Two nodes claim one name: exactly one wins; release frees it with a higher epoch next.
@@ -92,6 +93,22 @@ pub async fn node_membership_expires(registry: &dyn Registry) {
     ));
 }
 
+/// When a node's registration expires (it died), its names can be claimed before their
+/// leases run out; the dead node's lease is fenced.
+pub async fn dead_owners_names_can_be_taken_over(registry: &dyn Registry) {
+    let (a, b) = (node("a5", 1), node("b5", 1));
+    registry.register_node(a.clone(), TTL).await.expect("register a");
+    registry.register_node(b.clone(), TTL * 20).await.expect("register b");
+    let key = ActorKey::new(ActorKind::Stream, "live/takeover");
+    let old = registry.claim(&key, &a.id, TTL * 20).await.expect("claim");
+    assert!(registry.claim(&key, &b.id, TTL).await.is_err(), "a is alive: no takeover");
+    tokio::time::sleep(TTL * 2).await;
+    let new = registry.claim(&key, &b.id, TTL * 20).await.expect("a is dead: takeover");
+    assert!(new.epoch > old.epoch);
+    assert!(matches!(registry.renew(&old).await, Err(RegistryError::LeaseLost { .. })));
+    registry.release(&new).await.expect("release");
+}
+
 /// A node that is not registered cannot claim names.
 pub async fn dead_node_cannot_claim(registry: &dyn Registry) {
     let key = ActorKey::new(ActorKind::ChatRoom, "lobby");
@@ -119,7 +136,14 @@ impl RedisServer {
     /// # Panics
     /// When `redis-server` is missing or does not come up within 10 s (a test fixture).
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// Starts one on `port` (to bring up a Redis a node is already waiting for).
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub fn start_on(port: u16) -> Self {
         let dir = std::env::temp_dir().join(format!("zenlive-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
         let child = spawn_redis(port, &dir);

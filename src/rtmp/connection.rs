@@ -529,7 +529,7 @@ impl Connection {
         if let Decision::Deny(reason) = self.node.hooks.decide_play(request).await {
             return self.reject(request_id, "NetStream.Play.Failed", reason).await;
         }
-        let Some(entry) = self.node.directory.get(&key) else {
+        let Some(entry) = crate::cluster::relay::live_stream(&self.node, &key).await else {
             return self
                 .reject(
                     request_id,

@@ -1,0 +1,115 @@
+//! Chat rooms across nodes: the [`RoomTransport`] that carries a room's requests to its
+//! home node and deliveries to its satellites, over cluster calls of kind `chat` whose
+//! bodies are JSON ([`ChatCall`]), and the handler that answers them on this node.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use zenlive_actors::chat::{ChatRooms, Deliver, RemoteRequest};
+use zenlive_actors::chat_core::ChatError;
+use zenlive_actors::chat_remote::{Delivery, RemoteRoomError, RoomRequest, RoomTransport};
+use zenlive_cluster::{BoxFuture, NodeId};
+
+use super::wire::RemoteError;
+use super::Cluster;
+
+/// The body of a `chat` call.
+#[derive(Debug, Serialize, Deserialize)]
+enum ChatCall {
+    /// Satellite → home.
+    ToHome {
+        /// The satellite's node.
+        from: String,
+        /// What happened there.
+        request: RoomRequest,
+    },
+    /// Home → satellite.
+    ToSatellite(Delivery),
+}
+
+/// The actor kind of chat calls.
+const KIND: &str = "chat";
+
+/// Rooms' links to other nodes, through the cluster.
+pub struct ClusterRooms {
+    cluster: Arc<Cluster>,
+}
+
+impl ClusterRooms {
+    /// A transport over `cluster`.
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        Self { cluster }
+    }
+
+    fn send(
+        &self,
+        node: &NodeId,
+        room: &str,
+        body: &ChatCall,
+    ) -> BoxFuture<'static, Result<(), RemoteRoomError>> {
+        let cluster = Arc::clone(&self.cluster);
+        let node = node.clone();
+        let body = serde_json::to_vec(body);
+        let room = room.to_owned();
+        Box::pin(async move {
+            let body = body.map_err(|e| RemoteRoomError::Unreachable(e.to_string()))?;
+            let call = cluster.new_call(KIND, &room, None, body);
+            let reply = cluster
+                .call_node(&node, call)
+                .await
+                .map_err(|e| RemoteRoomError::Unreachable(e.to_string()))?;
+            match serde_json::from_slice::<Result<(), ChatError>>(&reply) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(RemoteRoomError::Chat(error)),
+                Err(error) => Err(RemoteRoomError::Unreachable(format!("bad answer: {error}"))),
+            }
+        })
+    }
+}
+
+impl RoomTransport for ClusterRooms {
+    fn to_home(
+        &self,
+        home: &NodeId,
+        room: &str,
+        request: RoomRequest,
+    ) -> BoxFuture<'static, Result<(), RemoteRoomError>> {
+        let from = self.cluster.node.as_str().to_owned();
+        self.send(home, room, &ChatCall::ToHome { from, request })
+    }
+
+    fn to_satellite(
+        &self,
+        node: &NodeId,
+        room: &str,
+        delivery: Delivery,
+    ) -> BoxFuture<'static, Result<(), RemoteRoomError>> {
+        self.send(node, room, &ChatCall::ToSatellite(delivery))
+    }
+}
+
+/// Answers `chat` calls from other nodes with this node's `rooms`.
+pub fn serve(cluster: &Cluster, rooms: ChatRooms) {
+    cluster.on_call(KIND, move |room, body| {
+        let rooms = rooms.clone();
+        async move {
+            let call: ChatCall = serde_json::from_slice(&body)
+                .map_err(|e| RemoteError::BadRequest(e.to_string()))?;
+            let addr = rooms.get(&room).ok_or(RemoteError::NotOwner)?;
+            let answer = match call {
+                ChatCall::ToHome { from, request } => {
+                    addr.send(RemoteRequest { from: NodeId::new(from), request }).await
+                }
+                ChatCall::ToSatellite(delivery) => addr.send(Deliver(delivery)).await,
+            };
+            let answer: Result<(), ChatError> = match answer {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(RemoteRoomError::Chat(error))) => Err(error),
+                Ok(Err(RemoteRoomError::Unreachable(_))) | Err(_) => {
+                    return Err(RemoteError::NotOwner)
+                }
+            };
+            serde_json::to_vec(&answer).map_err(|e| RemoteError::BadRequest(e.to_string()))
+        }
+    });
+}

@@ -1,0 +1,329 @@
+//! Edge relays: a viewer on this node of a stream published on another node makes this
+//! node pull the stream once from its owner (the origin) and publish a local copy (a
+//! replica), which every local viewer (RTMP, HTTP-FLV, the HLS packager) watches like any
+//! stream. N viewers here cost the origin one outgoing stream.
+//!
+//! When the origin goes away, the relay looks for the stream's owner again for
+//! `cluster.relay_grace`: a publisher that reconnected to another node is followed there
+//! without disturbing local viewers (timestamps are rebased so they keep growing). A relay
+//! that nobody here watched for `cluster.relay_idle` ends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use zenlive_actors::supervisor::StreamEntry;
+use zenlive_actors::{FrameKind, MediaFrame, StreamKey, StreamPublisher};
+use zenlive_cluster::{ActorKey, ActorKind, Owner};
+use zenlive_media::flv::{FlvDemuxer, TagType};
+
+use super::link::{self, LinkError};
+use super::wire::Message;
+use super::Cluster;
+use crate::config::secs;
+use crate::node::NodeContext;
+
+/// How long a viewer waits for a relay to deliver its first frame.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between looks for a stream's new owner.
+const RESOLVE_PAUSE: Duration = Duration::from_millis(250);
+/// How often an idle relay is noticed.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// One relay's shared state.
+struct Relay {
+    last_demand: Mutex<Instant>,
+    /// Becomes true once the replica is live.
+    live: watch::Sender<bool>,
+}
+
+/// This node's relays, by stream.
+#[derive(Default)]
+pub struct Relays {
+    active: Mutex<HashMap<StreamKey, Arc<Relay>>>,
+}
+
+impl Relays {
+    /// Relays running now.
+    pub fn count(&self) -> usize {
+        self.active.lock().len()
+    }
+
+    /// The streams relayed now.
+    pub fn streams(&self) -> Vec<StreamKey> {
+        self.active.lock().keys().cloned().collect()
+    }
+
+    /// Notes that a viewer asked for `key` (keeps an HLS-only relay alive).
+    pub fn touch(&self, key: &StreamKey) {
+        if let Some(relay) = self.active.lock().get(key) {
+            *relay.last_demand.lock() = Instant::now();
+        }
+    }
+}
+
+/// The live stream `key` on this node: local, or, in a cluster, relayed from the node that
+/// owns it (started on demand). `None` when no node has it live.
+pub async fn live_stream(node: &Arc<NodeContext>, key: &StreamKey) -> Option<StreamEntry> {
+    let cluster = node.cluster.as_ref();
+    if let Some(entry) = node.directory.get(key) {
+        if let Some(cluster) = cluster {
+            cluster.relays.touch(key);
+        }
+        return Some(entry);
+    }
+    let cluster = cluster?;
+    let actor = ActorKey::new(ActorKind::Stream, key.to_string());
+    let owner = match cluster.registry.lookup(&actor).await {
+        Ok(Some(owner)) if owner.node != cluster.node => owner,
+        Ok(_) => return None,
+        Err(error) => {
+            tracing::warn!(stream = %key, %error, "cannot look up a stream's owner");
+            return None;
+        }
+    };
+    let (relay, fresh) = {
+        let mut active = cluster.relays.active.lock();
+        match active.get(key) {
+            Some(relay) => (Arc::clone(relay), false),
+            None => {
+                let relay = Arc::new(Relay {
+                    last_demand: Mutex::new(Instant::now()),
+                    live: watch::channel(false).0,
+                });
+                active.insert(key.clone(), Arc::clone(&relay));
+                (relay, true)
+            }
+        }
+    };
+    *relay.last_demand.lock() = Instant::now();
+    let mut live = relay.live.subscribe();
+    if fresh {
+        let node = Arc::clone(node);
+        let key = key.clone();
+        node.pool.next().spawn(async move {
+            run(&node, &key, owner, &relay).await;
+            if let Some(cluster) = node.cluster.as_ref() {
+                let mut active = cluster.relays.active.lock();
+                if active.get(&key).is_some_and(|r| Arc::ptr_eq(r, &relay)) {
+                    active.remove(&key);
+                }
+            }
+        });
+    }
+    // Wait for the replica's first frame (or the relay's end, which drops the sender).
+    let _ = tokio::time::timeout(FIRST_FRAME_TIMEOUT, live.wait_for(|live| *live)).await;
+    node.directory.get(key)
+}
+
+/// Keeps timestamps growing across origins: frames of a new origin are shifted to follow
+/// the last frame relayed.
+#[derive(Default)]
+struct Rebase {
+    last_out: Option<u32>,
+    offset: Option<u32>,
+}
+
+impl Rebase {
+    fn new_source(&mut self) {
+        self.offset = None;
+    }
+
+    fn apply(&mut self, timestamp: u32) -> u32 {
+        let offset = *self.offset.get_or_insert_with(|| match self.last_out {
+            // One frame's gap after the last relayed frame.
+            Some(last) => last.wrapping_add(33).wrapping_sub(timestamp),
+            None => 0,
+        });
+        let out = timestamp.wrapping_add(offset);
+        self.last_out = Some(out);
+        out
+    }
+}
+
+/// How one pull from an origin ended.
+enum PullEnd {
+    /// The origin's link ended or failed: look for the owner again.
+    Lost(String),
+    /// The relay should stop (idle, kicked, or the local stream failed).
+    Stop(String),
+}
+
+async fn run(node: &Arc<NodeContext>, key: &StreamKey, first_owner: Owner, relay: &Relay) {
+    let Some(cluster) = node.cluster.as_ref() else { return };
+    cluster.counters.relays_started.inc();
+    let mut publisher: Option<StreamPublisher> = None;
+    let mut commands = None;
+    let mut rebase = Rebase::default();
+    let mut owner = Some(first_owner);
+    let grace = secs(node.config.cluster.relay_grace);
+    // The last origin that failed, so a dead one (whose lease has not expired yet) is
+    // retried quietly, a pause apart, until its lease goes or grace runs out.
+    let mut failed: Option<Owner> = None;
+    let reason = loop {
+        let Some(current) = owner.take() else {
+            match find_owner(cluster, key, grace).await {
+                Some(next) => {
+                    owner = Some(next);
+                    continue;
+                }
+                None => break "the stream has no owner any more".to_owned(),
+            }
+        };
+        rebase.new_source();
+        let pulled =
+            pull(node, cluster, key, &current, relay, &mut publisher, &mut commands, &mut rebase);
+        match pulled.await {
+            PullEnd::Lost(why) => {
+                if failed.as_ref() != Some(&current) {
+                    tracing::info!(stream = %key, origin = %current.node, why, "relay lost its origin; looking for the owner");
+                }
+                failed = Some(current);
+                tokio::time::sleep(RESOLVE_PAUSE).await;
+            }
+            PullEnd::Stop(why) => break why,
+        }
+    };
+    tracing::info!(stream = %key, reason, "relay ended");
+    if let Some(publisher) = publisher {
+        publisher.finish(reason);
+    }
+}
+
+/// Looks up the stream's owner until one (other than this node) appears or `grace` passes.
+async fn find_owner(cluster: &Cluster, key: &StreamKey, grace: Duration) -> Option<Owner> {
+    let actor = ActorKey::new(ActorKind::Stream, key.to_string());
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(owner)) = cluster.registry.lookup(&actor).await {
+            if owner.node != cluster.node {
+                return Some(owner);
+            }
+        }
+        tokio::time::sleep(RESOLVE_PAUSE).await;
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pull(
+    node: &Arc<NodeContext>,
+    cluster: &Cluster,
+    key: &StreamKey,
+    owner: &Owner,
+    relay: &Relay,
+    publisher: &mut Option<StreamPublisher>,
+    commands: &mut Option<tokio::sync::mpsc::Receiver<zenlive_actors::stream::PublisherCommand>>,
+    rebase: &mut Rebase,
+) -> PullEnd {
+    let Some(addr) = cluster.address_of(&owner.node, "cluster").await else {
+        return PullEnd::Lost(format!("node {} has no cluster address", owner.node));
+    };
+    let mut link = match link::connect(cluster, &addr).await {
+        Ok(link) => link,
+        Err(error) => return PullEnd::Lost(error.to_string()),
+    };
+    let codec = Arc::clone(&cluster.codec);
+    let request = Message::Pull { stream: key.to_string() };
+    let accepted = async {
+        link::send(&mut link, codec.as_ref(), &request).await?;
+        match link::recv(&mut link, codec.as_ref()).await? {
+            Some(Message::Pulling { epoch }) => Ok(epoch),
+            Some(Message::Refused { code, reason }) => Err(LinkError::Refused { code, reason }),
+            other => Err(LinkError::Protocol(format!("expected pulling, got {other:?}"))),
+        }
+    };
+    let epoch = match tokio::time::timeout(link::HANDSHAKE_TIMEOUT, accepted).await {
+        Ok(Ok(epoch)) => epoch,
+        Ok(Err(error)) => return PullEnd::Lost(error.to_string()),
+        Err(_) => return PullEnd::Lost("origin did not accept the pull in time".into()),
+    };
+    tracing::info!(stream = %key, origin = %owner.node, epoch, "relay pulling");
+    let parts = link.into_parts();
+    let mut socket = parts.io;
+    let mut demuxer = FlvDemuxer::new();
+    demuxer.push(&parts.read_buf);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut idle_check = tokio::time::interval(IDLE_CHECK);
+    let idle_limit = secs(node.config.cluster.relay_idle);
+    loop {
+        while let Some(tag) = demuxer.next_tag() {
+            let tag = match tag {
+                Ok(tag) => tag,
+                Err(error) => return PullEnd::Lost(format!("bad FLV from the origin: {error}")),
+            };
+            let kind = match tag.tag_type {
+                TagType::Audio => FrameKind::Audio,
+                TagType::Video => FrameKind::Video,
+                TagType::Script => FrameKind::Data,
+            };
+            let frame = MediaFrame::new(kind, rebase.apply(tag.timestamp_ms), tag.body);
+            if publisher.is_none() {
+                let directory = node.directory.clone();
+                match StreamPublisher::start_replica(&node.supervisor, directory, key.clone(), None)
+                    .await
+                {
+                    Ok((started, rx)) => {
+                        *publisher = Some(started);
+                        *commands = Some(rx);
+                        relay.live.send_replace(true);
+                    }
+                    Err(error) => {
+                        return PullEnd::Stop(format!("cannot start the replica: {error}"))
+                    }
+                }
+            }
+            if let Some(p) = publisher.as_mut() {
+                if let Err(error) = p.push(frame).await {
+                    return PullEnd::Stop(error.to_string());
+                }
+            }
+        }
+        tokio::select! {
+            read = socket.read(&mut buf) => match read {
+                Ok(0) => return PullEnd::Lost("the origin closed the relay".into()),
+                Ok(n) => demuxer.push(&buf[..n]),
+                Err(error) => return PullEnd::Lost(error.to_string()),
+            },
+            command = recv_command(commands) => {
+                let why = command.map_or("the replica ended".to_owned(), |c| format!("{c:?}"));
+                return PullEnd::Stop(why);
+            }
+            _ = idle_check.tick() => {
+                let watched = node.directory.get(key).is_some_and(|e| e.stats.snapshot().viewers_now() > 0);
+                if watched {
+                    *relay.last_demand.lock() = Instant::now();
+                } else if relay.last_demand.lock().elapsed() > idle_limit {
+                    return PullEnd::Stop("nobody watches".into());
+                }
+            }
+        }
+    }
+}
+
+async fn recv_command<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebasing_keeps_timestamps_growing_across_origins() {
+        let mut rebase = Rebase::default();
+        assert_eq!(rebase.apply(1000), 1000, "the first origin is relayed as is");
+        assert_eq!(rebase.apply(1040), 1040);
+        rebase.new_source();
+        assert_eq!(rebase.apply(0), 1073, "a new origin continues one frame later");
+        assert_eq!(rebase.apply(40), 1113);
+        rebase.new_source();
+        assert_eq!(rebase.apply(u32::MAX - 5), 1146, "wrapping arithmetic");
+    }
+}

@@ -1,0 +1,480 @@
+//! Cluster mode end to end: `zenlive` processes on 127.0.0.1 sharing one real
+//! `redis-server` on a free port. FFmpeg publishes to one node and plays RTMP, HTTP-FLV and
+//! HLS from the others; WebSocket chat members on every node share one room; then a node is
+//! killed (`kill -9`), paused (`SIGSTOP`) and Redis restarted, each outcome checked within a
+//! bound.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use zenlive::auth::Role;
+use zenlive_actors::chat::SystemMessage;
+use zenlive_cluster::testsuite::RedisServer;
+use zenlive_cluster::{ActorKey, ActorKind, RedisRegistry, Registry};
+
+const SECRET: &str = "cluster-test-secret-cluster-test-secret";
+
+/// One `zenlive` process of the cluster, killed on drop.
+struct ClusterNode {
+    child: Child,
+    id: String,
+    rtmp: String,
+    http: String,
+    metrics: String,
+    log: PathBuf,
+}
+
+/// The URL's `host:port` after `scheme://`.
+fn host_port(line: &str, scheme: &str) -> String {
+    let start = line.find(scheme).expect("a URL") + scheme.len();
+    line[start..].split(['/', ' ']).next().expect("host:port").to_owned()
+}
+
+fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cluster-logs");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+impl ClusterNode {
+    /// Starts node `id` against the Redis at `redis_url`; waits for its banner.
+    async fn start(test: &str, id: &str, redis_url: &str) -> Self {
+        let log = log_dir().join(format!("{test}-{id}.log"));
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zenlive"))
+            .args(["--node-id", id, "--cluster-redis", redis_url])
+            .args(["--cluster-addr", "127.0.0.1:0", "--rtmp-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .env("ZENLIVE_HLS_SEGMENT_DURATION", "1")
+            .env("ZENLIVE_CLUSTER_SECRET", SECRET)
+            .env("ZENLIVE_AUTH_JWT_SECRET", SECRET)
+            .env("ZENLIVE_NODE_WORKERS", "2")
+            .env("ZENLIVE_LOG_LEVEL", "zenlive=debug,info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start zenlive");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let rtmp = host_port(&line_starting(&mut lines, "Play RTMP:").await, "rtmp://");
+        let http = host_port(&line_starting(&mut lines, "HLS:").await, "http://");
+        let metrics = host_port(&line_starting(&mut lines, "Metrics:").await, "http://");
+        line_starting(&mut lines, "Cluster:").await;
+        Self { child, id: id.to_owned(), rtmp, http, metrics, log }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().expect("running").to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status =
+            std::process::Command::new("kill").args([signal, &self.pid()]).status().expect("kill");
+        assert!(status.success(), "kill {signal} {}", self.id);
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET` a path on the metrics port (read-only API, no token), as JSON.
+    async fn api(&self, path: &str) -> Option<Value> {
+        let url = format!("http://{}{path}", self.metrics);
+        let response = reqwest::get(url).await.ok()?;
+        response.status().is_success().then_some(())?;
+        response.json().await.ok()
+    }
+
+    async fn metrics_text(&self) -> String {
+        let url = format!("http://{}/metrics", self.metrics);
+        reqwest::get(url).await.expect("metrics").text().await.expect("text")
+    }
+
+    /// The node ids the node's `/api/v1/nodes` lists.
+    async fn node_ids(&self) -> Vec<String> {
+        let Some(body) = self.api("/api/v1/nodes").await else { return Vec::new() };
+        body["nodes"]
+            .as_array()
+            .map(|nodes| nodes.iter().filter_map(|n| n["id"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the node serves `name` as a stream of its own or relayed.
+    async fn has_stream(&self, name: &str) -> bool {
+        let Some(body) = self.api("/api/v1/streams").await else { return false };
+        body["streams"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == name))
+    }
+
+    fn rtmp_url(&self, stream: &str) -> String {
+        format!("rtmp://{}/{stream}", self.rtmp)
+    }
+}
+
+/// Polls `check` every 200 ms until it holds; panics with `what` after `limit`.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// FFmpeg publishing `file` in a loop, in realtime, to `url` (killed on drop).
+fn publish_looped(url: &str) -> Child {
+    require("ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+        .arg(fixture(false))
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg publisher")
+}
+
+/// Publishes to `url`, retrying every second until a publisher stays connected (a stream
+/// name held by a node that just died is free once its registration expires).
+async fn publish_when_accepted(url: &str, limit: Duration) -> Child {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut publisher = publish_looped(url);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if publisher.try_wait().expect("poll publisher").is_none() {
+            return publisher;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no node accepted the publisher at {url}");
+    }
+}
+
+/// Checks a recording: H.264 320x240 and AAC, at least `seconds` long.
+async fn assert_plays(file: &std::path::Path, seconds: f64, label: &str) {
+    let info = probe(file).await;
+    let streams = info["streams"].as_array().expect("streams");
+    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("video");
+    assert_eq!(video["codec_name"], "h264", "{label}");
+    assert_eq!(video["width"], 320, "{label}");
+    assert!(streams.iter().any(|s| s["codec_type"] == "audio"), "{label}: audio");
+    let duration: f64 =
+        info["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    assert!(duration >= seconds, "{label}: {duration} s < {seconds} s");
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn member(http: &str, room: &str, user: &str) -> Socket {
+    let token = mint_token(SECRET, user, Some(user), &[Role::Viewer]);
+    let url = format!("ws://{http}/chat/{room}?token={token}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
+    // The history comes once the room (home or satellite) has accepted the member.
+    next_of(&mut socket, "history").await;
+    socket
+}
+
+/// The next JSON event, whatever its type, within 10 s.
+async fn next_any(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("an event in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(&text).expect("JSON");
+        }
+    }
+}
+
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("a {kind} event in time"))
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = frame {
+            let event: Value = serde_json::from_str(&text).expect("JSON");
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn three_nodes_share_streams_and_chat_rooms() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (n1, n2, n3) = tokio::join!(
+        ClusterNode::start("share", "n1", &url),
+        ClusterNode::start("share", "n2", &url),
+        ClusterNode::start("share", "n3", &url),
+    );
+    eventually("three nodes in /api/v1/nodes", Duration::from_secs(10), || async {
+        n3.node_ids().await == ["n1", "n2", "n3"]
+    })
+    .await;
+
+    // Media: published on n1, played from n2 and n3 with every protocol.
+    let _publisher = publish_looped(&n1.rtmp_url("live/c"));
+    eventually("live/c on n1", Duration::from_secs(15), || n1.has_stream("live/c")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rtmp, flv, hls) =
+        (dir.path().join("n2.flv"), dir.path().join("n3.flv"), dir.path().join("n3.ts"));
+    let flv_url = format!("http://{}/live/c.flv", n3.http);
+    let hls_url = format!("http://{}/live/c/index.m3u8", n2.http);
+    let rtmp_url = n2.rtmp_url("live/c");
+    let (a, b, c) = tokio::join!(
+        record(&rtmp_url, 4, &rtmp),
+        record(&flv_url, 4, &flv),
+        record(&hls_url, 4, &hls),
+    );
+    for (out, file, label) in
+        [(a, &rtmp, "RTMP on n2"), (b, &flv, "HTTP-FLV on n3"), (c, &hls, "HLS on n2")]
+    {
+        assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_plays(file, 3.0, label).await;
+    }
+
+    // Many viewers on an edge cost the origin one stream.
+    let players: Vec<_> = (0..4)
+        .map(|i| {
+            let out = dir.path().join(format!("many-{i}.flv"));
+            let url = format!("http://{}/live/c.flv", n2.http);
+            tokio::spawn(async move { record(&url, 8, &out).await })
+        })
+        .collect();
+    eventually("4 HTTP-FLV viewers on n2", Duration::from_secs(15), || async {
+        let text = n2.metrics_text().await;
+        sample(&text, "zenlive_stream_viewers", &[("stream", "live/c"), ("protocol", "http-flv")])
+            == Some(4.0)
+    })
+    .await;
+    let origin = n1.metrics_text().await;
+    let viewers = |protocol| {
+        sample(&origin, "zenlive_stream_viewers", &[("stream", "live/c"), ("protocol", protocol)])
+    };
+    assert_eq!(
+        viewers("http-flv").unwrap_or(0.0),
+        0.0,
+        "no viewer connects to the origin directly"
+    );
+    assert!(viewers("relay").unwrap_or(0.0) <= 2.0, "one relay per edge at most:\n{origin}");
+    let edge = n2.metrics_text().await;
+    assert_eq!(sample(&edge, "zenlive_cluster_relays", &[]), Some(1.0), "n2 relays live/c once");
+    for player in players {
+        let out = player.await.expect("player task");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    // Chat: the first member makes n1 the room's home; members on n2 and n3 join it.
+    let mut m1 = member(&n1.http, "live/c", "ann").await;
+    let mut m2 = member(&n2.http, "live/c", "bob").await;
+    let mut m3 = member(&n3.http, "live/c", "cid").await;
+    // Message events a member received while its test step waited for something else.
+    let mut early: [Vec<String>; 3] = Default::default();
+    for (index, text) in [(1, "from n2"), (2, "from n3"), (0, "from n1")] {
+        let socket = [&mut m1, &mut m2, &mut m3].into_iter().nth(index).expect("member");
+        socket
+            .send(Message::text(json!({"type": "message", "text": text}).to_string()))
+            .await
+            .expect("send");
+        // Wait for the ack so the three posts are ordered.
+        loop {
+            let event = next_any(socket).await;
+            match event["type"].as_str() {
+                Some("ack") => break,
+                Some("message") => {
+                    early[index].push(event["text"].as_str().unwrap_or("").to_owned())
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    for (socket, early) in [&mut m1, &mut m2, &mut m3].into_iter().zip(early) {
+        let mut texts = early;
+        while texts.len() < 3 {
+            texts.push(next_of(socket, "message").await["text"].as_str().expect("text").to_owned());
+        }
+        seen.push(texts);
+    }
+    let expected = ["from n2", "from n3", "from n1"];
+    for texts in &seen {
+        assert_eq!(texts, &expected, "every member sees every message once, in one order");
+    }
+
+    // An application message sent through a fourth node, embedded in this process,
+    // reaches the room's home on n1 and every member.
+    let mut config = test_config();
+    config.node.id = "app".to_owned();
+    config.cluster.enabled = true;
+    config.cluster.redis_url = redis.url();
+    config.cluster.addr = any_port();
+    config.cluster.secret = SECRET.to_owned();
+    let app = start_node(config).await;
+    eventually("the app node sees n1", Duration::from_secs(5), || async {
+        app.cluster().expect("cluster mode").refresh_members().await.is_ok_and(|m| m.len() == 4)
+    })
+    .await;
+    app.chat_room("live/c").do_send(SystemMessage { text: "maintenance at noon".into() });
+    for socket in [&mut m1, &mut m2, &mut m3] {
+        assert_eq!(next_of(socket, "system").await["text"], "maintenance at noon");
+    }
+    let home = n1.metrics_text().await;
+    assert!(sample(&home, "zenlive_cluster_calls_received_total", &[]).unwrap_or(0.0) >= 4.0);
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_killed_origin_is_replaced_and_edge_viewers_keep_playing() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (n1, n2, n3) = tokio::join!(
+        ClusterNode::start("kill", "n1", &url),
+        ClusterNode::start("kill", "n2", &url),
+        ClusterNode::start("kill", "n3", &url),
+    );
+    let mut first = publish_looped(&n1.rtmp_url("live/k"));
+    eventually("live/k on n1", Duration::from_secs(15), || n1.has_stream("live/k")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recording = dir.path().join("n3.flv");
+    let url = format!("http://{}/live/k.flv", n3.http);
+    let out = recording.clone();
+    // 20 s of media: across the kill, the publisher's move and the relay's re-resolve.
+    let player = tokio::spawn(async move { record(&url, 20, &out).await });
+    eventually("n3 relays live/k", Duration::from_secs(15), || n3.has_stream("live/k")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    n1.signal("-KILL");
+    let _ = first.kill().await;
+    let killed = tokio::time::Instant::now();
+    let _second = publish_when_accepted(&n2.rtmp_url("live/k"), Duration::from_secs(20)).await;
+    let moved = killed.elapsed();
+    eventually("n1 gone from the cluster", Duration::from_secs(10), || async {
+        !n2.node_ids().await.contains(&"n1".to_owned())
+    })
+    .await;
+    assert!(moved <= Duration::from_secs(12), "the publisher was accepted on n2 after {moved:?}");
+
+    let out = player.await.expect("player task");
+    assert!(
+        out.status.success(),
+        "the edge viewer kept playing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_plays(&recording, 19.0, "HTTP-FLV on n3 across the failover").await;
+    let registry = RedisRegistry::connect(&redis.url(), "zenlive:").await.expect("redis");
+    let owner = registry
+        .lookup(&ActorKey::new(ActorKind::Stream, "live/k"))
+        .await
+        .expect("lookup")
+        .expect("owned");
+    assert_eq!(owner.node.as_str(), "n2");
+    assert!(owner.epoch >= 2, "a new epoch: {}", owner.epoch);
+}
+
+#[actix_rt::test]
+async fn a_paused_node_gives_up_the_stream_it_lost() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (n1, n2) = tokio::join!(
+        ClusterNode::start("pause", "n1", &url),
+        ClusterNode::start("pause", "n2", &url),
+    );
+    let _first = publish_looped(&n1.rtmp_url("live/p"));
+    eventually("live/p on n1", Duration::from_secs(15), || n1.has_stream("live/p")).await;
+
+    n1.signal("-STOP");
+    // n1's registration expires (node TTL 6 s), so its lease no longer protects the name.
+    let second = publish_when_accepted(&n2.rtmp_url("live/p"), Duration::from_secs(20)).await;
+    n1.signal("-CONT");
+    eventually("n1 ends its copy of live/p", Duration::from_secs(15), || async {
+        n1.api("/api/v1/streams").await.is_some() && !n1.has_stream("live/p").await
+    })
+    .await;
+    assert!(n2.has_stream("live/p").await, "n2 still serves the stream");
+    assert!(n1.log_text().contains("lease lost"), "n1 says why:\n{}", n1.log_text());
+    eventually("n1 back in the cluster", Duration::from_secs(10), || async {
+        n2.node_ids().await.contains(&"n1".to_owned())
+    })
+    .await;
+    drop(second);
+}
+
+#[actix_rt::test]
+async fn streams_survive_a_redis_restart_and_nodes_rejoin() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let (n1, n2) = tokio::join!(
+        ClusterNode::start("redis", "n1", &url),
+        ClusterNode::start("redis", "n2", &url),
+    );
+    let _publisher = publish_looped(&n1.rtmp_url("live/r"));
+    eventually("live/r on n1", Duration::from_secs(15), || n1.has_stream("live/r")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recording = dir.path().join("n1.flv");
+    let (url, out) = (n1.rtmp_url("live/r"), recording.clone());
+    let player = tokio::spawn(async move { record(&url, 12, &out).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    redis.stop();
+    let asked = tokio::time::Instant::now();
+    let response =
+        reqwest::get(format!("http://{}/api/v1/nodes", n1.metrics)).await.expect("answer");
+    assert_eq!(response.status(), 503, "cluster lookups fail while Redis is down");
+    assert!(asked.elapsed() < Duration::from_secs(3), "and fail fast: {:?}", asked.elapsed());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(n1.has_stream("live/r").await, "the local stream keeps flowing");
+
+    redis.restart();
+    eventually("both nodes registered again", Duration::from_secs(15), || async {
+        n2.node_ids().await == ["n1", "n2"]
+    })
+    .await;
+    let registry = RedisRegistry::connect(&redis.url(), "zenlive:").await.expect("redis");
+    let key = ActorKey::new(ActorKind::Stream, "live/r");
+    eventually("n1 claims live/r again", Duration::from_secs(10), || async {
+        registry.lookup(&key).await.ok().flatten().is_some_and(|o| o.node.as_str() == "n1")
+    })
+    .await;
+    let out = player.await.expect("player task");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_plays(&recording, 11.0, "RTMP on n1 across the Redis restart").await;
+}
+
+#[actix_rt::test]
+async fn a_node_started_before_its_redis_waits_for_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let log = log_dir().join("late-n1.log");
+    let _ = std::fs::remove_file(&log);
+    let starting = tokio::spawn(async move { ClusterNode::start("late", "n1", &url).await });
+    eventually("the node says it cannot reach Redis", Duration::from_secs(15), || async {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("cannot reach Redis")
+    })
+    .await;
+    let _redis = RedisServer::start_on(port);
+    let node = tokio::time::timeout(Duration::from_secs(20), starting)
+        .await
+        .expect("the node starts once Redis is up")
+        .expect("start task");
+    assert_eq!(node.node_ids().await, ["n1"]);
+}
