@@ -1,5 +1,5 @@
-//! The admin API, `/api/v1/...`: the cluster's nodes, live streams with their statistics,
-//! one stream's details, kicking a publisher, and its OpenAPI document. On the HTTP port every call
+//! The admin API, `/api/v1/...`: the cluster's nodes, draining this node, live streams with
+//! their statistics, one stream's details, kicking a publisher, and its OpenAPI document. On the HTTP port every call
 //! needs a token with the `admin` role (and auth configured); the metrics port serves the
 //! same reads without auth and refuses actions, since it is meant to stay private. Every
 //! failure is a JSON body with a stable `code` ([`ApiError`]).
@@ -31,6 +31,8 @@ pub enum Access {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/openapi.json", web::get().to(openapi))
         .route("/api/v1/nodes", web::get().to(nodes))
+        .route("/api/v1/node/drain", web::post().to(drain))
+        .route("/api/v1/node/resume", web::post().to(resume))
         .route("/api/v1/streams", web::get().to(list))
         .route("/api/v1/streams/{app}/{stream}", web::get().to(details))
         .route("/api/v1/streams/{app}/{stream}/kick", web::post().to(kick));
@@ -98,6 +100,7 @@ async fn nodes(
                 "incarnation": info.incarnation,
                 "addresses": info.addresses,
                 "load": info.load,
+                "draining": info.draining,
                 "self": info.id == node.node_id,
             })
         })
@@ -110,9 +113,43 @@ async fn nodes(
     Ok(HttpResponse::Ok().json(json!({
         "cluster": node.cluster.is_some(),
         "node": node.node_id.as_str(),
+        "draining": node.is_draining(),
         "relays": relays,
         "nodes": nodes,
     })))
+}
+
+/// What a drain or resume answers: the node's state after it.
+fn drain_state(node: &NodeContext) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "node": node.node_id.as_str(),
+        "draining": node.is_draining(),
+        "streams": node.directory.len(),
+        "chat_rooms": node.chat.len(),
+    }))
+}
+
+/// `POST /api/v1/node/drain`: stop taking publishers and chat members, hand off chat rooms,
+/// answer `/readyz` with 503; live streams continue until they end.
+async fn drain(
+    node: web::Data<NodeContext>,
+    access: web::Data<Access>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    admit(&node, &req, **access, true)?;
+    node.set_draining(true);
+    Ok(drain_state(&node))
+}
+
+/// `POST /api/v1/node/resume`: take new publishers and chat members again.
+async fn resume(
+    node: web::Data<NodeContext>,
+    access: web::Data<Access>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    admit(&node, &req, **access, true)?;
+    node.set_draining(false);
+    Ok(drain_state(&node))
 }
 
 /// `GET /api/v1/streams/{app}/{stream}`

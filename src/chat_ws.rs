@@ -169,6 +169,14 @@ pub async fn join(
         name: i.name.unwrap_or_default(),
         roles: i.roles.iter().map(|r| r.as_str().to_owned()).collect(),
     });
+    if node.is_draining() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is draining; connect to another node",
+        )
+        .into());
+    }
     let room_name = key.to_string();
     let Some(room) = node.chat.get_or_start_within(&room_name, &node.pool.next(), config.max_rooms)
     else {

@@ -58,8 +58,9 @@ async fn healthz(node: web::Data<NodeContext>) -> HttpResponse {
     )
 }
 
-/// Ready when every listener is up and the registry answers; 503 otherwise (and from the
-/// moment shutdown begins, so load balancers stop sending new clients).
+/// Ready when every listener is up, the registry answers and the node is not draining; 503
+/// otherwise (and from the moment shutdown begins), so load balancers stop sending new
+/// clients.
 async fn readyz(node: web::Data<NodeContext>) -> HttpResponse {
     let listeners = node.ready.load(Ordering::Acquire);
     let registry = match timeout(REGISTRY_CHECK_TIMEOUT, node.registry.nodes()).await {
@@ -67,7 +68,8 @@ async fn readyz(node: web::Data<NodeContext>) -> HttpResponse {
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("no answer within {REGISTRY_CHECK_TIMEOUT:?}")),
     };
-    let ready = listeners && registry.is_ok();
+    let draining = node.is_draining();
+    let ready = listeners && registry.is_ok() && !draining;
     let check = |ok: bool, error: Option<String>| match (ok, error) {
         (true, _) => json!({ "status": "ok" }),
         (false, error) => json!({ "status": "failing", "error": error }),
@@ -78,6 +80,7 @@ async fn readyz(node: web::Data<NodeContext>) -> HttpResponse {
         "checks": {
             "listeners": check(listeners, (!listeners).then(|| "starting or shutting down".to_owned())),
             "registry": check(registry.is_ok(), registry.err()),
+            "draining": check(!draining, draining.then(|| "the node is draining".to_owned())),
         },
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -56,6 +56,20 @@ enum Command {
     /// for RS256/ES256/EdDSA), e.g. `zenlive token --sub alice --role publisher --stream
     /// live/alice --ttl 1h`.
     Token(TokenArgs),
+    /// Drain a running node (it uses this configuration's key to sign an admin token): no
+    /// new publishers or chat members, chat rooms move to other nodes, `/readyz` answers
+    /// 503, live streams continue until they end. `--resume` undoes it.
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DrainArgs {
+    /// The node's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Take publishers and chat members again.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,6 +116,41 @@ fn print_token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
         aud: (!config.auth.audience.is_empty()).then(|| config.auth.audience.clone()),
     };
     println!("{}", auth.mint(&claims).map_err(anyhow::Error::msg)?);
+    Ok(())
+}
+
+/// Asks the node at `args.url` to drain (or resume) through its admin API.
+async fn drain(config: &Config, args: DrainArgs) -> anyhow::Result<()> {
+    let auth = Auth::new(&config.auth).context("auth configuration")?;
+    anyhow::ensure!(
+        auth.configured(),
+        "the admin API needs auth: set auth.jwt_secret (ZENLIVE_AUTH_JWT_SECRET) as on the node"
+    );
+    let now = unix_now();
+    let claims = Claims {
+        sub: "zenlive-drain".to_owned(),
+        name: None,
+        roles: vec![Role::Admin],
+        stream: None,
+        exp: now + 60,
+        nbf: None,
+        iat: Some(now),
+        iss: (!config.auth.issuer.is_empty()).then(|| config.auth.issuer.clone()),
+        aud: (!config.auth.audience.is_empty()).then(|| config.auth.audience.clone()),
+    };
+    let token = auth.mint(&claims).map_err(anyhow::Error::msg)?;
+    let action = if args.resume { "resume" } else { "drain" };
+    let url = format!("{}/api/v1/node/{action}", args.url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{url}: {status}: {body}");
+    println!("{body}");
     Ok(())
 }
 
@@ -177,8 +226,10 @@ async fn main() -> anyhow::Result<()> {
         );
         config.log.format = format;
     }
-    if let Some(Command::Token(args)) = cli.command {
-        return print_token(&config, args);
+    match cli.command {
+        Some(Command::Token(args)) => return print_token(&config, args),
+        Some(Command::Drain(args)) => return drain(&config, args).await,
+        None => {}
     }
     init_logging(&config);
 

@@ -80,6 +80,27 @@ pub struct NodeContext {
     pub chat: ChatRooms,
     /// Cluster membership, links and relays; `None` on a single node.
     pub cluster: Option<Arc<Cluster>>,
+    /// True while the node drains: no new publishers or chat connections, `/readyz` 503,
+    /// chat rooms handed off; live streams continue until they end.
+    pub draining: AtomicBool,
+}
+
+impl NodeContext {
+    /// Starts (or stops) draining. See [`NodeContext::draining`].
+    pub fn set_draining(&self, draining: bool) {
+        let was = self.draining.swap(draining, Ordering::AcqRel);
+        if draining && !was {
+            tracing::warn!(node = %self.node_id, streams = self.directory.len(), "draining: refusing new publishers and chat members, handing off chat rooms");
+            self.chat.hand_off();
+        } else if !draining && was {
+            tracing::info!(node = %self.node_id, "no longer draining");
+        }
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
 }
 
 /// Why a node could not start.
@@ -190,7 +211,11 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, StartError> {
         let config = self.config;
         let config_chat = config.chat.clone();
-        let auth = Arc::new(Auth::new(&config.auth)?);
+        let mut auth = Auth::new(&config.auth)?;
+        if config.cluster.enabled && !config.cluster.secret.is_empty() {
+            auth.share_sessions(config.auth.session_ttl, &config.cluster.secret);
+        }
+        let auth = Arc::new(auth);
         let node_id = if config.node.id.is_empty() {
             NodeId::random()
         } else {
@@ -206,8 +231,13 @@ impl NodeBuilder {
             (Arc::new(MemoryRegistry::new()), None)
         };
         let incarnation = new_incarnation();
-        let info =
-            NodeInfo { id: node_id.clone(), incarnation, addresses: Default::default(), load: 0 };
+        let info = NodeInfo {
+            id: node_id.clone(),
+            incarnation,
+            addresses: Default::default(),
+            load: 0,
+            draining: false,
+        };
         registry.register_node(info, NODE_TTL).await?;
         let cluster = config.cluster.enabled.then(|| {
             Arc::new(Cluster::new(node_id.clone(), Arc::clone(&registry), &config.cluster))
@@ -297,6 +327,7 @@ impl NodeBuilder {
             webhooks,
             chat,
             cluster,
+            draining: AtomicBool::new(false),
         });
         let mut node = crate::server::start(context).await?;
         // Now that the listeners are bound, the node can say where it is.
@@ -309,7 +340,13 @@ impl NodeBuilder {
             ),
             None => Default::default(),
         };
-        let info = NodeInfo { id: node.context.node_id.clone(), incarnation, addresses, load: 0 };
+        let info = NodeInfo {
+            id: node.context.node_id.clone(),
+            incarnation,
+            addresses,
+            load: 0,
+            draining: false,
+        };
         node.context.registry.register_node(info.clone(), NODE_TTL).await?;
         if let Some(cluster) = &node.context.cluster {
             let _ = cluster.refresh_members().await;
@@ -349,6 +386,13 @@ async fn heartbeat(node: Arc<NodeContext>, mut info: NodeInfo, incarnation: Arc<
         actix_rt::time::sleep(NODE_TTL / 3).await;
         let load = node.directory.len() as u64;
         let registry = &node.registry;
+        if node.is_draining() != info.draining {
+            info.draining = node.is_draining();
+            info.load = load;
+            if let Err(error) = registry.register_node(info.clone(), NODE_TTL).await {
+                tracing::warn!(node = %info.id, %error, "cannot publish the draining state");
+            }
+        }
         match registry.heartbeat(&info.id, info.incarnation, load, NODE_TTL).await {
             Ok(()) => {
                 if std::mem::take(&mut failing) {

@@ -478,3 +478,75 @@ async fn a_node_started_before_its_redis_waits_for_it() {
         .expect("start task");
     assert_eq!(node.node_ids().await, ["n1"]);
 }
+
+#[actix_rt::test]
+async fn draining_a_node_moves_its_chat_rooms_and_refuses_new_publishers() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (n1, n2) = tokio::join!(
+        ClusterNode::start("drain", "n1", &url),
+        ClusterNode::start("drain", "n2", &url),
+    );
+    let _live = publish_looped(&n1.rtmp_url("live/before"));
+    eventually("live/before on n1", Duration::from_secs(15), || n1.has_stream("live/before")).await;
+    let mut home = member(&n1.http, "live/d", "ann").await;
+    let mut away = member(&n2.http, "live/d", "bob").await;
+
+    let drained = Command::new(env!("CARGO_BIN_EXE_zenlive"))
+        .args(["drain", "--url", &format!("http://{}", n1.http)])
+        .env("ZENLIVE_AUTH_JWT_SECRET", SECRET)
+        .output()
+        .await
+        .expect("zenlive drain");
+    assert!(drained.status.success(), "{}", String::from_utf8_lossy(&drained.stderr));
+    let state: Value = serde_json::from_slice(&drained.stdout).expect("JSON answer");
+    assert_eq!(state["draining"], true);
+
+    // Load balancers stop sending clients; the cluster sees it.
+    let ready = reqwest::get(format!("http://{}/readyz", n1.metrics)).await.expect("readyz");
+    assert_eq!(ready.status(), 503);
+    eventually("n2 sees n1 draining", Duration::from_secs(10), || async {
+        n2.api("/api/v1/nodes").await.is_some_and(|body| {
+            body["nodes"]
+                .as_array()
+                .is_some_and(|nodes| nodes.iter().any(|n| n["id"] == "n1" && n["draining"] == true))
+        })
+    })
+    .await;
+    // No new publisher; the live stream goes on.
+    let mut refused = publish_looped(&n1.rtmp_url("live/after"));
+    let status = tokio::time::timeout(Duration::from_secs(15), refused.wait())
+        .await
+        .expect("the refused publisher exits")
+        .expect("wait");
+    assert!(!status.success(), "publishing to a draining node is refused");
+    assert!(n1.has_stream("live/before").await, "streams continue until they end");
+
+    // The room's members on both nodes are disconnected and the room moves.
+    for socket in [&mut home, &mut away] {
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(Ok(frame)) = socket.next().await {
+                if let Message::Close(_) = frame {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "members of the handed-off room are disconnected");
+    }
+    let mut again = member(&n2.http, "live/d", "bob").await;
+    let registry = RedisRegistry::connect(&url, "zenlive:").await.expect("redis");
+    let owner = registry
+        .lookup(&ActorKey::new(ActorKind::ChatRoom, "live/d"))
+        .await
+        .expect("lookup")
+        .expect("the room has a home");
+    assert_eq!(owner.node.as_str(), "n2", "the room moved to n2");
+    again
+        .send(Message::text(json!({"type": "message", "text": "moved"}).to_string()))
+        .await
+        .expect("send");
+    assert_eq!(next_of(&mut again, "message").await["text"], "moved");
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/chat/live/d", n1.http)).await;
+    assert!(refused.is_err(), "a draining node takes no chat members");
+}

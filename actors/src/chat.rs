@@ -170,6 +170,12 @@ pub struct RemoteRequest {
 #[rtype(result = "Result<(), RemoteRoomError>")]
 pub struct Deliver(pub Delivery);
 
+/// The node is draining: a room whose home is here ends (members reconnect and the room
+/// finds a new home on another node); satellites keep serving.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOff;
+
 /// Asks how many members the room has.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -743,6 +749,20 @@ impl Handler<Deliver> for ChatRoom {
     }
 }
 
+impl Handler<HandOff> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, _msg: HandOff, ctx: &mut Self::Context) {
+        if self.role == Role::Home {
+            tracing::info!(room = %self.name, members = self.core.members(), "node draining: handing the chat room off");
+            // Closing the queues closes the members' connections; satellites see the lease
+            // go (released when the actor stops) and end too, so every member reconnects.
+            self.outbound.clear();
+            ctx.stop();
+        }
+    }
+}
+
 impl Handler<Members> for ChatRoom {
     type Result = usize;
 
@@ -832,6 +852,13 @@ impl ChatRooms {
         let addr = ChatRoom::start_in_arbiter(arbiter, |_| room);
         rooms.insert(name.to_owned(), (generation, addr.clone()));
         Some(addr)
+    }
+
+    /// Hands off every room whose home is this node (see [`HandOff`]).
+    pub fn hand_off(&self) {
+        for (_, addr) in self.rooms.lock().values() {
+            addr.do_send(HandOff);
+        }
     }
 
     /// How many rooms are live.

@@ -30,7 +30,13 @@ async fn panicking_stream_is_restarted_with_a_new_epoch() {
     let node = NodeId::new("n1");
     registry
         .register_node(
-            NodeInfo { id: node.clone(), incarnation: 1, addresses: BTreeMap::new(), load: 0 },
+            NodeInfo {
+                id: node.clone(),
+                incarnation: 1,
+                addresses: BTreeMap::new(),
+                load: 0,
+                draining: false,
+            },
             Duration::from_secs(3600),
         )
         .await

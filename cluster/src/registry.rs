@@ -96,6 +96,9 @@ pub struct NodeInfo {
     pub addresses: BTreeMap<String, String>,
     /// A load figure for placement (e.g. connections); higher is busier.
     pub load: u64,
+    /// The node is draining: it takes no new streams or rooms and lets its streams end.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Leases on actor names and node membership. See the module docs for the contract.

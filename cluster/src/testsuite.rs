@@ -13,7 +13,13 @@ use crate::registry::{NodeInfo, Registry, RegistryError};
 const TTL: Duration = Duration::from_millis(500);
 
 fn node(name: &str, incarnation: u64) -> NodeInfo {
-    NodeInfo { id: NodeId::new(name), incarnation, addresses: BTreeMap::new(), load: 0 }
+    NodeInfo {
+        id: NodeId::new(name),
+        incarnation,
+        addresses: BTreeMap::new(),
+        load: 0,
+        draining: false,
+    }
 }
 
 /// Runs every scenario against `registry`, which must start empty.

@@ -19,8 +19,13 @@ async fn conformance() {
 async fn unreachable_redis_fails_fast_and_recovers() {
     let mut redis = RedisServer::start();
     let registry = RedisRegistry::connect(&redis.url(), "zenlive:").await.expect("connect");
-    let info =
-        NodeInfo { id: NodeId::new("n1"), incarnation: 9, addresses: Default::default(), load: 0 };
+    let info = NodeInfo {
+        id: NodeId::new("n1"),
+        incarnation: 9,
+        addresses: Default::default(),
+        load: 0,
+        draining: false,
+    };
     registry.register_node(info.clone(), Duration::from_secs(30)).await.expect("register");
 
     redis.stop();

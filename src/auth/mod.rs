@@ -364,6 +364,12 @@ impl Auth {
         }
     }
 
+    /// Signs HLS sessions with a key derived from the cluster's `secret`, so any node of
+    /// the cluster accepts a session another issued.
+    pub fn share_sessions(&mut self, ttl: u64, secret: &str) {
+        self.sessions = session::Sessions::shared(ttl, secret);
+    }
+
     /// HLS session tokens.
     pub fn sessions(&self) -> &session::Sessions {
         &self.sessions

@@ -1,7 +1,8 @@
 //! HLS session tokens: when play needs a token, the playlist (fetched with the viewer's
 //! JWT) lists segment URLs carrying `?s=<session>` instead of the JWT. A session is
 //! `<expiry>.<id>.<mac>`: an HMAC-SHA256 over the stream, the expiry and a session id, with
-//! a key random to this node. It is short-lived (players fetch the playlist again every
+//! a key random to this node (in a cluster with `cluster.secret`, a key derived from the
+//! secret, so a session issued by one node is good on all). It is short-lived (players fetch the playlist again every
 //! target duration and get fresh ones) and good for one stream only, so a leaked segment
 //! URL is worth little, and the JWT stays out of segment request logs.
 
@@ -31,6 +32,15 @@ impl Sessions {
         let mut key = [0u8; 32];
         rand::rng().fill_bytes(&mut key);
         Self { key, ttl: ttl.max(1) }
+    }
+
+    /// Sessions valid for `ttl` seconds under a key derived from `secret`: every node with
+    /// the same secret accepts the others' sessions (behind a load balancer).
+    pub fn shared(ttl: u64, secret: &str) -> Self {
+        let mut mac =
+            HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+        mac.update(b"zenlive hls sessions v1");
+        Self { key: mac.finalize().into_bytes().into(), ttl: ttl.max(1) }
     }
 
     fn mac(&self, stream: &StreamKey, expires: u64, id: &str) -> HmacSha256 {
@@ -101,6 +111,14 @@ mod tests {
         assert_eq!(sessions.verify(&s, &key("live/b"), 1000), Err(AuthError::Session));
         let forged = s.replacen("1060", "9999", 1);
         assert_eq!(sessions.verify(&forged, &key("live/a"), 1000), Err(AuthError::Session));
+        let shared = (Sessions::shared(60, "s3cret"), Sessions::shared(60, "s3cret"));
+        let session = shared.0.issue(&key("live/a"), "viewer", 1000);
+        assert_eq!(
+            shared.1.verify(&session, &key("live/a"), 1001),
+            Ok("viewer".to_owned()),
+            "nodes sharing a secret accept each other's sessions"
+        );
+        assert!(Sessions::shared(60, "other").verify(&session, &key("live/a"), 1001).is_err());
         let other_node = Sessions::new(60);
         assert_eq!(other_node.verify(&s, &key("live/a"), 1000), Err(AuthError::Session));
     }

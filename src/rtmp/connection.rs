@@ -431,6 +431,10 @@ impl Connection {
                 return self.reject(request_id, "NetStream.Publish.BadName", reason).await
             }
         };
+        if self.node.is_draining() {
+            let reason = "this node is draining; publish to another node".to_owned();
+            return self.reject(request_id, "NetStream.Publish.Rejected", reason).await;
+        }
         let identity = match self.authorize(Action::Publish, &key, stream_key) {
             Ok(identity) => identity,
             Err(reason) => {

@@ -1,0 +1,173 @@
+//! Cluster benchmark: two nodes in this process joined through a private `redis-server`,
+//! talking over their real loopback link. Not criterion: it needs live nodes and Redis.
+//!
+//! Measures:
+//! - the round trip of a call between the nodes (`Cluster::call_node` to an echo handler):
+//!   p50/p99/p99.9 one at a time, and calls per second with 64 in flight;
+//! - the latency an edge adds to playback: FFmpeg publishes to node A; one HTTP-FLV reader
+//!   on A and one on B (relayed from A) note when each video tag arrives; the difference per
+//!   tag is what the relay costs.
+//!
+//! Run: `cargo bench --bench cluster` (needs `redis-server` and `ffmpeg` on PATH).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use zenlive::{Config, Node, NodeBuilder};
+use zenlive_cluster::testsuite::RedisServer;
+use zenlive_media::flv::{FlvDemuxer, TagType};
+
+fn config(id: &str, redis: &str) -> Config {
+    let any = || "127.0.0.1:0".parse().expect("address");
+    let mut config = Config::default();
+    config.node.id = id.to_owned();
+    config.rtmp.addr = any();
+    config.http.addr = any();
+    config.metrics.enabled = false;
+    config.hls.enabled = false;
+    config.cluster.enabled = true;
+    config.cluster.redis_url = redis.to_owned();
+    config.cluster.addr = any();
+    config.cluster.secret = "bench-secret".to_owned();
+    config
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn round_trips(a: &Node, b: &Node) {
+    let (ca, cb) = (a.cluster().expect("cluster"), b.cluster().expect("cluster"));
+    cb.on_call("echo", |_name, body| async move { Ok(body) });
+    let target = b.id().clone();
+    let body = vec![7u8; 64];
+    for _ in 0..2_000 {
+        let call = ca.new_call("echo", "bench", None, body.clone());
+        ca.call_node(&target, call).await.expect("warm-up call");
+    }
+    let mut times = Vec::with_capacity(20_000);
+    for _ in 0..20_000 {
+        let call = ca.new_call("echo", "bench", None, body.clone());
+        let started = Instant::now();
+        ca.call_node(&target, call).await.expect("call");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "call round trip, one at a time (64-byte body, 20,000 calls): p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us",
+        micros(percentile(&times, 0.5)),
+        micros(percentile(&times, 0.99)),
+        micros(percentile(&times, 0.999)),
+    );
+
+    let window = Duration::from_secs(5);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (ca, target, body) = (ca.clone(), target.clone(), body.clone());
+            actix_rt::spawn(async move {
+                let mut done = 0u64;
+                while started.elapsed() < window {
+                    let call = ca.new_call("echo", "bench", None, body.clone());
+                    if ca.call_node(&target, call).await.is_ok() {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("task");
+    }
+    println!(
+        "call throughput, 64 in flight over one link: {:.0} calls/s",
+        total as f64 / started.elapsed().as_secs_f64()
+    );
+}
+
+/// Reads `url` as FLV for `limit`, noting when each live video tag (by timestamp) arrived.
+/// Tags of the first second (the GOP cache, sent at once on joining) are left out.
+async fn arrivals(url: String, limit: Duration) -> HashMap<u32, Instant> {
+    let mut seen = HashMap::new();
+    let joined = Instant::now();
+    let Ok(mut response) = reqwest::get(&url).await else { return seen };
+    let mut demuxer = FlvDemuxer::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, response.chunk()).await {
+        let now = Instant::now();
+        demuxer.push(&chunk);
+        while let Some(Ok(tag)) = demuxer.next_tag() {
+            if tag.tag_type == TagType::Video && now.duration_since(joined) > Duration::from_secs(1)
+            {
+                seen.entry(tag.timestamp_ms).or_insert(now);
+            }
+        }
+    }
+    seen
+}
+
+async fn edge_latency(a: &Node, b: &Node) {
+    let url = format!("rtmp://{}/live/bench", a.rtmp_addr().expect("rtmp"));
+    let mut publisher = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "60"])
+        .args(["-t", "40", "-f", "flv", &url])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg");
+    let key = zenlive::StreamKey::parse("live/bench").expect("key");
+    while a.stream(&key).is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The edge starts relaying on its first viewer; let it settle before measuring.
+    let warm = format!("http://{}/live/bench.flv", b.http_addr());
+    let _ = arrivals(warm, Duration::from_secs(2)).await;
+    let window = Duration::from_secs(20);
+    let (origin, edge) = tokio::join!(
+        arrivals(format!("http://{}/live/bench.flv", a.http_addr()), window),
+        arrivals(format!("http://{}/live/bench.flv", b.http_addr()), window),
+    );
+    let _ = publisher.kill().await;
+    let mut added: Vec<Duration> = origin
+        .iter()
+        .filter_map(|(ts, at_origin)| {
+            edge.get(ts).map(|at_edge| at_edge.saturating_duration_since(*at_origin))
+        })
+        .collect();
+    added.sort();
+    let live = &added[..];
+    if live.is_empty() {
+        println!("edge latency: no common frames");
+        return;
+    }
+    println!(
+        "latency an edge adds (HTTP-FLV, {} video frames): p50 {:.2} ms, p99 {:.2} ms",
+        live.len(),
+        micros(percentile(live, 0.5)) / 1000.0,
+        micros(percentile(live, 0.99)) / 1000.0,
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo test --benches` asks benches to list themselves; nothing to list.
+        return;
+    }
+    actix_rt::System::new().block_on(async {
+        let redis = RedisServer::start();
+        let a = NodeBuilder::new(config("a", &redis.url())).start().await.expect("node a");
+        let b = NodeBuilder::new(config("b", &redis.url())).start().await.expect("node b");
+        b.cluster().expect("cluster").refresh_members().await.expect("members");
+        round_trips(&a, &b).await;
+        edge_latency(&a, &b).await;
+        a.shutdown().await;
+        b.shutdown().await;
+    });
+}
