@@ -30,6 +30,8 @@ struct ClusterNode {
     rtmp: String,
     http: String,
     metrics: String,
+    /// Where other nodes connect.
+    cluster: String,
     log: PathBuf,
 }
 
@@ -69,8 +71,14 @@ impl ClusterNode {
         let rtmp = host_port(&line_starting(&mut lines, "Play RTMP:").await, "rtmp://");
         let http = host_port(&line_starting(&mut lines, "HLS:").await, "http://");
         let metrics = host_port(&line_starting(&mut lines, "Metrics:").await, "http://");
-        line_starting(&mut lines, "Cluster:").await;
-        Self { child, id: id.to_owned(), rtmp, http, metrics, log }
+        let banner = line_starting(&mut lines, "Cluster:").await;
+        let cluster = banner
+            .split(" on ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .expect("cluster address in the banner")
+            .to_owned();
+        Self { child, id: id.to_owned(), rtmp, http, metrics, cluster, log }
     }
 
     fn pid(&self) -> String {
@@ -549,4 +557,43 @@ async fn draining_a_node_moves_its_chat_rooms_and_refuses_new_publishers() {
     assert_eq!(next_of(&mut again, "message").await["text"], "moved");
     let refused = tokio_tungstenite::connect_async(format!("ws://{}/chat/live/d", n1.http)).await;
     assert!(refused.is_err(), "a draining node takes no chat members");
+}
+
+#[actix_rt::test]
+async fn hostile_bytes_on_the_cluster_port_harm_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let redis = RedisServer::start();
+    let node = ClusterNode::start("hostile", "n1", &redis.url()).await;
+    let attempts: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[0xff; 64],
+        // A frame claiming 4 GiB.
+        &[0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        // A well-framed message that is not a valid encoding.
+        &[0, 0, 0, 3, 200, 201, 202],
+    ];
+    for bytes in attempts {
+        let mut socket = tokio::net::TcpStream::connect(&node.cluster).await.expect("connect");
+        let _ = socket.write_all(bytes).await;
+        let mut sink = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "the node closes a link that sent {bytes:?}");
+    }
+    // A peer that does not know the secret is refused by the handshake.
+    let mut config = test_config();
+    config.node.id = "intruder".to_owned();
+    config.cluster.enabled = true;
+    config.cluster.redis_url = redis.url();
+    config.cluster.addr = any_port();
+    config.cluster.secret = "not-the-secret".to_owned();
+    let intruder = start_node(config).await;
+    let cluster = intruder.cluster().expect("cluster mode");
+    let call = cluster.new_call("chat", "live/x", None, b"{}".to_vec());
+    let refused = cluster.call_node(&zenlive_cluster::NodeId::new("n1"), call).await;
+    assert!(refused.is_err(), "a link without the secret carries nothing: {refused:?}");
+    intruder.shutdown().await;
+    assert_eq!(node.node_ids().await, ["n1"], "the node is unharmed");
+    assert!(node.log_text().contains("bad_proof"), "the refusal is logged");
 }
