@@ -82,7 +82,7 @@ pub struct NodeContext {
     pub cluster: Option<Arc<Cluster>>,
     /// True while the node drains: no new publishers or chat connections, `/readyz` 503,
     /// chat rooms handed off; live streams continue until they end.
-    pub draining: AtomicBool,
+    pub draining: Arc<AtomicBool>,
 }
 
 impl NodeContext {
@@ -308,8 +308,9 @@ impl NodeBuilder {
             Placement { registry: Arc::clone(&registry), node: node_id.clone(), transport };
         let chat =
             ChatRooms::new(chat_limits(&config_chat), Arc::clone(&counters), chat_hooks, placement);
+        let draining = Arc::new(AtomicBool::new(false));
         if let Some(cluster) = &cluster {
-            crate::cluster::chat::serve(cluster, chat.clone());
+            crate::cluster::chat::serve(cluster, chat.clone(), pool.clone(), Arc::clone(&draining));
         }
         let context = Arc::new(NodeContext {
             config,
@@ -327,7 +328,7 @@ impl NodeBuilder {
             webhooks,
             chat,
             cluster,
-            draining: AtomicBool::new(false),
+            draining,
         });
         let mut node = crate::server::start(context).await?;
         // Now that the listeners are bound, the node can say where it is.
@@ -384,7 +385,8 @@ async fn heartbeat(node: Arc<NodeContext>, mut info: NodeInfo, incarnation: Arc<
     let mut failing = false;
     loop {
         actix_rt::time::sleep(NODE_TTL / 3).await;
-        let load = node.directory.len() as u64;
+        // Streams (own and relayed) and chat rooms: what placement compares.
+        let load = (node.directory.len() + node.chat.len()) as u64;
         let registry = &node.registry;
         if node.is_draining() != info.draining {
             info.draining = node.is_draining();

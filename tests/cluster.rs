@@ -597,3 +597,38 @@ async fn hostile_bytes_on_the_cluster_port_harm_nothing() {
     assert_eq!(node.node_ids().await, ["n1"], "the node is unharmed");
     assert!(node.log_text().contains("bad_proof"), "the refusal is logged");
 }
+
+#[actix_rt::test]
+async fn a_new_chat_room_is_placed_on_the_least_loaded_node() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (n1, n2) = tokio::join!(
+        ClusterNode::start("place", "n1", &url),
+        ClusterNode::start("place", "n2", &url),
+    );
+    // A stream makes n1 the busier node.
+    let _publisher = publish_looped(&n1.rtmp_url("live/busy"));
+    eventually("n1's load seen by the cluster", Duration::from_secs(15), || async {
+        n1.api("/api/v1/nodes").await.is_some_and(|body| {
+            body["nodes"].as_array().is_some_and(|nodes| {
+                nodes.iter().any(|n| n["id"] == "n1" && n["load"].as_u64() >= Some(1))
+            })
+        })
+    })
+    .await;
+    let mut first = member(&n1.http, "live/placed", "ann").await;
+    let registry = RedisRegistry::connect(&url, "zenlive:").await.expect("redis");
+    let owner = registry
+        .lookup(&ActorKey::new(ActorKind::ChatRoom, "live/placed"))
+        .await
+        .expect("lookup")
+        .expect("the room has a home");
+    assert_eq!(owner.node.as_str(), "n2", "the room lives on the idle node");
+    let mut second = member(&n2.http, "live/placed", "bob").await;
+    first
+        .send(Message::text(json!({"type": "message", "text": "hi"}).to_string()))
+        .await
+        .expect("send");
+    assert_eq!(next_of(&mut second, "message").await["text"], "hi");
+    assert_eq!(next_of(&mut first, "message").await["text"], "hi");
+}

@@ -176,7 +176,8 @@ pub struct Deliver(pub Delivery);
 #[rtype(result = "()")]
 pub struct HandOff;
 
-/// Asks how many members the room has.
+/// Asks how many members the room has (answered once the room knows its role, so it also
+/// tells when a room just started is ready).
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Members;
@@ -272,7 +273,24 @@ impl ChatRoom {
         let registry = Arc::clone(&self.placement.registry);
         let node = self.placement.node.clone();
         let key = ActorKey::new(ActorKind::ChatRoom, self.name.clone());
+        let transport = self.placement.transport.clone();
+        let room = self.name.clone();
         let claim = async move {
+            // Placement: a room without a home goes to the least-loaded node; if that is
+            // another node, it starts the room there and this one becomes a satellite (the
+            // claim below then finds the home). Any failure falls back to a local home.
+            if let Some(transport) = transport {
+                if let Ok(None) = registry.lookup(&key).await {
+                    match transport.choose_home() {
+                        Some(home) if home != node => {
+                            if let Err(error) = transport.host(&home, &room).await {
+                                tracing::warn!(%room, %home, %error, "could not place the chat room; hosting it here");
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
             // A previous instance of this room on this node may still be releasing its
             // lease (or, after a crash, waiting for it to expire): wait for it.
             let mut attempts = 0;

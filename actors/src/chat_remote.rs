@@ -5,6 +5,10 @@
 //! home ([`RoomRequest`]) and fans out what the home sends it ([`Delivery`]) to its local
 //! members. A broadcast crosses each node link once, however many members a satellite has.
 //!
+//! A room with no home yet is placed on the least-loaded node that is not draining
+//! ([`RoomTransport::choose_home`]), which is asked to host it; the node where the first
+//! member arrived becomes a satellite like any other.
+//!
 //! The node's cluster layer carries both directions ([`RoomTransport`]); this crate knows
 //! nothing about links. Bodies are JSON (the chat protocol's own types are JSON-shaped), in
 //! the cluster's versioned envelopes.
@@ -82,6 +86,13 @@ pub trait RoomTransport: Send + Sync + 'static {
         room: &str,
         request: RoomRequest,
     ) -> BoxFuture<'static, Result<(), RemoteRoomError>>;
+
+    /// Where a room that has no home yet should live: the least-loaded live node that is
+    /// not draining (this node when it is among the least loaded, or alone).
+    fn choose_home(&self) -> Option<NodeId>;
+
+    /// Asks `node` to host `room` (start it there as its home); answers once it has.
+    fn host(&self, node: &NodeId, room: &str) -> BoxFuture<'static, Result<(), RemoteRoomError>>;
 
     /// Sends `delivery` for `room` to a satellite node.
     fn to_satellite(
