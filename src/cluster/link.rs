@@ -136,8 +136,13 @@ async fn accept(cluster: &Cluster, link: &mut Link) -> Result<String, LinkError>
     Ok(node)
 }
 
+/// Most links open at once (relays and call links from every other node); beyond it new
+/// connections are closed at once.
+const MAX_LINKS: usize = 4096;
+
 /// Accepts links from other nodes until the task is dropped.
 pub async fn listen(listener: TcpListener, node: Arc<NodeContext>) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -147,14 +152,21 @@ pub async fn listen(listener: TcpListener, node: Arc<NodeContext>) {
                 continue;
             }
         };
+        if open.load(Ordering::Relaxed) >= MAX_LINKS {
+            tracing::warn!(%peer, "cluster link refused: too many links");
+            continue;
+        }
         let Ok(std_stream) = stream.into_std() else { continue };
-        let node = Arc::clone(&node);
+        let (node, open) = (Arc::clone(&node), Arc::clone(&open));
+        open.fetch_add(1, Ordering::Relaxed);
         node.pool.next().spawn(async move {
-            let Ok(stream) = TcpStream::from_std(std_stream) else { return };
-            let _gauge = node.counters.connection(ConnectionKind::Cluster);
-            if let Err(error) = serve(stream, &node).await {
-                tracing::warn!(%peer, %error, "cluster link ended");
+            if let Ok(stream) = TcpStream::from_std(std_stream) {
+                let _gauge = node.counters.connection(ConnectionKind::Cluster);
+                if let Err(error) = serve(stream, &node).await {
+                    tracing::warn!(%peer, %error, "cluster link ended");
+                }
             }
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
