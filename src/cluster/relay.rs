@@ -40,10 +40,18 @@ struct Relay {
     live: watch::Sender<bool>,
 }
 
+/// How long "live nowhere" is remembered for a stream name, so a flood of play requests
+/// for a stream that does not exist costs Redis one lookup per name per this period.
+const NOT_LIVE_FOR: Duration = Duration::from_secs(1);
+/// Most names remembered as not live; the memory is cleared when it is full.
+const NOT_LIVE_MAX: usize = 10_000;
+
 /// This node's relays, by stream.
 #[derive(Default)]
 pub struct Relays {
     active: Mutex<HashMap<StreamKey, Arc<Relay>>>,
+    /// Names recently found live nowhere, and when.
+    not_live: Mutex<HashMap<StreamKey, Instant>>,
 }
 
 impl Relays {
@@ -76,10 +84,20 @@ pub async fn live_stream(node: &Arc<NodeContext>, key: &StreamKey) -> Option<Str
         return Some(entry);
     }
     let cluster = cluster?;
+    if cluster.relays.not_live.lock().get(key).is_some_and(|at| at.elapsed() < NOT_LIVE_FOR) {
+        return None;
+    }
     let actor = ActorKey::new(ActorKind::Stream, key.to_string());
     let owner = match cluster.registry.lookup(&actor).await {
         Ok(Some(owner)) if owner.node != cluster.node => owner,
-        Ok(_) => return None,
+        Ok(_) => {
+            let mut not_live = cluster.relays.not_live.lock();
+            if not_live.len() >= NOT_LIVE_MAX {
+                not_live.clear();
+            }
+            not_live.insert(key.clone(), Instant::now());
+            return None;
+        }
         Err(error) => {
             tracing::warn!(stream = %key, %error, "cannot look up a stream's owner");
             return None;
