@@ -58,9 +58,11 @@ async fn healthz(node: web::Data<NodeContext>) -> HttpResponse {
     )
 }
 
-/// Ready when every listener is up, the registry answers and the node is not draining; 503
-/// otherwise (and from the moment shutdown begins), so load balancers stop sending new
-/// clients.
+/// Ready when every listener is up and the node is not draining; 503 otherwise (and from
+/// the moment shutdown begins), so load balancers stop sending new clients. An unreachable
+/// registry (Redis) is reported (`"degraded": true`) but does not make the node unready:
+/// its local streams keep flowing, and a Redis outage must not take every node of a
+/// cluster out of the load balancer at once.
 async fn readyz(node: web::Data<NodeContext>) -> HttpResponse {
     let listeners = node.ready.load(Ordering::Acquire);
     let registry = match timeout(REGISTRY_CHECK_TIMEOUT, node.registry.nodes()).await {
@@ -69,13 +71,15 @@ async fn readyz(node: web::Data<NodeContext>) -> HttpResponse {
         Err(_) => Err(format!("no answer within {REGISTRY_CHECK_TIMEOUT:?}")),
     };
     let draining = node.is_draining();
-    let ready = listeners && registry.is_ok() && !draining;
+    let ready = listeners && !draining;
+    let degraded = registry.is_err();
     let check = |ok: bool, error: Option<String>| match (ok, error) {
         (true, _) => json!({ "status": "ok" }),
         (false, error) => json!({ "status": "failing", "error": error }),
     };
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
+        "degraded": degraded,
         "node": node.node_id.as_str(),
         "checks": {
             "listeners": check(listeners, (!listeners).then(|| "starting or shutting down".to_owned())),

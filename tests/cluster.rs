@@ -449,6 +449,10 @@ async fn streams_survive_a_redis_restart_and_nodes_rejoin() {
         reqwest::get(format!("http://{}/api/v1/nodes", n1.metrics)).await.expect("answer");
     assert_eq!(response.status(), 503, "cluster lookups fail while Redis is down");
     assert!(asked.elapsed() < Duration::from_secs(3), "and fail fast: {:?}", asked.elapsed());
+    let ready = reqwest::get(format!("http://{}/readyz", n1.metrics)).await.expect("readyz");
+    assert_eq!(ready.status(), 200, "a Redis outage does not take the node out of rotation");
+    let ready: Value = ready.json().await.expect("JSON");
+    assert_eq!(ready["degraded"], true);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(n1.has_stream("live/r").await, "the local stream keeps flowing");
 
