@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::supervisor::StreamEntry;
 use zenlive_actors::{FrameKind, MediaFrame, StreamKey, StreamPublisher};
 use zenlive_cluster::{ActorKey, ActorKind, Owner};
@@ -170,12 +171,65 @@ enum PullEnd {
     Stop(String),
 }
 
+/// The local copy a relay publishes, started on the first relayed frame.
+struct Replica {
+    key: StreamKey,
+    publisher: Option<StreamPublisher>,
+    commands: Option<mpsc::Receiver<PublisherCommand>>,
+    rebase: Rebase,
+}
+
+impl Replica {
+    fn new(key: StreamKey) -> Self {
+        Self { key, publisher: None, commands: None, rebase: Rebase::default() }
+    }
+
+    /// Pushes one relayed tag (timestamps rebased), starting the replica on the first.
+    async fn push(
+        &mut self,
+        node: &NodeContext,
+        relay: &Relay,
+        kind: FrameKind,
+        timestamp: u32,
+        body: bytes::Bytes,
+    ) -> Result<(), String> {
+        let frame = MediaFrame::new(kind, self.rebase.apply(timestamp), body);
+        if self.publisher.is_none() {
+            let directory = node.directory.clone();
+            let key = self.key.clone();
+            let (publisher, commands) =
+                StreamPublisher::start_replica(&node.supervisor, directory, key, None)
+                    .await
+                    .map_err(|error| format!("cannot start the replica: {error}"))?;
+            self.publisher = Some(publisher);
+            self.commands = Some(commands);
+            relay.live.send_replace(true);
+        }
+        match self.publisher.as_mut() {
+            Some(publisher) => publisher.push(frame).await.map_err(|error| error.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// The next command for the replica's publisher (a kick); pending until it has one.
+    async fn command(&mut self) -> Option<PublisherCommand> {
+        match &mut self.commands {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn finish(self, reason: String) {
+        if let Some(publisher) = self.publisher {
+            publisher.finish(reason);
+        }
+    }
+}
+
 async fn run(node: &Arc<NodeContext>, key: &StreamKey, first_owner: Owner, relay: &Relay) {
     let Some(cluster) = node.cluster.as_ref() else { return };
     cluster.counters.relays_started.inc();
-    let mut publisher: Option<StreamPublisher> = None;
-    let mut commands = None;
-    let mut rebase = Rebase::default();
+    let mut replica = Replica::new(key.clone());
     let mut owner = Some(first_owner);
     let grace = secs(node.config.cluster.relay_grace);
     // The last origin that failed, so a dead one (whose lease has not expired yet) is
@@ -191,10 +245,8 @@ async fn run(node: &Arc<NodeContext>, key: &StreamKey, first_owner: Owner, relay
                 None => break "the stream has no owner any more".to_owned(),
             }
         };
-        rebase.new_source();
-        let pulled =
-            pull(node, cluster, key, &current, relay, &mut publisher, &mut commands, &mut rebase);
-        match pulled.await {
+        replica.rebase.new_source();
+        match pull(node, cluster, &current, relay, &mut replica).await {
             PullEnd::Lost(why) => {
                 if failed.as_ref() != Some(&current) {
                     tracing::info!(stream = %key, origin = %current.node, why, "relay lost its origin; looking for the owner");
@@ -206,9 +258,7 @@ async fn run(node: &Arc<NodeContext>, key: &StreamKey, first_owner: Owner, relay
         }
     };
     tracing::info!(stream = %key, reason, "relay ended");
-    if let Some(publisher) = publisher {
-        publisher.finish(reason);
-    }
+    replica.finish(reason);
 }
 
 /// Looks up the stream's owner until one (other than this node) appears or `grace` passes.
@@ -226,17 +276,16 @@ async fn find_owner(cluster: &Cluster, key: &StreamKey, grace: Duration) -> Opti
     None
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Pulls the stream from `owner` into `replica` until the link ends or the relay should
+/// stop.
 async fn pull(
     node: &Arc<NodeContext>,
     cluster: &Cluster,
-    key: &StreamKey,
     owner: &Owner,
     relay: &Relay,
-    publisher: &mut Option<StreamPublisher>,
-    commands: &mut Option<tokio::sync::mpsc::Receiver<zenlive_actors::stream::PublisherCommand>>,
-    rebase: &mut Rebase,
+    replica: &mut Replica,
 ) -> PullEnd {
+    let key = replica.key.clone();
     let Some(addr) = cluster.address_of(&owner.node, "cluster").await else {
         return PullEnd::Lost(format!("node {} has no cluster address", owner.node));
     };
@@ -278,26 +327,8 @@ async fn pull(
                 TagType::Video => FrameKind::Video,
                 TagType::Script => FrameKind::Data,
             };
-            let frame = MediaFrame::new(kind, rebase.apply(tag.timestamp_ms), tag.body);
-            if publisher.is_none() {
-                let directory = node.directory.clone();
-                match StreamPublisher::start_replica(&node.supervisor, directory, key.clone(), None)
-                    .await
-                {
-                    Ok((started, rx)) => {
-                        *publisher = Some(started);
-                        *commands = Some(rx);
-                        relay.live.send_replace(true);
-                    }
-                    Err(error) => {
-                        return PullEnd::Stop(format!("cannot start the replica: {error}"))
-                    }
-                }
-            }
-            if let Some(p) = publisher.as_mut() {
-                if let Err(error) = p.push(frame).await {
-                    return PullEnd::Stop(error.to_string());
-                }
+            if let Err(why) = replica.push(node, relay, kind, tag.timestamp_ms, tag.body).await {
+                return PullEnd::Stop(why);
             }
         }
         tokio::select! {
@@ -306,12 +337,12 @@ async fn pull(
                 Ok(n) => demuxer.push(&buf[..n]),
                 Err(error) => return PullEnd::Lost(error.to_string()),
             },
-            command = recv_command(commands) => {
+            command = replica.command() => {
                 let why = command.map_or("the replica ended".to_owned(), |c| format!("{c:?}"));
                 return PullEnd::Stop(why);
             }
             _ = idle_check.tick() => {
-                let watched = node.directory.get(key).is_some_and(|e| e.stats.snapshot().viewers_now() > 0);
+                let watched = node.directory.get(&key).is_some_and(|e| e.stats.snapshot().viewers_now() > 0);
                 if watched {
                     *relay.last_demand.lock() = Instant::now();
                 } else if relay.last_demand.lock().elapsed() > idle_limit {
@@ -319,13 +350,6 @@ async fn pull(
                 }
             }
         }
-    }
-}
-
-async fn recv_command<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 
