@@ -170,6 +170,34 @@ async fn publish_when_accepted(url: &str, limit: Duration) -> Child {
     }
 }
 
+/// A private Redis and two nodes, `n1` and `n2`, for `test`.
+async fn two_nodes(test: &str) -> (RedisServer, ClusterNode, ClusterNode) {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (n1, n2) =
+        tokio::join!(ClusterNode::start(test, "n1", &url), ClusterNode::start(test, "n2", &url));
+    (redis, n1, n2)
+}
+
+/// Publishes `stream` to `node` in a loop and waits until the node has it live.
+async fn publish_live(node: &ClusterNode, stream: &str) -> Child {
+    let publisher = publish_looped(&node.rtmp_url(stream));
+    let what = format!("{stream} on {}", node.id);
+    eventually(&what, Duration::from_secs(15), || node.has_stream(stream)).await;
+    publisher
+}
+
+/// A node embedded in this process, joined to the cluster at `redis_url` with `secret`.
+async fn embedded_node(id: &str, redis_url: &str, secret: &str) -> zenlive::Node {
+    let mut config = test_config();
+    config.node.id = id.to_owned();
+    config.cluster.enabled = true;
+    config.cluster.redis_url = redis_url.to_owned();
+    config.cluster.addr = any_port();
+    config.cluster.secret = secret.to_owned();
+    start_node(config).await
+}
+
 /// Checks a recording: H.264 320x240 and AAC, at least `seconds` long.
 async fn assert_plays(file: &std::path::Path, seconds: f64, label: &str) {
     let info = probe(file).await;
@@ -241,8 +269,7 @@ async fn three_nodes_share_streams_and_chat_rooms() {
     .await;
 
     // Media: published on n1, played from n2 and n3 with every protocol.
-    let _publisher = publish_looped(&n1.rtmp_url("live/c"));
-    eventually("live/c on n1", Duration::from_secs(15), || n1.has_stream("live/c")).await;
+    let _publisher = publish_live(&n1, "live/c").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (rtmp, flv, hls) =
         (dir.path().join("n2.flv"), dir.path().join("n3.flv"), dir.path().join("n3.ts"));
@@ -331,13 +358,7 @@ async fn three_nodes_share_streams_and_chat_rooms() {
 
     // An application message sent through a fourth node, embedded in this process,
     // reaches the room's home on n1 and every member.
-    let mut config = test_config();
-    config.node.id = "app".to_owned();
-    config.cluster.enabled = true;
-    config.cluster.redis_url = redis.url();
-    config.cluster.addr = any_port();
-    config.cluster.secret = SECRET.to_owned();
-    let app = start_node(config).await;
+    let app = embedded_node("app", &redis.url(), SECRET).await;
     eventually("the app node sees n1", Duration::from_secs(5), || async {
         app.cluster().expect("cluster mode").refresh_members().await.is_ok_and(|m| m.len() == 4)
     })
@@ -401,14 +422,8 @@ async fn a_killed_origin_is_replaced_and_edge_viewers_keep_playing() {
 
 #[actix_rt::test]
 async fn a_paused_node_gives_up_the_stream_it_lost() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let (n1, n2) = tokio::join!(
-        ClusterNode::start("pause", "n1", &url),
-        ClusterNode::start("pause", "n2", &url),
-    );
-    let _first = publish_looped(&n1.rtmp_url("live/p"));
-    eventually("live/p on n1", Duration::from_secs(15), || n1.has_stream("live/p")).await;
+    let (_redis, n1, n2) = two_nodes("pause").await;
+    let _first = publish_live(&n1, "live/p").await;
 
     n1.signal("-STOP");
     // n1's registration expires (node TTL 6 s), so its lease no longer protects the name.
@@ -429,14 +444,8 @@ async fn a_paused_node_gives_up_the_stream_it_lost() {
 
 #[actix_rt::test]
 async fn streams_survive_a_redis_restart_and_nodes_rejoin() {
-    let mut redis = RedisServer::start();
-    let url = redis.url();
-    let (n1, n2) = tokio::join!(
-        ClusterNode::start("redis", "n1", &url),
-        ClusterNode::start("redis", "n2", &url),
-    );
-    let _publisher = publish_looped(&n1.rtmp_url("live/r"));
-    eventually("live/r on n1", Duration::from_secs(15), || n1.has_stream("live/r")).await;
+    let (mut redis, n1, n2) = two_nodes("redis").await;
+    let _publisher = publish_live(&n1, "live/r").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let recording = dir.path().join("n1.flv");
     let (url, out) = (n1.rtmp_url("live/r"), recording.clone());
@@ -493,14 +502,9 @@ async fn a_node_started_before_its_redis_waits_for_it() {
 
 #[actix_rt::test]
 async fn draining_a_node_moves_its_chat_rooms_and_refuses_new_publishers() {
-    let redis = RedisServer::start();
+    let (redis, n1, n2) = two_nodes("drain").await;
     let url = redis.url();
-    let (n1, n2) = tokio::join!(
-        ClusterNode::start("drain", "n1", &url),
-        ClusterNode::start("drain", "n2", &url),
-    );
-    let _live = publish_looped(&n1.rtmp_url("live/before"));
-    eventually("live/before on n1", Duration::from_secs(15), || n1.has_stream("live/before")).await;
+    let _live = publish_live(&n1, "live/before").await;
     let mut home = member(&n1.http, "live/d", "ann").await;
     let mut away = member(&n2.http, "live/d", "bob").await;
 
@@ -586,13 +590,7 @@ async fn hostile_bytes_on_the_cluster_port_harm_nothing() {
         assert!(closed.is_ok(), "the node closes a link that sent {bytes:?}");
     }
     // A peer that does not know the secret is refused by the handshake.
-    let mut config = test_config();
-    config.node.id = "intruder".to_owned();
-    config.cluster.enabled = true;
-    config.cluster.redis_url = redis.url();
-    config.cluster.addr = any_port();
-    config.cluster.secret = "not-the-secret".to_owned();
-    let intruder = start_node(config).await;
+    let intruder = embedded_node("intruder", &redis.url(), "not-the-secret").await;
     let cluster = intruder.cluster().expect("cluster mode");
     let call = cluster.new_call("chat", "live/x", None, b"{}".to_vec());
     let refused = cluster.call_node(&zenlive_cluster::NodeId::new("n1"), call).await;
@@ -604,12 +602,8 @@ async fn hostile_bytes_on_the_cluster_port_harm_nothing() {
 
 #[actix_rt::test]
 async fn a_new_chat_room_is_placed_on_the_least_loaded_node() {
-    let redis = RedisServer::start();
+    let (redis, n1, n2) = two_nodes("place").await;
     let url = redis.url();
-    let (n1, n2) = tokio::join!(
-        ClusterNode::start("place", "n1", &url),
-        ClusterNode::start("place", "n2", &url),
-    );
     // A stream makes n1 the busier node.
     let _publisher = publish_looped(&n1.rtmp_url("live/busy"));
     eventually("n1's load seen by the cluster", Duration::from_secs(15), || async {
