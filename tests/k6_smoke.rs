@@ -116,3 +116,69 @@ async fn the_k6_scripts_run_against_a_live_node() {
     let _ = publisher.kill().await;
     node.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn the_k6_scripts_spread_over_a_cluster() {
+    let redis = zenlive_cluster::testsuite::RedisServer::start();
+    let mut nodes = Vec::new();
+    for id in ["k1", "k2"] {
+        let mut config = test_config();
+        config.node.id = id.to_owned();
+        config.auth.jwt_secret = SECRET.to_owned();
+        config.cluster.enabled = true;
+        config.cluster.redis_url = redis.url();
+        config.cluster.addr = any_port();
+        config.cluster.secret = SECRET.to_owned();
+        nodes.push(start_node(config).await);
+    }
+    let mut publisher = publish(&fixture(false), &rtmp_url(&nodes[0], "k6c"));
+    wait_live(&nodes[0], "k6c").await;
+    // Both nodes serve the playlist: k2 relays the stream from k1.
+    let client = reqwest::Client::new();
+    for node in &nodes {
+        let playlist = http_url(node, "/live/k6c/index.m3u8");
+        for _ in 0..100 {
+            if client.get(&playlist).send().await.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let bases = format!("{},{}", http_url(&nodes[0], ""), http_url(&nodes[1], ""));
+
+    let hls = k6(
+        "hls_viewers.js",
+        &[
+            ("BASE_URL", bases.clone()),
+            ("STREAM", "live/k6c".into()),
+            ("VIEWERS", "4".into()),
+            ("RAMP", "1s".into()),
+            ("DURATION", "5s".into()),
+        ],
+    )
+    .await;
+    let metrics = &hls["metrics"];
+    assert!(metrics["hls_startup_ms"]["avg"].is_number(), "viewers started: {metrics}");
+    assert_eq!(metrics["hls_missing_segments"]["count"].as_f64().unwrap_or(0.0), 0.0);
+
+    // Members and senders spread over both nodes share one room.
+    let chat = k6(
+        "chat.js",
+        &[
+            ("BASE_URL", bases),
+            ("ROOM", "live/k6c".into()),
+            ("SECRET", SECRET.into()),
+            ("MEMBERS", "4".into()),
+            ("SENDERS", "2".into()),
+            ("RATE", "4".into()),
+            ("DURATION", "5s".into()),
+        ],
+    )
+    .await;
+    let deliveries = chat["metrics"]["chat_deliveries"]["count"].as_f64().unwrap_or(0.0);
+    assert!(deliveries > 50.0, "chat deliveries across the cluster: {deliveries}");
+    let _ = publisher.kill().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
