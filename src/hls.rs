@@ -2,7 +2,7 @@
 //! segments from memory.
 //!
 //! The packager is an ordinary viewer of the stream (a [`ViewerSession`] with an
-//! [`HlsSink`]): it converts FLV frames to H.264 Annex B and ADTS AAC and feeds the sans-IO
+//! `HlsSink`): it converts FLV frames to H.264 Annex B and ADTS AAC and feeds the sans-IO
 //! [`Segmenter`]. After each completed segment it publishes an immutable snapshot (playlist
 //! text plus the window's segments, shared `Bytes`) that HTTP handlers read without
 //! touching the packager. When the publisher leaves, the segmenter is parked for

@@ -1,6 +1,6 @@
 //! Chat rooms across nodes: the [`RoomTransport`] that carries a room's requests to its
 //! home node and deliveries to its satellites, over cluster calls of kind `chat` whose
-//! bodies are JSON ([`ChatCall`]), and the handler that answers them on this node.
+//! bodies are JSON (`ChatCall`), and the handler that answers them on this node.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

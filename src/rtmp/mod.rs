@@ -1,7 +1,7 @@
 //! RTMP: ingest from OBS/FFmpeg and play to RTMP players.
 //!
 //! - [`server`]: the accept loop, spreading connections over the arbiter pool.
-//! - [`connection`]: one connection around rml_rtmp's `ServerSession`.
+//! - `connection`: one connection around rml_rtmp's `ServerSession`.
 //! - [`guard`]: limits checked on incoming chunks before rml_rtmp buffers them.
 //! - [`chunks`]: media chunk encoding for players, shared across players.
 //! - [`sink`]: a player's queue.
