@@ -367,6 +367,9 @@ async fn current_playlist(
     key: &StreamKey,
 ) -> Result<Bytes, ApiError> {
     let not_live = || ApiError::not_found("stream_not_found", format!("stream {key} is not live"));
+    if !node.hls.enabled {
+        return Err(ApiError::not_found("hls_disabled", "HLS is off on this node (hls.enabled)"));
+    }
     match (&node.cluster, node.hls.get(key)) {
         (Some(cluster), Some(_)) => cluster.relays.touch(key),
         (Some(_), None) => {
