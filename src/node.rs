@@ -310,7 +310,14 @@ impl NodeBuilder {
             ChatRooms::new(chat_limits(&config_chat), Arc::clone(&counters), chat_hooks, placement);
         let draining = Arc::new(AtomicBool::new(false));
         if let Some(cluster) = &cluster {
-            crate::cluster::chat::serve(cluster, chat.clone(), pool.clone(), Arc::clone(&draining));
+            let max_rooms = config_chat.max_rooms;
+            crate::cluster::chat::serve(
+                cluster,
+                chat.clone(),
+                pool.clone(),
+                Arc::clone(&draining),
+                max_rooms,
+            );
         }
         let context = Arc::new(NodeContext {
             config,

@@ -90,15 +90,8 @@ async fn the_binary_serves_a_stream_and_exits_cleanly_on_sigterm() {
 
 #[actix_rt::test]
 async fn the_embed_example_hears_events_and_kicks_by_name() {
-    let mut child = Command::new(example_binary("embed"))
-        .args(["127.0.0.1:0", "127.0.0.1:0"])
-        .env("ZENLIVE_EXAMPLE_EXIT_AFTER", "40")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the embed example");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut child, mut lines) =
+        start_example("embed", &[("ZENLIVE_EXAMPLE_EXIT_AFTER", "40".into())]);
     let ready = line_with(&mut lines, "READY").await;
     let rtmp_addr =
         ready.split("rtmp=Some(").nth(1).and_then(|s| s.split(')').next()).expect("rtmp address");

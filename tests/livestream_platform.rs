@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::pg::Postgres;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 #[actix_rt::test]
@@ -19,15 +16,8 @@ async fn stream_watch_chat_and_the_chat_lands_in_postgres() {
     let server = Postgres::start();
     server.create_database("platform").await;
 
-    let mut example = Command::new(example_binary("livestream_platform"))
-        .args(["127.0.0.1:0", "127.0.0.1:0"])
-        .env("DATABASE_URL", server.url("platform"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the example");
-    let mut lines = BufReader::new(example.stdout.take().expect("stdout")).lines();
+    let (mut example, mut lines) =
+        start_example("livestream_platform", &[("DATABASE_URL", server.url("platform"))]);
     let publish_url = line_starting(&mut lines, "PUBLISH ").await;
     let watch_url = line_starting(&mut lines, "WATCH ").await;
     let chat_url = line_starting(&mut lines, "CHAT ").await;

@@ -4,28 +4,18 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::pg::Postgres;
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 #[actix_rt::test]
 async fn the_application_saves_stream_events_in_its_own_database() {
     let server = Postgres::start();
     server.create_database("stream_log").await;
 
-    let mut example = Command::new(example_binary("stream_log"))
-        .args(["127.0.0.1:0", "127.0.0.1:0"])
-        .env("DATABASE_URL", server.url("stream_log"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the example");
-    let mut lines = BufReader::new(example.stdout.take().expect("stdout")).lines();
+    let (mut example, mut lines) =
+        start_example("stream_log", &[("DATABASE_URL", server.url("stream_log"))]);
     let url = line_starting(&mut lines, "PUBLISH ").await;
     let (bare, _) = url.split_once('?').expect("a token in the URL");
 

@@ -389,23 +389,24 @@ impl ChatRoom {
         }));
     }
 
-    /// The home sends `delivery` to a satellite node; a satellite that cannot be reached
-    /// loses its members here.
-    fn deliver(&mut self, node: &NodeId, delivery: Delivery, ctx: &mut Context<Self>) {
+    /// The home sends `delivery` to satellite `nodes` (encoded once); a satellite that
+    /// cannot be reached loses its members here.
+    fn deliver(&mut self, nodes: &[NodeId], delivery: &Delivery, ctx: &mut Context<Self>) {
         let Some(transport) = &self.placement.transport else { return };
-        let node = node.clone();
-        let sent = transport.to_satellite(&node, &self.name, delivery);
-        ctx.spawn(sent.into_actor(self).map(move |result, act, ctx| {
-            if let Err(error) = result {
-                tracing::warn!(room = %act.name, satellite = %node, %error, "chat satellite unreachable; dropping its members");
-                for member in act.remote.of_node(&node) {
-                    act.remote.remove(member);
-                    let effects = act.core.leave(member);
-                    act.apply(None, effects, ctx);
+        let sends = transport.to_satellites(nodes, &self.name, delivery);
+        for (node, sent) in nodes.iter().cloned().zip(sends) {
+            ctx.spawn(sent.into_actor(self).map(move |result, act, ctx| {
+                if let Err(error) = result {
+                    tracing::warn!(room = %act.name, satellite = %node, %error, "chat satellite unreachable; dropping its members");
+                    for member in act.remote.of_node(&node) {
+                        act.remote.remove(member);
+                        let effects = act.core.leave(member);
+                        act.apply(None, effects, ctx);
+                    }
+                    act.watch_idle(ctx);
                 }
-                act.watch_idle(ctx);
-            }
-        }));
+            }));
+        }
     }
 
     fn apply(&mut self, caller: Option<MemberId>, effects: Effects, ctx: &mut Context<Self>) {
@@ -431,7 +432,7 @@ impl ChatRoom {
         for node in satellites {
             let delivery =
                 Delivery { frames: vec![frame.to_string()], to: None, evict: Vec::new() };
-            self.deliver(&node, delivery, ctx);
+            self.deliver(&[node], &delivery, ctx);
         }
         let ServerEvent::Message(message) = event else {
             if matches!(event, ServerEvent::System { .. }) {
@@ -475,7 +476,7 @@ impl ChatRoom {
         if let Some((node, remote)) = self.remote.by_id.get(&member).cloned() {
             let delivery =
                 Delivery { frames: vec![frame.to_string()], to: Some(remote), evict: Vec::new() };
-            return self.deliver(&node, delivery, ctx);
+            return self.deliver(&[node], &delivery, ctx);
         }
         let Some(queue) = self.outbound.get(&member) else { return };
         match queue.try_send(frame) {
@@ -500,7 +501,7 @@ impl ChatRoom {
             let effects = self.core.leave(member);
             self.apply(None, effects, ctx);
             let delivery = Delivery { frames: Vec::new(), to: None, evict: vec![remote] };
-            self.deliver(&node, delivery, ctx);
+            self.deliver(&[node], &delivery, ctx);
             self.watch_idle(ctx);
             return;
         }

@@ -94,11 +94,12 @@ pub trait RoomTransport: Send + Sync + 'static {
     /// Asks `node` to host `room` (start it there as its home); answers once it has.
     fn host(&self, node: &NodeId, room: &str) -> BoxFuture<'static, Result<(), RemoteRoomError>>;
 
-    /// Sends `delivery` for `room` to a satellite node.
-    fn to_satellite(
+    /// Sends `delivery` for `room` to each of `nodes` (satellites), encoding it once;
+    /// answers one future per node, in the order of `nodes`.
+    fn to_satellites(
         &self,
-        node: &NodeId,
+        nodes: &[NodeId],
         room: &str,
-        delivery: Delivery,
-    ) -> BoxFuture<'static, Result<(), RemoteRoomError>>;
+        delivery: &Delivery,
+    ) -> Vec<BoxFuture<'static, Result<(), RemoteRoomError>>>;
 }

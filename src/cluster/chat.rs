@@ -31,6 +31,14 @@ enum ChatCall {
     Host,
 }
 
+/// [`ChatCall::ToSatellite`] encoded from a borrowed delivery (the same JSON), so a
+/// broadcast is encoded once for every satellite without copying its frames first.
+#[derive(Serialize)]
+#[serde(rename = "ChatCall")]
+enum DeliveryCall<'a> {
+    ToSatellite(&'a Delivery),
+}
+
 /// The actor kind of chat calls.
 const KIND: &str = "chat";
 
@@ -45,19 +53,19 @@ impl ClusterRooms {
         Self { cluster }
     }
 
+    /// Sends an encoded chat call `body` for `room` to `node`; answers the room's verdict.
     fn send(
         &self,
         node: &NodeId,
         room: &str,
-        body: &ChatCall,
+        body: Result<Arc<[u8]>, String>,
     ) -> BoxFuture<'static, Result<(), RemoteRoomError>> {
         let cluster = Arc::clone(&self.cluster);
         let node = node.clone();
-        let body = serde_json::to_vec(body);
         let room = room.to_owned();
         Box::pin(async move {
-            let body = body.map_err(|e| RemoteRoomError::Unreachable(e.to_string()))?;
-            let call = cluster.new_call(KIND, &room, None, body);
+            let body = body.map_err(RemoteRoomError::Unreachable)?;
+            let call = cluster.new_call(KIND, &room, None, body.to_vec());
             let reply = cluster
                 .call_node(&node, call)
                 .await
@@ -71,6 +79,11 @@ impl ClusterRooms {
     }
 }
 
+/// A chat call's body.
+fn encode(call: &ChatCall) -> Result<Arc<[u8]>, String> {
+    serde_json::to_vec(call).map(Arc::from).map_err(|e| e.to_string())
+}
+
 impl RoomTransport for ClusterRooms {
     fn to_home(
         &self,
@@ -79,7 +92,7 @@ impl RoomTransport for ClusterRooms {
         request: RoomRequest,
     ) -> BoxFuture<'static, Result<(), RemoteRoomError>> {
         let from = self.cluster.node.as_str().to_owned();
-        self.send(home, room, &ChatCall::ToHome { from, request })
+        self.send(home, room, encode(&ChatCall::ToHome { from, request }))
     }
 
     fn choose_home(&self) -> Option<NodeId> {
@@ -92,22 +105,32 @@ impl RoomTransport for ClusterRooms {
     }
 
     fn host(&self, node: &NodeId, room: &str) -> BoxFuture<'static, Result<(), RemoteRoomError>> {
-        self.send(node, room, &ChatCall::Host)
+        self.send(node, room, encode(&ChatCall::Host))
     }
 
-    fn to_satellite(
+    fn to_satellites(
         &self,
-        node: &NodeId,
+        nodes: &[NodeId],
         room: &str,
-        delivery: Delivery,
-    ) -> BoxFuture<'static, Result<(), RemoteRoomError>> {
-        self.send(node, room, &ChatCall::ToSatellite(delivery))
+        delivery: &Delivery,
+    ) -> Vec<BoxFuture<'static, Result<(), RemoteRoomError>>> {
+        let body = serde_json::to_vec(&DeliveryCall::ToSatellite(delivery))
+            .map(Arc::from)
+            .map_err(|e| e.to_string());
+        nodes.iter().map(|node| self.send(node, room, body.clone())).collect()
     }
 }
 
 /// Answers `chat` calls from other nodes with this node's `rooms`, started on `pool`'s
-/// arbiters when another node places a room here.
-pub fn serve(cluster: &Cluster, rooms: ChatRooms, pool: ArbiterPool, draining: Arc<AtomicBool>) {
+/// arbiters when another node places a room here (at most `max_rooms` rooms, as for
+/// clients).
+pub fn serve(
+    cluster: &Cluster,
+    rooms: ChatRooms,
+    pool: ArbiterPool,
+    draining: Arc<AtomicBool>,
+    max_rooms: usize,
+) {
     cluster.on_call(KIND, move |room, body| {
         let (rooms, pool, draining) = (rooms.clone(), pool.clone(), Arc::clone(&draining));
         async move {
@@ -118,7 +141,9 @@ pub fn serve(cluster: &Cluster, rooms: ChatRooms, pool: ArbiterPool, draining: A
                     if draining.load(Ordering::Acquire) || StreamKey::parse(&room).is_err() {
                         return Err(RemoteError::NotOwner);
                     }
-                    let addr = rooms.get_or_start(&room, &pool.next());
+                    let addr = rooms
+                        .get_or_start_within(&room, &pool.next(), max_rooms)
+                        .ok_or(RemoteError::NotOwner)?;
                     // Answered once the room's claim resolved.
                     addr.send(Members).await.map(|_| Ok(()))
                 }
@@ -141,4 +166,18 @@ pub fn serve(cluster: &Cluster, rooms: ChatRooms, pool: ArbiterPool, draining: A
             serde_json::to_vec(&answer).map_err(|e| RemoteError::BadRequest(e.to_string()))
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_delivery_encodes_like_an_owned_one() {
+        let delivery =
+            Delivery { frames: vec!["{\"type\":\"system\"}".into()], to: Some(3), evict: vec![] };
+        let borrowed = serde_json::to_vec(&DeliveryCall::ToSatellite(&delivery)).unwrap();
+        let decoded: ChatCall = serde_json::from_slice(&borrowed).expect("decodes as a ChatCall");
+        assert!(matches!(decoded, ChatCall::ToSatellite(d) if d == delivery));
+    }
 }

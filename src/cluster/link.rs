@@ -36,6 +36,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const RELAY_QUEUE_FRAMES: usize = 512;
 /// Calls queued for one peer before callers wait.
 const CALL_QUEUE: usize = 1024;
+/// Calls sent to one peer and not answered yet; beyond it new calls fail at once.
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// A framed link.
 pub type Link = Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>;
@@ -359,7 +361,18 @@ async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Rec
                 let _ = reply.send(Err(RemoteError::BadRequest("unencodable".into())));
                 continue;
             };
-            pending.lock().insert(correlation, reply);
+            {
+                let mut pending = pending.lock();
+                if pending.len() >= MAX_IN_FLIGHT {
+                    // Callers that timed out left their entries; the peer may never answer.
+                    pending.retain(|_, waiter| !waiter.is_closed());
+                }
+                if pending.len() >= MAX_IN_FLIGHT {
+                    let _ = reply.send(Err(RemoteError::Link("too many calls in flight".into())));
+                    continue;
+                }
+                pending.insert(correlation, reply);
+            }
             if sink.send(Bytes::from(bytes)).await.is_err() {
                 break;
             }

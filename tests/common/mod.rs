@@ -284,6 +284,28 @@ pub fn example_binary(name: &str) -> PathBuf {
     profile_dir.join("examples").join(name)
 }
 
+/// The stdout lines of a child process.
+pub type StdoutLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// Starts example `name` on loopback (RTMP and HTTP on free ports) with `env`; answers the
+/// child (killed on drop) and its stdout lines.
+pub fn start_example(name: &str, env: &[(&str, String)]) -> (Child, StdoutLines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = Command::new(example_binary(name));
+    command.args(["127.0.0.1:0", "127.0.0.1:0"]);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start example {name}: {e}"));
+    let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    (child, lines)
+}
+
 /// A token for `sub` (display `name`, `roles`, all streams, valid 10 minutes) signed with the
 /// HMAC `secret`.
 pub fn mint_token(
@@ -333,10 +355,7 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// Reads `lines` until one starts with `prefix`; answers the rest of it (bounded: 60 s).
-pub async fn line_starting(
-    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-    prefix: &str,
-) -> String {
+pub async fn line_starting(lines: &mut StdoutLines, prefix: &str) -> String {
     let found = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.expect("read stdout") {
             if let Some(rest) = line.strip_prefix(prefix) {
