@@ -92,9 +92,18 @@ impl Postgres {
         .spawn()
         .expect("start postgres");
         let server = Self { child, _dir: dir, port };
+        // An open port is not enough: while it starts up the server refuses sessions
+        // ("the database system is starting up"). pg_isready exits 0 once it accepts them.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "postgres did not start listening");
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port_str, "-t", "1"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "postgres did not accept connections in 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
         server
