@@ -16,6 +16,8 @@ pub const SERVER_CHUNK_SIZE: usize = 4096;
 /// for players on it share one encoding.
 pub const SHARED_STREAM_ID: u32 = 1;
 
+/// The protocol control chunk stream.
+const CONTROL_CSID: u8 = 2;
 /// Chunk stream ids for media; rml_rtmp uses 2 to 6 for everything else.
 const VIDEO_CSID: u8 = 7;
 const AUDIO_CSID: u8 = 8;
@@ -24,6 +26,7 @@ const COMMAND_CSID: u8 = 10;
 const EXTENDED_TIMESTAMP: u32 = 0x00ff_ffff;
 
 /// RTMP message type ids.
+const TYPE_ACKNOWLEDGEMENT: u8 = 3;
 const TYPE_AUDIO: u8 = 8;
 const TYPE_VIDEO: u8 = 9;
 const TYPE_DATA_AMF0: u8 = 18;
@@ -62,6 +65,19 @@ pub fn status_message(stream_id: u32, level: &str, code: &str, description: &str
 ///
 /// `csid` must be 2..=63 (one-byte basic header) and the payload at most 2^24 - 1 bytes,
 /// which every message that arrived over RTMP satisfies.
+/// An Acknowledgement (message type 3) of `total` bytes received, on the protocol control
+/// chunk stream. Its full header does not depend on earlier headers on that stream.
+pub fn acknowledgement(total: u32) -> Bytes {
+    encode_message(
+        CONTROL_CSID,
+        TYPE_ACKNOWLEDGEMENT,
+        0,
+        0,
+        &total.to_be_bytes(),
+        SERVER_CHUNK_SIZE,
+    )
+}
+
 fn encode_message(
     csid: u8,
     type_id: u8,

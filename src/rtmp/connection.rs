@@ -1,10 +1,12 @@
 //! One RTMP connection: the thin shell around rml_rtmp's sans-IO `ServerSession`.
 //!
-//! It reads the socket, feeds rml_rtmp, and acts on its events: a publish request becomes
-//! a [`StreamPublisher`], a play request a [`ViewerSession`] whose frames come back through a
-//! bounded queue and are written here. Policy (which names, which codecs) is decided here,
-//! never inside rml_rtmp. Every failure closes only this connection, with a log line naming
-//! the peer and the stream.
+//! It reads the socket into whole messages ([`ChunkReader`]), sends audio and video of a
+//! publishing connection straight to its stream, hands every other message to rml_rtmp's
+//! session, and acts on its events: a publish request becomes a [`StreamPublisher`], a play
+//! request a [`ViewerSession`] whose frames come back through a bounded queue and are
+//! written here. Policy (which names, which codecs) is decided here, never inside rml_rtmp.
+//! Every failure closes only this connection, with a log line naming the peer and the
+//! stream.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -13,10 +15,13 @@ use std::time::Duration;
 
 use actix::Actor;
 use bytes::{Buf, Bytes, BytesMut};
+use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::MessagePayload;
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
+use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -27,8 +32,8 @@ use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, ViewerSession};
 
 use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
-use super::guard::{ChunkGuard, Violation};
 use super::metadata::encode_on_metadata;
+use super::reader::{ChunkReader, Message, Violation};
 use super::sink::RtmpSink;
 use crate::auth::{token, Action, Identity};
 use crate::config::secs;
@@ -47,6 +52,37 @@ const READ_BUFFER: usize = 64 * 1024;
 /// viewer that stops reading pins up to 4 MB of kernel memory and hides its stall for a
 /// minute; 256 KiB still carries 40 Mbit/s at 100 ms round trip.
 const PLAYER_SEND_BUFFER: usize = 256 * 1024;
+
+/// RTMP message type ids the connection handles itself.
+const TYPE_SET_CHUNK_SIZE: u8 = 1;
+const TYPE_ABORT: u8 = 2;
+const TYPE_WINDOW_ACK_SIZE: u8 = 5;
+const TYPE_AUDIO: u8 = 8;
+const TYPE_VIDEO: u8 = 9;
+
+/// Acknowledgements owed to the peer: after every `window` bytes received (the size the
+/// peer asked for with Window Acknowledgement Size), the total received so far.
+#[derive(Debug, Default)]
+struct Acks {
+    window: u32,
+    total: u32,
+    since_last: u32,
+}
+
+impl Acks {
+    /// Counts `n` bytes received; the sequence number to acknowledge when one is due.
+    fn received(&mut self, n: usize) -> Option<u32> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        // RTMP sequence numbers wrap at 2^32.
+        self.total = self.total.wrapping_add(n);
+        self.since_last = self.since_last.saturating_add(n);
+        if self.window == 0 || self.since_last < self.window {
+            return None;
+        }
+        self.since_last = 0;
+        Some(self.total)
+    }
+}
 
 /// Why a connection closed.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +138,10 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, node: Arc<NodeCon
         reader,
         writer,
         session: None,
-        guard: ChunkGuard::new(),
+        dechunker: ChunkReader::new(),
+        relay: ChunkSerializer::new(),
+        messages: Vec::new(),
+        acks: Acks::default(),
         app: None,
         app_token: None,
         role: Role::Idle,
@@ -122,7 +161,13 @@ struct Connection {
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     session: Option<ServerSession>,
-    guard: ChunkGuard,
+    dechunker: ChunkReader,
+    /// Re-chunks the messages rml_rtmp handles for its own deserializer (at its default
+    /// chunk size, which it keeps: Set Chunk Size is applied by `dechunker`, not forwarded).
+    relay: ChunkSerializer,
+    /// The messages of one read, kept to reuse the allocation.
+    messages: Vec<Message>,
+    acks: Acks,
     app: Option<String>,
     /// A `?token=` that came with the app name in `connect`.
     app_token: Option<String>,
@@ -208,9 +253,10 @@ impl Connection {
                         Err(_) => return Err(Closed::Idle(idle)),
                         Ok(Ok(0)) => return Err(Closed::Eof),
                         Ok(Ok(_)) => {
-                            let input = buf.split().freeze();
-                            self.input(&input).await?;
-                            buf.reserve(READ_BUFFER);
+                            // One buffer for the connection's life: the parser copies
+                            // what it keeps, so nothing here is allocated per read.
+                            self.input(&buf).await?;
+                            buf.clear();
                         }
                         Ok(Err(e)) => return Err(e.into()),
                     }
@@ -285,12 +331,58 @@ impl Connection {
     }
 
     async fn input(&mut self, bytes: &[u8]) -> Result<(), Closed> {
-        self.guard.check(bytes).map_err(Closed::from)?;
-        let results = self
-            .session()?
-            .handle_input(bytes)
-            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
-        self.handle_results(results).await
+        let mut messages = std::mem::take(&mut self.messages);
+        self.dechunker.read(bytes, &mut messages).map_err(Closed::from)?;
+        for message in messages.drain(..) {
+            self.on_message(message).await?;
+        }
+        self.messages = messages;
+        if let Some(total) = self.acks.received(bytes.len()) {
+            self.write(&chunks::acknowledgement(total)).await?;
+        }
+        Ok(())
+    }
+
+    /// Acts on one whole message: media of a publisher goes to its stream, chunk-level
+    /// control stays here, the rest is rml_rtmp's.
+    async fn on_message(&mut self, message: Message) -> Result<(), Closed> {
+        match message.type_id {
+            TYPE_AUDIO | TYPE_VIDEO => {
+                if !matches!(self.role, Role::Publishing { .. }) {
+                    // As rml_rtmp did: media outside a publish is ignored.
+                    tracing::debug!(peer = %self.peer, "ignoring media from a connection that is not publishing");
+                    return Ok(());
+                }
+                let kind =
+                    if message.type_id == TYPE_AUDIO { FrameKind::Audio } else { FrameKind::Video };
+                self.push(MediaFrame::new(kind, message.timestamp, message.payload)).await
+            }
+            // Applied by the reader.
+            TYPE_SET_CHUNK_SIZE | TYPE_ABORT => Ok(()),
+            TYPE_WINDOW_ACK_SIZE => {
+                if let Some(size) = message.payload.first_chunk::<4>() {
+                    self.acks.window = u32::from_be_bytes(*size);
+                }
+                Ok(())
+            }
+            _ => {
+                let payload = MessagePayload {
+                    timestamp: RtmpTimestamp::new(message.timestamp),
+                    type_id: message.type_id,
+                    message_stream_id: message.stream_id,
+                    data: message.payload,
+                };
+                let packet = self
+                    .relay
+                    .serialize(&payload, true, false)
+                    .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
+                let results = self
+                    .session()?
+                    .handle_input(&packet.bytes)
+                    .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
+                self.handle_results(results).await
+            }
+        }
     }
 
     async fn handle_results(&mut self, results: Vec<ServerSessionResult>) -> Result<(), Closed> {
@@ -373,9 +465,8 @@ impl Connection {
                 self.role = Role::Idle;
                 Ok(())
             }
-            ServerSessionEvent::ClientChunkSizeChanged { new_chunk_size } => {
-                self.guard.set_chunk_size(new_chunk_size).map_err(Closed::from)
-            }
+            // The reader applies chunk size changes; rml_rtmp never sees them.
+            ServerSessionEvent::ClientChunkSizeChanged { .. } => Ok(()),
             ServerSessionEvent::UnhandleableAmf0Command { command_name, .. } => {
                 // FCPublish, FCUnpublish, getStreamLength...: nothing to answer.
                 tracing::debug!(peer = %self.peer, command = %command_name, "ignoring RTMP command");
@@ -644,6 +735,21 @@ fn check_codec(frame: &MediaFrame, checked: &mut (bool, bool)) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledgements_follow_the_peers_window_and_count_every_byte() {
+        let mut acks = Acks::default();
+        // No window announced: no acknowledgements, but the bytes count.
+        assert_eq!(acks.received(1_000), None);
+        acks.window = 2_500_000;
+        assert_eq!(acks.received(2_000_000), None);
+        assert_eq!(acks.received(600_000), Some(2_601_000));
+        assert_eq!(acks.received(2_499_999), None);
+        assert_eq!(acks.received(1), Some(5_101_000));
+        // Sequence numbers wrap at 2^32.
+        acks.total = u32::MAX;
+        assert_eq!(acks.received(2_500_000), Some(2_499_999));
+    }
 
     #[test]
     fn codecs_other_than_h264_and_aac_are_refused() {

@@ -2,14 +2,14 @@
 //!
 //! - [`server`]: the accept loop, spreading connections over the arbiter pool.
 //! - `connection`: one connection around rml_rtmp's `ServerSession`.
-//! - [`guard`]: limits checked on incoming chunks before rml_rtmp buffers them.
+//! - [`reader`]: incoming chunks to whole messages, within limits.
 //! - [`chunks`]: media chunk encoding for players, shared across players.
 //! - [`sink`]: a player's queue.
 //! - [`metadata`]: `onMetaData` as viewers receive it.
 
 pub mod chunks;
 mod connection;
-pub mod guard;
 pub mod metadata;
+pub mod reader;
 pub mod server;
 pub mod sink;
