@@ -187,7 +187,6 @@ struct Families {
     connections: IntGaugeVec,
     actors: IntGaugeVec,
     actor_restarts: IntCounterVec,
-    mailbox_full: IntCounterVec,
     rejections: IntCounterVec,
     node_viewers_dropped: IntCounterVec,
     node_frames_skipped: IntCounterVec,
@@ -313,11 +312,6 @@ impl Families {
                 "Actors restarted after a crash, by kind.",
                 &["kind"],
             ),
-            mailbox_full: counter_vec(
-                "zenlive_mailbox_full_total",
-                "Messages that found an actor's mailbox full (the sender waited), by kind.",
-                &["kind"],
-            ),
             rejections: counter_vec(
                 "zenlive_bad_input_rejections_total",
                 "Connections closed for bad input, by reason.",
@@ -363,7 +357,7 @@ impl Families {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 29] {
+    fn collectors(&self) -> [&dyn Collector; 28] {
         [
             &self.viewers,
             &self.viewers_joined,
@@ -384,7 +378,6 @@ impl Families {
             &self.connections,
             &self.actors,
             &self.actor_restarts,
-            &self.mailbox_full,
             &self.rejections,
             &self.node_viewers_dropped,
             &self.node_frames_skipped,
@@ -519,7 +512,6 @@ impl Collector for LiveCollector {
             f.actors.with_label_values(&[kind.as_str()]).set(n as i64);
         }
         set_counter(&f.actor_restarts, &["stream"], NodeCounters::get(&c.stream_restarts));
-        set_counter(&f.mailbox_full, &["stream"], NodeCounters::get(&c.mailbox_full));
         for (reason, n) in c.rejections() {
             set_counter(&f.rejections, &[reason.as_str()], n);
         }

@@ -196,8 +196,6 @@ pub struct NodeCounters {
     /// Connections closed for bad input (protocol violations, oversized messages), all
     /// reasons together.
     pub bad_input_rejections: AtomicU64,
-    /// Frames that found a stream actor's mailbox full (the publisher then waited).
-    pub mailbox_full: AtomicU64,
     /// Chat members disconnected because they did not read.
     pub chat_members_dropped_slow: AtomicU64,
     /// Chat messages accepted and broadcast (members' and the application's).

@@ -6,9 +6,10 @@
 //! protocol-supplied encoder produced, never sockets.
 //!
 //! # The path of a frame
-//! A publisher's connection sends [`stream::PushFrame`] to its [`StreamActor`]. The actor's
-//! [`StreamCore`] caches what a late joiner needs (metadata, sequence headers, the current
-//! GOP) and the actor puts the frame into a bounded broadcast ring, which never blocks the
+//! A publisher's connection pushes each frame through its stream's [`stream::Ingest`]
+//! (shared with the [`StreamActor`], which keeps the stream's life but no longer sees every
+//! frame): [`StreamCore`] caches what a late joiner needs (metadata, sequence headers, the
+//! current GOP) and the frame goes into a bounded broadcast ring, which never blocks the
 //! publisher. Every [`ViewerSession`] reads the ring, asks its [`ViewerCore`] whether to
 //! deliver, skip ahead to the next keyframe (after falling behind) or give up, and hands the
 //! frame's shared encoding to its connection through a bounded queue.

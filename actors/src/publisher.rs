@@ -1,17 +1,18 @@
 //! [`StreamPublisher`]: a publisher connection's side of its stream, for every ingest
-//! protocol. It starts the stream through the supervisor, pushes frames with backpressure
-//! from the stream actor only, and, if the stream actor crashes and is restarted, attaches
-//! to the new instance and replays the codec headers so viewers can decode again.
+//! protocol. It starts the stream through the supervisor, runs the stream's frame path
+//! ([`crate::stream::Ingest`]) on its own task, and, if the stream actor crashes and is
+//! restarted, attaches to the new instance and replays the codec headers so viewers can
+//! decode again. Dropped without [`StreamPublisher::finish`] (its connection's task
+//! panicked), it still ends the stream.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix::dev::SendError;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::key::StreamKey;
-use crate::stream::{Attach, Detach, PublisherCommand, PublisherHandle, PushFrame, StreamError};
+use crate::stream::{Attach, Detach, PublisherCommand, PublisherHandle, StreamError};
 use crate::supervisor::{Directory, StartError, StartStream, StreamEntry, StreamSupervisor};
 use crate::viewer::next_connection_id;
 use crate::{FrameKind, MediaFrame, Protocol};
@@ -44,6 +45,8 @@ pub struct StreamPublisher {
     metadata: Option<MediaFrame>,
     video_header: Option<MediaFrame>,
     audio_header: Option<MediaFrame>,
+    /// Whether the stream was told the publisher left.
+    detached: bool,
 }
 
 impl StreamPublisher {
@@ -98,6 +101,7 @@ impl StreamPublisher {
             metadata: None,
             video_header: None,
             audio_header: None,
+            detached: false,
         };
         Ok((publisher, commands))
     }
@@ -107,7 +111,8 @@ impl StreamPublisher {
         &self.key
     }
 
-    /// Pushes one frame; waits only for the stream actor's mailbox.
+    /// Pushes one frame into the stream. Never waits, except to re-attach after the stream
+    /// actor crashed.
     pub async fn push(&mut self, frame: MediaFrame) -> Result<(), PublishError> {
         match (frame.kind, frame.sequence_header) {
             (FrameKind::Data, _) => self.metadata = Some(frame.clone()),
@@ -115,22 +120,12 @@ impl StreamPublisher {
             (FrameKind::Audio, true) => self.audio_header = Some(frame.clone()),
             _ => {}
         }
-        // `try_send` respects the mailbox bound without a reply channel per frame; only a
-        // full mailbox makes the publisher wait (its sole backpressure).
-        let delivered = match self.stream.addr.try_send(PushFrame { frame }) {
-            Ok(()) => true,
-            Err(SendError::Full(msg)) => {
-                self.stream.stats.mailbox_full();
-                self.stream.addr.send(msg).await.is_ok()
-            }
-            Err(SendError::Closed(_)) => false,
-        };
-        if delivered {
-            return Ok(());
+        if !self.stream.addr.connected() {
+            // The actor is gone: crashed (a restarted instance follows) or ended.
+            self.reattach().await?;
         }
-        // The frame that failed is lost with the crashed instance; the next keyframe
-        // restores the picture.
-        self.reattach().await
+        self.stream.ingest.push(frame);
+        Ok(())
     }
 
     async fn reattach(&mut self) -> Result<(), PublishError> {
@@ -147,8 +142,7 @@ impl StreamPublisher {
                     self.stream = entry;
                     let replay = [&self.metadata, &self.video_header, &self.audio_header];
                     for frame in replay.into_iter().flatten().cloned() {
-                        // A failure here is seen again on the next push.
-                        let _ = self.stream.addr.send(PushFrame { frame }).await;
+                        self.stream.ingest.push(frame);
                     }
                     tracing::info!(stream = %self.key, "publisher re-attached to restarted stream");
                     return Ok(());
@@ -163,7 +157,19 @@ impl StreamPublisher {
     }
 
     /// Ends the stream (the publisher left or was refused mid-stream).
-    pub fn finish(self, reason: impl Into<String>) {
-        self.stream.addr.do_send(Detach { publisher_id: self.handle.id, reason: reason.into() });
+    pub fn finish(mut self, reason: impl Into<String>) {
+        self.detach(reason.into());
+    }
+
+    fn detach(&mut self, reason: String) {
+        if !std::mem::replace(&mut self.detached, true) {
+            self.stream.addr.do_send(Detach { publisher_id: self.handle.id, reason });
+        }
+    }
+}
+
+impl Drop for StreamPublisher {
+    fn drop(&mut self) {
+        self.detach("publisher gone".to_owned());
     }
 }

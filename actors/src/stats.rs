@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::RwLock;
@@ -20,7 +19,6 @@ use zenlive_media::avc::AvcDecoderConfig;
 use zenlive_media::flv::{parse_audio_tag, parse_video_tag};
 use zenlive_media::{FrameKind, MediaFrame};
 
-use crate::events::NodeCounters;
 use crate::Protocol;
 
 /// Media time the rates are computed over.
@@ -289,8 +287,6 @@ pub struct StreamStats {
     viewers_dropped_slow: AtomicU64,
     hls_segments: AtomicU64,
     restarts: AtomicU64,
-    mailbox_full: AtomicU64,
-    node: Arc<NodeCounters>,
 }
 
 /// A consistent-enough copy of [`StreamStats`] (each field read once), for the SDK, the
@@ -336,8 +332,6 @@ pub struct StatsSnapshot {
     pub hls_segments: u64,
     /// Times the stream's actor crashed and was restarted.
     pub restarts: u64,
-    /// Frames that found the stream actor's mailbox full (the publisher waited).
-    pub mailbox_full: u64,
 }
 
 impl StatsSnapshot {
@@ -365,10 +359,9 @@ fn seconds<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok,
 }
 
 impl StreamStats {
-    /// Stats for a stream that starts now, published over `publisher`; node-wide totals
-    /// go to `node` as well.
-    pub fn new(publisher: Protocol, node: Arc<NodeCounters>) -> Self {
-        Self::for_publisher(publisher, None, None, node)
+    /// Stats for a stream that starts now, published over `publisher`.
+    pub fn new(publisher: Protocol) -> Self {
+        Self::for_publisher(publisher, None, None)
     }
 
     /// Stats for a stream that `user` publishes from `peer` over `publisher`, from now.
@@ -376,7 +369,6 @@ impl StreamStats {
         publisher: Protocol,
         user: Option<String>,
         peer: Option<SocketAddr>,
-        node: Arc<NodeCounters>,
     ) -> Self {
         Self {
             started: Instant::now(),
@@ -398,8 +390,6 @@ impl StreamStats {
             viewers_dropped_slow: AtomicU64::new(0),
             hls_segments: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
-            mailbox_full: AtomicU64::new(0),
-            node,
         }
     }
 
@@ -455,12 +445,6 @@ impl StreamStats {
         self.hls_segments.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A frame found the stream actor's mailbox full.
-    pub fn mailbox_full(&self) {
-        self.mailbox_full.fetch_add(1, Ordering::Relaxed);
-        NodeCounters::add(&self.node.mailbox_full, 1);
-    }
-
     /// The stream's actor was restarted after a crash.
     pub fn restarted(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
@@ -492,7 +476,6 @@ impl StreamStats {
             viewers_dropped_slow: self.viewers_dropped_slow.load(Ordering::Relaxed),
             hls_segments: self.hls_segments.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
-            mailbox_full: self.mailbox_full.load(Ordering::Relaxed),
         }
     }
 }
@@ -592,7 +575,7 @@ mod tests {
 
     #[test]
     fn viewer_gauges_never_go_below_zero() {
-        let stats = StreamStats::new(Protocol::Rtmp, Arc::default());
+        let stats = StreamStats::new(Protocol::Rtmp);
         stats.viewer_joined(Protocol::HttpFlv);
         stats.viewer_left(Protocol::HttpFlv);
         stats.viewer_left(Protocol::HttpFlv);

@@ -23,7 +23,7 @@ use zenlive_cluster::{
 use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};
 use crate::key::StreamKey;
 use crate::stats::StreamStats;
-use crate::stream::{Attach, PublisherHandle, StreamActor, StreamError};
+use crate::stream::{Attach, IngestHandle, PublisherHandle, StreamActor, StreamError};
 
 /// How often the supervisor renews its streams' leases.
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(3);
@@ -40,6 +40,8 @@ pub struct StreamEntry {
     pub lineage: u64,
     /// The stream's statistics, kept across restarts.
     pub stats: Arc<StreamStats>,
+    /// This instance's frame path (see [`crate::stream`]).
+    pub ingest: IngestHandle,
 }
 
 /// This node's live streams by name. Written only by the supervisor; read from any thread.
@@ -200,24 +202,26 @@ impl StreamSupervisor {
         arbiter: &ArbiterHandle,
         stats: &Arc<StreamStats>,
         ctx: &Context<Self>,
-    ) -> (u64, Addr<StreamActor>) {
+    ) -> (u64, Addr<StreamActor>, IngestHandle) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let recipient = ctx.address().recipient();
         let actor_key = key.clone();
+        let ingest = IngestHandle::new(Arc::clone(stats));
+        let actor_ingest = ingest.clone();
         let stats = Arc::clone(stats);
         let alive = self.counters.actor(ActorType::Stream);
         let addr = StreamActor::start_in_arbiter(arbiter, move |_| {
-            StreamActor::new(actor_key, generation, recipient, stats, alive)
+            StreamActor::new(actor_key, generation, recipient, stats, actor_ingest, alive)
         });
-        (generation, addr)
+        (generation, addr, ingest)
     }
 
     fn restart(&mut self, key: StreamKey, ctx: &mut Context<Self>) {
         let Some(old) = self.streams.remove(&key) else { return };
         NodeCounters::add(&self.counters.stream_restarts, 1);
         old.stats.restarted();
-        let (generation, addr) = self.spawn_actor(&key, &old.arbiter, &old.stats, ctx);
+        let (generation, addr, ingest) = self.spawn_actor(&key, &old.arbiter, &old.stats, ctx);
         tracing::error!(stream = %key, old_generation = old.generation, generation, "stream actor crashed; restarted with fresh state");
         self.directory.insert(
             key.clone(),
@@ -226,6 +230,7 @@ impl StreamSupervisor {
                 generation,
                 lineage: old.lineage,
                 stats: Arc::clone(&old.stats),
+                ingest,
             },
         );
         self.streams.insert(
@@ -395,14 +400,14 @@ impl Handler<StartStream> for StreamSupervisor {
                     msg.publisher.protocol,
                     msg.publisher.user.clone(),
                     msg.publisher.peer,
-                    Arc::clone(&act.counters),
                 ));
-                let (generation, addr) = act.spawn_actor(&key, &msg.arbiter, &stats, ctx);
+                let (generation, addr, ingest) = act.spawn_actor(&key, &msg.arbiter, &stats, ctx);
                 let entry = StreamEntry {
                     addr: addr.clone(),
                     generation,
                     lineage: generation,
                     stats: Arc::clone(&stats),
+                    ingest,
                 };
                 act.directory.insert(key.clone(), entry.clone());
                 act.streams.insert(

@@ -1,10 +1,11 @@
 //! The supervisor at actor level: a panic in a stream actor's handler is noticed, the
-//! stream restarts with fresh state under a new epoch, and other streams carry on.
+//! stream restarts with fresh state under a new epoch, and other streams carry on; a stream
+//! that ends, however its publisher went, ends its viewers.
 #![cfg(feature = "fault-injection")]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -12,7 +13,8 @@ use bytes::Bytes;
 use zenlive_actors::events::{NoEvents, NodeCounters};
 use zenlive_actors::stream::{GetInfo, InjectPanic};
 use zenlive_actors::{
-    Directory, FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, StreamSupervisor,
+    Directory, FrameKind, FrameSink, MediaFrame, Offer, Protocol, StreamKey, StreamPublisher,
+    StreamSupervisor, ViewerSession,
 };
 use zenlive_cluster::{ActorKey, ActorKind, MemoryRegistry, NodeId, NodeInfo, Registry};
 
@@ -24,23 +26,18 @@ fn video(ts: u32, key: bool) -> MediaFrame {
     )
 }
 
-#[actix_rt::test]
-async fn panicking_stream_is_restarted_with_a_new_epoch() {
+/// A supervisor on a fresh in-memory registry, with its directory and counters.
+async fn supervisor() -> (Arc<dyn Registry>, Directory, Arc<NodeCounters>, Addr<StreamSupervisor>) {
     let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let node = NodeId::new("n1");
-    registry
-        .register_node(
-            NodeInfo {
-                id: node.clone(),
-                incarnation: 1,
-                addresses: BTreeMap::new(),
-                load: 0,
-                draining: false,
-            },
-            Duration::from_secs(3600),
-        )
-        .await
-        .expect("register");
+    let info = NodeInfo {
+        id: node.clone(),
+        incarnation: 1,
+        addresses: BTreeMap::new(),
+        load: 0,
+        draining: false,
+    };
+    registry.register_node(info, Duration::from_secs(3600)).await.expect("register");
     let directory = Directory::default();
     let counters = Arc::new(NodeCounters::default());
     let supervisor = StreamSupervisor::new(
@@ -51,6 +48,78 @@ async fn panicking_stream_is_restarted_with_a_new_epoch() {
         Arc::clone(&counters),
     )
     .start();
+    (registry, directory, counters, supervisor)
+}
+
+/// Records what a viewer was given and why it ended.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<(usize, Option<String>)>>);
+
+impl FrameSink for Recorder {
+    fn offer(&mut self, frame: &MediaFrame) -> Offer {
+        self.0.lock().expect("lock").0 += 1;
+        Offer::Accepted(frame.payload.len())
+    }
+
+    fn finish(&mut self, reason: &str) {
+        self.0.lock().expect("lock").1 = Some(reason.to_owned());
+    }
+}
+
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..250 {
+        if check() {
+            return;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[actix_rt::test]
+async fn an_ended_stream_ends_its_viewers_and_a_dropped_publisher_ends_its_stream() {
+    let (_registry, directory, counters, supervisor) = supervisor().await;
+    for how in ["finish", "drop"] {
+        let key = StreamKey::parse(&format!("live/{how}")).expect("key");
+        let (mut publisher, _commands) = StreamPublisher::start(
+            &supervisor,
+            directory.clone(),
+            key.clone(),
+            Protocol::Internal,
+            None,
+            None,
+        )
+        .await
+        .expect("start");
+        publisher.push(video(0, true)).await.expect("push");
+        let recorder = Recorder::default();
+        let entry = directory.get(&key).expect("live");
+        ViewerSession::new(
+            key.clone(),
+            Protocol::Rtmp,
+            entry,
+            directory.clone(),
+            Box::new(recorder.clone()),
+            Arc::clone(&counters),
+            Duration::from_secs(30),
+        )
+        .start();
+        wait_until("the viewer's first frame", || recorder.0.lock().expect("lock").0 >= 1).await;
+        if how == "finish" {
+            publisher.finish("done");
+        } else {
+            // A connection task that panicked drops its publisher without finishing.
+            drop(publisher);
+        }
+        wait_until("the stream to end", || directory.get(&key).is_none()).await;
+        wait_until("the viewer to end", || recorder.0.lock().expect("lock").1.is_some()).await;
+        assert_eq!(recorder.0.lock().expect("lock").1.as_deref(), Some("stream ended"), "{how}");
+    }
+}
+
+#[actix_rt::test]
+async fn panicking_stream_is_restarted_with_a_new_epoch() {
+    let (registry, directory, counters, supervisor) = supervisor().await;
 
     let a = StreamKey::parse("live/a").expect("key");
     let b = StreamKey::parse("live/b").expect("key");

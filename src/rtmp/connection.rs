@@ -46,6 +46,8 @@ const PLAYER_QUEUE_FRAMES: usize = 96;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a refused client is given to read the reason before the socket closes.
 const LINGER: Duration = Duration::from_secs(2);
+/// Idle checks per idle timeout (see `Connection::run`).
+const IDLE_TICKS: u32 = 4;
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 64 * 1024;
 /// Kernel send buffer of a playing connection (Linux doubles it). Left to autotuning, a
@@ -240,25 +242,42 @@ impl Connection {
         }
 
         let idle = secs(rtmp.idle_timeout);
+        // Silence is detected by a tick every quarter of the timeout that checks whether
+        // anything was read since the one before: a timer per read (`timeout` around each
+        // read) cost a timer-wheel insert and removal per message. Closes after between 1
+        // and 1.25 times the timeout of silence.
+        let mut idle_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + idle / IDLE_TICKS,
+            (idle / IDLE_TICKS).max(Duration::from_millis(10)),
+        );
+        idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quiet_ticks = 0;
+        let mut read_since_tick = false;
         let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let mut batch: Vec<Bytes> = Vec::with_capacity(32);
         let mut next_flush: Option<tokio::time::Instant> = None;
         loop {
             // Players may legitimately send nothing for a long time; everyone else must not.
-            let read_limit =
-                if matches!(self.role, Role::Playing { .. }) { Duration::MAX } else { idle };
+            let playing = matches!(self.role, Role::Playing { .. });
             tokio::select! {
-                read = timeout(read_limit, self.reader.read_buf(&mut buf)) => {
+                read = self.reader.read_buf(&mut buf) => {
                     match read {
-                        Err(_) => return Err(Closed::Idle(idle)),
-                        Ok(Ok(0)) => return Err(Closed::Eof),
-                        Ok(Ok(_)) => {
+                        Ok(0) => return Err(Closed::Eof),
+                        Ok(_) => {
+                            read_since_tick = true;
                             // One buffer for the connection's life: the parser copies
                             // what it keeps, so nothing here is allocated per read.
                             self.input(&buf).await?;
                             buf.clear();
                         }
-                        Ok(Err(e)) => return Err(e.into()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                _ = idle_tick.tick(), if !playing => {
+                    quiet_ticks = if read_since_tick { 0 } else { quiet_ticks + 1 };
+                    read_since_tick = false;
+                    if quiet_ticks >= IDLE_TICKS {
+                        return Err(Closed::Idle(idle));
                     }
                 }
                 command = recv_opt(&mut self.commands) => match command {
