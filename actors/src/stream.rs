@@ -139,9 +139,12 @@ impl IngestHandle {
     }
 
     /// Closes the ring: its viewers see the stream end (or follow a restarted instance).
-    /// Viewers and the directory keep handles, so the ring cannot close by itself.
+    /// Viewers and the directory keep handles, so the ring cannot close by itself; the
+    /// cached GOP (up to [`crate::stream_core::MAX_GOP_BYTES`]) is let go at once too.
     fn close(&self) {
-        self.lock().live = None;
+        let mut ingest = self.lock();
+        ingest.live = None;
+        ingest.core = StreamCore::new(Instant::now());
     }
 
     /// The ingest state. A panic while it was held can only have come from the frame path
