@@ -46,6 +46,8 @@ const PLAYER_QUEUE_FRAMES: usize = 96;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a refused client is given to read the reason before the socket closes.
 const LINGER: Duration = Duration::from_secs(2);
+/// Message slots kept between reads (a 64 KiB read of media holds a few dozen messages).
+const KEPT_MESSAGE_SLOTS: usize = 64;
 /// Idle checks per idle timeout (see `Connection::run`).
 const IDLE_TICKS: u32 = 4;
 /// Bytes read from the socket at a time.
@@ -355,6 +357,9 @@ impl Connection {
         for message in messages.drain(..) {
             self.on_message(message).await?;
         }
+        // A read of tiny messages (a 1-byte header each) may have grown the vector to
+        // thousands of slots: keep only what ordinary reads need between reads.
+        messages.shrink_to(KEPT_MESSAGE_SLOTS);
         self.messages = messages;
         if let Some(total) = self.acks.received(bytes.len()) {
             self.write(&chunks::acknowledgement(total)).await?;
