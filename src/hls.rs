@@ -215,7 +215,7 @@ impl HlsSink {
     }
 
     fn video(&mut self, frame: &MediaFrame, now: SystemTime) {
-        let tag = match parse_video_tag(&frame.payload) {
+        let tag = match parse_video_tag(frame.payload()) {
             Ok(tag) => tag,
             Err(e) => return self.warn("bad video tag", e),
         };
@@ -243,7 +243,7 @@ impl HlsSink {
     }
 
     fn audio(&mut self, frame: &MediaFrame, now: SystemTime) {
-        let tag = match parse_audio_tag(&frame.payload) {
+        let tag = match parse_audio_tag(frame.payload()) {
             Ok(tag) => tag,
             Err(e) => return self.warn("bad audio tag", e),
         };
@@ -290,7 +290,7 @@ impl FrameSink for HlsSink {
             FrameKind::Data => {}
         }
         self.publish_if_new();
-        Offer::Accepted(frame.payload.len())
+        Offer::Accepted(frame.payload().len())
     }
 
     fn finish(&mut self, _reason: &str) {

@@ -29,8 +29,8 @@ const QUEUE_FRAMES: usize = 96;
 
 /// Encodes one frame as a complete FLV tag (header, body, previous tag size).
 pub fn encode_tag(frame: &MediaFrame) -> Bytes {
-    let mut out = BytesMut::with_capacity(frame.payload.len() + 15);
-    write_tag(&mut out, TagType::from(frame.kind), frame.timestamp, &frame.payload);
+    let mut out = BytesMut::with_capacity(frame.payload().len() + 15);
+    write_tag(&mut out, TagType::from(frame.kind), frame.timestamp, frame.payload());
     out.freeze()
 }
 

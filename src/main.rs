@@ -10,6 +10,12 @@ use tracing_subscriber::EnvFilter;
 use zenlive::auth::{unix_now, Auth, Claims, Role};
 use zenlive::{Config, NodeBuilder};
 
+/// mimalloc instead of the system allocator: each frame's payload is allocated on the
+/// publisher's thread and freed on whichever thread lets the last copy go (a viewer's, or
+/// the GOP cache's), a pattern glibc's malloc serves poorly (see ARCHITECTURE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A live-streaming node: RTMP in; HLS, RTMP and HTTP-FLV out.
 ///
 /// Every configuration key `section.key` can also be set as the environment variable

@@ -40,7 +40,7 @@ fn fanout(c: &mut Criterion) {
             ts += 33;
             for (core, tx, rx) in &mut viewers {
                 black_box(core.admit(&frame));
-                let encoded = frame.encoded(Encoding::RtmpChunks, |f| f.payload.clone());
+                let encoded = frame.encoded(Encoding::RtmpChunks, |f| f.payload().clone());
                 if let Ok(permit) = tx.try_reserve() {
                     core.delivered(encoded.len());
                     permit.send(encoded);

@@ -120,11 +120,12 @@ impl StreamPublisher {
             (FrameKind::Audio, true) => self.audio_header = Some(frame.clone()),
             _ => {}
         }
-        if !self.stream.addr.connected() {
+        if let Err(frame) = self.stream.ingest.push(frame) {
             // The actor is gone: crashed (a restarted instance follows) or ended.
             self.reattach().await?;
+            // A second refusal means the new instance is gone too: the next frame retries.
+            let _ = self.stream.ingest.push(frame);
         }
-        self.stream.ingest.push(frame);
         Ok(())
     }
 
@@ -142,7 +143,7 @@ impl StreamPublisher {
                     self.stream = entry;
                     let replay = [&self.metadata, &self.video_header, &self.audio_header];
                     for frame in replay.into_iter().flatten().cloned() {
-                        self.stream.ingest.push(frame);
+                        let _ = self.stream.ingest.push(frame);
                     }
                     tracing::info!(stream = %self.key, "publisher re-attached to restarted stream");
                     return Ok(());

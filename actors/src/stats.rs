@@ -81,7 +81,7 @@ impl RateMeter {
             }
             self.last_keyframe = Some(ts);
         }
-        let bytes = u32::try_from(frame.payload.len()).unwrap_or(u32::MAX);
+        let bytes = u32::try_from(frame.payload().len()).unwrap_or(u32::MAX);
         self.window.push_back(Sample { ts, bytes, video });
         self.window_bytes += u64::from(bytes);
         self.video_frames += usize::from(video);
@@ -227,7 +227,7 @@ impl MediaInfo {
 }
 
 fn video_info(frame: &MediaFrame) -> Option<VideoInfo> {
-    let tag = parse_video_tag(&frame.payload).ok()?;
+    let tag = parse_video_tag(frame.payload()).ok()?;
     let sps = AvcDecoderConfig::parse(tag.data).ok()?.sps_info().ok()?;
     Some(VideoInfo {
         codec: "h264",
@@ -239,7 +239,7 @@ fn video_info(frame: &MediaFrame) -> Option<VideoInfo> {
 }
 
 fn audio_info(frame: &MediaFrame) -> Option<AudioInfo> {
-    let tag = parse_audio_tag(&frame.payload).ok()?;
+    let tag = parse_audio_tag(frame.payload()).ok()?;
     let config = AudioSpecificConfig::parse(tag.data).ok()?;
     Some(AudioInfo { codec: "aac", sample_rate: config.sample_rate(), channels: config.channels })
 }
@@ -395,7 +395,7 @@ impl StreamStats {
 
     /// Counts one frame from the publisher.
     pub fn on_ingest(&self, frame: &MediaFrame) {
-        self.bytes_in.fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+        self.bytes_in.fetch_add(frame.payload().len() as u64, Ordering::Relaxed);
         self.frames_in.fetch_add(1, Ordering::Relaxed);
         if frame.keyframe {
             self.keyframes.fetch_add(1, Ordering::Relaxed);

@@ -90,8 +90,12 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Takes one frame from the publisher.
-    pub fn push(&mut self, frame: MediaFrame) {
+    /// Takes one frame from the publisher; gives it back once the stream's actor is gone
+    /// (see [`IngestHandle::push`]).
+    pub fn push(&mut self, frame: MediaFrame) -> Result<(), MediaFrame> {
+        let Some(live) = &self.live else {
+            return Err(frame);
+        };
         self.core.on_frame(&frame);
         self.stats.on_ingest(&frame);
         self.meter.push(&frame);
@@ -101,10 +105,9 @@ impl Ingest {
         if frame.sequence_header && self.media.update(&frame) {
             self.stats.set_media(self.media.clone());
         }
-        if let Some(live) = &self.live {
-            // An error only means nobody is watching right now.
-            let _ = live.send(frame);
-        }
+        // An error only means nobody is watching right now.
+        let _ = live.send(frame);
+        Ok(())
     }
 
     /// A receiver of the frames pushed from now on; closed at once if the stream ended.
@@ -133,9 +136,12 @@ impl IngestHandle {
         })))
     }
 
-    /// Takes one frame from the publisher.
-    pub fn push(&self, frame: MediaFrame) {
-        self.lock().push(frame);
+    /// Takes one frame from the publisher. Gives it back when the stream's actor is gone (it
+    /// ended, or it panicked and a restarted instance may follow): the ring is closed then.
+    /// This check rides on the lock the frame path takes anyway, where asking the actor's
+    /// address would touch its mailbox on every frame.
+    pub fn push(&self, frame: MediaFrame) -> Result<(), MediaFrame> {
+        self.lock().push(frame)
     }
 
     /// Closes the ring: its viewers see the stream end (or follow a restarted instance).

@@ -61,7 +61,7 @@ impl StreamCore {
     /// Takes one frame from the publisher into the caches and statistics.
     pub fn on_frame(&mut self, frame: &MediaFrame) {
         self.stats.frames += 1;
-        self.stats.bytes += frame.payload.len() as u64;
+        self.stats.bytes += frame.payload().len() as u64;
         match frame.kind {
             FrameKind::Data => {
                 self.metadata = Some(frame.clone());
@@ -90,13 +90,14 @@ impl StreamCore {
         if !self.gop_valid {
             return;
         }
-        if self.gop.len() >= MAX_GOP_FRAMES || self.gop_bytes + frame.payload.len() > MAX_GOP_BYTES
+        if self.gop.len() >= MAX_GOP_FRAMES
+            || self.gop_bytes + frame.payload().len() > MAX_GOP_BYTES
         {
             // The GOP is too long to cache: late joiners wait for the next keyframe.
             self.clear_gop();
             return;
         }
-        self.gop_bytes += frame.payload.len();
+        self.gop_bytes += frame.payload().len();
         self.gop.push(frame.clone());
     }
 

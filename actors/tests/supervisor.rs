@@ -58,7 +58,7 @@ struct Recorder(Arc<Mutex<(usize, Option<String>)>>);
 impl FrameSink for Recorder {
     fn offer(&mut self, frame: &MediaFrame) -> Offer {
         self.0.lock().expect("lock").0 += 1;
-        Offer::Accepted(frame.payload.len())
+        Offer::Accepted(frame.payload().len())
     }
 
     fn finish(&mut self, reason: &str) {

@@ -39,6 +39,9 @@ pub enum Encoding {
 const ENCODINGS: usize = 2;
 
 /// One message from a publisher, classified once at ingest and shared read-only afterwards.
+///
+/// Cloning is one reference-count increment: the payload and its encoded forms live in one
+/// shared allocation, so the GOP cache and every viewer queue hold the same frame.
 #[derive(Debug, Clone)]
 pub struct MediaFrame {
     /// Audio, video or script data.
@@ -51,10 +54,16 @@ pub struct MediaFrame {
     /// A codec configuration record (AVC sequence header or AAC `AudioSpecificConfig`),
     /// which every viewer must receive before any media of that kind.
     pub sequence_header: bool,
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a frame shares.
+#[derive(Debug)]
+struct Shared {
     /// The FLV tag body.
-    pub payload: Bytes,
-    /// Encoded forms, filled on first use; shared by every clone of this frame.
-    encoded: Arc<[OnceLock<Bytes>; ENCODINGS]>,
+    payload: Bytes,
+    /// Encoded forms, filled on first use.
+    encoded: [OnceLock<Bytes>; ENCODINGS],
 }
 
 impl PartialEq for MediaFrame {
@@ -63,7 +72,7 @@ impl PartialEq for MediaFrame {
             && self.timestamp == other.timestamp
             && self.keyframe == other.keyframe
             && self.sequence_header == other.sequence_header
-            && self.payload == other.payload
+            && self.payload() == other.payload()
     }
 }
 
@@ -78,20 +87,26 @@ impl MediaFrame {
             FrameKind::Audio => (false, is_aac_sequence_header(&payload)),
             FrameKind::Data => (false, false),
         };
-        Self { kind, timestamp, keyframe, sequence_header, payload, encoded: Arc::default() }
+        let shared = Arc::new(Shared { payload, encoded: Default::default() });
+        Self { kind, timestamp, keyframe, sequence_header, shared }
+    }
+
+    /// The FLV tag body (for [`FrameKind::Data`], the AMF0 script data).
+    pub fn payload(&self) -> &Bytes {
+        &self.shared.payload
     }
 
     /// This frame in `encoding`, built by `encode` the first time any clone of the frame
     /// asks and shared afterwards. `encode` must be a pure function of the frame: every
     /// caller gets the first result.
     pub fn encoded(&self, encoding: Encoding, encode: impl FnOnce(&MediaFrame) -> Bytes) -> Bytes {
-        self.encoded[encoding as usize].get_or_init(|| encode(self)).clone()
+        self.shared.encoded[encoding as usize].get_or_init(|| encode(self)).clone()
     }
 
     /// The FLV video codec id (low nibble of the first byte), if this is a video frame with
     /// a legacy (non-enhanced) header.
     pub fn video_codec(&self) -> Option<u8> {
-        match (self.kind, self.payload.first()) {
+        match (self.kind, self.payload().first()) {
             (FrameKind::Video, Some(b)) if b & 0x80 == 0 => Some(b & 0x0f),
             _ => None,
         }
@@ -99,7 +114,7 @@ impl MediaFrame {
 
     /// The FLV sound format (high nibble of the first byte), if this is an audio frame.
     pub fn audio_format(&self) -> Option<u8> {
-        match (self.kind, self.payload.first()) {
+        match (self.kind, self.payload().first()) {
             (FrameKind::Audio, Some(b)) => Some(b >> 4),
             _ => None,
         }
@@ -160,7 +175,7 @@ mod tests {
     fn encodings_are_built_once_and_shared_by_clones() {
         let frame = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 7]));
         let copy = frame.clone();
-        let first = frame.encoded(Encoding::FlvTag, |f| f.payload.clone());
+        let first = frame.encoded(Encoding::FlvTag, |f| f.payload().clone());
         let again = copy.encoded(Encoding::FlvTag, |_| panic!("must not encode twice"));
         assert_eq!(first, again);
         let other = copy.encoded(Encoding::RtmpChunks, |_| Bytes::from_static(b"x"));

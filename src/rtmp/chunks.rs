@@ -39,7 +39,7 @@ pub fn encode_frame(frame: &MediaFrame, stream_id: u32, chunk_size: usize) -> By
         FrameKind::Audio => (AUDIO_CSID, TYPE_AUDIO),
         FrameKind::Data => (DATA_CSID, TYPE_DATA_AMF0),
     };
-    encode_message(csid, type_id, stream_id, frame.timestamp, &frame.payload, chunk_size)
+    encode_message(csid, type_id, stream_id, frame.timestamp, frame.payload(), chunk_size)
 }
 
 /// An `onStatus` command (`level` `error` or `status`, a NetStream `code`, a description

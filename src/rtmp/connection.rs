@@ -735,7 +735,7 @@ fn check_codec(frame: &MediaFrame, checked: &mut (bool, bool)) -> Result<(), Str
                 Some(codec) => Err(format!(
                     "unsupported video codec (FLV codec id {codec}); only H.264 is accepted"
                 )),
-                None if frame.payload.is_empty() => Err("empty video message".into()),
+                None if frame.payload().is_empty() => Err("empty video message".into()),
                 None => Err(
                     "unsupported video codec (Enhanced RTMP: HEVC/AV1/VP9); only H.264 is accepted"
                         .into(),
