@@ -61,10 +61,6 @@ pub fn status_message(stream_id: u32, level: &str, code: &str, description: &str
     encode_message(COMMAND_CSID, TYPE_COMMAND_AMF0, stream_id, 0, &body, SERVER_CHUNK_SIZE)
 }
 
-/// Encodes one message: a type 0 chunk, then type 3 chunks every `chunk_size` bytes.
-///
-/// `csid` must be 2..=63 (one-byte basic header) and the payload at most 2^24 - 1 bytes,
-/// which every message that arrived over RTMP satisfies.
 /// An Acknowledgement (message type 3) of `total` bytes received, on the protocol control
 /// chunk stream. Its full header does not depend on earlier headers on that stream.
 pub fn acknowledgement(total: u32) -> Bytes {
@@ -78,6 +74,25 @@ pub fn acknowledgement(total: u32) -> Bytes {
     )
 }
 
+/// `|RtmpSampleAccess(true, true)`, the data message a player gets when its play starts,
+/// at timestamp 0 on the media data chunk stream (as nginx-rtmp sends it). FFmpeg skips
+/// script data at timestamp 0 it knows; at any other time it makes a subtitle stream of it.
+pub fn sample_access(stream_id: u32) -> Bytes {
+    use rml_amf0::Amf0Value;
+    let values = vec![
+        Amf0Value::Utf8String("|RtmpSampleAccess".to_owned()),
+        Amf0Value::Boolean(true),
+        Amf0Value::Boolean(true),
+    ];
+    // A string and booleans always serialize.
+    let body = rml_amf0::serialize(&values).unwrap_or_default();
+    encode_message(DATA_CSID, TYPE_DATA_AMF0, stream_id, 0, &body, SERVER_CHUNK_SIZE)
+}
+
+/// Encodes one message: a type 0 chunk, then type 3 chunks every `chunk_size` bytes.
+///
+/// `csid` must be 2..=63 (one-byte basic header) and the payload at most 2^24 - 1 bytes,
+/// which every message that arrived over RTMP satisfies.
 fn encode_message(
     csid: u8,
     type_id: u8,

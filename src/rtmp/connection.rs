@@ -52,6 +52,8 @@ const KEPT_MESSAGE_SLOTS: usize = 64;
 const IDLE_TICKS: u32 = 4;
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 64 * 1024;
+/// The chunk stream rml_rtmp's serializer puts AMF0 data messages on.
+const RML_DATA_CSID: u8 = 3;
 /// Kernel send buffer of a playing connection (Linux doubles it). Left to autotuning, a
 /// viewer that stops reading pins up to 4 MB of kernel memory and hides its stall for a
 /// minute; 256 KiB still carries 40 Mbit/s at 100 ms round trip.
@@ -430,6 +432,29 @@ impl Connection {
         Box::pin(self.handle_results(results)).await
     }
 
+    /// Accepts a play request. rml_rtmp's answer ends with two data messages stamped with
+    /// the session's clock: `|RtmpSampleAccess` and an `onStatus` `NetStream.Data.Start`.
+    /// FFmpeg (ffprobe, ffplay, `ffmpeg -i`) makes a subtitle stream of the first and a data
+    /// stream of the second, which breaks `ffmpeg -i rtmp://… -c copy out.mp4`. They are the
+    /// only messages rml_rtmp sends on its data chunk stream to a player, so dropping them
+    /// leaves its header compression intact; `|RtmpSampleAccess` goes out at timestamp 0
+    /// instead, as nginx-rtmp sends it.
+    async fn accept_play(&mut self, request_id: u32, stream_id: u32) -> Result<(), Closed> {
+        let results = self
+            .session()?
+            .accept_request(request_id)
+            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
+        let results = results
+            .into_iter()
+            .filter(|result| {
+                !matches!(result, ServerSessionResult::OutboundResponse(packet)
+                    if packet.bytes.first().is_some_and(|b| b & 0x3f == RML_DATA_CSID))
+            })
+            .collect();
+        Box::pin(self.handle_results(results)).await?;
+        self.write(&chunks::sample_access(stream_id)).await
+    }
+
     async fn reject(
         &mut self,
         request_id: u32,
@@ -657,7 +682,7 @@ impl Connection {
                 )
                 .await;
         };
-        self.accept(request_id).await?;
+        self.accept_play(request_id, stream_id).await?;
         if let Err(error) =
             socket2::SockRef::from(self.writer.as_ref()).set_send_buffer_size(PLAYER_SEND_BUFFER)
         {
