@@ -224,7 +224,7 @@ impl Segmenter {
     }
 
     fn open_segment(&mut self, start_ms: i64, wall_clock: SystemTime) {
-        let mut data = Vec::with_capacity(256 * 1024);
+        let mut data = Vec::with_capacity(self.segment_capacity());
         self.muxer.write_tables(&mut data);
         self.building = Some(Building {
             sequence: self.next_sequence,
@@ -235,6 +235,14 @@ impl Segmenter {
             data,
         });
         self.next_sequence += 1;
+    }
+
+    /// What a new segment's buffer starts with: the last segment's size and an eighth, so a
+    /// steady stream fills it without regrowing (each doubling copies everything so far)
+    /// and the trim when it closes gives back little; 256 KiB before the first segment.
+    fn segment_capacity(&self) -> usize {
+        let last = self.segments.back().map_or(256 * 1024, |s| s.data.len() + s.data.len() / 8);
+        last.max(64 * 1024).min(self.config.max_segment_bytes)
     }
 
     /// Completes the current segment where the stream stops or jumps: its last frame is
@@ -258,7 +266,8 @@ impl Segmenter {
             duration: Duration::from_millis(duration_ms),
             program_date_time: building.program_date_time,
             discontinuity: building.discontinuity,
-            // The buffer grew by doubling; keep only what the segment uses for its life.
+            // Keep only what the segment uses for its life (an in-place trim when the
+            // estimate was close).
             data: Bytes::from({
                 building.data.shrink_to_fit();
                 building.data
@@ -455,6 +464,23 @@ mod tests {
         let playlist = s.playlist().expect("segments");
         assert!(!playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
         assert_eq!(playlist.matches("#EXTINF:1.000,").count(), 4, "{playlist}");
+    }
+
+    #[test]
+    fn sizes_a_new_segment_buffer_from_the_last_segment() {
+        let mut s = Segmenter::new(config(1, 6), Tracks { video: true, audio: true });
+        feed(&mut s, 0, 3, 30);
+        let last = s.segments.back().expect("a segment").data.len();
+        let building = s.building.as_ref().expect("a segment in progress");
+        let expected = (last + last / 8).max(64 * 1024);
+        assert!((expected..expected * 2).contains(&building.data.capacity()), "{last}");
+        // A limit below the floor caps the buffer instead (and nothing panics).
+        let mut small = HlsConfig { max_segment_bytes: 4 * 1024, ..config(1, 6) };
+        small.window_segments = 2;
+        let mut s = Segmenter::new(small, Tracks { video: true, audio: true });
+        feed(&mut s, 0, 3, 30);
+        assert!(s.playlist().is_some());
+        assert_eq!(s.segment_capacity(), 4 * 1024);
     }
 
     #[test]
