@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::time::RtmpTimestamp;
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
 };
@@ -122,8 +123,8 @@ async fn a_viewer_that_stops_reading_is_dropped_and_harms_no_one() {
     node.shutdown().await;
 }
 
-/// Connects and starts publishing `name`, then sends nothing.
-async fn silent_publisher(addr: SocketAddr, name: &str) -> TcpStream {
+/// Connects and starts publishing `name`; sends nothing more.
+async fn silent_publisher(addr: SocketAddr, name: &str) -> (TcpStream, ClientSession) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut handshake = Handshake::new(PeerType::Client);
     stream.write_all(&handshake.generate_outbound_p0_and_p1().expect("c0c1")).await.expect("write");
@@ -154,7 +155,7 @@ async fn silent_publisher(addr: SocketAddr, name: &str) -> TcpStream {
     send_results(&mut stream, vec![request]).await;
     until(&mut stream, &mut session, |e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
         .await;
-    stream
+    (stream, session)
 }
 
 #[actix_rt::test]
@@ -170,6 +171,56 @@ async fn a_publisher_that_goes_silent_ends_its_stream() {
         node.stream(&key).is_none()
     })
     .await;
+    node.shutdown().await;
+}
+
+/// An FLV video tag body of `len` bytes: an H.264 NAL unit (keyframe or not).
+fn avc_tag(keyframe: bool, len: usize) -> bytes::Bytes {
+    let mut tag = vec![if keyframe { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+    tag.resize(len.max(5), 0x41);
+    tag.into()
+}
+
+#[actix_rt::test]
+async fn merged_reads_deliver_what_waits_below_the_low_water_mark() {
+    // A quarter second of data per read: at 64 kB/s the kernel holds 16 kB per wake-up,
+    // and the flush tick runs every second.
+    let mut config = test_config();
+    config.rtmp.publish_read_delay = 0.25;
+    let node = start_node(config).await;
+    let (mut stream, mut session) =
+        silent_publisher(node.rtmp_addr().expect("rtmp"), "merged").await;
+    let key = zenlive::StreamKey::new("live", "merged").expect("key");
+    let mut sent = 0u64;
+    let mut send = |session: &mut ClientSession, ms: u32, keyframe: bool, len: usize| {
+        sent += 1;
+        session
+            .publish_video_data(avc_tag(keyframe, len), RtmpTimestamp::new(ms), false)
+            .expect("video")
+    };
+    // Two and a half seconds at 32 frames of 2 kB a second: the mark follows the rate.
+    for i in 0..80u32 {
+        let frame = send(&mut session, i * 31, i % 32 == 0, 2048);
+        send_results(&mut stream, vec![frame]).await;
+        tokio::time::sleep(Duration::from_millis(31)).await;
+    }
+    // Then one small frame, and silence with the connection open: whatever the kernel holds
+    // below the mark must still arrive (at the next flush tick), long before the idle
+    // timeout.
+    let last = send(&mut session, 80 * 31, false, 100);
+    send_results(&mut stream, vec![last]).await;
+    let info = || async { node.stream(&key).expect("live").info().await.expect("info") };
+    let mut received = 0;
+    for _ in 0..50 {
+        received = info().await.ingest.video_frames;
+        if received == sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(received, sent, "every frame sent reached the stream");
+    assert!(info().await.publishing, "the publisher is still connected");
+    drop(stream);
     node.shutdown().await;
 }
 

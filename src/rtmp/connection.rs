@@ -22,6 +22,7 @@ use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use rml_rtmp::time::RtmpTimestamp;
+use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -33,6 +34,7 @@ use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher
 
 use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
 use super::metadata::encode_on_metadata;
+use super::read_merge::{set_recv_lowat, ReadMerge, FLUSH_TICKS};
 use super::reader::{ChunkReader, Message, Violation};
 use super::sink::RtmpSink;
 use crate::auth::{token, Action, Identity};
@@ -255,8 +257,13 @@ impl Connection {
             (idle / IDLE_TICKS).max(Duration::from_millis(10)),
         );
         idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quiet_limit = IDLE_TICKS;
         let mut quiet_ticks = 0;
         let mut read_since_tick = false;
+        // Set once publishing starts (and merging is on): see `read_merge`. The idle tick
+        // then becomes its flush tick.
+        let merge_delay = secs(rtmp.publish_read_delay);
+        let mut merge: Option<ReadMerge> = None;
         let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let mut batch: Vec<Bytes> = Vec::with_capacity(32);
         let mut next_flush: Option<tokio::time::Instant> = None;
@@ -267,20 +274,40 @@ impl Connection {
                 read = self.reader.read_buf(&mut buf) => {
                     match read {
                         Ok(0) => return Err(Closed::Eof),
-                        Ok(_) => {
+                        Ok(n) => {
                             read_since_tick = true;
+                            if let Some(merge) = merge.as_mut() {
+                                merge.record(n);
+                            }
                             // One buffer for the connection's life: the parser copies
                             // what it keeps, so nothing here is allocated per read.
                             self.input(&buf).await?;
                             buf.clear();
+                            if merge.is_none()
+                                && !merge_delay.is_zero()
+                                && matches!(self.role, Role::Publishing { .. })
+                            {
+                                let started = ReadMerge::new(merge_delay, tokio::time::Instant::now());
+                                idle_tick = started.flush_interval();
+                                let period = merge_delay * FLUSH_TICKS;
+                                quiet_limit = u32::try_from(idle.as_nanos().div_ceil(period.as_nanos()))
+                                    .unwrap_or(u32::MAX)
+                                    .max(1);
+                                merge = Some(started);
+                            }
                         }
                         Err(e) => return Err(e.into()),
                     }
                 }
                 _ = idle_tick.tick(), if !playing => {
+                    if let Some(merge) = merge.as_mut() {
+                        if self.flush_merged(merge, &mut buf).await? {
+                            read_since_tick = true;
+                        }
+                    }
                     quiet_ticks = if read_since_tick { 0 } else { quiet_ticks + 1 };
                     read_since_tick = false;
-                    if quiet_ticks >= IDLE_TICKS {
+                    if quiet_ticks >= quiet_limit {
                         return Err(Closed::Idle(idle));
                     }
                 }
@@ -310,6 +337,42 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The flush tick of a merged-read publisher: reads what waits below the low-water mark
+    /// and follows the publisher's rate with the mark. Returns whether anything was read.
+    async fn flush_merged(
+        &mut self,
+        merge: &mut ReadMerge,
+        buf: &mut BytesMut,
+    ) -> Result<bool, Closed> {
+        if let Some(mark) = merge.retune(tokio::time::Instant::now()) {
+            if let Err(error) = set_recv_lowat(self.reader.as_ref(), mark) {
+                tracing::debug!(peer = %self.peer, %error, "cannot set SO_RCVLOWAT");
+            }
+        }
+        if merge.mark() <= 1 {
+            return Ok(false); // every byte wakes the reader: nothing can be waiting
+        }
+        // Bypasses tokio's readiness, which is clear until the mark is reached. The socket
+        // is non-blocking: nothing queued is WouldBlock. Below the mark means less than one
+        // buffer (see `read_merge::MAX_MARK`).
+        buf.resize(merge.mark().min(READ_BUFFER), 0);
+        let read = std::io::Read::read(&mut &*SockRef::from(self.reader.as_ref()), buf);
+        let n = match read {
+            Ok(0) => return Err(Closed::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e.into()),
+        };
+        buf.truncate(n);
+        if n > 0 {
+            merge.record(n);
+            self.input(buf).await?;
+        }
+        buf.clear();
+        Ok(n > 0)
     }
 
     /// Runs the server side of the RTMP handshake; returns bytes that followed it.
@@ -684,7 +747,7 @@ impl Connection {
         };
         self.accept_play(request_id, stream_id).await?;
         if let Err(error) =
-            socket2::SockRef::from(self.writer.as_ref()).set_send_buffer_size(PLAYER_SEND_BUFFER)
+            SockRef::from(self.writer.as_ref()).set_send_buffer_size(PLAYER_SEND_BUFFER)
         {
             tracing::debug!(peer = %self.peer, %error, "could not bound the send buffer");
         }

@@ -4,12 +4,14 @@
 //! - `connection`: one connection around rml_rtmp's `ServerSession`.
 //! - [`reader`]: incoming chunks to whole messages, within limits.
 //! - [`chunks`]: media chunk encoding for players, shared across players.
+//! - `read_merge`: fewer, larger reads from publishers (`SO_RCVLOWAT`).
 //! - [`sink`]: a player's queue.
 //! - [`metadata`]: `onMetaData` as viewers receive it.
 
 pub mod chunks;
 mod connection;
 pub mod metadata;
+mod read_merge;
 pub mod reader;
 pub mod server;
 pub mod sink;
