@@ -10,11 +10,15 @@
 //! after an `EXT-X-DISCONTINUITY`.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::Actor;
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -28,7 +32,7 @@ use zenlive_actors::{
 use zenlive_media::aac::{adts_header, AudioSpecificConfig};
 use zenlive_media::avc::{to_annexb, AvcDecoderConfig};
 use zenlive_media::flv::{parse_audio_tag, parse_video_tag};
-use zenlive_media::hls::{HlsConfig as SegmenterConfig, Segmenter};
+use zenlive_media::hls::{HlsConfig as SegmenterConfig, SegmentBytes, Segmenter};
 use zenlive_media::ts::Tracks;
 
 use crate::auth::{unix_now, Action};
@@ -45,7 +49,7 @@ const MAX_SEGMENT_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Default)]
 struct Published {
     playlist: Option<Bytes>,
-    segments: HashMap<u64, Bytes>,
+    segments: HashMap<u64, SegmentBytes>,
 }
 
 /// One stream's HLS state.
@@ -423,7 +427,31 @@ pub async fn segment(
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/mp2t")
         .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
-        .body(bytes))
+        .body(SegmentBody { segment: bytes, next: 0 }))
+}
+
+/// A segment as a response body: its chunks in turn, shared, with its length up front.
+struct SegmentBody {
+    segment: SegmentBytes,
+    next: usize,
+}
+
+impl MessageBody for SegmentBody {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.segment.len() as u64)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        let chunk = this.segment.chunks().get(this.next).cloned();
+        this.next += 1;
+        Poll::Ready(chunk.map(Ok))
+    }
 }
 
 /// The playlist with `?s=session` appended to every segment URI.

@@ -9,11 +9,12 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use crate::ts::{Tracks, TsMuxer};
+use crate::ts::{pes_size_bound, Tracks, TsMuxer, PACKET};
 
 /// Segments kept beyond the playlist window for in-flight downloads.
 pub const GRACE_SEGMENTS: usize = 3;
@@ -21,6 +22,12 @@ pub const GRACE_SEGMENTS: usize = 3;
 pub const MAX_TIMESTAMP_JUMP_MS: i64 = 10_000;
 /// AAC frames gathered into one PES packet (fewer, fuller TS packets).
 const AUDIO_FRAMES_PER_PES: usize = 4;
+/// A segment is written in chunks of (at least) this many bytes. Design change: one buffer
+/// per segment (megabytes, regrown, then trimmed) was a fresh large allocation every
+/// segment, which allocators hand back to the kernel and fault in again, zeroed: at 300
+/// streams that page clearing was most of the HLS packager's CPU. Chunks of this size are
+/// reused from the allocator's free lists, and nothing is ever copied to grow or trim.
+const CHUNK: usize = 64 * 1024;
 
 /// Segmenting parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +62,74 @@ pub struct Segment {
     /// Whether a new timeline starts with it.
     pub discontinuity: bool,
     /// The MPEG-TS bytes.
-    pub data: Bytes,
+    pub data: SegmentBytes,
+}
+
+/// A segment's MPEG-TS bytes, in the chunks they were written in. Cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentBytes {
+    chunks: Arc<[Bytes]>,
+    len: usize,
+}
+
+impl SegmentBytes {
+    /// Total bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunks, in order: their concatenation is the segment.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// The segment as one contiguous copy.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        for chunk in self.chunks.iter() {
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+}
+
+/// A segment being written: the chunks already full, and the one being filled.
+#[derive(Debug, Default)]
+struct ChunkWriter {
+    full: Vec<Bytes>,
+    current: BytesMut,
+    len: usize,
+}
+
+impl ChunkWriter {
+    /// The buffer to write at most `bytes` more into: the current chunk, or a new one when
+    /// the current lacks the room (a write never regrows, so never copies, a chunk).
+    fn room(&mut self, bytes: usize) -> &mut BytesMut {
+        if self.current.capacity() - self.current.len() < bytes {
+            if !self.current.is_empty() {
+                self.full.push(self.current.split().freeze());
+            }
+            self.current = BytesMut::with_capacity(bytes.max(CHUNK));
+        }
+        &mut self.current
+    }
+
+    /// Counts what was just written into [`room`](Self::room)'s buffer.
+    fn wrote(&mut self, before: usize) {
+        self.len += self.current.len() - before;
+    }
+
+    fn finish(mut self) -> SegmentBytes {
+        if !self.current.is_empty() {
+            self.full.push(self.current.freeze());
+        }
+        SegmentBytes { chunks: self.full.into(), len: self.len }
+    }
 }
 
 #[derive(Debug)]
@@ -65,7 +139,37 @@ struct Building {
     last_ms: i64,
     program_date_time: SystemTime,
     discontinuity: bool,
-    data: Vec<u8>,
+    data: ChunkWriter,
+}
+
+impl Building {
+    fn write_video(
+        &mut self,
+        muxer: &mut TsMuxer,
+        pts_90k: u64,
+        dts_90k: u64,
+        keyframe: bool,
+        annexb: &[u8],
+    ) {
+        let out = self.data.room(pes_size_bound(annexb.len()));
+        let before = out.len();
+        muxer.write_video(out, pts_90k, dts_90k, keyframe, annexb);
+        self.data.wrote(before);
+    }
+
+    fn write_audio(&mut self, muxer: &mut TsMuxer, pts_90k: u64, adts: &[u8]) {
+        let out = self.data.room(pes_size_bound(adts.len()));
+        let before = out.len();
+        muxer.write_audio(out, pts_90k, adts);
+        self.data.wrote(before);
+    }
+
+    fn write_tables(&mut self, muxer: &mut TsMuxer) {
+        let out = self.data.room(2 * PACKET);
+        let before = out.len();
+        muxer.write_tables(out);
+        self.data.wrote(before);
+    }
 }
 
 /// Extends RTMP's wrapping 32-bit millisecond clock to a monotonic-enough 64-bit one, and
@@ -165,12 +269,12 @@ impl Segmenter {
         };
         // Audio gathered so far precedes this frame in the file.
         if !self.audio.is_empty() {
-            self.muxer.write_audio(&mut building.data, to_90k(self.audio_pts_ms), &self.audio);
+            building.write_audio(&mut self.muxer, to_90k(self.audio_pts_ms), &self.audio);
             self.audio.clear();
             self.audio_frames = 0;
         }
         let pts = dts + i64::from(cts_ms);
-        self.muxer.write_video(&mut building.data, to_90k(pts), to_90k(dts), keyframe, annexb);
+        building.write_video(&mut self.muxer, to_90k(pts), to_90k(dts), keyframe, annexb);
         building.last_ms = building.last_ms.max(dts);
         self.enforce_size_limit();
     }
@@ -198,7 +302,7 @@ impl Segmenter {
         self.audio_frames += 1;
         building.last_ms = building.last_ms.max(ts);
         if self.audio_frames >= AUDIO_FRAMES_PER_PES {
-            self.muxer.write_audio(&mut building.data, to_90k(self.audio_pts_ms), &self.audio);
+            building.write_audio(&mut self.muxer, to_90k(self.audio_pts_ms), &self.audio);
             self.audio.clear();
             self.audio_frames = 0;
         }
@@ -216,7 +320,7 @@ impl Segmenter {
     }
 
     fn enforce_size_limit(&mut self) {
-        if self.building.as_ref().is_some_and(|b| b.data.len() > self.config.max_segment_bytes) {
+        if self.building.as_ref().is_some_and(|b| b.data.len > self.config.max_segment_bytes) {
             // Bounded memory beats a complete GOP; the next segment waits for a keyframe
             // (or, audio-only, starts with the next frame).
             self.close_segment();
@@ -224,25 +328,17 @@ impl Segmenter {
     }
 
     fn open_segment(&mut self, start_ms: i64, wall_clock: SystemTime) {
-        let mut data = Vec::with_capacity(self.segment_capacity());
-        self.muxer.write_tables(&mut data);
-        self.building = Some(Building {
+        let mut building = Building {
             sequence: self.next_sequence,
             start_ms,
             last_ms: start_ms,
             program_date_time: wall_clock,
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
-            data,
-        });
+            data: ChunkWriter::default(),
+        };
+        building.write_tables(&mut self.muxer);
+        self.building = Some(building);
         self.next_sequence += 1;
-    }
-
-    /// What a new segment's buffer starts with: the last segment's size and an eighth, so a
-    /// steady stream fills it without regrowing (each doubling copies everything so far)
-    /// and the trim when it closes gives back little; 256 KiB before the first segment.
-    fn segment_capacity(&self) -> usize {
-        let last = self.segments.back().map_or(256 * 1024, |s| s.data.len() + s.data.len() / 8);
-        last.max(64 * 1024).min(self.config.max_segment_bytes)
     }
 
     /// Completes the current segment where the stream stops or jumps: its last frame is
@@ -255,7 +351,7 @@ impl Segmenter {
     fn close_segment_at(&mut self, end_ms: Option<i64>) {
         let Some(mut building) = self.building.take() else { return };
         if !self.audio.is_empty() {
-            self.muxer.write_audio(&mut building.data, to_90k(self.audio_pts_ms), &self.audio);
+            building.write_audio(&mut self.muxer, to_90k(self.audio_pts_ms), &self.audio);
             self.audio.clear();
             self.audio_frames = 0;
         }
@@ -266,12 +362,7 @@ impl Segmenter {
             duration: Duration::from_millis(duration_ms),
             program_date_time: building.program_date_time,
             discontinuity: building.discontinuity,
-            // Keep only what the segment uses for its life (an in-place trim when the
-            // estimate was close).
-            data: Bytes::from({
-                building.data.shrink_to_fit();
-                building.data
-            }),
+            data: building.data.finish(),
         });
         // A discontinuity that leaves the playlist window advances the sequence.
         let window = self.config.window_segments;
@@ -320,7 +411,7 @@ impl Segmenter {
     }
 
     /// A complete segment still held (in the window or its grace), by sequence number.
-    pub fn segment(&self, sequence: u64) -> Option<Bytes> {
+    pub fn segment(&self, sequence: u64) -> Option<SegmentBytes> {
         self.segments.iter().find(|s| s.sequence == sequence).map(|s| s.data.clone())
     }
 
@@ -420,7 +511,7 @@ mod tests {
         ));
         assert_eq!(playlist.matches("#EXTINF:2.000,").count(), 4, "{playlist}");
         assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:2026-09-21T"), "{playlist}");
-        let first = s.segment(0).expect("segment 0");
+        let first = s.segment(0).expect("segment 0").to_vec();
         assert_eq!(first[0], 0x47);
         assert_eq!(first.len() % 188, 0);
     }
@@ -467,20 +558,37 @@ mod tests {
     }
 
     #[test]
-    fn sizes_a_new_segment_buffer_from_the_last_segment() {
-        let mut s = Segmenter::new(config(1, 6), Tracks { video: true, audio: true });
-        feed(&mut s, 0, 3, 30);
-        let last = s.segments.back().expect("a segment").data.len();
-        let building = s.building.as_ref().expect("a segment in progress");
-        let expected = (last + last / 8).max(64 * 1024);
-        assert!((expected..expected * 2).contains(&building.data.capacity()), "{last}");
-        // A limit below the floor caps the buffer instead (and nothing panics).
-        let mut small = HlsConfig { max_segment_bytes: 4 * 1024, ..config(1, 6) };
-        small.window_segments = 2;
-        let mut s = Segmenter::new(small, Tracks { video: true, audio: true });
-        feed(&mut s, 0, 3, 30);
-        assert!(s.playlist().is_some());
-        assert_eq!(s.segment_capacity(), 4 * 1024);
+    fn writes_segments_in_whole_packet_chunks_without_regrowing() {
+        let mut s = Segmenter::new(config(100, 6), Tracks { video: true, audio: true });
+        let now = UNIX_EPOCH;
+        // Ordinary frames, then one larger than a chunk, then ordinary ones again.
+        let small = [KEY, &[0x55; 9_000]].concat();
+        let huge = [INTER, &vec![0x66; 3 * CHUNK]].concat();
+        for i in 0..30u32 {
+            let frame = if i == 15 { &huge } else { &small };
+            s.push_video(i * 33, 0, i == 0, frame, now);
+            s.push_audio(i * 33, ADTS, now);
+        }
+        s.finish();
+        let segment = s.segment(0).expect("segment 0");
+        let chunks = segment.chunks();
+        assert!(chunks.len() > 2, "{} chunks", chunks.len());
+        assert_eq!(chunks.iter().map(Bytes::len).sum::<usize>(), segment.len());
+        for chunk in chunks {
+            assert_eq!(chunk.len() % PACKET, 0, "chunks end on packet boundaries");
+            assert_eq!(chunk.first(), Some(&0x47));
+        }
+        // Only the chunk holding the huge frame is larger than a chunk.
+        let oversized: Vec<usize> = chunks.iter().map(Bytes::len).filter(|&n| n > CHUNK).collect();
+        assert_eq!(oversized.len(), 1, "{oversized:?}");
+        let bytes = segment.to_vec();
+        assert_eq!(bytes.len(), segment.len());
+        let mut reader = mpeg2ts::ts::TsPacketReader::new(&bytes[..]);
+        let mut packets = 0;
+        while mpeg2ts::ts::ReadTsPacket::read_ts_packet(&mut reader).expect("valid TS").is_some() {
+            packets += 1;
+        }
+        assert_eq!(packets * PACKET, bytes.len());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! caller and allocates per packet); the tests read our output back with `mpeg2ts`'s
 //! reader as an independent check.
 
+use bytes::BufMut;
+
 /// PID of the program map table.
 pub const PMT_PID: u16 = 0x1000;
 /// PID of the H.264 stream.
@@ -16,6 +18,12 @@ pub const PACKET: usize = 188;
 const STREAM_TYPE_H264: u8 = 0x1b;
 const STREAM_TYPE_ADTS_AAC: u8 = 0x0f;
 const PTS_MASK: u64 = (1 << 33) - 1;
+
+/// The most bytes one PES packet of a `payload`-byte access unit takes as TS packets
+/// (header, adaptation field with PCR, stuffing): what to have room for before a write.
+pub fn pes_size_bound(payload: usize) -> usize {
+    (payload.saturating_add(19) / 184 + 2).saturating_mul(PACKET)
+}
 
 /// Which elementary streams the program has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,16 +95,15 @@ impl TsMuxer {
     }
 
     /// Writes a PSI section (pointer field, section, CRC) as one packet.
-    fn write_section(out: &mut Vec<u8>, pid: u16, cc: u8, section: &[u8]) {
-        let start = out.len();
-        out.extend_from_slice(&[0x47, 0x40 | (pid >> 8) as u8, pid as u8, 0x10 | cc, 0x00]);
-        out.extend_from_slice(section);
-        out.extend_from_slice(&crc32_mpeg2(section).to_be_bytes());
-        out.resize(start + PACKET, 0xff);
+    fn write_section(out: &mut impl BufMut, pid: u16, cc: u8, section: &[u8]) {
+        out.put_slice(&[0x47, 0x40 | (pid >> 8) as u8, pid as u8, 0x10 | cc, 0x00]);
+        out.put_slice(section);
+        out.put_slice(&crc32_mpeg2(section).to_be_bytes());
+        out.put_bytes(0xff, PACKET.saturating_sub(5 + section.len() + 4));
     }
 
     /// Writes the PAT and PMT; call at the start of every segment.
-    pub fn write_tables(&mut self, out: &mut Vec<u8>) {
+    pub fn write_tables(&mut self, out: &mut impl BufMut) {
         let pat = [
             0x00,
             0xb0,
@@ -145,7 +152,7 @@ impl TsMuxer {
     /// Writes one H.264 access unit (Annex B) as a PES packet.
     pub fn write_video(
         &mut self,
-        out: &mut Vec<u8>,
+        out: &mut impl BufMut,
         pts_90k: u64,
         dts_90k: u64,
         keyframe: bool,
@@ -174,7 +181,7 @@ impl TsMuxer {
     }
 
     /// Writes one or more ADTS frames as a PES packet with presentation time `pts_90k`.
-    pub fn write_audio(&mut self, out: &mut Vec<u8>, pts_90k: u64, adts: &[u8]) {
+    pub fn write_audio(&mut self, out: &mut impl BufMut, pts_90k: u64, adts: &[u8]) {
         let mut header = [0u8; 14];
         header[..4].copy_from_slice(&[0, 0, 1, 0xc0]);
         let pes_len = 8 + adts.len();
@@ -194,7 +201,7 @@ impl TsMuxer {
 /// Splits `header ++ data` into TS packets on `pid`; the first carries PUSI and, when
 /// asked, a PCR and the random access indicator; the last is padded by stuffing.
 fn write_pes(
-    out: &mut Vec<u8>,
+    out: &mut impl BufMut,
     pid: u16,
     cc: &mut u8,
     header: &[u8],
@@ -205,21 +212,20 @@ fn write_pes(
     let total = header.len() + data.len();
     let mut written = 0;
     let mut first = true;
-    out.reserve((total / 184 + 2) * PACKET);
     while written < total {
         let flags_needed = first && (pcr.is_some() || random_access);
         let min_af = if flags_needed { 2 + if pcr.is_some() { 6 } else { 0 } } else { 0 };
         let payload = (total - written).min(184 - min_af);
         let af = 184 - payload;
         let control = if af > 0 { 0x30 } else { 0x10 };
-        out.extend_from_slice(&[
+        out.put_slice(&[
             0x47,
             (if first { 0x40 } else { 0 }) | ((pid >> 8) as u8 & 0x1f),
             pid as u8,
             control | next_cc(cc),
         ]);
         if af > 0 {
-            out.push((af - 1) as u8);
+            out.put_u8((af - 1) as u8);
             if af > 1 {
                 let mut flag_byte = 0u8;
                 if flags_needed && random_access {
@@ -229,11 +235,11 @@ fn write_pes(
                 if pcr.is_some() {
                     flag_byte |= 0x10;
                 }
-                out.push(flag_byte);
+                out.put_u8(flag_byte);
                 let mut used = 2;
                 if let Some(base) = pcr {
                     let base = base & PTS_MASK;
-                    out.extend_from_slice(&[
+                    out.put_slice(&[
                         (base >> 25) as u8,
                         (base >> 17) as u8,
                         (base >> 9) as u8,
@@ -243,20 +249,20 @@ fn write_pes(
                     ]);
                     used += 6;
                 }
-                out.resize(out.len() + (af - used), 0xff);
+                out.put_bytes(0xff, af - used);
             }
         }
         // Copy this packet's share of header, then data.
         let mut left = payload;
         if written < header.len() {
             let n = (header.len() - written).min(left);
-            out.extend_from_slice(&header[written..written + n]);
+            out.put_slice(&header[written..written + n]);
             written += n;
             left -= n;
         }
         if left > 0 {
             let at = written - header.len();
-            out.extend_from_slice(&data[at..at + left]);
+            out.put_slice(&data[at..at + left]);
             written += left;
         }
         first = false;
@@ -339,6 +345,21 @@ mod tests {
             mux.write_audio(&mut out, 9000, &vec![0xbb; len]);
             assert_eq!(out.len() % PACKET, 0, "len {len}");
             read_packets(&out);
+        }
+    }
+
+    #[test]
+    fn pes_size_bound_covers_every_write() {
+        let mut mux = TsMuxer::new(Tracks { video: true, audio: true });
+        for len in (0..2000).chain([65_535, 65_536, 200_000]) {
+            for (pts, dts, keyframe) in [(9000, 9000, false), (12_000, 9000, true)] {
+                let mut out = Vec::new();
+                mux.write_video(&mut out, pts, dts, keyframe, &vec![0xaa; len]);
+                assert!(out.len() <= pes_size_bound(len), "video {len}: {}", out.len());
+            }
+            let mut out = Vec::new();
+            mux.write_audio(&mut out, 9000, &vec![0xbb; len]);
+            assert!(out.len() <= pes_size_bound(len), "audio {len}: {}", out.len());
         }
     }
 }

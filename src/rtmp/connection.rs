@@ -34,7 +34,7 @@ use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher
 
 use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
 use super::metadata::encode_on_metadata;
-use super::read_merge::{set_recv_lowat, ReadMerge, FLUSH_TICKS};
+use super::read_merge::{set_recv_lowat, ReadMerge};
 use super::reader::{ChunkReader, Message, Violation};
 use super::sink::RtmpSink;
 use crate::auth::{token, Action, Identity};
@@ -287,12 +287,10 @@ impl Connection {
                                 && !merge_delay.is_zero()
                                 && matches!(self.role, Role::Publishing { .. })
                             {
-                                let started = ReadMerge::new(merge_delay, tokio::time::Instant::now());
+                                let now = tokio::time::Instant::now();
+                                let started = ReadMerge::new(merge_delay, now);
                                 idle_tick = started.flush_interval();
-                                let period = merge_delay * FLUSH_TICKS;
-                                quiet_limit = u32::try_from(idle.as_nanos().div_ceil(period.as_nanos()))
-                                    .unwrap_or(u32::MAX)
-                                    .max(1);
+                                quiet_limit = started.flush_ticks_in(idle);
                                 merge = Some(started);
                             }
                         }

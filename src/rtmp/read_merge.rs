@@ -83,7 +83,17 @@ impl ReadMerge {
 
     /// The flush tick: every [`FLUSH_TICKS`] delays, on the process-wide grid.
     pub fn flush_interval(&self) -> Interval {
-        aligned_interval(self.delay * FLUSH_TICKS)
+        aligned_interval(self.flush_period())
+    }
+
+    /// How many flush ticks make up `span` (at least one): the idle timeout in ticks.
+    pub fn flush_ticks_in(&self, span: Duration) -> u32 {
+        let ticks = span.as_nanos().div_ceil(self.flush_period().as_nanos().max(1));
+        u32::try_from(ticks).unwrap_or(u32::MAX).max(1)
+    }
+
+    fn flush_period(&self) -> Duration {
+        (self.delay * FLUSH_TICKS).max(Duration::from_millis(1))
     }
 }
 
@@ -179,6 +189,16 @@ mod tests {
         assert_eq!(merge.retune(t0 + Duration::from_secs(4)), Some(1));
         assert_eq!(merge.retune(t0 + Duration::from_secs(5)), None);
         assert_eq!(merge.mark(), 1);
+    }
+
+    #[test]
+    fn the_idle_timeout_is_counted_in_flush_ticks() {
+        let merge = ReadMerge::new(DELAY, Instant::now());
+        assert_eq!(merge.flush_ticks_in(Duration::from_secs(30)), 150);
+        assert_eq!(merge.flush_ticks_in(Duration::from_millis(250)), 2, "rounded up");
+        assert_eq!(merge.flush_ticks_in(Duration::ZERO), 1);
+        let tiny = ReadMerge::new(Duration::from_nanos(1), Instant::now());
+        assert_eq!(tiny.flush_ticks_in(Duration::from_secs(1)), 1000);
     }
 
     #[test]

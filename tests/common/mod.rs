@@ -271,12 +271,15 @@ pub async fn assert_good_recording(file: &Path, seconds: f64, label: &str) {
     assert!(errors.trim().is_empty(), "{label}: decoding printed errors:\n{errors}");
 }
 
-/// The path of example `name`, built first (a no-op when it is fresh).
+/// The path of example `name`, built first in the tests' own profile (a no-op when it is
+/// fresh).
 pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let release = profile_dir.ends_with("release");
     let status = std::process::Command::new(env!("CARGO"))
         .args(["build", "--example", name])
+        .args(release.then_some("--release"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("cargo build --example");
