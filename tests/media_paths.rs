@@ -37,7 +37,7 @@ async fn all_outputs_play(bframes: bool) {
     // A player sees the stream's two tracks and nothing else (no subtitle or data stream
     // made of the messages that start a play).
     for (label, url) in [("rtmp", &rtmp_in), ("http-flv", &flv_in)] {
-        let info = probe_url(url).await;
+        let info = probe(url).await;
         let kinds: Vec<&str> = info["streams"]
             .as_array()
             .expect("streams array")
@@ -50,22 +50,6 @@ async fn all_outputs_play(bframes: bool) {
 
     let _ = publisher.kill().await;
     node.shutdown().await;
-}
-
-/// ffprobe's view of a live URL's streams.
-async fn probe_url(url: &str) -> serde_json::Value {
-    require("ffprobe");
-    let out = tokio::process::Command::new("ffprobe")
-        .args(["-v", "error", "-rw_timeout", "10000000", "-print_format", "json", "-show_streams"])
-        .arg(url)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(30), out)
-        .await
-        .expect("ffprobe ends")
-        .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("ffprobe prints JSON")
 }
 
 #[actix_rt::test]

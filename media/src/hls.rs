@@ -107,20 +107,17 @@ struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    /// The buffer to write at most `bytes` more into: the current chunk, or a new one when
-    /// the current lacks the room (a write never regrows, so never copies, a chunk).
-    fn room(&mut self, bytes: usize) -> &mut BytesMut {
-        if self.current.capacity() - self.current.len() < bytes {
+    /// Runs `write`, which appends at most `bound` bytes, on the current chunk, or on a new
+    /// one when the current lacks the room (a write never regrows, so never copies, a chunk).
+    fn write(&mut self, bound: usize, write: impl FnOnce(&mut BytesMut)) {
+        if self.current.capacity() - self.current.len() < bound {
             if !self.current.is_empty() {
                 self.full.push(self.current.split().freeze());
             }
-            self.current = BytesMut::with_capacity(bytes.max(CHUNK));
+            self.current = BytesMut::with_capacity(bound.max(CHUNK));
         }
-        &mut self.current
-    }
-
-    /// Counts what was just written into [`room`](Self::room)'s buffer.
-    fn wrote(&mut self, before: usize) {
+        let before = self.current.len();
+        write(&mut self.current);
         self.len += self.current.len() - before;
     }
 
@@ -151,24 +148,17 @@ impl Building {
         keyframe: bool,
         annexb: &[u8],
     ) {
-        let out = self.data.room(pes_size_bound(annexb.len()));
-        let before = out.len();
-        muxer.write_video(out, pts_90k, dts_90k, keyframe, annexb);
-        self.data.wrote(before);
+        self.data.write(pes_size_bound(annexb.len()), |out| {
+            muxer.write_video(out, pts_90k, dts_90k, keyframe, annexb)
+        });
     }
 
     fn write_audio(&mut self, muxer: &mut TsMuxer, pts_90k: u64, adts: &[u8]) {
-        let out = self.data.room(pes_size_bound(adts.len()));
-        let before = out.len();
-        muxer.write_audio(out, pts_90k, adts);
-        self.data.wrote(before);
+        self.data.write(pes_size_bound(adts.len()), |out| muxer.write_audio(out, pts_90k, adts));
     }
 
     fn write_tables(&mut self, muxer: &mut TsMuxer) {
-        let out = self.data.room(2 * PACKET);
-        let before = out.len();
-        muxer.write_tables(out);
-        self.data.wrote(before);
+        self.data.write(2 * PACKET, |out| muxer.write_tables(out));
     }
 }
 

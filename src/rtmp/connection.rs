@@ -486,11 +486,15 @@ impl Connection {
     }
 
     async fn accept(&mut self, request_id: u32) -> Result<(), Closed> {
-        let results = self
-            .session()?
-            .accept_request(request_id)
-            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
+        let results = self.accepted(request_id)?;
         Box::pin(self.handle_results(results)).await
+    }
+
+    /// rml_rtmp's answer to accepting `request_id`.
+    fn accepted(&mut self, request_id: u32) -> Result<Vec<ServerSessionResult>, Closed> {
+        self.session()?
+            .accept_request(request_id)
+            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))
     }
 
     /// Accepts a play request. rml_rtmp's answer ends with two data messages stamped with
@@ -502,10 +506,7 @@ impl Connection {
     /// instead, as nginx-rtmp sends it.
     async fn accept_play(&mut self, request_id: u32, stream_id: u32) -> Result<(), Closed> {
         let results = self
-            .session()?
-            .accept_request(request_id)
-            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
-        let results = results
+            .accepted(request_id)?
             .into_iter()
             .filter(|result| {
                 !matches!(result, ServerSessionResult::OutboundResponse(packet)

@@ -212,16 +212,27 @@ pub async fn record(input: &str, seconds: u32, out: &Path) -> std::process::Outp
         .expect("run ffmpeg reader")
 }
 
-/// ffprobe's JSON description of the streams in `file`.
-pub async fn probe(file: &Path) -> Value {
+/// ffprobe's JSON description of the streams and format of `input`: a file, or a live URL
+/// (given up on after 10 s without data, 30 s in all).
+pub async fn probe(input: impl AsRef<std::ffi::OsStr>) -> Value {
     require("ffprobe");
+    let input = input.as_ref();
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"])
-        .arg(file)
-        .output()
+        .args(["-v", "error", "-rw_timeout", "10000000", "-print_format", "json"])
+        .args(["-show_streams", "-show_format"])
+        .arg(input)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
         .await
+        .expect("ffprobe ends")
         .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        input.to_string_lossy(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("ffprobe prints JSON")
 }
 
