@@ -93,6 +93,11 @@ pub struct RtmpConfig {
     /// (up to four times it when a publisher's rate suddenly drops). 0 reads every packet
     /// as it arrives.
     pub publish_read_delay: f64,
+    /// Least seconds between two writes to one RTMP player: the frames of that interval go
+    /// out in one `writev`, on a tick shared by every player (SRS calls this merged write).
+    /// Fewer, larger writes for up to that much added playback latency; 0 writes frames as
+    /// they arrive.
+    pub play_write_delay: f64,
 }
 
 impl Default for RtmpConfig {
@@ -105,6 +110,7 @@ impl Default for RtmpConfig {
             max_connections: 10_000,
             max_viewer_lag: 10.0,
             publish_read_delay: 0.05,
+            play_write_delay: 0.1,
         }
     }
 }
@@ -471,6 +477,13 @@ impl Config {
                 "rtmp.publish_read_delay must be between 0 and 1 second".into(),
             ));
         }
+        // A player's queue (96 frames) holds about a second of 30 fps video and its audio;
+        // a batch must fit in it with room to spare.
+        if !(0.0..=0.5).contains(&self.rtmp.play_write_delay) {
+            return Err(ConfigError::Invalid(
+                "rtmp.play_write_delay must be between 0 and 0.5 second".into(),
+            ));
+        }
         crate::auth::Auth::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if !matches!(self.hooks.on_failure.as_str(), "deny" | "allow") {
             return Err(ConfigError::Invalid(
@@ -604,6 +617,9 @@ mod tests {
             ("ZENLIVE_HLS_SEGMENT_DURATION", "0"),
             ("ZENLIVE_RTMP_ADDR", "nowhere"),
             ("ZENLIVE_HLS_BOGUS", "1"),
+            ("ZENLIVE_RTMP_PUBLISH_READ_DELAY", "2"),
+            ("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "-0.1"),
+            ("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0.6"),
         ] {
             let err = Config::load(None, env(&[(k, v)])).expect_err("must fail");
             assert!(matches!(err, ConfigError::Invalid(_)), "{k}={v}: {err}");

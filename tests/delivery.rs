@@ -54,11 +54,17 @@ async fn until(
     }
 }
 
-/// An RTMP player with a tiny receive buffer that starts playing `name` and then never
-/// reads again.
-async fn stalled_player(addr: SocketAddr, name: &str) -> TcpStream {
+/// An RTMP player of `name` that has just started playing (with a kernel receive buffer
+/// of `recv_buffer` bytes when given).
+async fn player(
+    addr: SocketAddr,
+    name: &str,
+    recv_buffer: Option<u32>,
+) -> (TcpStream, ClientSession) {
     let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).expect("rcvbuf");
+    }
     let mut stream = socket.connect(addr).await.expect("connect");
     let mut handshake = Handshake::new(PeerType::Client);
     stream.write_all(&handshake.generate_outbound_p0_and_p1().expect("c0c1")).await.expect("write");
@@ -91,7 +97,13 @@ async fn stalled_player(addr: SocketAddr, name: &str) -> TcpStream {
     send_results(&mut stream, vec![request]).await;
     until(&mut stream, &mut session, |e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted))
         .await;
-    stream
+    (stream, session)
+}
+
+/// An RTMP player with a tiny receive buffer that starts playing `name` and then never
+/// reads again.
+async fn stalled_player(addr: SocketAddr, name: &str) -> TcpStream {
+    player(addr, name, Some(4096)).await.0
 }
 
 #[actix_rt::test]
@@ -222,6 +234,72 @@ async fn merged_reads_deliver_what_waits_below_the_low_water_mark() {
     assert!(info().await.publishing, "the publisher is still connected");
     drop(stream);
     node.shutdown().await;
+}
+
+/// Publishes `frames` video frames of 2 kB every 31 ms to a node with `play_write_delay`
+/// and reads them as a player: the timestamps received, and how many reads brought video.
+async fn paced_play(play_write_delay: f64, name: &str, frames: u32) -> (Vec<u32>, usize) {
+    let mut config = test_config();
+    // Frames reach the stream as they are sent: only the player's side merges.
+    config.rtmp.publish_read_delay = 0.0;
+    config.rtmp.play_write_delay = play_write_delay;
+    let node = start_node(config).await;
+    let addr = node.rtmp_addr().expect("rtmp");
+    let (mut publisher, mut session) = silent_publisher(addr, name).await;
+    // The first keyframe makes the stream playable; the player joins after it.
+    let first = session
+        .publish_video_data(avc_tag(true, 2048), RtmpTimestamp::new(0), false)
+        .expect("video");
+    send_results(&mut publisher, vec![first]).await;
+    let (mut viewer, mut viewer_session) = player(addr, name, None).await;
+    let reader = tokio::spawn(async move {
+        let (mut stamps, mut reads) = (Vec::new(), 0);
+        let mut buf = vec![0u8; 256 * 1024];
+        while stamps.last() != Some(&(frames * 31)) {
+            let n = tokio::time::timeout(Duration::from_secs(10), viewer.read(&mut buf))
+                .await
+                .expect("frames keep coming")
+                .expect("read");
+            assert!(n > 0, "server closed");
+            let results = viewer_session.handle_input(&buf[..n]).expect("valid RTMP");
+            let before = stamps.len();
+            for event in send_results(&mut viewer, results).await {
+                if let ClientSessionEvent::VideoDataReceived { timestamp, .. } = event {
+                    stamps.push(timestamp.value);
+                }
+            }
+            reads += usize::from(stamps.len() > before);
+        }
+        (stamps, reads)
+    });
+    for i in 1..=frames {
+        tokio::time::sleep(Duration::from_millis(31)).await;
+        let frame = session
+            .publish_video_data(avc_tag(false, 2048), RtmpTimestamp::new(i * 31), false)
+            .expect("video");
+        send_results(&mut publisher, vec![frame]).await;
+    }
+    let received = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the player receives the last frame")
+        .expect("reader");
+    drop(publisher);
+    node.shutdown().await;
+    received
+}
+
+#[actix_rt::test]
+async fn paced_player_writes_carry_every_frame_in_fewer_writes() {
+    // 40 frames over 1.24 s. At a quarter second per write the player reads a handful of
+    // batches; a busier machine only merges more.
+    let (stamps, reads) = paced_play(0.25, "paced", 40).await;
+    let after_join: Vec<u32> = stamps.iter().copied().skip_while(|&t| t == 0).collect();
+    assert_eq!(after_join, (1..=40).map(|i| i * 31).collect::<Vec<_>>(), "every frame, in order");
+    assert!(reads <= 40 / 3, "{reads} reads brought 40 frames: writes were not merged");
+    // Without pacing the same frames arrive too (how many reads is up to the machine).
+    let (stamps, _) = paced_play(0.0, "unpaced", 40).await;
+    let after_join: Vec<u32> = stamps.iter().copied().skip_while(|&t| t == 0).collect();
+    assert_eq!(after_join, (1..=40).map(|i| i * 31).collect::<Vec<_>>(), "every frame, in order");
 }
 
 #[actix_rt::test]

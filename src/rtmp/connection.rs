@@ -33,6 +33,7 @@ use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, ViewerSession};
 
 use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
+use super::grid;
 use super::metadata::encode_on_metadata;
 use super::read_merge::{set_recv_lowat, ReadMerge};
 use super::reader::{ChunkReader, Message, Violation};
@@ -52,8 +53,10 @@ const LINGER: Duration = Duration::from_secs(2);
 const KEPT_MESSAGE_SLOTS: usize = 64;
 /// Idle checks per idle timeout (see `Connection::run`).
 const IDLE_TICKS: u32 = 4;
-/// Bytes read from the socket at a time.
+/// Bytes read from a publisher's socket at a time.
 const READ_BUFFER: usize = 64 * 1024;
+/// Bytes read at a time before a connection publishes (and all along for a player).
+const COMMAND_READ_BUFFER: usize = 4096;
 /// The chunk stream rml_rtmp's serializer puts AMF0 data messages on.
 const RML_DATA_CSID: u8 = 3;
 /// Kernel send buffer of a playing connection (Linux doubles it). Left to autotuning, a
@@ -192,10 +195,6 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
-/// Least time between two writes to a player. Waiting gathers the frames of that interval
-/// into one `writev` (audio and video arrive separately), which saves a syscall and a task
-/// wake-up per frame per player for at most this much extra latency.
-const PLAYER_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 64;
 
@@ -264,8 +263,11 @@ impl Connection {
         // then becomes its flush tick.
         let merge_delay = secs(rtmp.publish_read_delay);
         let mut merge: Option<ReadMerge> = None;
-        let mut buf = BytesMut::with_capacity(READ_BUFFER);
+        // Commands and a player's acknowledgements are small: the full buffer only once
+        // the connection publishes (see below).
+        let mut buf = BytesMut::with_capacity(COMMAND_READ_BUFFER);
         let mut batch: Vec<Bytes> = Vec::with_capacity(32);
+        let write_delay = secs(rtmp.play_write_delay);
         let mut next_flush: Option<tokio::time::Instant> = None;
         loop {
             // Players may legitimately send nothing for a long time; everyone else must not.
@@ -283,15 +285,18 @@ impl Connection {
                             // what it keeps, so nothing here is allocated per read.
                             self.input(&buf).await?;
                             buf.clear();
-                            if merge.is_none()
-                                && !merge_delay.is_zero()
+                            if buf.capacity() < READ_BUFFER
                                 && matches!(self.role, Role::Publishing { .. })
                             {
-                                let now = tokio::time::Instant::now();
-                                let started = ReadMerge::new(merge_delay, now);
-                                idle_tick = started.flush_interval();
-                                quiet_limit = started.flush_ticks_in(idle);
-                                merge = Some(started);
+                                // Publishing started: the full read buffer, and merging.
+                                buf.reserve(READ_BUFFER);
+                                if !merge_delay.is_zero() {
+                                    let now = tokio::time::Instant::now();
+                                    let started = ReadMerge::new(merge_delay, now);
+                                    idle_tick = started.flush_interval();
+                                    quiet_limit = started.flush_ticks_in(idle);
+                                    merge = Some(started);
+                                }
                             }
                         }
                         Err(e) => return Err(e.into()),
@@ -331,7 +336,13 @@ impl Connection {
                     timeout(WRITE_TIMEOUT, write_all_vectored(&mut self.writer, &mut batch))
                         .await
                         .map_err(|_| Closed::WriteTimeout)??;
-                    next_flush = Some(tokio::time::Instant::now() + PLAYER_FLUSH_INTERVAL);
+                    // The next write waits for the next tick of the players' grid: what
+                    // arrives meanwhile goes out with it (see `rtmp.play_write_delay`). A
+                    // full batch (a new player's first GOP) continues at once.
+                    next_flush = None;
+                    if !write_delay.is_zero() && count < MAX_IOVECS {
+                        next_flush = Some(grid::next_tick(write_delay, tokio::time::Instant::now()));
+                    }
                 }
             }
         }

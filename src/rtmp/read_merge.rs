@@ -11,14 +11,15 @@
 //!
 //! Bytes below the mark would wait for more (a publisher whose rate drops, or one that
 //! pauses), so a flush tick every [`FLUSH_TICKS`] delays reads whatever is queued. Ticks are
-//! aligned to a process-wide grid so that every publisher of an event loop flushes on the
+//! aligned to the process-wide [grid](super::grid) so that every publisher of an event loop flushes on the
 //! same wake-up.
 
 use std::io;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval};
+
+use super::grid::aligned_interval;
 
 /// The flush tick runs every this many delays.
 pub const FLUSH_TICKS: u32 = 4;
@@ -105,20 +106,6 @@ pub fn mark_for(rate: f64, delay: Duration) -> usize {
         return 1;
     }
     (per_delay as usize).min(MAX_MARK)
-}
-
-/// An interval of `period` whose ticks fall on multiples of `period` since the first call
-/// (ticks of equal periods coincide across connections), skipping missed ticks.
-pub fn aligned_interval(period: Duration) -> Interval {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let period = period.max(Duration::from_millis(1));
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let since = Instant::now().saturating_duration_since(epoch);
-    let periods = since.as_nanos() / period.as_nanos() + 1;
-    let start = epoch + period * u32::try_from(periods).unwrap_or(u32::MAX);
-    let mut interval = tokio::time::interval_at(start, period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    interval
 }
 
 /// Sets the socket's receive low-water mark (`SO_RCVLOWAT`): readiness is signalled only
@@ -208,19 +195,6 @@ mod tests {
         merge.record(usize::MAX);
         merge.record(usize::MAX);
         assert_eq!(merge.retune(t0 + Duration::from_secs(1)), Some(MAX_MARK));
-    }
-
-    #[tokio::test]
-    async fn aligned_intervals_of_equal_period_tick_together() {
-        let period = Duration::from_millis(40);
-        let mut a = aligned_interval(period);
-        tokio::time::sleep(Duration::from_millis(7)).await;
-        let mut b = aligned_interval(period);
-        let (ta, tb) = (a.tick().await, b.tick().await);
-        // Both deadlines are the same grid point (or one period apart if the grid point
-        // passed between the two calls).
-        let apart = if ta > tb { ta - tb } else { tb - ta };
-        assert!(apart == Duration::ZERO || apart == period, "{apart:?}");
     }
 
     #[cfg(target_os = "linux")]

@@ -1,0 +1,66 @@
+//! A process-wide grid of ticks: deadlines of equal period fall on the same instants in
+//! every connection, so one event-loop wake-up serves all the connections due then (the
+//! timer wheel fires them together) instead of one wake-up each.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+/// The grid's origin: the first time anyone asks.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The first grid point of `period` strictly after `now` (multiples of `period` since the
+/// process-wide epoch; `period` at least 1 ms).
+pub fn next_tick(period: Duration, now: Instant) -> Instant {
+    let period = period.max(Duration::from_millis(1));
+    let epoch = epoch();
+    let since = now.saturating_duration_since(epoch);
+    let periods = since.as_nanos() / period.as_nanos() + 1;
+    epoch + period * u32::try_from(periods).unwrap_or(u32::MAX)
+}
+
+/// An interval of `period` whose ticks fall on the grid, skipping missed ticks.
+pub fn aligned_interval(period: Duration) -> Interval {
+    let period = period.max(Duration::from_millis(1));
+    let mut interval = tokio::time::interval_at(next_tick(period, Instant::now()), period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    interval
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_multiples_of_the_period_after_now() {
+        let period = Duration::from_millis(100);
+        let now = Instant::now();
+        let tick = next_tick(period, now);
+        assert!(tick > now && tick - now <= period, "{:?}", tick - now);
+        assert_eq!(tick.duration_since(epoch()).as_nanos() % period.as_nanos(), 0);
+        // Exactly on a grid point: the next one.
+        assert_eq!(next_tick(period, tick), tick + period);
+        // Another instant within the same period: the same tick.
+        assert_eq!(next_tick(period, tick - Duration::from_millis(1)), tick);
+        // A zero period is 1 ms.
+        let tiny = next_tick(Duration::ZERO, now);
+        assert!(tiny > now && tiny - now <= Duration::from_millis(1));
+    }
+
+    #[tokio::test]
+    async fn aligned_intervals_of_equal_period_tick_together() {
+        let period = Duration::from_millis(40);
+        let mut a = aligned_interval(period);
+        tokio::time::sleep(Duration::from_millis(7)).await;
+        let mut b = aligned_interval(period);
+        let (ta, tb) = (a.tick().await, b.tick().await);
+        // Both deadlines are the same grid point (or one period apart if the grid point
+        // passed between the two calls).
+        let apart = if ta > tb { ta - tb } else { tb - ta };
+        assert!(apart == Duration::ZERO || apart == period, "{apart:?}");
+    }
+}
