@@ -16,8 +16,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::ts::{pes_size_bound, Tracks, TsMuxer, PACKET};
 
-/// Segments kept beyond the playlist window for in-flight downloads.
-pub const GRACE_SEGMENTS: usize = 3;
+/// Most segments held beyond the playlist window: RFC 8216 section 6.2.2 keeps a segment
+/// that left the playlist for its own duration plus the playlist's (see
+/// `Segmenter::expire`), which is `window + 1` segments of equal length; the cap holds
+/// when lengths differ.
+pub fn max_grace_segments(window: usize) -> usize {
+    window + 2
+}
 /// A timestamp jump larger than this (either way) is a new timeline: a discontinuity.
 pub const MAX_TIMESTAMP_JUMP_MS: i64 = 10_000;
 /// AAC frames gathered into one PES packet (fewer, fuller TS packets).
@@ -362,7 +367,26 @@ impl Segmenter {
                 self.discontinuity_sequence += 1;
             }
         }
-        while self.segments.len() > window + GRACE_SEGMENTS {
+        self.expire();
+    }
+
+    /// Drops the segments that left the playlist long enough ago. RFC 8216 section 6.2.2:
+    /// a segment removed from the playlist stays available for its duration plus that of
+    /// the longest playlist that contained it, so that a client that read that playlist
+    /// (and starts at its first segment, or pauses) still finds it. The time since the
+    /// oldest segment left is at least the duration of the segments completed after the
+    /// one whose arrival pushed it out.
+    fn expire(&mut self) {
+        let window = self.config.window_segments;
+        let cap = window + max_grace_segments(window);
+        while self.segments.len() > window {
+            let durations = || self.segments.iter().map(|s| s.duration);
+            let gone_for: Duration = durations().skip(window + 1).sum();
+            let (oldest, playlist) =
+                (durations().next().unwrap_or_default(), durations().take(window).sum());
+            if self.segments.len() <= cap && gone_for < oldest + playlist {
+                break;
+            }
             self.segments.pop_front();
         }
     }
@@ -516,7 +540,10 @@ mod tests {
         assert!(playlist.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{}", last - 2)));
         assert!(s.segment(last - 3).is_some(), "grace keeps a segment that just left the window");
         assert!(s.segment(0).is_none(), "old segments are gone");
-        assert_eq!(s.segment_numbers().count(), 3 + GRACE_SEGMENTS);
+        // RFC 8216 6.2.2: a segment stays for its duration plus the playlist's after it
+        // leaves, 1 s + 3 s here: the window and four one-second segments before it.
+        let held: Vec<u64> = s.segment_numbers().collect();
+        assert_eq!(held, (last - 6..=last).collect::<Vec<_>>());
     }
 
     #[test]
@@ -633,7 +660,7 @@ mod tests {
                 }
             }
             let _ = s.playlist();
-            prop_assert!(s.segment_numbers().count() <= 3 + GRACE_SEGMENTS);
+            prop_assert!(s.segment_numbers().count() <= 3 + max_grace_segments(3));
         }
     }
 }
