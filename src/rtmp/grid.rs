@@ -18,7 +18,13 @@ fn epoch() -> Instant {
 pub fn next_tick(period: Duration, now: Instant) -> Instant {
     let period = period.max(Duration::from_millis(1));
     let epoch = epoch();
-    let since = now.saturating_duration_since(epoch);
+    if now < epoch {
+        // The grid runs back from the epoch too (`now` may predate the first call).
+        let before = epoch.duration_since(now).as_nanos();
+        let periods = u32::try_from((before - 1) / period.as_nanos()).unwrap_or(u32::MAX);
+        return epoch.checked_sub(period * periods).unwrap_or(epoch);
+    }
+    let since = now.duration_since(epoch);
     let periods = since.as_nanos() / period.as_nanos() + 1;
     epoch + period * u32::try_from(periods).unwrap_or(u32::MAX)
 }
@@ -49,6 +55,10 @@ mod tests {
         // A zero period is 1 ms.
         let tiny = next_tick(Duration::ZERO, now);
         assert!(tiny > now && tiny - now <= Duration::from_millis(1));
+        // Before the epoch: the grid runs backwards.
+        let early = epoch() - Duration::from_millis(150);
+        assert_eq!(next_tick(period, early), epoch() - period);
+        assert_eq!(next_tick(period, epoch() - period), epoch());
     }
 
     #[tokio::test]
