@@ -18,15 +18,16 @@ fn epoch() -> Instant {
 pub fn next_tick(period: Duration, now: Instant) -> Instant {
     let period = period.max(Duration::from_millis(1));
     let epoch = epoch();
+    let step = period.as_nanos();
+    // Whole periods as a duration (u64 nanoseconds: 584 years).
+    let periods = |n: u128| Duration::from_nanos(u64::try_from(n * step).unwrap_or(u64::MAX));
     if now < epoch {
         // The grid runs back from the epoch too (`now` may predate the first call).
         let before = epoch.duration_since(now).as_nanos();
-        let periods = u32::try_from((before - 1) / period.as_nanos()).unwrap_or(u32::MAX);
-        return epoch.checked_sub(period * periods).unwrap_or(epoch);
+        return epoch.checked_sub(periods((before - 1) / step)).unwrap_or(epoch);
     }
-    let since = now.duration_since(epoch);
-    let periods = since.as_nanos() / period.as_nanos() + 1;
-    epoch + period * u32::try_from(periods).unwrap_or(u32::MAX)
+    let since = now.duration_since(epoch).as_nanos();
+    epoch.checked_add(periods(since / step + 1)).unwrap_or(now + period)
 }
 
 /// An interval of `period` whose ticks fall on the grid, skipping missed ticks.
