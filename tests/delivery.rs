@@ -41,17 +41,24 @@ async fn until(
     wanted: fn(&ClientSessionEvent) -> bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .expect("answer")
-            .expect("read");
-        assert!(n > 0, "server closed");
-        let results = session.handle_input(&buf[..n]).expect("valid RTMP");
-        if send_results(stream, results).await.iter().any(wanted) {
-            return;
-        }
-    }
+    while !read_events(stream, session, &mut buf, "answer").await.iter().any(wanted) {}
+}
+
+/// Reads once (`expecting` it within 10 s), hands the bytes to `session` and sends its
+/// answers: the events raised.
+async fn read_events(
+    stream: &mut TcpStream,
+    session: &mut ClientSession,
+    buf: &mut [u8],
+    expecting: &str,
+) -> Vec<ClientSessionEvent> {
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(buf))
+        .await
+        .expect(expecting)
+        .expect("read");
+    assert!(n > 0, "server closed");
+    let results = session.handle_input(&buf[..n]).expect("valid RTMP");
+    send_results(stream, results).await
 }
 
 /// An RTMP player of `name` that has just started playing (with a kernel receive buffer
@@ -256,14 +263,10 @@ async fn paced_play(play_write_delay: f64, name: &str, frames: u32) -> (Vec<u32>
         let (mut stamps, mut reads) = (Vec::new(), 0);
         let mut buf = vec![0u8; 256 * 1024];
         while stamps.last() != Some(&(frames * 31)) {
-            let n = tokio::time::timeout(Duration::from_secs(10), viewer.read(&mut buf))
-                .await
-                .expect("frames keep coming")
-                .expect("read");
-            assert!(n > 0, "server closed");
-            let results = viewer_session.handle_input(&buf[..n]).expect("valid RTMP");
+            let events =
+                read_events(&mut viewer, &mut viewer_session, &mut buf, "frames keep coming").await;
             let before = stamps.len();
-            for event in send_results(&mut viewer, results).await {
+            for event in events {
                 if let ClientSessionEvent::VideoDataReceived { timestamp, .. } = event {
                     stamps.push(timestamp.value);
                 }
