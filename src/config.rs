@@ -93,10 +93,10 @@ pub struct RtmpConfig {
     /// (up to four times it when a publisher's rate suddenly drops). 0 reads every packet
     /// as it arrives.
     pub publish_read_delay: f64,
-    /// Least seconds between two writes to one RTMP player: the frames of that interval go
-    /// out in one `writev`, on a tick shared by every player (SRS calls this merged write).
-    /// Fewer, larger writes for up to that much added playback latency; 0 writes frames as
-    /// they arrive.
+    /// Least seconds between two writes to one RTMP or HTTP-FLV player: the frames of that
+    /// interval go out in one write, on a tick shared by every player (SRS calls this
+    /// merged write). Fewer, larger writes for up to that much added playback latency; 0
+    /// writes frames as they arrive.
     pub play_write_delay: f64,
 }
 

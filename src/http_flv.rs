@@ -13,7 +13,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use zenlive_actors::{Encoding, FrameSink, MediaFrame, Offer, Protocol, ViewerSession};
 use zenlive_media::flv::{flv_file_header, write_tag, TagType};
@@ -105,9 +104,10 @@ pub async fn play(
     let user = identity.map(|i| i.user);
     node.hooks.track_viewer(session, key, Protocol::HttpFlv, peer, user).start();
     let header_bytes = Bytes::copy_from_slice(&flv_file_header(true, true));
-    let body = tokio_stream::once(header_bytes)
-        .chain(ReceiverStream::new(rx))
-        .map(Ok::<_, std::io::Error>);
+    // Paced like RTMP players (`rtmp.play_write_delay`): the response is written when its
+    // body turns pending, so a batch of tags leaves in one write.
+    let tags = crate::grid::paced(rx, secs(node.config.rtmp.play_write_delay));
+    let body = tokio_stream::once(header_bytes).chain(tags).map(Ok::<_, std::io::Error>);
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/x-flv")
         .insert_header((header::CACHE_CONTROL, "no-cache, no-store"))

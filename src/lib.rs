@@ -13,7 +13,8 @@
 //! - [`hooks`], [`webhooks`]: the application's deciders and notifications; events as
 //!   signed HTTP POSTs.
 //! - [`metrics`]: Prometheus metrics, read from the shared statistics at scrape time.
-//! - `server`: binds the listeners.
+//! - `server`: binds the listeners; `grid`: ticks shared by connections (merged reads and
+//!   paced writes).
 //!
 //! Below this crate: `zenlive-actors` (streams, viewers, supervision), `zenlive-media`
 //! (sans-IO parsers and muxers), `zenlive-cluster` (the registry). See `ARCHITECTURE.md`.
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod chat_ws;
 pub mod cluster;
 pub mod config;
+mod grid;
 pub mod hls;
 pub mod hooks;
 pub mod http;

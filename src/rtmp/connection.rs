@@ -33,13 +33,13 @@ use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, ViewerSession};
 
 use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
-use super::grid;
 use super::metadata::encode_on_metadata;
 use super::read_merge::{set_recv_lowat, ReadMerge};
 use super::reader::{ChunkReader, Message, Violation};
 use super::sink::RtmpSink;
 use crate::auth::{token, Action, Identity};
 use crate::config::secs;
+use crate::grid;
 use crate::hooks::{Decision, PlayRequest, PublishRequest};
 use crate::node::NodeContext;
 

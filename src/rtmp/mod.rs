@@ -4,14 +4,12 @@
 //! - `connection`: one connection around rml_rtmp's `ServerSession`.
 //! - [`reader`]: incoming chunks to whole messages, within limits.
 //! - [`chunks`]: media chunk encoding for players, shared across players.
-//! - `grid`: deadlines aligned across connections.
 //! - `read_merge`: fewer, larger reads from publishers (`SO_RCVLOWAT`).
 //! - [`sink`]: a player's queue.
 //! - [`metadata`]: `onMetaData` as viewers receive it.
 
 pub mod chunks;
 mod connection;
-mod grid;
 pub mod metadata;
 mod read_merge;
 pub mod reader;

@@ -11,7 +11,7 @@
 //!
 //! Bytes below the mark would wait for more (a publisher whose rate drops, or one that
 //! pauses), so a flush tick every [`FLUSH_TICKS`] delays reads whatever is queued. Ticks are
-//! aligned to the process-wide [grid](super::grid) so that every publisher of an event loop flushes on the
+//! aligned to the process-wide [grid](crate::grid) so that every publisher of an event loop flushes on the
 //! same wake-up.
 
 use std::io;
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Interval};
 
-use super::grid::aligned_interval;
+use crate::grid::aligned_interval;
 
 /// The flush tick runs every this many delays.
 pub const FLUSH_TICKS: u32 = 4;

@@ -1,10 +1,13 @@
 //! A process-wide grid of ticks: deadlines of equal period fall on the same instants in
 //! every connection, so one event-loop wake-up serves all the connections due then (the
-//! timer wheel fires them together) instead of one wake-up each.
+//! timer wheel fires them together) instead of one wake-up each. Used by merged publisher
+//! reads and paced player writes (RTMP and HTTP-FLV).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use futures_util::Stream;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// The grid's origin: the first time anyone asks.
@@ -36,6 +39,28 @@ pub fn aligned_interval(period: Duration) -> Interval {
     let mut interval = tokio::time::interval_at(next_tick(period, Instant::now()), period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
     interval
+}
+
+/// The items of `rx` in batches: whatever is queued goes out at once, then nothing until
+/// the next tick of `delay` on the grid, so a consumer that writes what it was given when
+/// the stream turns pending (an HTTP response body) writes at most once per `delay`. A
+/// zero `delay` passes items through as they come.
+pub fn paced<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+    delay: Duration,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(
+        (rx, None),
+        move |(mut rx, next): (_, Option<Instant>)| async move {
+            if let Some(at) = next {
+                tokio::time::sleep_until(at).await;
+            }
+            let item = rx.recv().await?;
+            let next =
+                (!delay.is_zero() && rx.is_empty()).then(|| next_tick(delay, Instant::now()));
+            Some((item, (rx, next)))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -73,5 +98,29 @@ mod tests {
         // passed between the two calls).
         let apart = if ta > tb { ta - tb } else { tb - ta };
         assert!(apart == Duration::ZERO || apart == period, "{apart:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_streams_hand_out_what_is_queued_then_wait_for_the_next_tick() {
+        use futures_util::StreamExt;
+        let delay = Duration::from_millis(100);
+        let (tx, rx) = mpsc::channel(8);
+        let stream = paced(rx, delay);
+        tokio::pin!(stream);
+        for i in 0..3 {
+            tx.send(i).await.expect("send");
+        }
+        // The queued batch at once.
+        for i in 0..3 {
+            assert_eq!(stream.next().await, Some(i));
+        }
+        // The next item, though already queued, waits for the tick.
+        tx.send(3).await.expect("send");
+        let before = Instant::now();
+        assert_eq!(stream.next().await, Some(3));
+        let waited = Instant::now() - before;
+        assert!(waited > Duration::ZERO && waited <= delay, "{waited:?}");
+        drop(tx);
+        assert_eq!(stream.next().await, None, "ends with its channel");
     }
 }
