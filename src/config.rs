@@ -431,6 +431,23 @@ impl Default for LogConfig {
     }
 }
 
+/// A clear error naming `key` unless `value` lies in `range`.
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(format!(
+        "{key} must be between {} and {} {unit} (got {value})",
+        range.start(),
+        range.end()
+    )))
+}
+
 /// Seconds from the configuration as a `Duration` (negative or invalid values become 0).
 pub fn secs(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
@@ -462,28 +479,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(0.5..=60.0).contains(&self.hls.segment_duration) {
-            return Err(ConfigError::Invalid(
-                "hls.segment_duration must be between 0.5 and 60 seconds".into(),
-            ));
-        }
-        if !(2..=100).contains(&self.hls.window) {
-            return Err(ConfigError::Invalid(
-                "hls.window must be between 2 and 100 segments".into(),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.rtmp.publish_read_delay) {
-            return Err(ConfigError::Invalid(
-                "rtmp.publish_read_delay must be between 0 and 1 second".into(),
-            ));
-        }
+        within("hls.segment_duration", self.hls.segment_duration, 0.5..=60.0, "seconds")?;
+        within("hls.window", self.hls.window, 2..=100, "segments")?;
+        within("rtmp.publish_read_delay", self.rtmp.publish_read_delay, 0.0..=1.0, "seconds")?;
         // A player's queue (96 frames) holds about a second of 30 fps video and its audio;
         // a batch must fit in it with room to spare.
-        if !(0.0..=0.5).contains(&self.rtmp.play_write_delay) {
-            return Err(ConfigError::Invalid(
-                "rtmp.play_write_delay must be between 0 and 0.5 second".into(),
-            ));
-        }
+        within("rtmp.play_write_delay", self.rtmp.play_write_delay, 0.0..=0.5, "seconds")?;
         crate::auth::Auth::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if !matches!(self.hooks.on_failure.as_str(), "deny" | "allow") {
             return Err(ConfigError::Invalid(
@@ -624,5 +625,14 @@ mod tests {
             let err = Config::load(None, env(&[(k, v)])).expect_err("must fail");
             assert!(matches!(err, ConfigError::Invalid(_)), "{k}={v}: {err}");
         }
+        let err = Config::load(None, env(&[("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0.6")]))
+            .expect_err("must fail");
+        assert_eq!(
+            err.to_string(),
+            ConfigError::Invalid(
+                "rtmp.play_write_delay must be between 0 and 0.5 seconds (got 0.6)".into()
+            )
+            .to_string()
+        );
     }
 }

@@ -281,8 +281,9 @@ impl Connection {
                             if let Some(merge) = merge.as_mut() {
                                 merge.record(n);
                             }
-                            // One buffer for the connection's life: the parser copies
-                            // what it keeps, so nothing here is allocated per read.
+                            // One buffer, reused (grown once, when publishing starts):
+                            // the parser copies what it keeps, so nothing here is
+                            // allocated per read.
                             self.input(&buf).await?;
                             buf.clear();
                             if buf.capacity() < READ_BUFFER

@@ -11,8 +11,8 @@
 //!
 //! Bytes below the mark would wait for more (a publisher whose rate drops, or one that
 //! pauses), so a flush tick every [`FLUSH_TICKS`] delays reads whatever is queued. Ticks are
-//! aligned to the process-wide [grid](crate::grid) so that every publisher of an event loop flushes on the
-//! same wake-up.
+//! aligned to the process-wide [grid](crate::grid) so that every publisher of an event loop
+//! flushes on the same wake-up.
 
 use std::io;
 use std::time::Duration;
