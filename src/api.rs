@@ -1,8 +1,12 @@
 //! The admin API, `/api/v1/...`: the cluster's nodes, draining this node, live streams with
-//! their statistics, one stream's details, kicking a publisher, and its OpenAPI document. On the HTTP port every call
-//! needs a token with the `admin` role (and auth configured); the metrics port serves the
-//! same reads without auth and refuses actions, since it is meant to stay private. Every
-//! failure is a JSON body with a stable `code` ([`ApiError`]).
+//! their statistics, one stream's details, kicking a publisher, and its OpenAPI document.
+//! On the HTTP port every call needs a token with the `admin` role (and auth configured),
+//! and the token's stream scope holds on every route: a scoped token sees and acts on the
+//! streams it covers only (refused with 403 before the stream is looked up), and node-wide
+//! calls (nodes, drain, resume) need an unscoped one. The metrics port serves the same
+//! reads without auth, without personal data (publisher address and user id), and refuses
+//! actions, since it is meant to stay private. Every failure is a JSON body with a stable
+//! `code` ([`ApiError`]).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,8 +15,8 @@ use serde_json::json;
 use zenlive_actors::supervisor::StreamEntry;
 use zenlive_actors::StreamKey;
 
-use crate::auth::Action;
-use crate::http::{authorize, stream_key, ApiError};
+use crate::auth::{Action, Identity};
+use crate::http::{authorize, request_token, stream_key, ApiError};
 use crate::node::NodeContext;
 
 /// The OpenAPI 3 description of this API, served at `/api/v1/openapi.json`.
@@ -38,16 +42,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/streams/{app}/{stream}/kick", web::post().to(kick));
 }
 
+/// What a call touches, for the token's scope.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// The node (or the cluster): an unscoped token.
+    Node,
+    /// One stream: a token covering it.
+    Stream(&'a StreamKey),
+    /// A listing: any admin token; the caller shows what the answer's identity covers.
+    Listing,
+}
+
+/// Checks the caller on `access` for `target`; `acting` calls change something. Answers
+/// the token's identity on the HTTP port (`None` on the read-only port).
 fn admit(
     node: &NodeContext,
     req: &HttpRequest,
     access: Access,
     acting: bool,
-) -> Result<(), ApiError> {
-    match (access, acting) {
-        (Access::Admin, _) => authorize(node, req, Action::Admin, None, "api").map(|_| ()),
-        (Access::ReadOnly, false) => Ok(()),
-        (Access::ReadOnly, true) => Err(ApiError::new(
+    target: Target<'_>,
+) -> Result<Option<Identity>, ApiError> {
+    match (access, target) {
+        (Access::Admin, Target::Node) => authorize(node, req, Action::Admin, None, "api"),
+        (Access::Admin, Target::Stream(key)) => {
+            authorize(node, req, Action::Admin, Some(key), "api")
+        }
+        (Access::Admin, Target::Listing) => {
+            let token = request_token(req);
+            node.auth.check_role(token.as_deref(), Action::Admin).map_err(|error| {
+                node.metrics.auth_failure("api", error.code());
+                let status = if error.is_forbidden() {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                ApiError::new(status, error.code(), error.to_string())
+            })
+        }
+        (Access::ReadOnly, _) if !acting => Ok(None),
+        (Access::ReadOnly, _) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "read_only",
             "this listener serves reads only; use the admin API on the HTTP port",
@@ -61,8 +94,15 @@ fn live(node: &NodeContext, key: &StreamKey) -> Result<StreamEntry, ApiError> {
         .ok_or_else(|| ApiError::not_found("stream_not_found", format!("stream {key} is not live")))
 }
 
-fn describe(key: &StreamKey, entry: &StreamEntry) -> serde_json::Value {
-    json!({ "name": key.to_string(), "stats": entry.stats.snapshot() })
+/// A stream and its statistics; without the publisher's address and user id on the
+/// read-only port.
+fn describe(key: &StreamKey, entry: &StreamEntry, access: Access) -> serde_json::Value {
+    let mut stats = entry.stats.snapshot();
+    if access == Access::ReadOnly {
+        stats.publisher_peer = None;
+        stats.publisher_user = None;
+    }
+    json!({ "name": key.to_string(), "stats": stats })
 }
 
 async fn openapi() -> HttpResponse {
@@ -75,9 +115,14 @@ async fn list(
     access: web::Data<Access>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&node, &req, **access, false)?;
-    let streams: Vec<_> =
-        node.directory.entries().iter().map(|(key, entry)| describe(key, entry)).collect();
+    let identity = admit(&node, &req, **access, false, Target::Listing)?;
+    let streams: Vec<_> = node
+        .directory
+        .entries()
+        .iter()
+        .filter(|(key, _)| identity.as_ref().is_none_or(|i| i.covers(key)))
+        .map(|(key, entry)| describe(key, entry, **access))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "streams": streams })))
 }
 
@@ -88,7 +133,7 @@ async fn nodes(
     access: web::Data<Access>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&node, &req, **access, false)?;
+    admit(&node, &req, **access, false, Target::Node)?;
     let nodes = node.registry.nodes().await.map_err(|error| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", error.to_string())
     })?;
@@ -136,7 +181,7 @@ async fn drain(
     access: web::Data<Access>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&node, &req, **access, true)?;
+    admit(&node, &req, **access, true, Target::Node)?;
     node.set_draining(true);
     Ok(drain_state(&node))
 }
@@ -147,7 +192,7 @@ async fn resume(
     access: web::Data<Access>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&node, &req, **access, true)?;
+    admit(&node, &req, **access, true, Target::Node)?;
     node.set_draining(false);
     Ok(drain_state(&node))
 }
@@ -159,11 +204,11 @@ async fn details(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&node, &req, **access, false)?;
     let (app, stream) = path.into_inner();
     let key = stream_key(&app, &stream)?;
+    admit(&node, &req, **access, false, Target::Stream(&key))?;
     let entry = live(&node, &key)?;
-    Ok(HttpResponse::Ok().json(describe(&key, &entry)))
+    Ok(HttpResponse::Ok().json(describe(&key, &entry, **access)))
 }
 
 /// The optional body of a kick.
@@ -185,9 +230,9 @@ async fn kick(
     path: web::Path<(String, String)>,
     body: Option<web::Json<KickBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    admit(&node, &req, **access, true)?;
     let (app, stream) = path.into_inner();
     let key = stream_key(&app, &stream)?;
+    admit(&node, &req, **access, true, Target::Stream(&key))?;
     let entry = live(&node, &key)?;
     let mut reason =
         body.and_then(|b| b.into_inner().reason).unwrap_or_else(|| "kicked by an admin".into());

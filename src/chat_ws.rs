@@ -3,15 +3,24 @@
 //!
 //! This is the only module that uses `actix-web-actors` (marked deprecated upstream, still
 //! working with actix-web 4). The session parses text frames into commands, relays the
-//! room's frames, and keeps the connection honest: frames over `chat.max_frame` close it
-//! before they are buffered, anything that is not a JSON command gets an `error` event, a
-//! ping goes out every 10 s and a peer silent for 30 s is dropped. Auth comes from the
-//! shared module: `?token=` (browsers cannot set headers on a WebSocket) or Bearer.
+//! room's frames, and keeps the connection honest: a frame whose header declares more than
+//! `chat.max_frame` closes it (1009) before its payload is buffered, and at most about two
+//! frames of input wait to be decoded ([`crate::ws_frames`]); anything that is not a JSON
+//! command gets an `error` event, a ping goes out every 10 s and a peer silent for 30 s is
+//! dropped. Auth comes from the shared module: `?token=` (browsers cannot set headers on a
+//! WebSocket) or Bearer.
+//!
+//! Nothing is started before the request is checked: it must be a WebSocket upgrade with
+//! a valid token (when one is needed) on a node that is not draining. A room that is not
+//! open yet is opened only for a live stream or as `chat.rooms_without_stream` allows, and
+//! counts against its opener's address (`chat.max_rooms_per_address`) until it closes.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use tokio::sync::mpsc;
@@ -20,10 +29,14 @@ use zenlive_actors::chat::{next_member_id, ChatRoom, Command, Join, Leave};
 use zenlive_actors::chat_core::MemberId;
 use zenlive_actors::chat_protocol::{ChatUser, ClientCommand, ServerEvent};
 use zenlive_actors::events::{ActorType, Gauge};
+use zenlive_actors::StreamKey;
+use zenlive_cluster::{ActorKey, ActorKind};
 
 use crate::auth::Action;
 use crate::http::{authorize, stream_key, ApiError};
 use crate::node::NodeContext;
+use crate::refusals::Limit;
+use crate::ws_frames::{FrameGate, GatedPayload};
 
 /// How often the session pings.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -33,6 +46,10 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// One member's connection. See the module docs.
 struct ChatSession {
     room: Addr<ChatRoom>,
+    /// Lets more input through as frames are handled.
+    gate: FrameGate,
+    peer: Option<IpAddr>,
+    node: web::Data<NodeContext>,
     room_name: String,
     member: MemberId,
     user: Option<ChatUser>,
@@ -105,8 +122,17 @@ impl StreamHandler<Arc<str>> for ChatSession {
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ChatSession {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
+        self.gate.frame_handled();
         let msg = match msg {
             Ok(msg) => msg,
+            Err(_) if self.gate.oversized().is_some() => {
+                let oversized = self.gate.oversized().map(|o| o.to_string()).unwrap_or_default();
+                let reason = format!("{oversized} (chat.max_frame)");
+                let detail = format_args!("chat {}: {reason}", self.room_name);
+                self.node.refusals.refuse(self.peer, Limit::ChatFrame, detail);
+                Self::close(ctx, ws::CloseCode::Size, &reason);
+                return;
+            }
             Err(error) => {
                 tracing::info!(room = %self.room_name, %error, "chat protocol error; closing");
                 let code = match error {
@@ -153,42 +179,51 @@ pub async fn join(
     }
     let (app, name) = path.into_inner();
     let key = stream_key(&app, &name)?;
+    if let Err(error) = ws::handshake(&req) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "websocket_required",
+            format!("chat is a WebSocket: {error}"),
+        )
+        .into());
+    }
     let identity = authorize(&node, &req, Action::Play, Some(&key), "chat")?;
     if identity.is_none() && !config.anonymous_read {
         let error = crate::auth::AuthError::Missing;
         node.metrics.auth_failure("chat", error.code());
         return Err(ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
             error.code(),
             "a token is required to join chat",
         )
         .into());
     }
-    let user = identity.map(|i| ChatUser {
-        id: i.user,
-        name: i.name.unwrap_or_default(),
-        roles: i.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-    });
     if node.is_draining() {
         return Err(ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
             "draining",
             "this node is draining; connect to another node",
         )
         .into());
     }
+    let peer = req.peer_addr().map(|p| p.ip());
     let room_name = key.to_string();
-    let Some(room) = node.chat.get_or_start_within(&room_name, &node.pool.next(), config.max_rooms)
-    else {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_rooms",
-            "this node hosts as many chat rooms as it may (chat.max_rooms)",
-        )
-        .into());
+    let room = match node.chat.get(&room_name) {
+        Some(room) => room,
+        None => open_room(&node, &key, peer, identity.is_some()).await?,
     };
+    let user = identity.map(|i| ChatUser {
+        id: i.user,
+        name: i.name.unwrap_or_default(),
+        roles: i.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+    });
+    let gate = FrameGate::default();
+    let gated = GatedPayload::new(payload, config.max_frame, &gate);
     let session = ChatSession {
         room,
+        gate,
+        peer,
+        node: node.clone(),
         room_name,
         member: next_member_id(),
         user,
@@ -197,5 +232,65 @@ pub async fn join(
         joined: false,
         _alive: node.counters.actor(ActorType::ChatMember),
     };
-    ws::WsResponseBuilder::new(session, &req, payload).frame_size(config.max_frame).start()
+    ws::WsResponseBuilder::new(session, &req, gated).frame_size(config.max_frame).start()
+}
+
+/// Opens the room of `key`, which is not open on this node: for a live stream, or as
+/// `chat.rooms_without_stream` allows; within `chat.max_rooms` and the opener's
+/// `chat.max_rooms_per_address`.
+async fn open_room(
+    node: &NodeContext,
+    key: &StreamKey,
+    peer: Option<IpAddr>,
+    signed_in: bool,
+) -> Result<Addr<ChatRoom>, ApiError> {
+    let config = &node.config.chat;
+    let allowed = match config.rooms_without_stream.as_str() {
+        "anyone" => true,
+        "signed_in" => signed_in,
+        _ => false,
+    };
+    if !allowed && !live_anywhere(node, key).await {
+        let reason = format!("the chat room of {key} opens when the stream goes live");
+        node.refusals.refuse(peer, Limit::ChatRoomNotLive, &reason);
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "room_not_open", reason));
+    }
+    let opener = match peer {
+        Some(ip) => Some(node.chat_openers.take(ip).ok_or_else(|| {
+            let reason = format!(
+                "this address has opened {} chat rooms that are still open \
+                 (chat.max_rooms_per_address)",
+                config.max_rooms_per_address
+            );
+            node.refusals.refuse(peer, Limit::ChatRoomsPerAddress, &reason);
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_rooms_from_address", reason)
+        })?),
+        None => None,
+    };
+    let arbiter = node.pool.next();
+    node.chat.get_or_start_within(&key.to_string(), &arbiter, config.max_rooms, opener).ok_or_else(
+        || {
+            let reason = "this node hosts as many chat rooms as it may (chat.max_rooms)";
+            node.refusals.refuse(peer, Limit::ChatRooms, reason);
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_rooms", reason)
+        },
+    )
+}
+
+/// Whether the stream `key` is live, or its chat room open, on any node of the cluster (on
+/// a single node: whether the stream is live here).
+async fn live_anywhere(node: &NodeContext, key: &StreamKey) -> bool {
+    if node.directory.get(key).is_some() {
+        return true;
+    }
+    if node.cluster.is_none() {
+        return false;
+    }
+    for kind in [ActorKind::Stream, ActorKind::ChatRoom] {
+        let actor = ActorKey::new(kind, key.to_string());
+        if matches!(node.registry.lookup(&actor).await, Ok(Some(_))) {
+            return true;
+        }
+    }
+    false
 }

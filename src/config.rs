@@ -86,6 +86,12 @@ pub struct RtmpConfig {
     pub idle_timeout: f64,
     /// Most simultaneous RTMP connections.
     pub max_connections: usize,
+    /// Most connections one client address may have open that are not admitted yet (still
+    /// handshaking, connecting, or not publishing or playing); 0 for no cap.
+    pub max_pending_per_address: usize,
+    /// Most bytes of partially received RTMP messages on the whole node; a publisher whose
+    /// next partial message would go over it is disconnected.
+    pub max_partial_bytes: u64,
     /// Seconds a viewer may stay behind the live edge before it is disconnected.
     pub max_viewer_lag: f64,
     /// Seconds of a publisher's data the kernel may gather before the node reads it
@@ -108,6 +114,8 @@ impl Default for RtmpConfig {
             handshake_timeout: 10.0,
             idle_timeout: 30.0,
             max_connections: 10_000,
+            max_pending_per_address: 64,
+            max_partial_bytes: 256 << 20,
             max_viewer_lag: 10.0,
             publish_read_delay: 0.05,
             play_write_delay: 0.1,
@@ -326,6 +334,13 @@ pub struct ChatConfig {
     pub presence_limit: usize,
     /// Most rooms clients may open on this node (rooms are named by clients).
     pub max_rooms: usize,
+    /// Most live rooms one client address may have opened (a room counts against the
+    /// address that started it until it closes); 0 for no cap.
+    pub max_rooms_per_address: usize,
+    /// Who may open the room of a stream that is not live: `signed_in` (a valid token),
+    /// `anyone`, or `none` (rooms exist only beside live streams; the application can still
+    /// open any room). Joining a room that is open is never affected.
+    pub rooms_without_stream: String,
 }
 
 impl Default for ChatConfig {
@@ -343,6 +358,8 @@ impl Default for ChatConfig {
             member_queue: 256,
             presence_limit: 100,
             max_rooms: 10_000,
+            max_rooms_per_address: 32,
+            rooms_without_stream: "signed_in".to_owned(),
         }
     }
 }
@@ -363,9 +380,9 @@ pub struct ClusterConfig {
     /// The host other nodes and clients reach this node at; empty means the cluster
     /// listener's IP (which must then not be a wildcard like 0.0.0.0).
     pub advertise_host: String,
-    /// A secret every node of the cluster shares: links between nodes prove it, and HLS
-    /// session URLs signed on one node are accepted by all. Empty leaves links
-    /// unauthenticated (tolerable only on a private network).
+    /// A secret every node of the cluster shares, at least 16 characters: links between
+    /// nodes prove it, and HLS session URLs signed on one node are accepted by all. Cluster
+    /// mode does not start without it.
     pub secret: String,
     /// Seconds an edge keeps relaying a stream nobody on it watches.
     pub relay_idle: f64,
@@ -431,6 +448,9 @@ impl Default for LogConfig {
     }
 }
 
+/// Shortest `cluster.secret` accepted.
+pub const MIN_CLUSTER_SECRET: usize = 16;
+
 /// A clear error naming `key` unless `value` lies in `range`.
 fn within<T: PartialOrd + std::fmt::Display>(
     key: &str,
@@ -478,7 +498,9 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every value against its range and the combinations that cannot work;
+    /// [`Config::load`] and [`NodeBuilder::start`](crate::NodeBuilder::start) call it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         within("hls.segment_duration", self.hls.segment_duration, 0.5..=60.0, "seconds")?;
         within("hls.window", self.hls.window, 2..=100, "segments")?;
         within("rtmp.publish_read_delay", self.rtmp.publish_read_delay, 0.0..=1.0, "seconds")?;
@@ -515,6 +537,20 @@ impl Config {
         }
         if self.cluster.enabled && self.node.id.contains(['|', ':', ' ']) {
             return Err(ConfigError::Invalid("node.id may not contain '|', ':' or spaces".into()));
+        }
+        if !matches!(self.chat.rooms_without_stream.as_str(), "signed_in" | "anyone" | "none") {
+            return Err(ConfigError::Invalid(format!(
+                "chat.rooms_without_stream must be \"signed_in\", \"anyone\" or \"none\" (got {:?})",
+                self.chat.rooms_without_stream
+            )));
+        }
+        if self.cluster.enabled && self.cluster.secret.len() < MIN_CLUSTER_SECRET {
+            return Err(ConfigError::Invalid(format!(
+                "cluster mode needs cluster.secret (ZENLIVE_CLUSTER_SECRET), at least \
+                 {MIN_CLUSTER_SECRET} characters and the same on every node: without it anyone \
+                 who reaches cluster.addr could pull every stream and post in every chat \
+                 room. Make one with `openssl rand -hex 32`"
+            )));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid("log.format must be \"text\" or \"json\"".into()));

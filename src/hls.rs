@@ -337,6 +337,7 @@ pub async fn playlist(
     let (app, stream) = path.into_inner();
     let key = stream_key(&app, &stream)?;
     let identity = authorize(&node, &req, Action::Play, Some(&key), "hls")?;
+    let token_expires = identity.as_ref().map(|i| i.expires);
     if node.hooks.decides_play() {
         let peer = req.peer_addr();
         let request =
@@ -346,12 +347,14 @@ pub async fn playlist(
         }
     }
     let text = current_playlist(&node, &key).await?;
-    let text = match request_token(&req).filter(|_| node.auth.required(Action::Play)) {
-        // Segment URLs carry a short-lived session for this viewer instead of the JWT.
-        Some(token) => {
+    let session = request_token(&req).zip(token_expires);
+    let text = match session.filter(|_| node.auth.required(Action::Play)) {
+        // Segment URLs carry a short-lived session for this viewer instead of the JWT,
+        // good until the JWT expires at the latest.
+        Some((token, expires)) => {
             let sessions = node.auth.sessions();
-            let session = sessions.issue(&key, &sessions.id_for(&token), unix_now());
-            with_session(&text, &session)
+            let id = sessions.id_for(&token);
+            with_session(&text, &sessions.issue(&key, &id, unix_now(), expires))
         }
         None => text,
     };
@@ -424,9 +427,13 @@ pub async fn segment(
         )
     })?;
     served(&node, &key, bytes.len(), HlsRequest::Segment, started);
+    // A segment behind auth must not be kept by a shared cache (a CDN that ignores the
+    // query string would hand it to anyone).
+    let cache =
+        if node.auth.required(Action::Play) { "private, max-age=60" } else { "public, max-age=60" };
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/mp2t")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
+        .insert_header((header::CACHE_CONTROL, cache))
         .body(SegmentBody { segment: bytes, next: 0 }))
 }
 

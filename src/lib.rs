@@ -13,8 +13,9 @@
 //! - [`hooks`], [`webhooks`]: the application's deciders and notifications; events as
 //!   signed HTTP POSTs.
 //! - [`metrics`]: Prometheus metrics, read from the shared statistics at scrape time.
+//! - [`refusals`]: clients refused for going over a limit, counted and logged (throttled).
 //! - `server`: binds the listeners; `grid`: ticks shared by connections (merged reads and
-//!   paced writes).
+//!   paced writes); `ws_frames`: WebSocket input held to its frame limit as it arrives.
 //!
 //! Below this crate: `zenlive-actors` (streams, viewers, supervision), `zenlive-media`
 //! (sans-IO parsers and muxers), `zenlive-cluster` (the registry). See `ARCHITECTURE.md`.
@@ -31,9 +32,11 @@ pub mod http;
 pub mod http_flv;
 pub mod metrics;
 pub mod node;
+pub mod refusals;
 pub mod rtmp;
 mod server;
 pub mod webhooks;
+mod ws_frames;
 
 pub use config::Config;
 pub use node::{Node, NodeBuilder, StreamHandle};

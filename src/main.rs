@@ -118,8 +118,8 @@ fn print_token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
         exp: now.saturating_add(args.ttl.as_secs()),
         nbf: None,
         iat: Some(now),
-        iss: (!config.auth.issuer.is_empty()).then(|| config.auth.issuer.clone()),
-        aud: (!config.auth.audience.is_empty()).then(|| config.auth.audience.clone()),
+        iss: (!config.auth.issuer.is_empty()).then(|| config.auth.issuer.as_str().into()),
+        aud: (!config.auth.audience.is_empty()).then(|| config.auth.audience.as_str().into()),
     };
     println!("{}", auth.mint(&claims).map_err(anyhow::Error::msg)?);
     Ok(())
@@ -141,8 +141,8 @@ async fn drain(config: &Config, args: DrainArgs) -> anyhow::Result<()> {
         exp: now + 60,
         nbf: None,
         iat: Some(now),
-        iss: (!config.auth.issuer.is_empty()).then(|| config.auth.issuer.clone()),
-        aud: (!config.auth.audience.is_empty()).then(|| config.auth.audience.clone()),
+        iss: (!config.auth.issuer.is_empty()).then(|| config.auth.issuer.as_str().into()),
+        aud: (!config.auth.audience.is_empty()).then(|| config.auth.audience.as_str().into()),
     };
     let token = auth.mint(&claims).map_err(anyhow::Error::msg)?;
     let action = if args.resume { "resume" } else { "drain" };

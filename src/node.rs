@@ -38,15 +38,18 @@ use zenlive_cluster::{
 use crate::auth::{Auth, AuthSetupError};
 use crate::cluster::instrumented::Instrumented;
 use crate::cluster::Cluster;
-use crate::config::{secs, Config};
+use crate::config::{secs, Config, ConfigError};
 use crate::hls::HlsManager;
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
+use crate::refusals::Refusals;
+use crate::rtmp::budget::PartialBudget;
 use crate::webhooks::{on_publish_callback, Webhooks};
 use zenlive_actors::chat::{
     ChatDecision, ChatHooks, ChatMessageRequest, ChatRoom, ChatRooms, DeliveredMessage, Placement,
 };
 use zenlive_actors::chat_core::ChatLimits;
+use zenlive_actors::quota::PerAddress;
 
 /// Everything the protocol front-ends share. One per node.
 pub struct NodeContext {
@@ -83,6 +86,14 @@ pub struct NodeContext {
     /// True while the node drains: no new publishers or chat connections, `/readyz` 503,
     /// chat rooms handed off; live streams continue until they end.
     pub draining: Arc<AtomicBool>,
+    /// Clients refused for going over a limit: counted, and logged once a minute per client.
+    pub refusals: Refusals,
+    /// RTMP connections not admitted yet, per client address (`rtmp.max_pending_per_address`).
+    pub rtmp_pending: PerAddress,
+    /// Bytes of partially received RTMP messages on the node (`rtmp.max_partial_bytes`).
+    pub rtmp_partial: PartialBudget,
+    /// Chat rooms opened, per client address (`chat.max_rooms_per_address`).
+    pub chat_openers: PerAddress,
 }
 
 impl NodeContext {
@@ -122,6 +133,9 @@ pub enum StartError {
     /// The auth configuration is unusable.
     #[error("auth: {0}")]
     Auth(#[from] AuthSetupError),
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
 }
 
 /// Builds a node: configuration plus application hooks. See the module docs.
@@ -210,9 +224,11 @@ impl NodeBuilder {
     /// example under `#[actix_web::main]`).
     pub async fn start(self) -> Result<Node, StartError> {
         let config = self.config;
+        config.validate()?;
         let config_chat = config.chat.clone();
+        let config_rtmp = config.rtmp.clone();
         let mut auth = Auth::new(&config.auth)?;
-        if config.cluster.enabled && !config.cluster.secret.is_empty() {
+        if config.cluster.enabled {
             auth.share_sessions(config.auth.session_ttl, &config.cluster.secret);
         }
         let auth = Arc::new(auth);
@@ -265,6 +281,8 @@ impl NodeBuilder {
         if let Some(timings) = timings {
             metrics.register(Box::new(timings));
         }
+        let refusals = Refusals::new();
+        metrics.register(refusals.collector());
         for collector in cluster.iter().flat_map(|c| c.collectors()) {
             metrics.register(collector);
         }
@@ -336,6 +354,10 @@ impl NodeBuilder {
             chat,
             cluster,
             draining,
+            refusals,
+            rtmp_pending: PerAddress::new(config_rtmp.max_pending_per_address),
+            rtmp_partial: PartialBudget::new(config_rtmp.max_partial_bytes),
+            chat_openers: PerAddress::new(config_chat.max_rooms_per_address),
         });
         let mut node = crate::server::start(context).await?;
         // Now that the listeners are bound, the node can say where it is.

@@ -28,6 +28,7 @@ use crate::chat_core::{ChatCore, ChatError, ChatLimits, Effects, MemberId};
 use crate::chat_protocol::{ChatMessage, ChatUser, ClientCommand, ServerEvent};
 use crate::chat_remote::{Delivery, RemoteRoomError, RoomRequest, RoomTransport};
 use crate::events::{ActorType, Gauge, NodeCounters};
+use crate::quota::Slot;
 use crate::supervisor::LEASE_RENEW_INTERVAL;
 use zenlive_cluster::{
     ActorKey, ActorKind, Lease, NodeId, Owner, Registry, RegistryError, ACTOR_LEASE_TTL,
@@ -201,6 +202,9 @@ pub struct ChatRoom {
     role: Role,
     remote: RemoteMembers,
     _alive: Gauge,
+    /// The opening client's place under its per-address cap, given back when the room
+    /// stops; `None` for rooms the application or another node opened.
+    _opener: Option<Slot>,
 }
 
 /// Where rooms are registered: the node's registry and id, and (in a cluster) how rooms
@@ -832,18 +836,20 @@ impl ChatRooms {
 
     /// The room `name`, started on `arbiter` if it is not live (application code: no cap).
     pub fn get_or_start(&self, name: &str, arbiter: &ArbiterHandle) -> Addr<ChatRoom> {
-        self.get_or_start_within(name, arbiter, usize::MAX)
+        self.get_or_start_within(name, arbiter, usize::MAX, None)
             .expect("no cap on the number of rooms, so a room is always started")
     }
 
     /// The room `name`, started on `arbiter` if it is not live and fewer than `max_rooms`
     /// rooms are; `None` when that cap is reached (rooms are named by clients, so the map
-    /// must not grow without bound).
+    /// must not grow without bound). A room started here holds `opener` (the opening
+    /// client's place under a per-address cap) until it stops; an existing room drops it.
     pub fn get_or_start_within(
         &self,
         name: &str,
         arbiter: &ArbiterHandle,
         max_rooms: usize,
+        opener: Option<Slot>,
     ) -> Option<Addr<ChatRoom>> {
         let mut rooms = self.rooms.lock();
         if let Some((_, addr)) = rooms.get(name).filter(|(_, a)| a.connected()) {
@@ -867,6 +873,7 @@ impl ChatRooms {
             role: Role::Claiming,
             remote: RemoteMembers::default(),
             _alive: self.counters.actor(ActorType::ChatRoom),
+            _opener: opener,
         };
         let addr = ChatRoom::start_in_arbiter(arbiter, |_| room);
         rooms.insert(name.to_owned(), (generation, addr.clone()));

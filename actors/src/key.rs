@@ -29,8 +29,20 @@ pub struct InvalidStreamKey {
     pub reason: &'static str,
 }
 
+/// Whether `text` holds what looks like a JWT (its base64url header starts `eyJ`, which is
+/// `{"`): such a name must never reach a log or an error.
+fn holds_token(text: &str) -> bool {
+    text.contains("eyJ")
+}
+
 fn check_part(part: &str, whole: &str) -> Result<(), InvalidStreamKey> {
     let fail = |reason| {
+        if holds_token(whole) {
+            return Err(InvalidStreamKey {
+                given: format!("<{} bytes holding a token>", whole.len()),
+                reason: "a token goes after `?token=` in the stream key (name?token=...), never in the name itself",
+            });
+        }
         let given: String = whole.chars().take(80).collect();
         Err(InvalidStreamKey { given, reason })
     };
@@ -110,6 +122,14 @@ mod tests {
         assert_eq!(key.app(), "live");
         assert_eq!(key.name(), "test-1_a.b");
         assert_eq!(key.to_string(), "live/test-1_a.b");
+    }
+
+    #[test]
+    fn a_token_pasted_into_the_name_is_never_echoed() {
+        let token = format!("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.{}", "s".repeat(120));
+        let error = StreamKey::new("live", &token).expect_err("too long to be a name");
+        assert!(!error.to_string().contains("eyJ"), "{error}");
+        assert!(error.to_string().contains("?token="), "{error}");
     }
 
     #[test]

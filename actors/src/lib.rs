@@ -34,6 +34,7 @@ pub mod events;
 pub mod key;
 pub mod pool;
 pub mod publisher;
+pub mod quota;
 pub mod stats;
 pub mod stream;
 pub mod stream_core;

@@ -119,10 +119,33 @@ pub struct Claims {
     pub iat: Option<u64>,
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
+    pub iss: Option<OneOrMany>,
     /// Audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<OneOrMany>,
+}
+
+/// A claim that RFC 7519 lets be one string or an array of strings (`aud`; `iss` as some
+/// issuers write it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl From<String> for OneOrMany {
+    fn from(value: String) -> Self {
+        Self::One(value)
+    }
+}
+
+impl From<&str> for OneOrMany {
+    fn from(value: &str) -> Self {
+        Self::One(value.to_owned())
+    }
 }
 
 /// Who a verified token says the bearer is.
@@ -136,6 +159,20 @@ pub struct Identity {
     pub roles: Vec<Role>,
     /// Seconds since the Unix epoch when the token expires.
     pub expires: u64,
+    /// The token's stream scope (`live/a`, `live/*`); `None` for every stream.
+    pub scope: Option<String>,
+}
+
+impl Identity {
+    /// Whether the token covers `stream`.
+    pub fn covers(&self, stream: &StreamKey) -> bool {
+        self.scope.as_deref().is_none_or(|pattern| Scope::parse(pattern).covers(stream))
+    }
+
+    /// Whether the token covers every stream (no scope, or `*`).
+    pub fn unscoped(&self) -> bool {
+        self.scope.as_deref().is_none_or(|pattern| pattern == "*")
+    }
 }
 
 /// Why a request was refused. `code` is stable for programs; `Display` is for people and
@@ -163,6 +200,9 @@ pub enum AuthError {
     /// The stream is outside the token's scope.
     #[error("the token does not cover stream {0}")]
     Stream(String),
+    /// A node-wide action with a token scoped to some streams.
+    #[error("the token is scoped to {0}; node-wide actions need a token without a stream claim")]
+    Scoped(String),
     /// The admin API needs auth configured.
     #[error("auth is not configured on this node")]
     NotConfigured,
@@ -185,6 +225,7 @@ impl AuthError {
             Self::NotYetValid => "token_not_yet_valid",
             Self::Role(_) => "forbidden_role",
             Self::Stream(_) => "forbidden_stream",
+            Self::Scoped(_) => "forbidden_scope",
             Self::NotConfigured => "auth_not_configured",
             Self::Session => "session_invalid",
             Self::SessionExpired => "session_expired",
@@ -192,7 +233,7 @@ impl AuthError {
     }
 
     /// Every code, for metrics that start at zero.
-    pub const CODES: [&'static str; 10] = [
+    pub const CODES: [&'static str; 11] = [
         "token_missing",
         "token_too_large",
         "token_invalid",
@@ -200,6 +241,7 @@ impl AuthError {
         "token_not_yet_valid",
         "forbidden_role",
         "forbidden_stream",
+        "forbidden_scope",
         "auth_not_configured",
         "session_invalid",
         "session_expired",
@@ -208,7 +250,7 @@ impl AuthError {
     /// True when the bearer is known but not allowed (HTTP 403), false when the bearer is
     /// not authenticated (HTTP 401).
     pub fn is_forbidden(&self) -> bool {
-        matches!(self, Self::Role(_) | Self::Stream(_) | Self::NotConfigured)
+        matches!(self, Self::Role(_) | Self::Stream(_) | Self::Scoped(_) | Self::NotConfigured)
     }
 }
 
@@ -376,13 +418,36 @@ impl Auth {
     }
 
     /// Verifies `token` (if any) and decides whether its bearer may do `action` on
-    /// `stream` (`None` for actions on no stream). Answers the identity when a token was
-    /// given and valid, `None` when none was needed and none came.
+    /// `stream`, or on the whole node when `stream` is `None` (which a token scoped to some
+    /// streams may not). Answers the identity when a token was given and valid, `None` when
+    /// none was needed and none came.
     pub fn check(
         &self,
         token: Option<&str>,
         action: Action,
         stream: Option<&StreamKey>,
+    ) -> Result<Option<Identity>, AuthError> {
+        let identity = self.check_role(token, action)?;
+        if let Some(identity) = &identity {
+            match stream {
+                Some(stream) if !identity.covers(stream) => {
+                    return Err(AuthError::Stream(stream.to_string()))
+                }
+                None if !identity.unscoped() => {
+                    return Err(AuthError::Scoped(identity.scope.clone().unwrap_or_default()))
+                }
+                _ => {}
+            }
+        }
+        Ok(identity)
+    }
+
+    /// Like [`Auth::check`], but leaves the token's scope to the caller (for listings that
+    /// show only what the token covers, with [`Identity::covers`]).
+    pub fn check_role(
+        &self,
+        token: Option<&str>,
+        action: Action,
     ) -> Result<Option<Identity>, AuthError> {
         let token = token.filter(|t| !t.is_empty());
         let Some(token) = token else {
@@ -404,16 +469,12 @@ impl Auth {
         if !claims.roles.iter().any(|r| action.roles().contains(r)) {
             return Err(AuthError::Role(action.as_str()));
         }
-        if let (Some(stream), Some(pattern)) = (stream, claims.stream.as_deref()) {
-            if !Scope::parse(pattern).covers(stream) {
-                return Err(AuthError::Stream(stream.to_string()));
-            }
-        }
         Ok(Some(Identity {
             user: claims.sub,
             name: claims.name,
             roles: claims.roles,
             expires: claims.exp,
+            scope: claims.stream,
         }))
     }
 

@@ -1,5 +1,6 @@
 //! HLS session tokens: when play needs a token, the playlist (fetched with the viewer's
-//! JWT) lists segment URLs carrying `?s=<session>` instead of the JWT. A session is
+//! JWT) lists segment URLs carrying `?s=<session>` instead of the JWT. A session never
+//! outlives the JWT it was issued for. A session is
 //! `<expiry>.<id>.<mac>`: an HMAC-SHA256 over the stream, the expiry and a session id, with
 //! a key random to this node (in a cluster with `cluster.secret`, a key derived from the
 //! secret, so a session issued by one node is good on all). It is short-lived (players fetch the playlist again every
@@ -62,9 +63,10 @@ impl Sessions {
         URL_SAFE_NO_PAD.encode(digest.get(..9).unwrap_or_default())
     }
 
-    /// A session for `id` on `stream`, valid from `now` for the TTL.
-    pub fn issue(&self, stream: &StreamKey, id: &str, now: u64) -> String {
-        let expires = now.saturating_add(self.ttl);
+    /// A session for `id` on `stream`, valid from `now` for the TTL but not past
+    /// `not_after` (the expiry of the token it was issued for).
+    pub fn issue(&self, stream: &StreamKey, id: &str, now: u64, not_after: u64) -> String {
+        let expires = now.saturating_add(self.ttl).min(not_after);
         let mac = self.mac(stream, expires, id).finalize().into_bytes();
         format!("{expires}.{id}.{}", URL_SAFE_NO_PAD.encode(mac))
     }
@@ -105,14 +107,14 @@ mod tests {
         let sessions = Sessions::new(60);
         let id = sessions.id_for("token-of-alice");
         assert_eq!(id, sessions.id_for("token-of-alice"), "stable per viewer");
-        let s = sessions.issue(&key("live/a"), &id, 1000);
+        let s = sessions.issue(&key("live/a"), &id, 1000, u64::MAX);
         assert_eq!(sessions.verify(&s, &key("live/a"), 1059), Ok(id.clone()));
         assert_eq!(sessions.verify(&s, &key("live/a"), 1061), Err(AuthError::SessionExpired));
         assert_eq!(sessions.verify(&s, &key("live/b"), 1000), Err(AuthError::Session));
         let forged = s.replacen("1060", "9999", 1);
         assert_eq!(sessions.verify(&forged, &key("live/a"), 1000), Err(AuthError::Session));
         let shared = (Sessions::shared(60, "s3cret"), Sessions::shared(60, "s3cret"));
-        let session = shared.0.issue(&key("live/a"), "viewer", 1000);
+        let session = shared.0.issue(&key("live/a"), "viewer", 1000, u64::MAX);
         assert_eq!(
             shared.1.verify(&session, &key("live/a"), 1001),
             Ok("viewer".to_owned()),
@@ -121,6 +123,14 @@ mod tests {
         assert!(Sessions::shared(60, "other").verify(&session, &key("live/a"), 1001).is_err());
         let other_node = Sessions::new(60);
         assert_eq!(other_node.verify(&s, &key("live/a"), 1000), Err(AuthError::Session));
+    }
+
+    #[test]
+    fn a_session_ends_with_the_token_it_was_issued_for() {
+        let sessions = Sessions::new(300);
+        let s = sessions.issue(&key("live/a"), "viewer", 1000, 1010);
+        assert!(sessions.verify(&s, &key("live/a"), 1010).is_ok());
+        assert_eq!(sessions.verify(&s, &key("live/a"), 1011), Err(AuthError::SessionExpired));
     }
 
     proptest! {

@@ -178,11 +178,35 @@ fn issuer_and_audience_are_checked_when_configured() {
     .expect("valid config");
     let mut c = claims(&[Role::Viewer], None);
     assert_eq!(code(auth.check(Some(&sign(&c)), Action::Play, None)), "token_invalid");
-    c.iss = Some("https://id.example".to_owned());
-    c.aud = Some("zenlive".to_owned());
+    c.iss = Some("https://id.example".into());
+    c.aud = Some("zenlive".into());
     assert_eq!(code(auth.check(Some(&sign(&c)), Action::Play, None)), "ok");
-    c.aud = Some("someone-else".to_owned());
+    c.aud = Some("someone-else".into());
     assert_eq!(code(auth.check(Some(&sign(&c)), Action::Play, None)), "token_invalid");
+    // RFC 7519 allows arrays.
+    c.aud = Some(OneOrMany::Many(vec!["other".into(), "zenlive".into()]));
+    c.iss = Some(OneOrMany::Many(vec!["https://id.example".into()]));
+    assert_eq!(code(auth.check(Some(&sign(&c)), Action::Play, None)), "ok");
+    c.aud = Some(OneOrMany::Many(vec!["other".into()]));
+    assert_eq!(code(auth.check(Some(&sign(&c)), Action::Play, None)), "token_invalid");
+}
+
+#[test]
+fn a_scoped_token_covers_its_streams_and_nothing_node_wide() {
+    let auth = Auth::new(&AuthConfig { jwt_secret: SECRET.to_owned(), ..AuthConfig::default() })
+        .expect("valid config");
+    let scoped = sign(&claims(&[Role::Admin], Some("live/a")));
+    let a = StreamKey::parse("live/a").expect("valid key");
+    let b = StreamKey::parse("live/b").expect("valid key");
+    assert_eq!(code(auth.check(Some(&scoped), Action::Admin, Some(&a))), "ok");
+    assert_eq!(code(auth.check(Some(&scoped), Action::Admin, Some(&b))), "forbidden_stream");
+    assert_eq!(code(auth.check(Some(&scoped), Action::Admin, None)), "forbidden_scope");
+    let everything = sign(&claims(&[Role::Admin], Some("*")));
+    assert_eq!(code(auth.check(Some(&everything), Action::Admin, None)), "ok");
+    let unscoped = sign(&claims(&[Role::Admin], None));
+    assert_eq!(code(auth.check(Some(&unscoped), Action::Admin, None)), "ok");
+    let identity = auth.check_role(Some(&scoped), Action::Admin).expect("an admin").expect("id");
+    assert!(identity.covers(&a) && !identity.covers(&b));
 }
 
 #[test]

@@ -142,7 +142,7 @@ pub fn serve(
                         return Err(RemoteError::NotOwner);
                     }
                     let addr = rooms
-                        .get_or_start_within(&room, &pool.next(), max_rooms)
+                        .get_or_start_within(&room, &pool.next(), max_rooms, None)
                         .ok_or(RemoteError::NotOwner)?;
                     // Answered once the room's claim resolved.
                     addr.send(Members).await.map(|_| Ok(()))

@@ -5,6 +5,7 @@
 //! The protocol is in [`super::wire`].
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 use zenlive_actors::events::ConnectionKind;
+use zenlive_actors::quota::{PerAddress, Slot};
 use zenlive_actors::{Protocol, StreamKey, ViewerSession};
 use zenlive_cluster::{ActorKey, ActorKind, NodeId};
 use zenlive_media::flv::flv_file_header;
@@ -27,6 +29,7 @@ use super::Cluster;
 use crate::config::secs;
 use crate::http_flv::FlvSink;
 use crate::node::NodeContext;
+use crate::refusals::Limit;
 
 /// How long a handshake or a connection attempt may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,6 +41,18 @@ const RELAY_QUEUE_FRAMES: usize = 512;
 const CALL_QUEUE: usize = 1024;
 /// Calls sent to one peer and not answered yet; beyond it new calls fail at once.
 const MAX_IN_FLIGHT: usize = 4096;
+/// Largest message during the handshake (a challenge or a hello is under 300 bytes): a
+/// stranger cannot make the node buffer megabytes before proving the secret.
+const MAX_HANDSHAKE_BYTES: usize = 1024;
+/// How long an accepted call link may carry nothing before it is closed.
+pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a call link this node opened may stay unused before it closes it (well within
+/// the other side's [`LINK_IDLE_TIMEOUT`]); the next call opens a new one.
+const CALL_LINK_IDLE: Duration = Duration::from_secs(30);
+/// How long one write to an edge may take before the relay is dropped.
+const RELAY_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most links from one address still in their handshake.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 
 /// A framed link.
 pub type Link = Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>;
@@ -122,6 +137,7 @@ pub async fn connect(cluster: &Cluster, addr: &str) -> Result<Link, LinkError> {
 /// The acceptor's side of the handshake; answers the connector's node id.
 async fn accept(cluster: &Cluster, link: &mut Link) -> Result<String, LinkError> {
     let codec = cluster.codec.as_ref();
+    link.codec_mut().set_max_frame_length(MAX_HANDSHAKE_BYTES);
     let nonce: [u8; 16] = rand::random();
     send(link, codec, &Message::Challenge { version: VERSION, nonce }).await?;
     let (node, proof) = match recv_within(link, codec).await? {
@@ -135,6 +151,7 @@ async fn accept(cluster: &Cluster, link: &mut Link) -> Result<String, LinkError>
         return Err(refuse(link, codec, "bad_proof", "cluster.secret differs".into()).await);
     }
     send(link, codec, &Message::Welcome { node: cluster.node.as_str().to_owned() }).await?;
+    link.codec_mut().set_max_frame_length(wire::MAX_MESSAGE_BYTES);
     Ok(node)
 }
 
@@ -142,9 +159,12 @@ async fn accept(cluster: &Cluster, link: &mut Link) -> Result<String, LinkError>
 /// connections are closed at once.
 const MAX_LINKS: usize = 4096;
 
-/// Accepts links from other nodes until the task is dropped.
+/// Accepts links from other nodes until the task is dropped. Links beyond [`MAX_LINKS`],
+/// or beyond [`MAX_HANDSHAKES_PER_ADDRESS`] handshaking from one address, are closed at
+/// once; failed handshakes are counted and logged once a minute per address.
 pub async fn listen(listener: TcpListener, node: Arc<NodeContext>) {
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handshaking = PerAddress::new(MAX_HANDSHAKES_PER_ADDRESS);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -155,16 +175,24 @@ pub async fn listen(listener: TcpListener, node: Arc<NodeContext>) {
             }
         };
         if open.load(Ordering::Relaxed) >= MAX_LINKS {
-            tracing::warn!(%peer, "cluster link refused: too many links");
+            let detail = format!("{MAX_LINKS} cluster links are open");
+            node.refusals.refuse(Some(peer.ip()), Limit::ClusterLinks, detail);
             continue;
         }
+        let Some(slot) = handshaking.take(peer.ip()) else {
+            let detail = format!(
+                "{MAX_HANDSHAKES_PER_ADDRESS} cluster handshakes from this address are under way"
+            );
+            node.refusals.refuse(Some(peer.ip()), Limit::ClusterHandshake, detail);
+            continue;
+        };
         let Ok(std_stream) = stream.into_std() else { continue };
         let (node, open) = (Arc::clone(&node), Arc::clone(&open));
         open.fetch_add(1, Ordering::Relaxed);
         node.pool.next().spawn(async move {
             if let Ok(stream) = TcpStream::from_std(std_stream) {
                 let _gauge = node.counters.connection(ConnectionKind::Cluster);
-                if let Err(error) = serve(stream, &node).await {
+                if let Err(error) = serve(stream, peer, &node, slot).await {
                     tracing::warn!(%peer, %error, "cluster link ended");
                 }
             }
@@ -173,13 +201,31 @@ pub async fn listen(listener: TcpListener, node: Arc<NodeContext>) {
     }
 }
 
-async fn serve(stream: TcpStream, node: &Arc<NodeContext>) -> Result<(), LinkError> {
+async fn serve(
+    stream: TcpStream,
+    addr: SocketAddr,
+    node: &Arc<NodeContext>,
+    handshaking: Slot,
+) -> Result<(), LinkError> {
     let Some(cluster) = node.cluster.as_ref() else { return Ok(()) };
     stream.set_nodelay(true)?;
     let mut link = Framed::new(stream, wire::framing());
-    let peer = accept(cluster, &mut link).await?;
+    let peer = match accept(cluster, &mut link).await {
+        Ok(peer) => peer,
+        Err(error) => {
+            let detail = format!("cluster handshake failed: {error}");
+            node.refusals.refuse(Some(addr.ip()), Limit::ClusterHandshake, detail);
+            return Ok(());
+        }
+    };
+    drop(handshaking);
     let codec = Arc::clone(&cluster.codec);
-    let Some(first) = recv(&mut link, codec.as_ref()).await? else { return Ok(()) };
+    let first = match tokio::time::timeout(LINK_IDLE_TIMEOUT, recv(&mut link, codec.as_ref())).await
+    {
+        Ok(first) => first?,
+        Err(_) => return Err(LinkError::Protocol("no request after the handshake".into())),
+    };
+    let Some(first) = first else { return Ok(()) };
     match first {
         Message::Pull { stream } => serve_pull(node, cluster, link, &peer, &stream).await,
         Message::Call(call) => serve_calls(cluster, link, call).await,
@@ -229,12 +275,20 @@ async fn serve_pull(
     session.start();
     tracing::info!(stream = %key, edge = %peer, "relaying to an edge");
     let mut socket = link.into_inner();
-    socket.write_all(&flv_file_header(true, true)).await?;
+    write_to_edge(&mut socket, &flv_file_header(true, true)).await?;
     while let Some(tag) = rx.recv().await {
-        socket.write_all(&tag).await?;
+        write_to_edge(&mut socket, &tag).await?;
     }
     tracing::info!(stream = %key, edge = %peer, "relay to the edge ended");
     Ok(())
+}
+
+/// Writes `bytes` to an edge, which must read them within [`RELAY_WRITE_TIMEOUT`].
+async fn write_to_edge(socket: &mut TcpStream, bytes: &[u8]) -> Result<(), LinkError> {
+    match tokio::time::timeout(RELAY_WRITE_TIMEOUT, socket.write_all(bytes)).await {
+        Ok(written) => Ok(written?),
+        Err(_) => Err(LinkError::Protocol("the edge stopped reading".into())),
+    }
 }
 
 /// Handles calls in arrival order and answers each.
@@ -244,13 +298,21 @@ async fn serve_calls(cluster: &Cluster, mut link: Link, first: Call) -> Result<(
     loop {
         let call = match next.take() {
             Some(call) => call,
-            None => match recv(&mut link, codec.as_ref()).await? {
-                Some(Message::Call(call)) => call,
-                Some(other) => {
-                    let reason = format!("unexpected {other:?}");
-                    return Err(refuse(&mut link, codec.as_ref(), "protocol", reason).await);
+            None => match tokio::time::timeout(LINK_IDLE_TIMEOUT, recv(&mut link, codec.as_ref()))
+                .await
+            {
+                Err(_) => {
+                    tracing::debug!("idle cluster call link closed");
+                    return Ok(());
                 }
-                None => return Ok(()),
+                Ok(received) => match received? {
+                    Some(Message::Call(call)) => call,
+                    Some(other) => {
+                        let reason = format!("unexpected {other:?}");
+                        return Err(refuse(&mut link, codec.as_ref(), "protocol", reason).await);
+                    }
+                    None => return Ok(()),
+                },
             },
         };
         cluster.counters.remote_in.inc();
@@ -292,28 +354,30 @@ impl Peers {
         call.correlation = self.correlation.fetch_add(1, Ordering::Relaxed);
         call.seq = call.correlation;
         let (reply, answer) = oneshot::channel();
-        let sender = {
-            let mut links = self.links.lock();
-            let link = links.entry(peer.clone()).or_insert_with(|| {
-                let (calls, queue) = mpsc::channel(CALL_QUEUE);
-                actix_rt::spawn(run_peer_link(Arc::clone(cluster), addr.to_owned(), queue));
-                PeerLink { calls }
-            });
-            link.calls.clone()
+        let mut queued = (call, reply);
+        // A link that closed because it was idle refuses the call: it is sent once more, on
+        // a new link.
+        let mut tries = 0;
+        let sender = loop {
+            let sender = self.link_to(cluster, peer, addr);
+            match sender.send(queued).await {
+                Ok(()) => break sender,
+                Err(mpsc::error::SendError(back)) => {
+                    self.forget(peer, &sender);
+                    tries += 1;
+                    if tries == 2 {
+                        return Err(RemoteError::Link("link closed".into()));
+                    }
+                    queued = back;
+                }
+            }
         };
-        if sender.send((call, reply)).await.is_err() {
-            self.links.lock().remove(peer);
-            return Err(RemoteError::Link("link closed".into()));
-        }
         cluster.counters.remote_out.inc();
         match tokio::time::timeout(CALL_TIMEOUT, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => {
                 // The link task ended: forget it so the next call reconnects.
-                let mut links = self.links.lock();
-                if links.get(peer).is_some_and(|l| l.calls.same_channel(&sender)) {
-                    links.remove(peer);
-                }
+                self.forget(peer, &sender);
                 Err(RemoteError::Link("link closed".into()))
             }
             Err(_) => Err(RemoteError::Timeout),
@@ -321,7 +385,30 @@ impl Peers {
     }
 }
 
-/// Owns one call link: connects, writes queued calls in order, routes replies back.
+impl Peers {
+    /// The queue of the link to `peer`, opened if there is none.
+    fn link_to(&self, cluster: &Arc<Cluster>, peer: &NodeId, addr: &str) -> mpsc::Sender<Queued> {
+        let mut links = self.links.lock();
+        let link = links.entry(peer.clone()).or_insert_with(|| {
+            let (calls, queue) = mpsc::channel(CALL_QUEUE);
+            actix_rt::spawn(run_peer_link(Arc::clone(cluster), addr.to_owned(), queue));
+            PeerLink { calls }
+        });
+        link.calls.clone()
+    }
+
+    /// Forgets the link to `peer` if `sender` is still its queue.
+    fn forget(&self, peer: &NodeId, sender: &mpsc::Sender<Queued>) {
+        let mut links = self.links.lock();
+        if links.get(peer).is_some_and(|l| l.calls.same_channel(sender)) {
+            links.remove(peer);
+        }
+    }
+}
+
+/// Owns one call link: connects, writes queued calls in order, routes replies back. A link
+/// that carried no call for [`CALL_LINK_IDLE`] closes its queue, writes what was queued
+/// meanwhile, waits for the answers (each bounded by [`CALL_TIMEOUT`]) and ends.
 async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Receiver<Queued>) {
     let link = match connect(&cluster, &addr).await {
         Ok(link) => link,
@@ -334,6 +421,8 @@ async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Rec
     let pending: Pending = Arc::default();
     let codec = Arc::clone(&cluster.codec);
     let reader_pending = Arc::clone(&pending);
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let reader_answered = Arc::clone(&answered);
     let reader_codec = Arc::clone(&codec);
     let reader = async move {
         while let Some(Ok(bytes)) = stream.next().await {
@@ -342,6 +431,7 @@ async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Rec
                     if let Some(waiter) = reader_pending.lock().remove(&correlation) {
                         let _ = waiter.send(result);
                     }
+                    reader_answered.notify_one();
                 }
                 Ok(other) => {
                     tracing::warn!(?other, "unexpected message on a call link");
@@ -355,7 +445,19 @@ async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Rec
         }
     };
     let writer = async {
-        while let Some((call, reply)) = queue.recv().await {
+        loop {
+            let (call, reply) = match tokio::time::timeout(CALL_LINK_IDLE, queue.recv()).await {
+                Ok(Some(queued)) => queued,
+                Ok(None) => break,
+                Err(_) => {
+                    if pending.lock().is_empty() {
+                        // New calls go to a new link; those already queued are still
+                        // written (`recv` hands them out, then ends).
+                        queue.close();
+                    }
+                    continue;
+                }
+            };
             let correlation = call.correlation;
             let Ok(bytes) = codec.encode(&Message::Call(call)) else {
                 let _ = reply.send(Err(RemoteError::BadRequest("unencodable".into())));
@@ -374,6 +476,13 @@ async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Rec
                 pending.insert(correlation, reply);
             }
             if sink.send(Bytes::from(bytes)).await.is_err() {
+                return;
+            }
+        }
+        // Closed for idleness: the answers still owed arrive before the link ends.
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        while !pending.lock().is_empty() {
+            if tokio::time::timeout_at(deadline, answered.notified()).await.is_err() {
                 break;
             }
         }

@@ -103,9 +103,6 @@ pub fn without_password(url: &str) -> String {
 impl Cluster {
     /// Joins the cluster through `registry` as `node`.
     pub fn new(node: NodeId, registry: Arc<dyn Registry>, config: &ClusterConfig) -> Self {
-        if config.secret.is_empty() {
-            tracing::warn!("cluster.secret is empty: links between nodes are not authenticated");
-        }
         let counter = |name: &str, help: &str| {
             IntCounter::with_opts(Opts::new(name, help)).expect("valid metric")
         };

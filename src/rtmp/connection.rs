@@ -32,6 +32,7 @@ use zenlive_actors::events::{ConnectionKind, RejectReason};
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, ViewerSession};
 
+use super::budget::Share;
 use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
 use super::metadata::encode_on_metadata;
 use super::read_merge::{set_recv_lowat, ReadMerge};
@@ -42,6 +43,8 @@ use crate::config::secs;
 use crate::grid;
 use crate::hooks::{Decision, PlayRequest, PublishRequest};
 use crate::node::NodeContext;
+use crate::refusals::Limit;
+use zenlive_actors::quota::Slot;
 
 /// Frames queued for one player before it counts as behind (about a second of media).
 const PLAYER_QUEUE_FRAMES: usize = 96;
@@ -112,7 +115,8 @@ enum Closed {
     WriteTimeout,
     #[error("{0}")]
     Refused(String),
-    #[error("kicked: {0}")]
+    /// The stream closed the publisher; the reason says why (`kicked: …`, shutdown).
+    #[error("{0}")]
     Kicked(String),
     #[error("stream ended")]
     StreamEnded,
@@ -125,7 +129,9 @@ impl From<Violation> for Closed {
             Violation::UnknownMessageType(_) => RejectReason::UnknownMessageType,
             Violation::MessageTooLarge { .. } => RejectReason::MessageTooLarge,
             Violation::NoPreviousHeader(_) => RejectReason::Malformed,
-            Violation::TooManyStreams | Violation::TooMuchBuffered => RejectReason::TooMuchBuffered,
+            Violation::TooManyStreams | Violation::TooMuchBuffered(_) => {
+                RejectReason::TooMuchBuffered
+            }
         };
         Self::BadInput(reason, violation.to_string())
     }
@@ -138,18 +144,28 @@ enum Role {
 }
 
 /// Serves one accepted connection to its end.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, node: Arc<NodeContext>) {
+/// `pending` is the connection's place under `rtmp.max_pending_per_address`, given back
+/// once it publishes or plays.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    node: Arc<NodeContext>,
+    pending: Slot,
+) {
     // Media is latency-sensitive and written in whole messages: never wait for Nagle.
     let _ = stream.set_nodelay(true);
     let _open = node.counters.connection(ConnectionKind::Rtmp);
     let (reader, writer) = stream.into_split();
+    let partial = node.rtmp_partial.share();
     let mut conn = Connection {
         peer,
         node,
+        pending: Some(pending),
+        partial,
         reader,
         writer,
         session: None,
-        dechunker: ChunkReader::new(),
+        dechunker: ChunkReader::unadmitted(),
         relay: ChunkSerializer::new(),
         messages: Vec::new(),
         acks: Acks::default(),
@@ -169,6 +185,10 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, node: Arc<NodeCon
 struct Connection {
     peer: SocketAddr,
     node: Arc<NodeContext>,
+    /// The place under `rtmp.max_pending_per_address`, until the connection is admitted.
+    pending: Option<Slot>,
+    /// What `dechunker` holds, counted in the node's `rtmp.max_partial_bytes`.
+    partial: Share,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     session: Option<ServerSession>,
@@ -428,7 +448,18 @@ impl Connection {
 
     async fn input(&mut self, bytes: &[u8]) -> Result<(), Closed> {
         let mut messages = std::mem::take(&mut self.messages);
-        self.dechunker.read(bytes, &mut messages).map_err(Closed::from)?;
+        let read = self.dechunker.read(bytes, &mut messages).map_err(Closed::from);
+        if !self.partial.set(self.dechunker.buffered()) {
+            let budget = &self.node.rtmp_partial;
+            let detail = format!(
+                "the node holds {} bytes of partial RTMP messages, over rtmp.max_partial_bytes ({})",
+                budget.used(),
+                budget.max()
+            );
+            self.node.refusals.refuse(Some(self.peer.ip()), Limit::RtmpPartialBytes, &detail);
+            return Err(Closed::BadInput(RejectReason::TooMuchBuffered, detail));
+        }
+        read?;
         for message in messages.drain(..) {
             self.on_message(message).await?;
         }
@@ -677,6 +708,8 @@ impl Connection {
         {
             Ok((publisher, commands)) => {
                 tracing::info!(peer = %self.peer, stream = %key, "publish started");
+                self.admitted();
+                self.dechunker.admit();
                 self.role = Role::Publishing {
                     publisher: Box::new(publisher),
                     codecs_checked: (false, false),
@@ -777,9 +810,16 @@ impl Connection {
         let hooks = &self.node.hooks;
         hooks.track_viewer(session, key.clone(), Protocol::Rtmp, Some(self.peer), user).start();
         tracing::info!(peer = %self.peer, stream = %key, "play started");
+        self.admitted();
         self.media = Some(rx);
         self.role = Role::Playing { key };
         Ok(())
+    }
+
+    /// The connection publishes or plays: it no longer counts against its address's
+    /// `rtmp.max_pending_per_address`.
+    fn admitted(&mut self) {
+        self.pending = None;
     }
 
     /// Keeps reading (and discarding) briefly, so a client that only reads between writes,
@@ -811,7 +851,10 @@ impl Connection {
         match rejected {
             Some(why) => {
                 self.node.counters.reject(why);
-                tracing::warn!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, reject = why.as_str(), "rtmp connection rejected");
+                // Counted always; logged once a minute per address and reason.
+                if self.node.refusals.should_log(Some(self.peer.ip()), why.as_str()) {
+                    tracing::warn!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, reject = why.as_str(), "rtmp connection rejected (more from this address for this reason within a minute are counted, not logged)");
+                }
             }
             _ => {
                 tracing::info!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, "rtmp connection closed")

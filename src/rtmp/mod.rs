@@ -3,11 +3,13 @@
 //! - [`server`]: the accept loop, spreading connections over the arbiter pool.
 //! - `connection`: one connection around rml_rtmp's `ServerSession`.
 //! - [`reader`]: incoming chunks to whole messages, within limits.
+//! - [`budget`]: the node-wide bound on partially received messages.
 //! - [`chunks`]: media chunk encoding for players, shared across players.
 //! - `read_merge`: fewer, larger reads from publishers (`SO_RCVLOWAT`).
 //! - [`sink`]: a player's queue.
 //! - [`metadata`]: `onMetaData` as viewers receive it.
 
+pub mod budget;
 pub mod chunks;
 mod connection;
 pub mod metadata;

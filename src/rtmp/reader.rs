@@ -14,8 +14,11 @@
 //! Limits, each refused with a [`Violation`]: chunk sizes above [`MAX_CHUNK_SIZE`], message
 //! types RTMP does not define, messages longer than their type allows, more than
 //! [`MAX_CHUNK_STREAMS`] chunk streams or [`MAX_OPEN_MESSAGES`] half-received messages, and
-//! more than [`MAX_BUFFERED_BYTES`] of partial messages. It is sans-IO: bytes in, messages
-//! or a verdict out.
+//! more than [`MAX_BUFFERED_BYTES`] of partial messages. A connection that has not been
+//! admitted as a publisher yet ([`ChunkReader::unadmitted`]) may hold far less: messages
+//! and partial bytes of at most [`UNADMITTED_BUFFER`], enough for `connect` and `publish`
+//! with the largest token, so an anonymous peer cannot pin megabytes before auth. It is
+//! sans-IO: bytes in, messages or a verdict out.
 //!
 //! Timestamps follow FFmpeg and rml_rtmp: a type 0 header carries the absolute time, types
 //! 1 and 2 a delta, and a type 3 header that starts a new message repeats the last delta
@@ -37,6 +40,9 @@ pub const MAX_OPEN_MESSAGES: usize = 8;
 pub const MAX_CHUNK_STREAMS: usize = 64;
 /// Most bytes of partially received messages.
 pub const MAX_BUFFERED_BYTES: u64 = 16 << 20;
+/// Longest message, and most bytes of partial messages, of a connection not admitted as a
+/// publisher (commands only: `connect` and `publish` carry two 8 KiB tokens at most).
+pub const UNADMITTED_BUFFER: u32 = 32 << 10;
 /// Most payload capacity reserved for a message before its bytes arrive: a declared length
 /// alone does not make us allocate megabytes.
 const MAX_RESERVE: usize = 256 << 10;
@@ -76,8 +82,8 @@ pub enum Violation {
     #[error("too many chunk streams or open messages")]
     TooManyStreams,
     /// Too many bytes of half-received messages.
-    #[error("more than {MAX_BUFFERED_BYTES} bytes of partial messages")]
-    TooMuchBuffered,
+    #[error("more than {0} bytes of partial messages")]
+    TooMuchBuffered(u64),
 }
 
 /// One whole RTMP message.
@@ -144,6 +150,10 @@ pub struct ChunkReader {
     chunk_left: u32,
     /// Bytes held in partial messages.
     buffered: u64,
+    /// Longest message of any type (below the type's own limit).
+    max_message: u32,
+    /// Most bytes held in partial messages.
+    max_buffered: u64,
 }
 
 impl Default for ChunkReader {
@@ -186,7 +196,8 @@ struct Header {
 }
 
 impl ChunkReader {
-    /// A reader for a fresh connection (chunk size 128).
+    /// A reader for a connection allowed to publish (chunk size 128): media messages up to
+    /// [`MAX_MEDIA_MESSAGE`], partial messages up to [`MAX_BUFFERED_BYTES`].
     pub fn new() -> Self {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -196,7 +207,30 @@ impl ChunkReader {
             current: 0,
             chunk_left: 0,
             buffered: 0,
+            max_message: u32::MAX,
+            max_buffered: MAX_BUFFERED_BYTES,
         }
+    }
+
+    /// A reader for a connection not admitted yet: every message, and all partial messages
+    /// together, within [`UNADMITTED_BUFFER`]. See [`ChunkReader::admit`].
+    pub fn unadmitted() -> Self {
+        Self {
+            max_message: UNADMITTED_BUFFER,
+            max_buffered: u64::from(UNADMITTED_BUFFER),
+            ..Self::new()
+        }
+    }
+
+    /// The connection was admitted as a publisher: the limits of [`ChunkReader::new`].
+    pub fn admit(&mut self) {
+        self.max_message = u32::MAX;
+        self.max_buffered = MAX_BUFFERED_BYTES;
+    }
+
+    /// Bytes held in partial messages now.
+    pub fn buffered(&self) -> u64 {
+        self.buffered
     }
 
     /// The peer's current chunk size.
@@ -214,8 +248,8 @@ impl ChunkReader {
                 input = rest;
                 self.chunk_left -= n as u32;
                 self.buffered += n as u64;
-                if self.buffered > MAX_BUFFERED_BYTES {
-                    return Err(Violation::TooMuchBuffered);
+                if self.buffered > self.max_buffered {
+                    return Err(Violation::TooMuchBuffered(self.max_buffered));
                 }
                 let Some(stream) = self.streams.get_mut(self.current) else {
                     return Err(Violation::TooManyStreams);
@@ -357,7 +391,9 @@ impl ChunkReader {
             stream.len = h.len;
             stream.type_id = h.type_id;
             stream.stream_id = h.stream_id;
-            let limit = limit_for(h.type_id).ok_or(Violation::UnknownMessageType(h.type_id))?;
+            let limit = limit_for(h.type_id)
+                .ok_or(Violation::UnknownMessageType(h.type_id))?
+                .min(self.max_message);
             if h.len > limit {
                 return Err(Violation::MessageTooLarge { type_id: h.type_id, len: h.len, limit });
             }
@@ -580,7 +616,49 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(result, Err(Violation::TooMuchBuffered));
+        assert_eq!(result, Err(Violation::TooMuchBuffered(MAX_BUFFERED_BYTES)));
+    }
+
+    #[test]
+    fn a_connection_not_admitted_holds_a_few_kib_at_most() {
+        // The probe's attack: a big chunk size, then a partial 8 MiB video message.
+        let mut reader = ChunkReader::unadmitted();
+        let mut size = type0(2, 1, 4, 0);
+        size.extend(MAX_CHUNK_SIZE.to_be_bytes());
+        read_all(&mut reader, &size).expect("a chunk size alone holds nothing");
+        assert_eq!(
+            read_all(&mut reader, &type0(4, 9, MAX_MEDIA_MESSAGE, 0)),
+            Err(Violation::MessageTooLarge {
+                type_id: 9,
+                len: MAX_MEDIA_MESSAGE,
+                limit: UNADMITTED_BUFFER
+            })
+        );
+        // Many command messages just under the limit, none finished: the partial bytes
+        // together stay within the same budget.
+        let mut reader = ChunkReader::unadmitted();
+        let mut half = type0(2, 1, 4, 0);
+        half.extend((UNADMITTED_BUFFER / 2).to_be_bytes());
+        read_all(&mut reader, &half).expect("chunk size");
+        let mut result = Ok(Vec::new());
+        for csid in 3..8u8 {
+            // The first chunk (half the message) of each.
+            let mut chunk = type0(csid, 20, UNADMITTED_BUFFER, 0);
+            chunk.extend(vec![0u8; UNADMITTED_BUFFER as usize / 2]);
+            result = read_all(&mut reader, &chunk);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(Violation::TooMuchBuffered(u64::from(UNADMITTED_BUFFER))));
+        // Admitted, the same connection may send whole video frames.
+        let mut reader = ChunkReader::unadmitted();
+        reader.admit();
+        read_all(&mut reader, &size).expect("chunk size");
+        let mut frame = type0(4, 9, 1 << 20, 0);
+        frame.extend(vec![0u8; 1 << 20]);
+        assert_eq!(read_all(&mut reader, &frame).expect("a 1 MiB frame").len(), 1);
+        assert_eq!(reader.buffered(), 0);
     }
 
     proptest! {

@@ -7,9 +7,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::connection;
 use crate::node::NodeContext;
+use crate::refusals::Limit;
 
 /// Accepts connections until the task is dropped, handing each to the next arbiter of the
-/// pool. Connections beyond `rtmp.max_connections` are closed at once.
+/// pool. Connections beyond `rtmp.max_connections`, or beyond
+/// `rtmp.max_pending_per_address` not yet publishing or playing from one address, are
+/// closed at once (counted, and logged once a minute per address).
 pub async fn run(listener: TcpListener, node: Arc<NodeContext>) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
@@ -22,10 +25,24 @@ pub async fn run(listener: TcpListener, node: Arc<NodeContext>) {
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= node.config.rtmp.max_connections {
-            tracing::warn!(%peer, "rtmp connection refused: too many connections");
+        let rtmp = &node.config.rtmp;
+        if open.load(Ordering::Relaxed) >= rtmp.max_connections {
+            let detail = format!(
+                "{} RTMP connections are open (rtmp.max_connections)",
+                rtmp.max_connections
+            );
+            node.refusals.refuse(Some(peer.ip()), Limit::RtmpConnections, detail);
             continue;
         }
+        let Some(pending) = node.rtmp_pending.take(peer.ip()) else {
+            let detail = format!(
+                "{} RTMP connections from this address are not publishing or playing yet \
+                 (rtmp.max_pending_per_address)",
+                rtmp.max_pending_per_address
+            );
+            node.refusals.refuse(Some(peer.ip()), Limit::RtmpPendingPerAddress, detail);
+            continue;
+        };
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(error) => {
@@ -38,7 +55,7 @@ pub async fn run(listener: TcpListener, node: Arc<NodeContext>) {
         open.fetch_add(1, Ordering::Relaxed);
         node.pool.next().spawn(async move {
             if let Ok(stream) = TcpStream::from_std(std_stream) {
-                connection::serve(stream, peer, Arc::clone(&node)).await;
+                connection::serve(stream, peer, Arc::clone(&node), pending).await;
             }
             open.fetch_sub(1, Ordering::Relaxed);
         });
