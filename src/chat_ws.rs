@@ -236,8 +236,8 @@ pub async fn join(
 }
 
 /// Opens the room of `key`, which is not open on this node: for a live stream, or as
-/// `chat.rooms_without_stream` allows; within `chat.max_rooms` and the opener's
-/// `chat.max_rooms_per_address`.
+/// `chat.rooms_without_stream` allows and within the opener's `chat.max_rooms_per_address`;
+/// always within `chat.max_rooms`.
 async fn open_room(
     node: &NodeContext,
     key: &StreamKey,
@@ -250,12 +250,15 @@ async fn open_room(
         "signed_in" => signed_in,
         _ => false,
     };
-    if !allowed && !live_anywhere(node, key).await {
+    let live = live_anywhere(node, key).await;
+    if !allowed && !live {
         let reason = format!("the chat room of {key} opens when the stream goes live");
         node.refusals.refuse(peer, Limit::ChatRoomNotLive, &reason);
         return Err(ApiError::new(StatusCode::NOT_FOUND, "room_not_open", reason));
     }
-    let opener = match peer {
+    // Rooms of live streams are as many as the streams; the others count against the
+    // address that opened them.
+    let opener = match peer.filter(|_| !live) {
         Some(ip) => Some(node.chat_openers.take(ip).ok_or_else(|| {
             let reason = format!(
                 "this address has opened {} chat rooms that are still open \

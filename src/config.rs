@@ -334,8 +334,8 @@ pub struct ChatConfig {
     pub presence_limit: usize,
     /// Most rooms clients may open on this node (rooms are named by clients).
     pub max_rooms: usize,
-    /// Most live rooms one client address may have opened (a room counts against the
-    /// address that started it until it closes); 0 for no cap.
+    /// Most open rooms without a live stream one client address may have opened (such a
+    /// room counts against the address that started it until it closes); 0 for no cap.
     pub max_rooms_per_address: usize,
     /// Who may open the room of a stream that is not live: `signed_in` (a valid token),
     /// `anyone`, or `none` (rooms exist only beside live streams; the application can still
@@ -389,6 +389,9 @@ pub struct ClusterConfig {
     /// Seconds an edge looks for a stream's new owner after its origin went away, before
     /// ending the stream for its viewers.
     pub relay_grace: f64,
+    /// Seconds a link from another node may carry nothing before it is closed (a node
+    /// closes the links it opened after half this much idleness, and reopens on demand).
+    pub link_idle_timeout: f64,
 }
 
 impl Default for ClusterConfig {
@@ -402,6 +405,7 @@ impl Default for ClusterConfig {
             secret: String::new(),
             relay_idle: 15.0,
             relay_grace: 15.0,
+            link_idle_timeout: 60.0,
         }
     }
 }
@@ -417,6 +421,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("secret", &if self.secret.is_empty() { "" } else { "<redacted>" })
             .field("relay_idle", &self.relay_idle)
             .field("relay_grace", &self.relay_grace)
+            .field("link_idle_timeout", &self.link_idle_timeout)
             .finish()
     }
 }
@@ -507,6 +512,12 @@ impl Config {
         // A player's queue (96 frames) holds about a second of 30 fps video and its audio;
         // a batch must fit in it with room to spare.
         within("rtmp.play_write_delay", self.rtmp.play_write_delay, 0.0..=0.5, "seconds")?;
+        within(
+            "cluster.link_idle_timeout",
+            self.cluster.link_idle_timeout,
+            1.0..=3600.0,
+            "seconds",
+        )?;
         crate::auth::Auth::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if !matches!(self.hooks.on_failure.as_str(), "deny" | "allow") {
             return Err(ConfigError::Invalid(

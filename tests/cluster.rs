@@ -6,14 +6,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 use zenlive::auth::Role;
@@ -23,109 +20,14 @@ use zenlive_cluster::{ActorKey, ActorKind, RedisRegistry, Registry};
 
 const SECRET: &str = "cluster-test-secret-cluster-test-secret";
 
-/// One `zenlive` process of the cluster, killed on drop.
-struct ClusterNode {
-    child: Child,
-    id: String,
-    rtmp: String,
-    http: String,
-    metrics: String,
-    /// Where other nodes connect.
-    cluster: String,
-    log: PathBuf,
-}
+/// One `zenlive` process of the cluster.
+type ClusterNode = ZenliveProcess;
 
-/// The URL's `host:port` after `scheme://`.
-fn host_port(line: &str, scheme: &str) -> String {
-    let start = line.find(scheme).expect("a URL") + scheme.len();
-    line[start..].split(['/', ' ']).next().expect("host:port").to_owned()
-}
-
-fn log_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cluster-logs");
-    std::fs::create_dir_all(&dir).expect("log dir");
-    dir
-}
-
-impl ClusterNode {
-    /// Starts node `id` against the Redis at `redis_url`; waits for its banner.
-    async fn start(test: &str, id: &str, redis_url: &str) -> Self {
-        let log = log_dir().join(format!("{test}-{id}.log"));
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zenlive"))
-            .args(["--node-id", id, "--cluster-redis", redis_url])
-            .args(["--cluster-addr", "127.0.0.1:0", "--rtmp-addr", "127.0.0.1:0"])
-            .args(["--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
-            .env("ZENLIVE_HLS_SEGMENT_DURATION", "1")
-            .env("ZENLIVE_CLUSTER_SECRET", SECRET)
-            .env("ZENLIVE_AUTH_JWT_SECRET", SECRET)
-            .env("ZENLIVE_NODE_WORKERS", "2")
-            .env("ZENLIVE_LOG_LEVEL", "zenlive=debug,info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start zenlive");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let rtmp = host_port(&line_starting(&mut lines, "Play RTMP:").await, "rtmp://");
-        let http = host_port(&line_starting(&mut lines, "HLS:").await, "http://");
-        let metrics = host_port(&line_starting(&mut lines, "Metrics:").await, "http://");
-        let banner = line_starting(&mut lines, "Cluster:").await;
-        let cluster = banner
-            .split(" on ")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .expect("cluster address in the banner")
-            .to_owned();
-        Self { child, id: id.to_owned(), rtmp, http, metrics, cluster, log }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().expect("running").to_string()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status =
-            std::process::Command::new("kill").args([signal, &self.pid()]).status().expect("kill");
-        assert!(status.success(), "kill {signal} {}", self.id);
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `GET` a path on the metrics port (read-only API, no token), as JSON.
-    async fn api(&self, path: &str) -> Option<Value> {
-        let url = format!("http://{}{path}", self.metrics);
-        let response = reqwest::get(url).await.ok()?;
-        response.status().is_success().then_some(())?;
-        response.json().await.ok()
-    }
-
-    async fn metrics_text(&self) -> String {
-        let url = format!("http://{}/metrics", self.metrics);
-        reqwest::get(url).await.expect("metrics").text().await.expect("text")
-    }
-
-    /// The node ids the node's `/api/v1/nodes` lists.
-    async fn node_ids(&self) -> Vec<String> {
-        let Some(body) = self.api("/api/v1/nodes").await else { return Vec::new() };
-        body["nodes"]
-            .as_array()
-            .map(|nodes| nodes.iter().filter_map(|n| n["id"].as_str().map(str::to_owned)).collect())
-            .unwrap_or_default()
-    }
-
-    /// Whether the node serves `name` as a stream of its own or relayed.
-    async fn has_stream(&self, name: &str) -> bool {
-        let Some(body) = self.api("/api/v1/streams").await else { return false };
-        body["streams"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == name))
-    }
-
-    fn rtmp_url(&self, stream: &str) -> String {
-        format!("rtmp://{}/{stream}", self.rtmp)
-    }
+/// Starts node `id` of `test`'s cluster against the Redis at `redis_url`.
+async fn cluster_node(test: &str, id: &str, redis_url: &str) -> ClusterNode {
+    let args = ["--node-id", id, "--cluster-redis", redis_url, "--cluster-addr", "127.0.0.1:0"];
+    let env = [("ZENLIVE_CLUSTER_SECRET", SECRET), ("ZENLIVE_AUTH_JWT_SECRET", SECRET)];
+    ZenliveProcess::start(&format!("{test}-{id}"), id, &args, &env).await
 }
 
 /// Polls `check` every 200 ms until it holds; panics with `what` after `limit`.
@@ -139,21 +41,6 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// FFmpeg publishing `file` in a loop, in realtime, to `url` (killed on drop).
-fn publish_looped(url: &str) -> Child {
-    require("ffmpeg");
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
-        .arg(fixture(false))
-        .args(["-c", "copy", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg publisher")
 }
 
 /// Publishes to `url`, retrying every second until a publisher stays connected (a stream
@@ -174,8 +61,7 @@ async fn publish_when_accepted(url: &str, limit: Duration) -> Child {
 async fn two_nodes(test: &str) -> (RedisServer, ClusterNode, ClusterNode) {
     let redis = RedisServer::start();
     let url = redis.url();
-    let (n1, n2) =
-        tokio::join!(ClusterNode::start(test, "n1", &url), ClusterNode::start(test, "n2", &url));
+    let (n1, n2) = tokio::join!(cluster_node(test, "n1", &url), cluster_node(test, "n2", &url));
     (redis, n1, n2)
 }
 
@@ -259,9 +145,9 @@ async fn three_nodes_share_streams_and_chat_rooms() {
     let redis = RedisServer::start();
     let url = redis.url();
     let (n1, n2, n3) = tokio::join!(
-        ClusterNode::start("share", "n1", &url),
-        ClusterNode::start("share", "n2", &url),
-        ClusterNode::start("share", "n3", &url),
+        cluster_node("share", "n1", &url),
+        cluster_node("share", "n2", &url),
+        cluster_node("share", "n3", &url),
     );
     eventually("three nodes in /api/v1/nodes", Duration::from_secs(10), || async {
         n3.node_ids().await == ["n1", "n2", "n3"]
@@ -377,9 +263,9 @@ async fn a_killed_origin_is_replaced_and_edge_viewers_keep_playing() {
     let redis = RedisServer::start();
     let url = redis.url();
     let (n1, n2, n3) = tokio::join!(
-        ClusterNode::start("kill", "n1", &url),
-        ClusterNode::start("kill", "n2", &url),
-        ClusterNode::start("kill", "n3", &url),
+        cluster_node("kill", "n1", &url),
+        cluster_node("kill", "n2", &url),
+        cluster_node("kill", "n3", &url),
     );
     let mut first = publish_looped(&n1.rtmp_url("live/k"));
     eventually("live/k on n1", Duration::from_secs(15), || n1.has_stream("live/k")).await;
@@ -487,7 +373,7 @@ async fn a_node_started_before_its_redis_waits_for_it() {
     let url = format!("redis://127.0.0.1:{port}/");
     let log = log_dir().join("late-n1.log");
     let _ = std::fs::remove_file(&log);
-    let starting = tokio::spawn(async move { ClusterNode::start("late", "n1", &url).await });
+    let starting = tokio::spawn(async move { cluster_node("late", "n1", &url).await });
     eventually("the node says it cannot reach Redis", Duration::from_secs(15), || async {
         std::fs::read_to_string(&log).unwrap_or_default().contains("cannot reach Redis")
     })
@@ -572,7 +458,7 @@ async fn hostile_bytes_on_the_cluster_port_harm_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let redis = RedisServer::start();
-    let node = ClusterNode::start("hostile", "n1", &redis.url()).await;
+    let node = cluster_node("hostile", "n1", &redis.url()).await;
     let attempts: [&[u8]; 4] = [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         &[0xff; 64],
@@ -590,7 +476,7 @@ async fn hostile_bytes_on_the_cluster_port_harm_nothing() {
         assert!(closed.is_ok(), "the node closes a link that sent {bytes:?}");
     }
     // A peer that does not know the secret is refused by the handshake.
-    let intruder = embedded_node("intruder", &redis.url(), "not-the-secret").await;
+    let intruder = embedded_node("intruder", &redis.url(), "not-the-cluster-secret").await;
     let cluster = intruder.cluster().expect("cluster mode");
     let call = cluster.new_call("chat", "live/x", None, b"{}".to_vec());
     let refused = cluster.call_node(&zenlive_cluster::NodeId::new("n1"), call).await;

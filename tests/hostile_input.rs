@@ -3,60 +3,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::rtmp::{expect_closed, handshaken, type0};
 use common::*;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use zenlive::RejectReason;
-
-/// Connects and completes the RTMP handshake as a client.
-async fn handshaken(addr: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut handshake = Handshake::new(PeerType::Client);
-    let c0c1 = handshake.generate_outbound_p0_and_p1().expect("c0c1");
-    stream.write_all(&c0c1).await.expect("write c0c1");
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buf).await.expect("read handshake");
-        assert!(n > 0, "server closed during handshake");
-        match handshake.process_bytes(&buf[..n]).expect("valid handshake") {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await.expect("write")
-            }
-            HandshakeProcessResult::Completed { response_bytes, .. } => {
-                stream.write_all(&response_bytes).await.expect("write");
-                return stream;
-            }
-        }
-    }
-}
-
-/// A chunk with a full (type 0) header.
-fn type0(csid: u8, type_id: u8, len: u32) -> Vec<u8> {
-    let mut v = vec![csid, 0, 0, 0];
-    v.extend_from_slice(&len.to_be_bytes()[1..]);
-    v.push(type_id);
-    v.extend_from_slice(&0u32.to_le_bytes());
-    v
-}
-
-/// Reads until the server closes the connection; panics if it stays open.
-async fn expect_closed(mut stream: TcpStream, case: &str) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "{case}: the server did not close the connection");
-}
 
 #[actix_rt::test]
 async fn hostile_rtmp_input_is_rejected_without_harm() {

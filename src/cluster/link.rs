@@ -44,11 +44,6 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// Largest message during the handshake (a challenge or a hello is under 300 bytes): a
 /// stranger cannot make the node buffer megabytes before proving the secret.
 const MAX_HANDSHAKE_BYTES: usize = 1024;
-/// How long an accepted call link may carry nothing before it is closed.
-pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a call link this node opened may stay unused before it closes it (well within
-/// the other side's [`LINK_IDLE_TIMEOUT`]); the next call opens a new one.
-const CALL_LINK_IDLE: Duration = Duration::from_secs(30);
 /// How long one write to an edge may take before the relay is dropped.
 const RELAY_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most links from one address still in their handshake.
@@ -220,7 +215,7 @@ async fn serve(
     };
     drop(handshaking);
     let codec = Arc::clone(&cluster.codec);
-    let first = match tokio::time::timeout(LINK_IDLE_TIMEOUT, recv(&mut link, codec.as_ref())).await
+    let first = match tokio::time::timeout(cluster.link_idle, recv(&mut link, codec.as_ref())).await
     {
         Ok(first) => first?,
         Err(_) => return Err(LinkError::Protocol("no request after the handshake".into())),
@@ -298,7 +293,7 @@ async fn serve_calls(cluster: &Cluster, mut link: Link, first: Call) -> Result<(
     loop {
         let call = match next.take() {
             Some(call) => call,
-            None => match tokio::time::timeout(LINK_IDLE_TIMEOUT, recv(&mut link, codec.as_ref()))
+            None => match tokio::time::timeout(cluster.link_idle, recv(&mut link, codec.as_ref()))
                 .await
             {
                 Err(_) => {
@@ -407,7 +402,8 @@ impl Peers {
 }
 
 /// Owns one call link: connects, writes queued calls in order, routes replies back. A link
-/// that carried no call for [`CALL_LINK_IDLE`] closes its queue, writes what was queued
+/// that carried no call for half `cluster.link_idle_timeout` (well within the other side's
+/// timeout) closes its queue, writes what was queued
 /// meanwhile, waits for the answers (each bounded by [`CALL_TIMEOUT`]) and ends.
 async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Receiver<Queued>) {
     let link = match connect(&cluster, &addr).await {
@@ -446,7 +442,8 @@ async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Rec
     };
     let writer = async {
         loop {
-            let (call, reply) = match tokio::time::timeout(CALL_LINK_IDLE, queue.recv()).await {
+            let idle = cluster.link_idle / 2;
+            let (call, reply) = match tokio::time::timeout(idle, queue.recv()).await {
                 Ok(Some(queued)) => queued,
                 Ok(None) => break,
                 Err(_) => {

@@ -56,6 +56,8 @@ pub struct Cluster {
     pub registry: Arc<dyn Registry>,
     pub(crate) codec: Arc<dyn Codec>,
     pub(crate) secret: String,
+    /// How long a link may carry nothing (`cluster.link_idle_timeout`).
+    pub(crate) link_idle: std::time::Duration,
     /// Streams this node relays from others.
     pub relays: Relays,
     /// Call links to other nodes.
@@ -133,6 +135,7 @@ impl Cluster {
             registry,
             codec: Arc::new(Bincode),
             secret: config.secret.clone(),
+            link_idle: crate::config::secs(config.link_idle_timeout),
             relays: Relays::default(),
             peers: Peers::default(),
             counters,

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod process;
+pub mod rtmp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 use zenlive::{Config, Node, NodeBuilder};
+
+#[allow(unused_imports)]
+pub use process::{log_dir, ZenliveProcess};
 
 /// Loopback with an OS-chosen port.
 pub fn any_port() -> SocketAddr {
@@ -379,4 +384,19 @@ pub async fn line_starting(lines: &mut StdoutLines, prefix: &str) -> String {
         panic!("stdout ended before a line starting {prefix:?}");
     });
     found.await.unwrap_or_else(|_| panic!("no line starting {prefix:?} in time"))
+}
+
+/// FFmpeg publishing the fixture in a loop, in realtime, to `url` (killed on drop).
+pub fn publish_looped(url: &str) -> Child {
+    require("ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+        .arg(fixture(false))
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg publisher")
 }
