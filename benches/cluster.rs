@@ -28,7 +28,7 @@ fn config(id: &str, redis: &str) -> Config {
     config.cluster.enabled = true;
     config.cluster.redis_url = redis.to_owned();
     config.cluster.addr = any();
-    config.cluster.secret = "bench-secret".to_owned();
+    config.cluster.secret = "bench-cluster-secret".to_owned();
     config
 }
 

@@ -39,7 +39,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/node/resume", web::post().to(resume))
         .route("/api/v1/streams", web::get().to(list))
         .route("/api/v1/streams/{app}/{stream}", web::get().to(details))
-        .route("/api/v1/streams/{app}/{stream}/kick", web::post().to(kick));
+        .service(
+            // The body is read before the handler checks the token: keep it small.
+            web::resource("/api/v1/streams/{app}/{stream}/kick")
+                .app_data(web::JsonConfig::default().limit(MAX_KICK_BODY))
+                .route(web::post().to(kick)),
+        );
 }
 
 /// What a call touches, for the token's scope.
@@ -221,6 +226,8 @@ struct KickBody {
 
 /// Longest kick reason kept.
 const MAX_REASON: usize = 200;
+/// Largest kick body read.
+const MAX_KICK_BODY: usize = 4096;
 
 /// `POST /api/v1/streams/{app}/{stream}/kick`
 async fn kick(

@@ -5,7 +5,7 @@
 //! working with actix-web 4). The session parses text frames into commands, relays the
 //! room's frames, and keeps the connection honest: a frame whose header declares more than
 //! `chat.max_frame` closes it (1009) before its payload is buffered, and at most about two
-//! frames of input wait to be decoded ([`crate::ws_frames`]); anything that is not a JSON
+//! frames of input wait to be decoded (`ws_frames`); anything that is not a JSON
 //! command gets an `error` event, a ping goes out every 10 s and a peer silent for 30 s is
 //! dropped. Auth comes from the shared module: `?token=` (browsers cannot set headers on a
 //! WebSocket) or Bearer.
@@ -125,15 +125,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ChatSession {
         self.gate.frame_handled();
         let msg = match msg {
             Ok(msg) => msg,
-            Err(_) if self.gate.oversized().is_some() => {
-                let oversized = self.gate.oversized().map(|o| o.to_string()).unwrap_or_default();
-                let reason = format!("{oversized} (chat.max_frame)");
-                let detail = format_args!("chat {}: {reason}", self.room_name);
-                self.node.refusals.refuse(self.peer, Limit::ChatFrame, detail);
-                Self::close(ctx, ws::CloseCode::Size, &reason);
-                return;
-            }
             Err(error) => {
+                if let Some(oversized) = self.gate.oversized() {
+                    let reason = format!("{oversized} (chat.max_frame)");
+                    let detail = format_args!("chat {}: {reason}", self.room_name);
+                    self.node.refusals.refuse(self.peer, Limit::ChatFrame, detail);
+                    Self::close(ctx, ws::CloseCode::Size, &reason);
+                    return;
+                }
                 tracing::info!(room = %self.room_name, %error, "chat protocol error; closing");
                 let code = match error {
                     ws::ProtocolError::Overflow => ws::CloseCode::Size,

@@ -28,6 +28,9 @@ fn config() -> Config {
     let mut config = test_config();
     config.auth.jwt_secret = SECRET.to_owned();
     config.chat.burst = 20;
+    // These tests are about rooms, not who may open one: anyone may, stream or not
+    // (`tests/hostile_clients.rs` covers the default).
+    config.chat.rooms_without_stream = "anyone".to_owned();
     config
 }
 

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 use zenlive::auth::Role;
+use zenlive::cluster::wire::{Codec, Message as LinkMessage};
 use zenlive_actors::chat::SystemMessage;
 use zenlive_cluster::testsuite::RedisServer;
 use zenlive_cluster::{ActorKey, ActorKind, RedisRegistry, Registry};
@@ -458,14 +459,25 @@ async fn hostile_bytes_on_the_cluster_port_harm_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let redis = RedisServer::start();
-    let node = cluster_node("hostile", "n1", &redis.url()).await;
-    let attempts: [&[u8]; 4] = [
+    let url = redis.url();
+    let args = ["--node-id", "n1", "--cluster-redis", &url, "--cluster-addr", "127.0.0.1:0"];
+    let env = [
+        ("ZENLIVE_CLUSTER_SECRET", SECRET),
+        ("ZENLIVE_AUTH_JWT_SECRET", SECRET),
+        ("ZENLIVE_CLUSTER_LINK_IDLE_TIMEOUT", "2"),
+    ];
+    let node = ZenliveProcess::start("hostile-n1", "n1", &args, &env).await;
+    let mut oversized = vec![0, 0, 0x08, 0];
+    oversized.extend(vec![7u8; 2048]);
+    let attempts: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         &[0xff; 64],
         // A frame claiming 4 GiB.
         &[0xff, 0xff, 0xff, 0xff, 1, 2, 3],
         // A well-framed message that is not a valid encoding.
         &[0, 0, 0, 3, 200, 201, 202],
+        // 2 KiB before the handshake: over its 1 KiB limit.
+        &oversized,
     ];
     for bytes in attempts {
         let mut socket = tokio::net::TcpStream::connect(&node.cluster).await.expect("connect");
@@ -483,7 +495,35 @@ async fn hostile_bytes_on_the_cluster_port_harm_nothing() {
     assert!(refused.is_err(), "a link without the secret carries nothing: {refused:?}");
     intruder.shutdown().await;
     assert_eq!(node.node_ids().await, ["n1"], "the node is unharmed");
-    assert!(node.log_text().contains("bad_proof"), "the refusal is logged");
+    let refusals = sample(
+        &node.metrics_text().await,
+        "zenlive_refusals_total",
+        &[("limit", "cluster_handshake")],
+    );
+    assert!(refusals >= Some(6.0), "every failed handshake counted: {refusals:?}");
+    let logged = node.log_text().lines().filter(|l| l.contains("cluster_handshake")).count();
+    assert_eq!(logged, 1, "logged once a minute for one address");
+
+    // A peer with the secret that goes quiet is closed after cluster.link_idle_timeout.
+    let codec = zenlive::cluster::wire::Bincode;
+    let mut link = tokio_util::codec::Framed::new(
+        tokio::net::TcpStream::connect(&node.cluster).await.expect("connect"),
+        zenlive::cluster::wire::framing(),
+    );
+    let Some(Ok(challenge)) = link.next().await else { panic!("no challenge") };
+    let Ok(LinkMessage::Challenge { nonce, .. }) = codec.decode(&challenge) else {
+        panic!("expected a challenge")
+    };
+    let hello = LinkMessage::Hello {
+        version: zenlive::cluster::wire::VERSION,
+        node: "quiet".into(),
+        proof: zenlive::cluster::wire::proof(SECRET, &nonce, "quiet"),
+    };
+    link.send(bytes::Bytes::from(codec.encode(&hello).expect("encode"))).await.expect("send hello");
+    let welcome = link.next().await.and_then(Result::ok).map(|b| codec.decode(&b));
+    assert!(matches!(welcome, Some(Ok(LinkMessage::Welcome { .. }))), "{welcome:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), link.next()).await;
+    assert!(matches!(ended, Ok(None | Some(Err(_)))), "the quiet link is closed: {ended:?}");
 }
 
 #[actix_rt::test]

@@ -345,6 +345,21 @@ async fn rtmp_attacks_before_auth_are_bounded() {
         "logged once a minute per address, not per connection"
     );
 
+    // Found by probing again: every `createStream` grew rml_rtmp's session, before any auth.
+    let mut spam = handshake(connect_from([127, 0, 3, 1], rtmp).await).await;
+    let mut command = vec![0x02, 0x00, 12];
+    command.extend_from_slice(b"createStream");
+    command.push(0x00);
+    command.extend_from_slice(&2.0f64.to_be_bytes());
+    command.push(0x05);
+    let mut commands = Vec::new();
+    for _ in 0..1000 {
+        commands.extend(type0(3, 20, command.len() as u32));
+        commands.extend_from_slice(&command);
+    }
+    let _ = spam.write_all(&commands).await;
+    assert!(closes_within(&mut spam, Duration::from_secs(10)).await, "createStream spam");
+
     // 6. One address holding sockets without a handshake takes 8 slots at most; a new
     //    connection from it is closed at once, while others are served.
     let hog = [127, 0, 2, 1];
@@ -362,6 +377,16 @@ async fn rtmp_attacks_before_auth_are_bounded() {
     drop(other);
     let newcomer_url = format!("{}?token={publish_token}", node.rtmp_url("live/newcomer"));
     let mut newcomer = bystander(&node, &newcomer_url, "live/newcomer").await;
+
+    // 8. A token pasted into the stream key without `?token=` is refused without being
+    //    echoed in the log.
+    let pasted = node.rtmp_url(&format!("live/{publish_token}"));
+    let mut misplaced = publish(&fixture(false), &pasted);
+    let exited = tokio::time::timeout(Duration::from_secs(20), misplaced.wait()).await;
+    assert!(exited.is_ok_and(|s| s.is_ok_and(|s| !s.success())), "the publish is refused");
+    let payload = publish_token.split('.').nth(1).expect("a JWT payload");
+    assert!(!node.log_text().contains(&payload[..16]), "the token reached the log");
+    assert!(node.log_text().contains("holding a token"), "the log says what happened");
 
     assert_unharmed(&node, "live/bystander").await;
     drop((held, hogging));

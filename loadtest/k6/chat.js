@@ -51,7 +51,7 @@ function seconds(d) {
   return m[2] === 'ms' ? n / 1000 : m[2] === 'm' ? n * 60 : n;
 }
 
-/** An HS256 token for this sender, signed with the node's secret. */
+/** A token for this client: TOKEN, or an HS256 one signed with SECRET (none without either). */
 function mint(sub) {
   if (TOKEN) return TOKEN;
   if (!SECRET) return '';
@@ -83,7 +83,10 @@ function listen(socket) {
 }
 
 export function member() {
-  const res = ws.connect(url(''), null, (socket) => {
+  // Signed in (when a secret or token is given), so a member may open the room of a stream
+  // that is not live (chat.rooms_without_stream = "signed_in", the default).
+  const token = mint(`k6-member-${__VU}`);
+  const res = ws.connect(url(token), null, (socket) => {
     listen(socket);
     socket.setTimeout(() => socket.close(), seconds(DURATION) * 1000);
   });

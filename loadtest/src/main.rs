@@ -227,7 +227,10 @@ async fn chat_run(args: ChatArgs) -> Result<()> {
     let mut members = JoinSet::new();
     for i in 0..args.members {
         let offset = Duration::from_secs_f64(args.ramp_up * i as f64 / args.members.max(1) as f64);
-        let url = args.url.clone();
+        // Signed in, so a member may open the room of a stream that is not live
+        // (`chat.rooms_without_stream = "signed_in"`, the default).
+        let token = chat::mint(&args.secret, &format!("swarm-member-{i}"));
+        let url = format!("{}?token={token}", args.url);
         members.spawn(async move {
             tokio::time::sleep(offset).await;
             chat::member(url, members_until).await

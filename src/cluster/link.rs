@@ -154,8 +154,8 @@ async fn accept(cluster: &Cluster, link: &mut Link) -> Result<String, LinkError>
 /// connections are closed at once.
 const MAX_LINKS: usize = 4096;
 
-/// Accepts links from other nodes until the task is dropped. Links beyond [`MAX_LINKS`],
-/// or beyond [`MAX_HANDSHAKES_PER_ADDRESS`] handshaking from one address, are closed at
+/// Accepts links from other nodes until the task is dropped. Links beyond `MAX_LINKS`,
+/// or beyond `MAX_HANDSHAKES_PER_ADDRESS` handshaking from one address, are closed at
 /// once; failed handshakes are counted and logged once a minute per address.
 pub async fn listen(listener: TcpListener, node: Arc<NodeContext>) {
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));

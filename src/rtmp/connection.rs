@@ -73,6 +73,12 @@ const TYPE_ABORT: u8 = 2;
 const TYPE_WINDOW_ACK_SIZE: u8 = 5;
 const TYPE_AUDIO: u8 = 8;
 const TYPE_VIDEO: u8 = 9;
+const TYPE_AMF3_COMMAND: u8 = 17;
+const TYPE_AMF0_COMMAND: u8 = 20;
+/// Most `createStream` commands one connection may send. rml_rtmp keeps an entry for each
+/// stream created and never forgets one before `deleteStream`, so without a bound a peer
+/// could grow its session without end before any auth; OBS and FFmpeg send one.
+const MAX_CREATE_STREAM: u32 = 8;
 
 /// Acknowledgements owed to the peer: after every `window` bytes received (the size the
 /// peer asked for with Window Acknowledgement Size), the total received so far.
@@ -172,6 +178,7 @@ pub(crate) async fn serve(
         app: None,
         app_token: None,
         role: Role::Idle,
+        streams_created: 0,
         commands: None,
         media: None,
     };
@@ -203,6 +210,8 @@ struct Connection {
     /// A `?token=` that came with the app name in `connect`.
     app_token: Option<String>,
     role: Role,
+    /// `createStream` commands received (see [`MAX_CREATE_STREAM`]).
+    streams_created: u32,
     commands: Option<mpsc::Receiver<PublisherCommand>>,
     media: Option<mpsc::Receiver<Bytes>>,
 }
@@ -496,6 +505,15 @@ impl Connection {
                 Ok(())
             }
             _ => {
+                if is_create_stream(message.type_id, &message.payload) {
+                    self.streams_created += 1;
+                    if self.streams_created > MAX_CREATE_STREAM {
+                        return Err(Closed::BadInput(
+                            RejectReason::Malformed,
+                            format!("more than {MAX_CREATE_STREAM} createStream commands"),
+                        ));
+                    }
+                }
                 let payload = MessagePayload {
                     timestamp: RtmpTimestamp::new(message.timestamp),
                     type_id: message.type_id,
@@ -866,6 +884,19 @@ impl Connection {
     }
 }
 
+/// Whether a command message is `createStream` (AMF0 string marker, length, name; an AMF3
+/// command message has one byte before it).
+fn is_create_stream(type_id: u8, payload: &[u8]) -> bool {
+    const NAME: &[u8] = b"createStream";
+    let command = match type_id {
+        TYPE_AMF0_COMMAND => payload,
+        TYPE_AMF3_COMMAND => payload.get(1..).unwrap_or_default(),
+        _ => return false,
+    };
+    command.get(..3) == Some(&[0x02, 0x00, NAME.len() as u8][..])
+        && command.get(3..3 + NAME.len()) == Some(NAME)
+}
+
 /// Checks the first audio and video frame's codec: HLS needs H.264 and AAC, so anything
 /// else is refused at once rather than half-served.
 fn check_codec(frame: &MediaFrame, checked: &mut (bool, bool)) -> Result<(), String> {
@@ -915,6 +946,20 @@ mod tests {
         // Sequence numbers wrap at 2^32.
         acks.total = u32::MAX;
         assert_eq!(acks.received(2_500_000), Some(2_499_999));
+    }
+
+    #[test]
+    fn create_stream_commands_are_recognised() {
+        let mut command = vec![0x02, 0x00, 12];
+        command.extend_from_slice(b"createStream");
+        command.extend_from_slice(&[0x00, 0x40, 0x00]);
+        assert!(is_create_stream(TYPE_AMF0_COMMAND, &command));
+        let amf3: Vec<u8> = std::iter::once(0).chain(command.iter().copied()).collect();
+        assert!(is_create_stream(TYPE_AMF3_COMMAND, &amf3));
+        assert!(!is_create_stream(TYPE_AMF0_COMMAND, b"\x02\x00\x07connect"));
+        assert!(!is_create_stream(TYPE_AMF0_COMMAND, &command[..10]), "truncated");
+        assert!(!is_create_stream(TYPE_AMF0_COMMAND, &[]));
+        assert!(!is_create_stream(18, &command), "not a command message");
     }
 
     #[test]
