@@ -8,58 +8,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::rtmp::{connected, publishing, read_events, send_results, until};
 use common::*;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-};
+use rml_rtmp::sessions::{ClientSession, ClientSessionEvent};
 use rml_rtmp::time::RtmpTimestamp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-async fn send_results(
-    stream: &mut TcpStream,
-    results: Vec<ClientSessionResult>,
-) -> Vec<ClientSessionEvent> {
-    let mut events = Vec::new();
-    for result in results {
-        match result {
-            ClientSessionResult::OutboundResponse(packet) => {
-                stream.write_all(&packet.bytes).await.expect("write")
-            }
-            ClientSessionResult::RaisedEvent(event) => events.push(event),
-            ClientSessionResult::UnhandleableMessageReceived(_) => {}
-        }
-    }
-    events
-}
-
-/// Reads and answers until `wanted` is raised.
-async fn until(
-    stream: &mut TcpStream,
-    session: &mut ClientSession,
-    wanted: fn(&ClientSessionEvent) -> bool,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    while !read_events(stream, session, &mut buf, "answer").await.iter().any(wanted) {}
-}
-
-/// Reads once (`expecting` it within 10 s), hands the bytes to `session` and sends its
-/// answers: the events raised.
-async fn read_events(
-    stream: &mut TcpStream,
-    session: &mut ClientSession,
-    buf: &mut [u8],
-    expecting: &str,
-) -> Vec<ClientSessionEvent> {
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(buf))
-        .await
-        .expect(expecting)
-        .expect("read");
-    assert!(n > 0, "server closed");
-    let results = session.handle_input(&buf[..n]).expect("valid RTMP");
-    send_results(stream, results).await
-}
 
 /// An RTMP player of `name` that has just started playing (with a kernel receive buffer
 /// of `recv_buffer` bytes when given).
@@ -72,34 +25,8 @@ async fn player(
     if let Some(size) = recv_buffer {
         socket.set_recv_buffer_size(size).expect("rcvbuf");
     }
-    let mut stream = socket.connect(addr).await.expect("connect");
-    let mut handshake = Handshake::new(PeerType::Client);
-    stream.write_all(&handshake.generate_outbound_p0_and_p1().expect("c0c1")).await.expect("write");
-    let mut buf = vec![0u8; 8192];
-    let leftover = loop {
-        let n = stream.read(&mut buf).await.expect("read");
-        match handshake.process_bytes(&buf[..n]).expect("handshake") {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await.expect("write")
-            }
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                stream.write_all(&response_bytes).await.expect("write");
-                break remaining_bytes;
-            }
-        }
-    };
-    let (mut session, results) = ClientSession::new(ClientSessionConfig::new()).expect("session");
-    send_results(&mut stream, results).await;
-    if !leftover.is_empty() {
-        let results = session.handle_input(&leftover).expect("valid");
-        send_results(&mut stream, results).await;
-    }
-    let request = session.request_connection("live".into()).expect("connect request");
-    send_results(&mut stream, vec![request]).await;
-    until(&mut stream, &mut session, |e| {
-        matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
-    })
-    .await;
+    let stream = socket.connect(addr).await.expect("connect");
+    let (mut stream, mut session) = connected(stream).await;
     let request = session.request_playback(name.into()).expect("play request");
     send_results(&mut stream, vec![request]).await;
     until(&mut stream, &mut session, |e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted))
@@ -144,37 +71,7 @@ async fn a_viewer_that_stops_reading_is_dropped_and_harms_no_one() {
 
 /// Connects and starts publishing `name`; sends nothing more.
 async fn silent_publisher(addr: SocketAddr, name: &str) -> (TcpStream, ClientSession) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut handshake = Handshake::new(PeerType::Client);
-    stream.write_all(&handshake.generate_outbound_p0_and_p1().expect("c0c1")).await.expect("write");
-    let mut buf = vec![0u8; 8192];
-    loop {
-        let n = stream.read(&mut buf).await.expect("read");
-        match handshake.process_bytes(&buf[..n]).expect("handshake") {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await.expect("write")
-            }
-            HandshakeProcessResult::Completed { response_bytes, .. } => {
-                stream.write_all(&response_bytes).await.expect("write");
-                break;
-            }
-        }
-    }
-    let (mut session, results) = ClientSession::new(ClientSessionConfig::new()).expect("session");
-    send_results(&mut stream, results).await;
-    let request = session.request_connection("live".into()).expect("connect request");
-    send_results(&mut stream, vec![request]).await;
-    until(&mut stream, &mut session, |e| {
-        matches!(e, ClientSessionEvent::ConnectionRequestAccepted)
-    })
-    .await;
-    let request = session
-        .request_publishing(name.into(), rml_rtmp::sessions::PublishRequestType::Live)
-        .expect("publish request");
-    send_results(&mut stream, vec![request]).await;
-    until(&mut stream, &mut session, |e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
-        .await;
-    (stream, session)
+    publishing(TcpStream::connect(addr).await.expect("connect"), name).await
 }
 
 #[actix_rt::test]

@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::rtmp::{closes_within, connect_from, handshake, set_chunk_size, type0};
+use common::rtmp::{closes_within, connect_from, handshake, publishing, set_chunk_size, type0};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -392,6 +392,46 @@ async fn rtmp_attacks_before_auth_are_bounded() {
     drop((held, hogging));
     let _ = publisher.kill().await;
     let _ = newcomer.kill().await;
+}
+
+#[actix_rt::test]
+async fn admitted_publishers_share_one_budget_for_partial_messages() {
+    // 3 MiB for the node: each publisher below starts an 8 MiB video frame and stops after
+    // 1.25 MiB, so the third goes over the budget.
+    let env = [
+        ("ZENLIVE_RTMP_MAX_PARTIAL_BYTES", "3145728"),
+        ("ZENLIVE_RTMP_PUBLISH_READ_DELAY", "0"),
+        ("ZENLIVE_HLS_ENABLED", "false"),
+    ];
+    let node = ZenliveProcess::start("hostile-budget", "n1", &[], &env).await;
+    let rtmp: SocketAddr = node.rtmp.parse().expect("rtmp address");
+    let mut publisher = bystander(&node, &node.rtmp_url("live/bystander"), "live/bystander").await;
+    let mut partial = set_chunk_size(1 << 20);
+    partial.extend(type0(10, 9, 8 << 20));
+    partial.extend(vec![0x17u8; 1 << 20]);
+    partial.push(0xc0 | 10);
+    partial.extend(vec![0u8; 256 << 10]);
+    let mut stalled = Vec::new();
+    for i in 0..3u8 {
+        let from = [127, 0, 4, 1 + i];
+        let stream = connect_from(from, rtmp).await;
+        let (mut stream, _session) = publishing(stream, &format!("stall-{i}")).await;
+        stream.write_all(&partial).await.expect("a partial frame");
+        stalled.push(stream);
+    }
+    wait_until("the budget to refuse the third", || async {
+        refusals(&node, "rtmp_partial_bytes").await >= 1.0
+    })
+    .await;
+    let mut third = stalled.pop().expect("three");
+    assert!(closes_within(&mut third, Duration::from_secs(10)).await, "the third is closed");
+    let mut buf = [0u8; 1024];
+    for stream in &mut stalled {
+        let open = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+        assert!(!matches!(open, Ok(Ok(0))), "the first two stay connected");
+    }
+    assert_unharmed(&node, "live/bystander").await;
+    let _ = publisher.kill().await;
 }
 
 #[actix_rt::test]
