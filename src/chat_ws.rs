@@ -113,8 +113,13 @@ impl StreamHandler<Arc<str>> for ChatSession {
         if !self.joined {
             return; // a refused join: its reply closes the connection with the reason
         }
-        // The room closed our queue: we fell behind, were banned, or the room stopped.
-        Self::close(ctx, ws::CloseCode::Policy, "disconnected by the room");
+        // The room closed our queue. It stopped (handed off by a draining node, or moved):
+        // 1012, reconnect. Or it let us go (banned, or fell behind): 1008.
+        if self.node.is_draining() || !self.room.connected() {
+            Self::close(ctx, ws::CloseCode::Restart, "the room moved; reconnect");
+        } else {
+            Self::close(ctx, ws::CloseCode::Policy, "disconnected by the room");
+        }
     }
 }
 

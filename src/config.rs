@@ -77,7 +77,8 @@ impl Default for NodeConfig {
 pub struct RtmpConfig {
     /// Whether RTMP is served.
     pub enabled: bool,
-    /// Listen address.
+    /// Listen address (`HOST:PORT`; a host name is resolved).
+    #[serde(deserialize_with = "listen_addr")]
     pub addr: SocketAddr,
     /// Seconds a client has to complete the handshake.
     pub handshake_timeout: f64,
@@ -127,7 +128,8 @@ impl Default for RtmpConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Listen address.
+    /// Listen address (`HOST:PORT`; a host name is resolved).
+    #[serde(deserialize_with = "listen_addr")]
     pub addr: SocketAddr,
 }
 
@@ -143,7 +145,8 @@ impl Default for HttpConfig {
 pub struct MetricsConfig {
     /// Whether the metrics listener runs.
     pub enabled: bool,
-    /// Listen address.
+    /// Listen address (`HOST:PORT`; a host name is resolved).
+    #[serde(deserialize_with = "listen_addr")]
     pub addr: SocketAddr,
     /// Most streams exported with per-stream series (the most watched first); the rest are
     /// counted in `zenlive_metrics_streams_omitted`. Bounds the series count.
@@ -376,6 +379,7 @@ pub struct ClusterConfig {
     /// Prefix of every Redis key, so several clusters can share one Redis.
     pub key_prefix: String,
     /// Where this node listens for other nodes (relays and messages).
+    #[serde(deserialize_with = "listen_addr")]
     pub addr: SocketAddr,
     /// The host other nodes and clients reach this node at; empty means the cluster
     /// listener's IP (which must then not be a wildcard like 0.0.0.0).
@@ -453,6 +457,49 @@ impl Default for LogConfig {
     }
 }
 
+/// Parses a listen address: `IP:PORT`, or `HOST:PORT` with the host resolved (an IPv4
+/// address first). The error says what form is expected.
+pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let expected = "expected HOST:PORT such as 0.0.0.0:1935, [::]:1935 or localhost:1935";
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("{expected}, got {text:?} ({e})"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{expected}, got {text:?} (it resolves to no address)"))
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen_addr(&text).map_err(serde::de::Error::custom)
+}
+
+/// The levels a `log.level` directive may name.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks `log.level`: a level (`info`), or comma-separated directives each a level or
+/// `target=level` (`zenlive=debug,info`). Anything else would silently log nothing.
+fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    let known = |name: &str| LOG_LEVELS.contains(&name.trim().to_ascii_lowercase().as_str());
+    let bad = level.split(',').find(|directive| match directive.split_once('=') {
+        Some((target, name)) => target.trim().is_empty() || !known(name),
+        None => !known(directive),
+    });
+    match bad {
+        Some(directive) => Err(ConfigError::Invalid(format!(
+            "log.level: {directive:?} is not a level or target=level (levels: {})",
+            LOG_LEVELS.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Shortest `cluster.secret` accepted.
 pub const MIN_CLUSTER_SECRET: usize = 16;
 
@@ -496,9 +543,11 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        // toml's error names the key it is about on a line of its own: one line here.
+        let config: Config =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+                ConfigError::Invalid(e.to_string().trim().replace('\n', " "))
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -518,6 +567,40 @@ impl Config {
             1.0..=3600.0,
             "seconds",
         )?;
+        let day = 86_400.0;
+        for (key, value, range) in [
+            ("node.shutdown_timeout", self.node.shutdown_timeout, 0.0..=day),
+            ("rtmp.handshake_timeout", self.rtmp.handshake_timeout, 0.1..=day),
+            ("rtmp.idle_timeout", self.rtmp.idle_timeout, 0.1..=day),
+            ("rtmp.max_viewer_lag", self.rtmp.max_viewer_lag, 0.1..=day),
+            ("hls.reconnect_grace", self.hls.reconnect_grace, 0.0..=day),
+            ("hooks.timeout", self.hooks.timeout, 0.001..=day),
+            ("webhooks.timeout", self.webhooks.timeout, 0.001..=day),
+            ("webhooks.retry_for", self.webhooks.retry_for, 0.0..=7.0 * day),
+            ("cluster.relay_idle", self.cluster.relay_idle, 0.1..=day),
+            ("cluster.relay_grace", self.cluster.relay_grace, 0.0..=day),
+        ] {
+            within(key, value, range, "seconds")?;
+        }
+        within(
+            "chat.per_second",
+            self.chat.per_second,
+            0.001..=1_000_000.0,
+            "messages per second",
+        )?;
+        within("auth.session_ttl", self.auth.session_ttl, 1..=86_400, "seconds")?;
+        for (key, value) in [
+            ("rtmp.max_connections", self.rtmp.max_connections),
+            ("chat.max_frame", self.chat.max_frame),
+            ("chat.member_queue", self.chat.member_queue),
+            ("chat.max_members", self.chat.max_members),
+            ("webhooks.queue", self.webhooks.queue),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1 (got 0)")));
+            }
+        }
+        check_log_level(&self.log.level)?;
         crate::auth::Auth::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if !matches!(self.hooks.on_failure.as_str(), "deny" | "allow") {
             return Err(ConfigError::Invalid(
@@ -570,29 +653,37 @@ impl Config {
     }
 }
 
-/// Sections whose keys may be set from the environment.
-const SECTIONS: [&str; 11] = [
-    "node", "rtmp", "http", "metrics", "hls", "auth", "hooks", "webhooks", "chat", "cluster", "log",
-];
-
-/// Applies `ZENLIVE_SECTION_KEY=value` overrides. Values are read as TOML when they parse
-/// (numbers, booleans), else as strings.
+/// Applies `ZENLIVE_SECTION_KEY=value` overrides. Each value takes the type of the key it
+/// sets: a string key gets the text as it is (`ZENLIVE_NODE_ID=1` is the id "1"); numbers
+/// and booleans are parsed; a list is a TOML array (`["a","b"]`) or comma-separated
+/// (`a,b`). A variable that names no section or key is an error naming it.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
+    let defaults = toml::Table::try_from(Config::default())
+        .map_err(|e| ConfigError::Invalid(format!("the defaults do not serialize: {e}")))?;
+    let sections = || defaults.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("ZENLIVE_") else { continue };
         let rest = rest.to_ascii_lowercase();
-        let Some((section, key)) = rest.split_once('_') else { continue };
-        if !SECTIONS.contains(&section) {
-            continue;
-        }
-        let parsed = format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let (section, key) = rest.split_once('_').unwrap_or((rest.as_str(), ""));
+        let Some(toml::Value::Table(known)) = defaults.get(section) else {
+            return Err(ConfigError::Invalid(format!(
+                "{name}: no configuration section [{section}] (sections: {}); variables are \
+                 ZENLIVE_SECTION_KEY",
+                sections()
+            )));
+        };
+        let Some(default) = known.get(key) else {
+            let keys = known.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+            return Err(ConfigError::Invalid(format!(
+                "{name}: [{section}] has no key {key:?} (keys: {keys})"
+            )));
+        };
+        let parsed = env_value(default, &value).map_err(|expected| {
+            ConfigError::Invalid(format!("{name}: expected {expected}, got {value:?}"))
+        })?;
         let entry = table
             .entry(section.to_owned())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -602,6 +693,41 @@ fn apply_env(
         section_table.insert(key.to_owned(), parsed);
     }
     Ok(())
+}
+
+/// `text` as a value of the type of `default`, or what was expected.
+fn env_value(default: &toml::Value, text: &str) -> Result<toml::Value, &'static str> {
+    let scalar =
+        || format!("v = {text}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
+    match default {
+        toml::Value::String(_) => Ok(toml::Value::String(text.to_owned())),
+        toml::Value::Boolean(_) => match text {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err("true or false"),
+        },
+        toml::Value::Integer(_) => match scalar() {
+            Some(value @ toml::Value::Integer(_)) => Ok(value),
+            _ => Err("a whole number"),
+        },
+        toml::Value::Float(_) => match scalar() {
+            Some(toml::Value::Integer(n)) => Ok(toml::Value::Float(n as f64)),
+            Some(value @ toml::Value::Float(_)) => Ok(value),
+            _ => Err("a number"),
+        },
+        toml::Value::Array(_) if text.trim_start().starts_with('[') => match scalar() {
+            Some(value @ toml::Value::Array(_)) => Ok(value),
+            _ => Err("a TOML array such as [\"a\", \"b\"], or a comma-separated list"),
+        },
+        toml::Value::Array(_) => Ok(toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        )),
+        _ => scalar().ok_or("a TOML value"),
+    }
 }
 
 #[cfg(test)]
@@ -660,11 +786,47 @@ mod tests {
     }
 
     #[test]
+    fn environment_values_take_their_keys_types() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ZENLIVE_NODE_ID", "1"),
+                ("ZENLIVE_CLUSTER_SECRET", "12345678901234567890"),
+                ("ZENLIVE_HLS_ENABLED", "false"),
+                ("ZENLIVE_HLS_SEGMENT_DURATION", "2"),
+                ("ZENLIVE_CHAT_BLOCKED_WORDS", "spam, scam"),
+                ("ZENLIVE_WEBHOOKS_URLS", r#"["http://a/", "http://b/"]"#),
+                ("ZENLIVE_LOG_LEVEL", "zenlive=debug,warn"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.node.id, "1");
+        assert_eq!(c.cluster.secret, "12345678901234567890");
+        assert!(!c.hls.enabled);
+        assert_eq!(c.hls.segment_duration, 2.0);
+        assert_eq!(c.chat.blocked_words, ["spam", "scam"]);
+        assert_eq!(c.webhooks.urls, ["http://a/", "http://b/"]);
+        let err = Config::load(None, env(&[("ZENLIVE_HSL_WINDOW", "3")])).expect_err("a typo");
+        assert!(err.to_string().contains("ZENLIVE_HSL_WINDOW"), "{err}");
+        let err = Config::load(None, env(&[("ZENLIVE_LOG_LEVEL", "verbose")])).expect_err("level");
+        assert!(err.to_string().contains("verbose") && err.to_string().contains("info"), "{err}");
+    }
+
+    #[test]
     fn bad_values_are_clear_errors() {
         for (k, v) in [
             ("ZENLIVE_HLS_SEGMENT_DURATION", "0"),
             ("ZENLIVE_RTMP_ADDR", "nowhere"),
             ("ZENLIVE_HLS_BOGUS", "1"),
+            ("ZENLIVE_HSL_WINDOW", "3"),
+            ("ZENLIVE_HLS_WINDOW", "three"),
+            ("ZENLIVE_HLS_ENABLED", "maybe"),
+            ("ZENLIVE_LOG_LEVEL", "verbose"),
+            ("ZENLIVE_LOG_LEVEL", "zenlive=loud"),
+            ("ZENLIVE_RTMP_IDLE_TIMEOUT", "-5"),
+            ("ZENLIVE_RTMP_HANDSHAKE_TIMEOUT", "0"),
+            ("ZENLIVE_HOOKS_TIMEOUT", "-1"),
+            ("ZENLIVE_CHAT_PER_SECOND", "0"),
             ("ZENLIVE_RTMP_PUBLISH_READ_DELAY", "2"),
             ("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "-0.1"),
             ("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0.6"),

@@ -59,6 +59,10 @@ struct HlsStream {
     parked: Mutex<Option<Segmenter>>,
     /// Bumped on every start and end, so a grace timer knows whether it is stale.
     generation: AtomicU64,
+    /// The stream actor instance (its directory generation) being packaged: a second
+    /// start for the same instance (a local publisher taking over a relayed copy) keeps
+    /// the packager it has, so the playlist's media sequence carries on.
+    packaging: AtomicU64,
 }
 
 impl HlsStream {
@@ -133,8 +137,12 @@ impl HlsManager {
                 published: RwLock::default(),
                 parked: Mutex::new(None),
                 generation: AtomicU64::new(0),
+                packaging: AtomicU64::new(0),
             })
         }));
+        if stream.packaging.swap(entry.generation, Ordering::Relaxed) == entry.generation {
+            return;
+        }
         stream.generation.fetch_add(1, Ordering::Relaxed);
         let mut segmenter = stream.parked.lock().take();
         if let Some(s) = segmenter.as_mut() {

@@ -218,6 +218,8 @@ impl Hooks {
         peer: Option<SocketAddr>,
         user: Option<String>,
     ) -> ViewerSession {
+        let who = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        tracing::info!(peer = %who, %stream, protocol = protocol.as_str(), user = user.as_deref().unwrap_or("-"), "play started");
         self.viewer(ViewerEvent::Joined {
             stream: stream.clone(),
             protocol,
@@ -226,6 +228,7 @@ impl Hooks {
         });
         let hooks = Arc::clone(self);
         session.on_end(move |end| {
+            tracing::info!(peer = %who, %stream, protocol = protocol.as_str(), seconds = end.duration.as_secs(), bytes = end.delivered.bytes, reason = end.reason, "play ended");
             hooks.viewer(ViewerEvent::Left {
                 stream,
                 protocol,

@@ -1,6 +1,7 @@
 //! The `zenlive` node binary: parse the command line, load the configuration, start a node,
 //! and shut it down cleanly on SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use zenlive::auth::{unix_now, Auth, Claims, Role};
+use zenlive::config::parse_listen_addr;
 use zenlive::{Config, NodeBuilder};
 
 /// mimalloc instead of the system allocator: each frame's payload is allocated on the
@@ -20,37 +22,38 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Every configuration key `section.key` can also be set as the environment variable
 /// ZENLIVE_SECTION_KEY (for example ZENLIVE_HLS_SEGMENT_DURATION=2). Precedence: flags, then
-/// environment, then the file, then built-in defaults. See zenlive.example.toml.
+/// environment, then the file, then built-in defaults. See zenlive.example.toml. The flags
+/// below work before or after a subcommand.
 #[derive(Debug, Parser)]
 #[command(name = "zenlive", version)]
 struct Cli {
     /// TOML configuration file.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
-    /// RTMP listen address [default: 0.0.0.0:1935].
-    #[arg(long)]
+    /// RTMP listen address, HOST:PORT [default: 0.0.0.0:1935].
+    #[arg(long, global = true, value_parser = parse_listen_addr)]
     rtmp_addr: Option<SocketAddr>,
-    /// HTTP listen address (HLS, HTTP-FLV) [default: 0.0.0.0:8080].
-    #[arg(long)]
+    /// HTTP listen address (HLS, HTTP-FLV), HOST:PORT [default: 0.0.0.0:8080].
+    #[arg(long, global = true, value_parser = parse_listen_addr)]
     http_addr: Option<SocketAddr>,
-    /// Metrics and health listen address [default: 0.0.0.0:9090].
-    #[arg(long)]
+    /// Metrics and health listen address, HOST:PORT [default: 0.0.0.0:9090].
+    #[arg(long, global = true, value_parser = parse_listen_addr)]
     metrics_addr: Option<SocketAddr>,
     /// Log format: text or json.
-    #[arg(long)]
+    #[arg(long, global = true, value_parser = ["text", "json"])]
     log_format: Option<String>,
     /// This node's id (node.id) [default: random].
-    #[arg(long)]
+    #[arg(long, global = true)]
     node_id: Option<String>,
     /// Join a cluster through the Redis at this URL (sets cluster.enabled and
     /// cluster.redis_url), e.g. redis://127.0.0.1:6379/.
-    #[arg(long)]
+    #[arg(long, global = true)]
     cluster_redis: Option<String>,
-    /// Where to listen for other cluster nodes [default: 127.0.0.1:7946].
-    #[arg(long)]
+    /// Where to listen for other cluster nodes, HOST:PORT [default: 127.0.0.1:7946].
+    #[arg(long, global = true, value_parser = parse_listen_addr)]
     cluster_addr: Option<SocketAddr>,
     /// The host other nodes reach this one at (cluster.advertise_host).
-    #[arg(long)]
+    #[arg(long, global = true)]
     advertise_host: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -66,6 +69,9 @@ enum Command {
     /// new publishers or chat members, chat rooms move to other nodes, `/readyz` answers
     /// 503, live streams continue until they end. `--resume` undoes it.
     Drain(DrainArgs),
+    /// Check the configuration (file, environment, flags) and exit: 0 when the node would
+    /// start with it, 1 with the first problem otherwise.
+    Check,
 }
 
 #[derive(Debug, clap::Args)]
@@ -163,8 +169,13 @@ async fn drain(config: &Config, args: DrainArgs) -> anyhow::Result<()> {
 fn init_logging(config: &Config) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    // Logs go to stderr; stdout carries only the start-up banner with the URLs.
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Logs go to stderr; stdout carries only the start-up banner with the URLs. Colours only
+    // on a terminal (and never with NO_COLOR), so files and journald get plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if config.log.format == "json" {
         builder.json().init();
     } else {
@@ -180,29 +191,60 @@ fn url_host(addr: SocketAddr) -> String {
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM. SIGHUP, which would otherwise end the process, is answered
+/// with a check of the configuration (see [`on_hangup`]).
+async fn shutdown_signal(cli: &Cli) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut hangup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+        else {
+            return ctrl_c.await.unwrap_or(());
+        };
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => return,
+                _ = term.recv() => return,
+                _ = hangup.recv() => on_hangup(cli),
+            }
         }
     }
     #[cfg(not(unix))]
     ctrl_c.await.unwrap_or(());
 }
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let mut config =
-        Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+/// What the banner says about auth.
+fn auth_summary(node: &zenlive::Node) -> String {
+    let config = &node.config().auth;
+    let configured = !config.jwt_secret.is_empty() || !config.public_key.is_empty();
+    let need = |required: bool| if required { "a token" } else { "no token" };
+    match configured {
+        false => "off: anyone may publish and play; the admin API is closed (set auth.jwt_secret)"
+            .to_owned(),
+        true => format!(
+            "on ({}): publishing needs {}, playing needs {}; the admin API needs an admin token",
+            config.algorithm,
+            need(config.require_publish),
+            need(config.require_play)
+        ),
+    }
+}
+
+/// SIGHUP: reads the configuration again and says whether it is valid; the running node
+/// keeps its configuration (changes take effect on restart).
+fn on_hangup(cli: &Cli) {
+    match load(cli) {
+        Ok(_) => tracing::warn!("SIGHUP: the configuration is valid; this version applies changes on restart, the node keeps running as it was"),
+        Err(error) => tracing::error!("SIGHUP: the configuration is invalid, the node keeps running as it was: {error:#}"),
+    }
+}
+
+/// The configuration from the file, the environment and the flags.
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(addr) = cli.rtmp_addr {
         config.rtmp.addr = addr;
     }
@@ -212,34 +254,52 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = cli.metrics_addr {
         config.metrics.addr = addr;
     }
-    if let Some(id) = cli.node_id {
-        config.node.id = id;
+    if let Some(id) = &cli.node_id {
+        config.node.id = id.clone();
     }
-    if let Some(url) = cli.cluster_redis {
+    if let Some(url) = &cli.cluster_redis {
         config.cluster.enabled = true;
-        config.cluster.redis_url = url;
+        config.cluster.redis_url = url.clone();
     }
     if let Some(addr) = cli.cluster_addr {
         config.cluster.addr = addr;
     }
-    if let Some(host) = cli.advertise_host {
-        config.cluster.advertise_host = host;
+    if let Some(host) = &cli.advertise_host {
+        config.cluster.advertise_host = host.clone();
     }
-    if let Some(format) = cli.log_format {
-        anyhow::ensure!(
-            matches!(format.as_str(), "text" | "json"),
-            "--log-format must be text or json"
-        );
-        config.log.format = format;
+    if let Some(format) = &cli.log_format {
+        config.log.format = format.clone();
     }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Any failure to start is one line on stderr and exit status 1: the cause, the address or
+/// key it is about, and what changes it. The process exits without unwinding the runtime,
+/// whose half-started actors would otherwise print panics about a missing reactor.
+#[actix_web::main]
+async fn main() {
+    if let Err(error) = run().await {
+        eprintln!("zenlive: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = load(&cli)?;
     match cli.command {
         Some(Command::Token(args)) => return print_token(&config, args),
         Some(Command::Drain(args)) => return drain(&config, args).await,
+        Some(Command::Check) => {
+            println!("configuration OK");
+            return Ok(());
+        }
         None => {}
     }
     init_logging(&config);
 
-    let node = NodeBuilder::new(config).start().await.context("starting the node")?;
+    let node = NodeBuilder::new(config).start().await?;
     tracing::info!(node = %node.id(), "zenlive {} started", env!("CARGO_PKG_VERSION"));
     let http = url_host(node.http_addr());
     if let Some(rtmp) = node.rtmp_addr() {
@@ -250,6 +310,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("HLS:       http://{http}/live/test/index.m3u8");
     println!("HTTP-FLV:  http://{http}/live/test.flv");
+    println!("Chat:      ws://{http}/chat/live/test");
+    println!("Auth:      {}", auth_summary(&node));
     if let Some(metrics) = node.metrics_addr() {
         let metrics = url_host(metrics);
         println!("Metrics:   http://{metrics}/metrics  (streams: http://{metrics}/api/v1/streams)");
@@ -259,7 +321,7 @@ async fn main() -> anyhow::Result<()> {
         println!("Cluster:   node {} on {cluster}, nodes: http://{http}/api/v1/nodes", node.id());
     }
 
-    shutdown_signal().await;
+    shutdown_signal(&cli).await;
     tracing::info!("shutting down");
     node.shutdown().await;
     tracing::info!("stopped");

@@ -118,14 +118,14 @@ impl NodeContext {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error("cannot listen for {what} on {addr}: {cause}; {}", bind_hint(what, cause))]
     Bind {
         /// Which listener.
         what: &'static str,
         /// The address.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The registry refused the node.
     #[error("registry: {0}")]
@@ -136,6 +136,56 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// Another running node has this node's id.
+    #[error("node id {id} is in use by a running node ({addresses}): two nodes with one id would take each other's streams; give this one another node.id (--node-id, ZENLIVE_NODE_ID) or stop the other")]
+    NodeIdInUse {
+        /// The id.
+        id: String,
+        /// Where the other node says it is.
+        addresses: String,
+    },
+}
+
+/// Refuses to start as `node` while another process holds that id in the registry. A
+/// registration that stops being renewed (its node just crashed, or is being restarted)
+/// expires within [`NODE_TTL`]: the start waits that long for it before refusing.
+async fn ensure_unique(registry: &dyn Registry, node: &NodeId) -> Result<(), StartError> {
+    let deadline = tokio::time::Instant::now() + NODE_TTL + Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        let nodes = registry.nodes().await?;
+        let Some(other) = nodes.iter().find(|n| &n.id == node) else { return Ok(()) };
+        if tokio::time::Instant::now() >= deadline {
+            let addresses =
+                other.addresses.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>();
+            return Err(StartError::NodeIdInUse {
+                id: node.to_string(),
+                addresses: addresses.join(", "),
+            });
+        }
+        if !warned {
+            tracing::warn!(node = %node, "this node id is registered by another process; waiting up to {NODE_TTL:?} for its registration to expire");
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What to change when listener `what` cannot bind.
+fn bind_hint(what: &str, error: &std::io::Error) -> String {
+    let setting = format!("set {what}.addr (ZENLIVE_{}_ADDR, --{what}-addr)", what.to_uppercase());
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("another process holds that port: stop it, or {setting}")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("ports below 1024 need privileges (CAP_NET_BIND_SERVICE), or {setting}")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("no interface of this machine has that address: {setting}")
+        }
+        _ => setting,
+    }
 }
 
 /// Builds a node: configuration plus application hooks. See the module docs.
@@ -254,6 +304,9 @@ impl NodeBuilder {
             load: 0,
             draining: false,
         };
+        if config.cluster.enabled && !config.node.id.is_empty() {
+            ensure_unique(registry.as_ref(), &node_id).await?;
+        }
         registry.register_node(info, NODE_TTL).await?;
         let cluster = config.cluster.enabled.then(|| {
             Arc::new(Cluster::new(node_id.clone(), Arc::clone(&registry), &config.cluster))
@@ -513,6 +566,11 @@ impl Node {
     /// Where other cluster nodes connect to this one (cluster mode only).
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
         self.cluster_addr
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.context.config
     }
 
     /// This node's cluster membership (cluster mode only): the live nodes, calls to actors

@@ -12,12 +12,12 @@ fn bind_std(
     what: &'static str,
     addr: std::net::SocketAddr,
 ) -> Result<std::net::TcpListener, StartError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
+    let listener = std::net::TcpListener::bind(addr).map_err(|cause| StartError::Bind {
         what,
         addr,
-        source,
+        cause,
     })?;
-    listener.set_nonblocking(true).map_err(|source| StartError::Bind { what, addr, source })?;
+    listener.set_nonblocking(true).map_err(|cause| StartError::Bind { what, addr, cause })?;
     Ok(listener)
 }
 
@@ -30,7 +30,7 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
     if config.rtmp.enabled {
         let listener = bind_std("rtmp", config.rtmp.addr)?;
         let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|source| StartError::Bind { what: "rtmp", addr: config.rtmp.addr, source })?;
+            .map_err(|cause| StartError::Bind { what: "rtmp", addr: config.rtmp.addr, cause })?;
         rtmp_addr = listener.local_addr().ok();
         tasks.push(actix_rt::spawn(rtmp::server::run(listener, Arc::clone(&context))));
     }
@@ -50,7 +50,7 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
             .disable_signals()
             .shutdown_timeout(5)
             .listen(http_listener)
-            .map_err(|source| StartError::Bind { what: "http", addr: config.http.addr, source })?
+            .map_err(|cause| StartError::Bind { what: "http", addr: config.http.addr, cause })?
             .run();
     let http = http_server.handle();
     actix_rt::spawn(http_server);
@@ -67,7 +67,7 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         .disable_signals()
         .shutdown_timeout(1)
         .listen(listener)
-        .map_err(|source| StartError::Bind { what: "metrics", addr: config.metrics.addr, source })?
+        .map_err(|cause| StartError::Bind { what: "metrics", addr: config.metrics.addr, cause })?
         .run();
         metrics = Some(server.handle());
         actix_rt::spawn(server);
@@ -78,7 +78,7 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         let addr = config.cluster.addr;
         let listener = bind_std("cluster", addr)?;
         let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|source| StartError::Bind { what: "cluster", addr, source })?;
+            .map_err(|cause| StartError::Bind { what: "cluster", addr, cause })?;
         cluster_addr = listener.local_addr().ok();
         tasks.push(actix_rt::spawn(crate::cluster::link::listen(listener, Arc::clone(&context))));
     }

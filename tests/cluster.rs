@@ -276,8 +276,23 @@ async fn a_killed_origin_is_replaced_and_edge_viewers_keep_playing() {
     let out = recording.clone();
     // 20 s of media: across the kill, the publisher's move and the relay's re-resolve.
     let player = tokio::spawn(async move { record(&url, 20, &out).await });
+    // n2 relays it too, for an RTMP viewer and HLS: n2 is where the publisher goes next.
+    let edge_recording = dir.path().join("n2.flv");
+    let (edge_url, edge_out) = (n2.rtmp_url("live/k"), edge_recording.clone());
+    let edge_player = tokio::spawn(async move { record(&edge_url, 20, &edge_out).await });
     eventually("n3 relays live/k", Duration::from_secs(15), || n3.has_stream("live/k")).await;
+    eventually("n2 relays live/k", Duration::from_secs(15), || n2.has_stream("live/k")).await;
+    let playlist = format!("http://{}/live/k/index.m3u8", n2.http);
+    let sequence = || async {
+        let text = reqwest::get(&playlist).await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")?.parse::<u64>().ok())
+    };
+    eventually("n2's HLS playlist", Duration::from_secs(15), || async {
+        sequence().await.is_some()
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = sequence().await.expect("a playlist on n2");
 
     n1.signal("-KILL");
     let _ = first.kill().await;
@@ -297,6 +312,22 @@ async fn a_killed_origin_is_replaced_and_edge_viewers_keep_playing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_plays(&recording, 19.0, "HTTP-FLV on n3 across the failover").await;
+    // n2's own viewers were handed to its new local publisher: they kept playing, and the
+    // HLS playlist carried on (its media sequence never went back).
+    let out = edge_player.await.expect("edge player task");
+    assert!(
+        out.status.success(),
+        "n2's viewer kept playing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_plays(&edge_recording, 19.0, "RTMP on n2 as it took the stream over").await;
+    eventually("n2's playlist moving on", Duration::from_secs(15), || async {
+        let now = sequence().await.unwrap_or(before);
+        assert!(now >= before, "n2's media sequence went back from {before} to {now}");
+        now > before + 2
+    })
+    .await;
+    assert!(n2.log_text().contains("took over the relayed stream"), "n2 says what happened");
     let registry = RedisRegistry::connect(&redis.url(), "zenlive:").await.expect("redis");
     let owner = registry
         .lookup(&ActorKey::new(ActorKind::Stream, "live/k"))
@@ -555,4 +586,27 @@ async fn a_new_chat_room_is_placed_on_the_least_loaded_node() {
         .expect("send");
     assert_eq!(next_of(&mut second, "message").await["text"], "hi");
     assert_eq!(next_of(&mut first, "message").await["text"], "hi");
+}
+
+#[actix_rt::test]
+async fn a_second_process_with_the_same_node_id_refuses_to_start() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let first = cluster_node("same-id", "n1", &url).await;
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlive"))
+        .args(["--node-id", "n1", "--cluster-redis", &url, "--cluster-addr", "127.0.0.1:0"])
+        .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("ZENLIVE_CLUSTER_SECRET", SECRET)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("gives up within the node TTL")
+        .expect("run zenlive");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("node id n1 is in use"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(first.node_ids().await, ["n1"], "the first node carries on");
+    assert!(!first.log_text().contains("declared this node dead"), "and was never disturbed");
 }

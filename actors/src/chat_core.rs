@@ -53,9 +53,13 @@ impl Default for ChatLimits {
 /// Why a command was refused; `code` is stable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ChatError {
-    /// Posting needs a signed-in user with a name.
+    /// Posting needs a signed-in user.
     #[error("sign in to post")]
     SignInRequired,
+    /// A signed-in user whose token has no `name` claim: chat shows a name with every
+    /// message.
+    #[error("your token has no name claim; ask for one with a name to post")]
+    NameRequired,
     /// Empty text.
     #[error("empty message")]
     Empty,
@@ -99,6 +103,7 @@ impl ChatError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::SignInRequired => "sign_in_required",
+            Self::NameRequired => "name_required",
             Self::Empty => "empty",
             Self::TooLong(_) => "too_long",
             Self::BlockedWord => "blocked_word",
@@ -351,7 +356,10 @@ impl ChatCore {
         text: String,
         now_ms: u64,
     ) -> Result<(ChatUser, String), ChatError> {
-        let user = user.filter(|u| !u.name.is_empty()).ok_or(ChatError::SignInRequired)?;
+        let user = user.ok_or(ChatError::SignInRequired)?;
+        if user.name.is_empty() {
+            return Err(ChatError::NameRequired);
+        }
         if self.muted.get(&user.id).is_some_and(|until| *until > now_ms) {
             return Err(ChatError::Muted);
         }

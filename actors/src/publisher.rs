@@ -22,6 +22,39 @@ const REATTACH_ATTEMPTS: u32 = 20;
 /// Pause between those looks.
 const REATTACH_PAUSE: Duration = Duration::from_millis(25);
 
+/// Keeps a stream's timestamps growing when its source changes (a relay following a new
+/// origin, a local publisher taking over a relayed copy): frames of the new source are
+/// shifted to follow the last frame before it.
+#[derive(Debug, Default)]
+pub struct Rebase {
+    last_out: Option<u32>,
+    offset: Option<u32>,
+}
+
+impl Rebase {
+    /// A rebase whose first source continues after `last` (nothing before: as is).
+    pub fn after(last: Option<u32>) -> Self {
+        Self { last_out: last, offset: None }
+    }
+
+    /// The next frame comes from a new source.
+    pub fn new_source(&mut self) {
+        self.offset = None;
+    }
+
+    /// `timestamp` of the current source, shifted.
+    pub fn apply(&mut self, timestamp: u32) -> u32 {
+        let offset = *self.offset.get_or_insert_with(|| match self.last_out {
+            // One frame's gap after the last frame of the previous source.
+            Some(last) => last.wrapping_add(33).wrapping_sub(timestamp),
+            None => 0,
+        });
+        let out = timestamp.wrapping_add(offset);
+        self.last_out = Some(out);
+        out
+    }
+}
+
 /// Why publishing stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -45,6 +78,9 @@ pub struct StreamPublisher {
     metadata: Option<MediaFrame>,
     video_header: Option<MediaFrame>,
     audio_header: Option<MediaFrame>,
+    /// Set when this publisher took over a relayed copy: its frames continue the copy's
+    /// timestamps.
+    rebase: Option<Rebase>,
     /// Whether the stream was told the publisher left.
     detached: bool,
 }
@@ -92,15 +128,16 @@ impl StreamPublisher {
             arbiter: actix_rt::Arbiter::current(),
             replica,
         };
-        let stream = supervisor.send(start).await.map_err(|_| StartError::ShuttingDown)??;
+        let started = supervisor.send(start).await.map_err(|_| StartError::ShuttingDown)??;
         let publisher = Self {
             key,
             handle,
-            stream,
+            stream: started.entry,
             directory,
             metadata: None,
             video_header: None,
             audio_header: None,
+            rebase: started.took_over.then(|| Rebase::after(started.continue_after)),
             detached: false,
         };
         Ok((publisher, commands))
@@ -113,7 +150,10 @@ impl StreamPublisher {
 
     /// Pushes one frame into the stream. Never waits, except to re-attach after the stream
     /// actor crashed.
-    pub async fn push(&mut self, frame: MediaFrame) -> Result<(), PublishError> {
+    pub async fn push(&mut self, mut frame: MediaFrame) -> Result<(), PublishError> {
+        if let Some(rebase) = &mut self.rebase {
+            frame.timestamp = rebase.apply(frame.timestamp);
+        }
         match (frame.kind, frame.sequence_header) {
             (FrameKind::Data, _) => self.metadata = Some(frame.clone()),
             (FrameKind::Video, true) => self.video_header = Some(frame.clone()),
@@ -172,5 +212,25 @@ impl StreamPublisher {
 impl Drop for StreamPublisher {
     fn drop(&mut self) {
         self.detach("publisher gone".to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebasing_keeps_timestamps_growing_across_origins() {
+        let mut rebase = Rebase::default();
+        assert_eq!(rebase.apply(1000), 1000, "the first origin is relayed as is");
+        assert_eq!(rebase.apply(1040), 1040);
+        rebase.new_source();
+        assert_eq!(rebase.apply(0), 1073, "a new origin continues one frame later");
+        assert_eq!(rebase.apply(40), 1113);
+        rebase.new_source();
+        assert_eq!(rebase.apply(u32::MAX - 5), 1146, "wrapping arithmetic");
+        let mut takeover = Rebase::after(Some(50_000));
+        assert_eq!(takeover.apply(0), 50_033, "a publisher taking over continues the stream");
+        assert_eq!(Rebase::after(None).apply(7), 7);
     }
 }

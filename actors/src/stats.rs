@@ -270,9 +270,8 @@ impl PerProtocol {
 pub struct StreamStats {
     started: Instant,
     started_at: SystemTime,
-    publisher: Protocol,
-    publisher_user: Option<String>,
-    publisher_peer: Option<SocketAddr>,
+    /// Who publishes: changes when a local publisher takes over a relayed copy.
+    publisher: RwLock<Publisher>,
     bytes_in: AtomicU64,
     frames_in: AtomicU64,
     keyframes: AtomicU64,
@@ -287,6 +286,14 @@ pub struct StreamStats {
     viewers_dropped_slow: AtomicU64,
     hls_segments: AtomicU64,
     restarts: AtomicU64,
+}
+
+/// Who publishes a stream.
+#[derive(Debug, Clone)]
+struct Publisher {
+    protocol: Protocol,
+    user: Option<String>,
+    peer: Option<SocketAddr>,
 }
 
 /// A consistent-enough copy of [`StreamStats`] (each field read once), for the SDK, the
@@ -373,9 +380,7 @@ impl StreamStats {
         Self {
             started: Instant::now(),
             started_at: SystemTime::now(),
-            publisher,
-            publisher_user: user,
-            publisher_peer: peer,
+            publisher: RwLock::new(Publisher { protocol: publisher, user, peer }),
             bytes_in: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             keyframes: AtomicU64::new(0),
@@ -450,16 +455,27 @@ impl StreamStats {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A new publisher took the stream over (a local publisher replacing a relayed copy).
+    pub fn set_publisher(
+        &self,
+        protocol: Protocol,
+        user: Option<String>,
+        peer: Option<SocketAddr>,
+    ) {
+        *self.publisher.write() = Publisher { protocol, user, peer };
+    }
+
     /// Reads every field once.
     pub fn snapshot(&self) -> StatsSnapshot {
+        let publisher = self.publisher.read().clone();
         let nonzero = |v: Vec<(Protocol, u64)>| v.into_iter().filter(|(_, n)| *n > 0).collect();
         let interval = self.keyframe_interval_ms.load(Ordering::Relaxed);
         StatsSnapshot {
             started_at: self.started_at,
             uptime: self.started.elapsed(),
-            publisher_protocol: self.publisher,
-            publisher_user: self.publisher_user.clone(),
-            publisher_peer: self.publisher_peer,
+            publisher_protocol: publisher.protocol,
+            publisher_user: publisher.user,
+            publisher_peer: publisher.peer,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             frames_in: self.frames_in.load(Ordering::Relaxed),
             keyframes: self.keyframes.load(Ordering::Relaxed),

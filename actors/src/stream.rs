@@ -77,6 +77,16 @@ pub struct Attach {
     pub publisher: PublisherHandle,
 }
 
+/// A local publisher takes over a stream that was a relayed copy (its origin node died and
+/// the publisher reconnected here): the relay's publisher is closed, viewers stay. Answers
+/// the last frame's timestamp, for the new publisher to continue from.
+#[derive(Message)]
+#[rtype(result = "Option<u32>")]
+pub struct TakeOver {
+    /// The new publisher.
+    pub publisher: PublisherHandle,
+}
+
 /// What a stream does with each frame from its publisher: cache what late joiners need,
 /// update the statistics, and put the frame into the broadcast ring.
 #[derive(Debug)]
@@ -369,6 +379,20 @@ impl Handler<Attach> for StreamActor {
                 Ok(())
             }
         }
+    }
+}
+
+impl Handler<TakeOver> for StreamActor {
+    type Result = Option<u32>;
+
+    fn handle(&mut self, msg: TakeOver, _ctx: &mut Self::Context) -> Option<u32> {
+        if let Some(old) = self.publisher.replace(msg.publisher) {
+            let reason = "a publisher on this node took the stream over".to_owned();
+            // The relay may be between origins; a full queue means it is closing anyway.
+            let _ = old.control.try_send(PublisherCommand::Close { reason });
+        }
+        tracing::info!(stream = %self.key, "a local publisher took over the relayed stream");
+        self.ingest.lock().core.last_timestamp()
     }
 }
 

@@ -41,6 +41,9 @@ pub struct StreamCore {
     gop_valid: bool,
     stats: IngestStats,
     started: Instant,
+    /// The timestamp of the last audio or video frame, for a publisher that takes over to
+    /// continue from.
+    last_timestamp: Option<u32>,
 }
 
 impl StreamCore {
@@ -55,6 +58,7 @@ impl StreamCore {
             gop_valid: false,
             stats: IngestStats::default(),
             started: now,
+            last_timestamp: None,
         }
     }
 
@@ -62,6 +66,9 @@ impl StreamCore {
     pub fn on_frame(&mut self, frame: &MediaFrame) {
         self.stats.frames += 1;
         self.stats.bytes += frame.payload().len() as u64;
+        if frame.kind != FrameKind::Data && !frame.sequence_header {
+            self.last_timestamp = Some(frame.timestamp);
+        }
         match frame.kind {
             FrameKind::Data => {
                 self.metadata = Some(frame.clone());
@@ -105,6 +112,11 @@ impl StreamCore {
         self.gop.clear();
         self.gop_bytes = 0;
         self.gop_valid = false;
+    }
+
+    /// The timestamp of the last audio or video frame, if any came.
+    pub fn last_timestamp(&self) -> Option<u32> {
+        self.last_timestamp
     }
 
     /// What a new viewer receives before live frames, in order: metadata, sequence

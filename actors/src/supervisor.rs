@@ -9,6 +9,7 @@
 //! [`Directory`] and attaches again.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,13 +18,13 @@ use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 use parking_lot::RwLock;
 use zenlive_cluster::{
-    ActorKey, ActorKind, Lease, NodeId, Registry, RegistryError, ACTOR_LEASE_TTL,
+    ActorKey, ActorKind, Lease, NodeId, Registry, RegistryError, ACTOR_LEASE_TTL, NODE_TTL,
 };
 
 use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};
 use crate::key::StreamKey;
 use crate::stats::StreamStats;
-use crate::stream::{Attach, IngestHandle, PublisherHandle, StreamActor, StreamError};
+use crate::stream::{Attach, IngestHandle, PublisherHandle, StreamActor, StreamError, TakeOver};
 
 /// How often the supervisor renews its streams' leases.
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(3);
@@ -95,6 +96,17 @@ impl Directory {
     }
 }
 
+/// What [`StartStream`] answers.
+#[derive(Clone)]
+pub struct Started {
+    /// The stream.
+    pub entry: StreamEntry,
+    /// True when the publisher took over a relayed copy.
+    pub took_over: bool,
+    /// The copy's last frame timestamp, for the publisher to continue from.
+    pub continue_after: Option<u32>,
+}
+
 /// Why a stream could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {
@@ -103,6 +115,14 @@ pub enum StartError {
     AlreadyPublishing {
         /// The stream.
         key: StreamKey,
+    },
+    /// Another node holds the name.
+    #[error("stream {key} is already being published on node {node}; if that node has stopped, the name is free within {} s of its last heartbeat", NODE_TTL.as_secs())]
+    OwnedElsewhere {
+        /// The stream.
+        key: StreamKey,
+        /// The owner node.
+        node: String,
     },
     /// The registry could not grant the name.
     #[error("registry refused {key}: {source}")]
@@ -118,9 +138,11 @@ pub enum StartError {
 }
 
 /// Starts a stream for a publisher: claims the name, starts the actor on `arbiter`, attaches
-/// the publisher. Answers the new stream's entry.
+/// the publisher. Answers the new stream's entry. When the name is a relayed copy here (its
+/// origin node died and the publisher reconnected to this node), the publisher takes that
+/// copy over instead: same actor, same viewers, same HLS playlist.
 #[derive(Message)]
-#[rtype(result = "Result<StreamEntry, StartError>")]
+#[rtype(result = "Result<Started, StartError>")]
 pub struct StartStream {
     /// The stream.
     pub key: StreamKey,
@@ -365,7 +387,7 @@ impl Actor for StreamSupervisor {
 }
 
 impl Handler<StartStream> for StreamSupervisor {
-    type Result = ResponseActFuture<Self, Result<StreamEntry, StartError>>;
+    type Result = ResponseActFuture<Self, Result<Started, StartError>>;
 
     fn handle(&mut self, msg: StartStream, _ctx: &mut Self::Context) -> Self::Result {
         if self.shutting_down {
@@ -382,13 +404,14 @@ impl Handler<StartStream> for StreamSupervisor {
             registry.claim(&actor_key, &node, ACTOR_LEASE_TTL).await.map(Some)
         };
         Box::pin(claim.into_actor(self).then(
-            move |claimed,
-                  act,
-                  ctx|
-                  -> LocalBoxActorFuture<Self, Result<StreamEntry, StartError>> {
+            move |claimed, act, ctx| -> LocalBoxActorFuture<Self, Result<Started, StartError>> {
                 let key = msg.key;
                 let lease = match claimed {
                     Ok(lease) => lease,
+                    Err(RegistryError::AlreadyOwned { owner, .. }) if owner.node != act.node => {
+                        let node = owner.node.to_string();
+                        return Box::pin(fut::ready(Err(StartError::OwnedElsewhere { key, node })));
+                    }
                     Err(RegistryError::AlreadyOwned { .. }) => {
                         return Box::pin(fut::ready(Err(StartError::AlreadyPublishing { key })));
                     }
@@ -396,6 +419,22 @@ impl Handler<StartStream> for StreamSupervisor {
                         return Box::pin(fut::ready(Err(StartError::Registry { key, source })))
                     }
                 };
+                if !replica {
+                    if let Some(taking) = act.take_over(&key, lease.clone(), &msg.publisher) {
+                        let publisher = msg.publisher;
+                        return Box::pin(taking.into_actor(act).map(move |taken, act, _ctx| {
+                            let (entry, continue_after) = taken?;
+                            act.events.stream_event(&StreamEvent::Started {
+                                key,
+                                protocol: publisher.protocol,
+                                peer: publisher.peer,
+                                user: publisher.user,
+                                at: SystemTime::now(),
+                            });
+                            Ok(Started { entry, took_over: true, continue_after })
+                        }));
+                    }
+                }
                 let stats = Arc::new(StreamStats::for_publisher(
                     msg.publisher.protocol,
                     msg.publisher.user.clone(),
@@ -435,7 +474,7 @@ impl Handler<StartStream> for StreamSupervisor {
                             user,
                             at: SystemTime::now(),
                         });
-                        Ok(entry)
+                        Ok(Started { entry, took_over: false, continue_after: None })
                     }
                     // A fresh actor has no publisher, so this is unreachable unless it died.
                     Ok(Err(StreamError::AlreadyPublishing { key })) => {
@@ -445,6 +484,36 @@ impl Handler<StartStream> for StreamSupervisor {
                 }))
             },
         ))
+    }
+}
+
+impl StreamSupervisor {
+    /// When `key` is a live relayed copy here, makes it this node's own stream under
+    /// `lease` with `publisher` (see [`StartStream`]); answers the copy's entry and last
+    /// timestamp once the actor switched publishers. `None` when there is no such copy.
+    fn take_over(
+        &mut self,
+        key: &StreamKey,
+        lease: Option<Lease>,
+        publisher: &PublisherHandle,
+    ) -> Option<impl Future<Output = Result<(StreamEntry, Option<u32>), StartError>>> {
+        let entry = self.directory.get(key)?;
+        let copy = self
+            .streams
+            .get_mut(key)
+            .filter(|s| s.replica && s.generation == entry.generation && s.addr.connected())?;
+        copy.replica = false;
+        copy.lease = lease;
+        copy.stats.set_publisher(publisher.protocol, publisher.user.clone(), publisher.peer);
+        let taking = copy.addr.send(TakeOver { publisher: publisher.clone() });
+        let key = key.clone();
+        Some(async move {
+            match taking.await {
+                Ok(continue_after) => Ok((entry, continue_after)),
+                // The copy ended meanwhile; its stop releases the lease.
+                Err(_) => Err(StartError::AlreadyPublishing { key }),
+            }
+        })
     }
 }
 

@@ -22,8 +22,9 @@ pub struct MemoryRegistry {
 struct State {
     nodes: HashMap<NodeId, (NodeInfo, Instant)>,
     leases: HashMap<ActorKey, LeaseEntry>,
-    /// Fencing counters; like Redis `INCR` keys, they never expire.
-    epochs: HashMap<ActorKey, u64>,
+    /// The last fencing epoch handed out, for any name: one counter, so epochs only grow
+    /// for every name and nothing is kept per name once its lease is gone.
+    epoch: u64,
 }
 
 #[derive(Debug)]
@@ -125,9 +126,8 @@ impl Registry for MemoryRegistry {
         {
             Err(RegistryError::AlreadyOwned { key: key.clone(), owner: entry.owner.clone() })
         } else {
-            let counter = state.epochs.entry(key.clone()).or_insert(0);
-            *counter += 1;
-            let epoch = *counter;
+            state.epoch += 1;
+            let epoch = state.epoch;
             let owner = Owner { node: node.clone(), epoch };
             state.leases.insert(key.clone(), LeaseEntry { owner, expires: now + ttl });
             Ok(Lease { key: key.clone(), node: node.clone(), epoch, ttl })

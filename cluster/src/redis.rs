@@ -7,8 +7,11 @@
 //! - `owner:{kind}:{name}` = `{node}|{epoch}`, `PX` = lease TTL: the lease. A lease whose
 //!   node's registration is gone counts as free (the node died), so names move within the
 //!   node TTL rather than the lease TTL.
-//! - `epoch:{kind}:{name}`: an `INCR` counter without TTL, the fencing token; it only grows,
-//!   so a lease claimed after another expired always carries a greater epoch.
+//! - `epoch`: one `INCR` counter for every name, the fencing token; it only grows, so a
+//!   lease claimed after another expired always carries a greater epoch, and nothing is
+//!   left behind per name (unique per-broadcast names would otherwise leave a key each,
+//!   forever). A per-name `epoch:{kind}:{name}` counter of an older version is folded into
+//!   it (never going backwards) and deleted the next time its name is claimed.
 //!
 //! Claim, renew, release and heartbeat are Lua scripts, so each check-then-write is atomic
 //! in Redis: a node that lost its lease can never extend or delete a newer owner's.
@@ -26,7 +29,8 @@ use redis::{AsyncCommands, Script};
 use crate::id::{ActorKey, NodeId};
 use crate::registry::{BoxFuture, Lease, NodeInfo, Owner, Registry, RegistryError};
 
-/// `KEYS`: node, owner, epoch. `ARGV`: node id, TTL in ms, the node-key prefix.
+/// `KEYS`: node, owner, the epoch counter, the name's legacy epoch counter. `ARGV`: node
+/// id, TTL in ms, the node-key prefix.
 /// Returns `{1, epoch}` on success, `{0, owner}` when owned, `{-1}` when the node is dead.
 /// A lease whose owner node is no longer registered counts as free: a crashed node's
 /// streams can be taken over once its registration expires, before their leases would.
@@ -40,6 +44,14 @@ if owner then
   end
 end
 local epoch = redis.call('INCR', KEYS[3])
+local legacy = tonumber(redis.call('GET', KEYS[4]) or '')
+if legacy then
+  if legacy >= epoch then
+    epoch = legacy + 1
+    redis.call('SET', KEYS[3], epoch)
+  end
+  redis.call('DEL', KEYS[4])
+end
 redis.call('SET', KEYS[2], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
 return {1, epoch}
 ";
@@ -150,7 +162,12 @@ impl RedisRegistry {
         format!("{}owner:{}:{}", self.prefix, key.kind, key.name)
     }
 
-    fn epoch_key(&self, key: &ActorKey) -> String {
+    fn epoch_key(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
+
+    /// The per-name counter older versions kept (see the module docs).
+    fn legacy_epoch_key(&self, key: &ActorKey) -> String {
         format!("{}epoch:{}:{}", self.prefix, key.kind, key.name)
     }
 
@@ -310,7 +327,8 @@ impl Registry for RedisRegistry {
                 self.claim
                     .key(self.node_key(&node))
                     .key(self.owner_key(&key))
-                    .key(self.epoch_key(&key))
+                    .key(self.epoch_key())
+                    .key(self.legacy_epoch_key(&key))
                     .arg(node.as_str())
                     .arg(millis(ttl))
                     .arg(format!("{}node:", self.prefix))

@@ -57,3 +57,55 @@ async fn connecting_to_nothing_is_a_clear_error() {
         .expect_err("nothing listens there");
     assert!(matches!(error, RegistryError::Unavailable { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn unique_names_leave_nothing_behind_and_old_counters_are_folded_in() {
+    let redis = RedisServer::start();
+    let registry = RedisRegistry::connect(&redis.url(), "z:").await.expect("connect");
+    let node = NodeId::new("n1");
+    let info = NodeInfo {
+        id: node.clone(),
+        incarnation: 1,
+        addresses: Default::default(),
+        load: 0,
+        draining: false,
+    };
+    registry.register_node(info, Duration::from_secs(30)).await.expect("register");
+    let client = redis::Client::open(redis.url()).expect("client");
+    let direct = client.get_multiplexed_async_connection().await.expect("connect");
+    let keys = |pattern: &'static str| {
+        let mut direct = direct.clone();
+        async move {
+            let found: Vec<String> =
+                redis::cmd("KEYS").arg(pattern).query_async(&mut direct).await.expect("KEYS");
+            found
+        }
+    };
+    // One broadcast after another, each under a name of its own (the common pattern).
+    let mut last = 0;
+    for i in 0..200 {
+        let key = ActorKey::new(ActorKind::Stream, format!("live/broadcast-{i}"));
+        let lease = registry.claim(&key, &node, Duration::from_secs(10)).await.expect("claim");
+        assert!(lease.epoch > last, "epochs only grow");
+        last = lease.epoch;
+        registry.release(&lease).await.expect("release");
+    }
+    assert_eq!(keys("z:epoch:*").await, Vec::<String>::new(), "no key per name");
+    assert_eq!(keys("z:owner:*").await, Vec::<String>::new());
+
+    // A name whose counter an older version left at 5000 never goes back below it.
+    let key = ActorKey::new(ActorKind::Stream, "live/old");
+    let _: () = redis::cmd("SET")
+        .arg("z:epoch:stream:live/old")
+        .arg(5000)
+        .query_async(&mut direct.clone())
+        .await
+        .expect("SET");
+    let lease = registry.claim(&key, &node, Duration::from_secs(10)).await.expect("claim");
+    assert_eq!(lease.epoch, 5001);
+    assert_eq!(keys("z:epoch:*").await, Vec::<String>::new(), "the old counter is gone");
+    registry.release(&lease).await.expect("release");
+    let other = ActorKey::new(ActorKind::Stream, "live/new");
+    let lease = registry.claim(&other, &node, Duration::from_secs(10)).await.expect("claim");
+    assert!(lease.epoch > 5001, "and the counter carries on from it");
+}

@@ -185,9 +185,10 @@ pub enum AuthError {
     /// Longer than [`MAX_TOKEN_BYTES`].
     #[error("token longer than {MAX_TOKEN_BYTES} bytes")]
     TooLarge,
-    /// Not a JWT, a bad signature, the wrong algorithm, issuer or audience.
+    /// Not a JWT, a bad signature, the wrong algorithm, issuer or audience, or a claim
+    /// missing or malformed; the text names which (never the token).
     #[error("invalid token: {0}")]
-    Invalid(&'static str),
+    Invalid(String),
     /// Past `exp` (plus leeway).
     #[error("token expired")]
     Expired,
@@ -482,25 +483,64 @@ impl Auth {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
         }
-        match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
-            Ok(data) => Ok(data.claims),
-            Err(error) => Err(match error.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::Invalid("algorithm not accepted")
-                }
-                ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
-                ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
-                ErrorKind::MissingRequiredClaim(_) => {
-                    AuthError::Invalid("a required claim is missing")
-                }
-                ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => {
-                    AuthError::Invalid("malformed claims")
-                }
-                _ => AuthError::Invalid("not a JWT"),
-            }),
+        let invalid = |why: String| AuthError::Invalid(why);
+        if let Err(error) = jsonwebtoken::decode_header(token) {
+            return Err(invalid(self.bad_header(token, &error)));
+        }
+        // Claims as JSON first (signature, exp, nbf, iss, aud checked), then ours, so an
+        // error can name the claim it is about.
+        let claims = match jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation) {
+            Ok(data) => data.claims,
+            Err(error) => {
+                return Err(match error.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                    ErrorKind::InvalidSignature => invalid("bad signature".into()),
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => invalid(
+                        format!("algorithm not accepted (this node takes {:?})", self.algorithm),
+                    ),
+                    ErrorKind::InvalidIssuer => invalid("wrong issuer (iss)".into()),
+                    ErrorKind::InvalidAudience => invalid("wrong audience (aud)".into()),
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        invalid(format!("the {claim} claim is missing"))
+                    }
+                    ErrorKind::InvalidClaimFormat(claim) => {
+                        invalid(format!("the {claim} claim is malformed"))
+                    }
+                    ErrorKind::Json(error) => invalid(format!("the claims are not JSON: {error}")),
+                    _ => invalid("not a JWT (header.claims.signature, base64url)".into()),
+                })
+            }
+        };
+        serde_path_to_error::deserialize::<_, Claims>(claims).map_err(|error| {
+            let claim = error.path().to_string();
+            let inner = error.into_inner();
+            if claim == "." {
+                invalid(format!("malformed claims: {inner}"))
+            } else {
+                invalid(format!("the {claim} claim is malformed: {inner}"))
+            }
+        })
+    }
+
+    /// Why a token's header was refused: `alg: none` said as such.
+    fn bad_header(&self, token: &str, error: &jsonwebtoken::errors::Error) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let alg = token
+            .split('.')
+            .next()
+            .and_then(|head| URL_SAFE_NO_PAD.decode(head).ok())
+            .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+            .and_then(|head| head.get("alg").and_then(|a| a.as_str()).map(str::to_owned));
+        match alg {
+            Some(alg) if alg.eq_ignore_ascii_case("none") => {
+                "unsigned tokens (alg none) are not accepted".into()
+            }
+            Some(alg) => {
+                format!("algorithm {alg:?} not accepted (this node takes {:?})", self.algorithm)
+            }
+            None => format!("not a JWT: {error}"),
         }
     }
 

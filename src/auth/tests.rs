@@ -112,6 +112,37 @@ fn the_token_matrix() {
     assert_eq!((identity.user.as_str(), identity.name.as_deref()), ("alice", Some("Alice")));
 }
 
+/// The message of a refusal.
+fn message(result: Result<Option<Identity>, AuthError>) -> String {
+    result.err().map(|e| e.to_string()).unwrap_or_default()
+}
+
+/// A token with `json` as its claims, signed with [`SECRET`].
+fn sign_json(json: serde_json::Value) -> String {
+    encode(&Header::new(Algorithm::HS256), &json, &EncodingKey::from_secret(SECRET.as_bytes()))
+        .expect("sign")
+}
+
+#[test]
+fn refusals_say_which_claim_and_why() {
+    let auth = hs256(true);
+    let stream = key("live/alice");
+    let check = |token: &str| message(auth.check(Some(token), Action::Play, Some(&stream)));
+    let exp = unix_now() + 600;
+    let said = check(&sign_json(serde_json::json!({"sub": "a", "roles": ["viewer"]})));
+    assert!(said.contains("exp claim is missing"), "{said}");
+    let said = check(&sign_json(serde_json::json!({"roles": ["viewer"], "exp": exp})));
+    assert!(said.contains("sub claim is missing"), "{said}");
+    let said = check(&sign_json(serde_json::json!({"sub": "a", "roles": ["root"], "exp": exp})));
+    assert!(said.contains("roles") && said.contains("root"), "{said}");
+    let said = check(&sign_json(serde_json::json!({"sub": "a", "roles": "viewer", "exp": exp})));
+    assert!(said.contains("roles claim is malformed"), "{said}");
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(br#"{"sub":"a","roles":["admin"],"exp":9999999999}"#);
+    let said = check(&format!("{header}.{body}."));
+    assert!(said.contains("alg none"), "{said}");
+}
+
 #[test]
 fn errors_never_contain_the_token() {
     let auth = hs256(true);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
+use zenlive_actors::publisher::Rebase;
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::supervisor::StreamEntry;
 use zenlive_actors::{FrameKind, MediaFrame, StreamKey, StreamPublisher};
@@ -138,31 +139,6 @@ pub async fn live_stream(node: &Arc<NodeContext>, key: &StreamKey) -> Option<Str
     node.directory.get(key)
 }
 
-/// Keeps timestamps growing across origins: frames of a new origin are shifted to follow
-/// the last frame relayed.
-#[derive(Default)]
-struct Rebase {
-    last_out: Option<u32>,
-    offset: Option<u32>,
-}
-
-impl Rebase {
-    fn new_source(&mut self) {
-        self.offset = None;
-    }
-
-    fn apply(&mut self, timestamp: u32) -> u32 {
-        let offset = *self.offset.get_or_insert_with(|| match self.last_out {
-            // One frame's gap after the last relayed frame.
-            Some(last) => last.wrapping_add(33).wrapping_sub(timestamp),
-            None => 0,
-        });
-        let out = timestamp.wrapping_add(offset);
-        self.last_out = Some(out);
-        out
-    }
-}
-
 /// How one pull from an origin ended.
 enum PullEnd {
     /// The origin's link ended or failed: look for the owner again.
@@ -237,12 +213,19 @@ async fn run(node: &Arc<NodeContext>, key: &StreamKey, first_owner: Owner, relay
     let mut failed: Option<Owner> = None;
     let reason = loop {
         let Some(current) = owner.take() else {
-            match find_owner(cluster, key, grace).await {
-                Some(next) => {
-                    owner = Some(next);
-                    continue;
+            // A publisher that reconnects to this node takes the copy over (its stream
+            // closes the relay's publisher): stop looking then.
+            tokio::select! {
+                next = find_owner(cluster, key, grace) => match next {
+                    Some(next) => {
+                        owner = Some(next);
+                        continue;
+                    }
+                    None => break "the stream has no owner any more".to_owned(),
+                },
+                command = replica.command() => {
+                    break command.map_or("the replica ended".to_owned(), |c| format!("{c:?}"));
                 }
-                None => break "the stream has no owner any more".to_owned(),
             }
         };
         replica.rebase.new_source();
@@ -350,22 +333,5 @@ async fn pull(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rebasing_keeps_timestamps_growing_across_origins() {
-        let mut rebase = Rebase::default();
-        assert_eq!(rebase.apply(1000), 1000, "the first origin is relayed as is");
-        assert_eq!(rebase.apply(1040), 1040);
-        rebase.new_source();
-        assert_eq!(rebase.apply(0), 1073, "a new origin continues one frame later");
-        assert_eq!(rebase.apply(40), 1113);
-        rebase.new_source();
-        assert_eq!(rebase.apply(u32::MAX - 5), 1146, "wrapping arithmetic");
     }
 }

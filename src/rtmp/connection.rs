@@ -179,6 +179,7 @@ pub(crate) async fn serve(
         app_token: None,
         role: Role::Idle,
         streams_created: 0,
+        requested: None,
         commands: None,
         media: None,
     };
@@ -212,6 +213,8 @@ struct Connection {
     role: Role,
     /// `createStream` commands received (see [`MAX_CREATE_STREAM`]).
     streams_created: u32,
+    /// The stream last asked to publish or play, for the close line of a refused request.
+    requested: Option<StreamKey>,
     commands: Option<mpsc::Receiver<PublisherCommand>>,
     media: Option<mpsc::Receiver<Bytes>>,
 }
@@ -694,6 +697,7 @@ impl Connection {
                 return self.reject(request_id, "NetStream.Publish.BadName", reason).await
             }
         };
+        self.requested = Some(key.clone());
         if self.node.is_draining() {
             let reason = "this node is draining; publish to another node".to_owned();
             return self.reject(request_id, "NetStream.Publish.Rejected", reason).await;
@@ -783,6 +787,7 @@ impl Connection {
                 return self.reject(request_id, "NetStream.Play.StreamNotFound", reason).await
             }
         };
+        self.requested = Some(key.clone());
         let identity = match self.authorize(Action::Play, &key, stream_key) {
             Ok(identity) => identity,
             Err(reason) => {
@@ -827,7 +832,6 @@ impl Connection {
         let user = identity.map(|i| i.user);
         let hooks = &self.node.hooks;
         hooks.track_viewer(session, key.clone(), Protocol::Rtmp, Some(self.peer), user).start();
-        tracing::info!(peer = %self.peer, stream = %key, "play started");
         self.admitted();
         self.media = Some(rx);
         self.role = Role::Playing { key };
@@ -858,7 +862,7 @@ impl Connection {
         let stream = match &self.role {
             Role::Publishing { publisher, .. } => Some(publisher.key().to_string()),
             Role::Playing { key } => Some(key.to_string()),
-            Role::Idle => None,
+            Role::Idle => self.requested.as_ref().map(ToString::to_string),
         };
         let rejected = match result {
             Err(Closed::BadInput(why, _)) => Some(*why),
