@@ -111,3 +111,90 @@ async fn the_embed_example_hears_events_and_kicks_by_name() {
     assert!(!status.success(), "the kicked publisher's connection was closed");
     let _ = child.kill().await;
 }
+
+/// Runs `zenlive` with `args` and `env` to its end (bounded), for its exit and stderr.
+async fn run_zenlive(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zenlive"));
+    command.args(args).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("exits by itself")
+        .expect("run zenlive");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[actix_rt::test]
+async fn start_failures_are_one_line_that_names_the_cause_and_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").to_string();
+    let (ok, stderr) = run_zenlive(
+        &["--rtmp-addr", "127.0.0.1:0", "--http-addr", &port, "--metrics-addr", "127.0.0.1:0"],
+        &[],
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(&port) && stderr.contains("--http-addr"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    for (env, says) in [
+        (("ZENLIVE_HSL_WINDOW", "3"), "ZENLIVE_HSL_WINDOW"),
+        (("ZENLIVE_LOG_LEVEL", "verbose"), "log.level"),
+        (("ZENLIVE_RTMP_IDLE_TIMEOUT", "-5"), "rtmp.idle_timeout"),
+        (("ZENLIVE_RTMP_ADDR", "nowhere"), "HOST:PORT"),
+    ] {
+        let (ok, stderr) = run_zenlive(&["check"], &[env]).await;
+        assert!(!ok, "{env:?} is refused");
+        assert!(stderr.contains(says) && stderr.trim().lines().count() == 1, "{env:?}: {stderr}");
+    }
+    let (ok, stderr) = run_zenlive(&["check"], &[("ZENLIVE_NODE_ID", "1")]).await;
+    assert!(ok, "a numeric id is a string: {stderr}");
+    let (ok, stderr) = run_zenlive(&["check", "--rtmp-addr", "localhost:1935"], &[]).await;
+    assert!(ok, "host names resolve: {stderr}");
+    // Global flags after the subcommand.
+    let (ok, stderr) = run_zenlive(
+        &["token", "--sub", "a", "--role", "admin", "--config", "/dev/null"],
+        &[("ZENLIVE_AUTH_JWT_SECRET", "binary-test-secret")],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+}
+
+#[actix_rt::test]
+async fn sighup_does_not_stop_the_node() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zenlive"))
+        .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start zenlive");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let health = url_in(&line_with(&mut lines, "Health:").await, "http://");
+    let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill");
+    assert!(status.success());
+    let said = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = errors.next_line().await.expect("read stderr") {
+            if line.contains("SIGHUP") {
+                return line;
+            }
+        }
+        panic!("stderr ended without a word about SIGHUP");
+    })
+    .await
+    .expect("the node answers SIGHUP in time");
+    assert!(said.contains("valid"), "{said}");
+    assert!(!said.contains('\u{1b}'), "no colour codes off a terminal: {said:?}");
+    let health = reqwest::get(&health).await.expect("still serving");
+    assert!(health.status().is_success());
+    terminate(&child);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+    assert!(status.expect("exits").expect("wait").success());
+}

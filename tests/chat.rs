@@ -252,6 +252,12 @@ async fn bad_input_gets_an_error_or_a_close_and_harms_nobody_else() {
     next_of(&mut anonymous, "history").await;
     send(&mut anonymous, json!({"type":"message","text":"hi"})).await;
     assert_eq!(next_of(&mut anonymous, "error").await["code"], "sign_in_required");
+    // A signed-in user whose token has no name is told so.
+    let nameless = token("nameless", None, &[Role::Viewer]);
+    let mut nameless = connect(&node, "live/bad", Some(&nameless)).await;
+    next_of(&mut nameless, "history").await;
+    send(&mut nameless, json!({"type":"message","text":"hi"})).await;
+    assert_eq!(next_of(&mut nameless, "error").await["code"], "name_required");
 
     // A 1 MB frame closes that connection (1009) without being buffered.
     let mut big = connect(&node, "live/bad", Some(&mallory_token)).await;
