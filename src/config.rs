@@ -35,6 +35,8 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// The HTTP server: HLS, HTTP-FLV, health.
     pub http: HttpConfig,
+    /// HTTPS and WSS: the HTTP routes over TLS.
+    pub tls: TlsConfig,
     /// The metrics listener.
     pub metrics: MetricsConfig,
     /// HLS packaging.
@@ -136,6 +138,37 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self { addr: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+    }
+}
+
+/// `[tls]`: HTTPS and WSS on a listener of their own, with the HTTP port's routes. On when
+/// a certificate and a key are set; SIGHUP reloads them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM (the server's certificate first).
+    pub cert: String,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Where HTTPS listens (`HOST:PORT`; a host name is resolved).
+    #[serde(deserialize_with = "listen_addr")]
+    pub https_addr: SocketAddr,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: String::new(),
+            key: String::new(),
+            https_addr: SocketAddr::from(([0, 0, 0, 0], 8443)),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether HTTPS is served (a certificate and a key are set).
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty() && !self.key.is_empty()
     }
 }
 
@@ -601,6 +634,11 @@ impl Config {
             }
         }
         check_log_level(&self.log.level)?;
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key go together: set both (PEM files) or neither".into(),
+            ));
+        }
         crate::auth::Auth::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if !matches!(self.hooks.on_failure.as_str(), "deny" | "allow") {
             return Err(ConfigError::Invalid(

@@ -9,7 +9,7 @@
 //! - [`cluster`]: cluster mode: the Redis registry, links between nodes, edge relays.
 //! - [`auth`]: JWT verification and decisions, the same for every protocol.
 //! - [`rtmp`]: RTMP ingest and play.
-//! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end.
+//! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end; [`tls`]: the same over HTTPS.
 //! - [`hooks`], [`webhooks`]: the application's deciders and notifications; events as
 //!   signed HTTP POSTs.
 //! - [`metrics`]: Prometheus metrics, read from the shared statistics at scrape time.
@@ -35,6 +35,7 @@ pub mod node;
 pub mod refusals;
 pub mod rtmp;
 mod server;
+pub mod tls;
 pub mod webhooks;
 mod ws_frames;
 

@@ -192,8 +192,8 @@ fn url_host(addr: SocketAddr) -> String {
 }
 
 /// Waits for SIGINT or SIGTERM. SIGHUP, which would otherwise end the process, is answered
-/// with a check of the configuration (see [`on_hangup`]).
-async fn shutdown_signal(cli: &Cli) {
+/// with a check of the configuration and a reload of the TLS files (see [`on_hangup`]).
+async fn shutdown_signal(cli: &Cli, node: &zenlive::Node) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -208,7 +208,7 @@ async fn shutdown_signal(cli: &Cli) {
             tokio::select! {
                 _ = &mut ctrl_c => return,
                 _ = term.recv() => return,
-                _ = hangup.recv() => on_hangup(cli),
+                _ = hangup.recv() => on_hangup(cli, node),
             }
         }
     }
@@ -233,9 +233,19 @@ fn auth_summary(node: &zenlive::Node) -> String {
     }
 }
 
-/// SIGHUP: reads the configuration again and says whether it is valid; the running node
-/// keeps its configuration (changes take effect on restart).
-fn on_hangup(cli: &Cli) {
+/// SIGHUP: reloads the TLS certificate and key (renewed files), reads the configuration
+/// again and says whether it is valid; the running node keeps its other settings (changes
+/// take effect on restart).
+fn on_hangup(cli: &Cli, node: &zenlive::Node) {
+    match node.reload_tls() {
+        Ok(true) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::error!(
+                "SIGHUP: TLS files not reloaded, the current certificate stays: {error}"
+            )
+        }
+    }
     match load(cli) {
         Ok(_) => tracing::warn!("SIGHUP: the configuration is valid; this version applies changes on restart, the node keeps running as it was"),
         Err(error) => tracing::error!("SIGHUP: the configuration is invalid, the node keeps running as it was: {error:#}"),
@@ -311,6 +321,10 @@ async fn run() -> anyhow::Result<()> {
     println!("HLS:       http://{http}/live/test/index.m3u8");
     println!("HTTP-FLV:  http://{http}/live/test.flv");
     println!("Chat:      ws://{http}/chat/live/test");
+    if let Some(https) = node.https_addr() {
+        let https = url_host(https);
+        println!("HTTPS:     https://{https}/live/test/index.m3u8  wss://{https}/chat/live/test");
+    }
     println!("Auth:      {}", auth_summary(&node));
     if let Some(metrics) = node.metrics_addr() {
         let metrics = url_host(metrics);
@@ -321,7 +335,7 @@ async fn run() -> anyhow::Result<()> {
         println!("Cluster:   node {} on {cluster}, nodes: http://{http}/api/v1/nodes", node.id());
     }
 
-    shutdown_signal(&cli).await;
+    shutdown_signal(&cli, &node).await;
     tracing::info!("shutting down");
     node.shutdown().await;
     tracing::info!("stopped");

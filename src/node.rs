@@ -44,6 +44,7 @@ use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishReques
 use crate::metrics::Metrics;
 use crate::refusals::Refusals;
 use crate::rtmp::budget::PartialBudget;
+use crate::tls::{Tls, TlsError};
 use crate::webhooks::{on_publish_callback, Webhooks};
 use zenlive_actors::chat::{
     ChatDecision, ChatHooks, ChatMessageRequest, ChatRoom, ChatRooms, DeliveredMessage, Placement,
@@ -94,6 +95,8 @@ pub struct NodeContext {
     pub rtmp_partial: PartialBudget,
     /// Chat rooms opened, per client address (`chat.max_rooms_per_address`).
     pub chat_openers: PerAddress,
+    /// The HTTPS certificate, when `[tls]` is configured.
+    pub tls: Option<Tls>,
 }
 
 impl NodeContext {
@@ -136,6 +139,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// The TLS certificate or key is unusable.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// Another running node has this node's id.
     #[error("node id {id} is in use by a running node ({addresses}): two nodes with one id would take each other's streams; give this one another node.id (--node-id, ZENLIVE_NODE_ID) or stop the other")]
     NodeIdInUse {
@@ -173,7 +179,10 @@ async fn ensure_unique(registry: &dyn Registry, node: &NodeId) -> Result<(), Sta
 
 /// What to change when listener `what` cannot bind.
 fn bind_hint(what: &str, error: &std::io::Error) -> String {
-    let setting = format!("set {what}.addr (ZENLIVE_{}_ADDR, --{what}-addr)", what.to_uppercase());
+    let setting = match what {
+        "https" => "set tls.https_addr (ZENLIVE_TLS_HTTPS_ADDR)".to_owned(),
+        _ => format!("set {what}.addr (ZENLIVE_{}_ADDR, --{what}-addr)", what.to_uppercase()),
+    };
     match error.kind() {
         std::io::ErrorKind::AddrInUse => {
             format!("another process holds that port: stop it, or {setting}")
@@ -275,6 +284,7 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, StartError> {
         let config = self.config;
         config.validate()?;
+        let tls = Tls::load(&config.tls)?;
         let config_chat = config.chat.clone();
         let config_rtmp = config.rtmp.clone();
         let mut auth = Auth::new(&config.auth)?;
@@ -411,6 +421,7 @@ impl NodeBuilder {
             rtmp_pending: PerAddress::new(config_rtmp.max_pending_per_address),
             rtmp_partial: PartialBudget::new(config_rtmp.max_partial_bytes),
             chat_openers: PerAddress::new(config_chat.max_rooms_per_address),
+            tls,
         });
         let mut node = crate::server::start(context).await?;
         // Now that the listeners are bound, the node can say where it is.
@@ -515,6 +526,8 @@ pub struct Node {
     pub(crate) tasks: Vec<actix_rt::task::JoinHandle<()>>,
     pub(crate) http: actix_web::dev::ServerHandle,
     pub(crate) metrics: Option<actix_web::dev::ServerHandle>,
+    pub(crate) https_addr: Option<SocketAddr>,
+    pub(crate) https: Option<actix_web::dev::ServerHandle>,
 }
 
 /// A handle on one live stream, by name.
@@ -571,6 +584,21 @@ impl Node {
     /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
         &self.context.config
+    }
+
+    /// Where HTTPS listens (when `[tls]` is configured).
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// Reads the TLS certificate and key files again (after a renewal): new connections
+    /// get what they hold; on an error the certificate in use stays. `Ok(false)` when TLS
+    /// is off.
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        match &self.context.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// This node's cluster membership (cluster mode only): the live nodes, calls to actors
@@ -645,6 +673,9 @@ impl Node {
             tracing::warn!(%error, "could not deregister; the registration will expire");
         }
         self.http.stop(true).await;
+        if let Some(https) = &self.https {
+            https.stop(true).await;
+        }
         if let Some(metrics) = &self.metrics {
             metrics.stop(true).await;
         }

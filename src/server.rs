@@ -55,6 +55,28 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
     let http = http_server.handle();
     actix_rt::spawn(http_server);
 
+    let (mut https, mut https_addr) = (None, None);
+    if let Some(tls) = &context.tls {
+        let addr = config.tls.https_addr;
+        let listener = bind_std("https", addr)?;
+        https_addr = listener.local_addr().ok();
+        let data = web::Data::from(Arc::clone(&context));
+        let counters = Arc::clone(&context.counters);
+        let server =
+            HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
+                .on_connect(move |_, extensions| {
+                    extensions.insert(counters.connection(ConnectionKind::Http));
+                })
+                .workers(workers)
+                .disable_signals()
+                .shutdown_timeout(5)
+                .listen_rustls_0_23(listener, tls.server_config()?)
+                .map_err(|cause| StartError::Bind { what: "https", addr, cause })?
+                .run();
+        https = Some(server.handle());
+        actix_rt::spawn(server);
+    }
+
     let (mut metrics, mut metrics_addr) = (None, None);
     if config.metrics.enabled {
         let listener = bind_std("metrics", config.metrics.addr)?;
@@ -93,5 +115,7 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         tasks,
         http,
         metrics,
+        https_addr,
+        https,
     })
 }

@@ -19,6 +19,8 @@ pub struct ZenliveProcess {
     pub metrics: String,
     /// Where other nodes connect (cluster mode only).
     pub cluster: String,
+    /// HTTPS (`host:port`), when `ZENLIVE_TLS_CERT` is set.
+    pub https: String,
     pub log: PathBuf,
 }
 
@@ -62,6 +64,10 @@ impl ZenliveProcess {
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let rtmp = host_port(&line_starting(&mut lines, "Play RTMP:").await, "rtmp://");
         let http = host_port(&line_starting(&mut lines, "HLS:").await, "http://");
+        let mut https = String::new();
+        if env.iter().any(|(key, _)| *key == "ZENLIVE_TLS_CERT") {
+            https = host_port(&line_starting(&mut lines, "HTTPS:").await, "https://");
+        }
         let metrics = host_port(&line_starting(&mut lines, "Metrics:").await, "http://");
         let mut cluster = String::new();
         if args.contains(&"--cluster-redis") {
@@ -75,7 +81,7 @@ impl ZenliveProcess {
         }
         // Keep reading stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, id: id.to_owned(), rtmp, http, metrics, cluster, log }
+        Self { child, id: id.to_owned(), rtmp, http, https, metrics, cluster, log }
     }
 
     pub fn pid(&self) -> String {
