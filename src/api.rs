@@ -74,7 +74,7 @@ fn admit(
         }
         (Access::Admin, Target::Listing) => {
             let token = request_token(req);
-            node.auth.check_role(token.as_deref(), Action::Admin).map_err(|error| {
+            node.auth.load().check_role(token.as_deref(), Action::Admin).map_err(|error| {
                 node.metrics.auth_failure("api", error.code());
                 let status = if error.is_forbidden() {
                     StatusCode::FORBIDDEN

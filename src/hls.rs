@@ -356,13 +356,13 @@ pub async fn playlist(
     }
     let text = current_playlist(&node, &key).await?;
     let session = request_token(&req).zip(token_expires);
-    let text = match session.filter(|_| node.auth.required(Action::Play)) {
+    let text = match session.filter(|_| node.auth.load().required(Action::Play)) {
         // Segment URLs carry a short-lived session for this viewer instead of the JWT,
         // good until the JWT expires at the latest.
         Some((token, expires)) => {
-            let sessions = node.auth.sessions();
-            let id = sessions.id_for(&token);
-            with_session(&text, &sessions.issue(&key, &id, unix_now(), expires))
+            let auth = node.auth.load();
+            let id = auth.sessions().id_for(&token);
+            with_session(&text, &auth.sessions().issue(&key, &id, unix_now(), expires))
         }
         None => text,
     };
@@ -420,7 +420,7 @@ pub async fn segment(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let (app, stream, name) = path.into_inner();
-    if node.auth.required(Action::Play) {
+    if node.auth.load().required(Action::Play) {
         check_session(&node, &req, &stream_key(&app, &stream)?)?;
     }
     let (key, hls) = lookup(&node, &app, &stream)?;
@@ -437,8 +437,11 @@ pub async fn segment(
     served(&node, &key, bytes.len(), HlsRequest::Segment, started);
     // A segment behind auth must not be kept by a shared cache (a CDN that ignores the
     // query string would hand it to anyone).
-    let cache =
-        if node.auth.required(Action::Play) { "private, max-age=60" } else { "public, max-age=60" };
+    let cache = if node.auth.load().required(Action::Play) {
+        "private, max-age=60"
+    } else {
+        "public, max-age=60"
+    };
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/mp2t")
         .insert_header((header::CACHE_CONTROL, cache))
@@ -492,7 +495,7 @@ fn check_session(node: &NodeContext, req: &HttpRequest, key: &StreamKey) -> Resu
         .split('&')
         .find_map(|pair| pair.strip_prefix("s="))
         .ok_or(crate::auth::AuthError::Session);
-    let checked = session.and_then(|s| node.auth.sessions().verify(s, key, unix_now()));
+    let checked = session.and_then(|s| node.auth.load().sessions().verify(s, key, unix_now()));
     checked.map(|_| ()).map_err(|error| {
         node.metrics.auth_failure("hls", error.code());
         tracing::warn!(stream = %key, reason = error.code(), "hls segment refused");

@@ -164,7 +164,7 @@ pub fn authorize(
     protocol: &'static str,
 ) -> Result<Option<Identity>, ApiError> {
     let token = request_token(req);
-    node.auth.check(token.as_deref(), action, stream).map_err(|error| {
+    node.auth.load().check(token.as_deref(), action, stream).map_err(|error| {
         node.metrics.auth_failure(protocol, error.code());
         let peer = req.peer_addr().map(|p| p.to_string()).unwrap_or_default();
         let stream = stream.map(|s| s.to_string()).unwrap_or_default();

@@ -166,9 +166,13 @@ async fn drain(config: &Config, args: DrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+/// Changes the log filter of the running process (a SIGHUP reload of `log.level`).
+type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String>>;
+
+fn init_logging(config: &Config) -> SetLogLevel {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let pinned = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&config.log.level));
     // Logs go to stderr; stdout carries only the start-up banner with the URLs. Colours only
     // on a terminal (and never with NO_COLOR), so files and journald get plain text.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -176,10 +180,24 @@ fn init_logging(config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    let set = |reload: Box<dyn Fn(EnvFilter) -> Result<(), String>>| -> SetLogLevel {
+        Box::new(move |level: &str| {
+            if pinned {
+                return Err("RUST_LOG is set and takes precedence over log.level".into());
+            }
+            reload(EnvFilter::new(level))
+        })
+    };
     if config.log.format == "json" {
-        builder.json().init();
-    } else {
+        let builder = builder.json().with_filter_reloading();
+        let handle = builder.reload_handle();
         builder.init();
+        set(Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string())))
+    } else {
+        let builder = builder.with_filter_reloading();
+        let handle = builder.reload_handle();
+        builder.init();
+        set(Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string())))
     }
 }
 
@@ -191,9 +209,9 @@ fn url_host(addr: SocketAddr) -> String {
     }
 }
 
-/// Waits for SIGINT or SIGTERM. SIGHUP, which would otherwise end the process, is answered
-/// with a check of the configuration and a reload of the TLS files (see [`on_hangup`]).
-async fn shutdown_signal(cli: &Cli, node: &zenlive::Node) {
+/// Waits for SIGINT or SIGTERM. SIGHUP, which would otherwise end the process, reloads what
+/// can change while the node runs (see [`on_hangup`]).
+async fn shutdown_signal(cli: &Cli, node: &zenlive::Node, set_log_level: &SetLogLevel) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -208,7 +226,7 @@ async fn shutdown_signal(cli: &Cli, node: &zenlive::Node) {
             tokio::select! {
                 _ = &mut ctrl_c => return,
                 _ = term.recv() => return,
-                _ = hangup.recv() => on_hangup(cli, node),
+                _ = hangup.recv() => on_hangup(cli, node, set_log_level),
             }
         }
     }
@@ -233,23 +251,37 @@ fn auth_summary(node: &zenlive::Node) -> String {
     }
 }
 
-/// SIGHUP: reloads the TLS certificate and key (renewed files), reads the configuration
-/// again and says whether it is valid; the running node keeps its other settings (changes
-/// take effect on restart).
-fn on_hangup(cli: &Cli, node: &zenlive::Node) {
-    match node.reload_tls() {
-        Ok(true) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
-        Ok(false) => {}
+/// SIGHUP: reads the configuration again and applies what can change while the node runs
+/// (`[auth]`, the TLS files, `log.level`); says which changed keys need a restart. An
+/// invalid configuration changes nothing. Never stops the node.
+fn on_hangup(cli: &Cli, node: &zenlive::Node, set_log_level: &SetLogLevel) {
+    let config = match load(cli) {
+        Ok(config) => config,
         Err(error) => {
-            tracing::error!(
-                "SIGHUP: TLS files not reloaded, the current certificate stays: {error}"
-            )
+            tracing::error!("SIGHUP: the configuration is invalid, nothing changed: {error:#}");
+            return;
+        }
+    };
+    let reloaded = match node.reload(&config) {
+        Ok(reloaded) => reloaded,
+        Err(error) => {
+            tracing::error!("SIGHUP: not reloaded, nothing changed: {error}");
+            return;
+        }
+    };
+    if let Some(level) = &reloaded.log_level {
+        if let Err(error) = set_log_level(level) {
+            tracing::warn!("SIGHUP: log.level not applied: {error}");
         }
     }
-    match load(cli) {
-        Ok(_) => tracing::warn!("SIGHUP: the configuration is valid; this version applies changes on restart, the node keeps running as it was"),
-        Err(error) => tracing::error!("SIGHUP: the configuration is invalid, the node keeps running as it was: {error:#}"),
-    }
+    let list =
+        |keys: &[String]| if keys.is_empty() { "nothing".to_owned() } else { keys.join(", ") };
+    tracing::warn!(
+        "SIGHUP: configuration valid; applied: {}; TLS files reloaded: {}; changed but needs a restart: {}",
+        list(&reloaded.applied),
+        node.https_addr().is_some(),
+        list(&reloaded.need_restart)
+    );
 }
 
 /// The configuration from the file, the environment and the flags.
@@ -307,7 +339,7 @@ async fn run() -> anyhow::Result<()> {
         }
         None => {}
     }
-    init_logging(&config);
+    let set_log_level = init_logging(&config);
 
     let node = NodeBuilder::new(config).start().await?;
     tracing::info!(node = %node.id(), "zenlive {} started", env!("CARGO_PKG_VERSION"));
@@ -335,7 +367,7 @@ async fn run() -> anyhow::Result<()> {
         println!("Cluster:   node {} on {cluster}, nodes: http://{http}/api/v1/nodes", node.id());
     }
 
-    shutdown_signal(&cli, &node).await;
+    shutdown_signal(&cli, &node, &set_log_level).await;
     tracing::info!("shutting down");
     node.shutdown().await;
     tracing::info!("stopped");

@@ -46,6 +46,7 @@ use crate::refusals::Refusals;
 use crate::rtmp::budget::PartialBudget;
 use crate::tls::{Tls, TlsError};
 use crate::webhooks::{on_publish_callback, Webhooks};
+use arc_swap::ArcSwap;
 use zenlive_actors::chat::{
     ChatDecision, ChatHooks, ChatMessageRequest, ChatRoom, ChatRooms, DeliveredMessage, Placement,
 };
@@ -72,8 +73,8 @@ pub struct NodeContext {
     pub registry: Arc<dyn Registry>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// Token verification and decisions.
-    pub auth: Arc<Auth>,
+    /// Token verification and decisions; swapped whole when a reload changes `[auth]`.
+    pub auth: ArcSwap<Auth>,
     /// True once every listener is up, false again when shutdown begins (`/readyz`).
     pub ready: AtomicBool,
     /// The application's hooks and the webhooks.
@@ -291,7 +292,7 @@ impl NodeBuilder {
         if config.cluster.enabled {
             auth.share_sessions(config.auth.session_ttl, &config.cluster.secret);
         }
-        let auth = Arc::new(auth);
+        let auth = ArcSwap::from_pointee(auth);
         let node_id = if config.node.id.is_empty() {
             NodeId::random()
         } else {
@@ -528,6 +529,39 @@ pub struct Node {
     pub(crate) metrics: Option<actix_web::dev::ServerHandle>,
     pub(crate) https_addr: Option<SocketAddr>,
     pub(crate) https: Option<actix_web::dev::ServerHandle>,
+    /// The configuration as last loaded (start, then each reload), to tell what changed.
+    pub(crate) loaded: parking_lot::Mutex<Config>,
+}
+
+/// What [`Node::reload`] did with a configuration.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Keys (`section.key`) whose new values are in force now.
+    pub applied: Vec<String>,
+    /// Keys that changed but take effect only on restart.
+    pub need_restart: Vec<String>,
+    /// The new `log.level`, when it changed: the caller owns the log subscriber.
+    pub log_level: Option<String>,
+}
+
+/// The keys (`section.key`) whose values differ between `old` and `new`.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let table = |c: &Config| toml::Table::try_from(c).unwrap_or_default();
+    let (old, new) = (table(old), table(new));
+    let mut changed = Vec::new();
+    for (section, values) in &new {
+        let (Some(values), before) =
+            (values.as_table(), old.get(section).and_then(|v| v.as_table()))
+        else {
+            continue;
+        };
+        for (key, value) in values {
+            if before.and_then(|b| b.get(key)) != Some(value) {
+                changed.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    changed
 }
 
 /// A handle on one live stream, by name.
@@ -589,6 +623,43 @@ impl Node {
     /// Where HTTPS listens (when `[tls]` is configured).
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https_addr
+    }
+
+    /// Applies what can change while the node runs from `new` (already validated): every
+    /// `[auth]` key (secrets, keys, requirements; HLS sessions already issued stay good),
+    /// the TLS files (read again whether or not their paths changed: a renewal keeps them),
+    /// and `log.level` (handed back for the caller's subscriber). Reports the other changed
+    /// keys as needing a restart. Nothing is applied when the new auth is unusable.
+    pub fn reload(&self, new: &Config) -> Result<Reloaded, StartError> {
+        let mut loaded = self.loaded.lock();
+        let changed = changed_keys(&loaded, new);
+        let mut report = Reloaded::default();
+        if changed.iter().any(|k| k.starts_with("auth.")) {
+            let mut auth = Auth::new(&new.auth)?;
+            if new.cluster.enabled {
+                auth.share_sessions(new.auth.session_ttl, &new.cluster.secret);
+            } else {
+                auth.keep_sessions_of(&self.context.auth.load());
+            }
+            self.context.auth.store(Arc::new(auth));
+            loaded.auth = new.auth.clone();
+        }
+        if new.tls.cert == loaded.tls.cert && new.tls.key == loaded.tls.key {
+            self.reload_tls()?;
+        }
+        if new.log.level != loaded.log.level {
+            report.log_level = Some(new.log.level.clone());
+            loaded.log.level = new.log.level.clone();
+        }
+        for key in changed {
+            let applied = key.starts_with("auth.") || key == "log.level";
+            if applied {
+                report.applied.push(key);
+            } else {
+                report.need_restart.push(key);
+            }
+        }
+        Ok(report)
     }
 
     /// Reads the TLS certificate and key files again (after a renewal): new connections

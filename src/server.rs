@@ -106,6 +106,7 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
     }
 
     Ok(Node {
+        loaded: parking_lot::Mutex::new(context.config.clone()),
         context,
         rtmp_addr,
         http_addr,

@@ -164,22 +164,42 @@ async fn start_failures_are_one_line_that_names_the_cause_and_the_setting() {
 }
 
 #[actix_rt::test]
-async fn sighup_does_not_stop_the_node() {
+async fn sighup_reloads_auth_and_the_log_level_and_names_what_needs_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("zenlive.toml");
+    let (first, second) = ("first-secret-of-the-binary-test", "second-secret-of-the-binary-test");
+    let config = |secret: &str, window: u32, level: &str| {
+        format!("[auth]\njwt_secret = \"{secret}\"\n[hls]\nwindow = {window}\n[log]\nlevel = \"{level}\"\n")
+    };
+    std::fs::write(&file, config(first, 6, "info")).expect("write");
     let mut child = Command::new(env!("CARGO_BIN_EXE_zenlive"))
+        .arg("--config")
+        .arg(&file)
         .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--metrics-addr", "127.0.0.1:0"])
         .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start zenlive");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let health = url_in(&line_with(&mut lines, "Health:").await, "http://");
+    let hls = url_in(&line_with(&mut lines, "HLS:").await, "http://");
+    let api = hls.replace("/live/test/index.m3u8", "/api/v1/streams");
     let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let client = reqwest::Client::new();
+    let status = |token: String| {
+        let (client, api) = (client.clone(), api.clone());
+        async move { client.get(&api).bearer_auth(token).send().await.expect("API").status().as_u16() }
+    };
+    let admin = |secret: &str| mint_token(secret, "ops", None, &[zenlive::auth::Role::Admin]);
+    assert_eq!(status(admin(first)).await, 200);
+
+    std::fs::write(&file, config(second, 8, "debug")).expect("rewrite");
     let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill");
-    assert!(status.success());
+    let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill");
+    assert!(hup.success());
     let said = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = errors.next_line().await.expect("read stderr") {
             if line.contains("SIGHUP") {
@@ -190,10 +210,28 @@ async fn sighup_does_not_stop_the_node() {
     })
     .await
     .expect("the node answers SIGHUP in time");
-    assert!(said.contains("valid"), "{said}");
+    assert!(said.contains("applied: auth.jwt_secret, log.level"), "{said}");
+    assert!(said.contains("needs a restart: hls.window"), "{said}");
+    assert!(!said.contains(second), "no secret in the log");
     assert!(!said.contains('\u{1b}'), "no colour codes off a terminal: {said:?}");
-    let health = reqwest::get(&health).await.expect("still serving");
-    assert!(health.status().is_success());
+    assert_eq!(status(admin(first)).await, 401, "the old secret is gone");
+    assert_eq!(status(admin(second)).await, 200, "the new one is in force");
+
+    // An invalid file changes nothing and stops nothing.
+    std::fs::write(&file, "[hls]\nwindow = 0\n").expect("rewrite");
+    let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill");
+    assert!(hup.success());
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = errors.next_line().await.expect("read stderr") {
+            if line.contains("SIGHUP") && line.contains("nothing changed") {
+                return;
+            }
+        }
+        panic!("stderr ended without the refusal");
+    })
+    .await
+    .expect("the refusal is logged");
+    assert_eq!(status(admin(second)).await, 200, "still running as it was");
     terminate(&child);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
     assert!(status.expect("exits").expect("wait").success());

@@ -413,6 +413,12 @@ impl Auth {
         self.sessions = session::Sessions::shared(ttl, secret);
     }
 
+    /// Keeps `previous`'s HLS session key (with this configuration's TTL), so a reloaded
+    /// auth accepts the sessions issued before it.
+    pub fn keep_sessions_of(&mut self, previous: &Auth) {
+        self.sessions = previous.sessions.with_ttl(self.sessions.ttl());
+    }
+
     /// HLS session tokens.
     pub fn sessions(&self) -> &session::Sessions {
         &self.sessions

@@ -22,6 +22,7 @@ type HmacSha256 = Hmac<Sha256>;
 const MAX_SESSION_BYTES: usize = 128;
 
 /// Issues and checks session tokens. See the module docs.
+#[derive(Clone)]
 pub struct Sessions {
     key: [u8; 32],
     ttl: u64,
@@ -42,6 +43,16 @@ impl Sessions {
             HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
         mac.update(b"zenlive hls sessions v1");
         Self { key: mac.finalize().into_bytes().into(), ttl: ttl.max(1) }
+    }
+
+    /// How long a session lives, in seconds.
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    /// The same key with another TTL.
+    pub fn with_ttl(&self, ttl: u64) -> Self {
+        Self { key: self.key, ttl: ttl.max(1) }
     }
 
     fn mac(&self, stream: &StreamKey, expires: u64, id: &str) -> HmacSha256 {

@@ -669,7 +669,7 @@ impl Connection {
             .1
             .and_then(token::from_query)
             .or_else(|| self.app_token.clone());
-        self.node.auth.check(token.as_deref(), action, Some(key)).map_err(|error| {
+        self.node.auth.load().check(token.as_deref(), action, Some(key)).map_err(|error| {
             self.node.metrics.auth_failure("rtmp", error.code());
             tracing::warn!(peer = %self.peer, stream = %key, reason = error.code(), %error, "rtmp auth refused");
             format!("{}: {error}", error.code())
