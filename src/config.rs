@@ -141,8 +141,8 @@ impl Default for HttpConfig {
     }
 }
 
-/// `[tls]`: HTTPS and WSS on a listener of their own, with the HTTP port's routes. On when
-/// a certificate and a key are set; SIGHUP reloads them.
+/// `[tls]`: HTTPS and WSS on a listener of their own, with the HTTP port's routes, and
+/// RTMPS. On when a certificate and a key are set; SIGHUP reloads them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -153,6 +153,9 @@ pub struct TlsConfig {
     /// Where HTTPS listens (`HOST:PORT`; a host name is resolved).
     #[serde(deserialize_with = "listen_addr")]
     pub https_addr: SocketAddr,
+    /// Where RTMPS listens (when RTMP is on).
+    #[serde(deserialize_with = "listen_addr")]
+    pub rtmps_addr: SocketAddr,
 }
 
 impl Default for TlsConfig {
@@ -161,6 +164,7 @@ impl Default for TlsConfig {
             cert: String::new(),
             key: String::new(),
             https_addr: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            rtmps_addr: SocketAddr::from(([0, 0, 0, 0], 1936)),
         }
     }
 }

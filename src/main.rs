@@ -353,6 +353,9 @@ async fn run() -> anyhow::Result<()> {
     println!("HLS:       http://{http}/live/test/index.m3u8");
     println!("HTTP-FLV:  http://{http}/live/test.flv");
     println!("Chat:      ws://{http}/chat/live/test");
+    if let Some(rtmps) = node.rtmps_addr() {
+        println!("RTMPS:     rtmps://{}/live/test", url_host(rtmps));
+    }
     if let Some(https) = node.https_addr() {
         let https = url_host(https);
         println!("HTTPS:     https://{https}/live/test/index.m3u8  wss://{https}/chat/live/test");

@@ -181,7 +181,9 @@ async fn ensure_unique(registry: &dyn Registry, node: &NodeId) -> Result<(), Sta
 /// What to change when listener `what` cannot bind.
 fn bind_hint(what: &str, error: &std::io::Error) -> String {
     let setting = match what {
-        "https" => "set tls.https_addr (ZENLIVE_TLS_HTTPS_ADDR)".to_owned(),
+        "https" | "rtmps" => {
+            format!("set tls.{what}_addr (ZENLIVE_TLS_{}_ADDR)", what.to_uppercase())
+        }
         _ => format!("set {what}.addr (ZENLIVE_{}_ADDR, --{what}-addr)", what.to_uppercase()),
     };
     match error.kind() {
@@ -529,6 +531,7 @@ pub struct Node {
     pub(crate) metrics: Option<actix_web::dev::ServerHandle>,
     pub(crate) https_addr: Option<SocketAddr>,
     pub(crate) https: Option<actix_web::dev::ServerHandle>,
+    pub(crate) rtmps_addr: Option<SocketAddr>,
     /// The configuration as last loaded (start, then each reload), to tell what changed.
     pub(crate) loaded: parking_lot::Mutex<Config>,
 }
@@ -625,6 +628,11 @@ impl Node {
         self.https_addr
     }
 
+    /// Where RTMPS listens (when `[tls]` is configured and RTMP is on).
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        self.rtmps_addr
+    }
+
     /// Applies what can change while the node runs from `new` (already validated): every
     /// `[auth]` key (secrets, keys, requirements; HLS sessions already issued stay good),
     /// the TLS files (read again whether or not their paths changed: a renewal keeps them),
@@ -634,6 +642,10 @@ impl Node {
         let mut loaded = self.loaded.lock();
         let changed = changed_keys(&loaded, new);
         let mut report = Reloaded::default();
+        // The TLS files first: when they are broken, nothing else is applied either.
+        if new.tls.cert == loaded.tls.cert && new.tls.key == loaded.tls.key {
+            self.reload_tls()?;
+        }
         if changed.iter().any(|k| k.starts_with("auth.")) {
             let mut auth = Auth::new(&new.auth)?;
             if new.cluster.enabled {
@@ -643,9 +655,6 @@ impl Node {
             }
             self.context.auth.store(Arc::new(auth));
             loaded.auth = new.auth.clone();
-        }
-        if new.tls.cert == loaded.tls.cert && new.tls.key == loaded.tls.key {
-            self.reload_tls()?;
         }
         if new.log.level != loaded.log.level {
             report.log_level = Some(new.log.level.clone());

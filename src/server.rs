@@ -32,7 +32,17 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|cause| StartError::Bind { what: "rtmp", addr: config.rtmp.addr, cause })?;
         rtmp_addr = listener.local_addr().ok();
-        tasks.push(actix_rt::spawn(rtmp::server::run(listener, Arc::clone(&context))));
+        tasks.push(actix_rt::spawn(rtmp::server::run(listener, Arc::clone(&context), None)));
+    }
+    let mut rtmps_addr = None;
+    if let Some(tls) = context.tls.as_ref().filter(|_| config.rtmp.enabled) {
+        let addr = config.tls.rtmps_addr;
+        let listener = tokio::net::TcpListener::from_std(bind_std("rtmps", addr)?)
+            .map_err(|cause| StartError::Bind { what: "rtmps", addr, cause })?;
+        rtmps_addr = listener.local_addr().ok();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.rtmps_config()?));
+        let run = rtmp::server::run(listener, Arc::clone(&context), Some(acceptor));
+        tasks.push(actix_rt::spawn(run));
     }
 
     let workers = context.pool.len();
@@ -118,5 +128,6 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         metrics,
         https_addr,
         https,
+        rtmps_addr,
     })
 }

@@ -1,5 +1,5 @@
-//! TLS for the HTTP front-end: HTTPS and WSS on a listener of their own (`tls.https_addr`)
-//! with the same routes as the HTTP port, from PEM certificate and key files (rustls with
+//! TLS for the HTTP front-end and RTMP: HTTPS and WSS on a listener of their own
+//! (`tls.https_addr`) with the same routes as the HTTP port, RTMPS on `tls.rtmps_addr`, from PEM certificate and key files (rustls with
 //! the `ring` provider). The certificate is served through a resolver that [`Tls::reload`]
 //! swaps, so SIGHUP picks up renewed files without dropping a connection; a reload that
 //! fails keeps the certificate in use.
@@ -77,13 +77,18 @@ impl Tls {
 
     /// A server configuration for the HTTPS listener (HTTP/1.1).
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+        let mut config = self.rtmps_config()?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// A server configuration for RTMPS (no ALPN: RTMP clients send none).
+    pub fn rtmps_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        Ok(rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setup(e.to_string()))?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(&self.current) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(config)
+            .with_cert_resolver(Arc::clone(&self.current) as Arc<dyn ResolvesServerCert>))
     }
 }
 

@@ -1,5 +1,5 @@
-//! HTTPS and WSS with a certificate the test makes itself (openssl): FFmpeg reads HLS over
-//! `https://`, an HTTP client that trusts only that certificate fetches the playlist, a
+//! HTTPS, WSS and RTMPS with a certificate the test makes itself (openssl): FFmpeg publishes
+//! over `rtmps://` and reads HLS over `https://`, an HTTP client that trusts only that certificate fetches the playlist, a
 //! WebSocket client joins chat over `wss://`; SIGHUP swaps in a renewed certificate
 //! without dropping the chat connection, and a broken renewal leaves the old one serving.
 
@@ -50,9 +50,10 @@ async fn https_and_wss_serve_with_a_certificate_reloaded_on_sighup() {
         ("ZENLIVE_TLS_CERT", cert.as_str()),
         ("ZENLIVE_TLS_KEY", key.as_str()),
         ("ZENLIVE_TLS_HTTPS_ADDR", "127.0.0.1:0"),
+        ("ZENLIVE_TLS_RTMPS_ADDR", "127.0.0.1:0"),
     ];
     let node = ZenliveProcess::start("tls", "n1", &[], &env).await;
-    let mut publisher = publish_looped(&node.rtmp_url("live/secure"));
+    let mut publisher = publish_looped(&format!("rtmps://{}/live/secure", node.rtmps));
     let pem = std::fs::read(&cert).expect("read the certificate");
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
@@ -68,11 +69,29 @@ async fn https_and_wss_serve_with_a_certificate_reloaded_on_sighup() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // FFmpeg plays the stream over https://.
+    assert!(
+        node.has_stream("live/secure").await,
+        "FFmpeg published over rtmps:// (the playlist above is its stream)"
+    );
+    // FFmpeg plays the stream over https:// and over rtmps://.
     let out = dir.path().join("over-https.ts");
     let played = record(&playlist, 3, &out).await;
     assert!(played.status.success(), "{}", String::from_utf8_lossy(&played.stderr));
     assert_good_recording(&out, 2.5, "HLS over HTTPS").await;
+    let out = dir.path().join("over-rtmps.flv");
+    let played = record(&format!("rtmps://{}/live/secure", node.rtmps), 3, &out).await;
+    assert!(played.status.success(), "{}", String::from_utf8_lossy(&played.stderr));
+    assert_good_recording(&out, 2.5, "RTMP over TLS").await;
+    // Plain bytes on the RTMPS port: a failed TLS handshake, counted, nothing else.
+    let mut plain = tokio::net::TcpStream::connect(&node.rtmps).await.expect("connect");
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut plain, &[3u8; 1537]).await;
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut sink),
+    )
+    .await;
+    assert!(closed.is_ok(), "plain RTMP on the RTMPS port is closed");
 
     // Chat over wss://, trusting only the test's certificate.
     let connector = native_tls::TlsConnector::builder()
@@ -111,7 +130,7 @@ async fn https_and_wss_serve_with_a_certificate_reloaded_on_sighup() {
     std::fs::write(&cert, "not a certificate").expect("write");
     node.signal("-HUP");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !node.log_text().contains("TLS files not reloaded") {
+    while !node.log_text().contains("SIGHUP: not reloaded") {
         assert!(tokio::time::Instant::now() < deadline, "the failed reload is logged");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

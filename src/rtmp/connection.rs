@@ -23,11 +23,11 @@ use rml_rtmp::sessions::{
 };
 use rml_rtmp::time::RtmpTimestamp;
 use socket2::SockRef;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 use zenlive_actors::events::{ConnectionKind, RejectReason};
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, ViewerSession};
@@ -38,6 +38,7 @@ use super::metadata::encode_on_metadata;
 use super::read_merge::{set_recv_lowat, ReadMerge};
 use super::reader::{ChunkReader, Message, Violation};
 use super::sink::RtmpSink;
+use super::transport::Reader;
 use crate::auth::{token, Action, Identity};
 use crate::config::secs;
 use crate::grid;
@@ -160,8 +161,49 @@ pub(crate) async fn serve(
 ) {
     // Media is latency-sensitive and written in whole messages: never wait for Nagle.
     let _ = stream.set_nodelay(true);
-    let _open = node.counters.connection(ConnectionKind::Rtmp);
     let (reader, writer) = stream.into_split();
+    serve_on(reader, writer, peer, node, pending).await;
+}
+
+/// Serves one RTMPS connection: the TLS handshake (within `rtmp.handshake_timeout`), then
+/// RTMP over it, as [`serve`].
+pub(crate) async fn serve_tls(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    peer: SocketAddr,
+    node: Arc<NodeContext>,
+    pending: Slot,
+) {
+    let _ = stream.set_nodelay(true);
+    // Set before the socket disappears behind TLS (see `PLAYER_SEND_BUFFER`).
+    let _ = SockRef::from(&stream).set_send_buffer_size(PLAYER_SEND_BUFFER);
+    let limit = secs(node.config.rtmp.handshake_timeout);
+    let tls = match timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            node.counters.reject(RejectReason::Handshake);
+            if node.refusals.should_log(Some(peer.ip()), "rtmps_handshake") {
+                tracing::warn!(%peer, %error, "rtmps: TLS handshake failed (more from this address within a minute are counted, not logged)");
+            }
+            return;
+        }
+        Err(_) => {
+            node.counters.reject(RejectReason::HandshakeTimeout);
+            return;
+        }
+    };
+    let (reader, writer) = tokio::io::split(tls);
+    serve_on(reader, writer, peer, node, pending).await;
+}
+
+async fn serve_on<R: Reader, W: AsyncWrite + Unpin + Send>(
+    reader: R,
+    writer: W,
+    peer: SocketAddr,
+    node: Arc<NodeContext>,
+    pending: Slot,
+) {
+    let _open = node.counters.connection(ConnectionKind::Rtmp);
     let partial = node.rtmp_partial.share();
     let mut conn = Connection {
         peer,
@@ -190,15 +232,15 @@ pub(crate) async fn serve(
     }
 }
 
-struct Connection {
+struct Connection<R, W> {
     peer: SocketAddr,
     node: Arc<NodeContext>,
     /// The place under `rtmp.max_pending_per_address`, until the connection is admitted.
     pending: Option<Slot>,
     /// What `dechunker` holds, counted in the node's `rtmp.max_partial_bytes`.
     partial: Share,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: R,
+    writer: W,
     session: Option<ServerSession>,
     dechunker: ChunkReader,
     /// Re-chunks the messages rml_rtmp handles for its own deserializer (at its default
@@ -231,8 +273,8 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 const MAX_IOVECS: usize = 64;
 
 /// Writes every buffer of `batch` with vectored writes, then empties it.
-async fn write_all_vectored(
-    writer: &mut OwnedWriteHalf,
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     batch: &mut Vec<Bytes>,
 ) -> std::io::Result<()> {
     let mut first = 0;
@@ -258,7 +300,7 @@ async fn write_all_vectored(
     Ok(())
 }
 
-impl Connection {
+impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
     async fn run(&mut self) -> Result<(), Closed> {
         let node = Arc::clone(&self.node);
         let rtmp = &node.config.rtmp;
@@ -323,7 +365,7 @@ impl Connection {
                             {
                                 // Publishing started: the full read buffer, and merging.
                                 buf.reserve(READ_BUFFER);
-                                if !merge_delay.is_zero() {
+                                if !merge_delay.is_zero() && self.reader.socket().is_some() {
                                     let now = tokio::time::Instant::now();
                                     let started = ReadMerge::new(merge_delay, now);
                                     idle_tick = started.flush_interval();
@@ -388,8 +430,9 @@ impl Connection {
         merge: &mut ReadMerge,
         buf: &mut BytesMut,
     ) -> Result<bool, Closed> {
+        let Some(socket) = self.reader.socket() else { return Ok(false) };
         if let Some(mark) = merge.retune(tokio::time::Instant::now()) {
-            if let Err(error) = set_recv_lowat(self.reader.as_ref(), mark) {
+            if let Err(error) = set_recv_lowat(socket, mark) {
                 tracing::debug!(peer = %self.peer, %error, "cannot set SO_RCVLOWAT");
             }
         }
@@ -400,7 +443,7 @@ impl Connection {
         // is non-blocking: nothing queued is WouldBlock. Below the mark means less than one
         // buffer (see `read_merge::MAX_MARK`).
         buf.resize(merge.mark().min(READ_BUFFER), 0);
-        let read = std::io::Read::read(&mut &*SockRef::from(self.reader.as_ref()), buf);
+        let read = std::io::Read::read(&mut &*SockRef::from(socket), buf);
         let n = match read {
             Ok(0) => return Err(Closed::Eof),
             Ok(n) => n,
@@ -813,10 +856,11 @@ impl Connection {
                 .await;
         };
         self.accept_play(request_id, stream_id).await?;
-        if let Err(error) =
-            SockRef::from(self.writer.as_ref()).set_send_buffer_size(PLAYER_SEND_BUFFER)
-        {
-            tracing::debug!(peer = %self.peer, %error, "could not bound the send buffer");
+        // (RTMPS connections had theirs bounded before the TLS handshake.)
+        if let Some(socket) = self.reader.socket() {
+            if let Err(error) = SockRef::from(socket).set_send_buffer_size(PLAYER_SEND_BUFFER) {
+                tracing::debug!(peer = %self.peer, %error, "could not bound the send buffer");
+            }
         }
         let (tx, rx) = mpsc::channel(PLAYER_QUEUE_FRAMES);
         let sink = RtmpSink::new(tx, stream_id);

@@ -7,6 +7,7 @@
 //! - [`chunks`]: media chunk encoding for players, shared across players.
 //! - `read_merge`: fewer, larger reads from publishers (`SO_RCVLOWAT`).
 //! - [`sink`]: a player's queue.
+//! - `transport`: TCP or TLS (RTMPS) under a connection.
 //! - [`metadata`]: `onMetaData` as viewers receive it.
 
 pub mod budget;
@@ -17,3 +18,4 @@ mod read_merge;
 pub mod reader;
 pub mod server;
 pub mod sink;
+mod transport;

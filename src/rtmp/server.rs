@@ -1,9 +1,10 @@
-//! The RTMP accept loop.
+//! The RTMP accept loop (and RTMPS's, with a TLS acceptor).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use super::connection;
 use crate::node::NodeContext;
@@ -13,7 +14,8 @@ use crate::refusals::Limit;
 /// pool. Connections beyond `rtmp.max_connections`, or beyond
 /// `rtmp.max_pending_per_address` not yet publishing or playing from one address, are
 /// closed at once (counted, and logged once a minute per address).
-pub async fn run(listener: TcpListener, node: Arc<NodeContext>) {
+/// With `tls`, each connection first completes a TLS handshake (RTMPS).
+pub async fn run(listener: TcpListener, node: Arc<NodeContext>, tls: Option<TlsAcceptor>) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -52,10 +54,15 @@ pub async fn run(listener: TcpListener, node: Arc<NodeContext>) {
         };
         let node = Arc::clone(&node);
         let open = Arc::clone(&open);
+        let tls = tls.clone();
         open.fetch_add(1, Ordering::Relaxed);
         node.pool.next().spawn(async move {
             if let Ok(stream) = TcpStream::from_std(std_stream) {
-                connection::serve(stream, peer, Arc::clone(&node), pending).await;
+                let node = Arc::clone(&node);
+                match tls {
+                    Some(tls) => connection::serve_tls(stream, tls, peer, node, pending).await,
+                    None => connection::serve(stream, peer, node, pending).await,
+                }
             }
             open.fetch_sub(1, Ordering::Relaxed);
         });

@@ -19,8 +19,9 @@ pub struct ZenliveProcess {
     pub metrics: String,
     /// Where other nodes connect (cluster mode only).
     pub cluster: String,
-    /// HTTPS (`host:port`), when `ZENLIVE_TLS_CERT` is set.
+    /// HTTPS and RTMPS (`host:port`), when `ZENLIVE_TLS_CERT` is set.
     pub https: String,
+    pub rtmps: String,
     pub log: PathBuf,
 }
 
@@ -64,8 +65,9 @@ impl ZenliveProcess {
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let rtmp = host_port(&line_starting(&mut lines, "Play RTMP:").await, "rtmp://");
         let http = host_port(&line_starting(&mut lines, "HLS:").await, "http://");
-        let mut https = String::new();
+        let (mut https, mut rtmps) = (String::new(), String::new());
         if env.iter().any(|(key, _)| *key == "ZENLIVE_TLS_CERT") {
+            rtmps = host_port(&line_starting(&mut lines, "RTMPS:").await, "rtmps://");
             https = host_port(&line_starting(&mut lines, "HTTPS:").await, "https://");
         }
         let metrics = host_port(&line_starting(&mut lines, "Metrics:").await, "http://");
@@ -81,7 +83,7 @@ impl ZenliveProcess {
         }
         // Keep reading stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, id: id.to_owned(), rtmp, http, https, metrics, cluster, log }
+        Self { child, id: id.to_owned(), rtmp, http, https, rtmps, metrics, cluster, log }
     }
 
     pub fn pid(&self) -> String {
