@@ -21,6 +21,30 @@ fn bind_std(
     Ok(listener)
 }
 
+/// The server of the HTTP port's routes on `listener`, with TLS when `tls` is given; one
+/// worker per event loop, connections counted.
+fn media_server(
+    context: &Arc<NodeContext>,
+    listener: std::net::TcpListener,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::from(Arc::clone(context));
+    let counters = Arc::clone(&context.counters);
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
+        // The gauge lives in the connection's extensions, dropped when it closes.
+        .on_connect(move |_, extensions| {
+            extensions.insert(counters.connection(ConnectionKind::Http));
+        })
+        .workers(context.pool.len())
+        .disable_signals()
+        .shutdown_timeout(5);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
+}
+
 /// Starts every enabled front-end of `context`.
 pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError> {
     let config = &context.config;
@@ -45,23 +69,10 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         tasks.push(actix_rt::spawn(run));
     }
 
-    let workers = context.pool.len();
     let http_listener = bind_std("http", config.http.addr)?;
     let http_addr = http_listener.local_addr().unwrap_or(config.http.addr);
-    let data = web::Data::from(Arc::clone(&context));
-    let counters = Arc::clone(&context.counters);
-    let http_server =
-        HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
-            // The gauge lives in the connection's extensions, dropped when it closes.
-            .on_connect(move |_, extensions| {
-                extensions.insert(counters.connection(ConnectionKind::Http));
-            })
-            .workers(workers)
-            .disable_signals()
-            .shutdown_timeout(5)
-            .listen(http_listener)
-            .map_err(|cause| StartError::Bind { what: "http", addr: config.http.addr, cause })?
-            .run();
+    let http_server = media_server(&context, http_listener, None)
+        .map_err(|cause| StartError::Bind { what: "http", addr: config.http.addr, cause })?;
     let http = http_server.handle();
     actix_rt::spawn(http_server);
 
@@ -70,19 +81,8 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         let addr = config.tls.https_addr;
         let listener = bind_std("https", addr)?;
         https_addr = listener.local_addr().ok();
-        let data = web::Data::from(Arc::clone(&context));
-        let counters = Arc::clone(&context.counters);
-        let server =
-            HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
-                .on_connect(move |_, extensions| {
-                    extensions.insert(counters.connection(ConnectionKind::Http));
-                })
-                .workers(workers)
-                .disable_signals()
-                .shutdown_timeout(5)
-                .listen_rustls_0_23(listener, tls.server_config()?)
-                .map_err(|cause| StartError::Bind { what: "https", addr, cause })?
-                .run();
+        let server = media_server(&context, listener, Some(tls.server_config()?))
+            .map_err(|cause| StartError::Bind { what: "https", addr, cause })?;
         https = Some(server.handle());
         actix_rt::spawn(server);
     }

@@ -245,16 +245,15 @@ async fn chat_and_api_attacks_are_bounded() {
     // 5. The admin API holds the token's stream scope on every route.
     let scoped = token("ops-a", &[Role::Admin], Some("live/a"), 600);
     let api = |path: &str| format!("http://{}/api/v1/{path}", node.http);
-    let list: Value = client
-        .get(api("streams"))
-        .bearer_auth(&scoped)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(list["streams"], serde_json::json!([]), "a scoped token lists its streams only");
+    let list = |token: String| {
+        let (client, url) = (client.clone(), api("streams"));
+        async move {
+            let response = client.get(url).bearer_auth(token).send().await.expect("list");
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    let listed = list(scoped.clone()).await;
+    assert_eq!(listed["streams"], serde_json::json!([]), "a scoped token lists its own only");
     let kick = client.post(api("streams/live/bystander/kick")).bearer_auth(&scoped).send().await;
     let kick = kick.expect("kick");
     assert_eq!(kick.status(), 403);
@@ -273,17 +272,9 @@ async fn chat_and_api_attacks_are_bounded() {
         assert_eq!(body["error"]["code"], "forbidden_scope");
     }
     let unscoped = token("ops", &[Role::Admin], None, 600);
-    let list: Value = client
-        .get(api("streams"))
-        .bearer_auth(&unscoped)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(list["streams"].as_array().map(Vec::len), Some(1), "an unscoped admin sees all");
-    assert!(list["streams"][0]["stats"]["publisher_peer"].is_string(), "with the publisher");
+    let listed = list(unscoped).await;
+    assert_eq!(listed["streams"].as_array().map(Vec::len), Some(1), "an unscoped admin: all");
+    assert!(listed["streams"][0]["stats"]["publisher_peer"].is_string(), "with the publisher");
 
     // 8. The metrics port's read-only API hands out no personal data.
     let open = node.api("/api/v1/streams").await.expect("read-only list");
