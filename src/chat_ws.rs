@@ -177,7 +177,8 @@ pub async fn join(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let config = &node.config.chat;
+    let live = node.live();
+    let config = &live.chat;
     if !config.enabled {
         return Err(ApiError::not_found("chat_disabled", "chat is disabled on this node").into());
     }
@@ -248,7 +249,8 @@ async fn open_room(
     peer: Option<IpAddr>,
     signed_in: bool,
 ) -> Result<Addr<ChatRoom>, ApiError> {
-    let config = &node.config.chat;
+    let live = node.live();
+    let config = &live.chat;
     let allowed = match config.rooms_without_stream.as_str() {
         "anyone" => true,
         "signed_in" => signed_in,

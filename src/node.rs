@@ -55,8 +55,11 @@ use zenlive_actors::quota::PerAddress;
 
 /// Everything the protocol front-ends share. One per node.
 pub struct NodeContext {
-    /// The configuration the node started with.
+    /// The configuration the node started with (listeners, cluster, what needs a restart).
     pub config: Config,
+    /// The configuration in force for what a reload can change (limits, timeouts; see
+    /// [`Node::reload`]): read it with [`NodeContext::live`].
+    pub live: ArcSwap<Config>,
     /// This node's id.
     pub node_id: NodeId,
     /// Starts and restarts streams.
@@ -101,6 +104,11 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// The configuration in force for what a reload can change.
+    pub fn live(&self) -> Arc<Config> {
+        self.live.load_full()
+    }
+
     /// Starts (or stops) draining. See [`NodeContext::draining`].
     pub fn set_draining(&self, draining: bool) {
         let was = self.draining.swap(draining, Ordering::AcqRel);
@@ -404,6 +412,7 @@ impl NodeBuilder {
             );
         }
         let context = Arc::new(NodeContext {
+            live: ArcSwap::from_pointee(config.clone()),
             config,
             node_id,
             supervisor,
@@ -547,6 +556,46 @@ pub struct Reloaded {
     pub log_level: Option<String>,
 }
 
+/// Keys a reload applies to the running node (besides `[auth]`, `log.level` and the TLS
+/// files): limits and timeouts read when a connection, request or relay starts.
+const RELOADABLE: [&str; 15] = [
+    "rtmp.handshake_timeout",
+    "rtmp.idle_timeout",
+    "rtmp.max_connections",
+    "rtmp.max_pending_per_address",
+    "rtmp.max_partial_bytes",
+    "rtmp.max_viewer_lag",
+    "rtmp.publish_read_delay",
+    "rtmp.play_write_delay",
+    "chat.anonymous_read",
+    "chat.max_frame",
+    "chat.max_rooms",
+    "chat.max_rooms_per_address",
+    "chat.rooms_without_stream",
+    "cluster.relay_idle",
+    "cluster.relay_grace",
+];
+
+/// Copies the [`RELOADABLE`] settings of `new` into `live`.
+fn apply_reloadable(live: &mut Config, new: &Config) {
+    let (rtmp, chat) = (&new.rtmp, &new.chat);
+    live.rtmp.handshake_timeout = rtmp.handshake_timeout;
+    live.rtmp.idle_timeout = rtmp.idle_timeout;
+    live.rtmp.max_connections = rtmp.max_connections;
+    live.rtmp.max_pending_per_address = rtmp.max_pending_per_address;
+    live.rtmp.max_partial_bytes = rtmp.max_partial_bytes;
+    live.rtmp.max_viewer_lag = rtmp.max_viewer_lag;
+    live.rtmp.publish_read_delay = rtmp.publish_read_delay;
+    live.rtmp.play_write_delay = rtmp.play_write_delay;
+    live.chat.anonymous_read = chat.anonymous_read;
+    live.chat.max_frame = chat.max_frame;
+    live.chat.max_rooms = chat.max_rooms;
+    live.chat.max_rooms_per_address = chat.max_rooms_per_address;
+    live.chat.rooms_without_stream.clone_from(&chat.rooms_without_stream);
+    live.cluster.relay_idle = new.cluster.relay_idle;
+    live.cluster.relay_grace = new.cluster.relay_grace;
+}
+
 /// The keys (`section.key`) whose values differ between `old` and `new`.
 fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     let table = |c: &Config| toml::Table::try_from(c).unwrap_or_default();
@@ -635,6 +684,8 @@ impl Node {
 
     /// Applies what can change while the node runs from `new` (already validated): every
     /// `[auth]` key (secrets, keys, requirements; HLS sessions already issued stay good),
+    /// the limits and timeouts connections, requests and relays read when they start (see
+    /// `RELOADABLE`: RTMP timeouts and caps, chat admission, relay timing),
     /// the TLS files (read again whether or not their paths changed: a renewal keeps them),
     /// and `log.level` (handed back for the caller's subscriber). Reports the other changed
     /// keys as needing a restart. Nothing is applied when the new auth is unusable.
@@ -656,12 +707,23 @@ impl Node {
             self.context.auth.store(Arc::new(auth));
             loaded.auth = new.auth.clone();
         }
+        if changed.iter().any(|k| RELOADABLE.contains(&k.as_str())) {
+            let mut live = (*self.context.live()).clone();
+            apply_reloadable(&mut live, new);
+            self.context.rtmp_pending.set_cap(live.rtmp.max_pending_per_address);
+            self.context.rtmp_partial.set_max(live.rtmp.max_partial_bytes);
+            self.context.chat_openers.set_cap(live.chat.max_rooms_per_address);
+            self.context.live.store(Arc::new(live));
+            apply_reloadable(&mut loaded, new);
+        }
         if new.log.level != loaded.log.level {
             report.log_level = Some(new.log.level.clone());
             loaded.log.level = new.log.level.clone();
         }
         for key in changed {
-            let applied = key.starts_with("auth.") || key == "log.level";
+            let applied = key.starts_with("auth.")
+                || key == "log.level"
+                || RELOADABLE.contains(&key.as_str());
             if applied {
                 report.applied.push(key);
             } else {

@@ -168,10 +168,13 @@ async fn sighup_reloads_auth_and_the_log_level_and_names_what_needs_a_restart() 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("zenlive.toml");
     let (first, second) = ("first-secret-of-the-binary-test", "second-secret-of-the-binary-test");
-    let config = |secret: &str, window: u32, level: &str| {
-        format!("[auth]\njwt_secret = \"{secret}\"\n[hls]\nwindow = {window}\n[log]\nlevel = \"{level}\"\n")
+    let config = |secret: &str, window: u32, level: &str, pending: u32| {
+        format!(
+            "[auth]\njwt_secret = \"{secret}\"\n[hls]\nwindow = {window}\n[log]\nlevel = \"{level}\"\n\
+             [rtmp]\nmax_pending_per_address = {pending}\n"
+        )
     };
-    std::fs::write(&file, config(first, 6, "info")).expect("write");
+    std::fs::write(&file, config(first, 6, "info", 1)).expect("write");
     let mut child = Command::new(env!("CARGO_BIN_EXE_zenlive"))
         .arg("--config")
         .arg(&file)
@@ -185,6 +188,8 @@ async fn sighup_reloads_auth_and_the_log_level_and_names_what_needs_a_restart() 
         .spawn()
         .expect("start zenlive");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let rtmp = url_in(&line_with(&mut lines, "Play RTMP:").await, "rtmp://");
+    let rtmp = rtmp.trim_start_matches("rtmp://").split('/').next().expect("host:port").to_owned();
     let hls = url_in(&line_with(&mut lines, "HLS:").await, "http://");
     let api = hls.replace("/live/test/index.m3u8", "/api/v1/streams");
     let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
@@ -195,8 +200,24 @@ async fn sighup_reloads_auth_and_the_log_level_and_names_what_needs_a_restart() 
     };
     let admin = |secret: &str| mint_token(secret, "ops", None, &[zenlive::auth::Role::Admin]);
     assert_eq!(status(admin(first)).await, 200);
+    // One connection not publishing yet is all an address may hold.
+    let _held = tokio::net::TcpStream::connect(&rtmp).await.expect("connect");
+    let over = |expect_closed: bool| {
+        let rtmp = rtmp.clone();
+        async move {
+            let mut socket = tokio::net::TcpStream::connect(&rtmp).await.expect("connect");
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(
+                Duration::from_secs(if expect_closed { 10 } else { 1 }),
+                tokio::io::AsyncReadExt::read(&mut socket, &mut byte),
+            )
+            .await;
+            (matches!(read, Ok(Ok(0) | Err(_))), socket)
+        }
+    };
+    assert!(over(true).await.0, "a second pending connection is closed at once");
 
-    std::fs::write(&file, config(second, 8, "debug")).expect("rewrite");
+    std::fs::write(&file, config(second, 8, "debug", 4)).expect("rewrite");
     let pid = child.id().expect("running").to_string();
     let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill");
     assert!(hup.success());
@@ -210,12 +231,17 @@ async fn sighup_reloads_auth_and_the_log_level_and_names_what_needs_a_restart() 
     })
     .await
     .expect("the node answers SIGHUP in time");
-    assert!(said.contains("applied: auth.jwt_secret, log.level"), "{said}");
+    assert!(
+        said.contains("applied: auth.jwt_secret, log.level, rtmp.max_pending_per_address"),
+        "{said}"
+    );
     assert!(said.contains("needs a restart: hls.window"), "{said}");
     assert!(!said.contains(second), "no secret in the log");
     assert!(!said.contains('\u{1b}'), "no colour codes off a terminal: {said:?}");
     assert_eq!(status(admin(first)).await, 401, "the old secret is gone");
     assert_eq!(status(admin(second)).await, 200, "the new one is in force");
+    let (closed, _second_pending) = over(false).await;
+    assert!(!closed, "the raised cap is in force");
 
     // An invalid file changes nothing and stops nothing.
     std::fs::write(&file, "[hls]\nwindow = 0\n").expect("rewrite");

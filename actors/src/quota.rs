@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -12,21 +13,27 @@ use parking_lot::Mutex;
 /// A cap on how many of something one client address may hold at once. See the module docs.
 #[derive(Debug, Clone)]
 pub struct PerAddress {
-    cap: usize,
+    cap: Arc<AtomicUsize>,
     held: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl PerAddress {
     /// At most `cap` per address (0: no cap).
     pub fn new(cap: usize) -> Self {
-        Self { cap, held: Arc::default() }
+        Self { cap: Arc::new(AtomicUsize::new(cap)), held: Arc::default() }
+    }
+
+    /// Changes the cap (a configuration reload); places already held stay.
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
     }
 
     /// A place for `ip`, or `None` when it holds `cap` already.
     pub fn take(&self, ip: IpAddr) -> Option<Slot> {
         let mut held = self.held.lock();
         let count = held.entry(ip).or_insert(0);
-        if self.cap != 0 && *count >= self.cap {
+        let cap = self.cap.load(Ordering::Relaxed);
+        if cap != 0 && *count >= cap {
             return None;
         }
         *count += 1;

@@ -265,7 +265,7 @@ async fn serve_pull(
         node.directory.clone(),
         Box::new(FlvSink::new(tx)),
         Arc::clone(&node.counters),
-        secs(node.config.rtmp.max_viewer_lag),
+        secs(node.live().rtmp.max_viewer_lag),
     );
     session.start();
     tracing::info!(stream = %key, edge = %peer, "relaying to an edge");

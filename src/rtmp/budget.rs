@@ -12,13 +12,18 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct PartialBudget {
     used: Arc<AtomicU64>,
-    max: u64,
+    max: Arc<AtomicU64>,
 }
 
 impl PartialBudget {
     /// A budget of `max` bytes.
     pub fn new(max: u64) -> Self {
-        Self { used: Arc::default(), max }
+        Self { used: Arc::default(), max: Arc::new(AtomicU64::new(max)) }
+    }
+
+    /// Changes the limit (a configuration reload).
+    pub fn set_max(&self, max: u64) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     /// Bytes held now across the node.
@@ -28,7 +33,7 @@ impl PartialBudget {
 
     /// The limit.
     pub fn max(&self) -> u64 {
-        self.max
+        self.max.load(Ordering::Relaxed)
     }
 
     /// One connection's share, empty.
@@ -54,7 +59,7 @@ impl Share {
         let used = &self.budget.used;
         if held > before {
             let total = used.fetch_add(held - before, Ordering::Relaxed) + (held - before);
-            return total <= self.budget.max;
+            return total <= self.budget.max();
         }
         if held < before {
             used.fetch_sub(before - held, Ordering::Relaxed);

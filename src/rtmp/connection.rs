@@ -177,7 +177,7 @@ pub(crate) async fn serve_tls(
     let _ = stream.set_nodelay(true);
     // Set before the socket disappears behind TLS (see `PLAYER_SEND_BUFFER`).
     let _ = SockRef::from(&stream).set_send_buffer_size(PLAYER_SEND_BUFFER);
-    let limit = secs(node.config.rtmp.handshake_timeout);
+    let limit = secs(node.live().rtmp.handshake_timeout);
     let tls = match timeout(limit, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
@@ -303,7 +303,8 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
     async fn run(&mut self) -> Result<(), Closed> {
         let node = Arc::clone(&self.node);
-        let rtmp = &node.config.rtmp;
+        let live = node.live();
+        let rtmp = &live.rtmp;
         let leftover = timeout(secs(rtmp.handshake_timeout), self.handshake())
             .await
             .map_err(|_| Closed::HandshakeTimeout)??;
@@ -871,7 +872,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
             self.node.directory.clone(),
             Box::new(sink),
             Arc::clone(&self.node.counters),
-            secs(self.node.config.rtmp.max_viewer_lag),
+            secs(self.node.live().rtmp.max_viewer_lag),
         );
         let user = identity.map(|i| i.user);
         let hooks = &self.node.hooks;

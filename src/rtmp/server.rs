@@ -27,7 +27,8 @@ pub async fn run(listener: TcpListener, node: Arc<NodeContext>, tls: Option<TlsA
                 continue;
             }
         };
-        let rtmp = &node.config.rtmp;
+        let live = node.live();
+        let rtmp = &live.rtmp;
         if open.load(Ordering::Relaxed) >= rtmp.max_connections {
             let detail = format!(
                 "{} RTMP connections are open (rtmp.max_connections)",
