@@ -631,6 +631,8 @@ impl Config {
             ("chat.max_frame", self.chat.max_frame),
             ("chat.member_queue", self.chat.member_queue),
             ("chat.max_members", self.chat.max_members),
+            ("chat.max_length", self.chat.max_length),
+            ("chat.burst", self.chat.burst as usize),
             ("webhooks.queue", self.webhooks.queue),
         ] {
             if value == 0 {
