@@ -21,6 +21,7 @@ use crate::auth::Identity;
 use crate::hls::HlsManager;
 use crate::metrics::Metrics;
 use crate::webhooks::Webhooks;
+use arc_swap::ArcSwapOption;
 
 /// A decider's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +125,8 @@ pub struct Hooks {
     hls: Arc<HlsManager>,
     metrics: Arc<Metrics>,
     set: HookSet,
-    webhooks: Option<Arc<Webhooks>>,
+    /// The webhook senders; swapped by a configuration reload (shared with chat's hook).
+    webhooks: Arc<ArcSwapOption<Webhooks>>,
     timeout: Duration,
     allow_on_failure: bool,
 }
@@ -148,7 +150,7 @@ impl Hooks {
         hls: Arc<HlsManager>,
         metrics: Arc<Metrics>,
         set: HookSet,
-        webhooks: Option<Arc<Webhooks>>,
+        webhooks: Arc<ArcSwapOption<Webhooks>>,
         timeout: Duration,
         allow_on_failure: bool,
     ) -> Self {
@@ -252,7 +254,7 @@ impl Hooks {
         if !hooks.is_empty() {
             self.metrics.hook(name, started.elapsed());
         }
-        if let Some(webhooks) = &self.webhooks {
+        if let Some(webhooks) = &*self.webhooks.load() {
             webhooks.viewer(&event);
         }
     }
@@ -275,7 +277,7 @@ impl EventSink for Hooks {
         if !hooks.is_empty() {
             self.metrics.hook(name, started.elapsed());
         }
-        if let Some(webhooks) = &self.webhooks {
+        if let Some(webhooks) = &*self.webhooks.load() {
             webhooks.stream(event);
         }
     }

@@ -45,8 +45,8 @@ use crate::metrics::Metrics;
 use crate::refusals::Refusals;
 use crate::rtmp::budget::PartialBudget;
 use crate::tls::{Tls, TlsError};
-use crate::webhooks::{on_publish_callback, Webhooks};
-use arc_swap::ArcSwap;
+use crate::webhooks::{on_publish_callback, PublishCallback, Webhooks};
+use arc_swap::{ArcSwap, ArcSwapOption};
 use zenlive_actors::chat::{
     ChatDecision, ChatHooks, ChatMessageRequest, ChatRoom, ChatRooms, DeliveredMessage, Placement,
 };
@@ -82,8 +82,10 @@ pub struct NodeContext {
     pub ready: AtomicBool,
     /// The application's hooks and the webhooks.
     pub hooks: Arc<Hooks>,
-    /// The webhook senders, when URLs are configured.
-    pub webhooks: Option<Arc<Webhooks>>,
+    /// The webhook senders, when URLs are configured; swapped by a reload.
+    pub webhooks: Arc<ArcSwapOption<Webhooks>>,
+    /// Where the HTTP `on_publish` callback goes (when one was configured at start).
+    pub publish_callback: Arc<ArcSwap<PublishCallback>>,
     /// This node's chat rooms.
     pub chat: ChatRooms,
     /// Cluster membership, links and relays; `None` on a single node.
@@ -360,20 +362,25 @@ impl NodeBuilder {
         for collector in cluster.iter().flat_map(|c| c.collectors()) {
             metrics.register(collector);
         }
-        let webhooks = Webhooks::start(&config.webhooks, node_id.as_str(), Arc::clone(&metrics));
+        let webhooks = Arc::new(ArcSwapOption::new(Webhooks::start(
+            &config.webhooks,
+            node_id.as_str(),
+            Arc::clone(&metrics),
+        )));
+        let publish_callback = Arc::new(ArcSwap::from_pointee(PublishCallback {
+            url: config.webhooks.on_publish_url.clone(),
+            secret: config.webhooks.secret.clone(),
+        }));
         let mut set = self.hooks;
         if !config.webhooks.on_publish_url.is_empty() {
-            set.on_publish.push(on_publish_callback(
-                config.webhooks.on_publish_url.clone(),
-                config.webhooks.secret.clone(),
-                secs(config.hooks.timeout),
-            ));
+            let callback = Arc::clone(&publish_callback);
+            set.on_publish.push(on_publish_callback(callback, secs(config.hooks.timeout)));
         }
         let hooks = Arc::new(Hooks::new(
             Arc::clone(&hls),
             Arc::clone(&metrics),
             set,
-            webhooks.clone(),
+            Arc::clone(&webhooks),
             secs(config.hooks.timeout),
             config.hooks.on_failure == "allow",
         ));
@@ -388,10 +395,13 @@ impl NodeBuilder {
         let mut chat_hooks = self.chat;
         chat_hooks.timeout = secs(config.hooks.timeout);
         chat_hooks.allow_on_failure = config.hooks.on_failure == "allow";
-        if let Some(webhooks) = &webhooks {
-            let webhooks = Arc::clone(webhooks);
-            chat_hooks.delivered.push(Arc::new(move |delivered| webhooks.chat(delivered)));
-        }
+        // Always listening, so webhooks a reload adds hear chat messages too.
+        let chat_webhooks = Arc::clone(&webhooks);
+        chat_hooks.delivered.push(Arc::new(move |delivered| {
+            if let Some(webhooks) = &*chat_webhooks.load() {
+                webhooks.chat(delivered);
+            }
+        }));
         let transport = cluster.as_ref().map(|cluster| {
             Arc::new(crate::cluster::chat::ClusterRooms::new(Arc::clone(cluster)))
                 as Arc<dyn zenlive_actors::chat_remote::RoomTransport>
@@ -426,6 +436,7 @@ impl NodeBuilder {
             ready: AtomicBool::new(false),
             hooks,
             webhooks,
+            publish_callback,
             chat,
             cluster,
             draining,
@@ -684,6 +695,8 @@ impl Node {
 
     /// Applies what can change while the node runs from `new` (already validated): every
     /// `[auth]` key (secrets, keys, requirements; HLS sessions already issued stay good),
+    /// every `[webhooks]` key (new senders; the `on_publish` callback re-pointed, when one
+    /// was configured at start),
     /// the limits and timeouts connections, requests and relays read when they start (see
     /// `RELOADABLE`: RTMP timeouts and caps, chat admission, relay timing),
     /// the TLS files (read again whether or not their paths changed: a renewal keeps them),
@@ -716,12 +729,21 @@ impl Node {
             self.context.live.store(Arc::new(live));
             apply_reloadable(&mut loaded, new);
         }
+        if changed.iter().any(|k| k.starts_with("webhooks.")) {
+            self.reload_webhooks(&new.webhooks);
+            loaded.webhooks = new.webhooks.clone();
+        }
         if new.log.level != loaded.log.level {
             report.log_level = Some(new.log.level.clone());
             loaded.log.level = new.log.level.clone();
         }
         for key in changed {
+            // The on_publish callback is registered at start: one can be re-pointed, not
+            // added.
+            let callback_added = key == "webhooks.on_publish_url"
+                && self.context.config.webhooks.on_publish_url.is_empty();
             let applied = key.starts_with("auth.")
+                || (key.starts_with("webhooks.") && !callback_added)
                 || key == "log.level"
                 || RELOADABLE.contains(&key.as_str());
             if applied {
@@ -731,6 +753,21 @@ impl Node {
             }
         }
         Ok(report)
+    }
+
+    /// Starts senders for `config`'s webhook URLs and points the `on_publish` callback at
+    /// its URL; the old senders deliver what they hold (within `webhooks.retry_for`), then
+    /// end.
+    fn reload_webhooks(&self, config: &crate::config::WebhooksConfig) {
+        let context = &self.context;
+        let fresh = Webhooks::start(config, context.node_id.as_str(), Arc::clone(&context.metrics));
+        if let Some(old) = context.webhooks.swap(fresh) {
+            let limit = secs(config.retry_for).max(Duration::from_secs(1));
+            actix_rt::spawn(async move { old.drain(limit).await });
+        }
+        let url = config.on_publish_url.clone();
+        let secret = config.secret.clone();
+        context.publish_callback.store(Arc::new(PublishCallback { url, secret }));
     }
 
     /// Reads the TLS certificate and key files again (after a renewal): new connections
@@ -804,7 +841,7 @@ impl Node {
         while !self.context.directory.is_empty() && tokio::time::Instant::now() < deadline {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Some(webhooks) = &self.context.webhooks {
+        if let Some(webhooks) = self.context.webhooks.load_full() {
             // Stream-end events of the streams just ended get a moment to leave.
             webhooks.drain(Duration::from_secs(2)).await;
         }

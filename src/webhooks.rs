@@ -11,6 +11,8 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -261,16 +263,27 @@ impl Sender {
     }
 }
 
-/// The HTTP `on_publish` callback: POSTs the request as JSON to `url`; 2xx allows, 4xx
-/// refuses (the body's first 200 characters are the reason), anything else leaves the
-/// decision to `hooks.on_failure`.
-pub fn on_publish_callback(url: String, secret: String, timeout: Duration) -> Decider {
+/// Where the HTTP `on_publish` callback goes; swapped by a configuration reload.
+#[derive(Debug, Clone, Default)]
+pub struct PublishCallback {
+    /// The URL; empty: every publish is allowed without asking.
+    pub url: String,
+    /// Signs the request (`webhooks.secret`).
+    pub secret: String,
+}
+
+/// The HTTP `on_publish` callback: POSTs the request as JSON to the current `target`; 2xx
+/// allows, 4xx refuses (the body's first 200 characters are the reason), anything else
+/// leaves the decision to `hooks.on_failure`.
+pub fn on_publish_callback(target: Arc<ArcSwap<PublishCallback>>, timeout: Duration) -> Decider {
     let client = client(timeout);
     decider(move |request: PublishRequest| {
         let client = client.clone();
-        let url = url.clone();
-        let secret = secret.clone();
+        let PublishCallback { url, secret } = (**target.load()).clone();
         async move {
+            if url.is_empty() {
+                return Decision::Allow;
+            }
             let body = json!({
                 "type": "publish",
                 "stream": request.stream.to_string(),

@@ -290,3 +290,47 @@ async fn chat_messages_go_out_as_webhooks() {
     node.shutdown().await;
     receiver.stop(true).await;
 }
+
+#[actix_rt::test]
+async fn a_reload_points_webhooks_and_the_publish_callback_at_new_urls() {
+    let addr = free_addr();
+    let log: Log = Arc::default();
+    let receiver = receiver(addr, Arc::clone(&log));
+    let mut config = test_config();
+    config.webhooks.urls = vec![format!("http://{addr}/first")];
+    config.webhooks.secret = SECRET.to_owned();
+    config.webhooks.on_publish_url = format!("http://{addr}/first-publish");
+    let node = NodeBuilder::new(config.clone()).start().await.expect("node starts");
+    let paths_for = |stream: &str| -> Vec<String> {
+        log.lock()
+            .iter()
+            .filter(|r| r.body["stream"] == stream || r.body["data"]["stream"] == stream)
+            .map(|r| r.path.clone())
+            .collect()
+    };
+    let mut first = publish(&fixture(false), &rtmp_url(&node, "a"));
+    wait_live(&node, "a").await;
+    wait_for("live/a announced", Duration::from_secs(20), || {
+        paths_for("live/a").contains(&"/first".to_owned())
+    })
+    .await;
+
+    config.webhooks.urls = vec![format!("http://{addr}/second")];
+    config.webhooks.on_publish_url = format!("http://{addr}/second-publish");
+    let reloaded = node.reload(&config).expect("a valid configuration");
+    assert_eq!(reloaded.applied, ["webhooks.on_publish_url", "webhooks.urls"]);
+    assert!(reloaded.need_restart.is_empty(), "{reloaded:?}");
+    let mut second = publish(&fixture(false), &rtmp_url(&node, "b"));
+    wait_live(&node, "b").await;
+    wait_for("live/b announced to the new URL", Duration::from_secs(20), || {
+        paths_for("live/b").contains(&"/second".to_owned())
+    })
+    .await;
+    let paths = paths_for("live/b");
+    assert!(paths.contains(&"/second-publish".to_owned()), "asked the new callback: {paths:?}");
+    assert!(!paths.iter().any(|p| p.starts_with("/first")), "not the old URLs: {paths:?}");
+    let _ = first.kill().await;
+    let _ = second.kill().await;
+    node.shutdown().await;
+    receiver.stop(true).await;
+}
