@@ -569,7 +569,7 @@ pub struct Reloaded {
 
 /// Keys a reload applies to the running node (besides `[auth]`, `log.level` and the TLS
 /// files): limits and timeouts read when a connection, request or relay starts.
-const RELOADABLE: [&str; 15] = [
+const RELOADABLE: [&str; 16] = [
     "rtmp.handshake_timeout",
     "rtmp.idle_timeout",
     "rtmp.max_connections",
@@ -580,11 +580,23 @@ const RELOADABLE: [&str; 15] = [
     "rtmp.play_write_delay",
     "chat.anonymous_read",
     "chat.max_frame",
+    "chat.member_queue",
     "chat.max_rooms",
     "chat.max_rooms_per_address",
     "chat.rooms_without_stream",
     "cluster.relay_idle",
     "cluster.relay_grace",
+];
+
+/// Chat room rules a reload applies to every room, live and new.
+const CHAT_ROOM_KEYS: [&str; 7] = [
+    "chat.history",
+    "chat.max_length",
+    "chat.blocked_words",
+    "chat.max_members",
+    "chat.burst",
+    "chat.per_second",
+    "chat.presence_limit",
 ];
 
 /// Copies the [`RELOADABLE`] settings of `new` into `live`.
@@ -600,6 +612,7 @@ fn apply_reloadable(live: &mut Config, new: &Config) {
     live.rtmp.play_write_delay = rtmp.play_write_delay;
     live.chat.anonymous_read = chat.anonymous_read;
     live.chat.max_frame = chat.max_frame;
+    live.chat.member_queue = chat.member_queue;
     live.chat.max_rooms = chat.max_rooms;
     live.chat.max_rooms_per_address = chat.max_rooms_per_address;
     live.chat.rooms_without_stream.clone_from(&chat.rooms_without_stream);
@@ -729,6 +742,17 @@ impl Node {
             self.context.live.store(Arc::new(live));
             apply_reloadable(&mut loaded, new);
         }
+        if changed.iter().any(|k| CHAT_ROOM_KEYS.contains(&k.as_str())) {
+            self.context.chat.set_limits(chat_limits(&new.chat));
+            let chat = &mut loaded.chat;
+            chat.history = new.chat.history;
+            chat.max_length = new.chat.max_length;
+            chat.blocked_words.clone_from(&new.chat.blocked_words);
+            chat.max_members = new.chat.max_members;
+            chat.burst = new.chat.burst;
+            chat.per_second = new.chat.per_second;
+            chat.presence_limit = new.chat.presence_limit;
+        }
         if changed.iter().any(|k| k.starts_with("webhooks.")) {
             self.reload_webhooks(&new.webhooks);
             loaded.webhooks = new.webhooks.clone();
@@ -744,6 +768,7 @@ impl Node {
                 && self.context.config.webhooks.on_publish_url.is_empty();
             let applied = key.starts_with("auth.")
                 || (key.starts_with("webhooks.") && !callback_added)
+                || CHAT_ROOM_KEYS.contains(&key.as_str())
                 || key == "log.level"
                 || RELOADABLE.contains(&key.as_str());
             if applied {

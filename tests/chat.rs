@@ -385,3 +385,24 @@ async fn clients_cannot_open_rooms_without_bound() {
     next_of(&mut again, "history").await;
     node.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_reload_changes_the_rules_of_live_rooms() {
+    let mut config = config();
+    let node = start_node(config.clone()).await;
+    let ann = token("ann", Some("Ann"), &[Role::Viewer]);
+    let mut member = connect(&node, "live/rules", Some(&ann)).await;
+    next_of(&mut member, "history").await;
+    send(&mut member, json!({"type":"message","text":"twelve chars"})).await;
+    next_of(&mut member, "ack").await;
+
+    config.chat.max_length = 5;
+    config.chat.blocked_words = vec!["spam".into()];
+    let reloaded = node.reload(&config).expect("valid");
+    assert_eq!(reloaded.applied, ["chat.blocked_words", "chat.max_length"]);
+    send(&mut member, json!({"type":"message","text":"twelve chars"})).await;
+    assert_eq!(next_of(&mut member, "error").await["code"], "too_long", "the live room's rule");
+    send(&mut member, json!({"type":"message","text":"spam"})).await;
+    assert_eq!(next_of(&mut member, "error").await["code"], "blocked_word");
+    node.shutdown().await;
+}

@@ -772,6 +772,22 @@ impl Handler<Deliver> for ChatRoom {
     }
 }
 
+/// New limits for a live room (see [`ChatRooms::set_limits`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetLimits {
+    /// The limits.
+    pub limits: ChatLimits,
+}
+
+impl Handler<SetLimits> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLimits, _ctx: &mut Self::Context) {
+        self.core.set_limits(msg.limits);
+    }
+}
+
 impl Handler<HandOff> for ChatRoom {
     type Result = ();
 
@@ -803,7 +819,8 @@ type LiveRoom = (u64, Addr<ChatRoom>);
 #[derive(Clone)]
 pub struct ChatRooms {
     rooms: Arc<Mutex<HashMap<String, LiveRoom>>>,
-    limits: ChatLimits,
+    /// The limits of new rooms; a reload changes them (and live rooms').
+    limits: Arc<parking_lot::RwLock<ChatLimits>>,
     counters: Arc<NodeCounters>,
     hooks: ChatHooks,
     placement: Placement,
@@ -821,7 +838,7 @@ impl ChatRooms {
     ) -> Self {
         Self {
             rooms: Arc::default(),
-            limits,
+            limits: Arc::new(parking_lot::RwLock::new(limits)),
             counters,
             hooks,
             placement,
@@ -862,7 +879,7 @@ impl ChatRooms {
         let room = ChatRoom {
             name: name.to_owned(),
             generation,
-            core: ChatCore::new(self.limits.clone()),
+            core: ChatCore::new(self.limits.read().clone()),
             outbound: HashMap::new(),
             rooms: self.clone(),
             counters: Arc::clone(&self.counters),
@@ -878,6 +895,14 @@ impl ChatRooms {
         let addr = ChatRoom::start_in_arbiter(arbiter, |_| room);
         rooms.insert(name.to_owned(), (generation, addr.clone()));
         Some(addr)
+    }
+
+    /// New limits for new rooms and for every live room (a configuration reload).
+    pub fn set_limits(&self, limits: ChatLimits) {
+        *self.limits.write() = limits.clone();
+        for (_, addr) in self.rooms.lock().values() {
+            addr.do_send(SetLimits { limits: limits.clone() });
+        }
     }
 
     /// Hands off every room whose home is this node (see [`HandOff`]).

@@ -163,6 +163,15 @@ fn refusal(error: ChatError, client_id: Option<String>) -> Effects {
 }
 
 impl ChatCore {
+    /// New limits for a live room (a configuration reload): they apply from the next
+    /// command on; history beyond the new length goes, oldest first.
+    pub fn set_limits(&mut self, limits: ChatLimits) {
+        while self.history.len() > limits.history {
+            self.history.pop_front();
+        }
+        self.limits = limits;
+    }
+
     /// An empty room.
     pub fn new(limits: ChatLimits) -> Self {
         Self {
@@ -547,7 +556,7 @@ mod tests {
             steps in proptest::collection::vec((0u64..4, 0u8..8, ".{0,40}", 0u64..100_000), 0..300)
         ) {
             let limits = ChatLimits { history: 5, max_members: 3, ..ChatLimits::default() };
-            let mut room = ChatCore::new(limits);
+            let mut room = ChatCore::new(limits.clone());
             for (member, op, text, now) in steps {
                 match op {
                     0 => { let _ = room.join(member, user(&format!("u{member}"), &["moderator"])); }
