@@ -588,7 +588,7 @@ const RELOADABLE: [&str; 16] = [
     "cluster.relay_grace",
 ];
 
-/// Chat room rules a reload applies to every room, live and new.
+/// Chat room rules a reload applies to every room, live and new (`ChatRooms::set_limits`).
 const CHAT_ROOM_KEYS: [&str; 7] = [
     "chat.history",
     "chat.max_length",
@@ -599,25 +599,20 @@ const CHAT_ROOM_KEYS: [&str; 7] = [
     "chat.presence_limit",
 ];
 
-/// Copies the [`RELOADABLE`] settings of `new` into `live`.
-fn apply_reloadable(live: &mut Config, new: &Config) {
-    let (rtmp, chat) = (&new.rtmp, &new.chat);
-    live.rtmp.handshake_timeout = rtmp.handshake_timeout;
-    live.rtmp.idle_timeout = rtmp.idle_timeout;
-    live.rtmp.max_connections = rtmp.max_connections;
-    live.rtmp.max_pending_per_address = rtmp.max_pending_per_address;
-    live.rtmp.max_partial_bytes = rtmp.max_partial_bytes;
-    live.rtmp.max_viewer_lag = rtmp.max_viewer_lag;
-    live.rtmp.publish_read_delay = rtmp.publish_read_delay;
-    live.rtmp.play_write_delay = rtmp.play_write_delay;
-    live.chat.anonymous_read = chat.anonymous_read;
-    live.chat.max_frame = chat.max_frame;
-    live.chat.member_queue = chat.member_queue;
-    live.chat.max_rooms = chat.max_rooms;
-    live.chat.max_rooms_per_address = chat.max_rooms_per_address;
-    live.chat.rooms_without_stream.clone_from(&chat.rooms_without_stream);
-    live.cluster.relay_idle = new.cluster.relay_idle;
-    live.cluster.relay_grace = new.cluster.relay_grace;
+/// `into` with the values `from` has for `keys` (`section.key`): one list of names is the
+/// whole definition of what a reload copies.
+fn with_keys(into: &Config, from: &Config, keys: &[&str]) -> Config {
+    let table = |c: &Config| toml::Table::try_from(c).unwrap_or_default();
+    let (mut target, source) = (table(into), table(from));
+    for key in keys {
+        let Some((section, name)) = key.split_once('.') else { continue };
+        let value = source.get(section).and_then(|s| s.get(name)).cloned();
+        if let (Some(value), Some(toml::Value::Table(section))) = (value, target.get_mut(section)) {
+            section.insert(name.to_owned(), value);
+        }
+    }
+    // Both sides are valid configurations, so the mix is one too.
+    toml::Value::Table(target).try_into().unwrap_or_else(|_| into.clone())
 }
 
 /// The keys (`section.key`) whose values differ between `old` and `new`.
@@ -734,24 +729,16 @@ impl Node {
             loaded.auth = new.auth.clone();
         }
         if changed.iter().any(|k| RELOADABLE.contains(&k.as_str())) {
-            let mut live = (*self.context.live()).clone();
-            apply_reloadable(&mut live, new);
+            let live = with_keys(&self.context.live(), new, &RELOADABLE);
             self.context.rtmp_pending.set_cap(live.rtmp.max_pending_per_address);
             self.context.rtmp_partial.set_max(live.rtmp.max_partial_bytes);
             self.context.chat_openers.set_cap(live.chat.max_rooms_per_address);
             self.context.live.store(Arc::new(live));
-            apply_reloadable(&mut loaded, new);
+            *loaded = with_keys(&loaded, new, &RELOADABLE);
         }
         if changed.iter().any(|k| CHAT_ROOM_KEYS.contains(&k.as_str())) {
             self.context.chat.set_limits(chat_limits(&new.chat));
-            let chat = &mut loaded.chat;
-            chat.history = new.chat.history;
-            chat.max_length = new.chat.max_length;
-            chat.blocked_words.clone_from(&new.chat.blocked_words);
-            chat.max_members = new.chat.max_members;
-            chat.burst = new.chat.burst;
-            chat.per_second = new.chat.per_second;
-            chat.presence_limit = new.chat.presence_limit;
+            *loaded = with_keys(&loaded, new, &CHAT_ROOM_KEYS);
         }
         if changed.iter().any(|k| k.starts_with("webhooks.")) {
             self.reload_webhooks(&new.webhooks);
