@@ -420,7 +420,8 @@ pub async fn segment(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let (app, stream, name) = path.into_inner();
-    if node.auth.load().required(Action::Play) {
+    let protected = node.auth.load().required(Action::Play);
+    if protected {
         check_session(&node, &req, &stream_key(&app, &stream)?)?;
     }
     let (key, hls) = lookup(&node, &app, &stream)?;
@@ -437,11 +438,7 @@ pub async fn segment(
     served(&node, &key, bytes.len(), HlsRequest::Segment, started);
     // A segment behind auth must not be kept by a shared cache (a CDN that ignores the
     // query string would hand it to anyone).
-    let cache = if node.auth.load().required(Action::Play) {
-        "private, max-age=60"
-    } else {
-        "public, max-age=60"
-    };
+    let cache = if protected { "private, max-age=60" } else { "public, max-age=60" };
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/mp2t")
         .insert_header((header::CACHE_CONTROL, cache))
