@@ -10,12 +10,18 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use rml_rtmp::chunk_io::ChunkDeserializer;
 use zenlive::rtmp::chunks::encode_frame;
 use zenlive::rtmp::reader::ChunkReader;
-use zenlive_actors::{FrameKind, MediaFrame};
+use zenlive_actors::{Codec, MediaFrame, MediaTime};
 
-fn frame(kind: FrameKind, ts: u32, first: u8, len: usize) -> MediaFrame {
-    let mut body = vec![first, 1, 0, 0, 0];
-    body.resize(len, 0x5a);
-    MediaFrame::new(kind, ts, Bytes::from(body))
+/// A frame whose RTMP message body is `len` bytes (the codec's FLV header included).
+fn frame(codec: Codec, ts: u32, len: usize) -> MediaFrame {
+    let t = MediaTime::from_millis(i64::from(ts));
+    match codec {
+        Codec::H264 => {
+            let payload = Bytes::from(vec![0x5a; len - 5]);
+            MediaFrame::video(codec, t, t, false, payload, None)
+        }
+        _ => MediaFrame::audio(codec, t, Bytes::from(vec![0x5a; len - 2]), None),
+    }
 }
 
 /// A Set Chunk Size message (type 1) on chunk stream 2.
@@ -28,17 +34,11 @@ fn set_chunk_size(size: u32) -> Vec<u8> {
 fn one_second_of_chunks() -> Bytes {
     let mut out = BytesMut::new();
     for i in 0..30u32 {
-        out.extend_from_slice(&encode_frame(
-            &frame(FrameKind::Video, i * 33, 0x27, 10_000),
-            1,
-            4096,
-        ));
+        let video = frame(Codec::H264, i * 33, 10_000);
+        out.extend_from_slice(&encode_frame(&video, 1, 4096).expect("H.264"));
         for a in 0..2 {
-            out.extend_from_slice(&encode_frame(
-                &frame(FrameKind::Audio, i * 33 + a * 16, 0xaf, 372),
-                1,
-                4096,
-            ));
+            let audio = frame(Codec::Aac, i * 33 + a * 16, 372);
+            out.extend_from_slice(&encode_frame(&audio, 1, 4096).expect("AAC"));
         }
     }
     out.freeze()
@@ -100,7 +100,7 @@ fn reader(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let video = frame(FrameKind::Video, 0, 0x27, 10_000);
+    let video = frame(Codec::H264, 0, 10_000);
     group.throughput(Throughput::Bytes(10_000));
     group.bench_function("encode one 10 KB frame as RTMP chunks", |b| {
         b.iter(|| black_box(encode_frame(black_box(&video), 1, 4096)))

@@ -26,12 +26,11 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use zenlive_actors::events::{NodeCounters, StreamEvent};
 use zenlive_actors::{
-    ArbiterPool, Directory, FrameKind, FrameSink, MediaFrame, Offer, Protocol, StreamKey,
-    StreamStats, ViewerSession,
+    ArbiterPool, Codec, CodecConfig, Directory, FrameKind, FrameSink, MediaFrame, Offer, Protocol,
+    StreamKey, StreamStats, ViewerSession,
 };
 use zenlive_media::aac::{adts_header, AudioSpecificConfig};
 use zenlive_media::avc::{to_annexb, AvcDecoderConfig};
-use zenlive_media::flv::{parse_audio_tag, parse_video_tag};
 use zenlive_media::hls::{HlsConfig as SegmenterConfig, SegmentBytes, Segmenter};
 use zenlive_media::ts::Tracks;
 
@@ -201,8 +200,8 @@ struct HlsSink {
     stream: Arc<HlsStream>,
     segmenter: Option<Segmenter>,
     config: SegmenterConfig,
-    avc: Option<AvcDecoderConfig>,
-    aac: Option<AudioSpecificConfig>,
+    avc: Option<(CodecConfig, AvcDecoderConfig)>,
+    aac: Option<(CodecConfig, AudioSpecificConfig)>,
     annexb: Vec<u8>,
     adts: Vec<u8>,
     published_sequence: Option<u64>,
@@ -221,33 +220,56 @@ impl HlsSink {
     }
 
     fn segmenter(&mut self) -> &mut Segmenter {
+        if self.segmenter.is_none() {
+            // The program map lists every track the publisher declared, including one whose
+            // first frame has not come yet.
+            for kind in [FrameKind::Video, FrameKind::Audio] {
+                if let Some(config) = self.stats.config(kind) {
+                    self.configure(Some(&config));
+                }
+            }
+        }
         let tracks = Tracks { video: self.avc.is_some(), audio: self.aac.is_some() };
         let config = &self.config;
         self.segmenter.get_or_insert_with(|| Segmenter::new(config.clone(), tracks))
     }
 
-    fn video(&mut self, frame: &MediaFrame, now: SystemTime) {
-        let tag = match parse_video_tag(frame.payload()) {
-            Ok(tag) => tag,
-            Err(e) => return self.warn("bad video tag", e),
-        };
-        if frame.sequence_header {
-            match AvcDecoderConfig::parse(tag.data) {
-                Ok(config) => self.avc = Some(config),
-                Err(e) => self.warn("bad AVC sequence header", e),
+    /// Takes `config` as its track's configuration unless it already is.
+    fn configure(&mut self, config: Option<&CodecConfig>) {
+        let Some(config) = config else { return };
+        match config.codec() {
+            Codec::H264 if !self.avc.as_ref().is_some_and(|(c, _)| c.same(config)) => {
+                match AvcDecoderConfig::parse(config.record()) {
+                    Ok(parsed) => self.avc = Some((config.clone(), parsed)),
+                    Err(e) => self.warn("bad AVC configuration", e),
+                }
             }
-            return;
+            Codec::Aac if !self.aac.as_ref().is_some_and(|(c, _)| c.same(config)) => {
+                match AudioSpecificConfig::parse(config.record()) {
+                    Ok(parsed) => self.aac = Some((config.clone(), parsed)),
+                    Err(e) => self.warn("bad AAC configuration", e),
+                }
+            }
+            _ => {}
         }
-        let Some(config) = &self.avc else { return };
+    }
+
+    fn video(&mut self, frame: &MediaFrame, now: SystemTime) {
+        if frame.codec() != Codec::H264 {
+            return self.warn("MPEG-TS HLS carries H.264 video only", frame.codec().as_str());
+        }
+        self.configure(frame.config());
+        let Some((_, config)) = &self.avc else { return };
         self.annexb.clear();
-        if let Err(e) = to_annexb(config, tag.data, frame.keyframe, &mut self.annexb) {
+        if let Err(e) = to_annexb(config, frame.payload(), frame.keyframe(), &mut self.annexb) {
             return self.warn("bad AVC frame", e);
         }
         let annexb = std::mem::take(&mut self.annexb);
+        let cts = (frame.pts() - frame.dts()).as_millis().clamp(i32::MIN.into(), i32::MAX.into());
         self.segmenter().push_video(
-            frame.timestamp,
-            tag.composition_time,
-            frame.keyframe,
+            frame.dts().as_rtmp_millis(),
+            cts as i32,
+            frame.keyframe(),
             &annexb,
             now,
         );
@@ -255,27 +277,20 @@ impl HlsSink {
     }
 
     fn audio(&mut self, frame: &MediaFrame, now: SystemTime) {
-        let tag = match parse_audio_tag(frame.payload()) {
-            Ok(tag) => tag,
-            Err(e) => return self.warn("bad audio tag", e),
-        };
-        if frame.sequence_header {
-            match AudioSpecificConfig::parse(tag.data) {
-                Ok(config) => self.aac = Some(config),
-                Err(e) => self.warn("bad AAC sequence header", e),
-            }
-            return;
+        if frame.codec() != Codec::Aac {
+            return self.warn("MPEG-TS HLS carries AAC audio only", frame.codec().as_str());
         }
-        let Some(config) = &self.aac else { return };
-        let header = match adts_header(config, tag.data.len()) {
+        self.configure(frame.config());
+        let Some((_, config)) = &self.aac else { return };
+        let header = match adts_header(config, frame.payload().len()) {
             Ok(h) => h,
             Err(e) => return self.warn("AAC frame cannot be carried in ADTS", e),
         };
         self.adts.clear();
         self.adts.extend_from_slice(&header);
-        self.adts.extend_from_slice(tag.data);
+        self.adts.extend_from_slice(frame.payload());
         let adts = std::mem::take(&mut self.adts);
-        self.segmenter().push_audio(frame.timestamp, &adts, now);
+        self.segmenter().push_audio(frame.pts().as_rtmp_millis(), &adts, now);
         self.adts = adts;
     }
 
@@ -296,7 +311,7 @@ impl HlsSink {
 impl FrameSink for HlsSink {
     fn offer(&mut self, frame: &MediaFrame) -> Offer {
         let now = SystemTime::now();
-        match frame.kind {
+        match frame.kind() {
             FrameKind::Video => self.video(frame, now),
             FrameKind::Audio => self.audio(frame, now),
             FrameKind::Data => {}

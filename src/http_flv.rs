@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use actix::Actor;
 use actix_web::http::{header, StatusCode};
@@ -14,8 +14,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::StreamExt;
-use zenlive_actors::{Encoding, FrameSink, MediaFrame, Offer, Protocol, ViewerSession};
-use zenlive_media::flv::{flv_file_header, write_tag, TagType};
+use zenlive_actors::{
+    CodecConfig, EncodingSlot, FrameSink, MediaFrame, Offer, Protocol, ViewerSession,
+};
+use zenlive_media::flv::flv_file_header;
+use zenlive_media::flv_frames::{carries, write_config_tag, write_frame_tag};
 
 use crate::auth::Action;
 use crate::config::secs;
@@ -26,10 +29,22 @@ use crate::node::NodeContext;
 /// Frames queued for one HTTP-FLV viewer before it counts as behind.
 const QUEUE_FRAMES: usize = 96;
 
-/// Encodes one frame as a complete FLV tag (header, body, previous tag size).
+/// Frames and configurations as FLV tags, shared by every HTTP-FLV viewer and relay.
+static FLV_TAGS: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::register);
+
+/// Encodes one frame as a complete FLV tag (header, body, previous tag size); empty when
+/// FLV cannot carry its codec.
 pub fn encode_tag(frame: &MediaFrame) -> Bytes {
-    let mut out = BytesMut::with_capacity(frame.payload().len() + 15);
-    write_tag(&mut out, TagType::from(frame.kind), frame.timestamp, frame.payload());
+    let mut out = BytesMut::with_capacity(frame.payload().len() + 20);
+    write_frame_tag(&mut out, frame);
+    out.freeze()
+}
+
+/// Encodes a codec configuration as an FLV sequence-header tag; empty when FLV cannot carry
+/// its codec.
+pub fn encode_config_tag(config: &CodecConfig) -> Bytes {
+    let mut out = BytesMut::with_capacity(config.record().len() + 20);
+    write_config_tag(&mut out, config);
     out.freeze()
 }
 
@@ -45,11 +60,11 @@ impl FlvSink {
     }
 }
 
-impl FrameSink for FlvSink {
-    fn offer(&mut self, frame: &MediaFrame) -> Offer {
+impl FlvSink {
+    fn queue(&mut self, encode: impl FnOnce() -> Bytes) -> Offer {
         match self.tx.try_reserve() {
             Ok(permit) => {
-                let tag = frame.encoded(Encoding::FlvTag, encode_tag);
+                let tag = encode();
                 let len = tag.len();
                 permit.send(tag);
                 Offer::Accepted(len)
@@ -57,6 +72,22 @@ impl FrameSink for FlvSink {
             Err(TrySendError::Full(())) => Offer::Full,
             Err(TrySendError::Closed(())) => Offer::Closed,
         }
+    }
+}
+
+impl FrameSink for FlvSink {
+    fn offer(&mut self, frame: &MediaFrame) -> Offer {
+        if !carries(frame.codec()) {
+            return Offer::Unsupported;
+        }
+        self.queue(|| frame.encoded(*FLV_TAGS, encode_tag))
+    }
+
+    fn offer_config(&mut self, config: &CodecConfig) -> Offer {
+        if !carries(config.codec()) {
+            return Offer::Unsupported;
+        }
+        self.queue(|| config.encoded(*FLV_TAGS, encode_config_tag))
     }
 
     fn closed(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {

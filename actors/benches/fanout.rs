@@ -10,14 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio::sync::mpsc;
-use zenlive_actors::{Encoding, FrameKind, MediaFrame, ViewerCore};
+use zenlive_actors::{Codec, EncodingSlot, MediaFrame, MediaTime, ViewerCore};
 
 const VIEWERS: usize = 500;
 
 fn fanout(c: &mut Criterion) {
-    let mut body = vec![0x27, 1, 0, 0, 0];
-    body.resize(10_000, 0x9a);
-    let payload = Bytes::from(body);
+    let payload = Bytes::from(vec![0x9a; 9_995]);
+    let slot = EncodingSlot::register();
     let mut viewers: Vec<(ViewerCore, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>)> = (0..VIEWERS)
         .map(|_| {
             let (tx, rx) = mpsc::channel(96);
@@ -25,9 +24,9 @@ fn fanout(c: &mut Criterion) {
         })
         .collect();
     // Start every viewer on a keyframe so inter frames are admitted.
-    let mut key = vec![0x17, 1, 0, 0, 0];
-    key.resize(10_000, 0x88);
-    let keyframe = MediaFrame::new(FrameKind::Video, 0, Bytes::from(key));
+    let key = Bytes::from(vec![0x88; 9_995]);
+    let keyframe =
+        MediaFrame::video(Codec::H264, MediaTime::ZERO, MediaTime::ZERO, true, key, None);
     for (core, _, _) in &mut viewers {
         black_box(core.admit(&keyframe));
     }
@@ -36,11 +35,12 @@ fn fanout(c: &mut Criterion) {
     let mut ts = 33;
     group.bench_function("one frame to 500 viewers", |b| {
         b.iter(|| {
-            let frame = MediaFrame::new(FrameKind::Video, ts, payload.clone());
+            let t = MediaTime::from_millis(ts);
+            let frame = MediaFrame::video(Codec::H264, t, t, false, payload.clone(), None);
             ts += 33;
             for (core, tx, rx) in &mut viewers {
                 black_box(core.admit(&frame));
-                let encoded = frame.encoded(Encoding::RtmpChunks, |f| f.payload().clone());
+                let encoded = frame.encoded(slot, |f| f.payload().clone());
                 if let Ok(permit) = tx.try_reserve() {
                     core.delivered(encoded.len());
                     permit.send(encoded);

@@ -52,7 +52,7 @@ pub use stream_core::StreamCore;
 pub use supervisor::{Directory, StreamSupervisor};
 pub use viewer::{FrameSink, Offer, ViewerEnd, ViewerSession};
 pub use viewer_core::ViewerCore;
-pub use zenlive_media::{Encoding, FrameKind, MediaFrame};
+pub use zenlive_media::{Codec, CodecConfig, EncodingSlot, FrameKind, MediaFrame, MediaTime};
 
 /// The protocol a publisher or viewer uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

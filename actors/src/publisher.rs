@@ -1,8 +1,8 @@
 //! [`StreamPublisher`]: a publisher connection's side of its stream, for every ingest
 //! protocol. It starts the stream through the supervisor, runs the stream's frame path
 //! ([`crate::stream::Ingest`]) on its own task, and, if the stream actor crashes and is
-//! restarted, attaches to the new instance and replays the codec headers so viewers can
-//! decode again. Dropped without [`StreamPublisher::finish`] (its connection's task
+//! restarted, attaches to the new instance (the frames carry their codec configurations,
+//! and the metadata is replayed). Dropped without [`StreamPublisher::finish`] (its connection's task
 //! panicked), it still ends the stream.
 
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use crate::key::StreamKey;
 use crate::stream::{Attach, Detach, PublisherCommand, PublisherHandle, StreamError};
 use crate::supervisor::{Directory, StartError, StartStream, StreamEntry, StreamSupervisor};
 use crate::viewer::next_connection_id;
-use crate::{FrameKind, MediaFrame, Protocol};
+use crate::{CodecConfig, FrameKind, MediaFrame, MediaTime, Protocol};
 
 /// How many times a publisher looks for a restarted stream actor before giving up.
 const REATTACH_ATTEMPTS: u32 = 20;
@@ -24,16 +24,20 @@ const REATTACH_PAUSE: Duration = Duration::from_millis(25);
 
 /// Keeps a stream's timestamps growing when its source changes (a relay following a new
 /// origin, a local publisher taking over a relayed copy): frames of the new source are
-/// shifted to follow the last frame before it.
+/// shifted to follow the last frame before it. The first audio or video frame of a source
+/// sets the shift; script data before it passes as it is.
 #[derive(Debug, Default)]
 pub struct Rebase {
-    last_out: Option<u32>,
-    offset: Option<u32>,
+    last_out: Option<MediaTime>,
+    offset: Option<MediaTime>,
 }
+
+/// The gap left between two sources: about one video frame.
+const SOURCE_GAP: MediaTime = MediaTime::from_millis(33);
 
 impl Rebase {
     /// A rebase whose first source continues after `last` (nothing before: as is).
-    pub fn after(last: Option<u32>) -> Self {
+    pub fn after(last: Option<MediaTime>) -> Self {
         Self { last_out: last, offset: None }
     }
 
@@ -42,15 +46,20 @@ impl Rebase {
         self.offset = None;
     }
 
-    /// `timestamp` of the current source, shifted.
-    pub fn apply(&mut self, timestamp: u32) -> u32 {
+    /// `frame` of the current source, shifted.
+    pub fn apply(&mut self, frame: MediaFrame) -> MediaFrame {
+        if frame.kind() == FrameKind::Data {
+            return match self.offset {
+                Some(offset) => frame.shifted(offset),
+                None => frame,
+            };
+        }
         let offset = *self.offset.get_or_insert_with(|| match self.last_out {
-            // One frame's gap after the last frame of the previous source.
-            Some(last) => last.wrapping_add(33).wrapping_sub(timestamp),
-            None => 0,
+            Some(last) => last + SOURCE_GAP - frame.dts(),
+            None => MediaTime::ZERO,
         });
-        let out = timestamp.wrapping_add(offset);
-        self.last_out = Some(out);
+        let out = frame.shifted(offset);
+        self.last_out = Some(out.dts());
         out
     }
 }
@@ -76,8 +85,6 @@ pub struct StreamPublisher {
     stream: StreamEntry,
     directory: Directory,
     metadata: Option<MediaFrame>,
-    video_header: Option<MediaFrame>,
-    audio_header: Option<MediaFrame>,
     /// Set when this publisher took over a relayed copy: its frames continue the copy's
     /// timestamps.
     rebase: Option<Rebase>,
@@ -135,8 +142,6 @@ impl StreamPublisher {
             stream: started.entry,
             directory,
             metadata: None,
-            video_header: None,
-            audio_header: None,
             rebase: started.took_over.then(|| Rebase::after(started.continue_after)),
             detached: false,
         };
@@ -152,13 +157,10 @@ impl StreamPublisher {
     /// actor crashed.
     pub async fn push(&mut self, mut frame: MediaFrame) -> Result<(), PublishError> {
         if let Some(rebase) = &mut self.rebase {
-            frame.timestamp = rebase.apply(frame.timestamp);
+            frame = rebase.apply(frame);
         }
-        match (frame.kind, frame.sequence_header) {
-            (FrameKind::Data, _) => self.metadata = Some(frame.clone()),
-            (FrameKind::Video, true) => self.video_header = Some(frame.clone()),
-            (FrameKind::Audio, true) => self.audio_header = Some(frame.clone()),
-            _ => {}
+        if frame.kind() == FrameKind::Data {
+            self.metadata = Some(frame.clone());
         }
         if let Err(frame) = self.stream.ingest.push(frame) {
             // The actor is gone: crashed (a restarted instance follows) or ended.
@@ -167,6 +169,12 @@ impl StreamPublisher {
             let _ = self.stream.ingest.push(frame);
         }
         Ok(())
+    }
+
+    /// A track's codec configuration from now on (the publisher sent a sequence header).
+    /// Frames that use it carry it too; this makes it known before the first of them.
+    pub fn set_config(&mut self, config: &CodecConfig) {
+        self.stream.ingest.set_config(config);
     }
 
     async fn reattach(&mut self) -> Result<(), PublishError> {
@@ -181,9 +189,9 @@ impl StreamPublisher {
                         Ok(Err(StreamError::AlreadyPublishing { .. })) | Err(_) => break,
                     }
                     self.stream = entry;
-                    let replay = [&self.metadata, &self.video_header, &self.audio_header];
-                    for frame in replay.into_iter().flatten().cloned() {
-                        let _ = self.stream.ingest.push(frame);
+                    // Codec configurations travel with the frames; metadata is replayed.
+                    if let Some(metadata) = self.metadata.clone() {
+                        let _ = self.stream.ingest.push(metadata);
                     }
                     tracing::info!(stream = %self.key, "publisher re-attached to restarted stream");
                     return Ok(());
@@ -219,18 +227,28 @@ impl Drop for StreamPublisher {
 mod tests {
     use super::*;
 
+    fn audio(ms: i64) -> MediaFrame {
+        MediaFrame::audio(crate::Codec::Aac, MediaTime::from_millis(ms), bytes::Bytes::new(), None)
+    }
+
+    fn rebased(rebase: &mut Rebase, ms: i64) -> i64 {
+        rebase.apply(audio(ms)).dts().as_millis()
+    }
+
     #[test]
     fn rebasing_keeps_timestamps_growing_across_origins() {
         let mut rebase = Rebase::default();
-        assert_eq!(rebase.apply(1000), 1000, "the first origin is relayed as is");
-        assert_eq!(rebase.apply(1040), 1040);
+        assert_eq!(rebased(&mut rebase, 1000), 1000, "the first origin is relayed as is");
+        assert_eq!(rebased(&mut rebase, 1040), 1040);
         rebase.new_source();
-        assert_eq!(rebase.apply(0), 1073, "a new origin continues one frame later");
-        assert_eq!(rebase.apply(40), 1113);
+        let meta = MediaFrame::data(MediaTime::ZERO, bytes::Bytes::new());
+        assert_eq!(rebase.apply(meta).dts(), MediaTime::ZERO, "script data does not set the shift");
+        assert_eq!(rebased(&mut rebase, 0), 1073, "a new origin continues one frame later");
+        assert_eq!(rebased(&mut rebase, 40), 1113);
         rebase.new_source();
-        assert_eq!(rebase.apply(u32::MAX - 5), 1146, "wrapping arithmetic");
-        let mut takeover = Rebase::after(Some(50_000));
-        assert_eq!(takeover.apply(0), 50_033, "a publisher taking over continues the stream");
-        assert_eq!(Rebase::after(None).apply(7), 7);
+        assert_eq!(rebased(&mut rebase, 5_000_000_000), 1146);
+        let mut takeover = Rebase::after(Some(MediaTime::from_millis(50_000)));
+        assert_eq!(rebased(&mut takeover, 0), 50_033, "a publisher taking over continues");
+        assert_eq!(rebased(&mut Rebase::after(None), 7), 7);
     }
 }

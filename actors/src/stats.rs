@@ -16,8 +16,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use zenlive_media::aac::AudioSpecificConfig;
 use zenlive_media::avc::AvcDecoderConfig;
-use zenlive_media::flv::{parse_audio_tag, parse_video_tag};
-use zenlive_media::{FrameKind, MediaFrame};
+use zenlive_media::{Codec, CodecConfig, FrameKind, MediaFrame};
 
 use crate::Protocol;
 
@@ -37,13 +36,12 @@ struct Sample {
 }
 
 /// Frame rate, bitrate and keyframe interval over the last [`RATE_WINDOW`] of media time.
-/// Timestamps are RTMP's 32-bit milliseconds, which wrap; they are extended to 64 bits.
 #[derive(Debug, Default)]
 pub struct RateMeter {
     window: VecDeque<Sample>,
     window_bytes: u64,
     video_frames: usize,
-    newest: Option<(u32, i64)>,
+    newest: Option<i64>,
     last_keyframe: Option<i64>,
     keyframe_interval_ms: Option<u64>,
     last_report: Option<i64>,
@@ -64,18 +62,15 @@ pub struct Rates {
 }
 
 impl RateMeter {
-    /// Takes one audio or video frame (sequence headers and metadata are not media).
+    /// Takes one audio or video frame (metadata is not media).
     pub fn push(&mut self, frame: &MediaFrame) {
-        let video = match frame.kind {
+        let video = match frame.kind() {
             FrameKind::Video => true,
             FrameKind::Audio => false,
             FrameKind::Data => return,
         };
-        if frame.sequence_header {
-            return;
-        }
-        let ts = self.extend(frame.timestamp);
-        if video && frame.keyframe {
+        let ts = self.advance(frame.dts().as_millis());
+        if video && frame.keyframe() {
             if let Some(last) = self.last_keyframe.filter(|&last| ts > last) {
                 self.keyframe_interval_ms = Some((ts - last) as u64);
             }
@@ -85,7 +80,7 @@ impl RateMeter {
         self.window.push_back(Sample { ts, bytes, video });
         self.window_bytes += u64::from(bytes);
         self.video_frames += usize::from(video);
-        let newest = self.newest.map_or(ts, |(_, n)| n);
+        let newest = self.newest.unwrap_or(ts);
         while let Some(oldest) = self.window.front() {
             let expired = newest - oldest.ts > RATE_WINDOW.as_millis() as i64;
             if !expired && self.window.len() <= MAX_WINDOW_FRAMES {
@@ -95,22 +90,16 @@ impl RateMeter {
         }
     }
 
-    /// Extends a 32-bit timestamp against the newest one seen; a large jump resets the
-    /// window.
-    fn extend(&mut self, raw: u32) -> i64 {
-        let Some((last_raw, last)) = self.newest else {
-            self.newest = Some((raw, i64::from(raw)));
-            return i64::from(raw);
-        };
-        let delta = i64::from(raw.wrapping_sub(last_raw) as i32);
-        if delta.abs() > MAX_TIMESTAMP_JUMP_MS {
-            self.reset();
-            self.newest = Some((raw, i64::from(raw)));
-            return i64::from(raw);
-        }
-        let ts = last + delta;
-        if delta > 0 {
-            self.newest = Some((raw, ts));
+    /// Takes a frame's time in milliseconds; a jump from the newest one seen larger than
+    /// [`MAX_TIMESTAMP_JUMP_MS`] either way resets the window.
+    fn advance(&mut self, ts: i64) -> i64 {
+        match self.newest {
+            Some(newest) if (ts - newest).abs() > MAX_TIMESTAMP_JUMP_MS => {
+                self.reset();
+                self.newest = Some(ts);
+            }
+            Some(newest) if ts <= newest => {}
+            _ => self.newest = Some(ts),
         }
         ts
     }
@@ -134,7 +123,7 @@ impl RateMeter {
     /// computing them walks the window, so the stream actor asks this after each frame
     /// instead of computing them per frame.
     pub fn due(&mut self) -> Option<Rates> {
-        let (_, newest) = self.newest?;
+        let newest = self.newest?;
         if self.last_report.is_some_and(|last| (0..REPORT_INTERVAL_MS).contains(&(newest - last))) {
             return None;
         }
@@ -152,7 +141,7 @@ impl RateMeter {
             _ => 0.0,
         };
         let span = match (self.window.iter().map(|s| s.ts).min(), self.newest) {
-            (Some(oldest), Some((_, newest))) if newest > oldest => newest - oldest,
+            (Some(oldest), Some(newest)) if newest > oldest => newest - oldest,
             _ => 0,
         };
         // The oldest sample opens the window; the bytes after it arrived within `span`.
@@ -198,15 +187,12 @@ pub struct MediaInfo {
 }
 
 impl MediaInfo {
-    /// Updates from a sequence header; answers whether anything changed. Headers that do
-    /// not parse leave the info as it was (the packager logs them).
-    pub fn update(&mut self, frame: &MediaFrame) -> bool {
-        if !frame.sequence_header {
-            return false;
-        }
-        match frame.kind {
+    /// Updates from a track's new configuration; answers whether anything changed.
+    /// Configurations that do not parse leave the info as it was (the packager logs them).
+    pub fn update(&mut self, config: &CodecConfig) -> bool {
+        match config.codec().kind() {
             FrameKind::Video => {
-                let video = video_info(frame);
+                let video = video_info(config);
                 let changed = video.is_some() && video != self.video;
                 if changed {
                     self.video = video;
@@ -214,7 +200,7 @@ impl MediaInfo {
                 changed
             }
             FrameKind::Audio => {
-                let audio = audio_info(frame);
+                let audio = audio_info(config);
                 let changed = audio.is_some() && audio != self.audio;
                 if changed {
                     self.audio = audio;
@@ -226,9 +212,11 @@ impl MediaInfo {
     }
 }
 
-fn video_info(frame: &MediaFrame) -> Option<VideoInfo> {
-    let tag = parse_video_tag(frame.payload()).ok()?;
-    let sps = AvcDecoderConfig::parse(tag.data).ok()?.sps_info().ok()?;
+fn video_info(config: &CodecConfig) -> Option<VideoInfo> {
+    if config.codec() != Codec::H264 {
+        return None;
+    }
+    let sps = AvcDecoderConfig::parse(config.record()).ok()?.sps_info().ok()?;
     Some(VideoInfo {
         codec: "h264",
         width: sps.width,
@@ -238,10 +226,12 @@ fn video_info(frame: &MediaFrame) -> Option<VideoInfo> {
     })
 }
 
-fn audio_info(frame: &MediaFrame) -> Option<AudioInfo> {
-    let tag = parse_audio_tag(frame.payload()).ok()?;
-    let config = AudioSpecificConfig::parse(tag.data).ok()?;
-    Some(AudioInfo { codec: "aac", sample_rate: config.sample_rate(), channels: config.channels })
+fn audio_info(config: &CodecConfig) -> Option<AudioInfo> {
+    if config.codec() != Codec::Aac {
+        return None;
+    }
+    let asc = AudioSpecificConfig::parse(config.record()).ok()?;
+    Some(AudioInfo { codec: "aac", sample_rate: asc.sample_rate(), channels: asc.channels })
 }
 
 /// A gauge or counter per viewer protocol.
@@ -279,6 +269,10 @@ pub struct StreamStats {
     bitrate_bps: AtomicU64,
     keyframe_interval_ms: AtomicU64,
     media: RwLock<MediaInfo>,
+    /// The tracks' current codec configurations (video, audio), as the publisher declared
+    /// them: outputs that must know every track before the first frame (an MPEG-TS
+    /// program map) read them here.
+    configs: RwLock<[Option<CodecConfig>; 2]>,
     viewers: PerProtocol,
     viewers_total: PerProtocol,
     bytes_out: PerProtocol,
@@ -388,6 +382,7 @@ impl StreamStats {
             bitrate_bps: AtomicU64::new(0),
             keyframe_interval_ms: AtomicU64::new(0),
             media: RwLock::new(MediaInfo::default()),
+            configs: RwLock::new([None, None]),
             viewers: PerProtocol::default(),
             viewers_total: PerProtocol::default(),
             bytes_out: PerProtocol::default(),
@@ -402,7 +397,7 @@ impl StreamStats {
     pub fn on_ingest(&self, frame: &MediaFrame) {
         self.bytes_in.fetch_add(frame.payload().len() as u64, Ordering::Relaxed);
         self.frames_in.fetch_add(1, Ordering::Relaxed);
-        if frame.keyframe {
+        if frame.keyframe() {
             self.keyframes.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -412,6 +407,25 @@ impl StreamStats {
         self.fps_millis.store((rates.fps * 1000.0).round() as u64, Ordering::Relaxed);
         self.bitrate_bps.store(rates.bitrate_bps, Ordering::Relaxed);
         self.keyframe_interval_ms.store(rates.keyframe_interval_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Records a track's current codec configuration.
+    pub fn set_config(&self, config: &CodecConfig) {
+        let track = match config.codec().kind() {
+            FrameKind::Video => 0,
+            FrameKind::Audio => 1,
+            FrameKind::Data => return,
+        };
+        self.configs.write()[track] = Some(config.clone());
+    }
+
+    /// The current codec configuration of the `kind` track, if the publisher declared one.
+    pub fn config(&self, kind: FrameKind) -> Option<CodecConfig> {
+        match kind {
+            FrameKind::Video => self.configs.read()[0].clone(),
+            FrameKind::Audio => self.configs.read()[1].clone(),
+            FrameKind::Data => None,
+        }
     }
 
     /// Records the tracks' description.
@@ -503,31 +517,31 @@ mod tests {
 
     use super::*;
 
-    fn video(ts: u32, key: bool, len: usize) -> MediaFrame {
-        let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
-        body.resize(5 + len, 0);
-        MediaFrame::new(FrameKind::Video, ts, Bytes::from(body))
+    fn at(ms: i64) -> zenlive_media::MediaTime {
+        zenlive_media::MediaTime::from_millis(ms)
     }
 
-    fn audio(ts: u32, len: usize) -> MediaFrame {
-        let mut body = vec![0xaf, 1];
-        body.resize(2 + len, 0);
-        MediaFrame::new(FrameKind::Audio, ts, Bytes::from(body))
+    fn video(ts: i64, key: bool, len: usize) -> MediaFrame {
+        MediaFrame::video(Codec::H264, at(ts), at(ts), key, Bytes::from(vec![0; len]), None)
+    }
+
+    fn audio(ts: i64, len: usize) -> MediaFrame {
+        MediaFrame::audio(Codec::Aac, at(ts), Bytes::from(vec![0; len]), None)
     }
 
     /// 30 fps video with a keyframe every 2 s, each frame `len` payload bytes, plus AAC at
     /// 44.1 kHz (1024 samples a frame), from `start` for `seconds`.
-    fn feed(meter: &mut RateMeter, start: u32, seconds: u32, len: usize) {
+    fn feed(meter: &mut RateMeter, start: i64, seconds: i64, len: usize) {
         let mut frames = Vec::new();
         for i in 0..seconds * 30 {
-            let ts = start.wrapping_add(i * 1000 / 30);
+            let ts = start + i * 1000 / 30;
             frames.push((ts, video(ts, i % 60 == 0, len)));
         }
-        for i in 0..(seconds as u64 * 44_100 / 1024) {
-            let ts = start.wrapping_add((i * 1024 * 1000 / 44_100) as u32);
+        for i in 0..(seconds * 44_100 / 1024) {
+            let ts = start + i * 1024 * 1000 / 44_100;
             frames.push((ts, audio(ts, 371)));
         }
-        frames.sort_by_key(|(ts, _)| ts.wrapping_sub(start));
+        frames.sort_by_key(|(ts, _)| *ts);
         for (_, frame) in frames {
             meter.push(&frame);
         }
@@ -539,17 +553,17 @@ mod tests {
         feed(&mut meter, 0, 12, 10_000);
         let rates = meter.rates();
         assert!((rates.fps - 30.0).abs() < 0.2, "fps {}", rates.fps);
-        // Video 30 * 10,005 B plus audio ~43 * 373 B per second.
-        let expected = (30.0 * 10_005.0 + 44_100.0 / 1024.0 * 373.0) * 8.0;
+        // Video 30 * 10,000 B plus audio ~43 * 371 B per second.
+        let expected = (30.0 * 10_000.0 + 44_100.0 / 1024.0 * 371.0) * 8.0;
         let error = (rates.bitrate_bps as f64 - expected).abs() / expected;
         assert!(error < 0.02, "bitrate {} vs {expected}", rates.bitrate_bps);
         assert_eq!(rates.keyframe_interval_ms, Some(2000));
     }
 
     #[test]
-    fn survives_the_32_bit_timestamp_wrap() {
+    fn measures_past_the_32_bit_millisecond_clock() {
         let mut meter = RateMeter::default();
-        feed(&mut meter, u32::MAX - 3_000, 8, 1000);
+        feed(&mut meter, i64::from(u32::MAX) - 3_000, 8, 1000);
         let rates = meter.rates();
         assert!((rates.fps - 30.0).abs() < 0.2, "fps {}", rates.fps);
         assert_eq!(rates.keyframe_interval_ms, Some(2000));
@@ -565,27 +579,23 @@ mod tests {
     }
 
     #[test]
-    fn reads_resolution_and_audio_from_sequence_headers() {
+    fn reads_resolution_and_audio_from_configurations() {
         let mut info = MediaInfo::default();
-        // A real sequence header from x264 (320x240, High profile, level 1.3).
-        let mut body = vec![0x17, 0, 0, 0, 0];
-        body.extend_from_slice(&[
+        // A real AVCDecoderConfigurationRecord from x264 (320x240, High profile, level 1.3).
+        let record = Bytes::from_static(&[
             0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9,
             0x41, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03,
             0xc0, 0xf1, 0x42, 0x99, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0,
         ]);
-        let mut header = MediaFrame::new(FrameKind::Video, 0, Bytes::from(body));
-        header.sequence_header = true;
-        assert!(info.update(&header));
+        let config = CodecConfig::new(Codec::H264, record, at(0));
+        assert!(info.update(&config));
         let video = info.video.clone().expect("video info");
         assert_eq!((video.width, video.height, video.profile, video.level), (320, 240, 100, 13));
-        assert!(!info.update(&header), "the same header again changes nothing");
+        assert!(!info.update(&config), "the same configuration again changes nothing");
 
         // AAC LC, 44.1 kHz, stereo.
-        let mut header =
-            MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]));
-        header.sequence_header = true;
-        assert!(info.update(&header));
+        let config = CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), at(0));
+        assert!(info.update(&config));
         assert_eq!(info.audio, Some(AudioInfo { codec: "aac", sample_rate: 44_100, channels: 2 }));
     }
 
@@ -604,18 +614,19 @@ mod tests {
         #[test]
         fn hostile_timestamps_and_headers_never_panic_and_stay_bounded(
             frames in proptest::collection::vec(
-                (any::<u32>(), 0u8..3, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64)),
+                (any::<i64>(), 0u8..3, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64)),
                 0..600,
             )
         ) {
             let mut meter = RateMeter::default();
             let mut info = MediaInfo::default();
             for (ts, kind, header, payload) in frames {
-                let kind = [FrameKind::Video, FrameKind::Audio, FrameKind::Data][usize::from(kind)];
-                let mut frame = MediaFrame::new(kind, ts, Bytes::from(payload));
-                frame.sequence_header = header;
+                let codec = [Codec::H264, Codec::Aac, Codec::Amf0][usize::from(kind)];
+                let payload = Bytes::from(payload);
+                let t = zenlive_media::MediaTime::from_nanos(ts);
+                let frame = MediaFrame::video(codec, t, t, header, payload.clone(), None);
                 meter.push(&frame);
-                info.update(&frame);
+                info.update(&CodecConfig::new(codec, payload, t));
                 let rates = meter.rates();
                 prop_assert!(rates.fps.is_finite() && rates.fps >= 0.0);
                 prop_assert!(meter.window.len() <= MAX_WINDOW_FRAMES);

@@ -24,7 +24,7 @@ use crate::key::StreamKey;
 use crate::stats::{MediaInfo, RateMeter, StatsSnapshot, StreamStats};
 use crate::stream_core::{IngestStats, StreamCore};
 use crate::supervisor::StreamStopped;
-use crate::{MediaFrame, Protocol};
+use crate::{CodecConfig, MediaFrame, MediaTime, Protocol};
 
 /// Frames the broadcast ring holds: about 7 s of 30 fps video with AAC audio. A viewer
 /// further behind than this misses frames and resumes at the next keyframe.
@@ -79,9 +79,9 @@ pub struct Attach {
 
 /// A local publisher takes over a stream that was a relayed copy (its origin node died and
 /// the publisher reconnected here): the relay's publisher is closed, viewers stay. Answers
-/// the last frame's timestamp, for the new publisher to continue from.
+/// the last frame's decode time, for the new publisher to continue from.
 #[derive(Message)]
-#[rtype(result = "Option<u32>")]
+#[rtype(result = "Option<MediaTime>")]
 pub struct TakeOver {
     /// The new publisher.
     pub publisher: PublisherHandle,
@@ -103,21 +103,34 @@ impl Ingest {
     /// Takes one frame from the publisher; gives it back once the stream's actor is gone
     /// (see [`IngestHandle::push`]).
     pub fn push(&mut self, frame: MediaFrame) -> Result<(), MediaFrame> {
-        let Some(live) = &self.live else {
+        if self.live.is_none() {
             return Err(frame);
-        };
-        self.core.on_frame(&frame);
+        }
+        let new_config = self.core.on_frame(&frame);
         self.stats.on_ingest(&frame);
         self.meter.push(&frame);
         if let Some(rates) = self.meter.due() {
             self.stats.set_rates(&rates);
         }
-        if frame.sequence_header && self.media.update(&frame) {
+        if let Some(config) = frame.config().filter(|_| new_config) {
+            self.set_config(config);
+        }
+        if let Some(live) = &self.live {
+            // An error only means nobody is watching right now.
+            let _ = live.send(frame);
+        }
+        Ok(())
+    }
+
+    /// A track's codec configuration from now on (the publisher sent a sequence header): stream
+    /// state for the statistics and for outputs that need every track up front. The frames
+    /// that use it carry it too.
+    pub fn set_config(&mut self, config: &CodecConfig) {
+        self.core.set_config(config);
+        self.stats.set_config(config);
+        if self.media.update(config) {
             self.stats.set_media(self.media.clone());
         }
-        // An error only means nobody is watching right now.
-        let _ = live.send(frame);
-        Ok(())
     }
 
     /// A receiver of the frames pushed from now on; closed at once if the stream ended.
@@ -152,6 +165,11 @@ impl IngestHandle {
     /// address would touch its mailbox on every frame.
     pub fn push(&self, frame: MediaFrame) -> Result<(), MediaFrame> {
         self.lock().push(frame)
+    }
+
+    /// Sets a track's codec configuration (see [`Ingest::set_config`]).
+    pub fn set_config(&self, config: &CodecConfig) {
+        self.lock().set_config(config);
     }
 
     /// Closes the ring: its viewers see the stream end (or follow a restarted instance).
@@ -193,7 +211,9 @@ pub struct Subscribe {
 
 /// What a new viewer receives: the snapshot to deliver first, then the live ring.
 pub struct Subscription {
-    /// Metadata, sequence headers and the cached GOP, in order.
+    /// The tracks' current codec configurations, to deliver first.
+    pub configs: Vec<CodecConfig>,
+    /// Metadata and the cached GOP (its frames carry their configurations), in order.
     pub snapshot: Vec<MediaFrame>,
     /// Whether the snapshot starts the picture on a keyframe.
     pub starts_on_keyframe: bool,
@@ -383,16 +403,16 @@ impl Handler<Attach> for StreamActor {
 }
 
 impl Handler<TakeOver> for StreamActor {
-    type Result = Option<u32>;
+    type Result = Option<MediaTime>;
 
-    fn handle(&mut self, msg: TakeOver, _ctx: &mut Self::Context) -> Option<u32> {
+    fn handle(&mut self, msg: TakeOver, _ctx: &mut Self::Context) -> Option<MediaTime> {
         if let Some(old) = self.publisher.replace(msg.publisher) {
             let reason = "a publisher on this node took the stream over".to_owned();
             // The relay may be between origins; a full queue means it is closing anyway.
             let _ = old.control.try_send(PublisherCommand::Close { reason });
         }
         tracing::info!(stream = %self.key, "a local publisher took over the relayed stream");
-        self.ingest.lock().core.last_timestamp()
+        self.ingest.lock().core.last_time()
     }
 }
 
@@ -415,8 +435,9 @@ impl Handler<Subscribe> for StreamActor {
         // Under the ingest lock, so no frame falls between the snapshot and the ring.
         let ingest = self.ingest.lock();
         let snapshot = ingest.core.snapshot();
-        let starts_on_keyframe = snapshot.iter().any(|f| f.keyframe);
+        let starts_on_keyframe = snapshot.iter().any(|f| f.keyframe());
         MessageResult(Subscription {
+            configs: ingest.core.configs(),
             snapshot,
             starts_on_keyframe,
             has_video: ingest.core.has_video(),

@@ -1,12 +1,13 @@
 //! [`StreamCore`]: the decisions of one live stream, without actix.
 //!
 //! It remembers what a viewer joining mid-stream needs to start playing at once: the
-//! metadata, the codec sequence headers, and the frames since the last video keyframe (the
-//! GOP cache), bounded in bytes and frames. It also keeps the stream's statistics.
+//! metadata and the frames since the last video keyframe (the GOP cache), bounded in bytes
+//! and frames. Codec configurations travel with the frames that use them; the core keeps
+//! each track's current one as stream state. It also keeps the stream's input counters.
 
 use std::time::{Duration, Instant};
 
-use zenlive_media::{FrameKind, MediaFrame};
+use zenlive_media::{CodecConfig, FrameKind, MediaFrame, MediaTime};
 
 /// Most bytes the GOP cache holds; a longer GOP is not cached (viewers then wait for the
 /// next keyframe instead of starting at once).
@@ -33,17 +34,17 @@ pub struct IngestStats {
 #[derive(Debug)]
 pub struct StreamCore {
     metadata: Option<MediaFrame>,
-    video_header: Option<MediaFrame>,
-    audio_header: Option<MediaFrame>,
+    video_config: Option<CodecConfig>,
+    audio_config: Option<CodecConfig>,
     gop: Vec<MediaFrame>,
     gop_bytes: usize,
     /// True while the cache holds a GOP that starts on a keyframe.
     gop_valid: bool,
     stats: IngestStats,
     started: Instant,
-    /// The timestamp of the last audio or video frame, for a publisher that takes over to
-    /// continue from.
-    last_timestamp: Option<u32>,
+    /// The decode time of the last audio or video frame, for a publisher that takes over
+    /// to continue from.
+    last_time: Option<MediaTime>,
 }
 
 impl StreamCore {
@@ -51,61 +52,79 @@ impl StreamCore {
     pub fn new(now: Instant) -> Self {
         Self {
             metadata: None,
-            video_header: None,
-            audio_header: None,
+            video_config: None,
+            audio_config: None,
             gop: Vec::new(),
             gop_bytes: 0,
             gop_valid: false,
             stats: IngestStats::default(),
             started: now,
-            last_timestamp: None,
+            last_time: None,
         }
     }
 
-    /// Takes one frame from the publisher into the caches and statistics.
-    pub fn on_frame(&mut self, frame: &MediaFrame) {
+    /// Takes one frame from the publisher into the caches and statistics. Answers whether
+    /// the frame brought a track configuration the stream had not seen.
+    pub fn on_frame(&mut self, frame: &MediaFrame) -> bool {
         self.stats.frames += 1;
         self.stats.bytes += frame.payload().len() as u64;
-        if frame.kind != FrameKind::Data && !frame.sequence_header {
-            self.last_timestamp = Some(frame.timestamp);
-        }
-        match frame.kind {
+        let track = match frame.kind() {
             FrameKind::Data => {
                 self.metadata = Some(frame.clone());
-                return;
-            }
-            FrameKind::Video if frame.sequence_header => {
-                self.video_header = Some(frame.clone());
-                return;
-            }
-            FrameKind::Audio if frame.sequence_header => {
-                self.audio_header = Some(frame.clone());
-                return;
+                return false;
             }
             FrameKind::Video => {
                 self.stats.video_frames += 1;
+                &mut self.video_config
             }
             FrameKind::Audio => {
                 self.stats.audio_frames += 1;
+                &mut self.audio_config
             }
-        }
-        if frame.keyframe {
+        };
+        let new_config = match (frame.config(), track.as_ref()) {
+            (Some(config), Some(current)) if config.same(current) => false,
+            (Some(config), _) => {
+                *track = Some(config.clone());
+                true
+            }
+            (None, _) => false,
+        };
+        self.last_time = Some(frame.dts());
+        if frame.keyframe() {
             self.stats.keyframes += 1;
             self.clear_gop();
             self.gop_valid = true;
         }
         if !self.gop_valid {
-            return;
+            return new_config;
         }
         if self.gop.len() >= MAX_GOP_FRAMES
             || self.gop_bytes + frame.payload().len() > MAX_GOP_BYTES
         {
             // The GOP is too long to cache: late joiners wait for the next keyframe.
             self.clear_gop();
-            return;
+            return new_config;
         }
         self.gop_bytes += frame.payload().len();
         self.gop.push(frame.clone());
+        new_config
+    }
+
+    /// A track's configuration from now on, declared before its first frame (the publisher
+    /// sent a sequence header).
+    pub fn set_config(&mut self, config: &CodecConfig) {
+        match config.codec().kind() {
+            FrameKind::Video => self.video_config = Some(config.clone()),
+            FrameKind::Audio => self.audio_config = Some(config.clone()),
+            FrameKind::Data => {}
+        }
+    }
+
+    /// The tracks' current configurations (video first), which a new viewer receives before
+    /// the snapshot.
+    pub fn configs(&self) -> Vec<CodecConfig> {
+        [&self.video_config, &self.audio_config].into_iter().flatten().cloned().collect()
     }
 
     fn clear_gop(&mut self) {
@@ -114,34 +133,33 @@ impl StreamCore {
         self.gop_valid = false;
     }
 
-    /// The timestamp of the last audio or video frame, if any came.
-    pub fn last_timestamp(&self) -> Option<u32> {
-        self.last_timestamp
+    /// The decode time of the last audio or video frame, if any came.
+    pub fn last_time(&self) -> Option<MediaTime> {
+        self.last_time
     }
 
-    /// What a new viewer receives before live frames, in order: metadata, sequence
-    /// headers, then the cached GOP (which starts on a keyframe).
+    /// What a new viewer receives before live frames, in order: the metadata, then the
+    /// cached GOP (which starts on a keyframe; its frames carry their configurations).
     pub fn snapshot(&self) -> Vec<MediaFrame> {
-        let headers = [&self.metadata, &self.video_header, &self.audio_header];
-        let mut frames = Vec::with_capacity(3 + self.gop.len());
-        frames.extend(headers.into_iter().flatten().cloned());
+        let mut frames = Vec::with_capacity(1 + self.gop.len());
+        frames.extend(self.metadata.iter().cloned());
         frames.extend(self.gop.iter().cloned());
         frames
     }
 
-    /// Whether the stream has shown video (a video sequence header or a video frame).
+    /// Whether the stream has shown video (a configured video track or a video frame).
     pub fn has_video(&self) -> bool {
-        self.video_header.is_some() || self.stats.video_frames > 0
+        self.video_config.is_some() || self.stats.video_frames > 0
     }
 
-    /// The current video sequence header, if any.
-    pub fn video_header(&self) -> Option<&MediaFrame> {
-        self.video_header.as_ref()
+    /// The video track's current configuration, if any.
+    pub fn video_config(&self) -> Option<&CodecConfig> {
+        self.video_config.as_ref()
     }
 
-    /// The current audio sequence header, if any.
-    pub fn audio_header(&self) -> Option<&MediaFrame> {
-        self.audio_header.as_ref()
+    /// The audio track's current configuration, if any.
+    pub fn audio_config(&self) -> Option<&CodecConfig> {
+        self.audio_config.as_ref()
     }
 
     /// Bytes held by the GOP cache.
@@ -163,50 +181,50 @@ impl StreamCore {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use zenlive_media::Codec;
 
     use super::*;
 
-    fn video(ts: u32, key: bool, len: usize) -> MediaFrame {
-        let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
-        body.resize(5 + len, 0);
-        MediaFrame::new(FrameKind::Video, ts, Bytes::from(body))
+    fn at(ms: i64) -> MediaTime {
+        MediaTime::from_millis(ms)
     }
 
-    fn audio(ts: u32) -> MediaFrame {
-        MediaFrame::new(FrameKind::Audio, ts, Bytes::from_static(&[0xaf, 1, 0]))
+    fn video_with(ms: i64, key: bool, len: usize, config: Option<&CodecConfig>) -> MediaFrame {
+        let body = Bytes::from(vec![0; len]);
+        MediaFrame::video(Codec::H264, at(ms), at(ms), key, body, config.cloned())
+    }
+
+    fn video(ms: i64, key: bool, len: usize) -> MediaFrame {
+        video_with(ms, key, len, None)
+    }
+
+    fn audio(ms: i64) -> MediaFrame {
+        MediaFrame::audio(Codec::Aac, at(ms), Bytes::from_static(&[0]), None)
     }
 
     #[test]
-    fn snapshot_is_headers_then_gop_from_last_keyframe() {
+    fn snapshot_is_metadata_then_gop_from_last_keyframe() {
         let mut core = StreamCore::new(Instant::now());
-        let meta = MediaFrame::new(FrameKind::Data, 0, Bytes::from_static(b"meta"));
-        let vh = MediaFrame::new(FrameKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
-        let ah = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]));
-        for f in [&meta, &vh, &ah] {
-            core.on_frame(f);
-        }
-        core.on_frame(&video(0, false, 10)); // before any keyframe: not cached
-        core.on_frame(&video(40, true, 10));
+        let vc = CodecConfig::new(Codec::H264, Bytes::from_static(&[1, 2]), at(0));
+        core.on_frame(&MediaFrame::data(at(0), Bytes::from_static(b"meta")));
+        assert!(core.on_frame(&video_with(0, false, 10, Some(&vc))), "a new configuration");
+        core.on_frame(&video_with(40, true, 10, Some(&vc)));
         core.on_frame(&audio(50));
         core.on_frame(&video(80, false, 10));
-        core.on_frame(&video(120, true, 10)); // new GOP starts here
+        assert!(!core.on_frame(&video_with(120, true, 10, Some(&vc))), "new GOP, same config");
         core.on_frame(&audio(130));
 
         let snap = core.snapshot();
-        let stamps: Vec<_> = snap.iter().map(|f| (f.kind, f.timestamp)).collect();
+        let stamps: Vec<_> = snap.iter().map(|f| (f.kind(), f.dts().as_millis())).collect();
         assert_eq!(
             stamps,
-            vec![
-                (FrameKind::Data, 0),
-                (FrameKind::Video, 0),
-                (FrameKind::Audio, 0),
-                (FrameKind::Video, 120),
-                (FrameKind::Audio, 130)
-            ]
+            vec![(FrameKind::Data, 0), (FrameKind::Video, 120), (FrameKind::Audio, 130)]
         );
-        assert!(snap[3].keyframe);
+        assert!(snap[1].keyframe());
         assert!(core.has_video());
+        assert!(core.video_config().is_some_and(|c| c.same(&vc)));
         assert_eq!(core.stats().keyframes, 2);
+        assert_eq!(core.last_time(), Some(at(130)));
     }
 
     #[test]
@@ -227,7 +245,7 @@ mod tests {
     fn frame_count_bound_holds() {
         let mut core = StreamCore::new(Instant::now());
         core.on_frame(&video(0, true, 1));
-        for i in 0..(MAX_GOP_FRAMES as u32 * 2) {
+        for i in 0..(MAX_GOP_FRAMES as i64 * 2) {
             core.on_frame(&audio(i));
         }
         assert!(core.snapshot().len() <= MAX_GOP_FRAMES);

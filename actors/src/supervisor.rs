@@ -25,6 +25,7 @@ use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};
 use crate::key::StreamKey;
 use crate::stats::StreamStats;
 use crate::stream::{Attach, IngestHandle, PublisherHandle, StreamActor, StreamError, TakeOver};
+use crate::MediaTime;
 
 /// How often the supervisor renews its streams' leases.
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(3);
@@ -104,7 +105,7 @@ pub struct Started {
     /// True when the publisher took over a relayed copy.
     pub took_over: bool,
     /// The copy's last frame timestamp, for the publisher to continue from.
-    pub continue_after: Option<u32>,
+    pub continue_after: Option<MediaTime>,
 }
 
 /// Why a stream could not be started.
@@ -496,7 +497,7 @@ impl StreamSupervisor {
         key: &StreamKey,
         lease: Option<Lease>,
         publisher: &PublisherHandle,
-    ) -> Option<impl Future<Output = Result<(StreamEntry, Option<u32>), StartError>>> {
+    ) -> Option<impl Future<Output = Result<(StreamEntry, Option<MediaTime>), StartError>>> {
         let entry = self.directory.get(key)?;
         let copy = self
             .streams

@@ -21,7 +21,7 @@ use crate::stats::StreamStats;
 use crate::stream::{Subscribe, Subscription, Unsubscribe};
 use crate::supervisor::{Directory, StreamEntry};
 use crate::viewer_core::{Admission, DeliveryStats, Verdict, ViewerCore};
-use crate::{MediaFrame, Protocol};
+use crate::{Codec, CodecConfig, FrameKind, MediaFrame, Protocol};
 
 static NEXT_VIEWER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -39,6 +39,9 @@ pub enum Offer {
     Full,
     /// The viewer is gone.
     Closed,
+    /// This output cannot carry the frame's codec (Opus to an FLV player): the track is
+    /// skipped, which the session logs once.
+    Unsupported,
 }
 
 /// Where a viewer's frames go: a protocol's encoder plus its connection's bounded queue.
@@ -46,6 +49,13 @@ pub enum Offer {
 pub trait FrameSink: Send + 'static {
     /// Offers one frame.
     fn offer(&mut self, frame: &MediaFrame) -> Offer;
+
+    /// Offers a codec configuration, which the viewer's next frames use and which it has
+    /// not accepted before (outputs that carry configuration in-band, such as FLV's
+    /// sequence headers, send it; others read [`MediaFrame::config`] and take it as is).
+    fn offer_config(&mut self, _config: &CodecConfig) -> Offer {
+        Offer::Accepted(0)
+    }
 
     /// A future that completes when the viewer disconnects, so an idle stream does not
     /// keep a departed viewer's session alive. `None` when the sink cannot tell.
@@ -88,6 +98,8 @@ pub struct ViewerSession {
     stats: Option<Arc<StreamStats>>,
     started: Instant,
     on_end: Option<OnEnd>,
+    /// Tracks (video, audio) skipped because the protocol cannot carry their codec.
+    skipping: [bool; 2],
     _alive: Gauge,
 }
 
@@ -119,6 +131,7 @@ impl ViewerSession {
             stats: None,
             started: Instant::now(),
             on_end: None,
+            skipping: [false; 2],
             _alive: alive,
         }
     }
@@ -166,6 +179,13 @@ impl ViewerSession {
             }
         }
         self.core = Some(ViewerCore::new(sub.has_video, sub.starts_on_keyframe, self.max_behind));
+        // The tracks' configurations first (a new viewer, or one whose stream restarted
+        // and may have been reconfigured meanwhile): players learn every track up front.
+        for config in &sub.configs {
+            if !self.offer_config(config, ctx) {
+                return;
+            }
+        }
         for frame in &sub.snapshot {
             if !self.deliver(frame, ctx) {
                 return;
@@ -177,39 +197,79 @@ impl ViewerSession {
         self.live = Some(ctx.add_stream(BroadcastStream::new(sub.live)));
     }
 
-    /// Offers one frame; false when the session is ending.
+    /// Offers one frame (after its configuration, when the viewer lacks it); false when
+    /// the session is ending.
     fn deliver(&mut self, frame: &MediaFrame, ctx: &mut Context<Self>) -> bool {
         let Some(core) = self.core.as_mut() else { return true };
-        let headers = match core.admit(frame) {
+        match core.admit(frame) {
             Admission::Skip => {
                 self.dropped(1);
                 return true;
             }
-            Admission::Deliver => Vec::new(),
-            Admission::DeliverAfter(headers) => headers,
-        };
-        for f in headers.iter().chain(std::iter::once(frame)) {
-            match self.sink.offer(f) {
-                Offer::Accepted(bytes) => {
-                    core.delivered(bytes);
-                    if let Some(stats) = self.stats.as_ref().filter(|_| self.counted) {
-                        stats.bytes_out(self.protocol, bytes as u64);
-                    }
-                }
-                Offer::Full => {
-                    let verdict = core.queue_full(f, Instant::now());
-                    self.dropped(1);
-                    if verdict == Verdict::Disconnect {
-                        return self.too_slow(ctx);
-                    }
-                    return true;
-                }
-                Offer::Closed => {
-                    self.end_reason = "viewer disconnected";
-                    ctx.stop();
+            Admission::Deliver => {}
+            Admission::DeliverAfter(config) => {
+                if !self.offer_config(&config, ctx) {
                     return false;
                 }
             }
+        }
+        let Some(core) = self.core.as_mut() else { return true };
+        match self.sink.offer(frame) {
+            Offer::Accepted(bytes) => {
+                core.delivered(bytes);
+                self.count_out(bytes);
+                true
+            }
+            other => self.refused(other, frame.codec(), ctx),
+        }
+    }
+
+    /// Offers a configuration the viewer lacks; false when the session is ending.
+    fn offer_config(&mut self, config: &CodecConfig, ctx: &mut Context<Self>) -> bool {
+        let Some(core) = self.core.as_mut() else { return true };
+        if !core.lacks(config) {
+            return true;
+        }
+        match self.sink.offer_config(config) {
+            Offer::Accepted(bytes) => {
+                core.config_delivered(config, bytes);
+                self.count_out(bytes);
+                true
+            }
+            other => self.refused(other, config.codec(), ctx),
+        }
+    }
+
+    fn count_out(&self, bytes: usize) {
+        if let Some(stats) = self.stats.as_ref().filter(|_| self.counted) {
+            stats.bytes_out(self.protocol, bytes as u64);
+        }
+    }
+
+    /// The sink did not take an offer: the viewer is behind, or gone, or its protocol
+    /// cannot carry the codec.
+    fn refused(&mut self, offer: Offer, codec: Codec, ctx: &mut Context<Self>) -> bool {
+        match offer {
+            Offer::Closed => {
+                self.end_reason = "viewer disconnected";
+                ctx.stop();
+                return false;
+            }
+            Offer::Unsupported => {
+                if !std::mem::replace(
+                    &mut self.skipping[usize::from(codec.kind() != FrameKind::Video)],
+                    true,
+                ) {
+                    tracing::info!(stream = %self.key, viewer = self.id, protocol = self.protocol.as_str(), codec = codec.as_str(), "this protocol cannot carry the codec; skipping the track");
+                }
+                return true;
+            }
+            Offer::Full | Offer::Accepted(_) => {}
+        }
+        let verdict = self.core.as_mut().map(|core| core.queue_full(Instant::now()));
+        self.dropped(1);
+        if verdict == Some(Verdict::Disconnect) {
+            return self.too_slow(ctx);
         }
         true
     }

@@ -3,13 +3,18 @@
 //! A viewer gets every frame while it keeps up. When it falls behind (its connection's
 //! queue is full, or the stream's broadcast ring overran it) the frames it missed are gone;
 //! it then skips everything until the next video keyframe, so it resumes on a picture a
-//! decoder can start from, with the codec headers re-sent if one was lost. A viewer that
-//! stays behind longer than [`ViewerCore::max_behind`] is disconnected. The publisher and
-//! the other viewers never wait for it.
+//! decoder can start from. A viewer that stays behind longer than
+//! [`ViewerCore::max_behind`] is disconnected. The publisher and the other viewers never
+//! wait for it.
+//!
+//! A frame's codec configuration is sent ahead of the first frame that uses it (and again
+//! whenever the publisher changes it): the core remembers, per track, the last
+//! configuration the connection accepted, so one lost in a full queue is simply sent again
+//! before the next frame that needs it.
 
 use std::time::{Duration, Instant};
 
-use zenlive_media::{FrameKind, MediaFrame};
+use zenlive_media::{CodecConfig, FrameKind, MediaFrame};
 
 /// How long a viewer may stay behind before it is disconnected, by default.
 pub const DEFAULT_MAX_BEHIND: Duration = Duration::from_secs(10);
@@ -19,8 +24,9 @@ pub const DEFAULT_MAX_BEHIND: Duration = Duration::from_secs(10);
 pub enum Admission {
     /// Deliver it.
     Deliver,
-    /// Deliver these codec headers first (they were lost earlier), then the frame.
-    DeliverAfter(Vec<MediaFrame>),
+    /// Deliver this codec configuration first (the viewer does not have it), then the
+    /// frame.
+    DeliverAfter(CodecConfig),
     /// Skip it: the viewer is waiting for a keyframe.
     Skip,
 }
@@ -54,9 +60,8 @@ pub struct ViewerCore {
     has_video: bool,
     waiting_for_keyframe: bool,
     behind_since: Option<Instant>,
-    headers_lost: bool,
-    video_header: Option<MediaFrame>,
-    audio_header: Option<MediaFrame>,
+    /// The configuration the connection last accepted, per track (video, audio).
+    sent: [Option<CodecConfig>; 2],
     stats: DeliveryStats,
 }
 
@@ -70,9 +75,7 @@ impl ViewerCore {
             has_video,
             waiting_for_keyframe: has_video && !starts_on_keyframe,
             behind_since: None,
-            headers_lost: false,
-            video_header: None,
-            audio_header: None,
+            sent: [None, None],
             stats: DeliveryStats::default(),
         }
     }
@@ -84,38 +87,28 @@ impl ViewerCore {
 
     /// Decides whether to try delivering `frame`.
     pub fn admit(&mut self, frame: &MediaFrame) -> Admission {
-        if frame.sequence_header {
-            match frame.kind {
-                FrameKind::Video => self.video_header = Some(frame.clone()),
-                FrameKind::Audio => self.audio_header = Some(frame.clone()),
-                FrameKind::Data => {}
-            }
-            return Admission::Deliver;
-        }
-        if frame.kind == FrameKind::Data {
-            return Admission::Deliver;
-        }
-        if frame.kind == FrameKind::Video && !self.has_video {
+        let track = match frame.kind() {
+            FrameKind::Data => return Admission::Deliver,
+            FrameKind::Video => 0,
+            FrameKind::Audio => 1,
+        };
+        if track == 0 && !self.has_video {
             // The stream gained video after this viewer joined: start on a keyframe.
             self.has_video = true;
-            self.waiting_for_keyframe = !frame.keyframe;
+            self.waiting_for_keyframe = !frame.keyframe();
         }
         if self.waiting_for_keyframe {
-            if !frame.keyframe {
+            if !frame.keyframe() {
                 self.stats.skipped += 1;
                 return Admission::Skip;
             }
             self.waiting_for_keyframe = false;
         }
-        if self.headers_lost {
-            self.headers_lost = false;
-            let headers: Vec<_> =
-                [&self.video_header, &self.audio_header].into_iter().flatten().cloned().collect();
-            if !headers.is_empty() {
-                return Admission::DeliverAfter(headers);
-            }
+        match (frame.config(), &self.sent[track]) {
+            (Some(config), Some(sent)) if config.same(sent) => Admission::Deliver,
+            (Some(config), _) => Admission::DeliverAfter(config.clone()),
+            (None, _) => Admission::Deliver,
         }
-        Admission::Deliver
     }
 
     /// The connection accepted a frame of `bytes` bytes.
@@ -125,18 +118,27 @@ impl ViewerCore {
         self.behind_since = None;
     }
 
-    /// The connection's queue was full, so `frame` was lost.
-    pub fn queue_full(&mut self, frame: &MediaFrame, now: Instant) -> Verdict {
-        if frame.sequence_header {
-            self.headers_lost = true;
-        }
+    /// Whether the connection has not accepted `config` yet.
+    pub fn lacks(&self, config: &CodecConfig) -> bool {
+        let track = usize::from(config.codec().kind() != FrameKind::Video);
+        !self.sent[track].as_ref().is_some_and(|sent| sent.same(config))
+    }
+
+    /// The connection accepted `config` (`bytes` bytes); later frames using it go as they
+    /// are.
+    pub fn config_delivered(&mut self, config: &CodecConfig, bytes: usize) {
+        let track = usize::from(config.codec().kind() != FrameKind::Video);
+        self.sent[track] = Some(config.clone());
+        self.stats.bytes += bytes as u64;
+    }
+
+    /// The connection's queue was full, so what was offered was lost.
+    pub fn queue_full(&mut self, now: Instant) -> Verdict {
         self.fell_behind(1, now)
     }
 
-    /// The stream's broadcast ring overran this viewer: it missed `missed` frames (which
-    /// may have included codec headers).
+    /// The stream's broadcast ring overran this viewer: it missed `missed` frames.
     pub fn lagged(&mut self, missed: u64, now: Instant) -> Verdict {
-        self.headers_lost = true;
         self.fell_behind(missed, now)
     }
 
@@ -163,29 +165,30 @@ impl ViewerCore {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use zenlive_media::{Codec, MediaTime};
 
     use super::*;
 
-    fn video(key: bool) -> MediaFrame {
-        MediaFrame::new(
-            FrameKind::Video,
-            0,
-            Bytes::from_static(if key { &[0x17, 1, 0, 0, 0] } else { &[0x27, 1, 0, 0, 0] }),
-        )
+    fn config() -> CodecConfig {
+        CodecConfig::new(Codec::H264, Bytes::from_static(&[1, 0x64]), MediaTime::ZERO)
     }
 
-    fn header() -> MediaFrame {
-        MediaFrame::new(FrameKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]))
+    fn video_with(key: bool, config: Option<&CodecConfig>) -> MediaFrame {
+        let t = MediaTime::ZERO;
+        MediaFrame::video(Codec::H264, t, t, key, Bytes::from_static(&[0, 0]), config.cloned())
+    }
+
+    fn video(key: bool) -> MediaFrame {
+        video_with(key, None)
     }
 
     fn audio() -> MediaFrame {
-        MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 0]))
+        MediaFrame::audio(Codec::Aac, MediaTime::ZERO, Bytes::from_static(&[0]), None)
     }
 
     #[test]
     fn without_gop_waits_for_first_keyframe() {
         let mut core = ViewerCore::new(true, false, DEFAULT_MAX_BEHIND);
-        assert_eq!(core.admit(&header()), Admission::Deliver);
         assert_eq!(core.admit(&video(false)), Admission::Skip);
         assert_eq!(core.admit(&audio()), Admission::Skip);
         assert_eq!(core.admit(&video(true)), Admission::Deliver);
@@ -193,20 +196,23 @@ mod tests {
     }
 
     #[test]
-    fn after_falling_behind_resumes_on_keyframe_with_lost_headers() {
+    fn a_configuration_goes_once_ahead_of_its_first_frame_and_again_if_lost() {
         let t0 = Instant::now();
+        let c = config();
         let mut core = ViewerCore::new(true, true, DEFAULT_MAX_BEHIND);
-        let h = header();
-        assert_eq!(core.admit(&h), Admission::Deliver);
-        assert_eq!(core.queue_full(&h, t0), Verdict::Resync);
-        assert_eq!(core.admit(&video(false)), Admission::Skip);
-        match core.admit(&video(true)) {
-            Admission::DeliverAfter(headers) => assert_eq!(headers, vec![h]),
-            other => panic!("expected headers first, got {other:?}"),
-        }
+        assert_eq!(core.admit(&video_with(true, Some(&c))), Admission::DeliverAfter(c.clone()));
+        // The queue was full: the configuration never reached the connection.
+        assert_eq!(core.queue_full(t0), Verdict::Resync);
+        assert_eq!(core.admit(&video_with(false, Some(&c))), Admission::Skip);
+        assert_eq!(core.admit(&video_with(true, Some(&c))), Admission::DeliverAfter(c.clone()));
+        core.config_delivered(&c, 10);
         core.delivered(10);
-        assert_eq!(core.admit(&video(false)), Admission::Deliver);
-        assert_eq!(core.stats().skipped, 2);
+        assert_eq!(core.admit(&video_with(false, Some(&c))), Admission::Deliver);
+        // The publisher changed it: the new one goes first.
+        let changed = config();
+        let next = video_with(false, Some(&changed));
+        assert_eq!(core.admit(&next), Admission::DeliverAfter(changed));
+        assert_eq!(core.stats().skipped, 2, "the lost one and the skipped one");
     }
 
     #[test]
@@ -214,8 +220,8 @@ mod tests {
         let t0 = Instant::now();
         let mut core = ViewerCore::new(true, true, Duration::from_secs(5));
         assert_eq!(core.lagged(100, t0), Verdict::Resync);
-        assert_eq!(core.queue_full(&video(true), t0 + Duration::from_secs(3)), Verdict::Resync);
-        assert_eq!(core.queue_full(&video(true), t0 + Duration::from_secs(6)), Verdict::Disconnect);
+        assert_eq!(core.queue_full(t0 + Duration::from_secs(3)), Verdict::Resync);
+        assert_eq!(core.queue_full(t0 + Duration::from_secs(6)), Verdict::Disconnect);
     }
 
     #[test]
@@ -232,7 +238,7 @@ mod tests {
         let t0 = Instant::now();
         let mut core = ViewerCore::new(false, false, DEFAULT_MAX_BEHIND);
         assert_eq!(core.admit(&audio()), Admission::Deliver);
-        core.queue_full(&audio(), t0);
+        core.queue_full(t0);
         assert_eq!(core.admit(&audio()), Admission::Deliver);
     }
 }

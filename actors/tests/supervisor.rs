@@ -13,17 +13,14 @@ use bytes::Bytes;
 use zenlive_actors::events::{NoEvents, NodeCounters};
 use zenlive_actors::stream::{GetInfo, InjectPanic};
 use zenlive_actors::{
-    Directory, FrameKind, FrameSink, MediaFrame, Offer, Protocol, StreamKey, StreamPublisher,
-    StreamSupervisor, ViewerSession,
+    Codec, Directory, FrameSink, MediaFrame, MediaTime, Offer, Protocol, StreamKey,
+    StreamPublisher, StreamSupervisor, ViewerSession,
 };
 use zenlive_cluster::{ActorKey, ActorKind, MemoryRegistry, NodeId, NodeInfo, Registry};
 
 fn video(ts: u32, key: bool) -> MediaFrame {
-    MediaFrame::new(
-        FrameKind::Video,
-        ts,
-        Bytes::from_static(if key { &[0x17, 1, 0, 0, 0] } else { &[0x27, 1, 0, 0, 0] }),
-    )
+    let t = MediaTime::from_millis(i64::from(ts));
+    MediaFrame::video(Codec::H264, t, t, key, Bytes::from_static(&[0, 0, 0, 1, 0x65]), None)
 }
 
 /// A supervisor on a fresh in-memory registry, with its directory and counters.

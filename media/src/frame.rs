@@ -1,194 +1,386 @@
-//! [`MediaFrame`]: one audio, video or script-data message from a publisher.
+//! [`MediaFrame`]: one coded audio or video frame (or a script-data message), whatever
+//! protocol brought it, and [`CodecConfig`], the codec configuration a track's frames
+//! refer to.
 //!
-//! A frame's payload is the body of an FLV tag exactly as RTMP carries it (RTMP audio and
-//! video messages *are* FLV tag bodies), held in [`Bytes`] so fan-out to any number of
-//! viewers shares one allocation. Classification looks only at the first bytes of the
-//! payload, so a malformed body is still a frame: deeper parsers reject it later, per output.
+//! A frame says its [`Codec`], its decode and presentation times on one clock
+//! ([`MediaTime`]), whether a decoder can start from it, and carries its payload in one
+//! canonical form per codec:
+//!
+//! | codec | payload | configuration ([`CodecConfig::record`]) |
+//! |---|---|---|
+//! | H.264 | AVCC: NAL units with 4-, 2- or 1-byte length prefixes | `AVCDecoderConfigurationRecord` |
+//! | HEVC | length-prefixed NAL units | `HEVCDecoderConfigurationRecord` |
+//! | AV1 | OBUs (low-overhead format) | `AV1CodecConfigurationRecord` |
+//! | VP8, VP9 | one frame | VP9: `VPCodecConfigurationRecord`; VP8: none |
+//! | AAC | one raw access unit (no ADTS) | `AudioSpecificConfig` |
+//! | Opus | one Opus packet | `OpusHead` |
+//! | script data | AMF0 values (`onMetaData`, without `@setDataFrame`) | none |
+//!
+//! Codec configuration is stream state, not media: the ingest edge turns a sequence header
+//! into a [`CodecConfig`] and every later frame of that track points at it. An output that
+//! must send the configuration in-band (an FLV sequence header, SPS/PPS before an IDR)
+//! sends it when a frame's configuration differs from the last one it sent.
+//!
+//! Bytes a protocol builds from a frame or a configuration and that are the same for every
+//! viewer (an FLV tag, RTMP chunks, RTP packets) are built once, by the first viewer that
+//! needs them, in a slot the producing crate registers ([`EncodingSlot`]). Cloning a frame
+//! is one reference-count increment: times, payload, configuration and encodings live in
+//! one shared allocation.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use crate::time::MediaTime;
+
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrameKind {
-    /// An FLV audio tag body (RTMP message type 8).
+    /// Audio.
     Audio,
-    /// An FLV video tag body (RTMP message type 9).
+    /// Video.
     Video,
-    /// An AMF0 script-data body (`onMetaData`, RTMP message type 18), without the
-    /// `@setDataFrame` prefix.
+    /// Script data (AMF0: `onMetaData`, cue points).
     Data,
 }
 
-/// FLV `CodecID` of H.264/AVC in a video tag header.
-pub const FLV_VIDEO_CODEC_AVC: u8 = 7;
-/// FLV `SoundFormat` of AAC in an audio tag header.
-pub const FLV_AUDIO_FORMAT_AAC: u8 = 10;
+impl FrameKind {
+    /// The kind's name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Audio => "audio",
+            Self::Video => "video",
+            Self::Data => "data",
+        }
+    }
+}
 
-/// Output encodings whose bytes are the same for every viewer, so they are built once per
-/// frame (by the first viewer that needs them) and shared by all the others.
+/// A frame's codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// H.264 / AVC.
+    H264,
+    /// H.265 / HEVC.
+    Hevc,
+    /// AV1.
+    Av1,
+    /// VP8.
+    Vp8,
+    /// VP9.
+    Vp9,
+    /// AAC (any profile).
+    Aac,
+    /// Opus.
+    Opus,
+    /// AMF0 script data.
+    Amf0,
+}
+
+impl Codec {
+    /// Audio, video or data.
+    pub fn kind(self) -> FrameKind {
+        match self {
+            Self::H264 | Self::Hevc | Self::Av1 | Self::Vp8 | Self::Vp9 => FrameKind::Video,
+            Self::Aac | Self::Opus => FrameKind::Audio,
+            Self::Amf0 => FrameKind::Data,
+        }
+    }
+
+    /// The codec's short name (`h264`, `aac`, ...), as the API and logs show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::H264 => "h264",
+            Self::Hevc => "hevc",
+            Self::Av1 => "av1",
+            Self::Vp8 => "vp8",
+            Self::Vp9 => "vp9",
+            Self::Aac => "aac",
+            Self::Opus => "opus",
+            Self::Amf0 => "amf0",
+        }
+    }
+}
+
+/// How many protocols may cache an encoding on frames and configurations.
+pub const ENCODING_SLOTS: usize = 3;
+
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+/// A place on every frame and configuration for one protocol's shared encoding of it
+/// (FLV tags, RTMP chunks, ...). The crate that produces an encoding registers its slot
+/// once (typically in a `static LazyLock`); the media crate knows nothing of protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// An FLV tag (header, body, previous-tag-size): HTTP-FLV.
-    FlvTag = 0,
-    /// RTMP chunks on the server's default play chunk stream layout: RTMP play.
-    RtmpChunks = 1,
+pub struct EncodingSlot(Option<usize>);
+
+impl EncodingSlot {
+    /// A new slot. When all [`ENCODING_SLOTS`] are taken, the slot caches nothing (every
+    /// caller encodes for itself): slower, never wrong.
+    pub fn register() -> Self {
+        let index = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+        Self((index < ENCODING_SLOTS).then_some(index))
+    }
+
+    fn get(self, cells: &[OnceLock<Bytes>; ENCODING_SLOTS], make: impl FnOnce() -> Bytes) -> Bytes {
+        match self.0.and_then(|i| cells.get(i)) {
+            Some(cell) => cell.get_or_init(make).clone(),
+            None => make(),
+        }
+    }
 }
 
-const ENCODINGS: usize = 2;
-
-/// One message from a publisher, classified once at ingest and shared read-only afterwards.
-///
-/// Cloning is one reference-count increment: the payload and its encoded forms live in one
-/// shared allocation, so the GOP cache and every viewer queue hold the same frame.
+/// A track's codec configuration (see the module docs for what `record` holds per codec).
+/// Clones share one allocation; [`CodecConfig::same`] tells whether two are the same
+/// configuration object, which is how outputs notice a change.
 #[derive(Debug, Clone)]
-pub struct MediaFrame {
-    /// Audio, video or script data.
-    pub kind: FrameKind,
-    /// The publisher's timestamp in milliseconds (RTMP time: it wraps at 2^32).
-    pub timestamp: u32,
-    /// A video frame a decoder can start from (FLV frame type 1). Always false for audio
-    /// and data, and for sequence headers.
-    pub keyframe: bool,
-    /// A codec configuration record (AVC sequence header or AAC `AudioSpecificConfig`),
-    /// which every viewer must receive before any media of that kind.
-    pub sequence_header: bool,
-    shared: Arc<Shared>,
+pub struct CodecConfig(Arc<ConfigInner>);
+
+#[derive(Debug)]
+struct ConfigInner {
+    codec: Codec,
+    record: Bytes,
+    since: MediaTime,
+    encoded: [OnceLock<Bytes>; ENCODING_SLOTS],
 }
 
-/// What every clone of a frame shares.
+impl CodecConfig {
+    /// The configuration `record` of `codec`, in effect from media time `since`.
+    pub fn new(codec: Codec, record: Bytes, since: MediaTime) -> Self {
+        Self(Arc::new(ConfigInner { codec, record, since, encoded: Default::default() }))
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> Codec {
+        self.0.codec
+    }
+
+    /// The configuration record.
+    pub fn record(&self) -> &Bytes {
+        &self.0.record
+    }
+
+    /// When it took effect (an in-band sequence header is stamped with this time).
+    pub fn since(&self) -> MediaTime {
+        self.0.since
+    }
+
+    /// Whether `other` is this very configuration (not merely equal bytes).
+    pub fn same(&self, other: &CodecConfig) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// This configuration in a protocol's encoding, built once (see [`MediaFrame::encoded`]).
+    pub fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&CodecConfig) -> Bytes) -> Bytes {
+        slot.get(&self.0.encoded, || encode(self))
+    }
+}
+
+impl PartialEq for CodecConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.codec() == other.codec() && self.record() == other.record()
+    }
+}
+
+impl Eq for CodecConfig {}
+
+/// One frame, shared read-only once built. See the module docs.
+#[derive(Debug, Clone)]
+pub struct MediaFrame(Arc<Inner>);
+
 #[derive(Debug)]
-struct Shared {
-    /// The FLV tag body.
+struct Inner {
+    codec: Codec,
+    keyframe: bool,
+    dts: MediaTime,
+    pts: MediaTime,
     payload: Bytes,
-    /// Encoded forms, filled on first use.
-    encoded: [OnceLock<Bytes>; ENCODINGS],
+    config: Option<CodecConfig>,
+    encoded: [OnceLock<Bytes>; ENCODING_SLOTS],
 }
 
 impl PartialEq for MediaFrame {
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind
-            && self.timestamp == other.timestamp
-            && self.keyframe == other.keyframe
-            && self.sequence_header == other.sequence_header
+        self.codec() == other.codec()
+            && self.dts() == other.dts()
+            && self.pts() == other.pts()
+            && self.keyframe() == other.keyframe()
             && self.payload() == other.payload()
+            && self.config() == other.config()
     }
 }
 
 impl Eq for MediaFrame {}
 
 impl MediaFrame {
-    /// Classifies a payload of the given kind. Never fails: a payload too short to classify
-    /// is a plain non-key frame.
-    pub fn new(kind: FrameKind, timestamp: u32, payload: Bytes) -> Self {
-        let (keyframe, sequence_header) = match kind {
-            FrameKind::Video => classify_video(&payload),
-            FrameKind::Audio => (false, is_aac_sequence_header(&payload)),
-            FrameKind::Data => (false, false),
-        };
-        let shared = Arc::new(Shared { payload, encoded: Default::default() });
-        Self { kind, timestamp, keyframe, sequence_header, shared }
+    /// A video frame. `keyframe`: a decoder can start from it.
+    pub fn video(
+        codec: Codec,
+        dts: MediaTime,
+        pts: MediaTime,
+        keyframe: bool,
+        payload: Bytes,
+        config: Option<CodecConfig>,
+    ) -> Self {
+        Self::build(codec, keyframe, dts, pts, payload, config)
     }
 
-    /// The FLV tag body (for [`FrameKind::Data`], the AMF0 script data).
+    /// An audio frame presented at `pts` (decode time is the same).
+    pub fn audio(
+        codec: Codec,
+        pts: MediaTime,
+        payload: Bytes,
+        config: Option<CodecConfig>,
+    ) -> Self {
+        Self::build(codec, false, pts, pts, payload, config)
+    }
+
+    /// A script-data message (AMF0) at `at`.
+    pub fn data(at: MediaTime, amf0: Bytes) -> Self {
+        Self::build(Codec::Amf0, false, at, at, amf0, None)
+    }
+
+    fn build(
+        codec: Codec,
+        keyframe: bool,
+        dts: MediaTime,
+        pts: MediaTime,
+        payload: Bytes,
+        config: Option<CodecConfig>,
+    ) -> Self {
+        let keyframe = keyframe && codec.kind() == FrameKind::Video;
+        Self(Arc::new(Inner {
+            codec,
+            keyframe,
+            dts,
+            pts,
+            payload,
+            config,
+            encoded: Default::default(),
+        }))
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> Codec {
+        self.0.codec
+    }
+
+    /// Audio, video or data.
+    pub fn kind(&self) -> FrameKind {
+        self.0.codec.kind()
+    }
+
+    /// Whether a decoder can start from this frame (video only).
+    pub fn keyframe(&self) -> bool {
+        self.0.keyframe
+    }
+
+    /// Decode time.
+    pub fn dts(&self) -> MediaTime {
+        self.0.dts
+    }
+
+    /// Presentation time.
+    pub fn pts(&self) -> MediaTime {
+        self.0.pts
+    }
+
+    /// The payload in its codec's canonical form (module docs).
     pub fn payload(&self) -> &Bytes {
-        &self.shared.payload
+        &self.0.payload
     }
 
-    /// This frame in `encoding`, built by `encode` the first time any clone of the frame
+    /// The configuration this frame is decoded with, if the publisher sent one.
+    pub fn config(&self) -> Option<&CodecConfig> {
+        self.0.config.as_ref()
+    }
+
+    /// The same frame moved by `offset` on the clock (a relayed or taken-over stream
+    /// continuing an earlier timeline). In place when this is the only reference.
+    pub fn shifted(mut self, offset: MediaTime) -> Self {
+        if offset == MediaTime::ZERO {
+            return self;
+        }
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.dts = inner.dts + offset;
+            inner.pts = inner.pts + offset;
+            inner.encoded = Default::default();
+            return self;
+        }
+        let i = &self.0;
+        Self::build(
+            i.codec,
+            i.keyframe,
+            i.dts + offset,
+            i.pts + offset,
+            i.payload.clone(),
+            i.config.clone(),
+        )
+    }
+
+    /// This frame in a protocol's encoding: built by `encode` the first time any clone
     /// asks and shared afterwards. `encode` must be a pure function of the frame: every
     /// caller gets the first result.
-    pub fn encoded(&self, encoding: Encoding, encode: impl FnOnce(&MediaFrame) -> Bytes) -> Bytes {
-        self.shared.encoded[encoding as usize].get_or_init(|| encode(self)).clone()
+    pub fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&MediaFrame) -> Bytes) -> Bytes {
+        slot.get(&self.0.encoded, || encode(self))
     }
-
-    /// The FLV video codec id (low nibble of the first byte), if this is a video frame with
-    /// a legacy (non-enhanced) header.
-    pub fn video_codec(&self) -> Option<u8> {
-        match (self.kind, self.payload().first()) {
-            (FrameKind::Video, Some(b)) if b & 0x80 == 0 => Some(b & 0x0f),
-            _ => None,
-        }
-    }
-
-    /// The FLV sound format (high nibble of the first byte), if this is an audio frame.
-    pub fn audio_format(&self) -> Option<u8> {
-        match (self.kind, self.payload().first()) {
-            (FrameKind::Audio, Some(b)) => Some(b >> 4),
-            _ => None,
-        }
-    }
-}
-
-/// Returns `(keyframe, sequence_header)` for an FLV video tag body.
-fn classify_video(payload: &[u8]) -> (bool, bool) {
-    let Some(&first) = payload.first() else {
-        return (false, false);
-    };
-    let frame_type = (first >> 4) & 0x07;
-    if first & 0x80 != 0 {
-        // Enhanced RTMP (`IsExHeader`): the low nibble is the packet type; 0 is the
-        // sequence start, frame type 1 is a keyframe.
-        let packet_type = first & 0x0f;
-        return (frame_type == 1 && packet_type != 0, packet_type == 0);
-    }
-    let codec = first & 0x0f;
-    if codec == FLV_VIDEO_CODEC_AVC {
-        let sequence_header = payload.get(1) == Some(&0);
-        (frame_type == 1 && !sequence_header, sequence_header)
-    } else {
-        (frame_type == 1, false)
-    }
-}
-
-/// True for an AAC audio tag whose `AACPacketType` is 0 (the `AudioSpecificConfig`).
-fn is_aac_sequence_header(payload: &[u8]) -> bool {
-    matches!(payload, [first, 0, ..] if first >> 4 == FLV_AUDIO_FORMAT_AAC)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn avc_keyframe_and_sequence_header() {
-        let seq = MediaFrame::new(FrameKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
-        assert!(seq.sequence_header && !seq.keyframe);
-        let key = MediaFrame::new(FrameKind::Video, 40, Bytes::from_static(&[0x17, 1, 0, 0, 0]));
-        assert!(key.keyframe && !key.sequence_header);
-        let inter = MediaFrame::new(FrameKind::Video, 80, Bytes::from_static(&[0x27, 1, 0, 0, 0]));
-        assert!(!inter.keyframe && !inter.sequence_header);
-        assert_eq!(inter.video_codec(), Some(FLV_VIDEO_CODEC_AVC));
-    }
-
-    #[test]
-    fn aac_sequence_header() {
-        let seq = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]));
-        assert!(seq.sequence_header);
-        let raw = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 0x21]));
-        assert!(!raw.sequence_header);
-        assert_eq!(raw.audio_format(), Some(FLV_AUDIO_FORMAT_AAC));
+    fn h264(ms: i64, key: bool) -> MediaFrame {
+        let t = MediaTime::from_millis(ms);
+        MediaFrame::video(Codec::H264, t, t, key, Bytes::from_static(&[0, 0, 0, 1, 0x65]), None)
     }
 
     #[test]
     fn encodings_are_built_once_and_shared_by_clones() {
-        let frame = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 7]));
+        let (flv, rtmp) = (EncodingSlot::register(), EncodingSlot::register());
+        let frame = h264(0, true);
         let copy = frame.clone();
-        let first = frame.encoded(Encoding::FlvTag, |f| f.payload().clone());
-        let again = copy.encoded(Encoding::FlvTag, |_| panic!("must not encode twice"));
+        let first = frame.encoded(flv, |f| f.payload().clone());
+        let again = copy.encoded(flv, |_| panic!("must not encode twice"));
         assert_eq!(first, again);
-        let other = copy.encoded(Encoding::RtmpChunks, |_| Bytes::from_static(b"x"));
-        assert_eq!(&other[..], b"x");
+        assert_eq!(&copy.encoded(rtmp, |_| Bytes::from_static(b"x"))[..], b"x");
     }
 
     #[test]
-    fn empty_and_short_payloads_are_plain_frames() {
-        for kind in [FrameKind::Audio, FrameKind::Video, FrameKind::Data] {
-            let f = MediaFrame::new(kind, 0, Bytes::new());
-            assert!(!f.keyframe && !f.sequence_header);
-        }
-        let f = MediaFrame::new(FrameKind::Video, 0, Bytes::from_static(&[0x17]));
-        assert!(f.keyframe && !f.sequence_header);
+    fn a_slot_past_the_last_encodes_every_time() {
+        let uncached = EncodingSlot(None);
+        let frame = h264(0, false);
+        assert_eq!(&frame.encoded(uncached, |_| Bytes::from_static(b"a"))[..], b"a");
+        assert_eq!(&frame.encoded(uncached, |_| Bytes::from_static(b"b"))[..], b"b");
+    }
+
+    #[test]
+    fn configurations_are_compared_by_identity_for_changes() {
+        let a = CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), MediaTime::ZERO);
+        let b = CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), MediaTime::ZERO);
+        assert!(a.same(&a.clone()) && !a.same(&b));
+        assert_eq!(a, b, "equal bytes are equal configurations");
+    }
+
+    #[test]
+    fn only_video_has_keyframes_and_shifting_moves_both_times() {
+        let audio = MediaFrame::build(
+            Codec::Aac,
+            true,
+            MediaTime::ZERO,
+            MediaTime::ZERO,
+            Bytes::new(),
+            None,
+        );
+        assert!(!audio.keyframe());
+        let frame = h264(40, true);
+        let shared = frame.clone();
+        let moved = frame.shifted(MediaTime::from_millis(1000));
+        assert_eq!(
+            (moved.dts(), moved.pts()),
+            (MediaTime::from_millis(1040), MediaTime::from_millis(1040))
+        );
+        assert_eq!(shared.dts(), MediaTime::from_millis(40), "other holders keep their frame");
+        assert!(moved.keyframe());
+        assert_eq!(h264(5, false).shifted(MediaTime::ZERO).dts(), MediaTime::from_millis(5));
     }
 }

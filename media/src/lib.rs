@@ -6,13 +6,18 @@
 //!
 //! # Where it sits
 //! `src/` (protocol shells) → `actors/` (stream and viewer actors) → this crate. The RTMP
-//! ingest turns each audio/video/data message into a [`MediaFrame`]; the stream actor
-//! caches and fans frames out without looking deeper than [`MediaFrame`]'s flags; output
+//! ingest turns each audio/video/data message into a [`MediaFrame`] ([`flv_frames`]); the
+//! stream actor caches and fans frames out without looking deeper than [`MediaFrame`]'s
+//! codec, times and keyframe flag; output
 //! formats (HTTP-FLV, HLS) use the parsers and muxers below.
 //!
 //! # Layout
-//! - [`frame`]: [`MediaFrame`], the unit that travels from a publisher to every viewer.
-//! - [`flv`]: FLV tag headers and the FLV file/stream writer (HTTP-FLV, recordings).
+//! - [`frame`]: [`MediaFrame`] (codec-neutral: codec, times, canonical payload), the unit
+//!   that travels from a publisher to every viewer, and [`CodecConfig`], a track's
+//!   configuration (stream state, which frames point at).
+//! - [`time`]: [`MediaTime`], one clock for millisecond, 90 kHz and sample-rate sources.
+//! - [`flv`]: FLV tag headers and the FLV file/stream reader and writer.
+//! - [`flv_frames`]: FLV tag bodies ↔ frames (RTMP ingest, RTMP/FLV outputs).
 //! - [`avc`]: H.264 in FLV: the `AVCDecoderConfigurationRecord`, SPS facts, AVCC → Annex B.
 //! - [`aac`]: AAC in FLV: the `AudioSpecificConfig` and ADTS headers.
 //! - [`ts`]: an MPEG-TS muxer for H.264 + AAC.
@@ -21,8 +26,11 @@
 pub mod aac;
 pub mod avc;
 pub mod flv;
+pub mod flv_frames;
 pub mod frame;
 pub mod hls;
+pub mod time;
 pub mod ts;
 
-pub use frame::{Encoding, FrameKind, MediaFrame};
+pub use frame::{Codec, CodecConfig, EncodingSlot, FrameKind, MediaFrame};
+pub use time::MediaTime;

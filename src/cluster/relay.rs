@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, watch};
 use zenlive_actors::publisher::Rebase;
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::supervisor::StreamEntry;
-use zenlive_actors::{FrameKind, MediaFrame, StreamKey, StreamPublisher};
+use zenlive_actors::{StreamKey, StreamPublisher};
 use zenlive_cluster::{ActorKey, ActorKind, Owner};
 use zenlive_media::flv::{FlvDemuxer, TagType};
+use zenlive_media::flv_frames::{FlvToFrames, Ingested};
 
 use super::link::{self, LinkError};
 use super::wire::Message;
@@ -153,11 +154,20 @@ struct Replica {
     publisher: Option<StreamPublisher>,
     commands: Option<mpsc::Receiver<PublisherCommand>>,
     rebase: Rebase,
+    /// The current origin's tags as frames (its clock and codec configurations).
+    frames: FlvToFrames,
 }
 
 impl Replica {
     fn new(key: StreamKey) -> Self {
-        Self { key, publisher: None, commands: None, rebase: Rebase::default() }
+        let (publisher, commands) = (None, None);
+        Self { key, publisher, commands, rebase: Rebase::default(), frames: FlvToFrames::new() }
+    }
+
+    /// The next tags come from another origin.
+    fn new_source(&mut self) {
+        self.rebase.new_source();
+        self.frames = FlvToFrames::new();
     }
 
     /// Pushes one relayed tag (timestamps rebased), starting the replica on the first.
@@ -165,11 +175,12 @@ impl Replica {
         &mut self,
         node: &NodeContext,
         relay: &Relay,
-        kind: FrameKind,
+        tag: TagType,
         timestamp: u32,
         body: bytes::Bytes,
     ) -> Result<(), String> {
-        let frame = MediaFrame::new(kind, self.rebase.apply(timestamp), body);
+        // The origin checked the codecs when its publisher started.
+        let ingested = self.frames.push(tag, timestamp, body).map_err(|e| e.to_string())?;
         if self.publisher.is_none() {
             let directory = node.directory.clone();
             let key = self.key.clone();
@@ -181,9 +192,16 @@ impl Replica {
             self.commands = Some(commands);
             relay.live.send_replace(true);
         }
-        match self.publisher.as_mut() {
-            Some(publisher) => publisher.push(frame).await.map_err(|error| error.to_string()),
-            None => Ok(()),
+        let Some(publisher) = self.publisher.as_mut() else { return Ok(()) };
+        match ingested {
+            Ingested::Frame(frame) => {
+                publisher.push(self.rebase.apply(frame)).await.map_err(|error| error.to_string())
+            }
+            Ingested::Config { config, changed: true } => {
+                publisher.set_config(&config);
+                Ok(())
+            }
+            Ingested::Config { .. } | Ingested::Skipped(_) => Ok(()),
         }
     }
 
@@ -228,7 +246,7 @@ async fn run(node: &Arc<NodeContext>, key: &StreamKey, first_owner: Owner, relay
                 }
             }
         };
-        replica.rebase.new_source();
+        replica.new_source();
         match pull(node, cluster, &current, relay, &mut replica).await {
             PullEnd::Lost(why) => {
                 if failed.as_ref() != Some(&current) {
@@ -305,12 +323,8 @@ async fn pull(
                 Ok(tag) => tag,
                 Err(error) => return PullEnd::Lost(format!("bad FLV from the origin: {error}")),
             };
-            let kind = match tag.tag_type {
-                TagType::Audio => FrameKind::Audio,
-                TagType::Video => FrameKind::Video,
-                TagType::Script => FrameKind::Data,
-            };
-            if let Err(why) = replica.push(node, relay, kind, tag.timestamp_ms, tag.body).await {
+            let (kind, ts) = (tag.tag_type, tag.timestamp_ms);
+            if let Err(why) = replica.push(node, relay, kind, ts, tag.body).await {
                 return PullEnd::Stop(why);
             }
         }

@@ -4,11 +4,13 @@
 //! differs per player and must be built per player. Media instead goes out here, on chunk
 //! streams rml_rtmp never uses, always starting with a full (type 0) header: the bytes then
 //! depend only on the frame, the chunk size and the message stream id, so one encoding is
-//! shared by every player (see [`zenlive_media::Encoding::RtmpChunks`]). No crate offers
-//! this, hence the few lines by hand.
+//! shared by every player (see [`zenlive_media::EncodingSlot`]). No crate offers this, hence
+//! the few lines by hand. A frame goes out as the FLV tag body RTMP carries: the codec's
+//! few header bytes ([`zenlive_media::flv_frames`]), then its payload as it is.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use zenlive_media::{FrameKind, MediaFrame};
+use zenlive_media::flv_frames::{config_body_header, frame_body_header};
+use zenlive_media::{CodecConfig, FrameKind, MediaFrame};
 
 /// The chunk size this server announces to every client, in bytes.
 pub const SERVER_CHUNK_SIZE: usize = 4096;
@@ -32,14 +34,32 @@ const TYPE_VIDEO: u8 = 9;
 const TYPE_DATA_AMF0: u8 = 18;
 const TYPE_COMMAND_AMF0: u8 = 20;
 
-/// Encodes one frame as a complete RTMP message on the media chunk streams.
-pub fn encode_frame(frame: &MediaFrame, stream_id: u32, chunk_size: usize) -> Bytes {
-    let (csid, type_id) = match frame.kind {
+fn media_stream(kind: FrameKind) -> (u8, u8) {
+    match kind {
         FrameKind::Video => (VIDEO_CSID, TYPE_VIDEO),
         FrameKind::Audio => (AUDIO_CSID, TYPE_AUDIO),
         FrameKind::Data => (DATA_CSID, TYPE_DATA_AMF0),
-    };
-    encode_message(csid, type_id, stream_id, frame.timestamp, frame.payload(), chunk_size)
+    }
+}
+
+/// Encodes one frame as a complete RTMP message on the media chunk streams; `None` when
+/// RTMP cannot carry its codec.
+pub fn encode_frame(frame: &MediaFrame, stream_id: u32, chunk_size: usize) -> Option<Bytes> {
+    let head = frame_body_header(frame)?;
+    let (csid, type_id) = media_stream(frame.kind());
+    let timestamp = frame.dts().as_rtmp_millis();
+    let body = [head.as_slice(), &frame.payload()[..]];
+    Some(encode_message(csid, type_id, stream_id, timestamp, body, chunk_size))
+}
+
+/// Encodes a codec configuration as the sequence header message players expect; `None`
+/// when RTMP cannot carry its codec.
+pub fn encode_config(config: &CodecConfig, stream_id: u32, chunk_size: usize) -> Option<Bytes> {
+    let head = config_body_header(config)?;
+    let (csid, type_id) = media_stream(config.codec().kind());
+    let timestamp = config.since().as_rtmp_millis();
+    let body = [head.as_slice(), &config.record()[..]];
+    Some(encode_message(csid, type_id, stream_id, timestamp, body, chunk_size))
 }
 
 /// An `onStatus` command (`level` `error` or `status`, a NetStream `code`, a description
@@ -58,7 +78,7 @@ pub fn status_message(stream_id: u32, level: &str, code: &str, description: &str
         [text("onStatus"), Amf0Value::Number(0.0), Amf0Value::Null, Amf0Value::Object(info)];
     // Strings, a number and null always serialize; an empty message only loses the reason.
     let body = rml_amf0::serialize(&values.to_vec()).unwrap_or_default();
-    encode_message(COMMAND_CSID, TYPE_COMMAND_AMF0, stream_id, 0, &body, SERVER_CHUNK_SIZE)
+    encode_message(COMMAND_CSID, TYPE_COMMAND_AMF0, stream_id, 0, [&body, &[]], SERVER_CHUNK_SIZE)
 }
 
 /// An Acknowledgement (message type 3) of `total` bytes received, on the protocol control
@@ -69,7 +89,7 @@ pub fn acknowledgement(total: u32) -> Bytes {
         TYPE_ACKNOWLEDGEMENT,
         0,
         0,
-        &total.to_be_bytes(),
+        [&total.to_be_bytes(), &[]],
         SERVER_CHUNK_SIZE,
     )
 }
@@ -86,10 +106,11 @@ pub fn sample_access(stream_id: u32) -> Bytes {
     ];
     // A string and booleans always serialize.
     let body = rml_amf0::serialize(&values).unwrap_or_default();
-    encode_message(DATA_CSID, TYPE_DATA_AMF0, stream_id, 0, &body, SERVER_CHUNK_SIZE)
+    encode_message(DATA_CSID, TYPE_DATA_AMF0, stream_id, 0, [&body, &[]], SERVER_CHUNK_SIZE)
 }
 
-/// Encodes one message: a type 0 chunk, then type 3 chunks every `chunk_size` bytes.
+/// Encodes one message whose payload is `parts` one after the other: a type 0 chunk, then
+/// type 3 chunks every `chunk_size` bytes.
 ///
 /// `csid` must be 2..=63 (one-byte basic header) and the payload at most 2^24 - 1 bytes,
 /// which every message that arrived over RTMP satisfies.
@@ -98,32 +119,40 @@ fn encode_message(
     type_id: u8,
     stream_id: u32,
     timestamp: u32,
-    payload: &[u8],
+    parts: [&[u8]; 2],
     chunk_size: usize,
 ) -> Bytes {
     let chunk_size = chunk_size.max(1);
+    let len = parts[0].len() + parts[1].len();
     let extended = timestamp >= EXTENDED_TIMESTAMP;
-    let chunks = payload.len().div_ceil(chunk_size).max(1);
+    let chunks = len.div_ceil(chunk_size).max(1);
     let per_chunk_overhead = 1 + if extended { 4 } else { 0 };
-    let mut out = BytesMut::with_capacity(11 + payload.len() + chunks * per_chunk_overhead);
+    let mut out = BytesMut::with_capacity(11 + len + chunks * per_chunk_overhead);
 
     out.put_u8(csid & 0x3f);
     let field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
     put_u24(&mut out, field);
-    put_u24(&mut out, payload.len() as u32);
+    put_u24(&mut out, len as u32);
     out.put_u8(type_id);
     out.put_u32_le(stream_id);
     if extended {
         out.put_u32(timestamp);
     }
-    for (i, chunk) in payload.chunks(chunk_size).enumerate() {
+    let [mut head, mut body] = parts;
+    for i in 0..chunks {
         if i > 0 {
             out.put_u8(0xc0 | (csid & 0x3f));
             if extended {
                 out.put_u32(timestamp);
             }
         }
-        out.put_slice(chunk);
+        let mut room = chunk_size;
+        for part in [&mut head, &mut body] {
+            let (now, later) = part.split_at(room.min(part.len()));
+            out.put_slice(now);
+            room -= now.len();
+            *part = later;
+        }
     }
     out.freeze()
 }
@@ -135,6 +164,7 @@ fn put_u24(out: &mut BytesMut, value: u32) {
 #[cfg(test)]
 mod tests {
     use rml_rtmp::chunk_io::ChunkDeserializer;
+    use zenlive_media::{Codec, MediaTime};
 
     use super::*;
 
@@ -155,23 +185,48 @@ mod tests {
         out
     }
 
+    fn at(ms: i64) -> MediaTime {
+        MediaTime::from_millis(ms)
+    }
+
     #[test]
     fn rml_rtmp_reads_what_we_write() {
-        let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        let frame = MediaFrame::new(FrameKind::Video, 1234, Bytes::from(body.clone()));
-        let bytes = encode_frame(&frame, 1, 4096);
+        let payload: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let frame = MediaFrame::video(
+            Codec::H264,
+            at(1234),
+            at(1274),
+            false,
+            Bytes::from(payload.clone()),
+            None,
+        );
+        let bytes = encode_frame(&frame, 1, 4096).expect("H.264 goes over RTMP");
         let msgs = decode_all(&bytes, 4096);
+        let mut body = vec![0x27, 1, 0, 0, 40];
+        body.extend_from_slice(&payload);
         assert_eq!(msgs, vec![(TYPE_VIDEO, 1, 1234, body)]);
     }
 
     #[test]
     fn extended_timestamps_repeat_on_every_chunk() {
-        let body = vec![7u8; 300];
-        let frame = MediaFrame::new(FrameKind::Audio, 0x0100_0000, Bytes::from(body.clone()));
-        let bytes = encode_frame(&frame, 3, 128);
+        let payload = vec![7u8; 298];
+        let frame =
+            MediaFrame::audio(Codec::Aac, at(0x0100_0000), Bytes::from(payload.clone()), None);
+        let bytes = encode_frame(&frame, 3, 128).expect("AAC goes over RTMP");
         assert_eq!(bytes.len(), 12 + 4 + 300 + 2 * 5);
         let msgs = decode_all(&bytes, 128);
+        let mut body = vec![0xaf, 1];
+        body.extend_from_slice(&payload);
         assert_eq!(msgs, vec![(TYPE_AUDIO, 3, 0x0100_0000, body)]);
+    }
+
+    #[test]
+    fn configurations_go_as_sequence_headers_and_other_codecs_not_at_all() {
+        let config = CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), at(5));
+        let bytes = encode_config(&config, 1, 4096).expect("AAC");
+        assert_eq!(decode_all(&bytes, 4096), vec![(TYPE_AUDIO, 1, 5, vec![0xaf, 0, 0x12, 0x10])]);
+        let opus = MediaFrame::audio(Codec::Opus, at(0), Bytes::from_static(&[1]), None);
+        assert!(encode_frame(&opus, 1, 4096).is_none());
     }
 
     #[test]
@@ -187,7 +242,7 @@ mod tests {
 
     #[test]
     fn empty_payload_is_one_header() {
-        let frame = MediaFrame::new(FrameKind::Data, 0, Bytes::new());
-        assert_eq!(encode_frame(&frame, 1, 4096).len(), 12);
+        let frame = MediaFrame::data(at(0), Bytes::new());
+        assert_eq!(encode_frame(&frame, 1, 4096).map(|b| b.len()), Some(12));
     }
 }

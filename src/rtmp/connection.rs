@@ -30,7 +30,9 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use zenlive_actors::events::{ConnectionKind, RejectReason};
 use zenlive_actors::stream::PublisherCommand;
-use zenlive_actors::{FrameKind, MediaFrame, Protocol, StreamKey, StreamPublisher, ViewerSession};
+use zenlive_actors::{Protocol, StreamKey, StreamPublisher, ViewerSession};
+use zenlive_media::flv::TagType;
+use zenlive_media::flv_frames::{FlvToFrames, Ingested};
 
 use super::budget::Share;
 use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
@@ -146,7 +148,7 @@ impl From<Violation> for Closed {
 
 enum Role {
     Idle,
-    Publishing { publisher: Box<StreamPublisher>, codecs_checked: (bool, bool) },
+    Publishing { publisher: Box<StreamPublisher>, frames: FlvToFrames },
     Playing { key: StreamKey },
 }
 
@@ -539,9 +541,9 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                     tracing::debug!(peer = %self.peer, "ignoring media from a connection that is not publishing");
                     return Ok(());
                 }
-                let kind =
-                    if message.type_id == TYPE_AUDIO { FrameKind::Audio } else { FrameKind::Video };
-                self.push(MediaFrame::new(kind, message.timestamp, message.payload)).await
+                let tag =
+                    if message.type_id == TYPE_AUDIO { TagType::Audio } else { TagType::Video };
+                self.push(tag, message.timestamp, message.payload).await
             }
             // Applied by the reader.
             TYPE_SET_CHUNK_SIZE | TYPE_ABORT => Ok(()),
@@ -661,14 +663,13 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                 ..
             } => self.on_play(request_id, &app_name, &stream_key, stream_id).await,
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
-                let frame = MediaFrame::new(FrameKind::Data, 0, encode_on_metadata(&metadata));
-                self.push(frame).await
+                self.push(TagType::Script, 0, encode_on_metadata(&metadata)).await
             }
             ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                self.push(MediaFrame::new(FrameKind::Video, timestamp.value, data)).await
+                self.push(TagType::Video, timestamp.value, data).await
             }
             ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-                self.push(MediaFrame::new(FrameKind::Audio, timestamp.value, data)).await
+                self.push(TagType::Audio, timestamp.value, data).await
             }
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 if let Role::Publishing { publisher, .. } =
@@ -776,10 +777,8 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                 tracing::info!(peer = %self.peer, stream = %key, "publish started");
                 self.admitted();
                 self.dechunker.admit();
-                self.role = Role::Publishing {
-                    publisher: Box::new(publisher),
-                    codecs_checked: (false, false),
-                };
+                self.role =
+                    Role::Publishing { publisher: Box::new(publisher), frames: FlvToFrames::new() };
                 self.commands = Some(commands);
                 self.accept(request_id).await
             }
@@ -790,15 +789,32 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         }
     }
 
-    async fn push(&mut self, frame: MediaFrame) -> Result<(), Closed> {
-        let Role::Publishing { publisher, codecs_checked } = &mut self.role else {
+    /// Takes one FLV tag body from the publisher apart (the RTMP edge of the codec-neutral
+    /// frame) and hands the frame or the track's new configuration to the stream. A codec
+    /// this node cannot serve ends the publish with the reason: HLS needs H.264 and AAC,
+    /// so anything else is refused at once rather than half-served.
+    async fn push(&mut self, tag: TagType, timestamp: u32, body: Bytes) -> Result<(), Closed> {
+        let Role::Publishing { publisher, frames } = &mut self.role else {
             return Err(Closed::BadInput(
                 RejectReason::Malformed,
                 "media from a connection that is not publishing".into(),
             ));
         };
-        let Err(reason) = check_codec(&frame, codecs_checked) else {
-            return publisher.push(frame).await.map_err(|_| Closed::StreamEnded);
+        let reason = match frames.push(tag, timestamp, body) {
+            Ok(Ingested::Frame(frame)) => {
+                return publisher.push(frame).await.map_err(|_| Closed::StreamEnded);
+            }
+            Ok(Ingested::Config { config, changed }) => {
+                if changed {
+                    publisher.set_config(&config);
+                }
+                return Ok(());
+            }
+            Ok(Ingested::Skipped(why)) => {
+                tracing::debug!(peer = %self.peer, stream = %publisher.key(), why, "media message skipped");
+                return Ok(());
+            }
+            Err(unsupported) => unsupported.to_string(),
         };
         tracing::warn!(peer = %self.peer, stream = %publisher.key(), %reason, "unsupported codec; closing publisher");
         self.node.counters.reject(RejectReason::UnsupportedCodec);
@@ -946,38 +962,6 @@ fn is_create_stream(type_id: u8, payload: &[u8]) -> bool {
         && command.get(3..3 + NAME.len()) == Some(NAME)
 }
 
-/// Checks the first audio and video frame's codec: HLS needs H.264 and AAC, so anything
-/// else is refused at once rather than half-served.
-fn check_codec(frame: &MediaFrame, checked: &mut (bool, bool)) -> Result<(), String> {
-    match frame.kind {
-        FrameKind::Video if !checked.0 => {
-            checked.0 = true;
-            match frame.video_codec() {
-                Some(zenlive_media::frame::FLV_VIDEO_CODEC_AVC) => Ok(()),
-                Some(codec) => Err(format!(
-                    "unsupported video codec (FLV codec id {codec}); only H.264 is accepted"
-                )),
-                None if frame.payload().is_empty() => Err("empty video message".into()),
-                None => Err(
-                    "unsupported video codec (Enhanced RTMP: HEVC/AV1/VP9); only H.264 is accepted"
-                        .into(),
-                ),
-            }
-        }
-        FrameKind::Audio if !checked.1 => {
-            checked.1 = true;
-            match frame.audio_format() {
-                Some(zenlive_media::frame::FLV_AUDIO_FORMAT_AAC) => Ok(()),
-                Some(format) => Err(format!(
-                    "unsupported audio codec (FLV sound format {format}); only AAC is accepted"
-                )),
-                None => Err("empty audio message".into()),
-            }
-        }
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1009,21 +993,5 @@ mod tests {
         assert!(!is_create_stream(TYPE_AMF0_COMMAND, &command[..10]), "truncated");
         assert!(!is_create_stream(TYPE_AMF0_COMMAND, &[]));
         assert!(!is_create_stream(18, &command), "not a command message");
-    }
-
-    #[test]
-    fn codecs_other_than_h264_and_aac_are_refused() {
-        let avc = MediaFrame::new(FrameKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
-        let vp6 = MediaFrame::new(FrameKind::Video, 0, Bytes::from_static(&[0x14, 0]));
-        let hevc = MediaFrame::new(
-            FrameKind::Video,
-            0,
-            Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1']),
-        );
-        let mp3 = MediaFrame::new(FrameKind::Audio, 0, Bytes::from_static(&[0x2f, 0]));
-        assert!(check_codec(&avc, &mut (false, false)).is_ok());
-        assert!(check_codec(&vp6, &mut (false, false)).unwrap_err().contains("codec id 4"));
-        assert!(check_codec(&hevc, &mut (false, false)).unwrap_err().contains("Enhanced"));
-        assert!(check_codec(&mp3, &mut (false, false)).unwrap_err().contains("sound format 2"));
     }
 }

@@ -1,0 +1,397 @@
+//! FLV tag bodies ↔ [`MediaFrame`]s: the RTMP and FLV edge of the neutral frame.
+//!
+//! RTMP audio and video messages (and the tags of an FLV stream, such as a relay's) are FLV
+//! tag bodies: a codec header of a few bytes, then the codec's data. [`FlvToFrames`] takes
+//! them apart at ingest, extending the 32-bit millisecond clock and keeping sequence
+//! headers as the track's [`CodecConfig`]; [`frame_body_header`] and
+//! [`config_body_header`] put the header back for RTMP and FLV outputs, which send it
+//! followed by the payload as it is (no copy of the payload is needed to build it).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::flv::{parse_audio_tag, parse_video_tag, FlvError, TagType};
+use crate::frame::{Codec, CodecConfig, FrameKind, MediaFrame};
+use crate::time::{MediaTime, Unwrapper};
+
+/// FLV `CodecID` of H.264/AVC in a video tag header.
+pub const FLV_VIDEO_CODEC_AVC: u8 = 7;
+/// FLV `SoundFormat` of AAC in an audio tag header.
+pub const FLV_AUDIO_FORMAT_AAC: u8 = 10;
+
+/// A track this node cannot take from FLV: the publisher is refused with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsupported {
+    /// A legacy FLV video codec other than H.264.
+    #[error("unsupported video codec (FLV codec id {0}); only H.264 is accepted")]
+    VideoCodec(u8),
+    /// An Enhanced RTMP video header (HEVC, AV1, VP9).
+    #[error("unsupported video codec (Enhanced RTMP: HEVC/AV1/VP9); only H.264 is accepted")]
+    EnhancedVideo,
+    /// An audio format other than AAC.
+    #[error("unsupported audio codec (FLV sound format {0}); only AAC is accepted")]
+    AudioFormat(u8),
+}
+
+/// What one tag body became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// A frame for the stream.
+    Frame(MediaFrame),
+    /// A sequence header: the track's configuration from now on (`changed` is false when
+    /// it repeats the current one, which is then kept).
+    Config {
+        /// The track's configuration.
+        config: CodecConfig,
+        /// Whether it differs from the one before.
+        changed: bool,
+    },
+    /// Nothing for viewers: an end-of-sequence marker, a video info frame, a body too short
+    /// for its header. The reason is for a debug log.
+    Skipped(&'static str),
+}
+
+/// Turns FLV tag bodies into frames. One per publisher (its clock and configurations).
+#[derive(Debug, Default)]
+pub struct FlvToFrames {
+    clock: Unwrapper,
+    video: Option<CodecConfig>,
+    audio: Option<CodecConfig>,
+}
+
+impl FlvToFrames {
+    /// A fresh publisher's converter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current video configuration.
+    pub fn video_config(&self) -> Option<&CodecConfig> {
+        self.video.as_ref()
+    }
+
+    /// The current audio configuration.
+    pub fn audio_config(&self) -> Option<&CodecConfig> {
+        self.audio.as_ref()
+    }
+
+    /// Converts one tag body stamped `timestamp_ms` (RTMP time).
+    pub fn push(
+        &mut self,
+        tag: TagType,
+        timestamp_ms: u32,
+        body: Bytes,
+    ) -> Result<Ingested, Unsupported> {
+        match tag {
+            TagType::Script => {
+                let at = MediaTime::from_millis(self.clock.peek(timestamp_ms));
+                Ok(Ingested::Frame(MediaFrame::data(at, body)))
+            }
+            TagType::Video => self.video(timestamp_ms, body),
+            TagType::Audio => self.audio(timestamp_ms, body),
+        }
+    }
+
+    fn video(&mut self, timestamp_ms: u32, body: Bytes) -> Result<Ingested, Unsupported> {
+        let tag = match parse_video_tag(&body) {
+            Ok(tag) => tag,
+            Err(FlvError::EnhancedHeader) => return Err(Unsupported::EnhancedVideo),
+            Err(_) => return Ok(Ingested::Skipped("video tag shorter than its header")),
+        };
+        if tag.codec_id != FLV_VIDEO_CODEC_AVC {
+            return Err(Unsupported::VideoCodec(tag.codec_id));
+        }
+        let data = body.slice(body.len() - tag.data.len()..);
+        let at = MediaTime::from_millis(self.clock.extend(timestamp_ms));
+        match tag.avc_packet_type {
+            Some(0) => Ok(replace_config(&mut self.video, Codec::H264, data, at)),
+            Some(1) if tag.frame_type == 5 => Ok(Ingested::Skipped("video info frame")),
+            Some(1) => {
+                let pts = at + MediaTime::from_millis(i64::from(tag.composition_time));
+                Ok(Ingested::Frame(MediaFrame::video(
+                    Codec::H264,
+                    at,
+                    pts,
+                    tag.frame_type == 1,
+                    data,
+                    self.video.clone(),
+                )))
+            }
+            _ => Ok(Ingested::Skipped("end of sequence")),
+        }
+    }
+
+    fn audio(&mut self, timestamp_ms: u32, body: Bytes) -> Result<Ingested, Unsupported> {
+        let Ok(tag) = parse_audio_tag(&body) else {
+            return Ok(Ingested::Skipped("audio tag shorter than its header"));
+        };
+        if tag.sound_format != FLV_AUDIO_FORMAT_AAC {
+            return Err(Unsupported::AudioFormat(tag.sound_format));
+        }
+        let data = body.slice(body.len() - tag.data.len()..);
+        let at = MediaTime::from_millis(self.clock.extend(timestamp_ms));
+        match tag.aac_packet_type {
+            Some(0) => Ok(replace_config(&mut self.audio, Codec::Aac, data, at)),
+            _ => Ok(Ingested::Frame(MediaFrame::audio(Codec::Aac, at, data, self.audio.clone()))),
+        }
+    }
+}
+
+fn replace_config(
+    slot: &mut Option<CodecConfig>,
+    codec: Codec,
+    record: Bytes,
+    at: MediaTime,
+) -> Ingested {
+    if let Some(current) = slot.as_ref().filter(|c| c.codec() == codec && *c.record() == record) {
+        return Ingested::Config { config: current.clone(), changed: false };
+    }
+    let config = CodecConfig::new(codec, record, at);
+    *slot = Some(config.clone());
+    Ingested::Config { config, changed: true }
+}
+
+/// The few bytes an FLV tag body starts with, before the codec's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyHeader {
+    bytes: [u8; 5],
+    len: u8,
+}
+
+impl BodyHeader {
+    fn new(bytes: &[u8]) -> Self {
+        let mut out = [0; 5];
+        let len = bytes.len().min(5);
+        out[..len].copy_from_slice(&bytes[..len]);
+        Self { bytes: out, len: len as u8 }
+    }
+
+    /// The header bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// The tag type of a frame of `kind`.
+pub fn tag_type(kind: FrameKind) -> TagType {
+    match kind {
+        FrameKind::Audio => TagType::Audio,
+        FrameKind::Video => TagType::Video,
+        FrameKind::Data => TagType::Script,
+    }
+}
+
+/// Whether FLV (and so RTMP play) can carry `codec`.
+pub fn carries(codec: Codec) -> bool {
+    matches!(codec, Codec::H264 | Codec::Aac | Codec::Amf0)
+}
+
+/// The tag body header that goes before `frame`'s payload, or `None` when FLV cannot carry
+/// its codec.
+pub fn frame_body_header(frame: &MediaFrame) -> Option<BodyHeader> {
+    match frame.codec() {
+        Codec::H264 => {
+            let frame_type: u8 = if frame.keyframe() { 1 } else { 2 };
+            let cts = (frame.pts() - frame.dts()).as_millis().clamp(-(1 << 23), (1 << 23) - 1);
+            let cts = (cts as i32).to_be_bytes();
+            Some(BodyHeader::new(&[
+                frame_type << 4 | FLV_VIDEO_CODEC_AVC,
+                1,
+                cts[1],
+                cts[2],
+                cts[3],
+            ]))
+        }
+        Codec::Aac => Some(BodyHeader::new(&[0xaf, 1])),
+        Codec::Amf0 => Some(BodyHeader::new(&[])),
+        _ => None,
+    }
+}
+
+/// The sequence header's body header for `config`, or `None` when FLV cannot carry it.
+pub fn config_body_header(config: &CodecConfig) -> Option<BodyHeader> {
+    match config.codec() {
+        Codec::H264 => Some(BodyHeader::new(&[0x10 | FLV_VIDEO_CODEC_AVC, 0, 0, 0, 0])),
+        // AAC in FLV always says 44 kHz, 16-bit, stereo: the AudioSpecificConfig rules.
+        Codec::Aac => Some(BodyHeader::new(&[0xaf, 0])),
+        _ => None,
+    }
+}
+
+/// Appends `frame` as one FLV tag; false (nothing written) when FLV cannot carry it.
+pub fn write_frame_tag(out: &mut BytesMut, frame: &MediaFrame) -> bool {
+    let Some(head) = frame_body_header(frame) else { return false };
+    let tag = tag_type(frame.kind());
+    write_tag_parts(out, tag, frame.dts().as_rtmp_millis(), head.as_slice(), frame.payload());
+    true
+}
+
+/// Appends `config` as an FLV sequence-header tag; false when FLV cannot carry it.
+pub fn write_config_tag(out: &mut BytesMut, config: &CodecConfig) -> bool {
+    let Some(head) = config_body_header(config) else { return false };
+    let tag = tag_type(config.codec().kind());
+    write_tag_parts(out, tag, config.since().as_rtmp_millis(), head.as_slice(), config.record());
+    true
+}
+
+/// Appends one tag whose body is `head` then `body`: the 11-byte header (with the extended
+/// timestamp byte), the body, and the 4-byte PreviousTagSize. Bodies longer than 2^24 - 1
+/// bytes cannot be expressed in FLV and never arrive over RTMP; their size is truncated.
+pub fn write_tag_parts(
+    out: &mut BytesMut,
+    tag_type: TagType,
+    timestamp_ms: u32,
+    head: &[u8],
+    body: &[u8],
+) {
+    let size = ((head.len() + body.len()) as u32) & 0x00ff_ffff;
+    out.reserve(15 + head.len() + body.len());
+    out.put_u8(tag_type as u8);
+    out.put_slice(&size.to_be_bytes()[1..]);
+    out.put_slice(&timestamp_ms.to_be_bytes()[1..]);
+    out.put_u8((timestamp_ms >> 24) as u8);
+    out.put_slice(&[0, 0, 0]);
+    out.put_slice(head);
+    out.put_slice(body);
+    out.put_u32(size + 11);
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::flv::FlvDemuxer;
+
+    const AVC_CONFIG: [u8; 5] = [0x17, 0, 0, 0, 0];
+
+    fn seq_header(record: &[u8]) -> Bytes {
+        let mut body = AVC_CONFIG.to_vec();
+        body.extend_from_slice(record);
+        Bytes::from(body)
+    }
+
+    #[test]
+    fn avc_frames_keep_their_config_and_times() {
+        let mut ingest = FlvToFrames::new();
+        let Ok(Ingested::Config { config, changed: true }) =
+            ingest.push(TagType::Video, 0, seq_header(&[1, 0x64, 0, 0x1f]))
+        else {
+            panic!("a sequence header is configuration");
+        };
+        assert_eq!(&config.record()[..], &[1, 0x64, 0, 0x1f]);
+        let body = Bytes::from_static(&[0x17, 1, 0, 0, 80, 0, 0, 0, 1, 0x65]);
+        let Ok(Ingested::Frame(frame)) = ingest.push(TagType::Video, 40, body) else {
+            panic!("a frame");
+        };
+        assert!(frame.keyframe());
+        assert_eq!(frame.dts(), MediaTime::from_millis(40));
+        assert_eq!(frame.pts(), MediaTime::from_millis(120));
+        assert_eq!(&frame.payload()[..], &[0, 0, 0, 1, 0x65]);
+        assert!(frame.config().is_some_and(|c| c.same(&config)));
+        // The same header again keeps the configuration object: viewers are not re-sent it.
+        let again = ingest.push(TagType::Video, 80, seq_header(&[1, 0x64, 0, 0x1f]));
+        assert!(matches!(again, Ok(Ingested::Config { changed: false, .. })));
+    }
+
+    #[test]
+    fn aac_and_script_data() {
+        let mut ingest = FlvToFrames::new();
+        ingest.push(TagType::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10])).expect("aac");
+        let Ok(Ingested::Frame(frame)) =
+            ingest.push(TagType::Audio, 23, Bytes::from_static(&[0xaf, 1, 0x21, 0x22]))
+        else {
+            panic!("a frame");
+        };
+        assert_eq!((frame.codec(), frame.pts()), (Codec::Aac, MediaTime::from_millis(23)));
+        assert_eq!(&frame.payload()[..], &[0x21, 0x22]);
+        let Ok(Ingested::Frame(meta)) = ingest.push(TagType::Script, 0, Bytes::from_static(b"m"))
+        else {
+            panic!("data");
+        };
+        assert_eq!(meta.kind(), FrameKind::Data);
+    }
+
+    #[test]
+    fn other_codecs_are_refused_with_a_reason() {
+        let mut ingest = FlvToFrames::new();
+        let vp6 = ingest.push(TagType::Video, 0, Bytes::from_static(&[0x14, 0]));
+        assert!(vp6.unwrap_err().to_string().contains("codec id 4"));
+        let hevc =
+            ingest.push(TagType::Video, 0, Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1']));
+        assert_eq!(hevc, Err(Unsupported::EnhancedVideo));
+        let mp3 = ingest.push(TagType::Audio, 0, Bytes::from_static(&[0x2f, 0]));
+        assert!(mp3.unwrap_err().to_string().contains("sound format 2"));
+    }
+
+    #[test]
+    fn short_bodies_and_markers_are_skipped() {
+        let mut ingest = FlvToFrames::new();
+        for (tag, body) in [
+            (TagType::Video, &[][..]),
+            (TagType::Video, &[0x17, 1][..]),
+            (TagType::Video, &[0x17, 2, 0, 0, 0][..]),
+            (TagType::Video, &[0x57, 1, 0, 0, 0][..]),
+            (TagType::Audio, &[][..]),
+            (TagType::Audio, &[0xaf][..]),
+        ] {
+            let out = ingest.push(tag, 0, Bytes::copy_from_slice(body));
+            assert!(matches!(out, Ok(Ingested::Skipped(_))), "{body:?}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn the_32_bit_clock_is_extended() {
+        let mut ingest = FlvToFrames::new();
+        let frame = |ingest: &mut FlvToFrames, ts| match ingest.push(
+            TagType::Audio,
+            ts,
+            Bytes::from_static(&[0xaf, 1, 0]),
+        ) {
+            Ok(Ingested::Frame(f)) => f.pts(),
+            other => panic!("{other:?}"),
+        };
+        frame(&mut ingest, u32::MAX - 10);
+        assert_eq!(frame(&mut ingest, 13), MediaTime::from_millis((1 << 32) + 13));
+    }
+
+    #[test]
+    fn frames_round_trip_through_flv_tags() {
+        let mut ingest = FlvToFrames::new();
+        let mut out = BytesMut::new();
+        let tags: [(TagType, u32, &[u8]); 4] = [
+            (TagType::Video, 0, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]),
+            (TagType::Audio, 0, &[0xaf, 0, 0x12, 0x10]),
+            (TagType::Video, 40, &[0x27, 1, 0xff, 0xff, 0xd8, 0, 0, 0, 1, 0x41]),
+            (TagType::Audio, 63, &[0xaf, 1, 7, 7]),
+        ];
+        for (tag, ts, body) in tags {
+            match ingest.push(tag, ts, Bytes::copy_from_slice(body)).expect("supported") {
+                Ingested::Frame(f) => assert!(write_frame_tag(&mut out, &f)),
+                Ingested::Config { config, .. } => assert!(write_config_tag(&mut out, &config)),
+                Ingested::Skipped(why) => panic!("{why}"),
+            }
+        }
+        let mut demuxer = FlvDemuxer::new();
+        let mut stream = crate::flv::flv_file_header(true, true).to_vec();
+        stream.extend_from_slice(&out);
+        demuxer.push(&stream);
+        let read: Vec<_> = std::iter::from_fn(|| demuxer.next_tag())
+            .map(|t| t.map(|t| (t.tag_type, t.timestamp_ms, t.body.to_vec())))
+            .collect::<Result<_, _>>()
+            .expect("valid FLV");
+        let expected: Vec<_> = tags.iter().map(|(t, ts, b)| (*t, *ts, b.to_vec())).collect();
+        assert_eq!(read, expected, "what came in goes out byte for byte");
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_bodies_never_panic(tag in 0u8..3, ts: u32, body in prop::collection::vec(any::<u8>(), 0..64)) {
+            let tag = [TagType::Audio, TagType::Video, TagType::Script][usize::from(tag)];
+            let mut ingest = FlvToFrames::new();
+            if let Ok(Ingested::Frame(frame)) = ingest.push(tag, ts, Bytes::from(body)) {
+                let mut out = BytesMut::new();
+                write_frame_tag(&mut out, &frame);
+            }
+        }
+    }
+}
