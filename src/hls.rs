@@ -34,10 +34,10 @@ use zenlive_media::avc::{to_annexb, AvcDecoderConfig};
 use zenlive_media::hls::{HlsConfig as SegmenterConfig, SegmentBytes, Segmenter};
 use zenlive_media::ts::Tracks;
 
+use crate::admission::{self, Request};
 use crate::auth::{unix_now, Action};
 use crate::config::{secs, HlsConfig};
-use crate::hooks::{Decision, PlayRequest};
-use crate::http::{authorize, request_token, stream_key, with_cors, ApiError};
+use crate::http::{request_token, stream_key, with_cors, ApiError};
 use crate::metrics::HlsRequest;
 use crate::node::NodeContext;
 
@@ -359,16 +359,20 @@ pub async fn playlist(
     let started = Instant::now();
     let (app, stream) = path.into_inner();
     let key = stream_key(&app, &stream)?;
-    let identity = authorize(&node, &req, Action::Play, Some(&key), "hls")?;
-    let token_expires = identity.as_ref().map(|i| i.expires);
-    if node.hooks.decides_play() {
-        let peer = req.peer_addr();
-        let request =
-            PlayRequest { stream: key.clone(), protocol: Protocol::Hls, peer, user: identity };
-        if let Decision::Deny(reason) = node.hooks.decide_play(request).await {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "denied", reason));
-        }
+    if !node.hls.enabled {
+        return Err(ApiError::not_found("hls_disabled", "HLS is off on this node (hls.enabled)"));
     }
+    let token = request_token(&req);
+    let context = node.clone().into_inner();
+    let request = Request {
+        key: key.clone(),
+        protocol: Protocol::Hls,
+        peer: req.peer_addr(),
+        token: token.as_deref(),
+    };
+    // HLS viewers read the stream's packager: the ticket starts no session of its own.
+    let ticket = admission::admit_play(&context, request).await.map_err(ApiError::from)?;
+    let token_expires = ticket.identity.as_ref().map(|i| i.expires);
     let text = current_playlist(&node, &key).await?;
     let session = request_token(&req).zip(token_expires);
     let text = match session.filter(|_| node.auth.load().required(Action::Play)) {
@@ -388,26 +392,15 @@ pub async fn playlist(
         .body(text))
 }
 
-/// The playlist of `key`. A stream that lives on another node (in a cluster) starts being
-/// relayed here; a stream that has just started (here or on its relay) has no segment yet,
-/// so the request waits for the first one (up to two segment durations and a second)
-/// rather than failing a player that arrived early.
+/// The playlist of `key`, which admission found live (here, or relayed from its owner). A
+/// stream that has just started (here or on its relay) has no segment yet, so the request
+/// waits for the first one (up to two segment durations and a second) rather than failing a
+/// player that arrived early.
 async fn current_playlist(
     node: &web::Data<NodeContext>,
     key: &StreamKey,
 ) -> Result<Bytes, ApiError> {
     let not_live = || ApiError::not_found("stream_not_found", format!("stream {key} is not live"));
-    if !node.hls.enabled {
-        return Err(ApiError::not_found("hls_disabled", "HLS is off on this node (hls.enabled)"));
-    }
-    match (&node.cluster, node.hls.get(key)) {
-        (Some(cluster), Some(_)) => cluster.relays.touch(key),
-        (Some(_), None) => {
-            let context = node.clone().into_inner();
-            crate::cluster::relay::live_stream(&context, key).await.ok_or_else(not_live)?;
-        }
-        (None, _) => {}
-    }
     let deadline = Instant::now() + node.hls.segmenter.target_duration * 2 + Duration::from_secs(1);
     loop {
         let hls = node.hls.get(key);

@@ -15,6 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseErr
 use serde_json::json;
 use zenlive_actors::StreamKey;
 
+use crate::admission::Refusal;
 use crate::api;
 use crate::auth::{token, Action, Identity};
 use crate::node::NodeContext;
@@ -116,6 +117,27 @@ impl ApiError {
     /// A 404.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+}
+
+impl From<Refusal> for ApiError {
+    /// How HTTP front-ends (HTTP-FLV, HLS, WHIP/WHEP) answer a refused publisher or viewer.
+    fn from(refusal: Refusal) -> Self {
+        let code = refusal.code();
+        match refusal {
+            Refusal::Auth(error) if error.is_forbidden() => {
+                Self::new(StatusCode::FORBIDDEN, code, error.to_string())
+            }
+            Refusal::Auth(error) => Self::new(StatusCode::UNAUTHORIZED, code, error.to_string()),
+            Refusal::Denied(reason) => Self::new(StatusCode::FORBIDDEN, code, reason),
+            refusal @ Refusal::NotLive(_) => Self::not_found(code, refusal.to_string()),
+            refusal @ Refusal::Draining => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, code, refusal.to_string())
+            }
+            refusal @ Refusal::Start(_) => {
+                Self::new(StatusCode::CONFLICT, code, refusal.to_string())
+            }
+        }
     }
 }
 

@@ -5,25 +5,21 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use actix::Actor;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::StreamExt;
-use zenlive_actors::{
-    CodecConfig, EncodingSlot, FrameSink, MediaFrame, Offer, Protocol, ViewerSession,
-};
+use zenlive_actors::{CodecConfig, EncodingSlot, FrameSink, MediaFrame, Offer, Protocol};
 use zenlive_media::flv::flv_file_header;
 use zenlive_media::flv_frames::{carries, write_config_tag, write_frame_tag};
 
-use crate::auth::Action;
+use crate::admission::{self, Request};
 use crate::config::secs;
-use crate::hooks::{Decision, PlayRequest};
-use crate::http::{authorize, stream_key, with_cors, ApiError};
+use crate::http::{request_token, stream_key, with_cors, ApiError};
 use crate::node::NodeContext;
 
 /// Frames queued for one HTTP-FLV viewer before it counts as behind.
@@ -107,33 +103,17 @@ pub async fn play(
         .strip_suffix(".flv")
         .ok_or_else(|| ApiError::not_found("not_found", "no such resource"))?;
     let key = stream_key(&app, stream)?;
-    let identity = authorize(&node, &req, Action::Play, Some(&key), "http-flv")?;
-    let peer = req.peer_addr();
-    let request = PlayRequest {
-        stream: key.clone(),
-        protocol: Protocol::HttpFlv,
-        peer,
-        user: identity.clone(),
-    };
-    if let Decision::Deny(reason) = node.hooks.decide_play(request).await {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "denied", reason));
-    }
+    let token = request_token(&req);
     let context = node.clone().into_inner();
-    let entry = crate::cluster::relay::live_stream(&context, &key).await.ok_or_else(|| {
-        ApiError::not_found("stream_not_found", format!("stream {key} is not live"))
-    })?;
+    let request = Request {
+        key,
+        protocol: Protocol::HttpFlv,
+        peer: req.peer_addr(),
+        token: token.as_deref(),
+    };
+    let ticket = admission::admit_play(&context, request).await.map_err(ApiError::from)?;
     let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
-    let session = ViewerSession::new(
-        key.clone(),
-        Protocol::HttpFlv,
-        entry,
-        node.directory.clone(),
-        Box::new(FlvSink { tx }),
-        Arc::clone(&node.counters),
-        secs(node.live().rtmp.max_viewer_lag),
-    );
-    let user = identity.map(|i| i.user);
-    node.hooks.track_viewer(session, key, Protocol::HttpFlv, peer, user).start();
+    ticket.watch(Box::new(FlvSink { tx }));
     let header_bytes = Bytes::copy_from_slice(&flv_file_header(true, true));
     // Paced like RTMP players (`rtmp.play_write_delay`): the response is written when its
     // body turns pending, so a batch of tags leaves in one write.

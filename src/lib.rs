@@ -7,6 +7,7 @@
 //! - [`api`]: the admin API (`/api/v1`).
 //! - [`chat_ws`]: chat rooms over WebSocket (the one `actix-web-actors` module).
 //! - [`cluster`]: cluster mode: the Redis registry, links between nodes, edge relays.
+//! - [`admission`]: the one way a publisher or viewer gets in, for every protocol.
 //! - [`auth`]: JWT verification and decisions, the same for every protocol.
 //! - [`rtmp`]: RTMP ingest and play.
 //! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end; [`tls`]: the same over HTTPS.
@@ -20,6 +21,7 @@
 //! Below this crate: `zenlive-actors` (streams, viewers, supervision), `zenlive-media`
 //! (sans-IO parsers and muxers), `zenlive-cluster` (the registry). See `ARCHITECTURE.md`.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod chat_ws;

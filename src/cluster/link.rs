@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
@@ -20,13 +19,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 use zenlive_actors::events::ConnectionKind;
 use zenlive_actors::quota::{PerAddress, Slot};
-use zenlive_actors::{Protocol, StreamKey, ViewerSession};
+use zenlive_actors::StreamKey;
 use zenlive_cluster::{ActorKey, ActorKind, NodeId};
 use zenlive_media::flv::flv_file_header;
 
 use super::wire::{self, Call, Codec, Message, RemoteError, VERSION};
 use super::Cluster;
-use crate::config::secs;
+use crate::admission;
 use crate::http_flv::FlvSink;
 use crate::node::NodeContext;
 use crate::refusals::Limit;
@@ -247,8 +246,8 @@ async fn serve_pull(
     };
     let actor = ActorKey::new(ActorKind::Stream, key.to_string());
     let owner = cluster.registry.lookup(&actor).await.ok().flatten();
-    let entry = node.directory.get(&key);
-    let (Some(owner), Some(entry)) = (owner, entry) else {
+    let ticket = admission::admit_edge(node, key.clone());
+    let (Some(owner), Ok(ticket)) = (owner, ticket) else {
         let reason = format!("stream {key} is not live here");
         return Err(refuse(&mut link, codec.as_ref(), "not_owner", reason).await);
     };
@@ -258,16 +257,7 @@ async fn serve_pull(
     }
     send(&mut link, codec.as_ref(), &Message::Pulling { epoch: owner.epoch }).await?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(RELAY_QUEUE_FRAMES);
-    let session = ViewerSession::new(
-        key.clone(),
-        Protocol::Relay,
-        entry,
-        node.directory.clone(),
-        Box::new(FlvSink::new(tx)),
-        Arc::clone(&node.counters),
-        secs(node.live().rtmp.max_viewer_lag),
-    );
-    session.start();
+    ticket.watch(Box::new(FlvSink::new(tx)));
     tracing::info!(stream = %key, edge = %peer, "relaying to an edge");
     let mut socket = link.into_inner();
     write_to_edge(&mut socket, &flv_file_header(true, true)).await?;

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
 use bytes::{Buf, Bytes, BytesMut};
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -30,7 +29,9 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use zenlive_actors::events::{ConnectionKind, RejectReason};
 use zenlive_actors::stream::PublisherCommand;
-use zenlive_actors::{Protocol, StreamKey, StreamPublisher, ViewerSession};
+use zenlive_actors::{Protocol, StreamKey, StreamPublisher};
+
+use crate::admission::{self, Publishing, Refusal, Request};
 use zenlive_media::flv::TagType;
 use zenlive_media::flv_frames::{FlvToFrames, Ingested};
 
@@ -41,10 +42,9 @@ use super::read_merge::{set_recv_lowat, ReadMerge};
 use super::reader::{ChunkReader, Message, Violation};
 use super::sink::RtmpSink;
 use super::transport::Reader;
-use crate::auth::{token, Action, Identity};
+use crate::auth::token;
 use crate::config::secs;
 use crate::grid;
-use crate::hooks::{Decision, PlayRequest, PublishRequest};
 use crate::node::NodeContext;
 use crate::refusals::Limit;
 use zenlive_actors::quota::Slot;
@@ -702,23 +702,13 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         StreamKey::new(app, token::split_query(stream_key).0).map_err(|e| e.to_string())
     }
 
-    /// Asks auth whether this connection may `action` the stream `key`, with the token from
-    /// the stream name's `?token=` (OBS's stream key box) or else the app's.
-    fn authorize(
-        &self,
-        action: Action,
-        key: &StreamKey,
-        stream_name: &str,
-    ) -> Result<Option<Identity>, String> {
-        let token = token::split_query(stream_name)
+    /// The token for a stream named `stream_name`: from its `?token=` (OBS's stream key
+    /// box), or else the app's.
+    fn token(&self, stream_name: &str) -> Option<String> {
+        token::split_query(stream_name)
             .1
             .and_then(token::from_query)
-            .or_else(|| self.app_token.clone());
-        self.node.auth.load().check(token.as_deref(), action, Some(key)).map_err(|error| {
-            self.node.metrics.auth_failure("rtmp", error.code());
-            tracing::warn!(peer = %self.peer, stream = %key, reason = error.code(), %error, "rtmp auth refused");
-            format!("{}: {error}", error.code())
-        })
+            .or_else(|| self.app_token.clone())
     }
 
     async fn on_publish(
@@ -743,38 +733,15 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
             }
         };
         self.requested = Some(key.clone());
-        if self.node.is_draining() {
-            let reason = "this node is draining; publish to another node".to_owned();
-            return self.reject(request_id, "NetStream.Publish.Rejected", reason).await;
-        }
-        let identity = match self.authorize(Action::Publish, &key, stream_key) {
-            Ok(identity) => identity,
-            Err(reason) => {
-                return self.reject(request_id, "NetStream.Publish.Unauthorized", reason).await
-            }
-        };
-        let request = PublishRequest {
-            stream: key.clone(),
+        let token = self.token(stream_key);
+        let request = Request {
+            key,
             protocol: Protocol::Rtmp,
             peer: Some(self.peer),
-            user: identity.clone(),
+            token: token.as_deref(),
         };
-        if let Decision::Deny(reason) = self.node.hooks.decide_publish(request).await {
-            return self.reject(request_id, "NetStream.Publish.Rejected", reason).await;
-        }
-        let node = &self.node;
-        match StreamPublisher::start(
-            &node.supervisor,
-            node.directory.clone(),
-            key.clone(),
-            Protocol::Rtmp,
-            Some(self.peer),
-            identity.map(|i| i.user),
-        )
-        .await
-        {
-            Ok((publisher, commands)) => {
-                tracing::info!(peer = %self.peer, stream = %key, "publish started");
+        match admission::admit_publish(&self.node, request).await {
+            Ok(Publishing { publisher, commands, .. }) => {
                 self.admitted();
                 self.dechunker.admit();
                 self.role =
@@ -782,9 +749,13 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                 self.commands = Some(commands);
                 self.accept(request_id).await
             }
-            Err(error) => {
-                tracing::warn!(peer = %self.peer, stream = %key, %error, "publish refused");
-                self.reject(request_id, "NetStream.Publish.BadName", error.to_string()).await
+            Err(refusal) => {
+                let code = match refusal {
+                    Refusal::Auth(_) => "NetStream.Publish.Unauthorized",
+                    Refusal::Draining | Refusal::Denied(_) => "NetStream.Publish.Rejected",
+                    Refusal::NotLive(_) | Refusal::Start(_) => "NetStream.Publish.BadName",
+                };
+                self.reject(request_id, code, refusal.to_string()).await
             }
         }
     }
@@ -848,30 +819,27 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
             }
         };
         self.requested = Some(key.clone());
-        let identity = match self.authorize(Action::Play, &key, stream_key) {
-            Ok(identity) => identity,
-            Err(reason) => {
-                return self.reject(request_id, "NetStream.Play.Unauthorized", reason).await
-            }
-        };
-        let request = PlayRequest {
-            stream: key.clone(),
+        let token = self.token(stream_key);
+        let request = Request {
+            key,
             protocol: Protocol::Rtmp,
             peer: Some(self.peer),
-            user: identity.clone(),
+            token: token.as_deref(),
         };
-        if let Decision::Deny(reason) = self.node.hooks.decide_play(request).await {
-            return self.reject(request_id, "NetStream.Play.Failed", reason).await;
-        }
-        let Some(entry) = crate::cluster::relay::live_stream(&self.node, &key).await else {
-            return self
-                .reject(
-                    request_id,
-                    "NetStream.Play.StreamNotFound",
-                    format!("stream {key} is not live"),
-                )
-                .await;
+        let ticket = match admission::admit_play(&self.node, request).await {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                let code = match refusal {
+                    Refusal::Auth(_) => "NetStream.Play.Unauthorized",
+                    Refusal::NotLive(_) => "NetStream.Play.StreamNotFound",
+                    Refusal::Draining | Refusal::Denied(_) | Refusal::Start(_) => {
+                        "NetStream.Play.Failed"
+                    }
+                };
+                return self.reject(request_id, code, refusal.to_string()).await;
+            }
         };
+        let key = ticket.key().clone();
         self.accept_play(request_id, stream_id).await?;
         // (RTMPS connections had theirs bounded before the TLS handshake.)
         if let Some(socket) = self.reader.socket() {
@@ -880,19 +848,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
             }
         }
         let (tx, rx) = mpsc::channel(PLAYER_QUEUE_FRAMES);
-        let sink = RtmpSink::new(tx, stream_id);
-        let session = ViewerSession::new(
-            key.clone(),
-            Protocol::Rtmp,
-            entry,
-            self.node.directory.clone(),
-            Box::new(sink),
-            Arc::clone(&self.node.counters),
-            secs(self.node.live().rtmp.max_viewer_lag),
-        );
-        let user = identity.map(|i| i.user);
-        let hooks = &self.node.hooks;
-        hooks.track_viewer(session, key.clone(), Protocol::Rtmp, Some(self.peer), user).start();
+        ticket.watch(Box::new(RtmpSink::new(tx, stream_id)));
         self.admitted();
         self.media = Some(rx);
         self.role = Role::Playing { key };
