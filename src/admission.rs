@@ -183,9 +183,40 @@ pub async fn admit_publish(
     Ok(Publishing { publisher, commands, identity })
 }
 
-/// Lets a viewer in, or says why not: auth, the play deciders (skipped when none is
-/// registered), then the stream, here or relayed from the node that owns it.
-pub async fn admit_play(node: &Arc<NodeContext>, request: Request<'_>) -> Result<Ticket, Refusal> {
+/// A viewer whose token and the application's deciders let it in; [`Viewer::find`] looks
+/// for the stream.
+pub struct Viewer {
+    node: Arc<NodeContext>,
+    key: StreamKey,
+    protocol: Protocol,
+    peer: Option<SocketAddr>,
+    /// Who it is, when a token said so.
+    pub identity: Option<Identity>,
+}
+
+impl Viewer {
+    /// The stream, here or relayed from the node that owns it (a relay starts on demand).
+    pub async fn find(&self) -> Result<Ticket, Refusal> {
+        let entry = crate::cluster::relay::live_stream(&self.node, &self.key)
+            .await
+            .ok_or_else(|| Refusal::NotLive(self.key.clone()))?;
+        Ok(Ticket {
+            node: Arc::clone(&self.node),
+            key: self.key.clone(),
+            protocol: self.protocol,
+            peer: self.peer,
+            entry,
+            identity: self.identity.clone(),
+        })
+    }
+}
+
+/// Lets a viewer in, or says why not: auth, then the play deciders (skipped when none is
+/// registered). Most front-ends want [`admit_play`], which also finds the stream.
+pub async fn admit_viewer(
+    node: &Arc<NodeContext>,
+    request: Request<'_>,
+) -> Result<Viewer, Refusal> {
     let identity = authorize(node, &request, Action::Play)?;
     if node.hooks.decides_play() {
         let decision = node.hooks.decide_play(hook_request(&request, &identity)).await;
@@ -193,17 +224,18 @@ pub async fn admit_play(node: &Arc<NodeContext>, request: Request<'_>) -> Result
             return Err(Refusal::Denied(reason));
         }
     }
-    let entry = crate::cluster::relay::live_stream(node, &request.key)
-        .await
-        .ok_or_else(|| Refusal::NotLive(request.key.clone()))?;
-    Ok(Ticket {
+    Ok(Viewer {
         node: Arc::clone(node),
         key: request.key,
         protocol: request.protocol,
         peer: request.peer,
-        entry,
         identity,
     })
+}
+
+/// Lets a viewer in and finds its stream ([`admit_viewer`], then [`Viewer::find`]).
+pub async fn admit_play(node: &Arc<NodeContext>, request: Request<'_>) -> Result<Ticket, Refusal> {
+    admit_viewer(node, request).await?.find().await
 }
 
 /// Lets an edge node in to relay a stream this node holds (the cluster link authenticated

@@ -34,7 +34,7 @@ use zenlive_media::avc::{to_annexb, AvcDecoderConfig};
 use zenlive_media::hls::{HlsConfig as SegmenterConfig, SegmentBytes, Segmenter};
 use zenlive_media::ts::Tracks;
 
-use crate::admission::{self, Request};
+use crate::admission::{self, Refusal, Request};
 use crate::auth::{unix_now, Action};
 use crate::config::{secs, HlsConfig};
 use crate::http::{request_token, stream_key, with_cors, ApiError};
@@ -370,9 +370,15 @@ pub async fn playlist(
         peer: req.peer_addr(),
         token: token.as_deref(),
     };
-    // HLS viewers read the stream's packager: the ticket starts no session of its own.
-    let ticket = admission::admit_play(&context, request).await.map_err(ApiError::from)?;
-    let token_expires = ticket.identity.as_ref().map(|i| i.expires);
+    let viewer = admission::admit_viewer(&context, request).await.map_err(ApiError::from)?;
+    // HLS viewers read the stream's packager: the ticket starts no session of its own. A
+    // stream between publishers (the reconnect grace) is not live but keeps its playlist.
+    match viewer.find().await {
+        Ok(_ticket) => {}
+        Err(Refusal::NotLive(_)) if node.hls.get(&key).is_some() => {}
+        Err(refusal) => return Err(refusal.into()),
+    }
+    let token_expires = viewer.identity.as_ref().map(|i| i.expires);
     let text = current_playlist(&node, &key).await?;
     let session = request_token(&req).zip(token_expires);
     let text = match session.filter(|_| node.auth.load().required(Action::Play)) {
