@@ -29,7 +29,7 @@ use crate::chat_protocol::{ChatMessage, ChatUser, ClientCommand, ServerEvent};
 use crate::chat_remote::{Delivery, RemoteRoomError, RoomRequest, RoomTransport};
 use crate::events::{ActorType, Gauge, NodeCounters};
 use crate::quota::Slot;
-use crate::supervisor::LEASE_RENEW_INTERVAL;
+use crate::lease::LEASE_RENEW_INTERVAL;
 use zenlive_cluster::{
     ActorKey, ActorKind, Lease, NodeId, Owner, Registry, RegistryError, ACTOR_LEASE_TTL,
 };

@@ -20,6 +20,8 @@
 //! - [`viewer_core`] / [`viewer`]: a viewer's delivery policy, and the actor around it.
 //! - [`publisher`]: a publisher connection's side of its stream.
 //! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
+//! - [`lease`]: keeps a claimed name's registry lease renewed (streams, chat rooms), and
+//!   the one rule for what a failed renewal means.
 //! - [`pool`]: one arbiter per core, so streams and viewers use every core.
 //! - [`chat_protocol`] / [`chat_core`] / [`chat`]: the chat wire types, a room's
 //!   decisions, and the room actor.
@@ -32,6 +34,7 @@ pub mod chat_protocol;
 pub mod chat_remote;
 pub mod events;
 pub mod key;
+pub mod lease;
 pub mod pool;
 pub mod publisher;
 pub mod quota;
