@@ -20,18 +20,22 @@
 //! - [`viewer_core`] / [`viewer`]: a viewer's delivery policy, and the actor around it.
 //! - [`publisher`]: a publisher connection's side of its stream.
 //! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
+//! - [`lease`]: keeps a claimed name's registry lease renewed (streams, chat rooms), and
+//!   the one rule for what a failed renewal means.
 //! - [`pool`]: one arbiter per core, so streams and viewers use every core.
 //! - [`chat_protocol`] / [`chat_core`] / [`chat`]: the chat wire types, a room's
-//!   decisions, and the room actor.
+//!   decisions, and the rooms: [`chat::ChatRoom`] (its role as the room's home or a
+//!   satellite in a cluster, decided once), [`chat::ChatRooms`] (by name), the hooks, and
+//!   [`chat_remote`] (what a home and its satellites say; also `chat::remote`).
 //! - [`events`]: what the node tells the application (stream start/end) and node counters.
 //! - [`stats`]: per-stream statistics computed from the media, shared for metrics and the API.
 
 pub mod chat;
 pub mod chat_core;
 pub mod chat_protocol;
-pub mod chat_remote;
 pub mod events;
 pub mod key;
+pub mod lease;
 pub mod pool;
 pub mod publisher;
 pub mod quota;
@@ -42,6 +46,7 @@ pub mod supervisor;
 pub mod viewer;
 pub mod viewer_core;
 
+pub use chat::remote as chat_remote;
 pub use events::{EventSink, NodeCounters, RejectReason, StreamEvent};
 pub use key::{InvalidStreamKey, StreamKey};
 pub use pool::ArbiterPool;

@@ -7,11 +7,14 @@
 //! again with fresh state on the same arbiter, under a freshly claimed lease (a new fencing
 //! epoch), and the restart is counted. Its publisher's connection finds the new actor in the
 //! [`Directory`] and attaches again.
+//!
+//! Each stream's lease is kept by a [`LeaseKeeper`], which reports here only when its lease
+//! was claimed again or lost (then the stream is ended: self-fencing).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
@@ -23,12 +26,10 @@ use zenlive_cluster::{
 
 use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};
 use crate::key::StreamKey;
+use crate::lease::{LeaseKeeper, Renewal, LEASE_RENEW_INTERVAL};
 use crate::stats::StreamStats;
 use crate::stream::{Attach, IngestHandle, PublisherHandle, StreamActor, StreamError, TakeOver};
 use crate::MediaTime;
-
-/// How often the supervisor renews its streams' leases.
-pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(3);
 
 /// A live stream actor as the directory knows it.
 #[derive(Clone)]
@@ -175,8 +176,22 @@ pub struct StreamStopped {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// A stream's lease keeper reports (see [`LeaseKeeper`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LeaseReport {
+    /// The stream.
+    key: StreamKey,
+    /// The instance whose lease it is.
+    generation: u64,
+    /// What the renewal came to.
+    renewal: Renewal,
+}
+
 struct Supervised {
-    lease: Option<Lease>,
+    /// Keeps the stream's name; dropping it releases the lease. `None` for a replica, and
+    /// while a restarted stream claims its name again.
+    lease: Option<LeaseKeeper>,
     /// A relay's local copy: never claims the name.
     replica: bool,
     arbiter: ArbiterHandle,
@@ -277,14 +292,19 @@ impl StreamSupervisor {
         let node = self.node.clone();
         let actor_key = ActorKey::new(ActorKind::Stream, key.to_string());
         let reclaim = async move {
-            if let Some(lease) = old.lease {
-                registry.release(&lease).await?;
+            if let Some(keeper) = old.lease {
+                keeper.release().await?;
             }
             registry.claim(&actor_key, &node, ACTOR_LEASE_TTL).await
         };
-        ctx.spawn(reclaim.into_actor(self).map(move |result, act, _ctx| match result {
-            Ok(lease) => match act.streams.get_mut(&key) {
-                Some(s) if s.generation == generation => s.lease = Some(lease),
+        ctx.spawn(reclaim.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(lease) => match act.streams.get(&key) {
+                Some(s) if s.generation == generation => {
+                    let keeper = act.keep(&key, generation, lease, ctx);
+                    if let Some(s) = act.streams.get_mut(&key) {
+                        s.lease = Some(keeper);
+                    }
+                }
                 _ => {
                     let registry = Arc::clone(&act.registry);
                     actix_rt::spawn(async move { registry.release(&lease).await });
@@ -299,91 +319,56 @@ impl StreamSupervisor {
         }));
     }
 
-    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
-        let leases: Vec<(StreamKey, Lease)> = self
-            .streams
-            .iter()
-            .filter_map(|(k, s)| s.lease.clone().map(|l| (k.clone(), l)))
-            .collect();
-        if leases.is_empty() {
-            return;
-        }
-        let registry = Arc::clone(&self.registry);
-        let node = self.node.clone();
-        let renewals = async move {
-            let mut outcomes = Vec::new();
-            for (key, lease) in leases {
-                let outcome = match registry.renew(&lease).await {
-                    Ok(()) => continue,
-                    // Redis is unreachable: nobody can claim the name meanwhile, so the
-                    // stream keeps flowing and the lease is proven again once it returns.
-                    Err(error @ RegistryError::Unavailable { .. }) => Renewal::Unproven(error),
-                    // The lease lapsed (the node was paused, or Redis restarted empty). If
-                    // the name is still free, it is ours again under a new epoch; if another
-                    // node took it, we must stop: never two owners.
-                    Err(lost) => match registry.claim(&lease.key, &node, lease.ttl).await {
-                        Ok(new) => Renewal::Reclaimed(new),
-                        // This node was declared dead and has not registered again yet (the
-                        // heartbeat does that within a third of the node TTL): stop only if
-                        // another node owns the name meanwhile, else try again next round.
-                        Err(error @ RegistryError::NodeNotRegistered { .. }) => {
-                            match registry.lookup(&lease.key).await {
-                                Ok(Some(owner)) if owner.node != node => {
-                                    Renewal::Lost(format!("{lost}; now owned by {}", owner.node))
-                                }
-                                _ => Renewal::Unproven(error),
-                            }
-                        }
-                        Err(error) => Renewal::Lost(format!("{lost}; re-claim: {error}")),
-                    },
-                };
-                outcomes.push((key, lease.epoch, outcome));
-            }
-            outcomes
-        };
-        ctx.spawn(renewals.into_actor(self).map(|outcomes, act, _ctx| {
-            for (key, epoch, outcome) in outcomes {
-                let Some(s) = act.streams.get_mut(&key) else { continue };
-                if s.lease.as_ref().is_none_or(|l| l.epoch != epoch) {
-                    continue;
-                }
-                match outcome {
-                    Renewal::Unproven(error) => {
-                        tracing::warn!(stream = %key, %error, "cannot renew the stream's lease; it keeps flowing");
-                    }
-                    Renewal::Reclaimed(lease) => {
-                        tracing::warn!(stream = %key, old_epoch = epoch, epoch = lease.epoch, "stream lease lapsed; re-claimed");
-                        NodeCounters::add(&act.counters.lease_losses, 1);
-                        s.lease = Some(lease);
-                    }
-                    Renewal::Lost(error) => {
-                        // Self-fencing: without a lease we may not act as the owner.
-                        tracing::error!(stream = %key, %error, "lease lost; ending stream");
-                        NodeCounters::add(&act.counters.lease_losses, 1);
-                        s.lease = None;
-                        s.addr.do_send(crate::stream::Kick { reason: "lease lost".to_owned() });
-                    }
-                }
-            }
-        }));
+    /// A keeper for `lease`, the name of `key`'s instance `generation`, reporting here.
+    fn keep(
+        &self,
+        key: &StreamKey,
+        generation: u64,
+        lease: Lease,
+        ctx: &Context<Self>,
+    ) -> LeaseKeeper {
+        let supervisor = ctx.address();
+        let key = key.clone();
+        LeaseKeeper::start(
+            Arc::clone(&self.registry),
+            lease,
+            LEASE_RENEW_INTERVAL,
+            move |renewal| {
+                supervisor.do_send(LeaseReport { key: key.clone(), generation, renewal });
+            },
+        )
     }
-}
-
-/// What a failed lease renewal came to.
-enum Renewal {
-    /// The registry could not be asked.
-    Unproven(RegistryError),
-    /// The lease had lapsed and the name was claimed again.
-    Reclaimed(Lease),
-    /// Another node owns the name now (or it could not be claimed).
-    Lost(String),
 }
 
 impl Actor for StreamSupervisor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(LEASE_RENEW_INTERVAL, |act, ctx| act.renew_leases(ctx));
+impl Handler<LeaseReport> for StreamSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaseReport, _ctx: &mut Self::Context) {
+        let LeaseReport { key, generation, renewal } = msg;
+        let Some(s) = self.streams.get_mut(&key).filter(|s| s.generation == generation) else {
+            return;
+        };
+        match renewal {
+            Renewal::Renewed => {}
+            Renewal::Unproven(error) => {
+                tracing::warn!(stream = %key, %error, "cannot renew the stream's lease; it keeps flowing");
+            }
+            Renewal::Reclaimed(lease) => {
+                tracing::warn!(stream = %key, epoch = lease.epoch, "stream lease lapsed; re-claimed");
+                NodeCounters::add(&self.counters.lease_losses, 1);
+            }
+            Renewal::Lost(error) => {
+                // Self-fencing: without a lease we may not act as the owner.
+                tracing::error!(stream = %key, %error, "lease lost; ending stream");
+                NodeCounters::add(&self.counters.lease_losses, 1);
+                s.lease = None;
+                s.addr.do_send(crate::stream::Kick { reason: "lease lost".to_owned() });
+            }
+        }
     }
 }
 
@@ -421,7 +406,7 @@ impl Handler<StartStream> for StreamSupervisor {
                     }
                 };
                 if !replica {
-                    if let Some(taking) = act.take_over(&key, lease.clone(), &msg.publisher) {
+                    if let Some(taking) = act.take_over(&key, lease.clone(), &msg.publisher, ctx) {
                         let publisher = msg.publisher;
                         return Box::pin(taking.into_actor(act).map(move |taken, act, _ctx| {
                             let (entry, continue_after) = taken?;
@@ -442,6 +427,7 @@ impl Handler<StartStream> for StreamSupervisor {
                     msg.publisher.peer,
                 ));
                 let (generation, addr, ingest) = act.spawn_actor(&key, &msg.arbiter, &stats, ctx);
+                let lease = lease.map(|lease| act.keep(&key, generation, lease, ctx));
                 let entry = StreamEntry {
                     addr: addr.clone(),
                     generation,
@@ -497,12 +483,14 @@ impl StreamSupervisor {
         key: &StreamKey,
         lease: Option<Lease>,
         publisher: &PublisherHandle,
+        ctx: &Context<Self>,
     ) -> Option<impl Future<Output = Result<(StreamEntry, Option<MediaTime>), StartError>>> {
         let entry = self.directory.get(key)?;
-        let copy = self
-            .streams
-            .get_mut(key)
+        self.streams
+            .get(key)
             .filter(|s| s.replica && s.generation == entry.generation && s.addr.connected())?;
+        let lease = lease.map(|lease| self.keep(key, entry.generation, lease, ctx));
+        let copy = self.streams.get_mut(key)?;
         copy.replica = false;
         copy.lease = lease;
         copy.stats.set_publisher(publisher.protocol, publisher.user.clone(), publisher.peer);
@@ -536,19 +524,8 @@ impl Handler<StreamStopped> for StreamSupervisor {
             self.events.stream_event(&ended);
         }
         self.directory.remove_generation(&msg.key, msg.generation);
-        if let Some(stopped) = self.streams.remove(&msg.key) {
-            if let Some(lease) = stopped.lease {
-                let registry = Arc::clone(&self.registry);
-                ctx.spawn(
-                    async move {
-                        if let Err(error) = registry.release(&lease).await {
-                            tracing::warn!(%error, "could not release a stream lease; it will expire");
-                        }
-                    }
-                    .into_actor(self),
-                );
-            }
-        }
+        // Dropping the stream's lease keeper releases its lease.
+        self.streams.remove(&msg.key);
     }
 }
 

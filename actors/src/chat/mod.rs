@@ -1,0 +1,43 @@
+//! Chat rooms: [`ChatRoom`], one room's actor, and [`ChatRooms`], which finds or starts a
+//! room by name. A room's decisions (history, validation, rate limits, moderation) are in
+//! [`crate::chat_core`], the wire types in [`crate::chat_protocol`].
+//!
+//! # Where it sits
+//! A member's WebSocket session (`src/chat_ws.rs`) joins its room with a bounded queue of
+//! JSON frames and sends it commands; the room answers on the member's queue. The room
+//! claims its name in the registry (`chat/{name}`) like a stream, so that in a cluster one
+//! node is the room's *home* and every other node with members runs a *satellite* of it.
+//!
+//! # Layout
+//! - [`room`]: the [`ChatRoom`] actor: its messages, state and handlers, which dispatch on
+//!   the room's role.
+//! - `role`: the role, decided once when the room's claim resolves (pending, home or
+//!   satellite), and the claim itself.
+//! - `pending`: what arrives while the role is pending, queued in order and bounded.
+//! - `home` / `satellite`: what the room does as the home (decides, keeps the lease, serves
+//!   satellites) and as a satellite (forwards to the home, fans out its frames).
+//! - `members`: frames to members (serialized once, full queues evicted) and members
+//!   leaving.
+//! - [`hooks`]: the application's decider and listeners.
+//! - [`directory`]: [`ChatRooms`] and [`Placement`].
+//! - [`remote`]: what a home and its satellites say to each other, and the
+//!   [`RoomTransport`](remote::RoomTransport) the cluster layer implements.
+
+pub mod directory;
+mod home;
+pub mod hooks;
+mod members;
+mod pending;
+pub mod remote;
+mod role;
+pub mod room;
+mod satellite;
+
+pub use directory::{ChatRooms, Placement};
+pub use hooks::{
+    ChatDecider, ChatDecision, ChatHooks, ChatListener, ChatMessageRequest, DeliveredMessage,
+};
+pub use room::{
+    next_member_id, ChatRoom, Command, Deliver, HandOff, Join, Leave, Members, Moderate, Outbound,
+    RemoteRequest, SetLimits, SystemMessage, ROOM_IDLE,
+};
