@@ -18,7 +18,6 @@ use zenlive_actors::{Encoding, FrameSink, MediaFrame, Offer, Protocol, ViewerSes
 use zenlive_media::flv::{flv_file_header, write_tag, TagType};
 
 use crate::auth::Action;
-use crate::config::secs;
 use crate::hooks::{Decision, PlayRequest};
 use crate::http::{authorize, stream_key, with_cors, ApiError};
 use crate::node::NodeContext;
@@ -99,14 +98,14 @@ pub async fn play(
         node.directory.clone(),
         Box::new(FlvSink { tx }),
         Arc::clone(&node.counters),
-        secs(node.live().rtmp.max_viewer_lag),
+        node.live().rtmp.max_viewer_lag,
     );
     let user = identity.map(|i| i.user);
     node.hooks.track_viewer(session, key, Protocol::HttpFlv, peer, user).start();
     let header_bytes = Bytes::copy_from_slice(&flv_file_header(true, true));
     // Paced like RTMP players (`rtmp.play_write_delay`): the response is written when its
     // body turns pending, so a batch of tags leaves in one write.
-    let tags = crate::grid::paced(rx, secs(node.live().rtmp.play_write_delay));
+    let tags = crate::grid::paced(rx, node.live().rtmp.play_write_delay);
     let body = tokio_stream::once(header_bytes).chain(tags).map(Ok::<_, std::io::Error>);
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/x-flv")

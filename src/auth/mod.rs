@@ -362,7 +362,7 @@ impl Auth {
             ));
         }
         let mut validation = Validation::new(algorithm);
-        validation.leeway = config.leeway;
+        validation.leeway = config.leeway.as_secs();
         validation.validate_nbf = true;
         validation.required_spec_claims = HashSet::from(["exp".to_owned(), "sub".to_owned()]);
         if config.issuer.is_empty() {
@@ -384,7 +384,7 @@ impl Auth {
             validation,
             require_publish: config.require_publish,
             require_play: config.require_play,
-            sessions: session::Sessions::new(config.session_ttl),
+            sessions: session::Sessions::new(config.session_ttl.as_secs()),
         })
     }
 

@@ -26,7 +26,6 @@ use zenlive_media::flv::flv_file_header;
 
 use super::wire::{self, Call, Codec, Message, RemoteError, VERSION};
 use super::Cluster;
-use crate::config::secs;
 use crate::http_flv::FlvSink;
 use crate::node::NodeContext;
 use crate::refusals::Limit;
@@ -265,7 +264,7 @@ async fn serve_pull(
         node.directory.clone(),
         Box::new(FlvSink::new(tx)),
         Arc::clone(&node.counters),
-        secs(node.live().rtmp.max_viewer_lag),
+        node.live().rtmp.max_viewer_lag,
     );
     session.start();
     tracing::info!(stream = %key, edge = %peer, "relaying to an edge");
