@@ -4,7 +4,8 @@
 //! every key.
 //!
 //! Durations are `std::time::Duration`, written `"30s"`, `"500ms"`, `"2m"` or as a number
-//! of seconds (`10`, `0.05`), and printed in the human form. [`Config::validate`] checks every key against its range and names the
+//! of seconds (`10`, `0.05`), and printed in the human form. Keys with a closed set of
+//! values are enums. [`Config::validate`] checks every key against its range and names the
 //! key, its value and what is allowed.
 
 use std::collections::HashMap;
@@ -244,9 +245,9 @@ impl Default for HlsConfig {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `HS256` (default), `HS384`, `HS512`, `RS256`, `RS384`, `RS512`, `ES256`, `ES384`,
-    /// `EdDSA`.
-    pub algorithm: String,
+    /// How tokens are signed: `HS256` (default), `HS384`, `HS512`, `RS256`, `RS384`,
+    /// `RS512`, `ES256`, `ES384`, `EdDSA`.
+    pub algorithm: JwtAlgorithm,
     /// The HMAC secret (HS* algorithms).
     pub jwt_secret: String,
     /// PEM file with the public key (RS*, ES*, EdDSA).
@@ -273,7 +274,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            algorithm: "HS256".to_owned(),
+            algorithm: JwtAlgorithm::default(),
             jwt_secret: String::new(),
             public_key: String::new(),
             private_key: String::new(),
@@ -313,12 +314,12 @@ pub struct HooksConfig {
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// `deny` or `allow`: the decision when a decider fails, panics or times out.
-    pub on_failure: String,
+    pub on_failure: OnFailure,
 }
 
 impl Default for HooksConfig {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(3), on_failure: "deny".to_owned() }
+        Self { timeout: Duration::from_secs(3), on_failure: OnFailure::Deny }
     }
 }
 
@@ -403,7 +404,7 @@ pub struct ChatConfig {
     /// Who may open the room of a stream that is not live: `signed_in` (a valid token),
     /// `anyone`, or `none` (rooms exist only beside live streams; the application can still
     /// open any room). Joining a room that is open is never affected.
-    pub rooms_without_stream: String,
+    pub rooms_without_stream: RoomsWithoutStream,
 }
 
 impl Default for ChatConfig {
@@ -422,7 +423,7 @@ impl Default for ChatConfig {
             presence_limit: 100,
             max_rooms: 10_000,
             max_rooms_per_address: 32,
-            rooms_without_stream: "signed_in".to_owned(),
+            rooms_without_stream: RoomsWithoutStream::SignedIn,
         }
     }
 }
@@ -509,16 +510,171 @@ impl ClusterConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A `tracing` filter such as `info` or `zenlive=debug,info`; `RUST_LOG` wins if set.
     pub level: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: "text".to_owned(), level: "info".to_owned() }
+        Self { format: LogFormat::Text, level: "info".to_owned() }
     }
 }
+
+/// `auth.algorithm`: how tokens are signed, and the only signatures accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256 (`HS256`), the default.
+    #[default]
+    Hs256,
+    /// HMAC with SHA-384 (`HS384`).
+    Hs384,
+    /// HMAC with SHA-512 (`HS512`).
+    Hs512,
+    /// RSA (PKCS#1 v1.5) with SHA-256 (`RS256`).
+    Rs256,
+    /// RSA (PKCS#1 v1.5) with SHA-384 (`RS384`).
+    Rs384,
+    /// RSA (PKCS#1 v1.5) with SHA-512 (`RS512`).
+    Rs512,
+    /// ECDSA on P-256 with SHA-256 (`ES256`).
+    Es256,
+    /// ECDSA on P-384 with SHA-384 (`ES384`).
+    Es384,
+    /// Ed25519 (`EdDSA`).
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+}
+
+impl JwtAlgorithm {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [Self; 9] = [
+        Self::Hs256,
+        Self::Hs384,
+        Self::Hs512,
+        Self::Rs256,
+        Self::Rs384,
+        Self::Rs512,
+        Self::Es256,
+        Self::Es384,
+        Self::EdDsa,
+    ];
+
+    /// The name as the configuration writes it (`HS256`, `EdDSA`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hs256 => "HS256",
+            Self::Hs384 => "HS384",
+            Self::Hs512 => "HS512",
+            Self::Rs256 => "RS256",
+            Self::Rs384 => "RS384",
+            Self::Rs512 => "RS512",
+            Self::Es256 => "ES256",
+            Self::Es384 => "ES384",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+}
+
+/// `hooks.on_failure`: the decision when a decider fails, panics or times out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Refuse (`deny`), the default.
+    #[default]
+    Deny,
+    /// Let it through (`allow`).
+    Allow,
+}
+
+impl OnFailure {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [Self; 2] = [Self::Deny, Self::Allow];
+
+    /// The value as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::Allow => "allow",
+        }
+    }
+}
+
+/// `chat.rooms_without_stream`: who may open the chat room of a stream that is not live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomsWithoutStream {
+    /// A client with a valid token (`signed_in`), the default.
+    #[default]
+    SignedIn,
+    /// Any client (`anyone`).
+    Anyone,
+    /// No client (`none`): such rooms exist only beside live streams, or when the
+    /// application opens them.
+    None,
+}
+
+impl RoomsWithoutStream {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [Self; 3] = [Self::SignedIn, Self::Anyone, Self::None];
+
+    /// The value as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignedIn => "signed_in",
+            Self::Anyone => "anyone",
+            Self::None => "none",
+        }
+    }
+}
+
+/// `log.format`: how log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`text`), the default.
+    #[default]
+    Text,
+    /// One JSON object per line (`json`).
+    Json,
+}
+
+impl LogFormat {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [Self; 2] = [Self::Text, Self::Json];
+
+    /// The value as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|format| format.as_str() == text)
+            .ok_or_else(|| format!("log format {text:?} is not \"text\" or \"json\""))
+    }
+}
+
+/// `Display` as the configuration writes the value.
+macro_rules! display_as_str {
+    ($($name:ty),+) => {$(
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+display_as_str!(JwtAlgorithm, OnFailure, RoomsWithoutStream, LogFormat);
 
 /// What a duration in the configuration looks like, for error messages.
 const DURATION_FORMS: &str =
@@ -853,24 +1009,6 @@ impl Config {
             "messages per second",
         )?;
         check_log_level(&self.log.level)?;
-        for (key, value, allowed) in [
-            ("hooks.on_failure", &self.hooks.on_failure, &["deny", "allow"][..]),
-            (
-                "chat.rooms_without_stream",
-                &self.chat.rooms_without_stream,
-                &["signed_in", "anyone", "none"],
-            ),
-            ("log.format", &self.log.format, &["text", "json"]),
-        ] {
-            if !allowed.contains(&value.as_str()) {
-                let allowed = allowed.join(", ");
-                return Err(invalid(
-                    key,
-                    format!("{value:?}"),
-                    format!("must be one of {allowed}"),
-                ));
-            }
-        }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key go together: set both (PEM files) or neither".into(),
@@ -1254,6 +1392,66 @@ mod tests {
             "invalid configuration: auth.leeway = \"1s 500ms\": must be whole seconds (token \
              times are)"
         );
+    }
+
+    #[test]
+    fn enums_keep_their_spellings_and_a_bad_value_names_the_allowed_ones() {
+        fn printed<T: Serialize>(value: T) -> String {
+            match toml::Value::try_from(value) {
+                Ok(toml::Value::String(text)) => text,
+                other => panic!("an enum prints as a string, not {other:?}"),
+            }
+        }
+        fn parsed<T: serde::de::DeserializeOwned>(text: &str) -> T {
+            toml::Value::String(text.to_owned()).try_into().expect("parses")
+        }
+        for value in JwtAlgorithm::ALL {
+            assert_eq!(printed(value), value.as_str());
+            assert_eq!(parsed::<JwtAlgorithm>(value.as_str()), value);
+        }
+        for value in OnFailure::ALL {
+            assert_eq!(printed(value), value.as_str());
+        }
+        for value in RoomsWithoutStream::ALL {
+            assert_eq!(printed(value), value.as_str());
+        }
+        for value in LogFormat::ALL {
+            assert_eq!(printed(value), value.as_str());
+            assert_eq!(value.as_str().parse::<LogFormat>(), Ok(value));
+        }
+        let c = load_file(
+            "[hooks]\non_failure = \"allow\"\n[chat]\nrooms_without_stream = \"none\"\n\
+             [log]\nformat = \"json\"\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(c.hooks.on_failure, OnFailure::Allow);
+        assert_eq!(c.chat.rooms_without_stream, RoomsWithoutStream::None);
+        assert_eq!(c.log.format, LogFormat::Json);
+
+        let err = load_file("[hooks]\non_failure = \"maybe\"\n", &[]).expect_err("bad");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: hooks.on_failure = \"maybe\": unknown variant `maybe`, \
+             expected `deny` or `allow`"
+        );
+        let err =
+            Config::load(None, env(&[("ZENLIVE_AUTH_ALGORITHM", "PS256")])).expect_err("PS256");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "invalid configuration: ZENLIVE_AUTH_ALGORITHM: auth.algorithm = \"PS256\""
+            ),
+            "{text}"
+        );
+        for allowed in JwtAlgorithm::ALL {
+            assert!(text.contains(&format!("`{allowed}`")), "{text}");
+        }
+        let err = Config::load(None, env(&[("ZENLIVE_CHAT_ROOMS_WITHOUT_STREAM", "everyone")]))
+            .expect_err("everyone");
+        assert!(err.to_string().contains("`signed_in`, `anyone`, `none`"), "{err}");
+        let err = Config::load(None, env(&[("ZENLIVE_LOG_FORMAT", "xml")])).expect_err("xml");
+        assert!(err.to_string().contains("`text` or `json`"), "{err}");
     }
 
     #[test]

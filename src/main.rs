@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use zenlive::auth::{unix_now, Auth, Claims, Role};
-use zenlive::config::parse_listen_addr;
+use zenlive::config::{parse_listen_addr, LogFormat};
 use zenlive::{Config, NodeBuilder};
 
 /// mimalloc instead of the system allocator: each frame's payload is allocated on the
@@ -188,7 +188,7 @@ fn init_logging(config: &Config) -> SetLogLevel {
             reload(EnvFilter::new(level))
         })
     };
-    if config.log.format == "json" {
+    if config.log.format == LogFormat::Json {
         let builder = builder.json().with_filter_reloading();
         let handle = builder.reload_handle();
         builder.init();
@@ -310,7 +310,7 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         config.cluster.advertise_host = host.clone();
     }
     if let Some(format) = &cli.log_format {
-        config.log.format = format.clone();
+        config.log.format = format.parse().map_err(anyhow::Error::msg)?;
     }
     config.validate()?;
     Ok(config)

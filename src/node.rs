@@ -38,7 +38,7 @@ use zenlive_cluster::{
 use crate::auth::{Auth, AuthSetupError};
 use crate::cluster::instrumented::Instrumented;
 use crate::cluster::Cluster;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, OnFailure};
 use crate::hls::HlsManager;
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
@@ -382,7 +382,7 @@ impl NodeBuilder {
             set,
             Arc::clone(&webhooks),
             config.hooks.timeout,
-            config.hooks.on_failure == "allow",
+            config.hooks.on_failure == OnFailure::Allow,
         ));
         let supervisor = StreamSupervisor::new(
             node_id.clone(),
@@ -394,7 +394,7 @@ impl NodeBuilder {
         .start();
         let mut chat_hooks = self.chat;
         chat_hooks.timeout = config.hooks.timeout;
-        chat_hooks.allow_on_failure = config.hooks.on_failure == "allow";
+        chat_hooks.allow_on_failure = config.hooks.on_failure == OnFailure::Allow;
         // Always listening, so webhooks a reload adds hear chat messages too.
         let chat_webhooks = Arc::clone(&webhooks);
         chat_hooks.delivered.push(Arc::new(move |delivered| {

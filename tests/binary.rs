@@ -152,6 +152,8 @@ async fn start_failures_are_one_line_that_names_the_cause_and_the_setting() {
     }
     let (ok, stderr) = run_zenlive(&["check"], &[("ZENLIVE_NODE_ID", "1")]).await;
     assert!(ok, "a numeric id is a string: {stderr}");
+    let (ok, stderr) = run_zenlive(&["check"], &[("ZENLIVE_HOOKS_ON_FAILURE", "maybe")]).await;
+    assert!(!ok && stderr.contains("`deny` or `allow`"), "the allowed values: {stderr}");
     let (ok, stderr) = run_zenlive(&["check", "--rtmp-addr", "localhost:1935"], &[]).await;
     assert!(ok, "host names resolve: {stderr}");
     // Global flags after the subcommand.
