@@ -6,7 +6,8 @@
 //! Durations are `std::time::Duration`, written `"30s"`, `"500ms"`, `"2m"` or as a number
 //! of seconds (`10`, `0.05`), and printed in the human form. Keys with a closed set of
 //! values are enums. [`Config::validate`] checks every key against its range and names the
-//! key, its value and what is allowed.
+//! key, its value and what is allowed. Keys that moved ([`DEPRECATED_KEYS`]) keep working,
+//! with a [`Deprecated`] warning naming the new key.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// RTMP ingest and play.
     pub rtmp: RtmpConfig,
+    /// How players (RTMP, HTTP-FLV, relays to other nodes) are written to.
+    pub play: PlayConfig,
     /// The HTTP server: HLS, HTTP-FLV, health.
     pub http: HttpConfig,
     /// HTTPS and WSS: the HTTP routes over TLS.
@@ -104,21 +107,12 @@ pub struct RtmpConfig {
     /// Most bytes of partially received RTMP messages on the whole node; a publisher whose
     /// next partial message would go over it is disconnected.
     pub max_partial_bytes: u64,
-    /// How long a viewer may stay behind the live edge before it is disconnected.
-    #[serde(with = "duration")]
-    pub max_viewer_lag: Duration,
     /// How much of a publisher's data the kernel may gather before the node reads it
     /// (`SO_RCVLOWAT`, on Linux): fewer, larger reads for that much added ingest latency
     /// (up to four times it when a publisher's rate suddenly drops). 0 reads every packet
     /// as it arrives.
     #[serde(with = "duration")]
     pub publish_read_delay: Duration,
-    /// Least time between two writes to one RTMP or HTTP-FLV player: the frames of that
-    /// interval go out in one write, on a tick shared by every player (SRS calls this
-    /// merged write). Fewer, larger writes for up to that much added playback latency; 0
-    /// writes frames as they arrive.
-    #[serde(with = "duration")]
-    pub play_write_delay: Duration,
 }
 
 impl Default for RtmpConfig {
@@ -131,10 +125,33 @@ impl Default for RtmpConfig {
             max_connections: 10_000,
             max_pending_per_address: 64,
             max_partial_bytes: 256 << 20,
-            max_viewer_lag: Duration::from_secs(10),
             publish_read_delay: Duration::from_millis(50),
-            play_write_delay: Duration::from_millis(100),
         }
+    }
+}
+
+/// `[play]`: how the node writes to its players, RTMP and HTTP-FLV alike (and, for
+/// `max_viewer_lag`, to the other nodes that relay its streams). These keys were
+/// `rtmp.max_viewer_lag` and `rtmp.play_write_delay`, which still work (see
+/// [`DEPRECATED_KEYS`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlayConfig {
+    /// How long a viewer may stay behind the live edge before it is disconnected (one that
+    /// falls behind first skips ahead to the next keyframe).
+    #[serde(with = "duration")]
+    pub max_viewer_lag: Duration,
+    /// Least time between two writes to one RTMP or HTTP-FLV player: the frames of that
+    /// interval go out in one write, on a tick shared by every player (SRS calls this
+    /// merged write). Fewer, larger writes for up to that much added playback latency; 0
+    /// writes frames as they arrive.
+    #[serde(with = "duration")]
+    pub write_delay: Duration,
+}
+
+impl Default for PlayConfig {
+    fn default() -> Self {
+        Self { max_viewer_lag: Duration::from_secs(10), write_delay: Duration::from_millis(100) }
     }
 }
 
@@ -764,6 +781,75 @@ mod duration {
     }
 }
 
+/// Keys that moved, as `(old, new)` `section.key` pairs. An old key (in the file, or its
+/// `ZENLIVE_*` variable) still works, with a [`Deprecated`] warning; when the new key is
+/// set too (in either place), the new key wins.
+pub const DEPRECATED_KEYS: [(&str, &str); 2] =
+    [("rtmp.max_viewer_lag", "play.max_viewer_lag"), ("rtmp.play_write_delay", "play.write_delay")];
+
+/// A deprecated key that a configuration sets; its `Display` is the warning to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deprecated {
+    /// The old key as it was set: `rtmp.max_viewer_lag`, or `ZENLIVE_RTMP_MAX_VIEWER_LAG`.
+    pub old: String,
+    /// The key that replaces it (`play.max_viewer_lag`).
+    pub new: &'static str,
+    /// The new key is set too, so the old key's value is ignored.
+    pub ignored: bool,
+}
+
+impl std::fmt::Display for Deprecated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (old, new) = (&self.old, self.new);
+        if self.ignored {
+            write!(f, "{old} is deprecated and ignored: {new} is set too and wins; remove {old}")
+        } else {
+            let variable = env_name(new);
+            write!(f, "{old} is deprecated: it still applies, but set {new} ({variable}) instead")
+        }
+    }
+}
+
+/// The environment variable that sets `section.key`.
+fn env_name(key: &str) -> String {
+    format!("ZENLIVE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Moves the deprecated keys `table` sets to their new places (unless a new key is set,
+/// which wins), keeping `origins` (key → the variable or old key that set it) in step.
+fn move_deprecated(
+    table: &mut toml::Table,
+    origins: &mut HashMap<String, String>,
+) -> Vec<Deprecated> {
+    let mut found = Vec::new();
+    for (old, new) in DEPRECATED_KEYS {
+        let (Some((old_section, old_key)), Some((new_section, new_key))) =
+            (old.split_once('.'), new.split_once('.'))
+        else {
+            continue;
+        };
+        let value = table
+            .get_mut(old_section)
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|section| section.remove(old_key));
+        let Some(value) = value else { continue };
+        let spelled = origins.remove(old).unwrap_or_else(|| old.to_owned());
+        let section =
+            table.entry(new_section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // A `play` that is not a table is reported when the whole is deserialized.
+        let ignored = match section.as_table_mut() {
+            Some(section) if !section.contains_key(new_key) => {
+                section.insert(new_key.to_owned(), value);
+                origins.insert(new.to_owned(), spelled.clone());
+                false
+            }
+            _ => true,
+        };
+        found.push(Deprecated { old: spelled, new, ignored });
+    }
+    found
+}
+
 /// Parses a listen address: `IP:PORT`, or `HOST:PORT` with the host resolved (an IPv4
 /// address first). The error says what form is expected.
 pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
@@ -863,8 +949,8 @@ fn duration_within(
 }
 
 /// One line for a value that does not deserialize: `origin: key = value: what is wrong`,
-/// with the value as `table` has it (secrets redacted) and the origin when a variable set
-/// it. Errors about a whole section keep toml's wording.
+/// with the value as `table` has it (secrets redacted) and the origin when a variable or a
+/// deprecated key set it. Errors about a whole section keep toml's wording.
 fn describe(
     error: &toml::de::Error,
     table: &toml::Table,
@@ -900,11 +986,26 @@ fn describe(
 }
 
 impl Config {
-    /// Loads `path` (if given), then applies `ZENLIVE_*` variables from `env`.
+    /// Loads `path` (if given), then applies `ZENLIVE_*` variables from `env`, and logs a
+    /// warning for each deprecated key it uses (see [`Config::load_reporting`]).
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let (config, deprecated) = Self::load_reporting(path, env)?;
+        for warning in &deprecated {
+            tracing::warn!("{warning}");
+        }
+        Ok(config)
+    }
+
+    /// Like [`Config::load`], but hands back the deprecated keys the configuration uses
+    /// instead of logging them: the binary logs them once its logger is up, and
+    /// `zenlive check` prints them.
+    pub fn load_reporting(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<Deprecated>), ConfigError> {
         let mut table = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -916,12 +1017,13 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let origins = apply_env(&mut table, env)?;
+        let mut origins = apply_env(&mut table, env)?;
+        let deprecated = move_deprecated(&mut table, &mut origins);
         let config: Config = toml::Value::Table(table.clone())
             .try_into()
             .map_err(|e: toml::de::Error| describe(&e, &table, &origins))?;
         config.validate().map_err(|error| match error {
-            // Say which variable set the value, as for a bad type.
+            // Say which variable (or deprecated key) set the value, as for a bad type.
             ConfigError::Invalid(message) => {
                 let origin =
                     origins.iter().find(|(key, _)| message.starts_with(&format!("{key} =")));
@@ -932,7 +1034,7 @@ impl Config {
             }
             error => error,
         })?;
-        Ok(config)
+        Ok((config, deprecated))
     }
 
     /// Checks every value against its range and the combinations that cannot work, with
@@ -947,10 +1049,10 @@ impl Config {
             ("rtmp.handshake_timeout", self.rtmp.handshake_timeout, ms(100)..=day),
             ("rtmp.idle_timeout", self.rtmp.idle_timeout, ms(100)..=day),
             ("rtmp.publish_read_delay", self.rtmp.publish_read_delay, zero..=s(1)),
-            ("rtmp.max_viewer_lag", self.rtmp.max_viewer_lag, ms(100)..=day),
+            ("play.max_viewer_lag", self.play.max_viewer_lag, ms(100)..=day),
             // A player's queue (96 frames) holds about a second of 30 fps video and its
             // audio; a batch must fit in it with room to spare.
-            ("rtmp.play_write_delay", self.rtmp.play_write_delay, zero..=ms(500)),
+            ("play.write_delay", self.play.write_delay, zero..=ms(500)),
             ("hls.segment_duration", self.hls.segment_duration, ms(500)..=s(60)),
             ("hls.reconnect_grace", self.hls.reconnect_grace, zero..=day),
             ("auth.leeway", self.auth.leeway, zero..=hour),
@@ -1077,8 +1179,9 @@ impl Config {
 /// Applies `ZENLIVE_SECTION_KEY=value` overrides. Each value takes the type of the key it
 /// sets: a string key gets the text as it is (`ZENLIVE_NODE_ID=1` is the id "1"); numbers
 /// and booleans are parsed; a duration is read as in the file (`30s`, `500ms`, `0.05`); a
-/// list is a TOML array (`["a","b"]`) or comma-separated (`a,b`). A variable that names no
-/// section or key is an error naming it. Returns which variable set each key (`section.key`).
+/// list is a TOML array (`["a","b"]`) or comma-separated (`a,b`). A deprecated key's
+/// variable sets the old key (see [`DEPRECATED_KEYS`]). A variable that names no section or
+/// key is an error naming it. Returns which variable set each key (`section.key`).
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -1086,6 +1189,10 @@ fn apply_env(
     let defaults = toml::Table::try_from(Config::default())
         .map_err(|e| ConfigError::Invalid(format!("the defaults do not serialize: {e}")))?;
     let sections = || defaults.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+    let default_of = |key: &str| {
+        let (section, name) = key.split_once('.')?;
+        defaults.get(section)?.get(name)
+    };
     let mut origins = HashMap::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("ZENLIVE_") else { continue };
@@ -1099,7 +1206,9 @@ fn apply_env(
             )));
         };
         let full = format!("{section}.{key}");
-        let Some(default) = known.get(key) else {
+        let moved = DEPRECATED_KEYS.iter().find(|(old, _)| *old == full);
+        let Some(default) = known.get(key).or_else(|| moved.and_then(|(_, new)| default_of(new)))
+        else {
             let keys = known.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
             return Err(ConfigError::Invalid(format!(
                 "{name}: [{section}] has no key {key:?} (keys: {keys})"
@@ -1170,6 +1279,7 @@ mod tests {
         assert_eq!(c.http.addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.metrics.addr.to_string(), "0.0.0.0:9090");
         assert_eq!(c.hls.segment_duration, Duration::from_secs(6));
+        assert_eq!(c.play.write_delay, Duration::from_millis(100));
     }
 
     #[test]
@@ -1253,7 +1363,8 @@ mod tests {
             ("ZENLIVE_HOOKS_TIMEOUT", "-1"),
             ("ZENLIVE_CHAT_PER_SECOND", "0"),
             ("ZENLIVE_RTMP_PUBLISH_READ_DELAY", "2"),
-            ("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "-0.1"),
+            ("ZENLIVE_PLAY_WRITE_DELAY", "-0.1"),
+            ("ZENLIVE_PLAY_WRITE_DELAY", "0.6"),
             ("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0.6"),
             ("ZENLIVE_HLS_SEGMENT_DURATION", "soon"),
             ("ZENLIVE_AUTH_LEEWAY", "1500ms"),
@@ -1264,12 +1375,12 @@ mod tests {
             let err = Config::load(None, env(&[(k, v)])).expect_err("must fail");
             assert!(matches!(err, ConfigError::Invalid(_)), "{k}={v}: {err}");
         }
-        let err = Config::load(None, env(&[("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0.6")]))
-            .expect_err("must fail");
+        let err =
+            Config::load(None, env(&[("ZENLIVE_PLAY_WRITE_DELAY", "0.6")])).expect_err("must fail");
         assert_eq!(
             err.to_string(),
-            "invalid configuration: ZENLIVE_RTMP_PLAY_WRITE_DELAY: rtmp.play_write_delay = \"600ms\": \
-             must be between 0s and 500ms"
+            "invalid configuration: ZENLIVE_PLAY_WRITE_DELAY: play.write_delay = \"600ms\": must \
+             be between 0s and 500ms"
         );
         let err = Config::load(None, env(&[("ZENLIVE_RTMP_IDLE_TIMEOUT", "0s")])).expect_err("0");
         assert_eq!(
@@ -1291,11 +1402,14 @@ mod tests {
     }
 
     /// Loads `text` as the configuration file, with `vars` as the environment.
-    fn load_file(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn load_file(
+        text: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<(Config, Vec<Deprecated>), ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("zenlive.toml");
         std::fs::write(&path, text).expect("write");
-        Config::load(Some(&path), env(vars))
+        Config::load_reporting(Some(&path), env(vars))
     }
 
     #[test]
@@ -1314,9 +1428,10 @@ mod tests {
             ("\"20\"", s(20)),
             ("\"0.25\"", ms(250)),
         ] {
-            let c =
+            let (c, deprecated) =
                 load_file(&format!("[hls]\nreconnect_grace = {written}\n"), &[]).expect(written);
             assert_eq!(c.hls.reconnect_grace, expected, "{written}");
+            assert!(deprecated.is_empty());
         }
     }
 
@@ -1359,7 +1474,7 @@ mod tests {
         let rtmp = &table["rtmp"];
         assert_eq!(rtmp["idle_timeout"].as_str(), Some("30s"));
         assert_eq!(rtmp["publish_read_delay"].as_str(), Some("50ms"));
-        assert_eq!(rtmp["play_write_delay"].as_str(), Some("100ms"));
+        assert_eq!(table["play"]["write_delay"].as_str(), Some("100ms"));
         assert_eq!(table["log"]["format"].as_str(), Some("text"));
         assert_eq!(table["auth"]["algorithm"].as_str(), Some("HS256"));
         // What is printed loads back as it was.
@@ -1419,7 +1534,7 @@ mod tests {
             assert_eq!(printed(value), value.as_str());
             assert_eq!(value.as_str().parse::<LogFormat>(), Ok(value));
         }
-        let c = load_file(
+        let (c, _) = load_file(
             "[hooks]\non_failure = \"allow\"\n[chat]\nrooms_without_stream = \"none\"\n\
              [log]\nformat = \"json\"\n",
             &[],
@@ -1452,6 +1567,81 @@ mod tests {
         assert!(err.to_string().contains("`signed_in`, `anyone`, `none`"), "{err}");
         let err = Config::load(None, env(&[("ZENLIVE_LOG_FORMAT", "xml")])).expect_err("xml");
         assert!(err.to_string().contains("`text` or `json`"), "{err}");
+    }
+
+    #[test]
+    fn the_deprecated_play_keys_still_work_with_a_warning() {
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        let (c, deprecated) =
+            load_file("[rtmp]\nmax_viewer_lag = 4\nplay_write_delay = \"20ms\"\n", &[])
+                .expect("valid");
+        assert_eq!(c.play.max_viewer_lag, s(4));
+        assert_eq!(c.play.write_delay, ms(20));
+        assert_eq!(
+            deprecated.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "rtmp.max_viewer_lag is deprecated: it still applies, but set \
+                 play.max_viewer_lag (ZENLIVE_PLAY_MAX_VIEWER_LAG) instead",
+                "rtmp.play_write_delay is deprecated: it still applies, but set \
+                 play.write_delay (ZENLIVE_PLAY_WRITE_DELAY) instead",
+            ]
+        );
+        // The old variables too; the warning names the variable.
+        let (c, deprecated) =
+            load_file("", &[("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0")]).expect("valid");
+        assert_eq!(c.play.write_delay, Duration::ZERO);
+        assert_eq!(
+            deprecated,
+            [Deprecated {
+                old: "ZENLIVE_RTMP_PLAY_WRITE_DELAY".into(),
+                new: "play.write_delay",
+                ignored: false
+            }]
+        );
+        // An old key's bad value is reported under the new key, saying where it came from.
+        let err = load_file("[rtmp]\nmax_viewer_lag = \"long\"\n", &[]).expect_err("bad");
+        assert!(
+            err.to_string().contains("rtmp.max_viewer_lag: play.max_viewer_lag = \"long\""),
+            "{err}"
+        );
+        // Out of range under its new name.
+        let err = load_file("[rtmp]\nplay_write_delay = 2\n", &[]).expect_err("too long");
+        assert!(
+            err.to_string().contains("rtmp.play_write_delay: play.write_delay = \"2s\""),
+            "{err}"
+        );
+        // Nothing deprecated, nothing reported.
+        let (_, deprecated) = load_file("[play]\nwrite_delay = \"50ms\"\n", &[]).expect("ok");
+        assert!(deprecated.is_empty());
+    }
+
+    #[test]
+    fn a_new_play_key_wins_over_its_old_one() {
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        let file = "[rtmp]\nmax_viewer_lag = 4\n[play]\nmax_viewer_lag = \"7s\"\n";
+        let (c, deprecated) = load_file(file, &[]).expect("valid");
+        assert_eq!(c.play.max_viewer_lag, s(7));
+        assert_eq!(
+            deprecated.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["rtmp.max_viewer_lag is deprecated and ignored: play.max_viewer_lag is set too \
+                 and wins; remove rtmp.max_viewer_lag"]
+        );
+        // Whichever place each is set in: an old variable loses to a new key in the file, an
+        // old key in the file loses to a new variable.
+        let (c, deprecated) = load_file(
+            "[play]\nwrite_delay = \"30ms\"\n[rtmp]\nmax_viewer_lag = 4\n",
+            &[("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0.2"), ("ZENLIVE_PLAY_MAX_VIEWER_LAG", "9")],
+        )
+        .expect("valid");
+        assert_eq!(c.play.write_delay, ms(30));
+        assert_eq!(c.play.max_viewer_lag, s(9));
+        assert!(deprecated.iter().all(|d| d.ignored), "{deprecated:?}");
+        assert_eq!(deprecated.len(), 2);
+        // An ignored old value is not even checked.
+        let (c, _) =
+            load_file("[rtmp]\nplay_write_delay = \"never\"\n[play]\nwrite_delay = 0\n", &[])
+                .expect("the old value is ignored");
+        assert_eq!(c.play.write_delay, Duration::ZERO);
     }
 
     #[test]

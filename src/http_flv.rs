@@ -98,14 +98,14 @@ pub async fn play(
         node.directory.clone(),
         Box::new(FlvSink { tx }),
         Arc::clone(&node.counters),
-        node.live().rtmp.max_viewer_lag,
+        node.live().play.max_viewer_lag,
     );
     let user = identity.map(|i| i.user);
     node.hooks.track_viewer(session, key, Protocol::HttpFlv, peer, user).start();
     let header_bytes = Bytes::copy_from_slice(&flv_file_header(true, true));
-    // Paced like RTMP players (`rtmp.play_write_delay`): the response is written when its
+    // Paced like RTMP players (`play.write_delay`): the response is written when its
     // body turns pending, so a batch of tags leaves in one write.
-    let tags = crate::grid::paced(rx, node.live().rtmp.play_write_delay);
+    let tags = crate::grid::paced(rx, node.live().play.write_delay);
     let body = tokio_stream::once(header_bytes).chain(tags).map(Ok::<_, std::io::Error>);
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/x-flv")

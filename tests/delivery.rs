@@ -43,7 +43,7 @@ async fn stalled_player(addr: SocketAddr, name: &str) -> TcpStream {
 #[actix_rt::test]
 async fn a_viewer_that_stops_reading_is_dropped_and_harms_no_one() {
     let mut config = test_config();
-    config.rtmp.max_viewer_lag = Duration::from_secs(2);
+    config.play.max_viewer_lag = Duration::from_secs(2);
     let node = start_node(config).await;
     let mut publisher = publish(&fixture(false), &rtmp_url(&node, "slow"));
     wait_live(&node, "slow").await;
@@ -146,7 +146,7 @@ async fn paced_play(write_delay: Duration, name: &str, frames: u32) -> (Vec<u32>
     let mut config = test_config();
     // Frames reach the stream as they are sent: only the player's side merges.
     config.rtmp.publish_read_delay = Duration::ZERO;
-    config.rtmp.play_write_delay = write_delay;
+    config.play.write_delay = write_delay;
     let node = start_node(config).await;
     let addr = node.rtmp_addr().expect("rtmp");
     let (mut publisher, mut session) = silent_publisher(addr, name).await;

@@ -264,7 +264,7 @@ async fn serve_pull(
         node.directory.clone(),
         Box::new(FlvSink::new(tx)),
         Arc::clone(&node.counters),
-        node.live().rtmp.max_viewer_lag,
+        node.live().play.max_viewer_lag,
     );
     session.start();
     tracing::info!(stream = %key, edge = %peer, "relaying to an edge");

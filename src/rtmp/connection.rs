@@ -341,7 +341,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         // the connection publishes (see below).
         let mut buf = BytesMut::with_capacity(COMMAND_READ_BUFFER);
         let mut batch: Vec<Bytes> = Vec::with_capacity(32);
-        let write_delay = rtmp.play_write_delay;
+        let write_delay = live.play.write_delay;
         let mut next_flush: Option<tokio::time::Instant> = None;
         loop {
             // Players may legitimately send nothing for a long time; everyone else must not.
@@ -412,7 +412,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                         .await
                         .map_err(|_| Closed::WriteTimeout)??;
                     // The next write waits for the next tick of the players' grid: what
-                    // arrives meanwhile goes out with it (see `rtmp.play_write_delay`). A
+                    // arrives meanwhile goes out with it (see `play.write_delay`). A
                     // full batch (a new player's first GOP) continues at once.
                     next_flush = None;
                     if !write_delay.is_zero() && count < MAX_IOVECS {
@@ -871,7 +871,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
             self.node.directory.clone(),
             Box::new(sink),
             Arc::clone(&self.node.counters),
-            self.node.live().rtmp.max_viewer_lag,
+            self.node.live().play.max_viewer_lag,
         );
         let user = identity.map(|i| i.user);
         let hooks = &self.node.hooks;
