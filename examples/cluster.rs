@@ -46,7 +46,7 @@ fn config(n: u16, redis_url: &str) -> anyhow::Result<Config> {
     config.rtmp.addr = addr(1930 + n)?;
     config.http.addr = addr(8080 + n)?;
     config.metrics.addr = addr(9090 + n)?;
-    config.hls.segment_duration = 2.0;
+    config.hls.segment_duration = Duration::from_secs(2);
     config.cluster.enabled = true;
     config.cluster.redis_url = redis_url.to_owned();
     config.cluster.addr = addr(7940 + n)?;

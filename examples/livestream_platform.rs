@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     config.rtmp.addr = args.next().unwrap_or_else(|| "127.0.0.1:1935".into()).parse()?;
     config.http.addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into()).parse()?;
     config.metrics.enabled = false;
-    config.hls.segment_duration = 2.0;
+    config.hls.segment_duration = Duration::from_secs(2);
     config.auth.jwt_secret = std::env::var("ZENLIVE_AUTH_JWT_SECRET").unwrap_or_else(|_| {
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);

@@ -26,7 +26,6 @@ use zenlive_actors::{
 };
 
 use crate::auth::{Action, AuthError, Identity};
-use crate::config::secs;
 use crate::hooks::{Decision, PublishRequest};
 use crate::node::NodeContext;
 
@@ -117,7 +116,7 @@ impl Ticket {
             node.directory.clone(),
             sink,
             Arc::clone(&node.counters),
-            secs(node.live().rtmp.max_viewer_lag),
+            node.live().play.max_viewer_lag,
         );
         if self.protocol == Protocol::Relay {
             return session.start();

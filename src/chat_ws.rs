@@ -33,6 +33,7 @@ use zenlive_actors::StreamKey;
 use zenlive_cluster::{ActorKey, ActorKind};
 
 use crate::auth::Action;
+use crate::config::RoomsWithoutStream;
 use crate::http::{authorize, stream_key, ApiError};
 use crate::node::NodeContext;
 use crate::refusals::Limit;
@@ -251,10 +252,10 @@ async fn open_room(
 ) -> Result<Addr<ChatRoom>, ApiError> {
     let live = node.live();
     let config = &live.chat;
-    let allowed = match config.rooms_without_stream.as_str() {
-        "anyone" => true,
-        "signed_in" => signed_in,
-        _ => false,
+    let allowed = match config.rooms_without_stream {
+        RoomsWithoutStream::Anyone => true,
+        RoomsWithoutStream::SignedIn => signed_in,
+        RoomsWithoutStream::None => false,
     };
     let live = live_anywhere(node, key).await;
     if !allowed && !live {

@@ -2,7 +2,14 @@
 //! (`ZENLIVE_SECTION_KEY`), overridden by command-line flags. Every key has a default, so
 //! an empty file (or none) is a working single node. `zenlive.example.toml` documents
 //! every key.
+//!
+//! Durations are `std::time::Duration`, written `"30s"`, `"500ms"`, `"2m"` or as a number
+//! of seconds (`10`, `0.05`), and printed in the human form. Keys with a closed set of
+//! values are enums. [`Config::validate`] checks every key against its range and names the
+//! key, its value and what is allowed. Keys that moved ([`DEPRECATED_KEYS`]) keep working,
+//! with a [`Deprecated`] warning naming the new key.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -33,6 +40,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// RTMP ingest and play.
     pub rtmp: RtmpConfig,
+    /// How players (RTMP, HTTP-FLV, relays to other nodes) are written to.
+    pub play: PlayConfig,
     /// The HTTP server: HLS, HTTP-FLV, health.
     pub http: HttpConfig,
     /// HTTPS and WSS: the HTTP routes over TLS.
@@ -63,13 +72,14 @@ pub struct NodeConfig {
     pub id: String,
     /// Event-loop threads for streams and viewers; 0 means one per core.
     pub workers: usize,
-    /// Seconds a graceful shutdown may take before the process exits anyway.
-    pub shutdown_timeout: f64,
+    /// How long a graceful shutdown may take before the process exits anyway.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { id: String::new(), workers: 0, shutdown_timeout: 10.0 }
+        Self { id: String::new(), workers: 0, shutdown_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -82,11 +92,13 @@ pub struct RtmpConfig {
     /// Listen address (`HOST:PORT`; a host name is resolved).
     #[serde(deserialize_with = "listen_addr")]
     pub addr: SocketAddr,
-    /// Seconds a client has to complete the handshake.
-    pub handshake_timeout: f64,
-    /// Seconds without any data from a publisher (or a client that has neither published
-    /// nor played) before it is disconnected.
-    pub idle_timeout: f64,
+    /// How long a client has to complete the handshake.
+    #[serde(with = "duration")]
+    pub handshake_timeout: Duration,
+    /// How long a publisher (or a client that has neither published nor played) may send
+    /// nothing before it is disconnected.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
     /// Most simultaneous RTMP connections.
     pub max_connections: usize,
     /// Most connections one client address may have open that are not admitted yet (still
@@ -95,18 +107,12 @@ pub struct RtmpConfig {
     /// Most bytes of partially received RTMP messages on the whole node; a publisher whose
     /// next partial message would go over it is disconnected.
     pub max_partial_bytes: u64,
-    /// Seconds a viewer may stay behind the live edge before it is disconnected.
-    pub max_viewer_lag: f64,
-    /// Seconds of a publisher's data the kernel may gather before the node reads it
+    /// How much of a publisher's data the kernel may gather before the node reads it
     /// (`SO_RCVLOWAT`, on Linux): fewer, larger reads for that much added ingest latency
     /// (up to four times it when a publisher's rate suddenly drops). 0 reads every packet
     /// as it arrives.
-    pub publish_read_delay: f64,
-    /// Least seconds between two writes to one RTMP or HTTP-FLV player: the frames of that
-    /// interval go out in one write, on a tick shared by every player (SRS calls this
-    /// merged write). Fewer, larger writes for up to that much added playback latency; 0
-    /// writes frames as they arrive.
-    pub play_write_delay: f64,
+    #[serde(with = "duration")]
+    pub publish_read_delay: Duration,
 }
 
 impl Default for RtmpConfig {
@@ -114,15 +120,38 @@ impl Default for RtmpConfig {
         Self {
             enabled: true,
             addr: SocketAddr::from(([0, 0, 0, 0], 1935)),
-            handshake_timeout: 10.0,
-            idle_timeout: 30.0,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_pending_per_address: 64,
             max_partial_bytes: 256 << 20,
-            max_viewer_lag: 10.0,
-            publish_read_delay: 0.05,
-            play_write_delay: 0.1,
+            publish_read_delay: Duration::from_millis(50),
         }
+    }
+}
+
+/// `[play]`: how the node writes to its players, RTMP and HTTP-FLV alike (and, for
+/// `max_viewer_lag`, to the other nodes that relay its streams). These keys were
+/// `rtmp.max_viewer_lag` and `rtmp.play_write_delay`, which still work (see
+/// [`DEPRECATED_KEYS`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlayConfig {
+    /// How long a viewer may stay behind the live edge before it is disconnected (one that
+    /// falls behind first skips ahead to the next keyframe).
+    #[serde(with = "duration")]
+    pub max_viewer_lag: Duration,
+    /// Least time between two writes to one RTMP or HTTP-FLV player: the frames of that
+    /// interval go out in one write, on a tick shared by every player (SRS calls this
+    /// merged write). Fewer, larger writes for up to that much added playback latency; 0
+    /// writes frames as they arrive.
+    #[serde(with = "duration")]
+    pub write_delay: Duration,
+}
+
+impl Default for PlayConfig {
+    fn default() -> Self {
+        Self { max_viewer_lag: Duration::from_secs(10), write_delay: Duration::from_millis(100) }
     }
 }
 
@@ -206,18 +235,25 @@ impl Default for MetricsConfig {
 pub struct HlsConfig {
     /// Whether streams are packaged for HLS.
     pub enabled: bool,
-    /// Target segment duration in seconds (segments are cut on keyframes).
-    pub segment_duration: f64,
+    /// Target segment duration (segments are cut on keyframes).
+    #[serde(with = "duration")]
+    pub segment_duration: Duration,
     /// Segments in the live playlist.
     pub window: usize,
-    /// Seconds a stream's playlist outlives its publisher, so a publisher that reconnects
+    /// How long a stream's playlist outlives its publisher, so a publisher that reconnects
     /// continues the same playlist (with a discontinuity).
-    pub reconnect_grace: f64,
+    #[serde(with = "duration")]
+    pub reconnect_grace: Duration,
 }
 
 impl Default for HlsConfig {
     fn default() -> Self {
-        Self { enabled: true, segment_duration: 6.0, window: 6, reconnect_grace: 30.0 }
+        Self {
+            enabled: true,
+            segment_duration: Duration::from_secs(6),
+            window: 6,
+            reconnect_grace: Duration::from_secs(30),
+        }
     }
 }
 
@@ -226,9 +262,9 @@ impl Default for HlsConfig {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `HS256` (default), `HS384`, `HS512`, `RS256`, `RS384`, `RS512`, `ES256`, `ES384`,
-    /// `EdDSA`.
-    pub algorithm: String,
+    /// How tokens are signed: `HS256` (default), `HS384`, `HS512`, `RS256`, `RS384`,
+    /// `RS512`, `ES256`, `ES384`, `EdDSA`.
+    pub algorithm: JwtAlgorithm,
     /// The HMAC secret (HS* algorithms).
     pub jwt_secret: String,
     /// PEM file with the public key (RS*, ES*, EdDSA).
@@ -240,29 +276,31 @@ pub struct AuthConfig {
     pub issuer: String,
     /// Required `aud`, when set.
     pub audience: String,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    pub leeway: u64,
+    /// Clock skew allowed on `exp` and `nbf` (whole seconds: JWT times are in seconds).
+    #[serde(with = "duration")]
+    pub leeway: Duration,
     /// Publishing needs a token with the `publisher` (or `admin`) role.
     pub require_publish: bool,
     /// Playing needs a token (any role).
     pub require_play: bool,
-    /// Seconds an HLS session token in segment URLs stays valid.
-    pub session_ttl: u64,
+    /// How long an HLS session token in segment URLs stays valid (whole seconds).
+    #[serde(with = "duration")]
+    pub session_ttl: Duration,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            algorithm: "HS256".to_owned(),
+            algorithm: JwtAlgorithm::default(),
             jwt_secret: String::new(),
             public_key: String::new(),
             private_key: String::new(),
             issuer: String::new(),
             audience: String::new(),
-            leeway: 30,
+            leeway: Duration::from_secs(30),
             require_publish: false,
             require_play: false,
-            session_ttl: 300,
+            session_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -289,15 +327,16 @@ impl std::fmt::Debug for AuthConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HooksConfig {
-    /// Seconds a decider may take.
-    pub timeout: f64,
+    /// How long a decider may take.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
     /// `deny` or `allow`: the decision when a decider fails, panics or times out.
-    pub on_failure: String,
+    pub on_failure: OnFailure,
 }
 
 impl Default for HooksConfig {
     fn default() -> Self {
-        Self { timeout: 3.0, on_failure: "deny".to_owned() }
+        Self { timeout: Duration::from_secs(3), on_failure: OnFailure::Deny }
     }
 }
 
@@ -309,12 +348,14 @@ pub struct WebhooksConfig {
     pub urls: Vec<String>,
     /// HMAC-SHA256 key for the `X-ZenLive-Signature` header; unsigned when empty.
     pub secret: String,
-    /// Seconds one delivery attempt may take.
-    pub timeout: f64,
+    /// How long one delivery attempt may take.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
     /// Events queued per URL; when full, new events are dropped (logged and counted).
     pub queue: usize,
-    /// Seconds a failing delivery is retried (with backoff) before it is given up.
-    pub retry_for: f64,
+    /// How long a failing delivery is retried (with backoff) before it is given up.
+    #[serde(with = "duration")]
+    pub retry_for: Duration,
     /// A URL asked before every publish: 2xx allows, 4xx refuses.
     pub on_publish_url: String,
 }
@@ -324,9 +365,9 @@ impl Default for WebhooksConfig {
         Self {
             urls: Vec::new(),
             secret: String::new(),
-            timeout: 5.0,
+            timeout: Duration::from_secs(5),
             queue: 10_000,
-            retry_for: 300.0,
+            retry_for: Duration::from_secs(300),
             on_publish_url: String::new(),
         }
     }
@@ -380,7 +421,7 @@ pub struct ChatConfig {
     /// Who may open the room of a stream that is not live: `signed_in` (a valid token),
     /// `anyone`, or `none` (rooms exist only beside live streams; the application can still
     /// open any room). Joining a room that is open is never affected.
-    pub rooms_without_stream: String,
+    pub rooms_without_stream: RoomsWithoutStream,
 }
 
 impl Default for ChatConfig {
@@ -399,7 +440,7 @@ impl Default for ChatConfig {
             presence_limit: 100,
             max_rooms: 10_000,
             max_rooms_per_address: 32,
-            rooms_without_stream: "signed_in".to_owned(),
+            rooms_without_stream: RoomsWithoutStream::SignedIn,
         }
     }
 }
@@ -425,14 +466,17 @@ pub struct ClusterConfig {
     /// nodes prove it, and HLS session URLs signed on one node are accepted by all. Cluster
     /// mode does not start without it.
     pub secret: String,
-    /// Seconds an edge keeps relaying a stream nobody on it watches.
-    pub relay_idle: f64,
-    /// Seconds an edge looks for a stream's new owner after its origin went away, before
+    /// How long an edge keeps relaying a stream nobody on it watches.
+    #[serde(with = "duration")]
+    pub relay_idle: Duration,
+    /// How long an edge looks for a stream's new owner after its origin went away, before
     /// ending the stream for its viewers.
-    pub relay_grace: f64,
-    /// Seconds a link from another node may carry nothing before it is closed (a node
+    #[serde(with = "duration")]
+    pub relay_grace: Duration,
+    /// How long a link from another node may carry nothing before it is closed (a node
     /// closes the links it opened after half this much idleness, and reopens on demand).
-    pub link_idle_timeout: f64,
+    #[serde(with = "duration")]
+    pub link_idle_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -444,9 +488,9 @@ impl Default for ClusterConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 7946)),
             advertise_host: String::new(),
             secret: String::new(),
-            relay_idle: 15.0,
-            relay_grace: 15.0,
-            link_idle_timeout: 60.0,
+            relay_idle: Duration::from_secs(15),
+            relay_grace: Duration::from_secs(15),
+            link_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -483,15 +527,327 @@ impl ClusterConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A `tracing` filter such as `info` or `zenlive=debug,info`; `RUST_LOG` wins if set.
     pub level: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: "text".to_owned(), level: "info".to_owned() }
+        Self { format: LogFormat::Text, level: "info".to_owned() }
     }
+}
+
+/// `auth.algorithm`: how tokens are signed, and the only signatures accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256 (`HS256`), the default.
+    #[default]
+    Hs256,
+    /// HMAC with SHA-384 (`HS384`).
+    Hs384,
+    /// HMAC with SHA-512 (`HS512`).
+    Hs512,
+    /// RSA (PKCS#1 v1.5) with SHA-256 (`RS256`).
+    Rs256,
+    /// RSA (PKCS#1 v1.5) with SHA-384 (`RS384`).
+    Rs384,
+    /// RSA (PKCS#1 v1.5) with SHA-512 (`RS512`).
+    Rs512,
+    /// ECDSA on P-256 with SHA-256 (`ES256`).
+    Es256,
+    /// ECDSA on P-384 with SHA-384 (`ES384`).
+    Es384,
+    /// Ed25519 (`EdDSA`).
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+}
+
+impl JwtAlgorithm {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [Self; 9] = [
+        Self::Hs256,
+        Self::Hs384,
+        Self::Hs512,
+        Self::Rs256,
+        Self::Rs384,
+        Self::Rs512,
+        Self::Es256,
+        Self::Es384,
+        Self::EdDsa,
+    ];
+
+    /// The name as the configuration writes it (`HS256`, `EdDSA`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hs256 => "HS256",
+            Self::Hs384 => "HS384",
+            Self::Hs512 => "HS512",
+            Self::Rs256 => "RS256",
+            Self::Rs384 => "RS384",
+            Self::Rs512 => "RS512",
+            Self::Es256 => "ES256",
+            Self::Es384 => "ES384",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+}
+
+/// `hooks.on_failure`: the decision when a decider fails, panics or times out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Refuse (`deny`), the default.
+    #[default]
+    Deny,
+    /// Let it through (`allow`).
+    Allow,
+}
+
+impl OnFailure {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [Self; 2] = [Self::Deny, Self::Allow];
+
+    /// The value as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::Allow => "allow",
+        }
+    }
+}
+
+/// `chat.rooms_without_stream`: who may open the chat room of a stream that is not live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomsWithoutStream {
+    /// A client with a valid token (`signed_in`), the default.
+    #[default]
+    SignedIn,
+    /// Any client (`anyone`).
+    Anyone,
+    /// No client (`none`): such rooms exist only beside live streams, or when the
+    /// application opens them.
+    None,
+}
+
+impl RoomsWithoutStream {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [Self; 3] = [Self::SignedIn, Self::Anyone, Self::None];
+
+    /// The value as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignedIn => "signed_in",
+            Self::Anyone => "anyone",
+            Self::None => "none",
+        }
+    }
+}
+
+/// `log.format`: how log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`text`), the default.
+    #[default]
+    Text,
+    /// One JSON object per line (`json`).
+    Json,
+}
+
+impl LogFormat {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [Self; 2] = [Self::Text, Self::Json];
+
+    /// The value as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|format| format.as_str() == text)
+            .ok_or_else(|| format!("log format {text:?} is not \"text\" or \"json\""))
+    }
+}
+
+/// `Display` as the configuration writes the value.
+macro_rules! display_as_str {
+    ($($name:ty),+) => {$(
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+display_as_str!(JwtAlgorithm, OnFailure, RoomsWithoutStream, LogFormat);
+
+/// What a duration in the configuration looks like, for error messages.
+const DURATION_FORMS: &str =
+    "a duration such as \"30s\", \"500ms\" or \"2m\", or a number of seconds";
+
+/// Parses a duration as the configuration takes it: `"30s"`, `"500ms"`, `"2m"`, `"1h 30m"`
+/// (humantime's units), or a number of seconds (`"10"`, `"0.05"`). The error says what
+/// was expected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    match text.parse::<f64>() {
+        Ok(seconds) => from_seconds(seconds),
+        Err(_) => humantime::parse_duration(text).map_err(|_| format!("expected {DURATION_FORMS}")),
+    }
+}
+
+/// `seconds` as a `Duration`; an error when negative, not a number or too large.
+fn from_seconds(seconds: f64) -> Result<Duration, String> {
+    if seconds < 0.0 {
+        return Err("a duration cannot be negative".to_owned());
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("expected {DURATION_FORMS}"))
+}
+
+/// `value` as the configuration prints it, in a form [`parse_duration`] reads back
+/// exactly: `"30s"`, `"50ms"`, `"1m 30s"`, `"24h"`, `"0s"`.
+pub fn format_duration(value: Duration) -> String {
+    if value.is_zero() {
+        return "0s".to_owned();
+    }
+    let (secs, nanos) = (value.as_secs(), u64::from(value.subsec_nanos()));
+    let parts = [
+        (secs / 3600, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (nanos / 1_000_000, "ms"),
+        (nanos / 1000 % 1000, "us"),
+        (nanos % 1000, "ns"),
+    ];
+    let parts: Vec<String> =
+        parts.iter().filter(|(n, _)| *n > 0).map(|(n, unit)| format!("{n}{unit}")).collect();
+    parts.join(" ")
+}
+
+/// Serde for the configuration's `Duration` fields (`#[serde(with = "duration")]`): reads
+/// what [`parse_duration`] reads, and TOML numbers as seconds; writes [`format_duration`].
+mod duration {
+    use std::time::Duration;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        deserializer.deserialize_any(DurationVisitor)
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(super::DURATION_FORMS)
+        }
+
+        fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(seconds))
+        }
+
+        fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Duration, E> {
+            u64::try_from(seconds)
+                .map(Duration::from_secs)
+                .map_err(|_| E::custom("a duration cannot be negative"))
+        }
+
+        fn visit_f64<E: de::Error>(self, seconds: f64) -> Result<Duration, E> {
+            super::from_seconds(seconds).map_err(E::custom)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            super::parse_duration(text).map_err(E::custom)
+        }
+    }
+}
+
+/// Keys that moved, as `(old, new)` `section.key` pairs. An old key (in the file, or its
+/// `ZENLIVE_*` variable) still works, with a [`Deprecated`] warning; when the new key is
+/// set too (in either place), the new key wins.
+pub const DEPRECATED_KEYS: [(&str, &str); 2] =
+    [("rtmp.max_viewer_lag", "play.max_viewer_lag"), ("rtmp.play_write_delay", "play.write_delay")];
+
+/// A deprecated key that a configuration sets; its `Display` is the warning to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deprecated {
+    /// The old key as it was set: `rtmp.max_viewer_lag`, or `ZENLIVE_RTMP_MAX_VIEWER_LAG`.
+    pub old: String,
+    /// The key that replaces it (`play.max_viewer_lag`).
+    pub new: &'static str,
+    /// The new key is set too, so the old key's value is ignored.
+    pub ignored: bool,
+}
+
+impl std::fmt::Display for Deprecated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (old, new) = (&self.old, self.new);
+        if self.ignored {
+            write!(f, "{old} is deprecated and ignored: {new} is set too and wins; remove {old}")
+        } else {
+            let variable = env_name(new);
+            write!(f, "{old} is deprecated: it still applies, but set {new} ({variable}) instead")
+        }
+    }
+}
+
+/// The environment variable that sets `section.key`.
+fn env_name(key: &str) -> String {
+    format!("ZENLIVE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Moves the deprecated keys `table` sets to their new places (unless a new key is set,
+/// which wins), keeping `origins` (key → the variable or old key that set it) in step.
+fn move_deprecated(
+    table: &mut toml::Table,
+    origins: &mut HashMap<String, String>,
+) -> Vec<Deprecated> {
+    let mut found = Vec::new();
+    for (old, new) in DEPRECATED_KEYS {
+        let (Some((old_section, old_key)), Some((new_section, new_key))) =
+            (old.split_once('.'), new.split_once('.'))
+        else {
+            continue;
+        };
+        let value = table
+            .get_mut(old_section)
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|section| section.remove(old_key));
+        let Some(value) = value else { continue };
+        let spelled = origins.remove(old).unwrap_or_else(|| old.to_owned());
+        let section =
+            table.entry(new_section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // A `play` that is not a table is reported when the whole is deserialized.
+        let ignored = match section.as_table_mut() {
+            Some(section) if !section.contains_key(new_key) => {
+                section.insert(new_key.to_owned(), value);
+                origins.insert(new.to_owned(), spelled.clone());
+                false
+            }
+            _ => true,
+        };
+        found.push(Deprecated { old: spelled, new, ignored });
+    }
+    found
 }
 
 /// Parses a listen address: `IP:PORT`, or `HOST:PORT` with the host resolved (an IPv4
@@ -529,10 +885,14 @@ fn check_log_level(level: &str) -> Result<(), ConfigError> {
         None => !known(directive),
     });
     match bad {
-        Some(directive) => Err(ConfigError::Invalid(format!(
-            "log.level: {directive:?} is not a level or target=level (levels: {})",
-            LOG_LEVELS.join(", ")
-        ))),
+        Some(directive) => Err(invalid(
+            "log.level",
+            format!("{level:?}"),
+            format!(
+                "{directive:?} is not a level or target=level (levels: {})",
+                LOG_LEVELS.join(", ")
+            ),
+        )),
         None => Ok(()),
     }
 }
@@ -540,7 +900,24 @@ fn check_log_level(level: &str) -> Result<(), ConfigError> {
 /// Shortest `cluster.secret` accepted.
 pub const MIN_CLUSTER_SECRET: usize = 16;
 
-/// A clear error naming `key` unless `value` lies in `range`.
+/// URL schemes `cluster.redis_url` may have (those the Redis client takes).
+const REDIS_SCHEMES: [&str; 7] =
+    ["redis", "rediss", "valkey", "valkeys", "redis+unix", "valkey+unix", "unix"];
+
+/// Keys whose values never appear in a message.
+const SECRET_KEYS: [&str; 4] =
+    ["auth.jwt_secret", "webhooks.secret", "cluster.secret", "cluster.redis_url"];
+
+/// The error for `key = value` (`value` as the configuration writes it): `problem`.
+fn invalid(
+    key: &str,
+    value: impl std::fmt::Display,
+    problem: impl std::fmt::Display,
+) -> ConfigError {
+    ConfigError::Invalid(format!("{key} = {value}: {problem}"))
+}
+
+/// An error naming `key`, its value and its range unless `value` lies in `range`.
 fn within<T: PartialOrd + std::fmt::Display>(
     key: &str,
     value: T,
@@ -550,24 +927,85 @@ fn within<T: PartialOrd + std::fmt::Display>(
     if range.contains(&value) {
         return Ok(());
     }
-    Err(ConfigError::Invalid(format!(
-        "{key} must be between {} and {} {unit} (got {value})",
-        range.start(),
-        range.end()
-    )))
+    let (start, end) = (range.start(), range.end());
+    Err(invalid(key, &value, format!("must be between {start} and {end} {unit}")))
 }
 
-/// Seconds from the configuration as a `Duration` (negative or invalid values become 0).
-pub fn secs(value: f64) -> Duration {
-    Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
+/// [`within`] for durations, written as the configuration writes them.
+fn duration_within(
+    key: &str,
+    value: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    let (start, end) = (format_duration(*range.start()), format_duration(*range.end()));
+    Err(invalid(
+        key,
+        format!("{:?}", format_duration(value)),
+        format!("must be between {start} and {end}"),
+    ))
+}
+
+/// One line for a value that does not deserialize: `origin: key = value: what is wrong`,
+/// with the value as `table` has it (secrets redacted) and the origin when a variable or a
+/// deprecated key set it. Errors about a whole section keep toml's wording.
+fn describe(
+    error: &toml::de::Error,
+    table: &toml::Table,
+    origins: &HashMap<String, String>,
+) -> ConfigError {
+    let text = error.to_string();
+    // toml names the key on a line of its own: "in `section.key`".
+    let key = text
+        .trim_end()
+        .lines()
+        .skip(1)
+        .last()
+        .and_then(|line| line.strip_prefix("in `"))
+        .and_then(|line| line.strip_suffix('`'));
+    let value = key
+        .and_then(|key| key.split_once('.'))
+        .and_then(|(section, name)| table.get(section)?.get(name))
+        .filter(|value| !value.is_table());
+    match (key, value) {
+        (Some(key), Some(value)) => {
+            let origin = origins.get(key).map(|origin| format!("{origin}: ")).unwrap_or_default();
+            // Serde's message may quote the value too; secrets are strings, so that is all
+            // there is to say about one.
+            let (shown, problem) = if SECRET_KEYS.contains(&key) {
+                ("<redacted>".to_owned(), "must be a string".to_owned())
+            } else {
+                (value.to_string(), error.message().trim().to_owned())
+            };
+            ConfigError::Invalid(format!("{origin}{key} = {shown}: {problem}"))
+        }
+        _ => ConfigError::Invalid(text.trim().replace('\n', " ")),
+    }
 }
 
 impl Config {
-    /// Loads `path` (if given), then applies `ZENLIVE_*` variables from `env`.
+    /// Loads `path` (if given), then applies `ZENLIVE_*` variables from `env`, and logs a
+    /// warning for each deprecated key it uses (see [`Config::load_reporting`]).
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let (config, deprecated) = Self::load_reporting(path, env)?;
+        for warning in &deprecated {
+            tracing::warn!("{warning}");
+        }
+        Ok(config)
+    }
+
+    /// Like [`Config::load`], but hands back the deprecated keys the configuration uses
+    /// instead of logging them: the binary logs them once its logger is up, and
+    /// `zenlive check` prints them.
+    pub fn load_reporting(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<Deprecated>), ConfigError> {
         let mut table = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -579,66 +1017,99 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        apply_env(&mut table, env)?;
-        // toml's error names the key it is about on a line of its own: one line here.
-        let config: Config =
-            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                ConfigError::Invalid(e.to_string().trim().replace('\n', " "))
-            })?;
-        config.validate()?;
-        Ok(config)
+        let mut origins = apply_env(&mut table, env)?;
+        let deprecated = move_deprecated(&mut table, &mut origins);
+        let config: Config = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| describe(&e, &table, &origins))?;
+        config.validate().map_err(|error| match error {
+            // Say which variable (or deprecated key) set the value, as for a bad type.
+            ConfigError::Invalid(message) => {
+                let origin =
+                    origins.iter().find(|(key, _)| message.starts_with(&format!("{key} =")));
+                match origin {
+                    Some((_, origin)) => ConfigError::Invalid(format!("{origin}: {message}")),
+                    None => ConfigError::Invalid(message),
+                }
+            }
+            error => error,
+        })?;
+        Ok((config, deprecated))
     }
 
-    /// Checks every value against its range and the combinations that cannot work;
+    /// Checks every value against its range and the combinations that cannot work, with
+    /// an error naming the key, its value and what is allowed;
     /// [`Config::load`] and [`NodeBuilder::start`](crate::NodeBuilder::start) call it.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        within("hls.segment_duration", self.hls.segment_duration, 0.5..=60.0, "seconds")?;
-        within("hls.window", self.hls.window, 2..=100, "segments")?;
-        within("rtmp.publish_read_delay", self.rtmp.publish_read_delay, 0.0..=1.0, "seconds")?;
-        // A player's queue (96 frames) holds about a second of 30 fps video and its audio;
-        // a batch must fit in it with room to spare.
-        within("rtmp.play_write_delay", self.rtmp.play_write_delay, 0.0..=0.5, "seconds")?;
-        within(
-            "cluster.link_idle_timeout",
-            self.cluster.link_idle_timeout,
-            1.0..=3600.0,
-            "seconds",
-        )?;
-        let day = 86_400.0;
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        let zero = Duration::ZERO;
+        let (hour, day) = (s(3600), s(86_400));
         for (key, value, range) in [
-            ("node.shutdown_timeout", self.node.shutdown_timeout, 0.0..=day),
-            ("rtmp.handshake_timeout", self.rtmp.handshake_timeout, 0.1..=day),
-            ("rtmp.idle_timeout", self.rtmp.idle_timeout, 0.1..=day),
-            ("rtmp.max_viewer_lag", self.rtmp.max_viewer_lag, 0.1..=day),
-            ("hls.reconnect_grace", self.hls.reconnect_grace, 0.0..=day),
-            ("hooks.timeout", self.hooks.timeout, 0.001..=day),
-            ("webhooks.timeout", self.webhooks.timeout, 0.001..=day),
-            ("webhooks.retry_for", self.webhooks.retry_for, 0.0..=7.0 * day),
-            ("cluster.relay_idle", self.cluster.relay_idle, 0.1..=day),
-            ("cluster.relay_grace", self.cluster.relay_grace, 0.0..=day),
+            ("node.shutdown_timeout", self.node.shutdown_timeout, zero..=day),
+            ("rtmp.handshake_timeout", self.rtmp.handshake_timeout, ms(100)..=day),
+            ("rtmp.idle_timeout", self.rtmp.idle_timeout, ms(100)..=day),
+            ("rtmp.publish_read_delay", self.rtmp.publish_read_delay, zero..=s(1)),
+            ("play.max_viewer_lag", self.play.max_viewer_lag, ms(100)..=day),
+            // A player's queue (96 frames) holds about a second of 30 fps video and its
+            // audio; a batch must fit in it with room to spare.
+            ("play.write_delay", self.play.write_delay, zero..=ms(500)),
+            ("hls.segment_duration", self.hls.segment_duration, ms(500)..=s(60)),
+            ("hls.reconnect_grace", self.hls.reconnect_grace, zero..=day),
+            ("auth.leeway", self.auth.leeway, zero..=hour),
+            ("auth.session_ttl", self.auth.session_ttl, s(1)..=day),
+            ("hooks.timeout", self.hooks.timeout, ms(1)..=day),
+            ("webhooks.timeout", self.webhooks.timeout, ms(1)..=day),
+            ("webhooks.retry_for", self.webhooks.retry_for, zero..=day * 7),
+            ("cluster.relay_idle", self.cluster.relay_idle, ms(100)..=day),
+            ("cluster.relay_grace", self.cluster.relay_grace, zero..=day),
+            ("cluster.link_idle_timeout", self.cluster.link_idle_timeout, s(1)..=hour),
         ] {
-            within(key, value, range, "seconds")?;
+            duration_within(key, value, range)?;
         }
+        for (key, value) in
+            [("auth.leeway", self.auth.leeway), ("auth.session_ttl", self.auth.session_ttl)]
+        {
+            if value.subsec_nanos() != 0 {
+                let value = format!("{:?}", format_duration(value));
+                return Err(invalid(key, value, "must be whole seconds (token times are)"));
+            }
+        }
+        for (key, value, range, unit) in [
+            ("node.workers", self.node.workers, 0..=1024, "threads (0: one per core)"),
+            ("rtmp.max_connections", self.rtmp.max_connections, 1..=1_000_000, "connections"),
+            (
+                "rtmp.max_pending_per_address",
+                self.rtmp.max_pending_per_address,
+                0..=1_000_000,
+                "connections (0: no cap)",
+            ),
+            ("metrics.max_stream_series", self.metrics.max_stream_series, 0..=1_000_000, "streams"),
+            ("hls.window", self.hls.window, 2..=100, "segments"),
+            ("webhooks.queue", self.webhooks.queue, 1..=10_000_000, "events"),
+            ("chat.history", self.chat.history, 0..=10_000, "messages"),
+            ("chat.max_length", self.chat.max_length, 1..=1_000_000, "characters"),
+            ("chat.max_members", self.chat.max_members, 1..=10_000_000, "members"),
+            ("chat.burst", self.chat.burst as usize, 1..=1_000_000, "messages"),
+            ("chat.max_frame", self.chat.max_frame, 1..=64 << 20, "bytes"),
+            ("chat.member_queue", self.chat.member_queue, 1..=1_000_000, "frames"),
+            ("chat.presence_limit", self.chat.presence_limit, 0..=10_000_000, "members"),
+            ("chat.max_rooms", self.chat.max_rooms, 0..=10_000_000, "rooms"),
+            (
+                "chat.max_rooms_per_address",
+                self.chat.max_rooms_per_address,
+                0..=1_000_000,
+                "rooms (0: no cap)",
+            ),
+        ] {
+            within(key, value, range, unit)?;
+        }
+        within("rtmp.max_partial_bytes", self.rtmp.max_partial_bytes, 1 << 20..=1 << 40, "bytes")?;
         within(
             "chat.per_second",
             self.chat.per_second,
             0.001..=1_000_000.0,
             "messages per second",
         )?;
-        within("auth.session_ttl", self.auth.session_ttl, 1..=86_400, "seconds")?;
-        for (key, value) in [
-            ("rtmp.max_connections", self.rtmp.max_connections),
-            ("chat.max_frame", self.chat.max_frame),
-            ("chat.member_queue", self.chat.member_queue),
-            ("chat.max_members", self.chat.max_members),
-            ("chat.max_length", self.chat.max_length),
-            ("chat.burst", self.chat.burst as usize),
-            ("webhooks.queue", self.webhooks.queue),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Invalid(format!("{key} must be at least 1 (got 0)")));
-            }
-        }
         check_log_level(&self.log.level)?;
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err(ConfigError::Invalid(
@@ -646,43 +1117,54 @@ impl Config {
             ));
         }
         crate::auth::Auth::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        if !matches!(self.hooks.on_failure.as_str(), "deny" | "allow") {
-            return Err(ConfigError::Invalid(
-                "hooks.on_failure must be \"deny\" or \"allow\"".into(),
-            ));
-        }
-        let urls = self
-            .webhooks
-            .urls
-            .iter()
-            .chain(Some(&self.webhooks.on_publish_url).filter(|u| !u.is_empty()));
-        for url in urls {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::Invalid(format!(
-                    "webhook URL {url:?} must be http:// or https://"
-                )));
-            }
-        }
-        if self.cluster.enabled
-            && self.cluster.advertise_host.is_empty()
-            && self.cluster.addr.ip().is_unspecified()
-        {
-            return Err(ConfigError::Invalid(
-                "cluster.addr listens on every address: set cluster.advertise_host to the \
-                 address other nodes reach this one at"
-                    .into(),
-            ));
-        }
-        if self.cluster.enabled && self.node.id.contains(['|', ':', ' ']) {
-            return Err(ConfigError::Invalid("node.id may not contain '|', ':' or spaces".into()));
-        }
-        if !matches!(self.chat.rooms_without_stream.as_str(), "signed_in" | "anyone" | "none") {
+        let http = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+        if let Some(url) = self.webhooks.urls.iter().find(|url| !http(url)) {
             return Err(ConfigError::Invalid(format!(
-                "chat.rooms_without_stream must be \"signed_in\", \"anyone\" or \"none\" (got {:?})",
-                self.chat.rooms_without_stream
+                "webhooks.urls: {url:?} must start with http:// or https://"
             )));
         }
-        if self.cluster.enabled && self.cluster.secret.len() < MIN_CLUSTER_SECRET {
+        let callback = &self.webhooks.on_publish_url;
+        if !callback.is_empty() && !http(callback) {
+            return Err(invalid(
+                "webhooks.on_publish_url",
+                format!("{callback:?}"),
+                "must start with http:// or https://",
+            ));
+        }
+        if self.cluster.enabled {
+            self.validate_cluster()?;
+        }
+        Ok(())
+    }
+
+    /// The `[cluster]` keys (and `node.id`) as cluster mode needs them.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        let scheme = cluster.redis_url.split_once("://").map(|(scheme, _)| scheme);
+        if !scheme.is_some_and(|scheme| REDIS_SCHEMES.contains(&scheme)) {
+            // The URL may hold a password: only its scheme is shown.
+            return Err(ConfigError::Invalid(format!(
+                "cluster.redis_url: a URL such as redis://127.0.0.1:6379/ is expected, with one \
+                 of the schemes {}; got {} (the URL itself is not shown: it may hold a password)",
+                REDIS_SCHEMES.join(", "),
+                scheme.map_or_else(|| "no scheme".to_owned(), |scheme| format!("{scheme:?}")),
+            )));
+        }
+        if cluster.advertise_host.is_empty() && cluster.addr.ip().is_unspecified() {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.addr = \"{}\" listens on every address: set cluster.advertise_host to \
+                 the address other nodes reach this one at",
+                cluster.addr
+            )));
+        }
+        if self.node.id.contains(['|', ':', ' ']) {
+            return Err(invalid(
+                "node.id",
+                format!("{:?}", self.node.id),
+                "may not contain '|', ':' or spaces in cluster mode",
+            ));
+        }
+        if cluster.secret.len() < MIN_CLUSTER_SECRET {
             return Err(ConfigError::Invalid(format!(
                 "cluster mode needs cluster.secret (ZENLIVE_CLUSTER_SECRET), at least \
                  {MIN_CLUSTER_SECRET} characters and the same on every node: without it anyone \
@@ -690,24 +1172,28 @@ impl Config {
                  room. Make one with `openssl rand -hex 32`"
             )));
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid("log.format must be \"text\" or \"json\"".into()));
-        }
         Ok(())
     }
 }
 
 /// Applies `ZENLIVE_SECTION_KEY=value` overrides. Each value takes the type of the key it
 /// sets: a string key gets the text as it is (`ZENLIVE_NODE_ID=1` is the id "1"); numbers
-/// and booleans are parsed; a list is a TOML array (`["a","b"]`) or comma-separated
-/// (`a,b`). A variable that names no section or key is an error naming it.
+/// and booleans are parsed; a duration is read as in the file (`30s`, `500ms`, `0.05`); a
+/// list is a TOML array (`["a","b"]`) or comma-separated (`a,b`). A deprecated key's
+/// variable sets the old key (see [`DEPRECATED_KEYS`]). A variable that names no section or
+/// key is an error naming it. Returns which variable set each key (`section.key`).
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<HashMap<String, String>, ConfigError> {
     let defaults = toml::Table::try_from(Config::default())
         .map_err(|e| ConfigError::Invalid(format!("the defaults do not serialize: {e}")))?;
     let sections = || defaults.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+    let default_of = |key: &str| {
+        let (section, name) = key.split_once('.')?;
+        defaults.get(section)?.get(name)
+    };
+    let mut origins = HashMap::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("ZENLIVE_") else { continue };
         let rest = rest.to_ascii_lowercase();
@@ -719,7 +1205,10 @@ fn apply_env(
                 sections()
             )));
         };
-        let Some(default) = known.get(key) else {
+        let full = format!("{section}.{key}");
+        let moved = DEPRECATED_KEYS.iter().find(|(old, _)| *old == full);
+        let Some(default) = known.get(key).or_else(|| moved.and_then(|(_, new)| default_of(new)))
+        else {
             let keys = known.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
             return Err(ConfigError::Invalid(format!(
                 "{name}: [{section}] has no key {key:?} (keys: {keys})"
@@ -735,8 +1224,9 @@ fn apply_env(
             return Err(ConfigError::Invalid(format!("[{section}] must be a table")));
         };
         section_table.insert(key.to_owned(), parsed);
+        origins.insert(full, name);
     }
-    Ok(())
+    Ok(origins)
 }
 
 /// `text` as a value of the type of `default`, or what was expected.
@@ -788,7 +1278,8 @@ mod tests {
         assert_eq!(c.rtmp.addr.to_string(), "0.0.0.0:1935");
         assert_eq!(c.http.addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.metrics.addr.to_string(), "0.0.0.0:9090");
-        assert_eq!(c.hls.segment_duration, 6.0);
+        assert_eq!(c.hls.segment_duration, Duration::from_secs(6));
+        assert_eq!(c.play.write_delay, Duration::from_millis(100));
     }
 
     #[test]
@@ -824,7 +1315,7 @@ mod tests {
             ]),
         )
         .expect("valid");
-        assert_eq!(c.hls.segment_duration, 2.0);
+        assert_eq!(c.hls.segment_duration, Duration::from_secs(2));
         assert_eq!(c.http.addr.to_string(), "127.0.0.1:8081");
         assert_eq!(c.rtmp.addr.to_string(), "127.0.0.1:1");
     }
@@ -847,7 +1338,7 @@ mod tests {
         assert_eq!(c.node.id, "1");
         assert_eq!(c.cluster.secret, "12345678901234567890");
         assert!(!c.hls.enabled);
-        assert_eq!(c.hls.segment_duration, 2.0);
+        assert_eq!(c.hls.segment_duration, Duration::from_secs(2));
         assert_eq!(c.chat.blocked_words, ["spam", "scam"]);
         assert_eq!(c.webhooks.urls, ["http://a/", "http://b/"]);
         let err = Config::load(None, env(&[("ZENLIVE_HSL_WINDOW", "3")])).expect_err("a typo");
@@ -872,20 +1363,305 @@ mod tests {
             ("ZENLIVE_HOOKS_TIMEOUT", "-1"),
             ("ZENLIVE_CHAT_PER_SECOND", "0"),
             ("ZENLIVE_RTMP_PUBLISH_READ_DELAY", "2"),
-            ("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "-0.1"),
+            ("ZENLIVE_PLAY_WRITE_DELAY", "-0.1"),
+            ("ZENLIVE_PLAY_WRITE_DELAY", "0.6"),
             ("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0.6"),
+            ("ZENLIVE_HLS_SEGMENT_DURATION", "soon"),
+            ("ZENLIVE_AUTH_LEEWAY", "1500ms"),
+            ("ZENLIVE_CHAT_BURST", "0"),
+            ("ZENLIVE_NODE_WORKERS", "100000"),
+            ("ZENLIVE_HOOKS_ON_FAILURE", "maybe"),
         ] {
             let err = Config::load(None, env(&[(k, v)])).expect_err("must fail");
             assert!(matches!(err, ConfigError::Invalid(_)), "{k}={v}: {err}");
         }
-        let err = Config::load(None, env(&[("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0.6")]))
-            .expect_err("must fail");
+        let err =
+            Config::load(None, env(&[("ZENLIVE_PLAY_WRITE_DELAY", "0.6")])).expect_err("must fail");
         assert_eq!(
             err.to_string(),
-            ConfigError::Invalid(
-                "rtmp.play_write_delay must be between 0 and 0.5 seconds (got 0.6)".into()
-            )
-            .to_string()
+            "invalid configuration: ZENLIVE_PLAY_WRITE_DELAY: play.write_delay = \"600ms\": must \
+             be between 0s and 500ms"
         );
+        let err = Config::load(None, env(&[("ZENLIVE_RTMP_IDLE_TIMEOUT", "0s")])).expect_err("0");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: ZENLIVE_RTMP_IDLE_TIMEOUT: rtmp.idle_timeout = \"0s\": must \
+             be between 100ms and 24h"
+        );
+        let err = load_file("[rtmp]\nidle_timeout = 0\n", &[]).expect_err("0");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: rtmp.idle_timeout = \"0s\": must be between 100ms and 24h"
+        );
+        let err = Config::load(None, env(&[("ZENLIVE_CHAT_BURST", "0")])).expect_err("burst");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: ZENLIVE_CHAT_BURST: chat.burst = 0: must be between 1 and \
+             1000000 messages"
+        );
+    }
+
+    /// Loads `text` as the configuration file, with `vars` as the environment.
+    fn load_file(
+        text: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<(Config, Vec<Deprecated>), ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("zenlive.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load_reporting(Some(&path), env(vars))
+    }
+
+    #[test]
+    fn durations_take_every_form_from_the_file() {
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        for (written, expected) in [
+            ("\"30s\"", s(30)),
+            ("\"500ms\"", ms(500)),
+            ("\"2m\"", s(120)),
+            ("\"1m 30s\"", s(90)),
+            ("\"1h\"", s(3600)),
+            ("45", s(45)),
+            ("0.05", ms(50)),
+            ("0.3", ms(300)),
+            ("12.5", ms(12_500)),
+            ("\"20\"", s(20)),
+            ("\"0.25\"", ms(250)),
+        ] {
+            let (c, deprecated) =
+                load_file(&format!("[hls]\nreconnect_grace = {written}\n"), &[]).expect(written);
+            assert_eq!(c.hls.reconnect_grace, expected, "{written}");
+            assert!(deprecated.is_empty());
+        }
+    }
+
+    #[test]
+    fn durations_take_every_form_from_the_environment() {
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        for (written, expected) in [
+            ("30s", s(30)),
+            ("500ms", ms(500)),
+            ("2m", s(120)),
+            ("45", s(45)),
+            ("0.05", ms(50)),
+            ("2.0", s(2)),
+            (" 10s ", s(10)),
+        ] {
+            let c =
+                Config::load(None, env(&[("ZENLIVE_WEBHOOKS_RETRY_FOR", written)])).expect(written);
+            assert_eq!(c.webhooks.retry_for, expected, "{written:?}");
+        }
+        // Whole seconds where tokens need them.
+        let c = Config::load(None, env(&[("ZENLIVE_AUTH_SESSION_TTL", "10m")])).expect("ttl");
+        assert_eq!(c.auth.session_ttl, s(600));
+    }
+
+    #[test]
+    fn durations_print_in_the_human_form_and_read_back() {
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        for (value, printed) in [
+            (Duration::ZERO, "0s"),
+            (ms(50), "50ms"),
+            (s(30), "30s"),
+            (s(90), "1m 30s"),
+            (s(86_400), "24h"),
+            (Duration::new(1, 1_001), "1s 1us 1ns"),
+        ] {
+            assert_eq!(format_duration(value), printed);
+            assert_eq!(parse_duration(printed), Ok(value), "{printed}");
+        }
+        let table = toml::Table::try_from(Config::default()).expect("serializable");
+        let rtmp = &table["rtmp"];
+        assert_eq!(rtmp["idle_timeout"].as_str(), Some("30s"));
+        assert_eq!(rtmp["publish_read_delay"].as_str(), Some("50ms"));
+        assert_eq!(table["play"]["write_delay"].as_str(), Some("100ms"));
+        assert_eq!(table["log"]["format"].as_str(), Some("text"));
+        assert_eq!(table["auth"]["algorithm"].as_str(), Some("HS256"));
+        // What is printed loads back as it was.
+        let printed = toml::to_string(&Config::default()).expect("printable");
+        let back: Config = toml::from_str(&printed).expect("loads back");
+        assert_eq!(back, Config::default());
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_key_the_value_and_the_forms() {
+        let err = load_file("[hls]\nsegment_duration = \"soon\"\n", &[]).expect_err("bad");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: hls.segment_duration = \"soon\": expected a duration such \
+             as \"30s\", \"500ms\" or \"2m\", or a number of seconds"
+        );
+        let err = Config::load(None, env(&[("ZENLIVE_RTMP_IDLE_TIMEOUT", "-5")])).expect_err("<0");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: ZENLIVE_RTMP_IDLE_TIMEOUT: rtmp.idle_timeout = \"-5\": a \
+             duration cannot be negative"
+        );
+        let err = load_file("[hooks]\ntimeout = -1\n", &[]).expect_err("negative");
+        assert!(err.to_string().contains("hooks.timeout = -1: a duration cannot be negative"));
+        let err = load_file("[hooks]\ntimeout = true\n", &[]).expect_err("a boolean");
+        assert!(err.to_string().contains("hooks.timeout = true: invalid type"), "{err}");
+        let err = load_file("[auth]\nleeway = \"1500ms\"\n", &[]).expect_err("fraction");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: auth.leeway = \"1s 500ms\": must be whole seconds (token \
+             times are)"
+        );
+    }
+
+    #[test]
+    fn enums_keep_their_spellings_and_a_bad_value_names_the_allowed_ones() {
+        fn printed<T: Serialize>(value: T) -> String {
+            match toml::Value::try_from(value) {
+                Ok(toml::Value::String(text)) => text,
+                other => panic!("an enum prints as a string, not {other:?}"),
+            }
+        }
+        fn parsed<T: serde::de::DeserializeOwned>(text: &str) -> T {
+            toml::Value::String(text.to_owned()).try_into().expect("parses")
+        }
+        for value in JwtAlgorithm::ALL {
+            assert_eq!(printed(value), value.as_str());
+            assert_eq!(parsed::<JwtAlgorithm>(value.as_str()), value);
+        }
+        for value in OnFailure::ALL {
+            assert_eq!(printed(value), value.as_str());
+        }
+        for value in RoomsWithoutStream::ALL {
+            assert_eq!(printed(value), value.as_str());
+        }
+        for value in LogFormat::ALL {
+            assert_eq!(printed(value), value.as_str());
+            assert_eq!(value.as_str().parse::<LogFormat>(), Ok(value));
+        }
+        let (c, _) = load_file(
+            "[hooks]\non_failure = \"allow\"\n[chat]\nrooms_without_stream = \"none\"\n\
+             [log]\nformat = \"json\"\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(c.hooks.on_failure, OnFailure::Allow);
+        assert_eq!(c.chat.rooms_without_stream, RoomsWithoutStream::None);
+        assert_eq!(c.log.format, LogFormat::Json);
+
+        let err = load_file("[hooks]\non_failure = \"maybe\"\n", &[]).expect_err("bad");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: hooks.on_failure = \"maybe\": unknown variant `maybe`, \
+             expected `deny` or `allow`"
+        );
+        let err =
+            Config::load(None, env(&[("ZENLIVE_AUTH_ALGORITHM", "PS256")])).expect_err("PS256");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "invalid configuration: ZENLIVE_AUTH_ALGORITHM: auth.algorithm = \"PS256\""
+            ),
+            "{text}"
+        );
+        for allowed in JwtAlgorithm::ALL {
+            assert!(text.contains(&format!("`{allowed}`")), "{text}");
+        }
+        let err = Config::load(None, env(&[("ZENLIVE_CHAT_ROOMS_WITHOUT_STREAM", "everyone")]))
+            .expect_err("everyone");
+        assert!(err.to_string().contains("`signed_in`, `anyone`, `none`"), "{err}");
+        let err = Config::load(None, env(&[("ZENLIVE_LOG_FORMAT", "xml")])).expect_err("xml");
+        assert!(err.to_string().contains("`text` or `json`"), "{err}");
+    }
+
+    #[test]
+    fn the_deprecated_play_keys_still_work_with_a_warning() {
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        let (c, deprecated) =
+            load_file("[rtmp]\nmax_viewer_lag = 4\nplay_write_delay = \"20ms\"\n", &[])
+                .expect("valid");
+        assert_eq!(c.play.max_viewer_lag, s(4));
+        assert_eq!(c.play.write_delay, ms(20));
+        assert_eq!(
+            deprecated.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "rtmp.max_viewer_lag is deprecated: it still applies, but set \
+                 play.max_viewer_lag (ZENLIVE_PLAY_MAX_VIEWER_LAG) instead",
+                "rtmp.play_write_delay is deprecated: it still applies, but set \
+                 play.write_delay (ZENLIVE_PLAY_WRITE_DELAY) instead",
+            ]
+        );
+        // The old variables too; the warning names the variable.
+        let (c, deprecated) =
+            load_file("", &[("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0")]).expect("valid");
+        assert_eq!(c.play.write_delay, Duration::ZERO);
+        assert_eq!(
+            deprecated,
+            [Deprecated {
+                old: "ZENLIVE_RTMP_PLAY_WRITE_DELAY".into(),
+                new: "play.write_delay",
+                ignored: false
+            }]
+        );
+        // An old key's bad value is reported under the new key, saying where it came from.
+        let err = load_file("[rtmp]\nmax_viewer_lag = \"long\"\n", &[]).expect_err("bad");
+        assert!(
+            err.to_string().contains("rtmp.max_viewer_lag: play.max_viewer_lag = \"long\""),
+            "{err}"
+        );
+        // Out of range under its new name.
+        let err = load_file("[rtmp]\nplay_write_delay = 2\n", &[]).expect_err("too long");
+        assert!(
+            err.to_string().contains("rtmp.play_write_delay: play.write_delay = \"2s\""),
+            "{err}"
+        );
+        // Nothing deprecated, nothing reported.
+        let (_, deprecated) = load_file("[play]\nwrite_delay = \"50ms\"\n", &[]).expect("ok");
+        assert!(deprecated.is_empty());
+    }
+
+    #[test]
+    fn a_new_play_key_wins_over_its_old_one() {
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        let file = "[rtmp]\nmax_viewer_lag = 4\n[play]\nmax_viewer_lag = \"7s\"\n";
+        let (c, deprecated) = load_file(file, &[]).expect("valid");
+        assert_eq!(c.play.max_viewer_lag, s(7));
+        assert_eq!(
+            deprecated.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["rtmp.max_viewer_lag is deprecated and ignored: play.max_viewer_lag is set too \
+                 and wins; remove rtmp.max_viewer_lag"]
+        );
+        // Whichever place each is set in: an old variable loses to a new key in the file, an
+        // old key in the file loses to a new variable.
+        let (c, deprecated) = load_file(
+            "[play]\nwrite_delay = \"30ms\"\n[rtmp]\nmax_viewer_lag = 4\n",
+            &[("ZENLIVE_RTMP_PLAY_WRITE_DELAY", "0.2"), ("ZENLIVE_PLAY_MAX_VIEWER_LAG", "9")],
+        )
+        .expect("valid");
+        assert_eq!(c.play.write_delay, ms(30));
+        assert_eq!(c.play.max_viewer_lag, s(9));
+        assert!(deprecated.iter().all(|d| d.ignored), "{deprecated:?}");
+        assert_eq!(deprecated.len(), 2);
+        // An ignored old value is not even checked.
+        let (c, _) =
+            load_file("[rtmp]\nplay_write_delay = \"never\"\n[play]\nwrite_delay = 0\n", &[])
+                .expect("the old value is ignored");
+        assert_eq!(c.play.write_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn secrets_are_not_shown_in_errors() {
+        let err = load_file("[cluster]\nsecret = 12345678901234567\n", &[]).expect_err("a number");
+        assert!(err.to_string().contains("cluster.secret = <redacted>"), "{err}");
+        assert!(!err.to_string().contains("1234567890"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[
+                ("ZENLIVE_CLUSTER_ENABLED", "true"),
+                ("ZENLIVE_CLUSTER_ADVERTISE_HOST", "10.0.0.1"),
+                ("ZENLIVE_CLUSTER_SECRET", "12345678901234567890"),
+                ("ZENLIVE_CLUSTER_REDIS_URL", "http://user:hunter2@redis/"),
+            ]),
+        )
+        .expect_err("not a Redis URL");
+        assert!(
+            err.to_string().contains("cluster.redis_url") && err.to_string().contains("\"http\"")
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

@@ -36,7 +36,7 @@ use zenlive_media::ts::Tracks;
 
 use crate::admission::{self, Refusal, Request};
 use crate::auth::{unix_now, Action};
-use crate::config::{secs, HlsConfig};
+use crate::config::HlsConfig;
 use crate::http::{request_token, stream_key, with_cors, ApiError};
 use crate::metrics::HlsRequest;
 use crate::node::NodeContext;
@@ -100,11 +100,11 @@ impl HlsManager {
         Self {
             enabled: config.enabled,
             segmenter: SegmenterConfig {
-                target_duration: secs(config.segment_duration),
+                target_duration: config.segment_duration,
                 window_segments: config.window,
                 max_segment_bytes: MAX_SEGMENT_BYTES,
             },
-            grace: secs(config.reconnect_grace),
+            grace: config.reconnect_grace,
             max_viewer_lag: Duration::from_secs(30),
             directory,
             pool,

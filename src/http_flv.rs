@@ -18,7 +18,6 @@ use zenlive_media::flv::flv_file_header;
 use zenlive_media::flv_frames::{carries, write_config_tag, write_frame_tag};
 
 use crate::admission::{self, Request};
-use crate::config::secs;
 use crate::http::{request_token, stream_key, with_cors, ApiError};
 use crate::node::NodeContext;
 
@@ -115,9 +114,9 @@ pub async fn play(
     let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
     ticket.watch(Box::new(FlvSink { tx }));
     let header_bytes = Bytes::copy_from_slice(&flv_file_header(true, true));
-    // Paced like RTMP players (`rtmp.play_write_delay`): the response is written when its
+    // Paced like RTMP players (`play.write_delay`): the response is written when its
     // body turns pending, so a batch of tags leaves in one write.
-    let tags = crate::grid::paced(rx, secs(node.live().rtmp.play_write_delay));
+    let tags = crate::grid::paced(rx, node.live().play.write_delay);
     let body = tokio_stream::once(header_bytes).chain(tags).map(Ok::<_, std::io::Error>);
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/x-flv")

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use zenlive::auth::{unix_now, Auth, Claims, Role};
-use zenlive::config::parse_listen_addr;
+use zenlive::config::{parse_listen_addr, Deprecated, LogFormat};
 use zenlive::{Config, NodeBuilder};
 
 /// mimalloc instead of the system allocator: each frame's payload is allocated on the
@@ -70,7 +70,8 @@ enum Command {
     /// 503, live streams continue until they end. `--resume` undoes it.
     Drain(DrainArgs),
     /// Check the configuration (file, environment, flags) and exit: 0 when the node would
-    /// start with it, 1 with the first problem otherwise.
+    /// start with it, 1 with the first problem otherwise. Deprecated keys are warned about
+    /// on stderr.
     Check,
 }
 
@@ -188,7 +189,7 @@ fn init_logging(config: &Config) -> SetLogLevel {
             reload(EnvFilter::new(level))
         })
     };
-    if config.log.format == "json" {
+    if config.log.format == LogFormat::Json {
         let builder = builder.json().with_filter_reloading();
         let handle = builder.reload_handle();
         builder.init();
@@ -256,7 +257,12 @@ fn auth_summary(node: &zenlive::Node) -> String {
 /// invalid configuration changes nothing. Never stops the node.
 fn on_hangup(cli: &Cli, node: &zenlive::Node, set_log_level: &SetLogLevel) {
     let config = match load(cli) {
-        Ok(config) => config,
+        Ok((config, deprecated)) => {
+            for warning in &deprecated {
+                tracing::warn!("SIGHUP: {warning}");
+            }
+            config
+        }
         Err(error) => {
             tracing::error!("SIGHUP: the configuration is invalid, nothing changed: {error:#}");
             return;
@@ -284,9 +290,10 @@ fn on_hangup(cli: &Cli, node: &zenlive::Node, set_log_level: &SetLogLevel) {
     );
 }
 
-/// The configuration from the file, the environment and the flags.
-fn load(cli: &Cli) -> anyhow::Result<Config> {
-    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+/// The configuration from the file, the environment and the flags, and the deprecated keys
+/// it uses (for the caller to warn about).
+fn load(cli: &Cli) -> anyhow::Result<(Config, Vec<Deprecated>)> {
+    let (mut config, deprecated) = Config::load_reporting(cli.config.as_deref(), std::env::vars())?;
     if let Some(addr) = cli.rtmp_addr {
         config.rtmp.addr = addr;
     }
@@ -310,10 +317,10 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         config.cluster.advertise_host = host.clone();
     }
     if let Some(format) = &cli.log_format {
-        config.log.format = format.clone();
+        config.log.format = format.parse().map_err(anyhow::Error::msg)?;
     }
     config.validate()?;
-    Ok(config)
+    Ok((config, deprecated))
 }
 
 /// Any failure to start is one line on stderr and exit status 1: the cause, the address or
@@ -329,17 +336,24 @@ async fn main() {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = load(&cli)?;
+    let (config, deprecated) = load(&cli)?;
     match cli.command {
         Some(Command::Token(args)) => return print_token(&config, args),
         Some(Command::Drain(args)) => return drain(&config, args).await,
         Some(Command::Check) => {
+            for warning in &deprecated {
+                eprintln!("zenlive: warning: {warning}");
+            }
             println!("configuration OK");
             return Ok(());
         }
         None => {}
     }
     let set_log_level = init_logging(&config);
+    // Once, now that there is a logger to say it.
+    for warning in &deprecated {
+        tracing::warn!("{warning}");
+    }
 
     let node = NodeBuilder::new(config).start().await?;
     tracing::info!(node = %node.id(), "zenlive {} started", env!("CARGO_PKG_VERSION"));

@@ -38,7 +38,7 @@ use zenlive_cluster::{
 use crate::auth::{Auth, AuthSetupError};
 use crate::cluster::instrumented::Instrumented;
 use crate::cluster::Cluster;
-use crate::config::{secs, Config, ConfigError};
+use crate::config::{Config, ConfigError, OnFailure};
 use crate::hls::HlsManager;
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
@@ -302,7 +302,7 @@ impl NodeBuilder {
         let config_rtmp = config.rtmp.clone();
         let mut auth = Auth::new(&config.auth)?;
         if config.cluster.enabled {
-            auth.share_sessions(config.auth.session_ttl, &config.cluster.secret);
+            auth.share_sessions(config.auth.session_ttl.as_secs(), &config.cluster.secret);
         }
         let auth = ArcSwap::from_pointee(auth);
         let node_id = if config.node.id.is_empty() {
@@ -374,15 +374,15 @@ impl NodeBuilder {
         let mut set = self.hooks;
         if !config.webhooks.on_publish_url.is_empty() {
             let callback = Arc::clone(&publish_callback);
-            set.on_publish.push(on_publish_callback(callback, secs(config.hooks.timeout)));
+            set.on_publish.push(on_publish_callback(callback, config.hooks.timeout));
         }
         let hooks = Arc::new(Hooks::new(
             Arc::clone(&hls),
             Arc::clone(&metrics),
             set,
             Arc::clone(&webhooks),
-            secs(config.hooks.timeout),
-            config.hooks.on_failure == "allow",
+            config.hooks.timeout,
+            config.hooks.on_failure == OnFailure::Allow,
         ));
         let supervisor = StreamSupervisor::new(
             node_id.clone(),
@@ -393,8 +393,8 @@ impl NodeBuilder {
         )
         .start();
         let mut chat_hooks = self.chat;
-        chat_hooks.timeout = secs(config.hooks.timeout);
-        chat_hooks.allow_on_failure = config.hooks.on_failure == "allow";
+        chat_hooks.timeout = config.hooks.timeout;
+        chat_hooks.allow_on_failure = config.hooks.on_failure == OnFailure::Allow;
         // Always listening, so webhooks a reload adds hear chat messages too.
         let chat_webhooks = Arc::clone(&webhooks);
         chat_hooks.delivered.push(Arc::new(move |delivered| {
@@ -575,9 +575,9 @@ const RELOADABLE: [&str; 16] = [
     "rtmp.max_connections",
     "rtmp.max_pending_per_address",
     "rtmp.max_partial_bytes",
-    "rtmp.max_viewer_lag",
     "rtmp.publish_read_delay",
-    "rtmp.play_write_delay",
+    "play.max_viewer_lag",
+    "play.write_delay",
     "chat.anonymous_read",
     "chat.max_frame",
     "chat.member_queue",
@@ -721,7 +721,7 @@ impl Node {
         if changed.iter().any(|k| k.starts_with("auth.")) {
             let mut auth = Auth::new(&new.auth)?;
             if new.cluster.enabled {
-                auth.share_sessions(new.auth.session_ttl, &new.cluster.secret);
+                auth.share_sessions(new.auth.session_ttl.as_secs(), &new.cluster.secret);
             } else {
                 auth.keep_sessions_of(&self.context.auth.load());
             }
@@ -774,7 +774,7 @@ impl Node {
         let context = &self.context;
         let fresh = Webhooks::start(config, context.node_id.as_str(), Arc::clone(&context.metrics));
         if let Some(old) = context.webhooks.swap(fresh) {
-            let limit = secs(config.retry_for).max(Duration::from_secs(1));
+            let limit = config.retry_for.max(Duration::from_secs(1));
             actix_rt::spawn(async move { old.drain(limit).await });
         }
         let url = config.on_publish_url.clone();
@@ -844,7 +844,7 @@ impl Node {
     /// `node.shutdown_timeout`.
     pub async fn shutdown(self) {
         self.context.ready.store(false, Ordering::Release);
-        let limit = secs(self.context.config.node.shutdown_timeout);
+        let limit = self.context.config.node.shutdown_timeout;
         for task in &self.tasks {
             task.abort();
         }

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use zenlive_actors::chat::DeliveredMessage;
 use zenlive_actors::StreamEvent;
 
-use crate::config::{secs, WebhooksConfig};
+use crate::config::WebhooksConfig;
 use crate::hooks::{decider, unix_seconds, Decider, Decision, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 
@@ -91,10 +91,10 @@ impl Webhooks {
             .map(|url| {
                 let (tx, rx) = mpsc::channel(config.queue.max(1));
                 let sender = Sender {
-                    client: client(secs(config.timeout)),
+                    client: client(config.timeout),
                     url: url.clone(),
                     secret: config.secret.clone(),
-                    retry_for: secs(config.retry_for),
+                    retry_for: config.retry_for,
                     pending: Arc::clone(&pending),
                     metrics: Arc::clone(&metrics),
                 };

@@ -24,7 +24,7 @@ fn key_file(name: &str) -> String {
 /// A node that requires RS256 tokens for publish and play.
 fn rs256_config() -> Config {
     let mut config = test_config();
-    config.auth.algorithm = "RS256".to_owned();
+    config.auth.algorithm = zenlive::config::JwtAlgorithm::Rs256;
     config.auth.public_key = key_file("rsa-public.pem");
     config.auth.private_key = key_file("rsa-private.pem");
     config.auth.require_publish = true;

@@ -152,6 +152,16 @@ async fn start_failures_are_one_line_that_names_the_cause_and_the_setting() {
     }
     let (ok, stderr) = run_zenlive(&["check"], &[("ZENLIVE_NODE_ID", "1")]).await;
     assert!(ok, "a numeric id is a string: {stderr}");
+    // A deprecated key still works; `check` names the key that replaces it.
+    let (ok, stderr) = run_zenlive(&["check"], &[("ZENLIVE_RTMP_MAX_VIEWER_LAG", "5s")]).await;
+    assert!(ok, "deprecated, not refused: {stderr}");
+    assert!(
+        stderr.contains("warning: ZENLIVE_RTMP_MAX_VIEWER_LAG is deprecated")
+            && stderr.contains("play.max_viewer_lag"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run_zenlive(&["check"], &[("ZENLIVE_HOOKS_ON_FAILURE", "maybe")]).await;
+    assert!(!ok && stderr.contains("`deny` or `allow`"), "the allowed values: {stderr}");
     let (ok, stderr) = run_zenlive(&["check", "--rtmp-addr", "localhost:1935"], &[]).await;
     assert!(ok, "host names resolve: {stderr}");
     // Global flags after the subcommand.

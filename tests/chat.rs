@@ -30,7 +30,7 @@ fn config() -> Config {
     config.chat.burst = 20;
     // These tests are about rooms, not who may open one: anyone may, stream or not
     // (`tests/hostile_clients.rs` covers the default).
-    config.chat.rooms_without_stream = "anyone".to_owned();
+    config.chat.rooms_without_stream = zenlive::config::RoomsWithoutStream::Anyone;
     config
 }
 

@@ -43,7 +43,7 @@ async fn stalled_player(addr: SocketAddr, name: &str) -> TcpStream {
 #[actix_rt::test]
 async fn a_viewer_that_stops_reading_is_dropped_and_harms_no_one() {
     let mut config = test_config();
-    config.rtmp.max_viewer_lag = 2.0;
+    config.play.max_viewer_lag = Duration::from_secs(2);
     let node = start_node(config).await;
     let mut publisher = publish(&fixture(false), &rtmp_url(&node, "slow"));
     wait_live(&node, "slow").await;
@@ -77,7 +77,7 @@ async fn silent_publisher(addr: SocketAddr, name: &str) -> (TcpStream, ClientSes
 #[actix_rt::test]
 async fn a_publisher_that_goes_silent_ends_its_stream() {
     let mut config = test_config();
-    config.rtmp.idle_timeout = 2.0;
+    config.rtmp.idle_timeout = Duration::from_secs(2);
     let node = start_node(config).await;
     let _silent = silent_publisher(node.rtmp_addr().expect("rtmp"), "quiet").await;
     let key = zenlive::StreamKey::new("live", "quiet").expect("key");
@@ -102,7 +102,7 @@ async fn merged_reads_deliver_what_waits_below_the_low_water_mark() {
     // A quarter second of data per read: at 64 kB/s the kernel holds 16 kB per wake-up,
     // and the flush tick runs every second.
     let mut config = test_config();
-    config.rtmp.publish_read_delay = 0.25;
+    config.rtmp.publish_read_delay = Duration::from_millis(250);
     let node = start_node(config).await;
     let (mut stream, mut session) =
         silent_publisher(node.rtmp_addr().expect("rtmp"), "merged").await;
@@ -140,13 +140,13 @@ async fn merged_reads_deliver_what_waits_below_the_low_water_mark() {
     node.shutdown().await;
 }
 
-/// Publishes `frames` video frames of 2 kB every 31 ms to a node with `play_write_delay`
+/// Publishes `frames` video frames of 2 kB every 31 ms to a node with `write_delay`
 /// and reads them as a player: the timestamps received, and how many reads brought video.
-async fn paced_play(play_write_delay: f64, name: &str, frames: u32) -> (Vec<u32>, usize) {
+async fn paced_play(write_delay: Duration, name: &str, frames: u32) -> (Vec<u32>, usize) {
     let mut config = test_config();
     // Frames reach the stream as they are sent: only the player's side merges.
-    config.rtmp.publish_read_delay = 0.0;
-    config.rtmp.play_write_delay = play_write_delay;
+    config.rtmp.publish_read_delay = Duration::ZERO;
+    config.play.write_delay = write_delay;
     let node = start_node(config).await;
     let addr = node.rtmp_addr().expect("rtmp");
     let (mut publisher, mut session) = silent_publisher(addr, name).await;
@@ -192,12 +192,12 @@ async fn paced_play(play_write_delay: f64, name: &str, frames: u32) -> (Vec<u32>
 async fn paced_player_writes_carry_every_frame_in_fewer_writes() {
     // 40 frames over 1.24 s. At a quarter second per write the player reads a handful of
     // batches; a busier machine only merges more.
-    let (stamps, reads) = paced_play(0.25, "paced", 40).await;
+    let (stamps, reads) = paced_play(Duration::from_millis(250), "paced", 40).await;
     let after_join: Vec<u32> = stamps.iter().copied().skip_while(|&t| t == 0).collect();
     assert_eq!(after_join, (1..=40).map(|i| i * 31).collect::<Vec<_>>(), "every frame, in order");
     assert!(reads <= 40 / 3, "{reads} reads brought 40 frames: writes were not merged");
     // Without pacing the same frames arrive too (how many reads is up to the machine).
-    let (stamps, _) = paced_play(0.0, "unpaced", 40).await;
+    let (stamps, _) = paced_play(Duration::ZERO, "unpaced", 40).await;
     let after_join: Vec<u32> = stamps.iter().copied().skip_while(|&t| t == 0).collect();
     assert_eq!(after_join, (1..=40).map(|i| i * 31).collect::<Vec<_>>(), "every frame, in order");
 }

@@ -103,7 +103,7 @@ async fn sdk_deciders_and_viewer_notifications() {
     let (join_log, leave_log, end_log) =
         (Arc::clone(&events), Arc::clone(&events), Arc::clone(&ended));
     let mut config = test_config();
-    config.hooks.timeout = 1.0;
+    config.hooks.timeout = Duration::from_secs(1);
     let node = NodeBuilder::new(config)
         .on_publish(|request| async move {
             tokio::time::sleep(Duration::from_millis(20)).await; // really async

@@ -14,8 +14,8 @@ use zenlive::RejectReason;
 #[actix_rt::test]
 async fn hostile_rtmp_input_is_rejected_without_harm() {
     let mut config = test_config();
-    config.rtmp.handshake_timeout = 1.0;
-    config.rtmp.idle_timeout = 2.0;
+    config.rtmp.handshake_timeout = Duration::from_secs(1);
+    config.rtmp.idle_timeout = Duration::from_secs(2);
     let node = start_node(config).await;
     let addr = node.rtmp_addr().expect("rtmp");
     let mut publisher = publish(&fixture(false), &rtmp_url(&node, "bystander"));

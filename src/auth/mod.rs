@@ -26,7 +26,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use zenlive_actors::StreamKey;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, JwtAlgorithm};
 pub use scope::Scope;
 
 /// Longest token accepted; anything longer is refused without parsing.
@@ -258,9 +258,6 @@ impl AuthError {
 /// Why the auth configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
-    /// An unknown algorithm name.
-    #[error("auth.algorithm {0:?} is not one of HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384, EdDSA")]
-    Algorithm(String),
     /// A key file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -308,13 +305,17 @@ impl Auth {
     /// Builds from `[auth]`. Auth is configured when a secret or a public key is set; it is
     /// required for publish and play only when `require_publish` / `require_play` say so.
     pub fn new(config: &AuthConfig) -> Result<Self, AuthSetupError> {
-        let algorithm: Algorithm = config
-            .algorithm
-            .parse()
-            .map_err(|_| AuthSetupError::Algorithm(config.algorithm.clone()))?;
-        if matches!(algorithm, Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) {
-            return Err(AuthSetupError::Algorithm(config.algorithm.clone()));
-        }
+        let algorithm = match config.algorithm {
+            JwtAlgorithm::Hs256 => Algorithm::HS256,
+            JwtAlgorithm::Hs384 => Algorithm::HS384,
+            JwtAlgorithm::Hs512 => Algorithm::HS512,
+            JwtAlgorithm::Rs256 => Algorithm::RS256,
+            JwtAlgorithm::Rs384 => Algorithm::RS384,
+            JwtAlgorithm::Rs512 => Algorithm::RS512,
+            JwtAlgorithm::Es256 => Algorithm::ES256,
+            JwtAlgorithm::Es384 => Algorithm::ES384,
+            JwtAlgorithm::EdDsa => Algorithm::EdDSA,
+        };
         let hmac = matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
         let (decoding, encoding) = if hmac {
             match config.jwt_secret.as_bytes() {
@@ -362,7 +363,7 @@ impl Auth {
             ));
         }
         let mut validation = Validation::new(algorithm);
-        validation.leeway = config.leeway;
+        validation.leeway = config.leeway.as_secs();
         validation.validate_nbf = true;
         validation.required_spec_claims = HashSet::from(["exp".to_owned(), "sub".to_owned()]);
         if config.issuer.is_empty() {
@@ -384,7 +385,7 @@ impl Auth {
             validation,
             require_publish: config.require_publish,
             require_play: config.require_play,
-            sessions: session::Sessions::new(config.session_ttl),
+            sessions: session::Sessions::new(config.session_ttl.as_secs()),
         })
     }
 

@@ -157,7 +157,7 @@ fn errors_never_contain_the_token() {
 #[test]
 fn rs256_tokens_verify_and_an_hs256_token_signed_with_the_public_key_does_not() {
     let auth = Auth::new(&AuthConfig {
-        algorithm: "RS256".to_owned(),
+        algorithm: JwtAlgorithm::Rs256,
         public_key: keys("rsa-public.pem"),
         private_key: keys("rsa-private.pem"),
         require_publish: true,
@@ -181,11 +181,11 @@ fn rs256_tokens_verify_and_an_hs256_token_signed_with_the_public_key_does_not() 
 #[test]
 fn eddsa_and_es256_keys_work() {
     for (algorithm, public, private) in [
-        ("EdDSA", "ed25519-public.pem", "ed25519-private.pem"),
-        ("ES256", "ec-public.pem", "ec-private.pem"),
+        (JwtAlgorithm::EdDsa, "ed25519-public.pem", "ed25519-private.pem"),
+        (JwtAlgorithm::Es256, "ec-public.pem", "ec-private.pem"),
     ] {
         let auth = Auth::new(&AuthConfig {
-            algorithm: algorithm.to_owned(),
+            algorithm,
             public_key: keys(public),
             private_key: keys(private),
             require_play: true,
@@ -262,12 +262,12 @@ fn off_by_default_and_required_independently() {
 #[test]
 fn bad_configurations_are_refused() {
     let bad = [
-        AuthConfig { algorithm: "none".to_owned(), ..AuthConfig::default() },
-        AuthConfig { algorithm: "PS256".to_owned(), ..AuthConfig::default() },
-        AuthConfig { algorithm: "RS256".to_owned(), ..AuthConfig::default() },
+        // Unknown algorithms (`none`, `PS256`) cannot be written in an `AuthConfig`: the
+        // configuration refuses them (config.rs tests).
+        AuthConfig { algorithm: JwtAlgorithm::Rs256, ..AuthConfig::default() },
         AuthConfig { require_play: true, ..AuthConfig::default() },
         AuthConfig {
-            algorithm: "RS256".to_owned(),
+            algorithm: JwtAlgorithm::Rs256,
             public_key: "/nonexistent.pem".to_owned(),
             ..AuthConfig::default()
         },

@@ -135,7 +135,7 @@ impl Cluster {
             registry,
             codec: Arc::new(Bincode),
             secret: config.secret.clone(),
-            link_idle: crate::config::secs(config.link_idle_timeout),
+            link_idle: config.link_idle_timeout,
             relays: Relays::default(),
             peers: Peers::default(),
             counters,

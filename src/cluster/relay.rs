@@ -26,7 +26,6 @@ use zenlive_media::flv_frames::{FlvToFrames, Ingested};
 use super::link::{self, LinkError};
 use super::wire::Message;
 use super::Cluster;
-use crate::config::secs;
 use crate::node::NodeContext;
 
 /// How long a viewer waits for a relay to deliver its first frame.
@@ -225,7 +224,7 @@ async fn run(node: &Arc<NodeContext>, key: &StreamKey, first_owner: Owner, relay
     cluster.counters.relays_started.inc();
     let mut replica = Replica::new(key.clone());
     let mut owner = Some(first_owner);
-    let grace = secs(node.live().cluster.relay_grace);
+    let grace = node.live().cluster.relay_grace;
     // The last origin that failed, so a dead one (whose lease has not expired yet) is
     // retried quietly, a pause apart, until its lease goes or grace runs out.
     let mut failed: Option<Owner> = None;
@@ -316,7 +315,7 @@ async fn pull(
     demuxer.push(&parts.read_buf);
     let mut buf = vec![0u8; 64 * 1024];
     let mut idle_check = tokio::time::interval(IDLE_CHECK);
-    let idle_limit = secs(node.live().cluster.relay_idle);
+    let idle_limit = node.live().cluster.relay_idle;
     loop {
         while let Some(tag) = demuxer.next_tag() {
             let tag = match tag {

@@ -43,7 +43,6 @@ use super::reader::{ChunkReader, Message, Violation};
 use super::sink::RtmpSink;
 use super::transport::Reader;
 use crate::auth::token;
-use crate::config::secs;
 use crate::grid;
 use crate::node::NodeContext;
 use crate::refusals::Limit;
@@ -179,7 +178,7 @@ pub(crate) async fn serve_tls(
     let _ = stream.set_nodelay(true);
     // Set before the socket disappears behind TLS (see `PLAYER_SEND_BUFFER`).
     let _ = SockRef::from(&stream).set_send_buffer_size(PLAYER_SEND_BUFFER);
-    let limit = secs(node.live().rtmp.handshake_timeout);
+    let limit = node.live().rtmp.handshake_timeout;
     let tls = match timeout(limit, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
@@ -307,7 +306,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         let node = Arc::clone(&self.node);
         let live = node.live();
         let rtmp = &live.rtmp;
-        let leftover = timeout(secs(rtmp.handshake_timeout), self.handshake())
+        let leftover = timeout(rtmp.handshake_timeout, self.handshake())
             .await
             .map_err(|_| Closed::HandshakeTimeout)??;
         let config = ServerSessionConfig {
@@ -323,7 +322,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
             self.input(&leftover).await?;
         }
 
-        let idle = secs(rtmp.idle_timeout);
+        let idle = rtmp.idle_timeout;
         // Silence is detected by a tick every quarter of the timeout that checks whether
         // anything was read since the one before: a timer per read (`timeout` around each
         // read) cost a timer-wheel insert and removal per message. Closes after between 1
@@ -338,13 +337,13 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         let mut read_since_tick = false;
         // Set once publishing starts (and merging is on): see `read_merge`. The idle tick
         // then becomes its flush tick.
-        let merge_delay = secs(rtmp.publish_read_delay);
+        let merge_delay = rtmp.publish_read_delay;
         let mut merge: Option<ReadMerge> = None;
         // Commands and a player's acknowledgements are small: the full buffer only once
         // the connection publishes (see below).
         let mut buf = BytesMut::with_capacity(COMMAND_READ_BUFFER);
         let mut batch: Vec<Bytes> = Vec::with_capacity(32);
-        let write_delay = secs(rtmp.play_write_delay);
+        let write_delay = live.play.write_delay;
         let mut next_flush: Option<tokio::time::Instant> = None;
         loop {
             // Players may legitimately send nothing for a long time; everyone else must not.
@@ -415,7 +414,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                         .await
                         .map_err(|_| Closed::WriteTimeout)??;
                     // The next write waits for the next tick of the players' grid: what
-                    // arrives meanwhile goes out with it (see `rtmp.play_write_delay`). A
+                    // arrives meanwhile goes out with it (see `play.write_delay`). A
                     // full batch (a new player's first GOP) continues at once.
                     next_flush = None;
                     if !write_delay.is_zero() && count < MAX_IOVECS {

@@ -32,7 +32,7 @@ pub fn test_config() -> Config {
     config.http.addr = any_port();
     config.metrics.addr = any_port();
     config.node.workers = 2;
-    config.hls.segment_duration = 1.0;
+    config.hls.segment_duration = Duration::from_secs(1);
     config.hls.window = 6;
     config
 }
