@@ -1,5 +1,7 @@
 //! Embedding ZenLive in an application: start a node on your own ports, hear about streams
-//! starting and ending, and kick a publisher by name from application code.
+//! starting and ending, add an output of your own that sees every stream's frames (here: it
+//! logs keyframe timestamps, where a real one might cut thumbnails), and kick a publisher by
+//! name from application code.
 //!
 //! Run: `cargo run --example embed -- 127.0.0.1:1935 127.0.0.1:8080`, then publish with
 //! `ffmpeg -re -f lavfi -i testsrc=size=640x360:rate=30 -c:v libx264 -f flv rtmp://127.0.0.1:1935/live/demo`.
@@ -8,7 +10,53 @@
 
 use std::time::Duration;
 
-use zenlive::{Config, NodeBuilder, StreamEvent};
+use zenlive::{
+    Config, FrameSink, MediaFrame, MediaTime, NodeBuilder, Offer, Output, OutputStream,
+    StreamEvent, StreamKey,
+};
+
+/// An output that notes every stream's keyframes.
+struct KeyframeLog;
+
+impl Output for KeyframeLog {
+    fn name(&self) -> &'static str {
+        "keyframe-log"
+    }
+
+    fn open(&self, stream: &OutputStream) -> Option<Box<dyn FrameSink>> {
+        Some(Box::new(KeyframeSink { key: stream.key.clone(), count: 0, last: None }))
+    }
+}
+
+/// One stream's end of [`KeyframeLog`]: it must never block (it runs beside viewers).
+struct KeyframeSink {
+    key: StreamKey,
+    count: u64,
+    last: Option<MediaTime>,
+}
+
+impl FrameSink for KeyframeSink {
+    fn offer(&mut self, frame: &MediaFrame) -> Offer {
+        if frame.keyframe() {
+            self.count += 1;
+            let gap = self.last.map(|last| frame.pts() - last);
+            self.last = Some(frame.pts());
+            println!(
+                "OUTPUT {}: keyframe {} ({}) at {}, {} since the last",
+                self.key,
+                self.count,
+                frame.codec().as_str(),
+                frame.pts(),
+                gap.map_or("-".to_owned(), |g| g.to_string())
+            );
+        }
+        Offer::Accepted(0)
+    }
+
+    fn finish(&mut self, reason: &str) {
+        println!("OUTPUT {}: {} keyframes; ended ({reason})", self.key, self.count);
+    }
+}
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
@@ -21,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
     let node = NodeBuilder::new(config)
+        .output(KeyframeLog)
         .on_stream_start(move |event| {
             if let StreamEvent::Started { key, peer, .. } = event {
                 println!("EVENT stream started: {key} from {peer:?}");

@@ -118,6 +118,10 @@ impl Ticket {
             Arc::clone(&node.counters),
             node.live().play.max_viewer_lag,
         );
+        // A panic in the session closes its connection (the sink goes with it), is counted,
+        // and touches nothing else.
+        let counters = Arc::clone(&node.counters);
+        let session = session.on_crash(move || counters.restarted("viewer"));
         if self.protocol == Protocol::Relay {
             return session.start();
         }

@@ -17,17 +17,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::Actor;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use zenlive_actors::events::{NodeCounters, StreamEvent};
 use zenlive_actors::{
-    ArbiterPool, Codec, CodecConfig, Directory, FrameKind, FrameSink, MediaFrame, Offer, Protocol,
-    StreamKey, StreamStats, ViewerSession,
+    ArbiterPool, Codec, CodecConfig, FrameKind, FrameSink, MediaFrame, Offer, Output, OutputStream,
+    Protocol, StreamKey, StreamStats,
 };
 use zenlive_media::aac::{adts_header, AudioSpecificConfig};
 use zenlive_media::avc::{to_annexb, AvcDecoderConfig};
@@ -58,10 +56,9 @@ struct HlsStream {
     parked: Mutex<Option<Segmenter>>,
     /// Bumped on every start and end, so a grace timer knows whether it is stale.
     generation: AtomicU64,
-    /// The stream actor instance (its directory generation) being packaged: a second
-    /// start for the same instance (a local publisher taking over a relayed copy) keeps
-    /// the packager it has, so the playlist's media sequence carries on.
-    packaging: AtomicU64,
+    /// What a packager restarted after a crash continues from: the finished segments and
+    /// their numbering as of the last published segment (a fresh segmenter, new timeline).
+    resume: Mutex<Option<Segmenter>>,
 }
 
 impl HlsStream {
@@ -80,10 +77,7 @@ pub struct HlsManager {
     enabled: bool,
     segmenter: SegmenterConfig,
     grace: Duration,
-    max_viewer_lag: Duration,
-    directory: Directory,
     pool: ArbiterPool,
-    counters: Arc<NodeCounters>,
     streams: RwLock<HashMap<StreamKey, Arc<HlsStream>>>,
     /// Segments produced, node-wide.
     pub segments_produced: Arc<AtomicU64>,
@@ -91,12 +85,7 @@ pub struct HlsManager {
 
 impl HlsManager {
     /// A manager packaging with `config`.
-    pub fn new(
-        config: &HlsConfig,
-        directory: Directory,
-        pool: ArbiterPool,
-        counters: Arc<NodeCounters>,
-    ) -> Self {
+    pub fn new(config: &HlsConfig, pool: ArbiterPool) -> Self {
         Self {
             enabled: config.enabled,
             segmenter: SegmenterConfig {
@@ -105,10 +94,7 @@ impl HlsManager {
                 max_segment_bytes: MAX_SEGMENT_BYTES,
             },
             grace: config.reconnect_grace,
-            max_viewer_lag: Duration::from_secs(30),
-            directory,
             pool,
-            counters,
             streams: RwLock::new(HashMap::new()),
             segments_produced: Arc::new(AtomicU64::new(0)),
         }
@@ -118,38 +104,32 @@ impl HlsManager {
         self.streams.read().get(key).cloned()
     }
 
-    /// Reacts to a stream starting (start a packager) or ending (park it for the grace).
-    pub fn stream_event(self: &Arc<Self>, event: &StreamEvent) {
-        if !self.enabled {
-            return;
-        }
-        match event {
-            StreamEvent::Started { key, .. } => self.start_packager(key),
-            StreamEvent::Ended { key, .. } => self.schedule_expiry(key),
-        }
-    }
-
-    fn start_packager(&self, key: &StreamKey) {
-        let Some(entry) = self.directory.get(key) else { return };
-        let stream = Arc::clone(self.streams.write().entry(key.clone()).or_insert_with(|| {
+    /// The packager's sink for a stream that starts (or, after a crash, starts again):
+    /// it continues the playlist the stream had, if any, after a discontinuity.
+    fn open_packager(&self, stream: &OutputStream) -> Box<dyn FrameSink> {
+        let key = &stream.key;
+        let hls = Arc::clone(self.streams.write().entry(key.clone()).or_insert_with(|| {
             Arc::new(HlsStream {
                 published: RwLock::default(),
                 parked: Mutex::new(None),
                 generation: AtomicU64::new(0),
-                packaging: AtomicU64::new(0),
+                resume: Mutex::new(None),
             })
         }));
-        if stream.packaging.swap(entry.generation, Ordering::Relaxed) == entry.generation {
-            return;
-        }
-        stream.generation.fetch_add(1, Ordering::Relaxed);
-        let mut segmenter = stream.parked.lock().take();
-        if let Some(s) = segmenter.as_mut() {
-            s.mark_discontinuity();
-        }
-        let sink = HlsSink {
+        hls.generation.fetch_add(1, Ordering::Relaxed);
+        let segmenter = if stream.restarts > 0 {
+            // Fresh state after a crash: the finished segments and numbering go on, the
+            // segment being built is lost.
+            hls.resume.lock().take()
+        } else {
+            hls.parked.lock().take().map(|mut s| {
+                s.mark_discontinuity();
+                s
+            })
+        };
+        Box::new(HlsSink {
             key: key.clone(),
-            stream,
+            stream: hls,
             segmenter,
             config: self.segmenter.clone(),
             avc: None,
@@ -158,22 +138,12 @@ impl HlsManager {
             adts: Vec::new(),
             published_sequence: None,
             produced: Arc::clone(&self.segments_produced),
-            stats: Arc::clone(&entry.stats),
+            stats: Arc::clone(&stream.stats),
             warned: false,
-        };
-        let session = ViewerSession::new(
-            key.clone(),
-            Protocol::Hls,
-            entry,
-            self.directory.clone(),
-            Box::new(sink),
-            Arc::clone(&self.counters),
-            self.max_viewer_lag,
-        )
-        .internal();
-        ViewerSession::start_in_arbiter(&self.pool.next(), move |_| session);
+        })
     }
 
+    /// The stream ended: its playlist and segments stay for `hls.reconnect_grace`.
     fn schedule_expiry(self: &Arc<Self>, key: &StreamKey) {
         let Some(stream) = self.get(key) else { return };
         let generation = stream.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -191,6 +161,25 @@ impl HlsManager {
                 tracing::debug!(stream = %key, "hls playlist expired");
             }
         });
+    }
+}
+
+/// The HLS packager as an output of every stream (see [`zenlive_actors::output`]).
+pub struct HlsOutput(pub Arc<HlsManager>);
+
+impl Output for HlsOutput {
+    fn name(&self) -> &'static str {
+        "hls"
+    }
+
+    fn open(&self, stream: &OutputStream) -> Option<Box<dyn FrameSink>> {
+        self.0.enabled.then(|| self.0.open_packager(stream))
+    }
+
+    fn ended(&self, key: &StreamKey) {
+        if self.0.enabled {
+            self.0.schedule_expiry(key);
+        }
     }
 }
 
@@ -304,12 +293,17 @@ impl HlsSink {
             }
             self.published_sequence = latest;
             self.stream.publish(segmenter);
+            let tracks = Tracks { video: self.avc.is_some(), audio: self.aac.is_some() };
+            *self.stream.resume.lock() = Some(segmenter.successor(tracks));
         }
     }
 }
 
 impl FrameSink for HlsSink {
     fn offer(&mut self, frame: &MediaFrame) -> Offer {
+        if zenlive_actors::faults::fire(zenlive_actors::faults::Fault::OutputPanic) {
+            panic!("fault injection: the HLS packager panics");
+        }
         let now = SystemTime::now();
         match frame.kind() {
             FrameKind::Video => self.video(frame, now),

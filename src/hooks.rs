@@ -1,7 +1,8 @@
 //! The application's hooks: deciders that may allow or reject a publish or a play (async,
 //! bounded by `hooks.timeout`, with `hooks.on_failure` deciding when one fails), and
 //! notifications of stream and viewer starts and ends. Webhooks ride along as one more
-//! listener ([`crate::webhooks`]).
+//! listener ([`crate::webhooks`]). Hooks only tell and ask the application: a stream's
+//! outputs (the HLS packager) are started by the stream's life ([`zenlive_actors::output`]).
 //!
 //! Notifications run on actor threads and must return quickly; a panicking hook is logged
 //! and ignored. Deciders run as their own tasks, so a slow or panicking one costs only its
@@ -18,7 +19,6 @@ use zenlive_actors::events::EventSink;
 use zenlive_actors::{Protocol, StreamEvent, StreamKey, ViewerSession};
 
 use crate::auth::Identity;
-use crate::hls::HlsManager;
 use crate::metrics::Metrics;
 use crate::webhooks::Webhooks;
 use arc_swap::ArcSwapOption;
@@ -122,7 +122,6 @@ pub struct HookSet {
 
 /// Everything that hears about or decides on the node's events. One per node.
 pub struct Hooks {
-    hls: Arc<HlsManager>,
     metrics: Arc<Metrics>,
     set: HookSet,
     /// The webhook senders; swapped by a configuration reload (shared with chat's hook).
@@ -147,14 +146,13 @@ impl Hooks {
     /// Hooks for a node; `timeout` bounds each decider; `allow_on_failure` is the decision
     /// when a decider fails, panics or times out.
     pub(crate) fn new(
-        hls: Arc<HlsManager>,
         metrics: Arc<Metrics>,
         set: HookSet,
         webhooks: Arc<ArcSwapOption<Webhooks>>,
         timeout: Duration,
         allow_on_failure: bool,
     ) -> Self {
-        Self { hls, metrics, set, webhooks, timeout, allow_on_failure }
+        Self { metrics, set, webhooks, timeout, allow_on_failure }
     }
 
     /// Whether any play decider is registered (so callers can skip building requests).
@@ -262,7 +260,6 @@ impl Hooks {
 
 impl EventSink for Hooks {
     fn stream_event(&self, event: &StreamEvent) {
-        self.hls.stream_event(event);
         if event.protocol() == Protocol::Relay {
             // An edge's copy of a stream published elsewhere: the origin reports the
             // stream's life; its copies are not new streams.

@@ -43,4 +43,7 @@ mod ws_frames;
 
 pub use config::Config;
 pub use node::{Node, NodeBuilder, StreamHandle};
-pub use zenlive_actors::{RejectReason, StatsSnapshot, StreamEvent, StreamKey};
+pub use zenlive_actors::{
+    Codec, CodecConfig, FrameKind, FrameSink, MediaFrame, MediaTime, Offer, Output, OutputStream,
+    RejectReason, StatsSnapshot, StreamEvent, StreamKey,
+};

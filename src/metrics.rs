@@ -309,7 +309,7 @@ impl Families {
             actors: int_gauge_vec("zenlive_actors", "Live actors, by kind.", &["kind"]),
             actor_restarts: counter_vec(
                 "zenlive_actor_restarts_total",
-                "Actors restarted after a crash, by kind.",
+                "Actors restarted after a crash, by kind: stream, an output's name (hls, ...), or viewer (a crashed viewer session closes its connection instead).",
                 &["kind"],
             ),
             rejections: counter_vec(
@@ -511,7 +511,9 @@ impl Collector for LiveCollector {
         for (kind, n) in c.actors() {
             f.actors.with_label_values(&[kind.as_str()]).set(n as i64);
         }
-        set_counter(&f.actor_restarts, &["stream"], NodeCounters::get(&c.stream_restarts));
+        for (kind, n) in c.restarts() {
+            set_counter(&f.actor_restarts, &[kind], n);
+        }
         for (reason, n) in c.rejections() {
             set_counter(&f.rejections, &[reason.as_str()], n);
         }

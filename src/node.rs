@@ -29,7 +29,8 @@ use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
 use zenlive_actors::stream::{GetInfo, Kick, StreamInfo};
 use zenlive_actors::supervisor::{Shutdown, StreamEntry};
 use zenlive_actors::{
-    ArbiterPool, Directory, StatsSnapshot, StreamActor, StreamKey, StreamSupervisor,
+    ArbiterPool, Directory, Output, Outputs, StatsSnapshot, StreamActor, StreamKey,
+    StreamSupervisor,
 };
 use zenlive_cluster::{
     new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registry, RegistryError, NODE_TTL,
@@ -39,7 +40,7 @@ use crate::auth::{Auth, AuthSetupError};
 use crate::cluster::instrumented::Instrumented;
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, OnFailure};
-use crate::hls::HlsManager;
+use crate::hls::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 use crate::refusals::Refusals;
@@ -215,12 +216,28 @@ pub struct NodeBuilder {
     config: Config,
     hooks: HookSet,
     chat: ChatHooks,
+    outputs: Vec<Arc<dyn Output>>,
 }
+
+/// How long an output may stay behind its stream before its session is dropped (and the
+/// output reopened); outputs such as the HLS packager are slower to drain than players.
+const OUTPUT_MAX_BEHIND: Duration = Duration::from_secs(30);
 
 impl NodeBuilder {
     /// A node with `config`.
     pub fn new(config: Config) -> Self {
-        Self { config, hooks: HookSet::default(), chat: ChatHooks::default() }
+        let (hooks, chat, outputs) = (HookSet::default(), ChatHooks::default(), Vec::new());
+        Self { config, hooks, chat, outputs }
+    }
+
+    /// Adds an output: every live stream's frames (and codec configurations) go to the sink
+    /// `output` opens for it, with the back-pressure of a viewer (a sink that falls behind
+    /// skips to the next keyframe). A panic in the sink restarts that output for that stream
+    /// with fresh state, counted in `zenlive_actor_restarts_total{kind=<its name>}`, and
+    /// touches nothing else. See [`Output`].
+    pub fn output(mut self, output: impl Output) -> Self {
+        self.outputs.push(Arc::new(output));
+        self
     }
 
     /// Asks `decide` before each member's chat message is broadcast: allow, reject (the
@@ -342,12 +359,9 @@ impl NodeBuilder {
         };
         let directory = Directory::default();
         let counters = Arc::new(NodeCounters::default());
-        let hls = Arc::new(HlsManager::new(
-            &config.hls,
-            directory.clone(),
-            pool.clone(),
-            Arc::clone(&counters),
-        ));
+        let hls = Arc::new(HlsManager::new(&config.hls, pool.clone()));
+        let mut outputs: Vec<Arc<dyn Output>> = vec![Arc::new(HlsOutput(Arc::clone(&hls)))];
+        outputs.extend(self.outputs);
         let metrics = Arc::new(Metrics::new(
             directory.clone(),
             Arc::clone(&counters),
@@ -377,7 +391,6 @@ impl NodeBuilder {
             set.on_publish.push(on_publish_callback(callback, config.hooks.timeout));
         }
         let hooks = Arc::new(Hooks::new(
-            Arc::clone(&hls),
             Arc::clone(&metrics),
             set,
             Arc::clone(&webhooks),
@@ -391,6 +404,13 @@ impl NodeBuilder {
             Arc::clone(&hooks) as Arc<dyn EventSink>,
             Arc::clone(&counters),
         )
+        .with_outputs(Outputs::new(
+            outputs,
+            pool.clone(),
+            directory.clone(),
+            Arc::clone(&counters),
+            OUTPUT_MAX_BEHIND,
+        ))
         .start();
         let mut chat_hooks = self.chat;
         chat_hooks.timeout = config.hooks.timeout;

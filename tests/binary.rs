@@ -98,6 +98,10 @@ async fn the_embed_example_hears_events_and_kicks_by_name() {
     let mut publisher = publish(&fixture(false), &format!("rtmp://{rtmp_addr}/live/demo"));
 
     line_with(&mut lines, "EVENT stream started: live/demo").await;
+    // The application's output sees the stream's frames (the fixture has a keyframe a
+    // second or so).
+    let keyframe = line_with(&mut lines, "OUTPUT live/demo: keyframe 2 (h264)").await;
+    assert!(keyframe.ends_with("since the last") && !keyframe.contains("- since"), "{keyframe}");
     let stats = line_with(&mut lines, "STATS live/demo").await;
     assert!(stats.contains("Some((320, 240))"), "resolution from the SPS: {stats}");
     let kicked = line_with(&mut lines, "KICKED live/demo").await;

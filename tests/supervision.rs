@@ -66,3 +66,71 @@ async fn a_panicking_stream_actor_is_restarted_and_others_are_unaffected() {
     let _ = other_pub.kill().await;
     node.shutdown().await;
 }
+
+/// The segment numbers a playlist names, in order.
+fn segment_numbers(playlist: &str) -> Vec<u64> {
+    playlist.lines().filter_map(|l| l.strip_suffix(".ts")).filter_map(|n| n.parse().ok()).collect()
+}
+
+#[actix_rt::test]
+async fn a_panicking_hls_packager_restarts_with_a_discontinuity_and_rtmp_viewers_never_notice() {
+    let node = start_node(test_config()).await;
+    let mut publisher = publish(&fixture(false), &rtmp_url(&node, "packaged"));
+    wait_live(&node, "packaged").await;
+    let client = reqwest::Client::new();
+    let url = http_url(&node, "/live/packaged/index.m3u8");
+    let playlist = || async {
+        let response = client.get(&url).send().await.expect("request");
+        if response.status() == 200 {
+            response.text().await.expect("text")
+        } else {
+            String::new()
+        }
+    };
+
+    // An RTMP viewer records across the packager's crash.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("packaged.flv");
+    let rtmp = rtmp_url(&node, "packaged");
+    let viewer =
+        tokio::spawn(async move { record(&rtmp, 8, &out).await.status.success().then_some(out) });
+
+    let mut before = String::new();
+    for _ in 0..100 {
+        before = playlist().await;
+        if segment_numbers(&before).len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(segment_numbers(&before).len() >= 2, "two segments before the crash:\n{before}");
+    zenlive_actors::faults::arm(zenlive_actors::faults::Fault::OutputPanic);
+    let restarts =
+        || sample(&node.metrics_text(), "zenlive_actor_restarts_total", &[("kind", "hls")]);
+    wait_for("the packager's restart", Duration::from_secs(5), || restarts() == Some(1.0)).await;
+
+    let mut after = String::new();
+    for _ in 0..100 {
+        after = playlist().await;
+        if after.contains("#EXT-X-DISCONTINUITY\n")
+            && segment_numbers(&after).len() > segment_numbers(&before).len()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(after.contains("#EXT-X-DISCONTINUITY\n"), "before:\n{before}\nafter:\n{after}");
+    let (old, new) = (segment_numbers(&before), segment_numbers(&after));
+    assert!(new.windows(2).all(|w| w[1] == w[0] + 1), "numbering carries on: {new:?}");
+    assert!(new.first() >= old.first() && new.last() > old.last(), "{old:?} then {new:?}");
+    assert_eq!(
+        node.counters().stream_restarts.load(Ordering::Relaxed),
+        0,
+        "the stream never noticed"
+    );
+
+    let recorded = viewer.await.expect("viewer task").expect("the RTMP viewer kept playing");
+    assert_good_recording(&recorded, 8.0, "RTMP across the packager's crash").await;
+    let _ = publisher.kill().await;
+    node.shutdown().await;
+}

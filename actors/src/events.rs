@@ -207,6 +207,9 @@ pub struct NodeCounters {
     rejections: [AtomicU64; RejectReason::ALL.len()],
     connections: [AtomicU64; ConnectionKind::ALL.len()],
     actors: [AtomicU64; ActorType::ALL.len()],
+    /// Crashes of outputs and viewer sessions, by kind (an output's name, or `viewer`);
+    /// stream actors count in `stream_restarts`. Written only when something crashed.
+    crashes: parking_lot::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl NodeCounters {
@@ -218,6 +221,19 @@ impl NodeCounters {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Counts a crash of an actor of `kind` other than a stream (an output, restarted; a
+    /// viewer session, whose connection closes).
+    pub fn restarted(&self, kind: &'static str) {
+        *self.crashes.lock().entry(kind).or_default() += 1;
+    }
+
+    /// Restarts after a crash, by kind, streams included.
+    pub fn restarts(&self) -> Vec<(&'static str, u64)> {
+        let mut all = vec![("stream", Self::get(&self.stream_restarts))];
+        all.extend(self.crashes.lock().iter().map(|(kind, n)| (*kind, *n)));
+        all
     }
 
     /// Counts a connection closed for bad input.

@@ -6,21 +6,17 @@
 //! panicked), it still ends the stream.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::key::StreamKey;
-use crate::stream::{Attach, Detach, PublisherCommand, PublisherHandle, StreamError};
+use crate::stream::{
+    Attach, Detach, IngestFailed, PublisherCommand, PublisherHandle, Refused, StreamError,
+};
 use crate::supervisor::{Directory, StartError, StartStream, StreamEntry, StreamSupervisor};
-use crate::viewer::next_connection_id;
+use crate::viewer::{next_connection_id, RESTART_WAIT};
 use crate::{CodecConfig, FrameKind, MediaFrame, MediaTime, Protocol};
-
-/// How many times a publisher looks for a restarted stream actor before giving up.
-const REATTACH_ATTEMPTS: u32 = 20;
-/// Pause between those looks.
-const REATTACH_PAUSE: Duration = Duration::from_millis(25);
 
 /// Keeps a stream's timestamps growing when its source changes (a relay following a new
 /// origin, a local publisher taking over a relayed copy): frames of the new source are
@@ -159,16 +155,29 @@ impl StreamPublisher {
         if let Some(rebase) = &mut self.rebase {
             frame = rebase.apply(frame);
         }
-        if frame.kind() == FrameKind::Data {
-            self.metadata = Some(frame.clone());
+        // Metadata is replayed into a restarted instance, once it went in without harm.
+        let metadata = (frame.kind() == FrameKind::Data).then(|| frame.clone());
+        match self.stream.ingest.push(frame) {
+            Ok(()) => {
+                if metadata.is_some() {
+                    self.metadata = metadata;
+                }
+                Ok(())
+            }
+            Err(Refused::Closed(frame)) => {
+                // The actor is gone: crashed (a restarted instance follows) or ended.
+                self.reattach().await?;
+                // A second refusal means the new instance is gone too: the next frame retries.
+                let _ = self.stream.ingest.push(frame);
+                Ok(())
+            }
+            Err(Refused::Crashed) => {
+                // The frame path panicked on that frame (lost): restart the stream and carry
+                // on in the new instance.
+                self.stream.addr.do_send(IngestFailed);
+                self.reattach().await
+            }
         }
-        if let Err(frame) = self.stream.ingest.push(frame) {
-            // The actor is gone: crashed (a restarted instance follows) or ended.
-            self.reattach().await?;
-            // A second refusal means the new instance is gone too: the next frame retries.
-            let _ = self.stream.ingest.push(frame);
-        }
-        Ok(())
     }
 
     /// A track's codec configuration from now on (the publisher sent a sequence header).
@@ -178,31 +187,29 @@ impl StreamPublisher {
     }
 
     async fn reattach(&mut self) -> Result<(), PublishError> {
-        for _ in 0..REATTACH_ATTEMPTS {
-            match self.directory.get(&self.key) {
-                Some(entry)
-                    if entry.lineage == self.stream.lineage
-                        && entry.generation != self.stream.generation =>
-                {
-                    match entry.addr.send(Attach { publisher: self.handle.clone() }).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(StreamError::AlreadyPublishing { .. })) | Err(_) => break,
-                    }
-                    self.stream = entry;
-                    // Codec configurations travel with the frames; metadata is replayed.
-                    if let Some(metadata) = self.metadata.clone() {
-                        let _ = self.stream.ingest.push(metadata);
-                    }
-                    tracing::info!(stream = %self.key, "publisher re-attached to restarted stream");
-                    return Ok(());
-                }
-                Some(entry) if entry.generation == self.stream.generation => {
-                    actix_rt::time::sleep(REATTACH_PAUSE).await;
-                }
-                _ => break,
+        let (key, generation) = (&self.key, self.stream.generation);
+        let next = self.directory.next_instance(key, generation, RESTART_WAIT).await;
+        let entry = match next {
+            Some(entry)
+                if entry.lineage == self.stream.lineage && entry.generation != generation =>
+            {
+                entry
+            }
+            _ => return Err(PublishError::StreamGone { key: key.clone() }),
+        };
+        match entry.addr.send(Attach { publisher: self.handle.clone() }).await {
+            Ok(Ok(())) => {}
+            Ok(Err(StreamError::AlreadyPublishing { .. })) | Err(_) => {
+                return Err(PublishError::StreamGone { key: self.key.clone() })
             }
         }
-        Err(PublishError::StreamGone { key: self.key.clone() })
+        self.stream = entry;
+        // Codec configurations travel with the frames; metadata is replayed.
+        if let Some(metadata) = self.metadata.clone() {
+            let _ = self.stream.ingest.push(metadata);
+        }
+        tracing::info!(stream = %self.key, "publisher re-attached to restarted stream");
+        Ok(())
     }
 
     /// Ends the stream (the publisher left or was refused mid-stream).

@@ -100,26 +100,42 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Takes one frame from the publisher; gives it back once the stream's actor is gone
-    /// (see [`IngestHandle::push`]).
-    pub fn push(&mut self, frame: MediaFrame) -> Result<(), MediaFrame> {
+    /// Takes one frame from the publisher: caches, statistics, then the broadcast ring.
+    /// Gives it back once the stream's actor is gone (see [`IngestHandle::push`]).
+    fn push(&mut self, frame: MediaFrame) -> Result<(), Refused> {
         if self.live.is_none() {
-            return Err(frame);
+            return Err(Refused::Closed(frame));
         }
-        let new_config = self.core.on_frame(&frame);
-        self.stats.on_ingest(&frame);
-        self.meter.push(&frame);
-        if let Some(rates) = self.meter.due() {
-            self.stats.set_rates(&rates);
-        }
-        if let Some(config) = frame.config().filter(|_| new_config) {
-            self.set_config(config);
+        // Everything that looks inside the frame (GOP cache, codec parsing, statistics) runs
+        // under `catch_unwind`: a panic there restarts the stream, it never reaches the
+        // publisher's connection.
+        let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.take(&frame)));
+        if taken.is_err() {
+            self.live = None;
+            self.core = StreamCore::new(Instant::now());
+            return Err(Refused::Crashed);
         }
         if let Some(live) = &self.live {
             // An error only means nobody is watching right now.
             let _ = live.send(frame);
         }
         Ok(())
+    }
+
+    fn take(&mut self, frame: &MediaFrame) {
+        #[cfg(feature = "fault-injection")]
+        if crate::faults::is_poison(frame) {
+            panic!("fault injection: a poison frame");
+        }
+        let new_config = self.core.on_frame(frame);
+        self.stats.on_ingest(frame);
+        self.meter.push(frame);
+        if let Some(rates) = self.meter.due() {
+            self.stats.set_rates(&rates);
+        }
+        if let Some(config) = frame.config().filter(|_| new_config) {
+            self.set_config(config);
+        }
     }
 
     /// A track's codec configuration from now on (the publisher sent a sequence header): stream
@@ -142,6 +158,21 @@ impl Ingest {
     }
 }
 
+/// Why a frame was not taken.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The stream's actor is gone; here is the frame back.
+    Closed(MediaFrame),
+    /// Taking the frame in panicked (the frame is lost); the ring is closed.
+    Crashed,
+}
+
+/// The frame path of a stream instance panicked: the actor stops as crashed, so the
+/// supervisor restarts the stream under a new epoch (sent by the publisher that saw it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct IngestFailed;
+
 /// A stream instance's [`Ingest`], shared by its actor and its publisher.
 #[derive(Debug, Clone)]
 pub struct IngestHandle(Arc<Mutex<Ingest>>);
@@ -159,11 +190,13 @@ impl IngestHandle {
         })))
     }
 
-    /// Takes one frame from the publisher. Gives it back when the stream's actor is gone (it
-    /// ended, or it panicked and a restarted instance may follow): the ring is closed then.
-    /// This check rides on the lock the frame path takes anyway, where asking the actor's
-    /// address would touch its mailbox on every frame.
-    pub fn push(&self, frame: MediaFrame) -> Result<(), MediaFrame> {
+    /// Takes one frame from the publisher (only a [`crate::StreamPublisher`] pushes). Gives
+    /// it back when the stream's actor is gone (it ended, or it panicked and a restarted
+    /// instance may follow): the ring is closed then. This check rides on the lock the frame
+    /// path takes anyway, where asking the actor's address would touch its mailbox on every
+    /// frame. A panic while the frame is taken in closes the ring the same way and answers
+    /// [`Refused::Crashed`]: the publisher then has the actor restarted.
+    pub(crate) fn push(&self, frame: MediaFrame) -> Result<(), Refused> {
         self.lock().push(frame)
     }
 
@@ -487,6 +520,16 @@ impl Handler<GetInfo> for StreamActor {
             viewers,
             stats: self.stats.snapshot(),
         })
+    }
+}
+
+impl Handler<IngestFailed> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: IngestFailed, ctx: &mut Self::Context) {
+        // No end reason: `stopped` reports a crash, and the supervisor restarts the stream.
+        tracing::error!(stream = %self.key, "the frame path panicked; restarting the stream");
+        ctx.stop();
     }
 }
 

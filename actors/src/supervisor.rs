@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
 
 use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
@@ -27,6 +28,7 @@ use zenlive_cluster::{
 use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};
 use crate::key::StreamKey;
 use crate::lease::{LeaseKeeper, Renewal, LEASE_RENEW_INTERVAL};
+use crate::output::Outputs;
 use crate::stats::StreamStats;
 use crate::stream::{Attach, IngestHandle, PublisherHandle, StreamActor, StreamError, TakeOver};
 use crate::MediaTime;
@@ -50,12 +52,47 @@ pub struct StreamEntry {
 /// This node's live streams by name. Written only by the supervisor; read from any thread.
 /// A read lock around a map is right here: lookups are frequent and short, writes happen
 /// once per stream start or end.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Directory {
     streams: Arc<RwLock<HashMap<StreamKey, StreamEntry>>>,
+    /// Bumped on every change, for those waiting for a restarted instance.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Self { streams: Arc::default(), changes: Arc::new(watch::Sender::new(0)) }
+    }
 }
 
 impl Directory {
+    /// Waits (at most `limit`) until `key` is no longer instance `generation`: a restarted
+    /// instance replaced it, or the stream ended. Answers the entry then. How a publisher or
+    /// a viewer whose stream crashed finds the instance that follows it, without polling.
+    pub async fn next_instance(
+        &self,
+        key: &StreamKey,
+        generation: u64,
+        limit: Duration,
+    ) -> Option<StreamEntry> {
+        let mut changes = self.changes.subscribe();
+        let wait = async {
+            loop {
+                match self.get(key) {
+                    Some(entry) if entry.generation == generation => {}
+                    other => return other,
+                }
+                if changes.changed().await.is_err() {
+                    return self.get(key);
+                }
+            }
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(entry) => entry,
+            Err(_) => self.get(key),
+        }
+    }
+
     /// The live actor for `key`, if any.
     pub fn get(&self, key: &StreamKey) -> Option<StreamEntry> {
         self.streams.read().get(key).cloned()
@@ -88,12 +125,15 @@ impl Directory {
 
     fn insert(&self, key: StreamKey, entry: StreamEntry) {
         self.streams.write().insert(key, entry);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     fn remove_generation(&self, key: &StreamKey, generation: u64) {
         let mut streams = self.streams.write();
         if streams.get(key).is_some_and(|e| e.generation == generation) {
             streams.remove(key);
+            drop(streams);
+            self.changes.send_modify(|n| *n += 1);
         }
     }
 }
@@ -211,6 +251,7 @@ pub struct StreamSupervisor {
     streams: HashMap<StreamKey, Supervised>,
     next_generation: u64,
     shutting_down: bool,
+    outputs: Option<Outputs>,
 }
 
 impl StreamSupervisor {
@@ -231,7 +272,14 @@ impl StreamSupervisor {
             streams: HashMap::new(),
             next_generation: 1,
             shutting_down: false,
+            outputs: None,
         }
+    }
+
+    /// Starts `outputs` for every stream from now on (see [`crate::output`]).
+    pub fn with_outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = Some(outputs);
+        self
     }
 
     fn spawn_actor(
@@ -454,6 +502,9 @@ impl Handler<StartStream> for StreamSupervisor {
                 let attach = addr.send(Attach { publisher: msg.publisher });
                 Box::pin(attach.into_actor(act).map(move |attached, act, _ctx| match attached {
                     Ok(Ok(())) => {
+                        if let Some(outputs) = &act.outputs {
+                            outputs.start(&key, &entry, replica);
+                        }
                         act.events.stream_event(&StreamEvent::Started {
                             key,
                             protocol,
@@ -521,6 +572,9 @@ impl Handler<StreamStopped> for StreamSupervisor {
         // The event first: whoever waits for the directory to empty (a shutdown) then
         // knows every end event has been handed out.
         if let Some(ended) = msg.ended {
+            if let Some(outputs) = &self.outputs {
+                outputs.ended(&msg.key);
+            }
             self.events.stream_event(&ended);
         }
         self.directory.remove_generation(&msg.key, msg.generation);

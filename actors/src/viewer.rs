@@ -100,7 +100,22 @@ pub struct ViewerSession {
     on_end: Option<OnEnd>,
     /// Tracks (video, audio) skipped because the protocol cannot carry their codec.
     skipping: [bool; 2],
+    crash: CrashGuard,
     _alive: Gauge,
+}
+
+/// Runs its hook if the session is dropped while a panic unwinds (actix drops an actor whose
+/// handler panicked): the session's supervision.
+struct CrashGuard(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for CrashGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(hook) = self.0.take() {
+                hook();
+            }
+        }
+    }
 }
 
 impl ViewerSession {
@@ -132,6 +147,7 @@ impl ViewerSession {
             started: Instant::now(),
             on_end: None,
             skipping: [false; 2],
+            crash: CrashGuard(None),
             _alive: alive,
         }
     }
@@ -140,6 +156,14 @@ impl ViewerSession {
     /// application's `on_viewer_leave`).
     pub fn on_end(mut self, f: impl FnOnce(ViewerEnd) + Send + 'static) -> Self {
         self.on_end = Some(Box::new(f));
+        self
+    }
+
+    /// Calls `f` if the session crashes (a panic in its handlers or its sink): its
+    /// supervision. The sink is dropped with the session, which closes a viewer's
+    /// connection; `stopped` still runs, so its `on_end` does too.
+    pub fn on_crash(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.crash = CrashGuard(Some(Box::new(f)));
         self
     }
 
@@ -285,24 +309,33 @@ impl ViewerSession {
         false
     }
 
-    /// The stream's ring closed: follow a restarted instance, or end.
+    /// The stream's ring closed: follow a restarted instance, or end. A crashed instance
+    /// closes its ring before the supervisor has put the next one in the directory, so this
+    /// waits (briefly, on the directory's change signal) for that.
     fn stream_gone(&mut self, ctx: &mut Context<Self>) {
-        match self.directory.get(&self.key) {
+        let directory = self.directory.clone();
+        let key = self.key.clone();
+        let generation = self.stream.generation;
+        let next = async move { directory.next_instance(&key, generation, RESTART_WAIT).await };
+        ctx.spawn(next.into_actor(self).map(|entry, act, ctx| match entry {
             Some(entry)
-                if entry.lineage == self.stream.lineage
-                    && entry.generation != self.stream.generation =>
+                if entry.lineage == act.stream.lineage
+                    && entry.generation != act.stream.generation =>
             {
-                tracing::info!(stream = %self.key, viewer = self.id, "stream restarted; resubscribing");
-                self.stream = entry;
-                self.subscribe(ctx);
+                tracing::info!(stream = %act.key, viewer = act.id, "stream restarted; resubscribing");
+                act.stream = entry;
+                act.subscribe(ctx);
             }
             _ => {
-                self.end_reason = "stream ended";
+                act.end_reason = "stream ended";
                 ctx.stop();
             }
-        }
+        }));
     }
 }
+
+/// How long a viewer or publisher waits for a crashed stream's restarted instance.
+pub(crate) const RESTART_WAIT: Duration = Duration::from_secs(2);
 
 impl Actor for ViewerSession {
     type Context = Context<Self>;

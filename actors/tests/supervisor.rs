@@ -13,8 +13,8 @@ use bytes::Bytes;
 use zenlive_actors::events::{NoEvents, NodeCounters};
 use zenlive_actors::stream::{GetInfo, InjectPanic};
 use zenlive_actors::{
-    Codec, Directory, FrameSink, MediaFrame, MediaTime, Offer, Protocol, StreamKey,
-    StreamPublisher, StreamSupervisor, ViewerSession,
+    ArbiterPool, Codec, Directory, FrameSink, MediaFrame, MediaTime, Offer, Output, OutputStream,
+    Outputs, Protocol, StreamKey, StreamPublisher, StreamSupervisor, ViewerSession,
 };
 use zenlive_cluster::{ActorKey, ActorKind, MemoryRegistry, NodeId, NodeInfo, Registry};
 
@@ -179,4 +179,176 @@ async fn panicking_stream_is_restarted_with_a_new_epoch() {
     pub_b.push(video(40, false)).await.expect("b still accepts frames");
     let info_b = directory.get(&b).expect("b live").addr.send(GetInfo).await.expect("info");
     assert_eq!(info_b.ingest.frames, 2);
+}
+
+/// Starts a publisher of `name` on `supervisor`.
+async fn publisher(
+    supervisor: &Addr<StreamSupervisor>,
+    directory: &Directory,
+    name: &str,
+) -> (StreamKey, StreamPublisher) {
+    let key = StreamKey::parse(name).expect("key");
+    let (publisher, commands) = StreamPublisher::start(
+        supervisor,
+        directory.clone(),
+        key.clone(),
+        Protocol::Internal,
+        None,
+        None,
+    )
+    .await
+    .expect("start");
+    std::mem::forget(commands);
+    (key, publisher)
+}
+
+fn viewer(
+    key: &StreamKey,
+    directory: &Directory,
+    counters: &Arc<NodeCounters>,
+    sink: impl FrameSink,
+) -> ViewerSession {
+    let entry = directory.get(key).expect("live");
+    let counters = Arc::clone(counters);
+    ViewerSession::new(
+        key.clone(),
+        Protocol::Rtmp,
+        entry,
+        directory.clone(),
+        Box::new(sink),
+        Arc::clone(&counters),
+        Duration::from_secs(30),
+    )
+    .on_crash(move || counters.restarted("viewer"))
+}
+
+fn frames(recorder: &Recorder) -> usize {
+    recorder.0.lock().expect("lock").0
+}
+
+fn restarts(counters: &NodeCounters, kind: &str) -> u64 {
+    counters.restarts().into_iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| n)
+}
+
+#[actix_rt::test]
+async fn a_poison_frame_restarts_the_stream_and_its_publisher_carries_on() {
+    let (_registry, directory, counters, supervisor) = supervisor().await;
+    let (key, mut publisher) = publisher(&supervisor, &directory, "live/poisoned").await;
+    publisher.push(video(0, true)).await.expect("push");
+    let recorder = Recorder::default();
+    viewer(&key, &directory, &counters, recorder.clone()).start();
+    wait_until("the viewer's first frame", || frames(&recorder) >= 1).await;
+    let before = directory.get(&key).expect("live");
+
+    let poison = MediaFrame::data(
+        MediaTime::ZERO,
+        Bytes::from_static(zenlive_actors::faults::POISON.as_bytes()),
+    );
+    publisher.push(poison).await.expect("the publisher carries on into the restarted stream");
+    assert_eq!(counters.stream_restarts.load(Ordering::Relaxed), 1, "counted once");
+    let after = directory.get(&key).expect("restarted");
+    assert_ne!(after.generation, before.generation, "a new instance");
+    assert_eq!(after.lineage, before.lineage, "the same stream");
+
+    // The publisher's next frames reach the new instance and the viewer, which followed it.
+    let seen = frames(&recorder);
+    for i in 1..=3 {
+        publisher.push(video(40 * i, i == 1)).await.expect("push after the restart");
+    }
+    wait_until("frames after the restart", || frames(&recorder) > seen).await;
+    let info = after.addr.send(GetInfo).await.expect("info");
+    assert!(info.publishing && info.ingest.frames >= 3);
+}
+
+/// Offers pass until the `n`th, which panics.
+struct PanicsAt(usize, Recorder);
+
+impl FrameSink for PanicsAt {
+    fn offer(&mut self, frame: &MediaFrame) -> Offer {
+        if self.1 .0.lock().expect("lock").0 + 1 == self.0 {
+            panic!("a sink bug");
+        }
+        self.1.offer(frame)
+    }
+}
+
+#[actix_rt::test]
+async fn a_panicking_viewer_session_ends_alone_and_is_counted() {
+    let (_registry, directory, counters, supervisor) = supervisor().await;
+    let (key, mut publisher) = publisher(&supervisor, &directory, "live/viewers").await;
+    publisher.push(video(0, true)).await.expect("push");
+    let (doomed, healthy) = (Recorder::default(), Recorder::default());
+    viewer(&key, &directory, &counters, PanicsAt(3, doomed.clone())).start();
+    viewer(&key, &directory, &counters, healthy.clone()).start();
+    for i in 1..=5 {
+        publisher.push(video(40 * i, false)).await.expect("push");
+    }
+    wait_until("the crash to be counted", || restarts(&counters, "viewer") == 1).await;
+    wait_until("the healthy viewer's frames", || frames(&healthy) == 6).await;
+    assert_eq!(frames(&doomed), 2, "the crashed session took no more frames");
+    assert_eq!(counters.stream_restarts.load(Ordering::Relaxed), 0, "the stream never noticed");
+    publisher.push(video(400, false)).await.expect("the stream goes on");
+    wait_until("the healthy viewer's next frame", || frames(&healthy) == 7).await;
+}
+
+/// An output whose first sink for each stream panics at its third frame.
+struct FlakyOutput {
+    opened: Arc<Mutex<Vec<u32>>>,
+    first: Recorder,
+    seen: Recorder,
+}
+
+impl Output for FlakyOutput {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+
+    fn open(&self, stream: &OutputStream) -> Option<Box<dyn FrameSink>> {
+        self.opened.lock().expect("lock").push(stream.restarts);
+        if stream.restarts == 0 {
+            Some(Box::new(PanicsAt(3, self.first.clone())))
+        } else {
+            Some(Box::new(self.seen.clone()))
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_panicking_output_restarts_with_fresh_state_and_nothing_else_notices() {
+    let (registry, directory, counters, _) = supervisor().await;
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    let (first, seen) = (Recorder::default(), Recorder::default());
+    let output =
+        FlakyOutput { opened: Arc::clone(&opened), first: first.clone(), seen: seen.clone() };
+    let outputs = Outputs::new(
+        vec![Arc::new(output)],
+        ArbiterPool::start(1),
+        directory.clone(),
+        Arc::clone(&counters),
+        Duration::from_secs(30),
+    );
+    let supervisor = StreamSupervisor::new(
+        NodeId::new("n1"),
+        registry,
+        directory.clone(),
+        Arc::new(NoEvents),
+        Arc::clone(&counters),
+    )
+    .with_outputs(outputs)
+    .start();
+    let (key, mut publisher) = publisher(&supervisor, &directory, "live/outputs").await;
+    let healthy = Recorder::default();
+    publisher.push(video(0, true)).await.expect("push");
+    viewer(&key, &directory, &counters, healthy.clone()).start();
+    wait_until("the output's first frame", || frames(&first) == 1).await;
+    for i in 1..=4 {
+        publisher.push(video(40 * i, i == 3)).await.expect("push");
+    }
+    wait_until("the output's restart", || restarts(&counters, "flaky") == 1).await;
+    assert_eq!(*opened.lock().expect("lock"), vec![0, 1], "opened again, told it restarted");
+    publisher.push(video(400, true)).await.expect("push");
+    wait_until("the restarted output's frames", || frames(&seen) >= 1).await;
+    wait_until("the viewer's frames", || frames(&healthy) == 6).await;
+    assert_eq!(counters.stream_restarts.load(Ordering::Relaxed), 0, "the stream never noticed");
+    assert_eq!(restarts(&counters, "viewer"), 0);
 }

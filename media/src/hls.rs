@@ -231,6 +231,22 @@ impl Segmenter {
         }
     }
 
+    /// A fresh segmenter that carries this one's finished segments and numbering on, for
+    /// `tracks`, starting a new timeline (`EXT-X-DISCONTINUITY`) with a fresh muxer: what a
+    /// packager restarted after a crash continues from. The segment being built is not
+    /// carried over.
+    pub fn successor(&self, tracks: Tracks) -> Self {
+        let mut next = Self::new(self.config.clone(), tracks);
+        next.segments = self.segments.clone();
+        // The segment being built was never published: its number is used again, so the
+        // numbers stay consecutive (players count segments by position from
+        // `EXT-X-MEDIA-SEQUENCE`).
+        next.next_sequence = self.building.as_ref().map_or(self.next_sequence, |b| b.sequence);
+        next.discontinuity_sequence = self.discontinuity_sequence;
+        next.pending_discontinuity = true;
+        next
+    }
+
     /// The publisher reconnected (a new timeline): the current segment ends, and the next
     /// one starts with `EXT-X-DISCONTINUITY`.
     pub fn mark_discontinuity(&mut self) {
@@ -513,6 +529,24 @@ mod tests {
             let wall = epoch + Duration::from_millis(u64::from(ms));
             s.push_video(start_ms.wrapping_add(ms), 0, key, if key { KEY } else { INTER }, wall);
         }
+    }
+
+    #[test]
+    fn a_successor_keeps_the_finished_segments_and_their_numbers_after_a_discontinuity() {
+        let mut s = Segmenter::new(config(2, 6), Tracks { video: true, audio: true });
+        feed(&mut s, 0, 7, 30);
+        let finished: Vec<u64> = s.segment_numbers().collect();
+        assert_eq!(finished, vec![0, 1, 2], "segment 3 is being built");
+        let mut next = s.successor(Tracks { video: true, audio: true });
+        assert_eq!(next.segment_numbers().collect::<Vec<_>>(), finished);
+        // A new timeline (the crashed packager's state is gone), numbered on from 3.
+        feed(&mut next, 90_000, 5, 30);
+        let playlist = next.playlist().expect("segments");
+        let numbers: Vec<u64> = next.segment_numbers().collect();
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+        assert!(numbers.contains(&3) && numbers.contains(&4), "{numbers:?}");
+        assert_eq!(playlist.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{playlist}");
+        assert!(playlist.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"), "{playlist}");
     }
 
     #[test]
