@@ -1,9 +1,11 @@
 //! HLS: one packager per live stream, and the HTTP handlers that serve its playlist and
 //! segments from memory.
 //!
-//! The packager is an ordinary viewer of the stream (a [`ViewerSession`] with an
-//! `HlsSink`): it converts FLV frames to H.264 Annex B and ADTS AAC and feeds the sans-IO
-//! [`Segmenter`]. After each completed segment it publishes an immutable snapshot (playlist
+//! The packager is an output of every stream ([`HlsOutput`], started and supervised by the
+//! stream's life like any [`Output`]): an internal viewer whose `HlsSink` converts the
+//! codec-neutral frames to H.264 Annex B and ADTS AAC and feeds the sans-IO [`Segmenter`]. A
+//! packager restarted after a crash continues from the last published segment after an
+//! `EXT-X-DISCONTINUITY`. After each completed segment it publishes an immutable snapshot (playlist
 //! text plus the window's segments, shared `Bytes`) that HTTP handlers read without
 //! touching the packager. When the publisher leaves, the segmenter is parked for
 //! `hls.reconnect_grace`; a publisher that comes back within it continues the same playlist

@@ -3,9 +3,10 @@
 //! Media arrives from exactly one attached publisher and leaves through a bounded broadcast
 //! ring that viewers read at their own pace; the publisher never waits for a viewer.
 //!
-//! The frame path does not go through the actor's mailbox: the publisher's connection runs
-//! [`Ingest::push`] itself, on the stream's [`IngestHandle`] (a mutex the actor takes only
-//! to subscribe a viewer or report its state, so it is uncontended). A message per frame
+//! The frame path does not go through the actor's mailbox: the publisher's connection pushes
+//! each frame itself through the stream's [`IngestHandle`] (a mutex the actor takes only
+//! to subscribe a viewer or report its state, so it is uncontended; a panic under it
+//! restarts the stream, see `ARCHITECTURE.md`, "Supervision"). A message per frame
 //! cost an envelope allocation, a mailbox push and pop and a wake-up of the actor for
 //! every audio and video frame, about a tenth of a publisher's CPU. The actor keeps the
 //! stream's life: publisher attach and detach, viewers, kicks, the end of the stream and
