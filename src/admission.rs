@@ -26,8 +26,8 @@ use zenlive_actors::{
 };
 
 use crate::auth::{Action, AuthError, Identity};
+use crate::context::NodeContext;
 use crate::hooks::{Decision, PublishRequest};
-use crate::node::NodeContext;
 
 /// Who asks to publish or play.
 #[derive(Debug, Clone)]
@@ -200,7 +200,7 @@ pub struct Viewer {
 impl Viewer {
     /// The stream, here or relayed from the node that owns it (a relay starts on demand).
     pub async fn find(&self) -> Result<Ticket, Refusal> {
-        let entry = crate::cluster::relay::live_stream(&self.node, &self.key)
+        let entry = crate::cluster::pull::live_stream(&self.node, &self.key)
             .await
             .ok_or_else(|| Refusal::NotLive(self.key.clone()))?;
         Ok(Ticket {

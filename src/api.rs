@@ -16,8 +16,8 @@ use zenlive_actors::supervisor::StreamEntry;
 use zenlive_actors::StreamKey;
 
 use crate::auth::{Action, Identity};
-use crate::http::{authorize, request_token, stream_key, ApiError};
-use crate::node::NodeContext;
+use crate::context::NodeContext;
+use crate::http::common::{authorize, request_token, stream_key, ApiError};
 
 /// The OpenAPI 3 description of this API, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("api/openapi.json");

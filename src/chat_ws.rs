@@ -34,8 +34,8 @@ use zenlive_cluster::{ActorKey, ActorKind};
 
 use crate::auth::Action;
 use crate::config::RoomsWithoutStream;
-use crate::http::{authorize, stream_key, ApiError};
-use crate::node::NodeContext;
+use crate::context::NodeContext;
+use crate::http::common::{authorize, stream_key, ApiError};
 use crate::refusals::Limit;
 use crate::ws_frames::{FrameGate, GatedPayload};
 

@@ -1039,7 +1039,9 @@ impl Config {
 
     /// Checks every value against its range and the combinations that cannot work, with
     /// an error naming the key, its value and what is allowed;
-    /// [`Config::load`] and [`NodeBuilder::start`](crate::NodeBuilder::start) call it.
+    /// [`Config::load`] and [`NodeBuilder::start`](crate::NodeBuilder::start) call it. The
+    /// key files `[auth]` names are read where tokens are checked
+    /// ([`Auth::new`](crate::auth::Auth::new)), which the binary's `check` runs too.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let (ms, s) = (Duration::from_millis, Duration::from_secs);
         let zero = Duration::ZERO;
@@ -1116,7 +1118,6 @@ impl Config {
                 "tls.cert and tls.key go together: set both (PEM files) or neither".into(),
             ));
         }
-        crate::auth::Auth::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let http = |url: &str| url.starts_with("http://") || url.starts_with("https://");
         if let Some(url) = self.webhooks.urls.iter().find(|url| !http(url)) {
             return Err(ConfigError::Invalid(format!(

@@ -2,7 +2,9 @@
 //! RTMP play and HTTP-FLV; every stream and viewer a supervised actix actor.
 //!
 //! # Layout
-//! - [`node`]: the SDK facade ([`NodeBuilder`], [`Node`]) and the shared [`node::NodeContext`].
+//! - [`node`]: the SDK facade and composition root ([`NodeBuilder`], [`Node`]: builds, starts,
+//!   reloads and shuts a node down); [`context`]: what every front-end shares
+//!   ([`context::NodeContext`]).
 //! - [`config`]: the configuration (TOML, environment, flags).
 //! - [`api`]: the admin API (`/api/v1`).
 //! - [`chat_ws`]: chat rooms over WebSocket (the one `actix-web-actors` module).
@@ -27,6 +29,8 @@ pub mod auth;
 pub mod chat_ws;
 pub mod cluster;
 pub mod config;
+pub mod context;
+pub mod flv_out;
 mod grid;
 pub mod hls;
 pub mod hooks;
@@ -37,6 +41,7 @@ pub mod node;
 pub mod refusals;
 pub mod rtmp;
 mod server;
+mod start_error;
 pub mod tls;
 pub mod webhooks;
 mod ws_frames;

@@ -320,6 +320,8 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, Vec<Deprecated>)> {
         config.log.format = format.parse().map_err(anyhow::Error::msg)?;
     }
     config.validate()?;
+    // The key material the `[auth]` settings name is read and checked here, as at start.
+    zenlive::auth::Auth::new(&config.auth)?;
     Ok((config, deprecated))
 }
 

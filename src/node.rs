@@ -36,15 +36,18 @@ use zenlive_cluster::{
     new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registry, RegistryError, NODE_TTL,
 };
 
-use crate::auth::{Auth, AuthSetupError};
+use crate::auth::Auth;
 use crate::cluster::instrumented::Instrumented;
 use crate::cluster::Cluster;
-use crate::config::{Config, ConfigError, OnFailure};
-use crate::hls::{HlsManager, HlsOutput};
+use crate::config::{Config, OnFailure};
+use crate::context::NodeContext;
+use crate::hls::packager::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 use crate::refusals::Refusals;
 use crate::rtmp::budget::PartialBudget;
+use crate::server::Listeners;
+pub use crate::start_error::StartError;
 use crate::tls::{Tls, TlsError};
 use crate::webhooks::{on_publish_callback, PublishCallback, Webhooks};
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -53,116 +56,6 @@ use zenlive_actors::chat::{
 };
 use zenlive_actors::chat_core::ChatLimits;
 use zenlive_actors::quota::PerAddress;
-
-/// Everything the protocol front-ends share. One per node.
-pub struct NodeContext {
-    /// The configuration the node started with (listeners, cluster, what needs a restart).
-    pub config: Config,
-    /// The configuration in force for what a reload can change (limits, timeouts; see
-    /// [`Node::reload`]): read it with [`NodeContext::live`].
-    pub live: ArcSwap<Config>,
-    /// This node's id.
-    pub node_id: NodeId,
-    /// Starts and restarts streams.
-    pub supervisor: Addr<StreamSupervisor>,
-    /// Live streams by name.
-    pub directory: Directory,
-    /// Node-wide counters.
-    pub counters: Arc<NodeCounters>,
-    /// Event loops for connections and actors.
-    pub pool: ArbiterPool,
-    /// HLS playlists and segments.
-    pub hls: Arc<HlsManager>,
-    /// Who owns which actor name (in memory on a single node).
-    pub registry: Arc<dyn Registry>,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// Token verification and decisions; swapped whole when a reload changes `[auth]`.
-    pub auth: ArcSwap<Auth>,
-    /// True once every listener is up, false again when shutdown begins (`/readyz`).
-    pub ready: AtomicBool,
-    /// The application's hooks and the webhooks.
-    pub hooks: Arc<Hooks>,
-    /// The webhook senders, when URLs are configured; swapped by a reload.
-    pub webhooks: Arc<ArcSwapOption<Webhooks>>,
-    /// Where the HTTP `on_publish` callback goes (when one was configured at start).
-    pub publish_callback: Arc<ArcSwap<PublishCallback>>,
-    /// This node's chat rooms.
-    pub chat: ChatRooms,
-    /// Cluster membership, links and relays; `None` on a single node.
-    pub cluster: Option<Arc<Cluster>>,
-    /// True while the node drains: no new publishers or chat connections, `/readyz` 503,
-    /// chat rooms handed off; live streams continue until they end.
-    pub draining: Arc<AtomicBool>,
-    /// Clients refused for going over a limit: counted, and logged once a minute per client.
-    pub refusals: Refusals,
-    /// RTMP connections not admitted yet, per client address (`rtmp.max_pending_per_address`).
-    pub rtmp_pending: PerAddress,
-    /// Bytes of partially received RTMP messages on the node (`rtmp.max_partial_bytes`).
-    pub rtmp_partial: PartialBudget,
-    /// Chat rooms opened, per client address (`chat.max_rooms_per_address`).
-    pub chat_openers: PerAddress,
-    /// The HTTPS certificate, when `[tls]` is configured.
-    pub tls: Option<Tls>,
-}
-
-impl NodeContext {
-    /// The configuration in force for what a reload can change.
-    pub fn live(&self) -> Arc<Config> {
-        self.live.load_full()
-    }
-
-    /// Starts (or stops) draining. See [`NodeContext::draining`].
-    pub fn set_draining(&self, draining: bool) {
-        let was = self.draining.swap(draining, Ordering::AcqRel);
-        if draining && !was {
-            tracing::warn!(node = %self.node_id, streams = self.directory.len(), "draining: refusing new publishers and chat members, handing off chat rooms");
-            self.chat.hand_off();
-        } else if !draining && was {
-            tracing::info!(node = %self.node_id, "no longer draining");
-        }
-    }
-
-    /// Whether the node is draining.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-}
-
-/// Why a node could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A listener could not be bound.
-    #[error("cannot listen for {what} on {addr}: {cause}; {}", bind_hint(what, cause))]
-    Bind {
-        /// Which listener.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        cause: std::io::Error,
-    },
-    /// The registry refused the node.
-    #[error("registry: {0}")]
-    Registry(#[from] zenlive_cluster::RegistryError),
-    /// The auth configuration is unusable.
-    #[error("auth: {0}")]
-    Auth(#[from] AuthSetupError),
-    /// The configuration is invalid.
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-    /// The TLS certificate or key is unusable.
-    #[error("{0}")]
-    Tls(#[from] TlsError),
-    /// Another running node has this node's id.
-    #[error("node id {id} is in use by a running node ({addresses}): two nodes with one id would take each other's streams; give this one another node.id (--node-id, ZENLIVE_NODE_ID) or stop the other")]
-    NodeIdInUse {
-        /// The id.
-        id: String,
-        /// Where the other node says it is.
-        addresses: String,
-    },
-}
 
 /// Refuses to start as `node` while another process holds that id in the registry. A
 /// registration that stops being renewed (its node just crashed, or is being restarted)
@@ -190,27 +83,6 @@ async fn ensure_unique(registry: &dyn Registry, node: &NodeId) -> Result<(), Sta
 }
 
 /// What to change when listener `what` cannot bind.
-fn bind_hint(what: &str, error: &std::io::Error) -> String {
-    let setting = match what {
-        "https" | "rtmps" => {
-            format!("set tls.{what}_addr (ZENLIVE_TLS_{}_ADDR)", what.to_uppercase())
-        }
-        _ => format!("set {what}.addr (ZENLIVE_{}_ADDR, --{what}-addr)", what.to_uppercase()),
-    };
-    match error.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            format!("another process holds that port: stop it, or {setting}")
-        }
-        std::io::ErrorKind::PermissionDenied => {
-            format!("ports below 1024 need privileges (CAP_NET_BIND_SERVICE), or {setting}")
-        }
-        std::io::ErrorKind::AddrNotAvailable => {
-            format!("no interface of this machine has that address: {setting}")
-        }
-        _ => setting,
-    }
-}
-
 /// Builds a node: configuration plus application hooks. See the module docs.
 pub struct NodeBuilder {
     config: Config,
@@ -466,14 +338,20 @@ impl NodeBuilder {
             chat_openers: PerAddress::new(config_chat.max_rooms_per_address),
             tls,
         });
-        let mut node = crate::server::start(context).await?;
+        let listeners = crate::server::start(&context).await?;
+        let mut node = Node {
+            loaded: parking_lot::Mutex::new(context.config.clone()),
+            context,
+            listeners,
+            incarnation: Arc::default(),
+        };
         // Now that the listeners are bound, the node can say where it is.
         let addresses = match &node.context.cluster {
             Some(_) => crate::cluster::addresses(
                 &node.context.config.cluster,
-                node.cluster_addr,
-                node.rtmp_addr,
-                node.http_addr,
+                node.listeners.cluster_addr,
+                node.listeners.rtmp_addr,
+                node.listeners.http_addr,
             ),
             None => Default::default(),
         };
@@ -495,7 +373,7 @@ impl NodeBuilder {
             Arc::clone(&node.incarnation),
         ));
         node.context.ready.store(true, Ordering::Release);
-        node.tasks.push(beat);
+        node.listeners.tasks.push(beat);
         Ok(node)
     }
 }
@@ -560,18 +438,9 @@ async fn heartbeat(node: Arc<NodeContext>, mut info: NodeInfo, incarnation: Arc<
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
 pub struct Node {
-    pub(crate) context: Arc<NodeContext>,
-    pub(crate) rtmp_addr: Option<SocketAddr>,
-    pub(crate) http_addr: SocketAddr,
-    pub(crate) metrics_addr: Option<SocketAddr>,
-    pub(crate) cluster_addr: Option<SocketAddr>,
-    pub(crate) incarnation: Arc<AtomicU64>,
-    pub(crate) tasks: Vec<actix_rt::task::JoinHandle<()>>,
-    pub(crate) http: actix_web::dev::ServerHandle,
-    pub(crate) metrics: Option<actix_web::dev::ServerHandle>,
-    pub(crate) https_addr: Option<SocketAddr>,
-    pub(crate) https: Option<actix_web::dev::ServerHandle>,
-    pub(crate) rtmps_addr: Option<SocketAddr>,
+    context: Arc<NodeContext>,
+    listeners: Listeners,
+    incarnation: Arc<AtomicU64>,
     /// The configuration as last loaded (start, then each reload), to tell what changed.
     pub(crate) loaded: parking_lot::Mutex<Config>,
 }
@@ -688,22 +557,22 @@ impl StreamHandle {
 impl Node {
     /// Where RTMP listens (the real port when configured with port 0).
     pub fn rtmp_addr(&self) -> Option<SocketAddr> {
-        self.rtmp_addr
+        self.listeners.rtmp_addr
     }
 
     /// Where HTTP (HLS, HTTP-FLV) listens.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+        self.listeners.http_addr
     }
 
     /// Where metrics are served.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
+        self.listeners.metrics_addr
     }
 
     /// Where other cluster nodes connect to this one (cluster mode only).
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
-        self.cluster_addr
+        self.listeners.cluster_addr
     }
 
     /// The configuration the node runs with.
@@ -713,12 +582,12 @@ impl Node {
 
     /// Where HTTPS listens (when `[tls]` is configured).
     pub fn https_addr(&self) -> Option<SocketAddr> {
-        self.https_addr
+        self.listeners.https_addr
     }
 
     /// Where RTMPS listens (when `[tls]` is configured and RTMP is on).
     pub fn rtmps_addr(&self) -> Option<SocketAddr> {
-        self.rtmps_addr
+        self.listeners.rtmps_addr
     }
 
     /// Applies what can change while the node runs from `new` (already validated): every
@@ -865,7 +734,7 @@ impl Node {
     pub async fn shutdown(self) {
         self.context.ready.store(false, Ordering::Release);
         let limit = self.context.config.node.shutdown_timeout;
-        for task in &self.tasks {
+        for task in &self.listeners.tasks {
             task.abort();
         }
         let _ = self.context.supervisor.send(Shutdown).await;
@@ -883,11 +752,11 @@ impl Node {
         if let Err(error) = registry.deregister_node(&self.context.node_id, incarnation).await {
             tracing::warn!(%error, "could not deregister; the registration will expire");
         }
-        self.http.stop(true).await;
-        if let Some(https) = &self.https {
+        self.listeners.http.stop(true).await;
+        if let Some(https) = &self.listeners.https {
             https.stop(true).await;
         }
-        if let Some(metrics) = &self.metrics {
+        if let Some(metrics) = &self.listeners.metrics {
             metrics.stop(true).await;
         }
         self.context.pool.stop();

@@ -1,23 +1,22 @@
 //! Binds the node's listeners and starts its front-ends.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 use zenlive_actors::events::ConnectionKind;
 
-use crate::node::{Node, NodeContext, StartError};
+use crate::context::NodeContext;
+use crate::start_error::{BindError, StartError};
 use crate::{http, rtmp};
 
 fn bind_std(
     what: &'static str,
     addr: std::net::SocketAddr,
-) -> Result<std::net::TcpListener, StartError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|cause| StartError::Bind {
-        what,
-        addr,
-        cause,
-    })?;
-    listener.set_nonblocking(true).map_err(|cause| StartError::Bind { what, addr, cause })?;
+) -> Result<std::net::TcpListener, BindError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|cause| BindError { what, addr, cause })?;
+    listener.set_nonblocking(true).map_err(|cause| BindError { what, addr, cause })?;
     Ok(listener)
 }
 
@@ -46,33 +45,54 @@ fn media_server(
 }
 
 /// Starts every enabled front-end of `context`.
-pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError> {
+/// The node's bound listeners: their addresses, and the handles that stop them.
+pub(crate) struct Listeners {
+    pub(crate) rtmp_addr: Option<SocketAddr>,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) cluster_addr: Option<SocketAddr>,
+    pub(crate) tasks: Vec<actix_rt::task::JoinHandle<()>>,
+    pub(crate) http: actix_web::dev::ServerHandle,
+    pub(crate) metrics: Option<actix_web::dev::ServerHandle>,
+    pub(crate) https_addr: Option<SocketAddr>,
+    pub(crate) https: Option<actix_web::dev::ServerHandle>,
+    pub(crate) rtmps_addr: Option<SocketAddr>,
+}
+
+/// Binds every listener the configuration asks for and starts serving on each.
+pub(crate) async fn start(context: &Arc<NodeContext>) -> Result<Listeners, StartError> {
     let config = &context.config;
     let mut tasks = Vec::new();
 
     let mut rtmp_addr = None;
     if config.rtmp.enabled {
         let listener = bind_std("rtmp", config.rtmp.addr)?;
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|cause| StartError::Bind { what: "rtmp", addr: config.rtmp.addr, cause })?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|cause| BindError {
+            what: "rtmp",
+            addr: config.rtmp.addr,
+            cause,
+        })?;
         rtmp_addr = listener.local_addr().ok();
-        tasks.push(actix_rt::spawn(rtmp::server::run(listener, Arc::clone(&context), None)));
+        tasks.push(actix_rt::spawn(rtmp::server::run(listener, Arc::clone(context), None)));
     }
     let mut rtmps_addr = None;
     if let Some(tls) = context.tls.as_ref().filter(|_| config.rtmp.enabled) {
         let addr = config.tls.rtmps_addr;
         let listener = tokio::net::TcpListener::from_std(bind_std("rtmps", addr)?)
-            .map_err(|cause| StartError::Bind { what: "rtmps", addr, cause })?;
+            .map_err(|cause| BindError { what: "rtmps", addr, cause })?;
         rtmps_addr = listener.local_addr().ok();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.rtmps_config()?));
-        let run = rtmp::server::run(listener, Arc::clone(&context), Some(acceptor));
+        let run = rtmp::server::run(listener, Arc::clone(context), Some(acceptor));
         tasks.push(actix_rt::spawn(run));
     }
 
     let http_listener = bind_std("http", config.http.addr)?;
     let http_addr = http_listener.local_addr().unwrap_or(config.http.addr);
-    let http_server = media_server(&context, http_listener, None)
-        .map_err(|cause| StartError::Bind { what: "http", addr: config.http.addr, cause })?;
+    let http_server = media_server(context, http_listener, None).map_err(|cause| BindError {
+        what: "http",
+        addr: config.http.addr,
+        cause,
+    })?;
     let http = http_server.handle();
     actix_rt::spawn(http_server);
 
@@ -81,8 +101,8 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         let addr = config.tls.https_addr;
         let listener = bind_std("https", addr)?;
         https_addr = listener.local_addr().ok();
-        let server = media_server(&context, listener, Some(tls.server_config()?))
-            .map_err(|cause| StartError::Bind { what: "https", addr, cause })?;
+        let server = media_server(context, listener, Some(tls.server_config()?))
+            .map_err(|cause| BindError { what: "https", addr, cause })?;
         https = Some(server.handle());
         actix_rt::spawn(server);
     }
@@ -91,7 +111,7 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
     if config.metrics.enabled {
         let listener = bind_std("metrics", config.metrics.addr)?;
         metrics_addr = listener.local_addr().ok();
-        let data = web::Data::from(Arc::clone(&context));
+        let data = web::Data::from(Arc::clone(context));
         let server = HttpServer::new(move || {
             App::new().app_data(data.clone()).configure(http::metrics_routes)
         })
@@ -99,7 +119,7 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
         .disable_signals()
         .shutdown_timeout(1)
         .listen(listener)
-        .map_err(|cause| StartError::Bind { what: "metrics", addr: config.metrics.addr, cause })?
+        .map_err(|cause| BindError { what: "metrics", addr: config.metrics.addr, cause })?
         .run();
         metrics = Some(server.handle());
         actix_rt::spawn(server);
@@ -109,20 +129,20 @@ pub(crate) async fn start(context: Arc<NodeContext>) -> Result<Node, StartError>
     if context.cluster.is_some() {
         let addr = config.cluster.addr;
         let listener = bind_std("cluster", addr)?;
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|cause| StartError::Bind { what: "cluster", addr, cause })?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|cause| BindError {
+            what: "cluster",
+            addr,
+            cause,
+        })?;
         cluster_addr = listener.local_addr().ok();
-        tasks.push(actix_rt::spawn(crate::cluster::link::listen(listener, Arc::clone(&context))));
+        tasks.push(actix_rt::spawn(crate::cluster::listen::listen(listener, Arc::clone(context))));
     }
 
-    Ok(Node {
-        loaded: parking_lot::Mutex::new(context.config.clone()),
-        context,
+    Ok(Listeners {
         rtmp_addr,
         http_addr,
         metrics_addr,
         cluster_addr,
-        incarnation: Arc::default(),
         tasks,
         http,
         metrics,

@@ -24,7 +24,7 @@ use zenlive_actors::chat::DeliveredMessage;
 use zenlive_actors::StreamEvent;
 
 use crate::config::WebhooksConfig;
-use crate::hooks::{decider, unix_seconds, Decider, Decision, PublishRequest, ViewerEvent};
+use crate::hooks::types::{decider, unix_seconds, Decider, Decision, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 
 /// Longest wait between two attempts of one delivery.

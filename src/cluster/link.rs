@@ -1,11 +1,10 @@
-//! Links between nodes: the listener that other nodes connect to, the handshake both sides
-//! run, the origin side of a relay (serve a stream as FLV), and calls to named actors
-//! ([`Peers`]: one multiplexed link per remote node, ordered per sender).
+//! Links between nodes: the handshake both sides run, and calls to named actors
+//! ([`Peers`]: one multiplexed link per remote node, ordered per sender). The listener
+//! other nodes connect to, and what it serves, is [`super::listen`].
 //!
 //! The protocol is in [`super::wire`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,29 +12,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
-use zenlive_actors::events::ConnectionKind;
-use zenlive_actors::quota::{PerAddress, Slot};
-use zenlive_actors::StreamKey;
-use zenlive_cluster::{ActorKey, ActorKind, NodeId};
-use zenlive_media::flv::flv_file_header;
+use zenlive_cluster::NodeId;
 
 use super::wire::{self, Call, Codec, Message, RemoteError, VERSION};
 use super::Cluster;
-use crate::admission;
-use crate::http_flv::FlvSink;
-use crate::node::NodeContext;
-use crate::refusals::Limit;
 
 /// How long a handshake or a connection attempt may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a call waits for its reply.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
-/// Frames queued for an edge before it counts as behind.
-const RELAY_QUEUE_FRAMES: usize = 512;
 /// Calls queued for one peer before callers wait.
 const CALL_QUEUE: usize = 1024;
 /// Calls sent to one peer and not answered yet; beyond it new calls fail at once.
@@ -43,10 +31,6 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// Largest message during the handshake (a challenge or a hello is under 300 bytes): a
 /// stranger cannot make the node buffer megabytes before proving the secret.
 const MAX_HANDSHAKE_BYTES: usize = 1024;
-/// How long one write to an edge may take before the relay is dropped.
-const RELAY_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Most links from one address still in their handshake.
-const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 
 /// A framed link.
 pub type Link = Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>;
@@ -97,7 +81,12 @@ async fn recv_within(link: &mut Link, codec: &dyn Codec) -> Result<Message, Link
     }
 }
 
-async fn refuse(link: &mut Link, codec: &dyn Codec, code: &str, reason: String) -> LinkError {
+pub(crate) async fn refuse(
+    link: &mut Link,
+    codec: &dyn Codec,
+    code: &str,
+    reason: String,
+) -> LinkError {
     let message = Message::Refused { code: code.to_owned(), reason: reason.clone() };
     let _ = send(link, codec, &message).await;
     LinkError::Refused { code: code.to_owned(), reason }
@@ -129,7 +118,7 @@ pub async fn connect(cluster: &Cluster, addr: &str) -> Result<Link, LinkError> {
 }
 
 /// The acceptor's side of the handshake; answers the connector's node id.
-async fn accept(cluster: &Cluster, link: &mut Link) -> Result<String, LinkError> {
+pub(crate) async fn accept(cluster: &Cluster, link: &mut Link) -> Result<String, LinkError> {
     let codec = cluster.codec.as_ref();
     link.codec_mut().set_max_frame_length(MAX_HANDSHAKE_BYTES);
     let nonce: [u8; 16] = rand::random();
@@ -147,164 +136,6 @@ async fn accept(cluster: &Cluster, link: &mut Link) -> Result<String, LinkError>
     send(link, codec, &Message::Welcome { node: cluster.node.as_str().to_owned() }).await?;
     link.codec_mut().set_max_frame_length(wire::MAX_MESSAGE_BYTES);
     Ok(node)
-}
-
-/// Most links open at once (relays and call links from every other node); beyond it new
-/// connections are closed at once.
-const MAX_LINKS: usize = 4096;
-
-/// Accepts links from other nodes until the task is dropped. Links beyond `MAX_LINKS`,
-/// or beyond `MAX_HANDSHAKES_PER_ADDRESS` handshaking from one address, are closed at
-/// once; failed handshakes are counted and logged once a minute per address.
-pub async fn listen(listener: TcpListener, node: Arc<NodeContext>) {
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let handshaking = PerAddress::new(MAX_HANDSHAKES_PER_ADDRESS);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "cluster accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if open.load(Ordering::Relaxed) >= MAX_LINKS {
-            let detail = format!("{MAX_LINKS} cluster links are open");
-            node.refusals.refuse(Some(peer.ip()), Limit::ClusterLinks, detail);
-            continue;
-        }
-        let Some(slot) = handshaking.take(peer.ip()) else {
-            let detail = format!(
-                "{MAX_HANDSHAKES_PER_ADDRESS} cluster handshakes from this address are under way"
-            );
-            node.refusals.refuse(Some(peer.ip()), Limit::ClusterHandshake, detail);
-            continue;
-        };
-        let Ok(std_stream) = stream.into_std() else { continue };
-        let (node, open) = (Arc::clone(&node), Arc::clone(&open));
-        open.fetch_add(1, Ordering::Relaxed);
-        node.pool.next().spawn(async move {
-            if let Ok(stream) = TcpStream::from_std(std_stream) {
-                let _gauge = node.counters.connection(ConnectionKind::Cluster);
-                if let Err(error) = serve(stream, peer, &node, slot).await {
-                    tracing::warn!(%peer, %error, "cluster link ended");
-                }
-            }
-            open.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
-}
-
-async fn serve(
-    stream: TcpStream,
-    addr: SocketAddr,
-    node: &Arc<NodeContext>,
-    handshaking: Slot,
-) -> Result<(), LinkError> {
-    let Some(cluster) = node.cluster.as_ref() else { return Ok(()) };
-    stream.set_nodelay(true)?;
-    let mut link = Framed::new(stream, wire::framing());
-    let peer = match accept(cluster, &mut link).await {
-        Ok(peer) => peer,
-        Err(error) => {
-            let detail = format!("cluster handshake failed: {error}");
-            node.refusals.refuse(Some(addr.ip()), Limit::ClusterHandshake, detail);
-            return Ok(());
-        }
-    };
-    drop(handshaking);
-    let codec = Arc::clone(&cluster.codec);
-    let first = match tokio::time::timeout(cluster.link_idle, recv(&mut link, codec.as_ref())).await
-    {
-        Ok(first) => first?,
-        Err(_) => return Err(LinkError::Protocol("no request after the handshake".into())),
-    };
-    let Some(first) = first else { return Ok(()) };
-    match first {
-        Message::Pull { stream } => serve_pull(node, cluster, link, &peer, &stream).await,
-        Message::Call(call) => serve_calls(cluster, link, call).await,
-        other => {
-            Err(refuse(&mut link, codec.as_ref(), "protocol", format!("unexpected {other:?}"))
-                .await)
-        }
-    }
-}
-
-/// The origin's side of a relay: one viewer session whose frames go out as FLV.
-async fn serve_pull(
-    node: &Arc<NodeContext>,
-    cluster: &Cluster,
-    mut link: Link,
-    peer: &str,
-    stream: &str,
-) -> Result<(), LinkError> {
-    let codec = Arc::clone(&cluster.codec);
-    let Ok(key) = StreamKey::parse(stream) else {
-        return Err(
-            refuse(&mut link, codec.as_ref(), "bad_request", "bad stream name".into()).await
-        );
-    };
-    let actor = ActorKey::new(ActorKind::Stream, key.to_string());
-    let owner = cluster.registry.lookup(&actor).await.ok().flatten();
-    let ticket = admission::admit_edge(node, key.clone());
-    let (Some(owner), Ok(ticket)) = (owner, ticket) else {
-        let reason = format!("stream {key} is not live here");
-        return Err(refuse(&mut link, codec.as_ref(), "not_owner", reason).await);
-    };
-    if owner.node != cluster.node {
-        let reason = format!("stream {key} is owned by {}", owner.node);
-        return Err(refuse(&mut link, codec.as_ref(), "not_owner", reason).await);
-    }
-    send(&mut link, codec.as_ref(), &Message::Pulling { epoch: owner.epoch }).await?;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(RELAY_QUEUE_FRAMES);
-    ticket.watch(Box::new(FlvSink::new(tx)));
-    tracing::info!(stream = %key, edge = %peer, "relaying to an edge");
-    let mut socket = link.into_inner();
-    write_to_edge(&mut socket, &flv_file_header(true, true)).await?;
-    while let Some(tag) = rx.recv().await {
-        write_to_edge(&mut socket, &tag).await?;
-    }
-    tracing::info!(stream = %key, edge = %peer, "relay to the edge ended");
-    Ok(())
-}
-
-/// Writes `bytes` to an edge, which must read them within [`RELAY_WRITE_TIMEOUT`].
-async fn write_to_edge(socket: &mut TcpStream, bytes: &[u8]) -> Result<(), LinkError> {
-    match tokio::time::timeout(RELAY_WRITE_TIMEOUT, socket.write_all(bytes)).await {
-        Ok(written) => Ok(written?),
-        Err(_) => Err(LinkError::Protocol("the edge stopped reading".into())),
-    }
-}
-
-/// Handles calls in arrival order and answers each.
-async fn serve_calls(cluster: &Cluster, mut link: Link, first: Call) -> Result<(), LinkError> {
-    let codec = Arc::clone(&cluster.codec);
-    let mut next = Some(first);
-    loop {
-        let call = match next.take() {
-            Some(call) => call,
-            None => match tokio::time::timeout(cluster.link_idle, recv(&mut link, codec.as_ref()))
-                .await
-            {
-                Err(_) => {
-                    tracing::debug!("idle cluster call link closed");
-                    return Ok(());
-                }
-                Ok(received) => match received? {
-                    Some(Message::Call(call)) => call,
-                    Some(other) => {
-                        let reason = format!("unexpected {other:?}");
-                        return Err(refuse(&mut link, codec.as_ref(), "protocol", reason).await);
-                    }
-                    None => return Ok(()),
-                },
-            },
-        };
-        cluster.counters.remote_in.inc();
-        let correlation = call.correlation;
-        let result = cluster.handle_call(call).await;
-        send(&mut link, codec.as_ref(), &Message::Reply { correlation, result }).await?;
-    }
 }
 
 /// Where a call's answer goes.

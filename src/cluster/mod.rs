@@ -12,6 +12,8 @@
 pub mod chat;
 pub mod instrumented;
 pub mod link;
+pub mod listen;
+pub mod pull;
 pub mod relay;
 pub mod wire;
 

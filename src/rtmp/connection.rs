@@ -43,8 +43,8 @@ use super::reader::{ChunkReader, Message, Violation};
 use super::sink::RtmpSink;
 use super::transport::Reader;
 use crate::auth::token;
+use crate::context::NodeContext;
 use crate::grid;
-use crate::node::NodeContext;
 use crate::refusals::Limit;
 use zenlive_actors::quota::Slot;
 

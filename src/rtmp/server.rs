@@ -7,7 +7,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::connection;
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::refusals::Limit;
 
 /// Accepts connections until the task is dropped, handing each to the next arbiter of the

@@ -8,106 +8,24 @@
 //! and ignored. Deciders run as their own tasks, so a slow or panicking one costs only its
 //! own request.
 
-use std::future::Future;
+pub(crate) mod types;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
-use serde::Serialize;
+use arc_swap::ArcSwapOption;
 use zenlive_actors::events::EventSink;
 use zenlive_actors::{Protocol, StreamEvent, StreamKey, ViewerSession};
 
-use crate::auth::Identity;
+pub use self::types::{decider, Decider, Decision, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 use crate::webhooks::Webhooks;
-use arc_swap::ArcSwapOption;
-
-/// A decider's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Go ahead.
-    Allow,
-    /// Refuse, telling the client why.
-    Deny(String),
-    /// The decider could not decide (its backend is down); `hooks.on_failure` applies.
-    Unavailable(String),
-}
-
-/// Someone wants to publish.
-#[derive(Debug, Clone, Serialize)]
-pub struct PublishRequest {
-    /// The stream.
-    pub stream: StreamKey,
-    /// How they connect.
-    pub protocol: Protocol,
-    /// From where.
-    pub peer: Option<SocketAddr>,
-    /// Who, when a token identified them.
-    pub user: Option<Identity>,
-}
-
-/// Someone wants to watch.
-pub type PlayRequest = PublishRequest;
-
-/// A viewer came or went.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum ViewerEvent {
-    /// A viewer started watching.
-    Joined {
-        /// The stream.
-        stream: StreamKey,
-        /// How they watch.
-        protocol: Protocol,
-        /// From where.
-        peer: Option<SocketAddr>,
-        /// Who (a token's `sub`), when known.
-        user: Option<String>,
-    },
-    /// A viewer stopped watching.
-    Left {
-        /// The stream.
-        stream: StreamKey,
-        /// How they watched.
-        protocol: Protocol,
-        /// From where.
-        peer: Option<SocketAddr>,
-        /// Who, when known.
-        user: Option<String>,
-        /// How long they watched, in seconds.
-        seconds: f64,
-        /// Bytes delivered to them.
-        bytes: u64,
-        /// Why they left.
-        reason: String,
-    },
-}
-
-impl ViewerEvent {
-    /// The stream this event is about.
-    pub fn stream(&self) -> &StreamKey {
-        match self {
-            Self::Joined { stream, .. } | Self::Left { stream, .. } => stream,
-        }
-    }
-}
 
 /// A stream notification.
 pub type StreamHook = Notify<StreamEvent>;
 /// A viewer notification.
 pub type ViewerHook = Notify<ViewerEvent>;
-/// A publish or play decider.
-pub type Decider = Arc<dyn Fn(PublishRequest) -> BoxFuture<'static, Decision> + Send + Sync>;
-
-/// Wraps an async closure as a [`Decider`].
-pub fn decider<F, Fut>(f: F) -> Decider
-where
-    F: Fn(PublishRequest) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Decision> + Send + 'static,
-{
-    Arc::new(move |request| Box::pin(f(request)))
-}
 
 /// The application's hooks as registered on the [`crate::NodeBuilder`].
 #[derive(Default)]
@@ -278,9 +196,4 @@ impl EventSink for Hooks {
             webhooks.stream(event);
         }
     }
-}
-
-/// Seconds since the Unix epoch of `t`, for event payloads.
-pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }

@@ -1,59 +1,50 @@
-//! HLS: one packager per live stream, and the HTTP handlers that serve its playlist and
-//! segments from memory.
+//! The HLS packager: one per live stream, an output of the stream ([`HlsOutput`]). Its
+//! snapshots (playlist text plus the window's segments, shared `Bytes`) are what the HTTP
+//! handlers ([`super::serve`]) read, without touching the packager.
 //!
-//! The packager is an output of every stream ([`HlsOutput`], started and supervised by the
-//! stream's life like any [`Output`]): an internal viewer whose `HlsSink` converts the
-//! codec-neutral frames to H.264 Annex B and ADTS AAC and feeds the sans-IO [`Segmenter`]. A
-//! packager restarted after a crash continues from the last published segment after an
-//! `EXT-X-DISCONTINUITY`. After each completed segment it publishes an immutable snapshot (playlist
-//! text plus the window's segments, shared `Bytes`) that HTTP handlers read without
-//! touching the packager. When the publisher leaves, the segmenter is parked for
+//! The packager is started and supervised by the stream's life like any [`Output`]: an
+//! internal viewer whose `HlsSink` converts the codec-neutral frames to H.264 Annex B and
+//! ADTS AAC and feeds the sans-IO [`Segmenter`]. After each completed segment it publishes
+//! an immutable snapshot. When the publisher leaves, the segmenter is parked for
 //! `hls.reconnect_grace`; a publisher that comes back within it continues the same playlist
-//! after an `EXT-X-DISCONTINUITY`.
+//! after an `EXT-X-DISCONTINUITY`. A packager restarted after a crash continues from the
+//! last published segment the same way.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix_web::body::{BodySize, MessageBody};
-use actix_web::http::header;
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use zenlive_actors::{
     ArbiterPool, Codec, CodecConfig, FrameKind, FrameSink, MediaFrame, Offer, Output, OutputStream,
-    Protocol, StreamKey, StreamStats,
+    StreamKey, StreamStats,
 };
 use zenlive_media::aac::{adts_header, AudioSpecificConfig};
 use zenlive_media::avc::{to_annexb, AvcDecoderConfig};
 use zenlive_media::hls::{HlsConfig as SegmenterConfig, SegmentBytes, Segmenter};
 use zenlive_media::ts::Tracks;
 
-use crate::admission::{self, Refusal, Request};
-use crate::auth::{unix_now, Action};
 use crate::config::HlsConfig;
-use crate::http::{request_token, stream_key, with_cors, ApiError};
-use crate::metrics::HlsRequest;
-use crate::node::NodeContext;
 
 /// Largest segment kept in memory; a longer GOP is cut early.
 const MAX_SEGMENT_BYTES: usize = 32 * 1024 * 1024;
 
 /// What HTTP handlers read: replaced whole after every completed segment.
 #[derive(Default)]
-struct Published {
-    playlist: Option<Bytes>,
-    segments: HashMap<u64, SegmentBytes>,
+pub(crate) struct Published {
+    /// The playlist, once a segment is complete.
+    pub(crate) playlist: Option<Bytes>,
+    /// The segments it names, and those in their grace after leaving it.
+    pub(crate) segments: HashMap<u64, SegmentBytes>,
 }
 
 /// One stream's HLS state.
-struct HlsStream {
+pub(crate) struct HlsStream {
     published: RwLock<Arc<Published>>,
+    /// Told after every publish, for requests waiting for the first playlist.
+    fresh: tokio::sync::Notify,
     /// The segmenter between publishers (during the reconnect grace).
     parked: Mutex<Option<Segmenter>>,
     /// Bumped on every start and end, so a grace timer knows whether it is stale.
@@ -64,6 +55,25 @@ struct HlsStream {
 }
 
 impl HlsStream {
+    /// The latest snapshot.
+    pub(crate) fn published(&self) -> Arc<Published> {
+        Arc::clone(&self.published.read())
+    }
+
+    /// The playlist, waiting until `deadline` for the first one.
+    pub(crate) async fn playlist_by(&self, deadline: Instant) -> Option<Bytes> {
+        loop {
+            let fresh = self.fresh.notified();
+            if let Some(playlist) = self.published.read().playlist.clone() {
+                return Some(playlist);
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() || tokio::time::timeout(wait, fresh).await.is_err() {
+                return self.published.read().playlist.clone();
+            }
+        }
+    }
+
     fn publish(&self, segmenter: &Segmenter) {
         let playlist = segmenter.playlist().map(Bytes::from);
         let segments = segmenter
@@ -71,6 +81,7 @@ impl HlsStream {
             .filter_map(|n| segmenter.segment(n).map(|s| (n, s)))
             .collect();
         *self.published.write() = Arc::new(Published { playlist, segments });
+        self.fresh.notify_waiters();
     }
 }
 
@@ -102,8 +113,19 @@ impl HlsManager {
         }
     }
 
-    fn get(&self, key: &StreamKey) -> Option<Arc<HlsStream>> {
+    /// The HLS state of `key` (a live stream, or one in its reconnect grace).
+    pub(crate) fn get(&self, key: &StreamKey) -> Option<Arc<HlsStream>> {
         self.streams.read().get(key).cloned()
+    }
+
+    /// Whether packaging is on (`hls.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The target segment duration.
+    pub fn target_duration(&self) -> Duration {
+        self.segmenter.target_duration
     }
 
     /// The packager's sink for a stream that starts (or, after a crash, starts again):
@@ -116,6 +138,7 @@ impl HlsManager {
                 parked: Mutex::new(None),
                 generation: AtomicU64::new(0),
                 resume: Mutex::new(None),
+                fresh: tokio::sync::Notify::new(),
             })
         }));
         hls.generation.fetch_add(1, Ordering::Relaxed);
@@ -323,189 +346,4 @@ impl FrameSink for HlsSink {
             *self.stream.parked.lock() = Some(segmenter);
         }
     }
-}
-
-fn lookup(
-    node: &NodeContext,
-    app: &str,
-    stream: &str,
-) -> Result<(StreamKey, Arc<HlsStream>), ApiError> {
-    let key = stream_key(app, stream)?;
-    match node.hls.get(&key) {
-        Some(hls) => Ok((key, hls)),
-        None => Err(ApiError::not_found("stream_not_found", format!("stream {key} is not live"))),
-    }
-}
-
-/// Counts bytes served over HLS for the live stream `key` (not during a reconnect grace,
-/// when no stream is live), and the request's latency.
-fn served(node: &NodeContext, key: &StreamKey, bytes: usize, kind: HlsRequest, started: Instant) {
-    if let Some(entry) = node.directory.get(key) {
-        entry.stats.bytes_out(Protocol::Hls, bytes as u64);
-    }
-    node.metrics.hls_request(kind, started.elapsed());
-}
-
-/// `GET /{app}/{stream}/index.m3u8`
-pub async fn playlist(
-    node: web::Data<NodeContext>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
-    let (app, stream) = path.into_inner();
-    let key = stream_key(&app, &stream)?;
-    if !node.hls.enabled {
-        return Err(ApiError::not_found("hls_disabled", "HLS is off on this node (hls.enabled)"));
-    }
-    let token = request_token(&req);
-    let context = node.clone().into_inner();
-    let request = Request {
-        key: key.clone(),
-        protocol: Protocol::Hls,
-        peer: req.peer_addr(),
-        token: token.as_deref(),
-    };
-    let viewer = admission::admit_viewer(&context, request).await.map_err(ApiError::from)?;
-    // HLS viewers read the stream's packager: the ticket starts no session of its own. A
-    // stream between publishers (the reconnect grace) is not live but keeps its playlist.
-    match viewer.find().await {
-        Ok(_ticket) => {}
-        Err(Refusal::NotLive(_)) if node.hls.get(&key).is_some() => {}
-        Err(refusal) => return Err(refusal.into()),
-    }
-    let token_expires = viewer.identity.as_ref().map(|i| i.expires);
-    let text = current_playlist(&node, &key).await?;
-    let session = request_token(&req).zip(token_expires);
-    let text = match session.filter(|_| node.auth.load().required(Action::Play)) {
-        // Segment URLs carry a short-lived session for this viewer instead of the JWT,
-        // good until the JWT expires at the latest.
-        Some((token, expires)) => {
-            let auth = node.auth.load();
-            let id = auth.sessions().id_for(&token);
-            with_session(&text, &auth.sessions().issue(&key, &id, unix_now(), expires))
-        }
-        None => text,
-    };
-    served(&node, &key, text.len(), HlsRequest::Playlist, started);
-    Ok(with_cors(HttpResponse::Ok())
-        .content_type("application/vnd.apple.mpegurl")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(text))
-}
-
-/// The playlist of `key`, which admission found live (here, or relayed from its owner). A
-/// stream that has just started (here or on its relay) has no segment yet, so the request
-/// waits for the first one (up to two segment durations and a second) rather than failing a
-/// player that arrived early.
-async fn current_playlist(
-    node: &web::Data<NodeContext>,
-    key: &StreamKey,
-) -> Result<Bytes, ApiError> {
-    let not_live = || ApiError::not_found("stream_not_found", format!("stream {key} is not live"));
-    let deadline = Instant::now() + node.hls.segmenter.target_duration * 2 + Duration::from_secs(1);
-    loop {
-        let hls = node.hls.get(key);
-        if let Some(playlist) = hls.as_ref().and_then(|h| h.published.read().playlist.clone()) {
-            return Ok(playlist);
-        }
-        if hls.is_none() && node.directory.get(key).is_none() {
-            return Err(not_live());
-        }
-        if Instant::now() >= deadline {
-            return Err(ApiError::not_found(
-                "playlist_not_ready",
-                "the first segment is not complete yet",
-            ));
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `GET /{app}/{stream}/{sequence}.ts`
-pub async fn segment(
-    node: web::Data<NodeContext>,
-    req: HttpRequest,
-    path: web::Path<(String, String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
-    let (app, stream, name) = path.into_inner();
-    let protected = node.auth.load().required(Action::Play);
-    if protected {
-        check_session(&node, &req, &stream_key(&app, &stream)?)?;
-    }
-    let (key, hls) = lookup(&node, &app, &stream)?;
-    let sequence = name
-        .parse::<u64>()
-        .map_err(|_| ApiError::not_found("segment_not_found", "no such segment"))?;
-    let published = Arc::clone(&hls.published.read());
-    let bytes = published.segments.get(&sequence).cloned().ok_or_else(|| {
-        ApiError::not_found(
-            "segment_not_found",
-            format!("segment {sequence} expired or does not exist"),
-        )
-    })?;
-    served(&node, &key, bytes.len(), HlsRequest::Segment, started);
-    // A segment behind auth must not be kept by a shared cache (a CDN that ignores the
-    // query string would hand it to anyone).
-    let cache = if protected { "private, max-age=60" } else { "public, max-age=60" };
-    Ok(with_cors(HttpResponse::Ok())
-        .content_type("video/mp2t")
-        .insert_header((header::CACHE_CONTROL, cache))
-        .body(SegmentBody { segment: bytes, next: 0 }))
-}
-
-/// A segment as a response body: its chunks in turn, shared, with its length up front.
-struct SegmentBody {
-    segment: SegmentBytes,
-    next: usize,
-}
-
-impl MessageBody for SegmentBody {
-    type Error = Infallible;
-
-    fn size(&self) -> BodySize {
-        BodySize::Sized(self.segment.len() as u64)
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let this = self.get_mut();
-        let chunk = this.segment.chunks().get(this.next).cloned();
-        this.next += 1;
-        Poll::Ready(chunk.map(Ok))
-    }
-}
-
-/// The playlist with `?s=session` appended to every segment URI.
-fn with_session(playlist: &Bytes, session: &str) -> Bytes {
-    let text = String::from_utf8_lossy(playlist);
-    let mut out = String::with_capacity(text.len() + 64 * 8);
-    for line in text.lines() {
-        out.push_str(line);
-        if !line.is_empty() && !line.starts_with('#') {
-            out.push_str("?s=");
-            out.push_str(session);
-        }
-        out.push('\n');
-    }
-    Bytes::from(out)
-}
-
-/// Checks a segment request's `?s=` session for `key`: 401 when missing, forged, for
-/// another stream or expired.
-fn check_session(node: &NodeContext, req: &HttpRequest, key: &StreamKey) -> Result<(), ApiError> {
-    let session = req
-        .query_string()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("s="))
-        .ok_or(crate::auth::AuthError::Session);
-    let checked = session.and_then(|s| node.auth.load().sessions().verify(s, key, unix_now()));
-    checked.map(|_| ()).map_err(|error| {
-        node.metrics.auth_failure("hls", error.code());
-        tracing::warn!(stream = %key, reason = error.code(), "hls segment refused");
-        ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string())
-    })
 }

@@ -1,0 +1,192 @@
+//! The listener other nodes connect to: it runs the acceptor's side of the handshake
+//! ([`super::link`]) and then serves what the link asks for: a stream pulled by an edge (the
+//! origin side of a relay: one viewer session whose frames go out as FLV, admitted by
+//! [`crate::admission::admit_edge`]), or calls to this node's named actors.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+use zenlive_actors::events::ConnectionKind;
+use zenlive_actors::quota::{PerAddress, Slot};
+use zenlive_actors::StreamKey;
+use zenlive_cluster::{ActorKey, ActorKind};
+use zenlive_media::flv::flv_file_header;
+
+use super::link::{accept, recv, refuse, send, Link, LinkError};
+use super::wire::{self, Call, Message};
+use super::Cluster;
+use crate::admission;
+use crate::context::NodeContext;
+use crate::flv_out::FlvSink;
+use crate::refusals::Limit;
+
+/// Most links from one address still in their handshake.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
+/// How long one write to an edge may take before the relay is dropped.
+const RELAY_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Frames queued for an edge before it counts as behind.
+const RELAY_QUEUE_FRAMES: usize = 512;
+/// Most links open at once (relays and call links from every other node); beyond it new
+/// connections are closed at once.
+const MAX_LINKS: usize = 4096;
+
+/// Accepts links from other nodes until the task is dropped. Links beyond `MAX_LINKS`,
+/// or beyond `MAX_HANDSHAKES_PER_ADDRESS` handshaking from one address, are closed at
+/// once; failed handshakes are counted and logged once a minute per address.
+pub async fn listen(listener: TcpListener, node: Arc<NodeContext>) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handshaking = PerAddress::new(MAX_HANDSHAKES_PER_ADDRESS);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "cluster accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.load(Ordering::Relaxed) >= MAX_LINKS {
+            let detail = format!("{MAX_LINKS} cluster links are open");
+            node.refusals.refuse(Some(peer.ip()), Limit::ClusterLinks, detail);
+            continue;
+        }
+        let Some(slot) = handshaking.take(peer.ip()) else {
+            let detail = format!(
+                "{MAX_HANDSHAKES_PER_ADDRESS} cluster handshakes from this address are under way"
+            );
+            node.refusals.refuse(Some(peer.ip()), Limit::ClusterHandshake, detail);
+            continue;
+        };
+        let Ok(std_stream) = stream.into_std() else { continue };
+        let (node, open) = (Arc::clone(&node), Arc::clone(&open));
+        open.fetch_add(1, Ordering::Relaxed);
+        node.pool.next().spawn(async move {
+            if let Ok(stream) = TcpStream::from_std(std_stream) {
+                let _gauge = node.counters.connection(ConnectionKind::Cluster);
+                if let Err(error) = serve(stream, peer, &node, slot).await {
+                    tracing::warn!(%peer, %error, "cluster link ended");
+                }
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    addr: SocketAddr,
+    node: &Arc<NodeContext>,
+    handshaking: Slot,
+) -> Result<(), LinkError> {
+    let Some(cluster) = node.cluster.as_ref() else { return Ok(()) };
+    stream.set_nodelay(true)?;
+    let mut link = Framed::new(stream, wire::framing());
+    let peer = match accept(cluster, &mut link).await {
+        Ok(peer) => peer,
+        Err(error) => {
+            let detail = format!("cluster handshake failed: {error}");
+            node.refusals.refuse(Some(addr.ip()), Limit::ClusterHandshake, detail);
+            return Ok(());
+        }
+    };
+    drop(handshaking);
+    let codec = Arc::clone(&cluster.codec);
+    let first = match tokio::time::timeout(cluster.link_idle, recv(&mut link, codec.as_ref())).await
+    {
+        Ok(first) => first?,
+        Err(_) => return Err(LinkError::Protocol("no request after the handshake".into())),
+    };
+    let Some(first) = first else { return Ok(()) };
+    match first {
+        Message::Pull { stream } => serve_pull(node, cluster, link, &peer, &stream).await,
+        Message::Call(call) => serve_calls(cluster, link, call).await,
+        other => {
+            Err(refuse(&mut link, codec.as_ref(), "protocol", format!("unexpected {other:?}"))
+                .await)
+        }
+    }
+}
+
+/// The origin's side of a relay: one viewer session whose frames go out as FLV.
+async fn serve_pull(
+    node: &Arc<NodeContext>,
+    cluster: &Cluster,
+    mut link: Link,
+    peer: &str,
+    stream: &str,
+) -> Result<(), LinkError> {
+    let codec = Arc::clone(&cluster.codec);
+    let Ok(key) = StreamKey::parse(stream) else {
+        return Err(
+            refuse(&mut link, codec.as_ref(), "bad_request", "bad stream name".into()).await
+        );
+    };
+    let actor = ActorKey::new(ActorKind::Stream, key.to_string());
+    let owner = cluster.registry.lookup(&actor).await.ok().flatten();
+    let ticket = admission::admit_edge(node, key.clone());
+    let (Some(owner), Ok(ticket)) = (owner, ticket) else {
+        let reason = format!("stream {key} is not live here");
+        return Err(refuse(&mut link, codec.as_ref(), "not_owner", reason).await);
+    };
+    if owner.node != cluster.node {
+        let reason = format!("stream {key} is owned by {}", owner.node);
+        return Err(refuse(&mut link, codec.as_ref(), "not_owner", reason).await);
+    }
+    send(&mut link, codec.as_ref(), &Message::Pulling { epoch: owner.epoch }).await?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(RELAY_QUEUE_FRAMES);
+    ticket.watch(Box::new(FlvSink::new(tx)));
+    tracing::info!(stream = %key, edge = %peer, "relaying to an edge");
+    let mut socket = link.into_inner();
+    write_to_edge(&mut socket, &flv_file_header(true, true)).await?;
+    while let Some(tag) = rx.recv().await {
+        write_to_edge(&mut socket, &tag).await?;
+    }
+    tracing::info!(stream = %key, edge = %peer, "relay to the edge ended");
+    Ok(())
+}
+
+/// Writes `bytes` to an edge, which must read them within [`RELAY_WRITE_TIMEOUT`].
+async fn write_to_edge(socket: &mut TcpStream, bytes: &[u8]) -> Result<(), LinkError> {
+    match tokio::time::timeout(RELAY_WRITE_TIMEOUT, socket.write_all(bytes)).await {
+        Ok(written) => Ok(written?),
+        Err(_) => Err(LinkError::Protocol("the edge stopped reading".into())),
+    }
+}
+
+/// Handles calls in arrival order and answers each.
+async fn serve_calls(cluster: &Cluster, mut link: Link, first: Call) -> Result<(), LinkError> {
+    let codec = Arc::clone(&cluster.codec);
+    let mut next = Some(first);
+    loop {
+        let call = match next.take() {
+            Some(call) => call,
+            None => match tokio::time::timeout(cluster.link_idle, recv(&mut link, codec.as_ref()))
+                .await
+            {
+                Err(_) => {
+                    tracing::debug!("idle cluster call link closed");
+                    return Ok(());
+                }
+                Ok(received) => match received? {
+                    Some(Message::Call(call)) => call,
+                    Some(other) => {
+                        let reason = format!("unexpected {other:?}");
+                        return Err(refuse(&mut link, codec.as_ref(), "protocol", reason).await);
+                    }
+                    None => return Ok(()),
+                },
+            },
+        };
+        cluster.counters.remote_in.inc();
+        let correlation = call.correlation;
+        let result = cluster.handle_call(call).await;
+        send(&mut link, codec.as_ref(), &Message::Reply { correlation, result }).await?;
+    }
+}

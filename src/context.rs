@@ -1,0 +1,101 @@
+//! [`NodeContext`]: what every front-end and service of a node shares (configuration,
+//! the stream directory and supervisor, auth, hooks, metrics, the cluster, limits). The
+//! composition root ([`crate::node`]) builds one and starts the front-ends with it; nothing
+//! here starts anything.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::Addr;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use zenlive_actors::chat::ChatRooms;
+use zenlive_actors::events::NodeCounters;
+use zenlive_actors::quota::PerAddress;
+use zenlive_actors::{ArbiterPool, Directory, StreamSupervisor};
+use zenlive_cluster::{NodeId, Registry};
+
+use crate::auth::Auth;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::hls::packager::HlsManager;
+use crate::hooks::Hooks;
+use crate::metrics::Metrics;
+use crate::refusals::Refusals;
+use crate::rtmp::budget::PartialBudget;
+use crate::tls::Tls;
+use crate::webhooks::{PublishCallback, Webhooks};
+
+/// Everything the protocol front-ends share. One per node.
+pub struct NodeContext {
+    /// The configuration the node started with (listeners, cluster, what needs a restart).
+    pub config: Config,
+    /// The configuration in force for what a reload can change (limits, timeouts; see
+    /// [`Node::reload`](crate::Node::reload)): read it with [`NodeContext::live`].
+    pub live: ArcSwap<Config>,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Starts and restarts streams.
+    pub supervisor: Addr<StreamSupervisor>,
+    /// Live streams by name.
+    pub directory: Directory,
+    /// Node-wide counters.
+    pub counters: Arc<NodeCounters>,
+    /// Event loops for connections and actors.
+    pub pool: ArbiterPool,
+    /// HLS playlists and segments.
+    pub hls: Arc<HlsManager>,
+    /// Who owns which actor name (in memory on a single node).
+    pub registry: Arc<dyn Registry>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Token verification and decisions; swapped whole when a reload changes `[auth]`.
+    pub auth: ArcSwap<Auth>,
+    /// True once every listener is up, false again when shutdown begins (`/readyz`).
+    pub ready: AtomicBool,
+    /// The application's hooks and the webhooks.
+    pub hooks: Arc<Hooks>,
+    /// The webhook senders, when URLs are configured; swapped by a reload.
+    pub webhooks: Arc<ArcSwapOption<Webhooks>>,
+    /// Where the HTTP `on_publish` callback goes (when one was configured at start).
+    pub publish_callback: Arc<ArcSwap<PublishCallback>>,
+    /// This node's chat rooms.
+    pub chat: ChatRooms,
+    /// Cluster membership, links and relays; `None` on a single node.
+    pub cluster: Option<Arc<Cluster>>,
+    /// True while the node drains: no new publishers or chat connections, `/readyz` 503,
+    /// chat rooms handed off; live streams continue until they end.
+    pub draining: Arc<AtomicBool>,
+    /// Clients refused for going over a limit: counted, and logged once a minute per client.
+    pub refusals: Refusals,
+    /// RTMP connections not admitted yet, per client address (`rtmp.max_pending_per_address`).
+    pub rtmp_pending: PerAddress,
+    /// Bytes of partially received RTMP messages on the node (`rtmp.max_partial_bytes`).
+    pub rtmp_partial: PartialBudget,
+    /// Chat rooms opened, per client address (`chat.max_rooms_per_address`).
+    pub chat_openers: PerAddress,
+    /// The HTTPS certificate, when `[tls]` is configured.
+    pub tls: Option<Tls>,
+}
+
+impl NodeContext {
+    /// The configuration in force for what a reload can change.
+    pub fn live(&self) -> Arc<Config> {
+        self.live.load_full()
+    }
+
+    /// Starts (or stops) draining. See [`NodeContext::draining`].
+    pub fn set_draining(&self, draining: bool) {
+        let was = self.draining.swap(draining, Ordering::AcqRel);
+        if draining && !was {
+            tracing::warn!(node = %self.node_id, streams = self.directory.len(), "draining: refusing new publishers and chat members, handing off chat rooms");
+            self.chat.hand_off();
+        } else if !draining && was {
+            tracing::info!(node = %self.node_id, "no longer draining");
+        }
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}

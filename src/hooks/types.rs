@@ -1,0 +1,102 @@
+//! What the node asks and tells the application: a decider's [`Decision`] on a
+//! [`PublishRequest`] or [`PlayRequest`], and [`ViewerEvent`]s. Shared by the in-process
+//! hooks ([`super::Hooks`]) and the webhooks ([`crate::webhooks`]), which sit beside each
+//! other above this module.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use zenlive_actors::{Protocol, StreamKey};
+
+use crate::auth::Identity;
+
+/// A decider's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead.
+    Allow,
+    /// Refuse, telling the client why.
+    Deny(String),
+    /// The decider could not decide (its backend is down); `hooks.on_failure` applies.
+    Unavailable(String),
+}
+
+/// Someone wants to publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishRequest {
+    /// The stream.
+    pub stream: StreamKey,
+    /// How they connect.
+    pub protocol: Protocol,
+    /// From where.
+    pub peer: Option<SocketAddr>,
+    /// Who, when a token identified them.
+    pub user: Option<Identity>,
+}
+
+/// Someone wants to watch.
+pub type PlayRequest = PublishRequest;
+
+/// A viewer came or went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ViewerEvent {
+    /// A viewer started watching.
+    Joined {
+        /// The stream.
+        stream: StreamKey,
+        /// How they watch.
+        protocol: Protocol,
+        /// From where.
+        peer: Option<SocketAddr>,
+        /// Who (a token's `sub`), when known.
+        user: Option<String>,
+    },
+    /// A viewer stopped watching.
+    Left {
+        /// The stream.
+        stream: StreamKey,
+        /// How they watched.
+        protocol: Protocol,
+        /// From where.
+        peer: Option<SocketAddr>,
+        /// Who, when known.
+        user: Option<String>,
+        /// How long they watched, in seconds.
+        seconds: f64,
+        /// Bytes delivered to them.
+        bytes: u64,
+        /// Why they left.
+        reason: String,
+    },
+}
+
+impl ViewerEvent {
+    /// The stream this event is about.
+    pub fn stream(&self) -> &StreamKey {
+        match self {
+            Self::Joined { stream, .. } | Self::Left { stream, .. } => stream,
+        }
+    }
+}
+
+/// A publish or play decider.
+pub type Decider = Arc<dyn Fn(PublishRequest) -> BoxFuture<'static, Decision> + Send + Sync>;
+
+/// Wraps an async closure as a [`Decider`].
+pub fn decider<F, Fut>(f: F) -> Decider
+where
+    F: Fn(PublishRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Decision> + Send + 'static,
+{
+    Arc::new(move |request| Box::pin(f(request)))
+}
+
+/// Seconds since the Unix epoch of `t`, for event payloads.
+pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
