@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 use zenlive::auth::{unix_now, Auth, Claims, Role};
 use zenlive::{Config, NodeBuilder};
-use zenlive_actors::chat::{ChatDecision, DeliveredMessage};
+use zenlive::chat::{ChatDecision, DeliveredMessage};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS chat_messages (

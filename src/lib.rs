@@ -47,8 +47,20 @@ pub mod webhooks;
 mod ws_frames;
 
 pub use config::Config;
-pub use node::{Node, NodeBuilder, StreamHandle};
+pub use hooks::{Decision, PlayRequest, PublishRequest, ViewerEvent};
+pub use node::{Node, NodeBuilder, Reloaded, StartError, StreamHandle};
+pub use zenlive_actors::events::NodeCounters;
 pub use zenlive_actors::{
     Codec, CodecConfig, FrameKind, FrameSink, MediaFrame, MediaTime, Offer, Output, OutputStream,
-    RejectReason, StatsSnapshot, StreamEvent, StreamKey,
+    RejectReason, StatsSnapshot, StreamActor, StreamEvent, StreamInfo, StreamKey,
 };
+pub use zenlive_cluster::{NodeId, Registry};
+
+/// What an application uses of chat: the decider's request and answer, delivered messages,
+/// and the room actor with the messages it takes from application code
+/// ([`Node::chat_room`]).
+pub mod chat {
+    pub use zenlive_actors::chat::{
+        ChatDecision, ChatMessageRequest, ChatRoom, DeliveredMessage, Moderate, SystemMessage,
+    };
+}

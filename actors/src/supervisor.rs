@@ -93,6 +93,21 @@ impl Directory {
         }
     }
 
+    /// Waits (at most `limit`) until no stream is live; answers whether none is. Woken by
+    /// the directory's change signal (a shutdown waits on it for its streams to end).
+    pub async fn emptied(&self, limit: Duration) -> bool {
+        let mut changes = self.changes.subscribe();
+        let wait = async {
+            while !self.is_empty() {
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+        self.is_empty()
+    }
+
     /// The live actor for `key`, if any.
     pub fn get(&self, key: &StreamKey) -> Option<StreamEntry> {
         self.streams.read().get(key).cloned()
