@@ -25,9 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
 use zenlive_actors::stream::{GetInfo, Kick, StreamInfo};
-use zenlive_actors::supervisor::{Shutdown, StreamEntry};
+use zenlive_actors::supervisor::Shutdown;
 use zenlive_actors::{
     ArbiterPool, Directory, Output, Outputs, StatsSnapshot, StreamActor, StreamKey,
     StreamSupervisor,

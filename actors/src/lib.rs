@@ -19,6 +19,8 @@
 //! - [`stream_core`] / [`stream`]: the stream's decisions, and the actor around them.
 //! - [`viewer_core`] / [`viewer`]: a viewer's delivery policy, and the actor around it.
 //! - [`publisher`]: a publisher connection's side of its stream.
+//! - [`directory`]: [`Directory`], the node's live streams by name, which the supervisor
+//!   writes and everyone else reads.
 //! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
 //! - [`lease`]: keeps a claimed name's registry lease renewed (streams, chat rooms), and
 //!   the one rule for what a failed renewal means.
@@ -33,6 +35,7 @@
 pub mod chat;
 pub mod chat_core;
 pub mod chat_protocol;
+pub mod directory;
 pub mod events;
 pub mod faults;
 pub mod key;
@@ -49,6 +52,7 @@ pub mod viewer;
 pub mod viewer_core;
 
 pub use chat::remote as chat_remote;
+pub use directory::{Directory, StreamEntry};
 pub use events::{EventSink, NodeCounters, RejectReason, StreamEvent};
 pub use key::{InvalidStreamKey, StreamKey};
 pub use output::{Output, OutputStream, Outputs};
@@ -57,7 +61,7 @@ pub use publisher::{PublishError, StreamPublisher};
 pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{StreamActor, StreamInfo};
 pub use stream_core::StreamCore;
-pub use supervisor::{Directory, StreamSupervisor};
+pub use supervisor::StreamSupervisor;
 pub use viewer::{FrameSink, Offer, ViewerEnd, ViewerSession};
 pub use viewer_core::ViewerCore;
 pub use zenlive_media::{Codec, CodecConfig, EncodingSlot, FrameKind, MediaFrame, MediaTime};

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use actix::Actor;
 
+use crate::directory::{Directory, StreamEntry};
 use crate::events::NodeCounters;
 use crate::key::StreamKey;
 use crate::pool::ArbiterPool;
 use crate::stats::StreamStats;
-use crate::supervisor::{Directory, StreamEntry};
 use crate::viewer::{FrameSink, ViewerSession};
 use crate::Protocol;
 

@@ -10,11 +10,12 @@ use std::net::SocketAddr;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
+use crate::directory::{Directory, StreamEntry};
 use crate::key::StreamKey;
 use crate::stream::{
     Attach, Detach, IngestFailed, PublisherCommand, PublisherHandle, Refused, StreamError,
 };
-use crate::supervisor::{Directory, StartError, StartStream, StreamEntry, StreamSupervisor};
+use crate::supervisor::{StartError, StartStream, StreamSupervisor};
 use crate::viewer::{next_connection_id, RESTART_WAIT};
 use crate::{CodecConfig, FrameKind, MediaFrame, MediaTime, Protocol};
 

@@ -15,11 +15,11 @@ use actix::prelude::*;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::directory::{Directory, StreamEntry};
 use crate::events::{ActorType, Gauge, NodeCounters};
 use crate::key::StreamKey;
 use crate::stats::StreamStats;
 use crate::stream::{Subscribe, Subscription, Unsubscribe};
-use crate::supervisor::{Directory, StreamEntry};
 use crate::viewer_core::{Admission, DeliveryStats, Verdict, ViewerCore};
 use crate::{Codec, CodecConfig, FrameKind, MediaFrame, Protocol};
 
