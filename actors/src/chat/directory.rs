@@ -2,9 +2,8 @@
 //! many clients may open, and hands a name from one instance of a room to the next.
 //!
 //! One instance of a room runs per name on this node. When a room stops (idle, handed off,
-//! crashed) and the name is wanted again, the new instance waits for the old one's
-//! tenure to end (its lease released, or never taken) before it claims the name: a
-//! watch channel, not a poll, so the claim never finds this node's own lease in its way.
+//! crashed) and the name is wanted again, the new instance is given the old one's tenure
+//! to wait for (see `tenure`) before it claims the name.
 //!
 //! The map is shared by every arbiter (rooms are started from connection threads), behind a
 //! mutex held for a lookup or an insert and never across an `.await`.
@@ -16,56 +15,15 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::watch;
-use zenlive_cluster::{NodeId, Registry};
 
 use super::hooks::ChatHooks;
-use super::remote::RoomTransport;
-use super::room::{ChatRoom, HandOff, RoomStart, SetLimits};
+use super::messages::{HandOff, SetLimits};
+use super::placement::Placement;
+use super::room::{ChatRoom, RoomStart};
+use super::tenure::{tenure, Predecessor};
 use crate::chat_core::ChatLimits;
 use crate::events::NodeCounters;
 use crate::quota::Slot;
-
-/// Where rooms are registered: the node's registry and id, and (in a cluster) how rooms
-/// reach their home or satellites on other nodes.
-#[derive(Clone)]
-pub struct Placement {
-    /// The registry of actor names.
-    pub registry: Arc<dyn Registry>,
-    /// This node.
-    pub node: NodeId,
-    /// Links to other nodes' rooms; `None` on a single node.
-    pub transport: Option<Arc<dyn RoomTransport>>,
-}
-
-/// A room instance's hold on its name on this node, from its start until its lease is
-/// released (or it never got one). Dropping it lets the next instance claim.
-pub(super) struct Tenure {
-    _hold: watch::Sender<()>,
-}
-
-/// The other end of a previous instance's [`Tenure`]: resolves when it ends.
-#[derive(Clone)]
-pub(super) struct Predecessor(watch::Receiver<()>);
-
-impl Predecessor {
-    /// Waits until the previous instance has let the name go.
-    pub(super) async fn wait(mut self) {
-        // `changed` fails once the tenure (the sender) is dropped.
-        while self.0.changed().await.is_ok() {}
-    }
-
-    /// Whether the previous instance has let the name go already.
-    fn is_done(&self) -> bool {
-        self.0.has_changed().is_err()
-    }
-}
-
-/// A new tenure and the handle its successor waits on.
-pub(super) fn tenure() -> (Tenure, Predecessor) {
-    let (hold, watch) = watch::channel(());
-    (Tenure { _hold: hold }, Predecessor(watch))
-}
 
 /// A live room: its generation (so a stopping room removes only itself), its address, and
 /// its tenure, which the next instance of the name waits for.
@@ -201,22 +159,5 @@ impl ChatRooms {
         let Some(stopped) = rooms.live.remove(name) else { return };
         rooms.ending.retain(|_, tenure| !tenure.is_done());
         rooms.ending.insert(name.to_owned(), stopped.tenure);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_predecessor_resolves_when_its_tenure_ends() {
-        let (hold, predecessor) = tenure();
-        assert!(!predecessor.is_done());
-        let waiting = tokio::spawn(predecessor.clone().wait());
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        drop(hold);
-        waiting.await.expect("resolves");
-        assert!(predecessor.is_done());
     }
 }

@@ -11,8 +11,9 @@ use actix::prelude::*;
 use zenlive_cluster::{Lease, NodeId};
 
 use super::hooks::{ChatMessageRequest, Verdict};
+use super::messages::{next_member_id, Join};
 use super::remote::{RemoteRoomError, RoomRequest};
-use super::room::{next_member_id, now_ms, ChatRoom, Join, LeaseReport};
+use super::room::{now_ms, ChatRoom, LeaseReport};
 use crate::chat_core::{ChatCore, ChatError, MemberId};
 use crate::chat_protocol::ClientCommand;
 use crate::lease::{LeaseKeeper, Renewal, LEASE_RENEW_INTERVAL};

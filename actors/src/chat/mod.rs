@@ -9,8 +9,9 @@
 //! node is the room's *home* and every other node with members runs a *satellite* of it.
 //!
 //! # Layout
-//! - [`room`]: the [`ChatRoom`] actor: its messages, state and handlers, which dispatch on
-//!   the room's role.
+//! - [`messages`]: what a room is sent, and a member's queue.
+//! - [`room`]: the [`ChatRoom`] actor: its state and handlers, which dispatch on the room's
+//!   role.
 //! - `role`: the role, decided once when the room's claim resolves (pending, home or
 //!   satellite), and the claim itself.
 //! - `pending`: what arrives while the role is pending, queued in order and bounded.
@@ -19,7 +20,11 @@
 //! - `members`: frames to members (serialized once, full queues evicted) and members
 //!   leaving.
 //! - [`hooks`]: the application's decider and listeners.
-//! - [`directory`]: [`ChatRooms`] and [`Placement`].
+//! - `tenure`: a room instance's hold on its name on this node, which the next instance
+//!   waits for.
+//! - `placement`: [`Placement`], where rooms are registered and which node a new room goes
+//!   to.
+//! - [`directory`]: [`ChatRooms`], rooms by name.
 //! - [`remote`]: what a home and its satellites say to each other, and the
 //!   [`RoomTransport`](remote::RoomTransport) the cluster layer implements.
 
@@ -27,17 +32,22 @@ pub mod directory;
 mod home;
 pub mod hooks;
 mod members;
+pub mod messages;
 mod pending;
+mod placement;
 pub mod remote;
 mod role;
 pub mod room;
 mod satellite;
+mod tenure;
 
-pub use directory::{ChatRooms, Placement};
+pub use directory::ChatRooms;
 pub use hooks::{
     ChatDecider, ChatDecision, ChatHooks, ChatListener, ChatMessageRequest, DeliveredMessage,
 };
-pub use room::{
-    next_member_id, ChatRoom, Command, Deliver, HandOff, Join, Leave, Members, Moderate, Outbound,
-    RemoteRequest, SetLimits, SystemMessage, ROOM_IDLE,
+pub use messages::{
+    next_member_id, Command, Deliver, HandOff, Join, Leave, Members, Moderate, Outbound,
+    RemoteRequest, SetLimits, SystemMessage,
 };
+pub use placement::Placement;
+pub use room::{ChatRoom, ROOM_IDLE};

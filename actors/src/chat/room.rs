@@ -9,21 +9,23 @@
 //! the files behind each).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use tokio::sync::mpsc;
-use zenlive_cluster::NodeId;
 
-use super::directory::{ChatRooms, Placement, Predecessor, Tenure};
+use super::directory::ChatRooms;
 use super::hooks::ChatHooks;
+use super::messages::{
+    Command, Deliver, HandOff, Join, Leave, Members, Moderate, Outbound, RemoteRequest, SetLimits,
+    SystemMessage,
+};
 use super::pending::{Pending, Queued, PENDING_LIMIT};
+use super::placement::Placement;
 use super::remote::{Delivery, RemoteRoomError, RoomRequest};
 use super::role::{self, Claimed, Role};
+use super::tenure::{Predecessor, Tenure};
 use crate::chat_core::{ChatCore, ChatError, ChatLimits, MemberId};
-use crate::chat_protocol::{ChatUser, ClientCommand};
 use crate::events::{ActorType, Gauge, NodeCounters};
 use crate::lease::{Released, Renewal};
 use crate::quota::Slot;
@@ -33,97 +35,6 @@ pub const ROOM_IDLE: Duration = Duration::from_secs(60);
 
 /// How many messages a room's mailbox holds.
 const MAILBOX_CAPACITY: usize = 4096;
-
-/// A member's outbound queue: JSON text frames, shared between members.
-pub type Outbound = mpsc::Sender<Arc<str>>;
-
-static NEXT_MEMBER: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh member id.
-pub fn next_member_id() -> MemberId {
-    NEXT_MEMBER.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Adds a member; the history arrives on `outbound` first.
-#[derive(Message)]
-#[rtype(result = "Result<(), ChatError>")]
-pub struct Join {
-    /// The member's id.
-    pub member: MemberId,
-    /// Who, from the token (`None`: an anonymous reader).
-    pub user: Option<ChatUser>,
-    /// Where the member's frames go.
-    pub outbound: Outbound,
-}
-
-/// Removes a member.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Leave {
-    /// The member's id.
-    pub member: MemberId,
-}
-
-/// A member's command.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Command {
-    /// Who sent it.
-    pub member: MemberId,
-    /// What.
-    pub command: ClientCommand,
-}
-
-/// A system message from the application.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SystemMessage {
-    /// The text.
-    pub text: String,
-}
-
-/// A moderation command from the application (no role needed).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Moderate {
-    /// The command (`Delete`, `Mute`, `Ban`, `Unban`, `SlowMode`, `Clear`).
-    pub command: ClientCommand,
-}
-
-/// A request from a satellite of this room on another node (the room must be the home).
-#[derive(Message)]
-#[rtype(result = "Result<(), RemoteRoomError>")]
-pub struct RemoteRequest {
-    /// The satellite's node.
-    pub from: NodeId,
-    /// What happened there.
-    pub request: RoomRequest,
-}
-
-/// Frames from the room's home for this satellite's members.
-#[derive(Message)]
-#[rtype(result = "Result<(), RemoteRoomError>")]
-pub struct Deliver(pub Delivery);
-
-/// The node is draining: a room whose home is here ends (members reconnect and the room
-/// finds a new home on another node); satellites keep serving.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct HandOff;
-
-/// Asks how many members the room has (answered once the room knows its role, so it also
-/// tells when a room just started is ready).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Members;
-
-/// New limits for a live room (see [`ChatRooms::set_limits`]).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetLimits {
-    /// The limits.
-    pub limits: ChatLimits,
-}
 
 /// The room's claim resolved (from the claim's task). Answers the home's [`Released`], so
 /// the task holds the room's tenure until the lease is let go.

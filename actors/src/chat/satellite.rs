@@ -10,9 +10,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use zenlive_cluster::{ActorKey, ActorKind, Owner};
 
+use super::messages::Join;
 use super::remote::{Delivery, RemoteRoomError, RoomRequest, RoomTransport};
 use super::role::Role;
-use super::room::{ChatRoom, Join};
+use super::room::ChatRoom;
 use crate::chat_core::ChatError;
 use crate::lease::LEASE_RENEW_INTERVAL;
 
