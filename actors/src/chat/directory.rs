@@ -3,7 +3,8 @@
 //!
 //! One instance of a room runs per name on this node. When a room stops (idle, handed off,
 //! crashed) and the name is wanted again, the new instance is given the old one's tenure
-//! to wait for (see `tenure`) before it claims the name.
+//! to wait for (see `tenure`) before it claims the name. The top of the chat modules: it
+//! starts [`ChatRoom`]s, and a room knows the directory only as what to do once it stopped.
 //!
 //! The map is shared by every arbiter (rooms are started from connection threads), behind a
 //! mutex held for a lookup or an insert and never across an `.await`.
@@ -19,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use super::hooks::ChatHooks;
 use super::messages::{HandOff, SetLimits};
 use super::placement::Placement;
-use super::room::{ChatRoom, RoomStart};
+use super::room::{ChatRoom, OnStopped, RoomStart};
 use super::tenure::{tenure, Predecessor};
 use crate::chat_core::ChatLimits;
 use crate::events::NodeCounters;
@@ -49,9 +50,9 @@ pub struct ChatRooms {
     rooms: Arc<Mutex<Rooms>>,
     /// The limits of new rooms; a reload changes them (and live rooms').
     limits: Arc<RwLock<ChatLimits>>,
-    pub(super) counters: Arc<NodeCounters>,
-    pub(super) hooks: ChatHooks,
-    pub(super) placement: Placement,
+    counters: Arc<NodeCounters>,
+    hooks: ChatHooks,
+    placement: Placement,
     next_generation: Arc<AtomicU64>,
 }
 
@@ -110,14 +111,20 @@ impl ChatRooms {
         };
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (hold, tenure) = tenure();
+        let on_stopped: OnStopped = {
+            let (directory, name) = (self.clone(), name.to_owned());
+            Box::new(move || directory.remove(&name, generation))
+        };
         let start = RoomStart {
             name: name.to_owned(),
-            generation,
             limits: self.limits.read().clone(),
-            rooms: self.clone(),
+            counters: Arc::clone(&self.counters),
+            hooks: self.hooks.clone(),
+            placement: self.placement.clone(),
             opener,
             tenure: hold,
             predecessor,
+            on_stopped,
         };
         let addr = ChatRoom::start_in_arbiter(arbiter, move |_| ChatRoom::new(start));
         rooms.live.insert(name.to_owned(), LiveRoom { generation, addr: addr.clone(), tenure });
@@ -151,7 +158,7 @@ impl ChatRooms {
 
     /// Room `name`'s instance `generation` stopped: forgets it, keeping its tenure for the
     /// next instance of the name.
-    pub(super) fn remove(&self, name: &str, generation: u64) {
+    fn remove(&self, name: &str, generation: u64) {
         let mut rooms = self.rooms.lock();
         if rooms.live.get(name).is_none_or(|r| r.generation != generation) {
             return;

@@ -9,24 +9,27 @@
 //! node is the room's *home* and every other node with members runs a *satellite* of it.
 //!
 //! # Layout
-//! - [`messages`]: what a room is sent, and a member's queue.
-//! - [`room`]: the [`ChatRoom`] actor: its state and handlers, which dispatch on the room's
-//!   role.
-//! - `role`: the role, decided once when the room's claim resolves (pending, home or
-//!   satellite), and the claim itself.
-//! - `pending`: what arrives while the role is pending, queued in order and bounded.
-//! - `home` / `satellite`: what the room does as the home (decides, keeps the lease, serves
-//!   satellites) and as a satellite (forwards to the home, fans out its frames).
-//! - `members`: frames to members (serialized once, full queues evicted) and members
-//!   leaving.
+//! In dependency order, bottom to top: a module imports only modules listed before it.
+//! Only [`room`] is an actor; everything below it is plain Rust that it carries out.
 //! - [`hooks`]: the application's decider and listeners.
+//! - [`remote`]: what a home and its satellites say to each other, and the
+//!   [`RoomTransport`](remote::RoomTransport) the cluster layer implements.
+//! - [`messages`]: what a room is sent, and a member's queue ([`Outbound`]).
 //! - `tenure`: a room instance's hold on its name on this node, which the next instance
 //!   waits for.
 //! - `placement`: [`Placement`], where rooms are registered and which node a new room goes
 //!   to.
-//! - [`directory`]: [`ChatRooms`], rooms by name.
-//! - [`remote`]: what a home and its satellites say to each other, and the
-//!   [`RoomTransport`](remote::RoomTransport) the cluster layer implements.
+//! - `pending`: what arrives while the role is pending, queued in order and bounded.
+//! - `home` / `satellite`: what only the home has (its lease, the members on satellites
+//!   and what satellites ask) and what only a satellite has (its home, and the calls there).
+//! - `role`: the role, decided once when the room's claim resolves (pending, home or
+//!   satellite), and the claim itself.
+//! - `members`: the room's members here and the core; frames to members (serialized once,
+//!   full queues evicted) and members leaving, whatever the role.
+//! - [`room`]: the [`ChatRoom`] actor: its state and handlers, which dispatch on the
+//!   room's role, and the calls, decider questions and timers it runs.
+//! - [`directory`]: [`ChatRooms`], which starts rooms and hands a name from one instance
+//!   to the next.
 
 pub mod directory;
 mod home;

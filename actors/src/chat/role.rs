@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use zenlive_cluster::{ActorKey, ActorKind, Lease, NodeId, Owner, RegistryError, ACTOR_LEASE_TTL};
 
-use super::home::Home;
+use super::home::{Home, RemoteMembers};
 use super::pending::Pending;
 use super::placement::Placement;
 use super::satellite::Satellite;
@@ -33,6 +33,24 @@ pub(super) enum Role {
     Home(Home),
     /// Another node is the home; this actor forwards and fans out.
     Satellite(Satellite),
+}
+
+impl Role {
+    /// The home's members on satellites (`None` unless this is the home).
+    pub(super) fn remote(&self) -> Option<&RemoteMembers> {
+        match self {
+            Role::Home(home) => Some(&home.remote),
+            _ => None,
+        }
+    }
+
+    /// The home's members on satellites, to change.
+    pub(super) fn remote_mut(&mut self) -> Option<&mut RemoteMembers> {
+        match self {
+            Role::Home(home) => Some(&mut home.remote),
+            _ => None,
+        }
+    }
 }
 
 /// What the claim of a room's name decided.
