@@ -42,6 +42,7 @@ pub mod key;
 pub mod lease;
 pub mod output;
 pub mod pool;
+pub mod protocol;
 pub mod publisher;
 pub mod quota;
 pub mod stats;
@@ -57,6 +58,7 @@ pub use events::{EventSink, NodeCounters, RejectReason, StreamEvent};
 pub use key::{InvalidStreamKey, StreamKey};
 pub use output::{Output, OutputStream, Outputs};
 pub use pool::ArbiterPool;
+pub use protocol::Protocol;
 pub use publisher::{PublishError, StreamPublisher};
 pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{StreamActor, StreamInfo};
@@ -65,41 +67,3 @@ pub use supervisor::StreamSupervisor;
 pub use viewer::{FrameSink, Offer, ViewerEnd, ViewerSession};
 pub use viewer_core::ViewerCore;
 pub use zenlive_media::{Codec, CodecConfig, EncodingSlot, FrameKind, MediaFrame, MediaTime};
-
-/// The protocol a publisher or viewer uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Protocol {
-    /// RTMP publish or play.
-    Rtmp,
-    /// HTTP-FLV play.
-    HttpFlv,
-    /// HLS play (and the HLS packager).
-    Hls,
-    /// An in-process subscriber (the SDK, tests).
-    Internal,
-    /// A cluster relay: on the origin, an edge node pulling the stream; on the edge, the
-    /// local copy it publishes.
-    Relay,
-}
-
-impl Protocol {
-    /// Every protocol, in [`Protocol::index`] order.
-    pub const ALL: [Self; 5] = [Self::Rtmp, Self::HttpFlv, Self::Hls, Self::Internal, Self::Relay];
-
-    /// A dense index, for per-protocol arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The protocol's name for logs and labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rtmp => "rtmp",
-            Self::HttpFlv => "http-flv",
-            Self::Hls => "hls",
-            Self::Internal => "internal",
-            Self::Relay => "relay",
-        }
-    }
-}

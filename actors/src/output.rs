@@ -22,9 +22,9 @@ use crate::directory::{Directory, StreamEntry};
 use crate::events::NodeCounters;
 use crate::key::StreamKey;
 use crate::pool::ArbiterPool;
+use crate::protocol::Protocol;
 use crate::stats::StreamStats;
 use crate::viewer::{FrameSink, ViewerSession};
-use crate::Protocol;
 
 /// Most restarts of one output of one stream within [`RESTART_WINDOW`].
 pub const MAX_RESTARTS: u32 = 5;

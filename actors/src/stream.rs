@@ -19,12 +19,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
+use zenlive_media::{CodecConfig, MediaFrame, MediaTime};
 
 use crate::events::{Gauge, StreamEvent};
 use crate::key::StreamKey;
+use crate::protocol::Protocol;
 use crate::stats::{MediaInfo, RateMeter, StatsSnapshot, StreamStats};
 use crate::stream_core::{IngestStats, StreamCore};
-use crate::{CodecConfig, MediaFrame, MediaTime, Protocol};
 
 /// Frames the broadcast ring holds: about 7 s of 30 fps video with AAC audio. A viewer
 /// further behind than this misses frames and resumes at the next keyframe.

@@ -22,6 +22,7 @@ use actix_rt::ArbiterHandle;
 use zenlive_cluster::{
     ActorKey, ActorKind, Lease, NodeId, Registry, RegistryError, ACTOR_LEASE_TTL, NODE_TTL,
 };
+use zenlive_media::MediaTime;
 
 use crate::directory::{Directory, StreamEntry};
 use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};
@@ -32,7 +33,6 @@ use crate::stats::StreamStats;
 use crate::stream::{
     Attach, IngestHandle, PublisherHandle, StreamActor, StreamError, StreamStopped, TakeOver,
 };
-use crate::MediaTime;
 
 /// What [`StartStream`] answers.
 #[derive(Clone)]
