@@ -15,22 +15,30 @@
 //! frame's shared encoding to its connection through a bounded queue.
 //!
 //! # Layout
+//! In dependency order, bottom to top: a module imports only modules listed before it
+//! (the crate root only declares and re-exports them).
 //! - [`key`]: [`StreamKey`], a stream's name whatever protocol brought it.
-//! - [`stream_core`] / [`stream`]: the stream's decisions, and the actor around them.
-//! - [`viewer_core`] / [`viewer`]: a viewer's delivery policy, and the actor around it.
-//! - [`publisher`]: a publisher connection's side of its stream.
+//! - [`protocol`]: [`Protocol`], which protocol a publisher or viewer uses (a label).
+//! - [`faults`]: panics a test can arm (feature `fault-injection`).
+//! - [`events`]: what the node tells the application (stream start/end) and node counters.
+//! - [`stats`]: per-stream statistics computed from the media, shared for metrics and the API.
+//! - [`stream_core`] / [`stream`]: the stream's decisions, and the actor around them (with
+//!   its frame path, [`stream::Ingest`]).
 //! - [`directory`]: [`Directory`], the node's live streams by name, which the supervisor
 //!   writes and everyone else reads.
-//! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
+//! - [`viewer_core`] / [`viewer`]: a viewer's delivery policy, and the actor around it.
+//! - [`pool`]: one arbiter per core, so streams and viewers use every core.
+//! - [`output`]: what every stream feeds (the HLS packager, an application's own), each in
+//!   a supervised viewer session.
 //! - [`lease`]: keeps a claimed name's registry lease renewed (streams, chat rooms), and
 //!   the one rule for what a failed renewal means.
-//! - [`pool`]: one arbiter per core, so streams and viewers use every core.
+//! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
+//! - [`publisher`]: a publisher connection's side of its stream.
+//! - [`quota`]: per-address caps (connections not admitted yet, chat rooms opened).
 //! - [`chat_protocol`] / [`chat_core`] / [`chat`]: the chat wire types, a room's
 //!   decisions, and the rooms: [`chat::ChatRoom`] (its role as the room's home or a
 //!   satellite in a cluster, decided once), [`chat::ChatRooms`] (by name), the hooks, and
 //!   [`chat_remote`] (what a home and its satellites say; also `chat::remote`).
-//! - [`events`]: what the node tells the application (stream start/end) and node counters.
-//! - [`stats`]: per-stream statistics computed from the media, shared for metrics and the API.
 
 pub mod chat;
 pub mod chat_core;
