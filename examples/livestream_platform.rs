@@ -19,8 +19,8 @@ use rand::RngCore;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 use zenlive::auth::{unix_now, Auth, Claims, Role};
-use zenlive::{Config, NodeBuilder};
 use zenlive::chat::{ChatDecision, DeliveredMessage};
+use zenlive::{Config, NodeBuilder};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS chat_messages (

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr};
 use tokio::sync::mpsc;
+use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::stream::PublisherCommand;
-use zenlive_actors::supervisor::StreamEntry;
 use zenlive_actors::{
     FrameSink, Protocol, PublishError, StreamKey, StreamPublisher, ViewerSession,
 };

@@ -12,7 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use zenlive_actors::supervisor::StreamEntry;
+use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::StreamKey;
 
 use crate::auth::{Action, Identity};

@@ -25,9 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
 use zenlive_actors::stream::{GetInfo, Kick, StreamInfo};
-use zenlive_actors::supervisor::{Shutdown, StreamEntry};
+use zenlive_actors::supervisor::Shutdown;
 use zenlive_actors::{
     ArbiterPool, Directory, Output, Outputs, StatsSnapshot, StreamActor, StreamKey,
     StreamSupervisor,
@@ -740,7 +741,10 @@ impl Node {
         let _ = self.context.supervisor.send(Shutdown).await;
         if !self.context.directory.emptied(limit).await {
             let left = self.context.directory.len();
-            tracing::warn!(streams = left, "streams still live at the end of node.shutdown_timeout");
+            tracing::warn!(
+                streams = left,
+                "streams still live at the end of node.shutdown_timeout"
+            );
         }
         if let Some(webhooks) = self.context.webhooks.load_full() {
             // Stream-end events of the streams just ended get a moment to leave.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::key::StreamKey;
-use crate::Protocol;
+use crate::protocol::Protocol;
 
 /// A stream's life, as the application sees it.
 #[derive(Debug, Clone, PartialEq)]

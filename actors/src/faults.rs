@@ -40,7 +40,7 @@ pub fn fire(fault: Fault) -> bool {
 
 /// Whether `frame` is a poison frame (script data carrying [`POISON`]).
 #[cfg(feature = "fault-injection")]
-pub(crate) fn is_poison(frame: &crate::MediaFrame) -> bool {
-    frame.kind() == crate::FrameKind::Data
+pub(crate) fn is_poison(frame: &zenlive_media::MediaFrame) -> bool {
+    frame.kind() == zenlive_media::FrameKind::Data
         && frame.payload().windows(POISON.len()).any(|w| w == POISON.as_bytes())
 }

@@ -15,30 +15,42 @@
 //! frame's shared encoding to its connection through a bounded queue.
 //!
 //! # Layout
+//! In dependency order, bottom to top: a module imports only modules listed before it
+//! (the crate root only declares and re-exports them).
 //! - [`key`]: [`StreamKey`], a stream's name whatever protocol brought it.
-//! - [`stream_core`] / [`stream`]: the stream's decisions, and the actor around them.
+//! - [`protocol`]: [`Protocol`], which protocol a publisher or viewer uses (a label).
+//! - [`faults`]: panics a test can arm (feature `fault-injection`).
+//! - [`events`]: what the node tells the application (stream start/end) and node counters.
+//! - [`stats`]: per-stream statistics computed from the media, shared for metrics and the API.
+//! - [`stream_core`] / [`stream`]: the stream's decisions, and the actor around them (with
+//!   its frame path, [`stream::Ingest`]).
+//! - [`directory`]: [`Directory`], the node's live streams by name, which the supervisor
+//!   writes and everyone else reads.
 //! - [`viewer_core`] / [`viewer`]: a viewer's delivery policy, and the actor around it.
-//! - [`publisher`]: a publisher connection's side of its stream.
-//! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
+//! - [`pool`]: one arbiter per core, so streams and viewers use every core.
+//! - [`output`]: what every stream feeds (the HLS packager, an application's own), each in
+//!   a supervised viewer session.
 //! - [`lease`]: keeps a claimed name's registry lease renewed (streams, chat rooms), and
 //!   the one rule for what a failed renewal means.
-//! - [`pool`]: one arbiter per core, so streams and viewers use every core.
+//! - [`supervisor`]: starts streams, claims their names, restarts crashed ones.
+//! - [`publisher`]: a publisher connection's side of its stream.
+//! - [`quota`]: per-address caps (connections not admitted yet, chat rooms opened).
 //! - [`chat_protocol`] / [`chat_core`] / [`chat`]: the chat wire types, a room's
 //!   decisions, and the rooms: [`chat::ChatRoom`] (its role as the room's home or a
 //!   satellite in a cluster, decided once), [`chat::ChatRooms`] (by name), the hooks, and
 //!   [`chat_remote`] (what a home and its satellites say; also `chat::remote`).
-//! - [`events`]: what the node tells the application (stream start/end) and node counters.
-//! - [`stats`]: per-stream statistics computed from the media, shared for metrics and the API.
 
 pub mod chat;
 pub mod chat_core;
 pub mod chat_protocol;
+pub mod directory;
 pub mod events;
 pub mod faults;
 pub mod key;
 pub mod lease;
 pub mod output;
 pub mod pool;
+pub mod protocol;
 pub mod publisher;
 pub mod quota;
 pub mod stats;
@@ -49,53 +61,17 @@ pub mod viewer;
 pub mod viewer_core;
 
 pub use chat::remote as chat_remote;
+pub use directory::{Directory, StreamEntry};
 pub use events::{EventSink, NodeCounters, RejectReason, StreamEvent};
 pub use key::{InvalidStreamKey, StreamKey};
 pub use output::{Output, OutputStream, Outputs};
 pub use pool::ArbiterPool;
+pub use protocol::Protocol;
 pub use publisher::{PublishError, StreamPublisher};
 pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{StreamActor, StreamInfo};
 pub use stream_core::StreamCore;
-pub use supervisor::{Directory, StreamSupervisor};
+pub use supervisor::StreamSupervisor;
 pub use viewer::{FrameSink, Offer, ViewerEnd, ViewerSession};
 pub use viewer_core::ViewerCore;
 pub use zenlive_media::{Codec, CodecConfig, EncodingSlot, FrameKind, MediaFrame, MediaTime};
-
-/// The protocol a publisher or viewer uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Protocol {
-    /// RTMP publish or play.
-    Rtmp,
-    /// HTTP-FLV play.
-    HttpFlv,
-    /// HLS play (and the HLS packager).
-    Hls,
-    /// An in-process subscriber (the SDK, tests).
-    Internal,
-    /// A cluster relay: on the origin, an edge node pulling the stream; on the edge, the
-    /// local copy it publishes.
-    Relay,
-}
-
-impl Protocol {
-    /// Every protocol, in [`Protocol::index`] order.
-    pub const ALL: [Self; 5] = [Self::Rtmp, Self::HttpFlv, Self::Hls, Self::Internal, Self::Relay];
-
-    /// A dense index, for per-protocol arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The protocol's name for logs and labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rtmp => "rtmp",
-            Self::HttpFlv => "http-flv",
-            Self::Hls => "hls",
-            Self::Internal => "internal",
-            Self::Relay => "relay",
-        }
-    }
-}

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use actix::Actor;
 
+use crate::directory::{Directory, StreamEntry};
 use crate::events::NodeCounters;
 use crate::key::StreamKey;
 use crate::pool::ArbiterPool;
+use crate::protocol::Protocol;
 use crate::stats::StreamStats;
-use crate::supervisor::{Directory, StreamEntry};
 use crate::viewer::{FrameSink, ViewerSession};
-use crate::Protocol;
 
 /// Most restarts of one output of one stream within [`RESTART_WINDOW`].
 pub const MAX_RESTARTS: u32 = 5;

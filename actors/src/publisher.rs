@@ -9,14 +9,16 @@ use std::net::SocketAddr;
 
 use actix::prelude::*;
 use tokio::sync::mpsc;
+use zenlive_media::{CodecConfig, FrameKind, MediaFrame, MediaTime};
 
+use crate::directory::{Directory, StreamEntry};
 use crate::key::StreamKey;
+use crate::protocol::Protocol;
 use crate::stream::{
     Attach, Detach, IngestFailed, PublisherCommand, PublisherHandle, Refused, StreamError,
 };
-use crate::supervisor::{Directory, StartError, StartStream, StreamEntry, StreamSupervisor};
+use crate::supervisor::{StartError, StartStream, StreamSupervisor};
 use crate::viewer::{next_connection_id, RESTART_WAIT};
-use crate::{CodecConfig, FrameKind, MediaFrame, MediaTime, Protocol};
 
 /// Keeps a stream's timestamps growing when its source changes (a relay following a new
 /// origin, a local publisher taking over a relayed copy): frames of the new source are
@@ -235,7 +237,12 @@ mod tests {
     use super::*;
 
     fn audio(ms: i64) -> MediaFrame {
-        MediaFrame::audio(crate::Codec::Aac, MediaTime::from_millis(ms), bytes::Bytes::new(), None)
+        MediaFrame::audio(
+            zenlive_media::Codec::Aac,
+            MediaTime::from_millis(ms),
+            bytes::Bytes::new(),
+            None,
+        )
     }
 
     fn rebased(rebase: &mut Rebase, ms: i64) -> i64 {

@@ -18,7 +18,7 @@ use zenlive_media::aac::AudioSpecificConfig;
 use zenlive_media::avc::AvcDecoderConfig;
 use zenlive_media::{Codec, CodecConfig, FrameKind, MediaFrame};
 
-use crate::Protocol;
+use crate::protocol::Protocol;
 
 /// Media time the rates are computed over.
 pub const RATE_WINDOW: Duration = Duration::from_secs(5);

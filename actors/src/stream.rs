@@ -19,13 +19,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
+use zenlive_media::{CodecConfig, MediaFrame, MediaTime};
 
 use crate::events::{Gauge, StreamEvent};
 use crate::key::StreamKey;
+use crate::protocol::Protocol;
 use crate::stats::{MediaInfo, RateMeter, StatsSnapshot, StreamStats};
 use crate::stream_core::{IngestStats, StreamCore};
-use crate::supervisor::StreamStopped;
-use crate::{CodecConfig, MediaFrame, MediaTime, Protocol};
 
 /// Frames the broadcast ring holds: about 7 s of 30 fps video with AAC audio. A viewer
 /// further behind than this misses frames and resumes at the next keyframe.
@@ -297,6 +297,21 @@ pub struct StreamInfo {
     pub viewers: HashMap<Protocol, usize>,
     /// The stream's statistics since it started, restarts included.
     pub stats: StatsSnapshot,
+}
+
+/// This stream actor went away: sent by its drop notice to the supervisor that started it
+/// (which handles it: a crashed stream is restarted, an ended one forgotten).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StreamStopped {
+    /// The stream.
+    pub key: StreamKey,
+    /// Which instance.
+    pub generation: u64,
+    /// The end event, when it stopped cleanly.
+    pub ended: Option<StreamEvent>,
+    /// True when the actor was dropped without stopping (a panic in a handler).
+    pub crashed: bool,
 }
 
 /// Makes the actor panic inside a handler: for supervision tests only.

@@ -1,5 +1,5 @@
 //! [`StreamSupervisor`]: starts stream actors, owns their registry leases, and restarts the
-//! ones that crash; [`Directory`]: this node's map from stream names to live actors.
+//! ones that crash, keeping the [`Directory`] (this node's streams by name) up to date.
 //!
 //! actix's own `Supervisor` does not help here: a panic in a handler drops the actor and
 //! nothing restarts it. So every stream actor carries a notice that reaches this supervisor
@@ -14,144 +14,25 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
+use std::time::SystemTime;
 
 use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
-use parking_lot::RwLock;
 use zenlive_cluster::{
     ActorKey, ActorKind, Lease, NodeId, Registry, RegistryError, ACTOR_LEASE_TTL, NODE_TTL,
 };
+use zenlive_media::MediaTime;
 
+use crate::directory::{Directory, StreamEntry};
 use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};
 use crate::key::StreamKey;
 use crate::lease::{LeaseKeeper, Renewal, LEASE_RENEW_INTERVAL};
 use crate::output::Outputs;
 use crate::stats::StreamStats;
-use crate::stream::{Attach, IngestHandle, PublisherHandle, StreamActor, StreamError, TakeOver};
-use crate::MediaTime;
-
-/// A live stream actor as the directory knows it.
-#[derive(Clone)]
-pub struct StreamEntry {
-    /// The actor.
-    pub addr: Addr<StreamActor>,
-    /// Unique per actor instance on this node.
-    pub generation: u64,
-    /// The generation of the first instance of this stream; restarts keep it, so viewers
-    /// can tell a restarted stream from a new one with the same name.
-    pub lineage: u64,
-    /// The stream's statistics, kept across restarts.
-    pub stats: Arc<StreamStats>,
-    /// This instance's frame path (see [`crate::stream`]).
-    pub ingest: IngestHandle,
-}
-
-/// This node's live streams by name. Written only by the supervisor; read from any thread.
-/// A read lock around a map is right here: lookups are frequent and short, writes happen
-/// once per stream start or end.
-#[derive(Clone)]
-pub struct Directory {
-    streams: Arc<RwLock<HashMap<StreamKey, StreamEntry>>>,
-    /// Bumped on every change, for those waiting for a restarted instance.
-    changes: Arc<watch::Sender<u64>>,
-}
-
-impl Default for Directory {
-    fn default() -> Self {
-        Self { streams: Arc::default(), changes: Arc::new(watch::Sender::new(0)) }
-    }
-}
-
-impl Directory {
-    /// Waits (at most `limit`) until `key` is no longer instance `generation`: a restarted
-    /// instance replaced it, or the stream ended. Answers the entry then. How a publisher or
-    /// a viewer whose stream crashed finds the instance that follows it, without polling.
-    pub async fn next_instance(
-        &self,
-        key: &StreamKey,
-        generation: u64,
-        limit: Duration,
-    ) -> Option<StreamEntry> {
-        let mut changes = self.changes.subscribe();
-        let wait = async {
-            loop {
-                match self.get(key) {
-                    Some(entry) if entry.generation == generation => {}
-                    other => return other,
-                }
-                if changes.changed().await.is_err() {
-                    return self.get(key);
-                }
-            }
-        };
-        match tokio::time::timeout(limit, wait).await {
-            Ok(entry) => entry,
-            Err(_) => self.get(key),
-        }
-    }
-
-    /// Waits (at most `limit`) until no stream is live; answers whether none is. Woken by
-    /// the directory's change signal (a shutdown waits on it for its streams to end).
-    pub async fn emptied(&self, limit: Duration) -> bool {
-        let mut changes = self.changes.subscribe();
-        let wait = async {
-            while !self.is_empty() {
-                if changes.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(limit, wait).await;
-        self.is_empty()
-    }
-
-    /// The live actor for `key`, if any.
-    pub fn get(&self, key: &StreamKey) -> Option<StreamEntry> {
-        self.streams.read().get(key).cloned()
-    }
-
-    /// Every live stream with its entry, sorted by name.
-    pub fn entries(&self) -> Vec<(StreamKey, StreamEntry)> {
-        let mut entries: Vec<_> =
-            self.streams.read().iter().map(|(k, e)| (k.clone(), e.clone())).collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        entries
-    }
-
-    /// The names of every live stream, sorted.
-    pub fn keys(&self) -> Vec<StreamKey> {
-        let mut keys: Vec<_> = self.streams.read().keys().cloned().collect();
-        keys.sort();
-        keys
-    }
-
-    /// How many streams are live.
-    pub fn len(&self) -> usize {
-        self.streams.read().len()
-    }
-
-    /// Whether no stream is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn insert(&self, key: StreamKey, entry: StreamEntry) {
-        self.streams.write().insert(key, entry);
-        self.changes.send_modify(|n| *n += 1);
-    }
-
-    fn remove_generation(&self, key: &StreamKey, generation: u64) {
-        let mut streams = self.streams.write();
-        if streams.get(key).is_some_and(|e| e.generation == generation) {
-            streams.remove(key);
-            drop(streams);
-            self.changes.send_modify(|n| *n += 1);
-        }
-    }
-}
+use crate::stream::{
+    Attach, IngestHandle, PublisherHandle, StreamActor, StreamError, StreamStopped, TakeOver,
+};
 
 /// What [`StartStream`] answers.
 #[derive(Clone)]
@@ -210,20 +91,6 @@ pub struct StartStream {
     /// A local copy of a stream owned by another node (an edge relay): it claims no name
     /// in the registry, since the origin holds the lease.
     pub replica: bool,
-}
-
-/// A stream actor went away (sent from its drop notice).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StreamStopped {
-    /// The stream.
-    pub key: StreamKey,
-    /// Which instance.
-    pub generation: u64,
-    /// The end event, when it stopped cleanly.
-    pub ended: Option<StreamEvent>,
-    /// True when the actor was dropped without stopping (a panic in a handler).
-    pub crashed: bool,
 }
 
 /// Ends every stream (clean shutdown); answers when all have been asked to stop.

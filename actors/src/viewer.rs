@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
+use zenlive_media::{Codec, CodecConfig, FrameKind, MediaFrame};
 
+use crate::directory::{Directory, StreamEntry};
 use crate::events::{ActorType, Gauge, NodeCounters};
 use crate::key::StreamKey;
+use crate::protocol::Protocol;
 use crate::stats::StreamStats;
 use crate::stream::{Subscribe, Subscription, Unsubscribe};
-use crate::supervisor::{Directory, StreamEntry};
 use crate::viewer_core::{Admission, DeliveryStats, Verdict, ViewerCore};
-use crate::{Codec, CodecConfig, FrameKind, MediaFrame, Protocol};
 
 static NEXT_VIEWER_ID: AtomicU64 = AtomicU64::new(1);
 

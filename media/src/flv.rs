@@ -4,9 +4,8 @@
 //! The tag headers are a few bit fields; `scuffle-flv` parses them too but demands owned
 //! buffers and pulls in a dependency tree larger than these forty lines, so they are here.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::flv_frames::{write_tag_parts, FLV_AUDIO_FORMAT_AAC, FLV_VIDEO_CODEC_AVC};
 use crate::frame::FrameKind;
 
 /// Why a tag body could not be read.
@@ -33,6 +32,11 @@ pub enum FlvError {
     #[error("unknown FLV tag type {0}")]
     UnknownTagType(u8),
 }
+
+/// FLV `CodecID` of H.264/AVC in a video tag header.
+pub const FLV_VIDEO_CODEC_AVC: u8 = 7;
+/// FLV `SoundFormat` of AAC in an audio tag header.
+pub const FLV_AUDIO_FORMAT_AAC: u8 = 10;
 
 /// Largest tag body the demuxer accepts.
 pub const MAX_TAG_BYTES: usize = 8 * 1024 * 1024;
@@ -245,6 +249,28 @@ pub fn flv_file_header(has_audio: bool, has_video: bool) -> [u8; 13] {
 /// the 4-byte PreviousTagSize (see [`write_tag_parts`]).
 pub fn write_tag(out: &mut BytesMut, tag_type: TagType, timestamp_ms: u32, body: &[u8]) {
     write_tag_parts(out, tag_type, timestamp_ms, &[], body);
+}
+
+/// Appends one tag whose body is `head` then `body`: the 11-byte header (with the extended
+/// timestamp byte), the body, and the 4-byte PreviousTagSize. Bodies longer than 2^24 - 1
+/// bytes cannot be expressed in FLV and never arrive over RTMP; their size is truncated.
+pub fn write_tag_parts(
+    out: &mut BytesMut,
+    tag_type: TagType,
+    timestamp_ms: u32,
+    head: &[u8],
+    body: &[u8],
+) {
+    let size = ((head.len() + body.len()) as u32) & 0x00ff_ffff;
+    out.reserve(15 + head.len() + body.len());
+    out.put_u8(tag_type as u8);
+    out.put_slice(&size.to_be_bytes()[1..]);
+    out.put_slice(&timestamp_ms.to_be_bytes()[1..]);
+    out.put_u8((timestamp_ms >> 24) as u8);
+    out.put_slice(&[0, 0, 0]);
+    out.put_slice(head);
+    out.put_slice(body);
+    out.put_u32(size + 11);
 }
 
 #[cfg(test)]

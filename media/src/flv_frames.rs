@@ -7,16 +7,14 @@
 //! [`config_body_header`] put the header back for RTMP and FLV outputs, which send it
 //! followed by the payload as it is (no copy of the payload is needed to build it).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
-use crate::flv::{parse_audio_tag, parse_video_tag, FlvError, TagType};
+use crate::flv::{
+    parse_audio_tag, parse_video_tag, write_tag_parts, FlvError, TagType, FLV_AUDIO_FORMAT_AAC,
+    FLV_VIDEO_CODEC_AVC,
+};
 use crate::frame::{Codec, CodecConfig, FrameKind, MediaFrame};
 use crate::time::{MediaTime, Unwrapper};
-
-/// FLV `CodecID` of H.264/AVC in a video tag header.
-pub const FLV_VIDEO_CODEC_AVC: u8 = 7;
-/// FLV `SoundFormat` of AAC in an audio tag header.
-pub const FLV_AUDIO_FORMAT_AAC: u8 = 10;
 
 /// A track this node cannot take from FLV: the publisher is refused with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,28 +229,6 @@ pub fn write_config_tag(out: &mut BytesMut, config: &CodecConfig) -> bool {
     let tag = tag_type(config.codec().kind());
     write_tag_parts(out, tag, config.since().as_rtmp_millis(), head.as_slice(), config.record());
     true
-}
-
-/// Appends one tag whose body is `head` then `body`: the 11-byte header (with the extended
-/// timestamp byte), the body, and the 4-byte PreviousTagSize. Bodies longer than 2^24 - 1
-/// bytes cannot be expressed in FLV and never arrive over RTMP; their size is truncated.
-pub fn write_tag_parts(
-    out: &mut BytesMut,
-    tag_type: TagType,
-    timestamp_ms: u32,
-    head: &[u8],
-    body: &[u8],
-) {
-    let size = ((head.len() + body.len()) as u32) & 0x00ff_ffff;
-    out.reserve(15 + head.len() + body.len());
-    out.put_u8(tag_type as u8);
-    out.put_slice(&size.to_be_bytes()[1..]);
-    out.put_slice(&timestamp_ms.to_be_bytes()[1..]);
-    out.put_u8((timestamp_ms >> 24) as u8);
-    out.put_slice(&[0, 0, 0]);
-    out.put_slice(head);
-    out.put_slice(body);
-    out.put_u32(size + 11);
 }
 
 #[cfg(test)]

@@ -12,10 +12,11 @@
 //! formats (HTTP-FLV, HLS) use the parsers and muxers below.
 //!
 //! # Layout
+//! In dependency order, bottom to top: a module imports only modules listed before it.
+//! - [`time`]: [`MediaTime`], one clock for millisecond, 90 kHz and sample-rate sources.
 //! - [`frame`]: [`MediaFrame`] (codec-neutral: codec, times, canonical payload), the unit
 //!   that travels from a publisher to every viewer, and [`CodecConfig`], a track's
 //!   configuration (stream state, which frames point at).
-//! - [`time`]: [`MediaTime`], one clock for millisecond, 90 kHz and sample-rate sources.
 //! - [`flv`]: FLV tag headers and the FLV file/stream reader and writer.
 //! - [`flv_frames`]: FLV tag bodies ↔ frames (RTMP ingest, RTMP/FLV outputs).
 //! - [`avc`]: H.264 in FLV: the `AVCDecoderConfigurationRecord`, SPS facts, AVCC → Annex B.

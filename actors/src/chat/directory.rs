@@ -2,9 +2,9 @@
 //! many clients may open, and hands a name from one instance of a room to the next.
 //!
 //! One instance of a room runs per name on this node. When a room stops (idle, handed off,
-//! crashed) and the name is wanted again, the new instance waits for the old one's
-//! tenure to end (its lease released, or never taken) before it claims the name: a
-//! watch channel, not a poll, so the claim never finds this node's own lease in its way.
+//! crashed) and the name is wanted again, the new instance is given the old one's tenure
+//! to wait for (see `tenure`) before it claims the name. The top of the chat modules: it
+//! starts [`ChatRoom`]s, and a room knows the directory only as what to do once it stopped.
 //!
 //! The map is shared by every arbiter (rooms are started from connection threads), behind a
 //! mutex held for a lookup or an insert and never across an `.await`.
@@ -16,56 +16,15 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::watch;
-use zenlive_cluster::{NodeId, Registry};
 
 use super::hooks::ChatHooks;
-use super::remote::RoomTransport;
-use super::room::{ChatRoom, HandOff, RoomStart, SetLimits};
+use super::messages::{HandOff, SetLimits};
+use super::placement::Placement;
+use super::room::{ChatRoom, OnStopped, RoomStart};
+use super::tenure::{tenure, Predecessor};
 use crate::chat_core::ChatLimits;
 use crate::events::NodeCounters;
 use crate::quota::Slot;
-
-/// Where rooms are registered: the node's registry and id, and (in a cluster) how rooms
-/// reach their home or satellites on other nodes.
-#[derive(Clone)]
-pub struct Placement {
-    /// The registry of actor names.
-    pub registry: Arc<dyn Registry>,
-    /// This node.
-    pub node: NodeId,
-    /// Links to other nodes' rooms; `None` on a single node.
-    pub transport: Option<Arc<dyn RoomTransport>>,
-}
-
-/// A room instance's hold on its name on this node, from its start until its lease is
-/// released (or it never got one). Dropping it lets the next instance claim.
-pub(super) struct Tenure {
-    _hold: watch::Sender<()>,
-}
-
-/// The other end of a previous instance's [`Tenure`]: resolves when it ends.
-#[derive(Clone)]
-pub(super) struct Predecessor(watch::Receiver<()>);
-
-impl Predecessor {
-    /// Waits until the previous instance has let the name go.
-    pub(super) async fn wait(mut self) {
-        // `changed` fails once the tenure (the sender) is dropped.
-        while self.0.changed().await.is_ok() {}
-    }
-
-    /// Whether the previous instance has let the name go already.
-    fn is_done(&self) -> bool {
-        self.0.has_changed().is_err()
-    }
-}
-
-/// A new tenure and the handle its successor waits on.
-pub(super) fn tenure() -> (Tenure, Predecessor) {
-    let (hold, watch) = watch::channel(());
-    (Tenure { _hold: hold }, Predecessor(watch))
-}
 
 /// A live room: its generation (so a stopping room removes only itself), its address, and
 /// its tenure, which the next instance of the name waits for.
@@ -91,9 +50,9 @@ pub struct ChatRooms {
     rooms: Arc<Mutex<Rooms>>,
     /// The limits of new rooms; a reload changes them (and live rooms').
     limits: Arc<RwLock<ChatLimits>>,
-    pub(super) counters: Arc<NodeCounters>,
-    pub(super) hooks: ChatHooks,
-    pub(super) placement: Placement,
+    counters: Arc<NodeCounters>,
+    hooks: ChatHooks,
+    placement: Placement,
     next_generation: Arc<AtomicU64>,
 }
 
@@ -152,14 +111,20 @@ impl ChatRooms {
         };
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (hold, tenure) = tenure();
+        let on_stopped: OnStopped = {
+            let (directory, name) = (self.clone(), name.to_owned());
+            Box::new(move || directory.remove(&name, generation))
+        };
         let start = RoomStart {
             name: name.to_owned(),
-            generation,
             limits: self.limits.read().clone(),
-            rooms: self.clone(),
+            counters: Arc::clone(&self.counters),
+            hooks: self.hooks.clone(),
+            placement: self.placement.clone(),
             opener,
             tenure: hold,
             predecessor,
+            on_stopped,
         };
         let addr = ChatRoom::start_in_arbiter(arbiter, move |_| ChatRoom::new(start));
         rooms.live.insert(name.to_owned(), LiveRoom { generation, addr: addr.clone(), tenure });
@@ -193,7 +158,7 @@ impl ChatRooms {
 
     /// Room `name`'s instance `generation` stopped: forgets it, keeping its tenure for the
     /// next instance of the name.
-    pub(super) fn remove(&self, name: &str, generation: u64) {
+    fn remove(&self, name: &str, generation: u64) {
         let mut rooms = self.rooms.lock();
         if rooms.live.get(name).is_none_or(|r| r.generation != generation) {
             return;
@@ -201,22 +166,5 @@ impl ChatRooms {
         let Some(stopped) = rooms.live.remove(name) else { return };
         rooms.ending.retain(|_, tenure| !tenure.is_done());
         rooms.ending.insert(name.to_owned(), stopped.tenure);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_predecessor_resolves_when_its_tenure_ends() {
-        let (hold, predecessor) = tenure();
-        assert!(!predecessor.is_done());
-        let waiting = tokio::spawn(predecessor.clone().wait());
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        drop(hold);
-        waiting.await.expect("resolves");
-        assert!(predecessor.is_done());
     }
 }

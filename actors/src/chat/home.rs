@@ -1,20 +1,22 @@
 //! The room's *home*: the one instance, cluster-wide, that holds the room's lease and state
-//! and decides everything ([`ChatCore`], the application's hooks). Its members are local
-//! (a queue each) or remote (connected to a satellite, which forwards for them; see
-//! [`super::remote`]). The lease is kept by a [`LeaseKeeper`]; losing it stops the room
-//! (self-fencing), and its members reconnect.
+//! and decides everything ([`ChatCore`](crate::chat_core::ChatCore), the application's
+//! hooks). Its members are local (a queue each) or remote (connected to a satellite, which
+//! forwards for them; see [`super::remote`]). The lease is kept by a [`LeaseKeeper`];
+//! losing it stops the room (self-fencing), and its members reconnect.
+//!
+//! Plain data and decisions, no actix: [`Home`] is what only the home has, [`RemoteMembers`]
+//! maps satellites' members to the home's ids and reads their requests ([`Asked`]), and
+//! [`lease_lost`] says what a renewal means. The room's actor carries them out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::prelude::*;
-use zenlive_cluster::{Lease, NodeId};
+use zenlive_cluster::{Lease, NodeId, Registry};
 
-use super::hooks::{ChatMessageRequest, Verdict};
+use super::messages::next_member_id;
 use super::remote::{RemoteRoomError, RoomRequest};
-use super::room::{next_member_id, now_ms, ChatRoom, Join, LeaseReport};
-use crate::chat_core::{ChatCore, ChatError, MemberId};
-use crate::chat_protocol::ClientCommand;
+use crate::chat_core::MemberId;
+use crate::chat_protocol::{ChatUser, ClientCommand};
 use crate::lease::{LeaseKeeper, Renewal, LEASE_RENEW_INTERVAL};
 
 /// What only the home has: its lease, and the members connected to satellites.
@@ -23,6 +25,77 @@ pub(super) struct Home {
     pub(super) keeper: LeaseKeeper,
     /// Members connected to satellites.
     pub(super) remote: RemoteMembers,
+}
+
+impl Home {
+    /// The home's state under `lease`, whose keeper hands every renewal to `report` (the
+    /// room's actor, which asks [`lease_lost`]).
+    pub(super) fn start(
+        registry: Arc<dyn Registry>,
+        lease: Lease,
+        report: impl FnMut(Renewal) + Send + 'static,
+    ) -> Self {
+        let keeper = LeaseKeeper::start(registry, lease, LEASE_RENEW_INTERVAL, report);
+        Self { keeper, remote: RemoteMembers::default() }
+    }
+}
+
+/// What a lease renewal means for room `room`'s home, logged: `true` when the lease is lost
+/// and the room must stop (self-fencing: without the lease this node may not act as the
+/// room).
+pub(super) fn lease_lost(room: &str, renewal: Renewal) -> bool {
+    match renewal {
+        Renewal::Renewed => false,
+        Renewal::Unproven(error) => {
+            tracing::warn!(%room, %error, "cannot renew the chat room's lease; it carries on");
+            false
+        }
+        Renewal::Reclaimed(lease) => {
+            tracing::warn!(%room, epoch = lease.epoch, "chat room lease lapsed; re-claimed");
+            false
+        }
+        Renewal::Lost(error) => {
+            tracing::error!(%room, %error, "chat room lease lost; stopping");
+            true
+        }
+    }
+}
+
+/// A satellite's request in the home's member ids (see [`RemoteMembers::asked`]).
+#[derive(Debug, PartialEq)]
+pub(super) enum Asked {
+    /// A member joins under the home id `id`, counted among the remote members already:
+    /// if the room refuses it, [`RemoteMembers::remove`] it again.
+    Join {
+        /// The home's id for the member.
+        id: MemberId,
+        /// Who, from the token.
+        user: Option<ChatUser>,
+    },
+    /// A remote member's command.
+    Command {
+        /// The home's id for the member.
+        id: MemberId,
+        /// The command.
+        command: ClientCommand,
+    },
+    /// A remote member left; it is no longer among the remote members.
+    Leave {
+        /// The home's id it had.
+        id: MemberId,
+    },
+    /// A system message from the application on the satellite's node.
+    System {
+        /// The text.
+        text: String,
+    },
+    /// A moderation command from the application on the satellite's node.
+    Moderate {
+        /// The command.
+        command: ClientCommand,
+    },
+    /// About a member the home does not know (it left already): nothing to do.
+    Nothing,
 }
 
 /// The home's view of members connected to satellites.
@@ -45,6 +118,7 @@ impl RemoteMembers {
         id
     }
 
+    /// Forgets the remote member `id`; answers its satellite node and that node's id for it.
     pub(super) fn remove(&mut self, id: MemberId) -> Option<(NodeId, u64)> {
         let (node, remote) = self.by_id.remove(&id)?;
         self.ids.remove(&(node.clone(), remote));
@@ -61,165 +135,80 @@ impl RemoteMembers {
         self.ids.get(&(node, remote)).copied()
     }
 
+    /// The home's ids of every member connected to `node`.
     pub(super) fn of_node(&self, node: &NodeId) -> Vec<MemberId> {
         self.by_id.iter().filter(|(_, (n, _))| n == node).map(|(id, _)| *id).collect()
     }
-}
 
-impl ChatRoom {
-    /// The home's state under `lease`, whose keeper reports to this room.
-    pub(super) fn become_home(&mut self, lease: Lease, ctx: &mut Context<Self>) -> Home {
-        let room = ctx.address();
-        let registry = Arc::clone(&self.placement.registry);
-        let keeper = LeaseKeeper::start(registry, lease, LEASE_RENEW_INTERVAL, move |renewal| {
-            room.do_send(LeaseReport { renewal });
-        });
-        Home { keeper, remote: RemoteMembers::default() }
-    }
-
-    /// What the lease keeper reported.
-    pub(super) fn lease_renewed(&mut self, renewal: Renewal, ctx: &mut Context<Self>) {
-        match renewal {
-            Renewal::Renewed => {}
-            Renewal::Unproven(error) => {
-                tracing::warn!(room = %self.name, %error, "cannot renew the chat room's lease; it carries on");
-            }
-            Renewal::Reclaimed(lease) => {
-                tracing::warn!(room = %self.name, epoch = lease.epoch, "chat room lease lapsed; re-claimed");
-            }
-            Renewal::Lost(error) => {
-                // Self-fencing: without the lease this node may not act as the room.
-                tracing::error!(room = %self.name, %error, "chat room lease lost; stopping");
-                ctx.stop();
-            }
-        }
-    }
-
-    /// A local member joins; the history arrives on its queue first.
-    pub(super) fn join_here(
-        &mut self,
-        msg: Join,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), ChatError> {
-        let joined = self.core.join(msg.member, msg.user).map(|effects| {
-            self.outbound.insert(msg.member, msg.outbound);
-            self.apply(Some(msg.member), effects, ctx);
-        });
-        if joined.is_err() {
-            self.watch_idle(ctx);
-        }
-        joined
-    }
-
-    /// Runs a member's command (the member may be local or remote); a message goes past
-    /// the application's decider first, when there is one.
-    pub(super) fn run_command(
-        &mut self,
-        member: MemberId,
-        command: ClientCommand,
-        ctx: &mut Context<Self>,
-    ) {
-        let (ClientCommand::Message { text, client_id }, Some(decide)) =
-            (&command, self.hooks.decide.clone())
-        else {
-            let effects = self.core.command(member, command, now_ms());
-            return self.apply(Some(member), effects, ctx);
-        };
-        let client_id = client_id.clone();
-        let (user, text) = match self.core.check_message(member, text.clone(), now_ms()) {
-            Ok(checked) => checked,
-            Err(error) => {
-                return self.apply(Some(member), ChatCore::refusal(error, client_id), ctx)
-            }
-        };
-        let request =
-            ChatMessageRequest { room: self.name.clone(), user: user.clone(), text: text.clone() };
-        let decision = self.hooks.ask(&decide, request);
-        ctx.spawn(decision.into_actor(self).map(move |decision, act, ctx| {
-            let (verdict, failure) = act.hooks.settle(decision, text);
-            if let Some(why) = failure {
-                let outcome =
-                    if matches!(verdict, Verdict::Publish(_)) { "allowing" } else { "refusing" };
-                tracing::warn!(room = %act.name, %why, "chat hook failed; {outcome}");
-            }
-            let effects = match verdict {
-                Verdict::Publish(text) => act.core.publish(user, text, client_id, now_ms()),
-                Verdict::Refuse(reason) => {
-                    ChatCore::refusal(ChatError::Rejected(reason), client_id)
-                }
-            };
-            act.apply(Some(member), effects, ctx);
-        }));
-    }
-
-    /// A system message from the application.
-    pub(super) fn post_system(&mut self, text: String, ctx: &mut Context<Self>) {
-        let effects = self.core.system(text, now_ms());
-        self.apply(None, effects, ctx);
-    }
-
-    /// A moderation command from the application.
-    pub(super) fn run_moderation(&mut self, command: ClientCommand, ctx: &mut Context<Self>) {
-        let effects = self.core.moderate(command, now_ms());
-        self.apply(None, effects, ctx);
-    }
-
-    /// What a satellite on node `from` asks of the home.
-    pub(super) fn satellite_asks(
+    /// Reads what the satellite on node `from` asks, in the home's member ids: a joining
+    /// member is added here, a leaving one removed. A command that is not valid JSON is
+    /// refused.
+    pub(super) fn asked(
         &mut self,
         from: NodeId,
         request: RoomRequest,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), RemoteRoomError> {
+    ) -> Result<Asked, RemoteRoomError> {
         let parse = |json: &str| {
             serde_json::from_str::<ClientCommand>(json)
                 .map_err(|e| RemoteRoomError::Unreachable(format!("bad command: {e}")))
         };
-        match request {
-            RoomRequest::Join { member, user } => {
-                self.cancel_idle(ctx);
-                let Some(remote) = self.remote_mut() else { return Ok(()) };
-                let id = remote.add(from, member);
-                match self.core.join(id, user) {
-                    Ok(effects) => self.apply(Some(id), effects, ctx),
-                    Err(error) => {
-                        if let Some(remote) = self.remote_mut() {
-                            remote.remove(id);
-                        }
-                        self.watch_idle(ctx);
-                        return Err(error.into());
-                    }
-                }
-            }
+        Ok(match request {
+            RoomRequest::Join { member, user } => Asked::Join { id: self.add(from, member), user },
             RoomRequest::Command { member, command } => {
                 let command = parse(&command)?;
-                if let Some(id) = self.remote().and_then(|r| r.id(from, member)) {
-                    self.run_command(id, command, ctx);
+                match self.id(from, member) {
+                    Some(id) => Asked::Command { id, command },
+                    None => Asked::Nothing,
                 }
             }
-            RoomRequest::Leave { member } => {
-                if let Some(id) = self.remote().and_then(|r| r.id(from, member)) {
-                    if let Some(remote) = self.remote_mut() {
-                        remote.remove(id);
-                    }
-                    let effects = self.core.leave(id);
-                    self.apply(None, effects, ctx);
-                    self.watch_idle(ctx);
+            RoomRequest::Leave { member } => match self.id(from, member) {
+                Some(id) => {
+                    self.remove(id);
+                    Asked::Leave { id }
                 }
-            }
-            RoomRequest::System { text } => self.post_system(text, ctx),
-            RoomRequest::Moderate { command } => self.run_moderation(parse(&command)?, ctx),
-        }
-        Ok(())
+                None => Asked::Nothing,
+            },
+            RoomRequest::System { text } => Asked::System { text },
+            RoomRequest::Moderate { command } => Asked::Moderate { command: parse(&command)? },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(name: &str) -> NodeId {
+        NodeId::new(name)
     }
 
-    /// The node is draining: the home ends, so its members (here and on satellites)
-    /// reconnect and the room finds a new home on another node.
-    pub(super) fn hand_off_home(&mut self, ctx: &mut Context<Self>) {
-        tracing::info!(room = %self.name, members = self.core.members(), "node draining: handing the chat room off");
-        // Closing the queues closes the members' connections; satellites see the lease go
-        // (released when the actor stops) and end too, so every member reconnects.
-        self.outbound.clear();
-        ctx.stop();
+    #[test]
+    fn satellites_members_get_home_ids_until_they_leave() {
+        let mut remote = RemoteMembers::default();
+        let Ok(Asked::Join { id, user: None }) =
+            remote.asked(n("n2"), RoomRequest::Join { member: 7, user: None })
+        else {
+            panic!("a join");
+        };
+        assert_eq!(remote.of_node(&n("n2")), [id]);
+        assert_eq!(remote.nodes.get(&n("n2")), Some(&1));
+        let command = r#"{"type":"message","text":"hi"}"#.to_owned();
+        let asked = remote.asked(n("n2"), RoomRequest::Command { member: 7, command });
+        assert!(matches!(asked, Ok(Asked::Command { id: got, .. }) if got == id), "{asked:?}");
+        // The same satellite id from another node is another member.
+        assert_eq!(remote.asked(n("n3"), RoomRequest::Leave { member: 7 }), Ok(Asked::Nothing));
+        assert_eq!(
+            remote.asked(n("n2"), RoomRequest::Leave { member: 7 }),
+            Ok(Asked::Leave { id })
+        );
+        assert!(remote.by_id.is_empty() && remote.nodes.is_empty());
+        assert_eq!(remote.asked(n("n2"), RoomRequest::Leave { member: 7 }), Ok(Asked::Nothing));
+    }
+
+    #[test]
+    fn a_command_that_is_not_json_is_refused() {
+        let mut remote = RemoteMembers::default();
+        let asked = remote.asked(n("n2"), RoomRequest::Moderate { command: "{".into() });
+        assert!(matches!(asked, Err(RemoteRoomError::Unreachable(_))), "{asked:?}");
     }
 }

@@ -9,35 +9,48 @@
 //! node is the room's *home* and every other node with members runs a *satellite* of it.
 //!
 //! # Layout
-//! - [`room`]: the [`ChatRoom`] actor: its messages, state and handlers, which dispatch on
-//!   the room's role.
-//! - `role`: the role, decided once when the room's claim resolves (pending, home or
-//!   satellite), and the claim itself.
-//! - `pending`: what arrives while the role is pending, queued in order and bounded.
-//! - `home` / `satellite`: what the room does as the home (decides, keeps the lease, serves
-//!   satellites) and as a satellite (forwards to the home, fans out its frames).
-//! - `members`: frames to members (serialized once, full queues evicted) and members
-//!   leaving.
+//! In dependency order, bottom to top: a module imports only modules listed before it.
+//! Only [`room`] is an actor; everything below it is plain Rust that it carries out.
 //! - [`hooks`]: the application's decider and listeners.
-//! - [`directory`]: [`ChatRooms`] and [`Placement`].
 //! - [`remote`]: what a home and its satellites say to each other, and the
 //!   [`RoomTransport`](remote::RoomTransport) the cluster layer implements.
+//! - [`messages`]: what a room is sent, and a member's queue ([`Outbound`]).
+//! - `tenure`: a room instance's hold on its name on this node, which the next instance
+//!   waits for.
+//! - `placement`: [`Placement`], where rooms are registered and which node a new room goes
+//!   to.
+//! - `pending`: what arrives while the role is pending, queued in order and bounded.
+//! - `home` / `satellite`: what only the home has (its lease, the members on satellites
+//!   and what satellites ask) and what only a satellite has (its home, and the calls there).
+//! - `role`: the role, decided once when the room's claim resolves (pending, home or
+//!   satellite), and the claim itself.
+//! - `members`: the room's members here and the core; frames to members (serialized once,
+//!   full queues evicted) and members leaving, whatever the role.
+//! - [`room`]: the [`ChatRoom`] actor: its state and handlers, which dispatch on the
+//!   room's role, and the calls, decider questions and timers it runs.
+//! - [`directory`]: [`ChatRooms`], which starts rooms and hands a name from one instance
+//!   to the next.
 
 pub mod directory;
 mod home;
 pub mod hooks;
 mod members;
+pub mod messages;
 mod pending;
+mod placement;
 pub mod remote;
 mod role;
 pub mod room;
 mod satellite;
+mod tenure;
 
-pub use directory::{ChatRooms, Placement};
+pub use directory::ChatRooms;
 pub use hooks::{
     ChatDecider, ChatDecision, ChatHooks, ChatListener, ChatMessageRequest, DeliveredMessage,
 };
-pub use room::{
-    next_member_id, ChatRoom, Command, Deliver, HandOff, Join, Leave, Members, Moderate, Outbound,
-    RemoteRequest, SetLimits, SystemMessage, ROOM_IDLE,
+pub use messages::{
+    next_member_id, Command, Deliver, HandOff, Join, Leave, Members, Moderate, Outbound,
+    RemoteRequest, SetLimits, SystemMessage,
 };
+pub use placement::Placement;
+pub use room::{ChatRoom, ROOM_IDLE};

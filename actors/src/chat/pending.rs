@@ -15,8 +15,8 @@ use std::future::Future;
 
 use tokio::sync::oneshot;
 
+use super::messages::{Command, HandOff, Join, Members, Moderate, RemoteRequest, SystemMessage};
 use super::remote::{Delivery, RemoteRoomError};
-use super::room::{Command, HandOff, Join, Members, Moderate, RemoteRequest, SystemMessage};
 use crate::chat_core::{ChatError, MemberId};
 use crate::chat_protocol::ServerEvent;
 

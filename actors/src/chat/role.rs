@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use zenlive_cluster::{ActorKey, ActorKind, Lease, NodeId, Owner, RegistryError, ACTOR_LEASE_TTL};
 
-use super::directory::{Placement, Predecessor};
-use super::home::Home;
+use super::home::{Home, RemoteMembers};
 use super::pending::Pending;
+use super::placement::Placement;
 use super::satellite::Satellite;
+use super::tenure::Predecessor;
 
 /// How long a claim waits, once, for a lease of this node's that nobody renews to lapse
 /// (a previous process with this node id, or an instance whose release failed): the lease
@@ -32,6 +33,24 @@ pub(super) enum Role {
     Home(Home),
     /// Another node is the home; this actor forwards and fans out.
     Satellite(Satellite),
+}
+
+impl Role {
+    /// The home's members on satellites (`None` unless this is the home).
+    pub(super) fn remote(&self) -> Option<&RemoteMembers> {
+        match self {
+            Role::Home(home) => Some(&home.remote),
+            _ => None,
+        }
+    }
+
+    /// The home's members on satellites, to change.
+    pub(super) fn remote_mut(&mut self) -> Option<&mut RemoteMembers> {
+        match self {
+            Role::Home(home) => Some(&mut home.remote),
+            _ => None,
+        }
+    }
 }
 
 /// What the claim of a room's name decided.
@@ -85,7 +104,7 @@ pub async fn claim(
         predecessor.wait().await;
     }
     let key = ActorKey::new(ActorKind::ChatRoom, room.clone());
-    place(&placement, &key, &room).await;
+    placement.place(&key, &room).await;
     let clustered = placement.transport.is_some();
     let attempt = || placement.registry.claim(&key, &placement.node, ACTOR_LEASE_TTL);
     let refusal = match decide(attempt().await, &placement.node, clustered) {
@@ -100,24 +119,6 @@ pub async fn claim(
     }
 }
 
-/// Placement: a room without a home goes to the least-loaded node; if that is another node,
-/// it starts the room there (and the claim then finds that home). Any failure leaves the
-/// room to be claimed here.
-async fn place(placement: &Placement, key: &ActorKey, room: &str) {
-    let Some(transport) = &placement.transport else { return };
-    if !matches!(placement.registry.lookup(key).await, Ok(None)) {
-        return;
-    }
-    match transport.choose_home() {
-        Some(home) if home != placement.node => {
-            if let Err(error) = transport.host(&home, room).await {
-                tracing::warn!(%room, %home, %error, "could not place the chat room; hosting it here");
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -127,8 +128,8 @@ mod tests {
     use tokio::time::Instant;
     use zenlive_cluster::{MemoryRegistry, NodeInfo, Registry};
 
-    use super::super::directory::tenure;
     use super::super::remote::{Delivery, RemoteRoomError, RoomRequest, RoomTransport};
+    use super::super::tenure::tenure;
     use super::*;
 
     const ROOM: &str = "live/a";
