@@ -3,11 +3,14 @@
 //! composition root ([`crate::node`]) builds one and starts the front-ends with it; nothing
 //! here starts anything.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use zenlive_actors::chat::ChatRooms;
 use zenlive_actors::events::NodeCounters;
 use zenlive_actors::quota::PerAddress;
@@ -75,6 +78,11 @@ pub struct NodeContext {
     pub chat_openers: PerAddress,
     /// The HTTPS certificate, when `[tls]` is configured.
     pub tls: Option<Tls>,
+    /// Cancelled when the node shuts down: connections, relays and links end on it (see
+    /// [`NodeContext::until_shutdown`]).
+    pub shutdown: CancellationToken,
+    /// The work [`NodeContext::until_shutdown`] runs, for a shutdown to wait for.
+    pub tasks: TaskTracker,
 }
 
 impl NodeContext {
@@ -92,6 +100,19 @@ impl NodeContext {
         } else if !draining && was {
             tracing::info!(node = %self.node_id, "no longer draining");
         }
+    }
+
+    /// Runs `work` until it ends or the node shuts down, whichever comes first (then `work`
+    /// is dropped, which closes its sockets); a shutdown waits for it (the completion
+    /// signal). Every connection, relay and link between nodes runs through this.
+    pub fn until_shutdown<F: Future>(&self, work: F) -> impl Future<Output = Option<F::Output>> {
+        let shutdown = self.shutdown.clone();
+        self.tasks.track_future(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => None,
+                out = work => Some(out),
+            }
+        })
     }
 
     /// Whether the node is draining.

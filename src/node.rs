@@ -338,6 +338,8 @@ impl NodeBuilder {
             rtmp_partial: PartialBudget::new(config_rtmp.max_partial_bytes),
             chat_openers: PerAddress::new(config_chat.max_rooms_per_address),
             tls,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
         });
         let listeners = crate::server::start(&context).await?;
         let mut node = Node {
@@ -749,6 +751,16 @@ impl Node {
         if let Some(webhooks) = self.context.webhooks.load_full() {
             // Stream-end events of the streams just ended get a moment to leave.
             webhooks.drain(Duration::from_secs(2)).await;
+        }
+        // Then every connection, relay and link still open ends, and the shutdown waits for
+        // them to (their tasks tracked), rather than for a fixed time.
+        self.context.shutdown.cancel();
+        self.context.tasks.close();
+        if tokio::time::timeout(limit, self.context.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = self.context.tasks.len(),
+                "connections still ending at the end of node.shutdown_timeout"
+            );
         }
         // Leave the cluster at once rather than when the registration expires.
         let incarnation = self.incarnation.load(Ordering::Acquire);

@@ -70,7 +70,9 @@ pub async fn listen(listener: TcpListener, node: Arc<NodeContext>) {
         node.pool.next().spawn(async move {
             if let Ok(stream) = TcpStream::from_std(std_stream) {
                 let _gauge = node.counters.connection(ConnectionKind::Cluster);
-                if let Err(error) = serve(stream, peer, &node, slot).await {
+                if let Some(Err(error)) =
+                    node.until_shutdown(serve(stream, peer, &node, slot)).await
+                {
                     tracing::warn!(%peer, %error, "cluster link ended");
                 }
             }

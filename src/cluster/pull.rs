@@ -85,7 +85,7 @@ pub async fn live_stream(node: &Arc<NodeContext>, key: &StreamKey) -> Option<Str
         let node = Arc::clone(node);
         let key = key.clone();
         node.pool.next().spawn(async move {
-            run(&node, &key, owner, &relay).await;
+            node.until_shutdown(run(&node, &key, owner, &relay)).await;
             if let Some(cluster) = node.cluster.as_ref() {
                 let mut active = cluster.relays.active.lock();
                 if active.get(&key).is_some_and(|r| Arc::ptr_eq(r, &relay)) {

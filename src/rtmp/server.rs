@@ -59,11 +59,16 @@ pub async fn run(listener: TcpListener, node: Arc<NodeContext>, tls: Option<TlsA
         open.fetch_add(1, Ordering::Relaxed);
         node.pool.next().spawn(async move {
             if let Ok(stream) = TcpStream::from_std(std_stream) {
-                let node = Arc::clone(&node);
-                match tls {
-                    Some(tls) => connection::serve_tls(stream, tls, peer, node, pending).await,
-                    None => connection::serve(stream, peer, node, pending).await,
-                }
+                let context = Arc::clone(&node);
+                let serve = async move {
+                    match tls {
+                        Some(tls) => {
+                            connection::serve_tls(stream, tls, peer, context, pending).await
+                        }
+                        None => connection::serve(stream, peer, context, pending).await,
+                    }
+                };
+                node.until_shutdown(serve).await;
             }
             open.fetch_sub(1, Ordering::Relaxed);
         });
