@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use zenlive::{Config, Node, NodeBuilder};
-use zenlive_cluster::testsuite::RedisServer;
 use zenlive_media::flv::{FlvDemuxer, TagType};
+use zenlive_registry::testsuite::RedisServer;
 
 fn config(id: &str, redis: &str) -> Config {
     let any = || "127.0.0.1:0".parse().expect("address");

@@ -30,7 +30,7 @@ use zenlive_actors::chat_core::MemberId;
 use zenlive_actors::chat_protocol::{ChatUser, ClientCommand, ServerEvent};
 use zenlive_actors::events::{ActorType, Gauge};
 use zenlive_actors::StreamKey;
-use zenlive_cluster::{ActorKey, ActorKind};
+use zenlive_registry::{ActorKey, ActorKind};
 
 use crate::auth::Action;
 use crate::config::RoomsWithoutStream;

@@ -15,7 +15,7 @@ use zenlive_actors::chat::ChatRooms;
 use zenlive_actors::events::NodeCounters;
 use zenlive_actors::quota::PerAddress;
 use zenlive_actors::{ArbiterPool, Directory, StreamSupervisor};
-use zenlive_cluster::{NodeId, Registry};
+use zenlive_registry::{NodeId, Registry};
 
 use crate::auth::Auth;
 use crate::cluster::Cluster;

@@ -21,7 +21,7 @@
 //!   paced writes); `ws_frames`: WebSocket input held to its frame limit as it arrives.
 //!
 //! Below this crate: `zenlive-actors` (streams, viewers, supervision), `zenlive-media`
-//! (sans-IO parsers and muxers), `zenlive-cluster` (the registry). See `ARCHITECTURE.md`.
+//! (sans-IO parsers and muxers), `zenlive-registry` (the registry). See `ARCHITECTURE.md`.
 
 pub mod admission;
 pub mod api;
@@ -54,7 +54,7 @@ pub use zenlive_actors::{
     Codec, CodecConfig, FrameKind, FrameSink, MediaFrame, MediaTime, Offer, Output, OutputStream,
     RejectReason, StatsSnapshot, StreamActor, StreamEvent, StreamInfo, StreamKey,
 };
-pub use zenlive_cluster::{NodeId, Registry};
+pub use zenlive_registry::{NodeId, Registry};
 
 /// What an application uses of chat: the decider's request and answer, delivered messages,
 /// and the room actor with the messages it takes from application code

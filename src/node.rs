@@ -33,7 +33,7 @@ use zenlive_actors::{
     ArbiterPool, Directory, Output, Outputs, StatsSnapshot, StreamActor, StreamKey,
     StreamSupervisor,
 };
-use zenlive_cluster::{
+use zenlive_registry::{
     new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registry, RegistryError, NODE_TTL,
 };
 

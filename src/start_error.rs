@@ -15,7 +15,7 @@ pub enum StartError {
     Bind(#[from] BindError),
     /// The registry refused the node.
     #[error("registry: {0}")]
-    Registry(#[from] zenlive_cluster::RegistryError),
+    Registry(#[from] zenlive_registry::RegistryError),
     /// The auth configuration is unusable.
     #[error("auth: {0}")]
     Auth(#[from] AuthSetupError),

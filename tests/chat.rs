@@ -144,7 +144,7 @@ async fn every_member_gets_every_message_once_in_order() {
     }
 
     // The room holds its name in the registry, like a stream.
-    let key = zenlive_cluster::ActorKey::new(zenlive_cluster::ActorKind::ChatRoom, "live/show");
+    let key = zenlive_registry::ActorKey::new(zenlive_registry::ActorKind::ChatRoom, "live/show");
     let owner = node.registry().lookup(&key).await.expect("registry answers");
     assert_eq!(owner.map(|o| o.node), Some(node.id().clone()), "the room is placed on this node");
 

@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 use zenlive::auth::Role;
 use zenlive::cluster::wire::{Codec, Message as LinkMessage};
 use zenlive_actors::chat::SystemMessage;
-use zenlive_cluster::testsuite::RedisServer;
-use zenlive_cluster::{ActorKey, ActorKind, RedisRegistry, Registry};
+use zenlive_registry::testsuite::RedisServer;
+use zenlive_registry::{ActorKey, ActorKind, RedisRegistry, Registry};
 
 const SECRET: &str = "cluster-test-secret-cluster-test-secret";
 
@@ -200,7 +200,7 @@ async fn three_nodes_share_streams_and_chat_rooms() {
     );
     assert!(viewers("relay").unwrap_or(0.0) <= 2.0, "one relay per edge at most:\n{origin}");
     let edge = n2.metrics_text().await;
-    assert_eq!(sample(&edge, "zenlive_cluster_relays", &[]), Some(1.0), "n2 relays live/c once");
+    assert_eq!(sample(&edge, "zenlive_registry_relays", &[]), Some(1.0), "n2 relays live/c once");
     for player in players {
         let out = player.await.expect("player task");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -255,7 +255,7 @@ async fn three_nodes_share_streams_and_chat_rooms() {
         assert_eq!(next_of(socket, "system").await["text"], "maintenance at noon");
     }
     let home = n1.metrics_text().await;
-    assert!(sample(&home, "zenlive_cluster_calls_received_total", &[]).unwrap_or(0.0) >= 4.0);
+    assert!(sample(&home, "zenlive_registry_calls_received_total", &[]).unwrap_or(0.0) >= 4.0);
     app.shutdown().await;
 }
 
@@ -522,7 +522,7 @@ async fn hostile_bytes_on_the_cluster_port_harm_nothing() {
     let intruder = embedded_node("intruder", &redis.url(), "not-the-cluster-secret").await;
     let cluster = intruder.cluster().expect("cluster mode");
     let call = cluster.new_call("chat", "live/x", None, b"{}".to_vec());
-    let refused = cluster.call_node(&zenlive_cluster::NodeId::new("n1"), call).await;
+    let refused = cluster.call_node(&zenlive_registry::NodeId::new("n1"), call).await;
     assert!(refused.is_err(), "a link without the secret carries nothing: {refused:?}");
     intruder.shutdown().await;
     assert_eq!(node.node_ids().await, ["n1"], "the node is unharmed");

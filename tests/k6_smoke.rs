@@ -119,7 +119,7 @@ async fn the_k6_scripts_run_against_a_live_node() {
 
 #[actix_rt::test]
 async fn the_k6_scripts_spread_over_a_cluster() {
-    let redis = zenlive_cluster::testsuite::RedisServer::start();
+    let redis = zenlive_registry::testsuite::RedisServer::start();
     let mut nodes = Vec::new();
     for id in ["k1", "k2"] {
         let mut config = test_config();

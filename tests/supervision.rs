@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use zenlive::StreamKey;
 use zenlive_actors::stream::InjectPanic;
-use zenlive_cluster::{ActorKey, ActorKind};
+use zenlive_registry::{ActorKey, ActorKind};
 
 #[actix_rt::test]
 async fn a_panicking_stream_actor_is_restarted_and_others_are_unaffected() {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
-use zenlive_cluster::{Lease, Registry, RegistryError};
+use zenlive_registry::{Lease, Registry, RegistryError};
 
 /// How often a keeper renews its lease: a third of the lease TTL, so two renewals may fail
 /// (a slow registry) before the lease lapses.
@@ -207,7 +207,7 @@ async fn keep(
 mod tests {
     use std::collections::BTreeMap;
 
-    use zenlive_cluster::{ActorKey, ActorKind, MemoryRegistry, NodeId, NodeInfo, Owner};
+    use zenlive_registry::{ActorKey, ActorKind, MemoryRegistry, NodeId, NodeInfo, Owner};
 
     use super::*;
 
@@ -246,7 +246,7 @@ mod tests {
             &self,
             _: NodeInfo,
             _: Duration,
-        ) -> zenlive_cluster::BoxFuture<'_, Result<(), RegistryError>> {
+        ) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
         fn heartbeat(
@@ -255,17 +255,17 @@ mod tests {
             _: u64,
             _: u64,
             _: Duration,
-        ) -> zenlive_cluster::BoxFuture<'_, Result<(), RegistryError>> {
+        ) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
         fn deregister_node(
             &self,
             _: &NodeId,
             _: u64,
-        ) -> zenlive_cluster::BoxFuture<'_, Result<(), RegistryError>> {
+        ) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
-        fn nodes(&self) -> zenlive_cluster::BoxFuture<'_, Result<Vec<NodeInfo>, RegistryError>> {
+        fn nodes(&self) -> zenlive_registry::BoxFuture<'_, Result<Vec<NodeInfo>, RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
         fn claim(
@@ -273,19 +273,19 @@ mod tests {
             _: &ActorKey,
             _: &NodeId,
             _: Duration,
-        ) -> zenlive_cluster::BoxFuture<'_, Result<Lease, RegistryError>> {
+        ) -> zenlive_registry::BoxFuture<'_, Result<Lease, RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
-        fn renew(&self, _: &Lease) -> zenlive_cluster::BoxFuture<'_, Result<(), RegistryError>> {
+        fn renew(&self, _: &Lease) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
-        fn release(&self, _: &Lease) -> zenlive_cluster::BoxFuture<'_, Result<(), RegistryError>> {
+        fn release(&self, _: &Lease) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
         fn lookup(
             &self,
             _: &ActorKey,
-        ) -> zenlive_cluster::BoxFuture<'_, Result<Option<Owner>, RegistryError>> {
+        ) -> zenlive_registry::BoxFuture<'_, Result<Option<Owner>, RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
     }

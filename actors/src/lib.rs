@@ -1,7 +1,7 @@
 //! ZenLive's actors: one live stream, one viewer, and the supervisor that keeps them alive.
 //!
 //! # Where it sits
-//! `src/` (protocol shells) → this crate → `zenlive-cluster` (registry) and `zenlive-media`
+//! `src/` (protocol shells) → this crate → `zenlive-registry` (registry) and `zenlive-media`
 //! (frames). Protocol code lives above; an actor here sees [`MediaFrame`]s and bytes that a
 //! protocol-supplied encoder produced, never sockets.
 //!

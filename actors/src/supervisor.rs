@@ -19,10 +19,10 @@ use std::time::SystemTime;
 use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
-use zenlive_cluster::{
+use zenlive_media::MediaTime;
+use zenlive_registry::{
     ActorKey, ActorKind, Lease, NodeId, Registry, RegistryError, ACTOR_LEASE_TTL, NODE_TTL,
 };
-use zenlive_media::MediaTime;
 
 use crate::directory::{Directory, StreamEntry};
 use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};

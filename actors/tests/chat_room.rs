@@ -18,7 +18,7 @@ use zenlive_actors::chat_core::ChatLimits;
 use zenlive_actors::chat_protocol::{ChatUser, ClientCommand};
 use zenlive_actors::lease::LEASE_RENEW_INTERVAL;
 use zenlive_actors::NodeCounters;
-use zenlive_cluster::{
+use zenlive_registry::{
     ActorKey, ActorKind, BoxFuture, Lease, MemoryRegistry, NodeId, NodeInfo, Owner, Registry,
     RegistryError, ACTOR_LEASE_TTL,
 };

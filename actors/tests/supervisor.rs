@@ -16,7 +16,7 @@ use zenlive_actors::{
     ArbiterPool, Codec, Directory, FrameSink, MediaFrame, MediaTime, Offer, Output, OutputStream,
     Outputs, Protocol, StreamKey, StreamPublisher, StreamSupervisor, ViewerSession,
 };
-use zenlive_cluster::{ActorKey, ActorKind, MemoryRegistry, NodeId, NodeInfo, Registry};
+use zenlive_registry::{ActorKey, ActorKind, MemoryRegistry, NodeId, NodeInfo, Registry};
 
 fn video(ts: u32, key: bool) -> MediaFrame {
     let t = MediaTime::from_millis(i64::from(ts));

@@ -10,7 +10,7 @@ use zenlive_actors::chat::{ChatRooms, Deliver, Members, RemoteRequest};
 use zenlive_actors::chat_core::ChatError;
 use zenlive_actors::chat_remote::{Delivery, RemoteRoomError, RoomRequest, RoomTransport};
 use zenlive_actors::{ArbiterPool, StreamKey};
-use zenlive_cluster::{BoxFuture, NodeId};
+use zenlive_registry::{BoxFuture, NodeId};
 
 use super::wire::RemoteError;
 use super::Cluster;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::{HistogramOpts, HistogramVec};
-use zenlive_cluster::{
+use zenlive_registry::{
     ActorKey, BoxFuture, Lease, NodeId, NodeInfo, Owner, Registry, RegistryError,
 };
 

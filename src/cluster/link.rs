@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
-use zenlive_cluster::NodeId;
+use zenlive_registry::NodeId;
 
 use super::wire::{self, Call, Codec, Message, RemoteError, VERSION};
 use super::Cluster;

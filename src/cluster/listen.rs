@@ -16,8 +16,8 @@ use tokio_util::codec::Framed;
 use zenlive_actors::events::ConnectionKind;
 use zenlive_actors::quota::{PerAddress, Slot};
 use zenlive_actors::StreamKey;
-use zenlive_cluster::{ActorKey, ActorKind};
 use zenlive_media::flv::flv_file_header;
+use zenlive_registry::{ActorKey, ActorKind};
 
 use super::link::{accept, recv, refuse, send, Link, LinkError};
 use super::wire::{self, Call, Message};

@@ -1,6 +1,6 @@
 //! Cluster mode: nodes that share a Redis registry, links between them, and edge relays.
 //!
-//! - The registry ([`zenlive_cluster::RedisRegistry`]) holds node membership and who owns
+//! - The registry ([`zenlive_registry::RedisRegistry`]) holds node membership and who owns
 //!   which actor name (streams where their publisher connected, chat rooms).
 //! - Every node listens on `cluster.addr` for links from the others ([`link`]), which carry
 //!   either one relayed stream or calls to named actors ([`Cluster::call`]).
@@ -25,7 +25,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use prometheus::core::Collector;
 use prometheus::{IntCounter, IntGauge, Opts};
-use zenlive_cluster::{
+use zenlive_registry::{
     ActorKey, BoxFuture, NodeId, NodeInfo, RedisRegistry, Registry, RegistryError,
 };
 
@@ -115,22 +115,22 @@ impl Cluster {
         };
         let counters = ClusterCounters {
             remote_in: counter(
-                "zenlive_cluster_calls_received_total",
+                "zenlive_registry_calls_received_total",
                 "Calls to actors on this node received from other nodes.",
             ),
             remote_out: counter(
-                "zenlive_cluster_calls_sent_total",
+                "zenlive_registry_calls_sent_total",
                 "Calls to actors on other nodes sent from this node.",
             ),
             relays_started: counter(
-                "zenlive_cluster_relays_started_total",
+                "zenlive_registry_relays_started_total",
                 "Streams this node started pulling from another node (edge relays).",
             ),
             relays: gauge(
-                "zenlive_cluster_relays",
+                "zenlive_registry_relays",
                 "Streams this node pulls from other nodes now (edge relays).",
             ),
-            nodes: gauge("zenlive_cluster_nodes", "Live nodes in the cluster, as last seen."),
+            nodes: gauge("zenlive_registry_nodes", "Live nodes in the cluster, as last seen."),
         };
         Self {
             node,

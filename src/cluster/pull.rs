@@ -18,9 +18,9 @@ use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::publisher::Rebase;
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{StreamKey, StreamPublisher};
-use zenlive_cluster::{ActorKey, ActorKind, Owner};
 use zenlive_media::flv::{FlvDemuxer, TagType};
 use zenlive_media::flv_frames::{FlvToFrames, Ingested};
+use zenlive_registry::{ActorKey, ActorKind, Owner};
 
 use super::link::{self, LinkError};
 use super::relay::{Relay, NOT_LIVE_FOR, NOT_LIVE_MAX};

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use zenlive_cluster::{Lease, NodeId, Registry};
+use zenlive_registry::{Lease, NodeId, Registry};
 
 use super::messages::next_member_id;
 use super::remote::{RemoteRoomError, RoomRequest};

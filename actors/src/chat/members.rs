@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::error::TrySendError;
-use zenlive_cluster::NodeId;
+use zenlive_registry::NodeId;
 
 use super::hooks::{ChatHooks, DeliveredMessage};
 use super::messages::{Join, Outbound};
@@ -274,7 +274,7 @@ impl Roster {
 mod tests {
     use futures_util::future::BoxFuture;
     use tokio::sync::mpsc;
-    use zenlive_cluster::Owner;
+    use zenlive_registry::Owner;
 
     use super::*;
     use crate::chat::pending::Pending;

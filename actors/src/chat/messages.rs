@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use actix::Message;
 use tokio::sync::mpsc;
-use zenlive_cluster::NodeId;
+use zenlive_registry::NodeId;
 
 use super::remote::{Delivery, RemoteRoomError, RoomRequest};
 use crate::chat_core::{ChatError, ChatLimits, MemberId};

@@ -255,7 +255,7 @@ mod tests {
         assert!(busy.contains(r#""code":"busy""#), "{busy}");
         assert!(!pending.system(SystemMessage { text: "dropped".into() }));
         let request = RemoteRequest {
-            from: zenlive_cluster::NodeId::new("n2"),
+            from: zenlive_registry::NodeId::new("n2"),
             request: super::super::remote::RoomRequest::Leave { member: 1 },
         };
         assert!(matches!(pending.remote(request).await, Err(RemoteRoomError::Unreachable(_))));

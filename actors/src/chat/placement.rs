@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use zenlive_cluster::{ActorKey, NodeId, Registry};
+use zenlive_registry::{ActorKey, NodeId, Registry};
 
 use super::remote::RoomTransport;
 

@@ -15,7 +15,7 @@
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use zenlive_cluster::NodeId;
+use zenlive_registry::NodeId;
 
 use crate::chat_core::ChatError;
 use crate::chat_protocol::ChatUser;

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use zenlive_cluster::{ActorKey, ActorKind, Lease, NodeId, Owner, RegistryError, ACTOR_LEASE_TTL};
+use zenlive_registry::{ActorKey, ActorKind, Lease, NodeId, Owner, RegistryError, ACTOR_LEASE_TTL};
 
 use super::home::{Home, RemoteMembers};
 use super::pending::Pending;
@@ -126,7 +126,7 @@ mod tests {
 
     use futures_util::future::BoxFuture;
     use tokio::time::Instant;
-    use zenlive_cluster::{MemoryRegistry, NodeInfo, Registry};
+    use zenlive_registry::{MemoryRegistry, NodeInfo, Registry};
 
     use super::super::remote::{Delivery, RemoteRoomError, RoomRequest, RoomTransport};
     use super::super::tenure::tenure;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use zenlive_cluster::NodeId;
+use zenlive_registry::NodeId;
 
 use super::home::{self, Asked, Home};
 use super::hooks::{ChatHooks, ChatMessageRequest, Verdict};

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use zenlive_cluster::{ActorKey, ActorKind, Owner, Registry};
+use zenlive_registry::{ActorKey, ActorKind, Owner, Registry};
 
 use super::remote::{RemoteRoomError, RoomRequest, RoomTransport};
 use crate::chat_core::{ChatError, MemberId};

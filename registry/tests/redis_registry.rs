@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use zenlive_cluster::testsuite::{self, RedisServer};
-use zenlive_cluster::{
+use zenlive_registry::testsuite::{self, RedisServer};
+use zenlive_registry::{
     ActorKey, ActorKind, NodeId, NodeInfo, RedisRegistry, Registry, RegistryError,
 };
 

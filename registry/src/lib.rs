@@ -1,4 +1,5 @@
-//! ZenLive's cluster layer: who owns which actor, and which nodes are alive.
+//! ZenLive's registry: who owns which actor, and which nodes are alive (the crate was
+//! `zenlive-cluster`; cluster mode, the links between nodes, lives in the root crate).
 //!
 //! # Where it sits
 //! The bottom of the dependency graph: `src/` → `actors/` → this crate. Nothing here knows
