@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -292,12 +294,20 @@ async fn a_member_that_stops_reading_is_dropped_and_the_others_carry_on() {
     let mut reader = connect(&node, "live/slow", None).await;
     next_of(&mut reader, "history").await;
 
-    // The reader keeps reading in the background; `stuck` never reads again.
+    // The reader keeps reading in the background; `stuck` never reads again. Messages go
+    // out in batches of 100, each once the reader has the one before, so the reader is never
+    // more than a batch behind however busy the machine is, while `stuck` falls further
+    // behind with every batch until its queue overflows.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&seen);
     let counting = actix_rt::spawn(async move {
         let mut systems = 0;
         while systems < 10_000 {
             match tokio::time::timeout(Duration::from_secs(20), reader.next()).await {
-                Ok(Some(Ok(Message::Text(text)))) if text.contains("\"system\"") => systems += 1,
+                Ok(Some(Ok(Message::Text(text)))) if text.contains("\"system\"") => {
+                    systems += 1;
+                    counted.store(systems, Ordering::Relaxed);
+                }
                 Ok(Some(Ok(_))) => {}
                 _ => break,
             }
@@ -306,13 +316,19 @@ async fn a_member_that_stops_reading_is_dropped_and_the_others_carry_on() {
     });
     let room = node.chat_room("live/slow");
     let text = "y".repeat(2000);
-    for _ in 0..10_000 {
-        room.do_send(SystemMessage { text: text.clone() });
+    for batch in 1..=100 {
+        for _ in 0..100 {
+            room.do_send(SystemMessage { text: text.clone() });
+        }
+        wait_for("the reader to take a batch", Duration::from_secs(20), || {
+            seen.load(Ordering::Relaxed) >= batch * 100
+        })
+        .await;
     }
     let received = counting.await.expect("reader task");
     assert_eq!(received, 10_000, "the reading member got every message");
     wait_for("the stuck member to be dropped", Duration::from_secs(20), || {
-        node.counters().chat_members_dropped_slow.load(std::sync::atomic::Ordering::Relaxed) >= 1
+        node.counters().chat_members_dropped_slow.load(Ordering::Relaxed) >= 1
     })
     .await;
     drop(stuck);
