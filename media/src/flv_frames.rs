@@ -7,7 +7,7 @@
 //! [`config_body_header`] put the header back for RTMP and FLV outputs, which send it
 //! followed by the payload as it is (no copy of the payload is needed to build it).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::flv::{
     parse_audio_tag, parse_video_tag, write_tag_parts, FlvError, TagType, FLV_AUDIO_FORMAT_AAC,
@@ -89,7 +89,7 @@ impl FlvToFrames {
         }
     }
 
-    fn video(&mut self, timestamp_ms: u32, body: Bytes) -> Result<Ingested, Unsupported> {
+    fn video(&mut self, timestamp_ms: u32, mut body: Bytes) -> Result<Ingested, Unsupported> {
         let tag = match parse_video_tag(&body) {
             Ok(tag) => tag,
             Err(FlvError::EnhancedHeader) => return Err(Unsupported::EnhancedVideo),
@@ -98,19 +98,23 @@ impl FlvToFrames {
         if tag.codec_id != FLV_VIDEO_CODEC_AVC {
             return Err(Unsupported::VideoCodec(tag.codec_id));
         }
-        let data = body.slice(body.len() - tag.data.len()..);
+        let (packet_type, frame_type, cts) =
+            (tag.avc_packet_type, tag.frame_type, tag.composition_time);
+        // The payload is the body past its header: moved, not sliced (a slice of a fresh
+        // `Bytes` would allocate its shared counter, once per frame).
+        body.advance(body.len() - tag.data.len());
         let at = MediaTime::from_millis(self.clock.extend(timestamp_ms));
-        match tag.avc_packet_type {
-            Some(0) => Ok(replace_config(&mut self.video, Codec::H264, data, at)),
-            Some(1) if tag.frame_type == 5 => Ok(Ingested::Skipped("video info frame")),
+        match packet_type {
+            Some(0) => Ok(replace_config(&mut self.video, Codec::H264, body, at)),
+            Some(1) if frame_type == 5 => Ok(Ingested::Skipped("video info frame")),
             Some(1) => {
-                let pts = at + MediaTime::from_millis(i64::from(tag.composition_time));
+                let pts = at + MediaTime::from_millis(i64::from(cts));
                 Ok(Ingested::Frame(MediaFrame::video(
                     Codec::H264,
                     at,
                     pts,
-                    tag.frame_type == 1,
-                    data,
+                    frame_type == 1,
+                    body,
                     self.video.clone(),
                 )))
             }
@@ -118,18 +122,19 @@ impl FlvToFrames {
         }
     }
 
-    fn audio(&mut self, timestamp_ms: u32, body: Bytes) -> Result<Ingested, Unsupported> {
+    fn audio(&mut self, timestamp_ms: u32, mut body: Bytes) -> Result<Ingested, Unsupported> {
         let Ok(tag) = parse_audio_tag(&body) else {
             return Ok(Ingested::Skipped("audio tag shorter than its header"));
         };
         if tag.sound_format != FLV_AUDIO_FORMAT_AAC {
             return Err(Unsupported::AudioFormat(tag.sound_format));
         }
-        let data = body.slice(body.len() - tag.data.len()..);
+        let packet_type = tag.aac_packet_type;
+        body.advance(body.len() - tag.data.len());
         let at = MediaTime::from_millis(self.clock.extend(timestamp_ms));
-        match tag.aac_packet_type {
-            Some(0) => Ok(replace_config(&mut self.audio, Codec::Aac, data, at)),
-            _ => Ok(Ingested::Frame(MediaFrame::audio(Codec::Aac, at, data, self.audio.clone()))),
+        match packet_type {
+            Some(0) => Ok(replace_config(&mut self.audio, Codec::Aac, body, at)),
+            _ => Ok(Ingested::Frame(MediaFrame::audio(Codec::Aac, at, body, self.audio.clone()))),
         }
     }
 }

@@ -49,9 +49,10 @@ impl MediaTime {
         clamp(div_round(i128::from(self.0) * rate, NANOS_PER_SEC))
     }
 
-    /// In milliseconds, rounded to the nearest.
+    /// In milliseconds, rounded to the nearest (as [`MediaTime::as_ticks`] at 1000 Hz, in
+    /// plain `i64`: this one runs for every frame RTMP or FLV sends).
     pub fn as_millis(self) -> i64 {
-        self.as_ticks(1000)
+        self.0.saturating_add(500_000).div_euclid(1_000_000)
     }
 
     /// RTMP/FLV time: milliseconds modulo 2^32 (those clocks wrap).
@@ -142,6 +143,10 @@ mod tests {
         assert_eq!(MediaTime::from_millis(1000).as_ticks(90_000), 90_000);
         assert_eq!(MediaTime::from_ticks(-90, 90_000).as_millis(), -1);
         assert_eq!(MediaTime::from_millis(5000).as_rtmp_millis(), 5000);
+        for nanos in [-1_500_000, -500_001, -500_000, -1, 0, 499_999, 500_000, 1_500_000] {
+            let t = MediaTime::from_nanos(nanos);
+            assert_eq!(t.as_millis(), t.as_ticks(1000), "{nanos} ns");
+        }
         assert_eq!(MediaTime::from_millis(1 << 32).as_rtmp_millis(), 0);
     }
 
