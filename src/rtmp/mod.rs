@@ -17,5 +17,6 @@ pub mod metadata;
 mod read_merge;
 pub mod reader;
 pub mod server;
+pub mod session;
 pub mod sink;
 mod transport;
