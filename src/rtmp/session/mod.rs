@@ -20,6 +20,8 @@
 
 mod control;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::vec;
