@@ -1,4 +1,5 @@
-//! RTMP hot paths: the chunk reader every byte from a publisher passes through, and the
+//! RTMP hot paths: the chunk reader every byte from a publisher passes through, the
+//! publisher's session around it (reader, frames, acknowledgements, actions), and the
 //! chunking of one frame for RTMP players (done once per frame, shared by all of them).
 //! One iteration of the reader is one second of a 30 fps, ~2.5 Mbit/s stream in 4 KiB chunks.
 //! Run: `cargo bench --bench rtmp`.
@@ -8,9 +9,17 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rml_rtmp::chunk_io::ChunkDeserializer;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionResult, PublishRequestType,
+};
+use zenlive::rtmp::budget::PartialBudget;
 use zenlive::rtmp::chunks::encode_frame;
 use zenlive::rtmp::reader::ChunkReader;
+use zenlive::rtmp::session::{Action, Session};
 use zenlive_actors::{Codec, MediaFrame, MediaTime};
+use zenlive_media::flv::TagType;
+use zenlive_media::flv_frames::{FlvToFrames, Ingested};
 
 /// A frame whose RTMP message body is `len` bytes (the codec's FLV header included).
 fn frame(codec: Codec, ts: u32, len: usize) -> MediaFrame {
@@ -108,5 +117,111 @@ fn reader(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, reader);
+/// A session that completed the handshake, `connect` and `publish live/bench` with
+/// rml_rtmp's client (which set the chunk size to 4096).
+fn publishing_session() -> Session {
+    let mut session = Session::new(PartialBudget::new(u64::MAX).share());
+    let mut out = Vec::new();
+    let mut handshake = Handshake::new(PeerType::Client);
+    session.handle_input(&handshake.generate_outbound_p0_and_p1().expect("c0 c1"), &mut out);
+    let Some(Action::Write(s0_s1_s2)) = out.pop() else { panic!("s0 s1 s2") };
+    let Ok(HandshakeProcessResult::Completed { response_bytes: c2, .. }) =
+        handshake.process_bytes(&s0_s1_s2)
+    else {
+        panic!("handshake");
+    };
+    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).expect("client");
+    let connect = client.request_connection("live".into()).expect("connect");
+    let publish = |client: &mut ClientSession| {
+        client.request_publishing("bench".into(), PublishRequestType::Live).expect("publish")
+    };
+    let mut to_server = vec![c2];
+    let mut requests = vec![connect];
+    loop {
+        for result in requests.drain(..) {
+            if let ClientSessionResult::OutboundResponse(packet) = result {
+                to_server.push(packet.bytes);
+            }
+        }
+        for bytes in to_server.drain(..) {
+            session.handle_input(&bytes, &mut out);
+        }
+        for action in std::mem::take(&mut out) {
+            match action {
+                Action::Write(bytes) => {
+                    requests.extend(client.handle_input(&bytes).expect("server output"));
+                }
+                Action::AdmitPublish { key, .. } => {
+                    session.publish_admitted(key, &mut out);
+                    for action in out.drain(..) {
+                        if let Action::Write(bytes) = action {
+                            client.handle_input(&bytes).expect("server output");
+                        }
+                    }
+                    assert!(session.is_publishing());
+                    return session;
+                }
+                _ => {}
+            }
+        }
+        if requests.is_empty() && to_server.is_empty() {
+            requests.push(publish(&mut client));
+        }
+    }
+}
+
+fn session(c: &mut Criterion) {
+    let input = one_second_of_chunks();
+    let mut group = c.benchmark_group("rtmp");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    group.bench_function("publisher session, 1 s of media in 4 KiB chunks", |b| {
+        b.iter_batched(
+            || (publishing_session(), Vec::with_capacity(128)),
+            |(mut session, mut actions)| {
+                let mut frames = 0;
+                for piece in input.chunks(16 * 1024) {
+                    session.handle_input(piece, &mut actions);
+                    for action in actions.drain(..) {
+                        frames += usize::from(matches!(action, Action::Frame(_)));
+                        black_box(action);
+                    }
+                }
+                assert_eq!(frames, 90);
+                session
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // What the session does per message, without it: the reader and the frame converter
+    // called directly (the connection's own loop before the session was split out).
+    group.bench_function("reader and FlvToFrames alone, 1 s of media in 4 KiB chunks", |b| {
+        b.iter_batched(
+            || {
+                let mut reader = ChunkReader::new();
+                let mut out = Vec::new();
+                reader.read(&set_chunk_size(4096), &mut out).expect("valid chunk size");
+                (reader, FlvToFrames::new(), Vec::with_capacity(128))
+            },
+            |(mut reader, mut converter, mut out)| {
+                let mut frames = 0;
+                for piece in input.chunks(16 * 1024) {
+                    reader.read(piece, &mut out).expect("valid input");
+                    for message in out.drain(..) {
+                        let tag =
+                            if message.type_id == 8 { TagType::Audio } else { TagType::Video };
+                        let ingested = converter.push(tag, message.timestamp, message.payload);
+                        frames += usize::from(matches!(ingested, Ok(Ingested::Frame(_))));
+                        black_box(ingested).ok();
+                    }
+                }
+                assert_eq!(frames, 90);
+                reader
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, reader, session);
 criterion_main!(benches);

@@ -1,10 +1,12 @@
-//! One RTMP connection: the thin shell around rml_rtmp's sans-IO `ServerSession`.
+//! One RTMP connection: the socket loop around its sans-IO [`Session`].
 //!
-//! It reads the socket into whole messages ([`ChunkReader`]), sends audio and video of a
-//! publishing connection straight to its stream, hands every other message to rml_rtmp's
-//! session, and acts on its events: a publish request becomes a [`StreamPublisher`], a play
-//! request a [`ViewerSession`] whose frames come back through a bounded queue and are
-//! written here. Policy (which names, which codecs) is decided here, never inside rml_rtmp.
+//! It reads the socket (merged reads for a publisher, see `read_merge`; TCP or TLS, see
+//! `transport`), feeds every byte to the session and carries out the session's actions in
+//! order: writes, frames and configurations for the publisher's [`StreamPublisher`],
+//! admission (`admission::admit_publish` / `admit_play`, whose answers go back to the
+//! session), a player's [`ViewerSession`](zenlive_actors::ViewerSession) whose frames come
+//! back through a bounded queue and are written here on the players' grid. The timers
+//! (handshake, idle, write pacing) are here too; protocol and policy are the session's.
 //! Every failure closes only this connection, with a log line naming the peer and the
 //! stream.
 
@@ -14,13 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use rml_rtmp::chunk_io::ChunkSerializer;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::messages::MessagePayload;
-use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
-};
-use rml_rtmp::time::RtmpTimestamp;
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,20 +24,13 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use zenlive_actors::events::{ConnectionKind, RejectReason};
 use zenlive_actors::stream::PublisherCommand;
-use zenlive_actors::{Protocol, StreamKey, StreamPublisher};
+use zenlive_actors::{MediaFrame, Protocol, StreamKey, StreamPublisher};
 
-use crate::admission::{self, Publishing, Refusal, Request};
-use zenlive_media::flv::TagType;
-use zenlive_media::flv_frames::{FlvToFrames, Ingested};
-
-use super::budget::Share;
-use super::chunks::{self, SERVER_CHUNK_SIZE, SHARED_STREAM_ID};
-use super::metadata::encode_on_metadata;
 use super::read_merge::{set_recv_lowat, ReadMerge};
-use super::reader::{ChunkReader, Message, Violation};
+use super::session::{Action, Ended, Ignored, Session};
 use super::sink::RtmpSink;
 use super::transport::Reader;
-use crate::auth::token;
+use crate::admission::{self, Publishing, Refusal, Request, Ticket};
 use crate::context::NodeContext;
 use crate::grid;
 use crate::refusals::Limit;
@@ -54,57 +42,18 @@ const PLAYER_QUEUE_FRAMES: usize = 96;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a refused client is given to read the reason before the socket closes.
 const LINGER: Duration = Duration::from_secs(2);
-/// Message slots kept between reads (a 64 KiB read of media holds a few dozen messages).
-const KEPT_MESSAGE_SLOTS: usize = 64;
 /// Idle checks per idle timeout (see `Connection::run`).
 const IDLE_TICKS: u32 = 4;
 /// Bytes read from a publisher's socket at a time.
 const READ_BUFFER: usize = 64 * 1024;
 /// Bytes read at a time before a connection publishes (and all along for a player).
 const COMMAND_READ_BUFFER: usize = 4096;
-/// The chunk stream rml_rtmp's serializer puts AMF0 data messages on.
-const RML_DATA_CSID: u8 = 3;
 /// Kernel send buffer of a playing connection (Linux doubles it). Left to autotuning, a
 /// viewer that stops reading pins up to 4 MB of kernel memory and hides its stall for a
 /// minute; 256 KiB still carries 40 Mbit/s at 100 ms round trip.
 const PLAYER_SEND_BUFFER: usize = 256 * 1024;
-
-/// RTMP message type ids the connection handles itself.
-const TYPE_SET_CHUNK_SIZE: u8 = 1;
-const TYPE_ABORT: u8 = 2;
-const TYPE_WINDOW_ACK_SIZE: u8 = 5;
-const TYPE_AUDIO: u8 = 8;
-const TYPE_VIDEO: u8 = 9;
-const TYPE_AMF3_COMMAND: u8 = 17;
-const TYPE_AMF0_COMMAND: u8 = 20;
-/// Most `createStream` commands one connection may send. rml_rtmp keeps an entry for each
-/// stream created and never forgets one before `deleteStream`, so without a bound a peer
-/// could grow its session without end before any auth; OBS and FFmpeg send one.
-const MAX_CREATE_STREAM: u32 = 8;
-
-/// Acknowledgements owed to the peer: after every `window` bytes received (the size the
-/// peer asked for with Window Acknowledgement Size), the total received so far.
-#[derive(Debug, Default)]
-struct Acks {
-    window: u32,
-    total: u32,
-    since_last: u32,
-}
-
-impl Acks {
-    /// Counts `n` bytes received; the sequence number to acknowledge when one is due.
-    fn received(&mut self, n: usize) -> Option<u32> {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        // RTMP sequence numbers wrap at 2^32.
-        self.total = self.total.wrapping_add(n);
-        self.since_last = self.since_last.saturating_add(n);
-        if self.window == 0 || self.since_last < self.window {
-            return None;
-        }
-        self.since_last = 0;
-        Some(self.total)
-    }
-}
+/// Action slots a publisher keeps between reads (a 64 KiB read of media makes a few dozen).
+const KEPT_ACTION_SLOTS: usize = 64;
 
 /// Why a connection closed.
 #[derive(Debug, thiserror::Error)]
@@ -130,25 +79,10 @@ enum Closed {
     StreamEnded,
 }
 
-impl From<Violation> for Closed {
-    fn from(violation: Violation) -> Self {
-        let reason = match violation {
-            Violation::ChunkSize(_) => RejectReason::ChunkSize,
-            Violation::UnknownMessageType(_) => RejectReason::UnknownMessageType,
-            Violation::MessageTooLarge { .. } => RejectReason::MessageTooLarge,
-            Violation::NoPreviousHeader(_) => RejectReason::Malformed,
-            Violation::TooManyStreams | Violation::TooMuchBuffered(_) => {
-                RejectReason::TooMuchBuffered
-            }
-        };
-        Self::BadInput(reason, violation.to_string())
-    }
-}
-
-enum Role {
-    Idle,
-    Publishing { publisher: Box<StreamPublisher>, frames: FlvToFrames },
-    Playing { key: StreamKey },
+/// An admission answer, to hand back to the session.
+enum Answer {
+    Publish(Result<Publishing, Refusal>),
+    Play(Result<Ticket, Refusal>),
 }
 
 /// Serves one accepted connection to its end.
@@ -205,24 +139,17 @@ async fn serve_on<R: Reader, W: AsyncWrite + Unpin + Send>(
     pending: Slot,
 ) {
     let _open = node.counters.connection(ConnectionKind::Rtmp);
-    let partial = node.rtmp_partial.share();
+    let session = Session::new(node.rtmp_partial.share());
     let mut conn = Connection {
         peer,
         node,
         pending: Some(pending),
-        partial,
         reader,
         writer,
-        session: None,
-        dechunker: ChunkReader::unadmitted(),
-        relay: ChunkSerializer::new(),
-        messages: Vec::new(),
-        acks: Acks::default(),
-        app: None,
-        app_token: None,
-        role: Role::Idle,
-        streams_created: 0,
-        requested: None,
+        session,
+        actions: Vec::new(),
+        publisher: None,
+        ticket: None,
         commands: None,
         media: None,
     };
@@ -238,28 +165,29 @@ struct Connection<R, W> {
     node: Arc<NodeContext>,
     /// The place under `rtmp.max_pending_per_address`, until the connection is admitted.
     pending: Option<Slot>,
-    /// What `dechunker` holds, counted in the node's `rtmp.max_partial_bytes`.
-    partial: Share,
     reader: R,
     writer: W,
-    session: Option<ServerSession>,
-    dechunker: ChunkReader,
-    /// Re-chunks the messages rml_rtmp handles for its own deserializer (at its default
-    /// chunk size, which it keeps: Set Chunk Size is applied by `dechunker`, not forwarded).
-    relay: ChunkSerializer,
-    /// The messages of one read, kept to reuse the allocation.
-    messages: Vec<Message>,
-    acks: Acks,
-    app: Option<String>,
-    /// A `?token=` that came with the app name in `connect`.
-    app_token: Option<String>,
-    role: Role,
-    /// `createStream` commands received (see [`MAX_CREATE_STREAM`]).
-    streams_created: u32,
-    /// The stream last asked to publish or play, for the close line of a refused request.
-    requested: Option<StreamKey>,
+    session: Session,
+    /// The session's actions of one read, kept to reuse the allocation.
+    actions: Vec<Action>,
+    /// The stream this connection publishes to (boxed: most connections play).
+    publisher: Option<Box<StreamPublisher>>,
+    /// A player's admission, between the answer and the session's [`Action::Play`].
+    ticket: Option<Ticket>,
     commands: Option<mpsc::Receiver<PublisherCommand>>,
     media: Option<mpsc::Receiver<Bytes>>,
+}
+
+/// A stream for log lines, `-` when there is none (formatted only if the line is logged).
+struct StreamName<'a>(Option<&'a StreamKey>);
+
+impl std::fmt::Display for StreamName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(key) => std::fmt::Display::fmt(key, f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// Waits on an optional receiver; pending forever when there is none.
@@ -306,21 +234,10 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         let node = Arc::clone(&self.node);
         let live = node.live();
         let rtmp = &live.rtmp;
-        let leftover = timeout(rtmp.handshake_timeout, self.handshake())
-            .await
-            .map_err(|_| Closed::HandshakeTimeout)??;
-        let config = ServerSessionConfig {
-            chunk_size: SERVER_CHUNK_SIZE as u32,
-            ..ServerSessionConfig::new()
-        };
-        let (session, initial) = ServerSession::new(config).map_err(|e| {
-            Closed::BadInput(RejectReason::Malformed, format!("session setup: {e:?}"))
-        })?;
-        self.session = Some(session);
-        self.handle_results(initial).await?;
-        if !leftover.is_empty() {
-            self.input(&leftover).await?;
-        }
+        // Commands and a player's acknowledgements are small: the full buffer only once
+        // the connection publishes (see below).
+        let mut buf = BytesMut::with_capacity(COMMAND_READ_BUFFER);
+        self.handshake(rtmp.handshake_timeout, &mut buf).await?;
 
         let idle = rtmp.idle_timeout;
         // Silence is detected by a tick every quarter of the timeout that checks whether
@@ -339,15 +256,12 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         // then becomes its flush tick.
         let merge_delay = rtmp.publish_read_delay;
         let mut merge: Option<ReadMerge> = None;
-        // Commands and a player's acknowledgements are small: the full buffer only once
-        // the connection publishes (see below).
-        let mut buf = BytesMut::with_capacity(COMMAND_READ_BUFFER);
         let mut batch: Vec<Bytes> = Vec::with_capacity(32);
         let write_delay = live.play.write_delay;
         let mut next_flush: Option<tokio::time::Instant> = None;
         loop {
             // Players may legitimately send nothing for a long time; everyone else must not.
-            let playing = matches!(self.role, Role::Playing { .. });
+            let playing = self.session.is_playing();
             tokio::select! {
                 read = self.reader.read_buf(&mut buf) => {
                     match read {
@@ -358,12 +272,12 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                                 merge.record(n);
                             }
                             // One buffer, reused (grown once, when publishing starts):
-                            // the parser copies what it keeps, so nothing here is
-                            // allocated per read.
+                            // the session's reader copies what it keeps, so nothing here
+                            // is allocated per read.
                             self.input(&buf).await?;
                             buf.clear();
                             if buf.capacity() < READ_BUFFER
-                                && matches!(self.role, Role::Publishing { .. })
+                                && self.session.is_publishing()
                             {
                                 // Publishing started: the full read buffer, and merging.
                                 buf.reserve(READ_BUFFER);
@@ -462,32 +376,21 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         Ok(n > 0)
     }
 
-    /// Runs the server side of the RTMP handshake; returns bytes that followed it.
-    async fn handshake(&mut self) -> Result<Vec<u8>, Closed> {
-        let mut handshake = Handshake::new(PeerType::Server);
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = self.reader.read(&mut buf).await?;
-            if n == 0 {
+    /// Reads until the session's handshake is done, within `limit` of reads (a peer that
+    /// trickles it in is cut off at the deadline, however often it sends).
+    async fn handshake(&mut self, limit: Duration, buf: &mut BytesMut) -> Result<(), Closed> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.session.handshaking() {
+            let read = tokio::time::timeout_at(deadline, self.reader.read_buf(buf))
+                .await
+                .map_err(|_| Closed::HandshakeTimeout)?;
+            if read? == 0 {
                 return Err(Closed::Eof);
             }
-            let slice = buf.get(..n).unwrap_or_default();
-            match handshake.process_bytes(slice) {
-                Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
-                    self.writer.write_all(&response_bytes).await?;
-                }
-                Ok(HandshakeProcessResult::Completed { response_bytes, remaining_bytes }) => {
-                    self.writer.write_all(&response_bytes).await?;
-                    return Ok(remaining_bytes);
-                }
-                Err(e) => {
-                    return Err(Closed::BadInput(
-                        RejectReason::Handshake,
-                        format!("handshake: {e:?}"),
-                    ))
-                }
-            }
+            self.input(buf).await?;
+            buf.clear();
         }
+        Ok(())
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Closed> {
@@ -497,349 +400,94 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         Ok(())
     }
 
-    fn session(&mut self) -> Result<&mut ServerSession, Closed> {
-        self.session
-            .as_mut()
-            .ok_or_else(|| Closed::BadInput(RejectReason::Malformed, "no session".into()))
-    }
-
+    /// Feeds bytes read to the session and carries out what it answers.
     async fn input(&mut self, bytes: &[u8]) -> Result<(), Closed> {
-        let mut messages = std::mem::take(&mut self.messages);
-        let read = self.dechunker.read(bytes, &mut messages).map_err(Closed::from);
-        if !self.partial.set(self.dechunker.buffered()) {
-            let budget = &self.node.rtmp_partial;
-            let detail = format!(
-                "the node holds {} bytes of partial RTMP messages, over rtmp.max_partial_bytes ({})",
-                budget.used(),
-                budget.max()
-            );
-            self.node.refusals.refuse(Some(self.peer.ip()), Limit::RtmpPartialBytes, &detail);
-            return Err(Closed::BadInput(RejectReason::TooMuchBuffered, detail));
-        }
-        read?;
-        for message in messages.drain(..) {
-            self.on_message(message).await?;
-        }
-        // A read of tiny messages (a 1-byte header each) may have grown the vector to
-        // thousands of slots: keep only what ordinary reads need between reads.
-        messages.shrink_to(KEPT_MESSAGE_SLOTS);
-        self.messages = messages;
-        if let Some(total) = self.acks.received(bytes.len()) {
-            self.write(&chunks::acknowledgement(total)).await?;
-        }
-        Ok(())
+        let mut actions = std::mem::take(&mut self.actions);
+        self.session.handle_input(bytes, &mut actions);
+        let result = self.act(&mut actions).await;
+        actions.clear();
+        // A publisher's reads make dozens of actions each; anyone else's a few, now and
+        // then: nothing is kept for them (a player holds its connection for hours).
+        let kept = if self.session.is_publishing() { KEPT_ACTION_SLOTS } else { 0 };
+        actions.shrink_to(kept);
+        self.actions = actions;
+        result
     }
 
-    /// Acts on one whole message: media of a publisher goes to its stream, chunk-level
-    /// control stays here, the rest is rml_rtmp's.
-    async fn on_message(&mut self, message: Message) -> Result<(), Closed> {
-        match message.type_id {
-            TYPE_AUDIO | TYPE_VIDEO => {
-                if !matches!(self.role, Role::Publishing { .. }) {
-                    // As rml_rtmp did: media outside a publish is ignored.
-                    tracing::debug!(peer = %self.peer, "ignoring media from a connection that is not publishing");
-                    return Ok(());
-                }
-                let tag =
-                    if message.type_id == TYPE_AUDIO { TagType::Audio } else { TagType::Video };
-                self.push(tag, message.timestamp, message.payload).await
-            }
-            // Applied by the reader.
-            TYPE_SET_CHUNK_SIZE | TYPE_ABORT => Ok(()),
-            TYPE_WINDOW_ACK_SIZE => {
-                if let Some(size) = message.payload.first_chunk::<4>() {
-                    self.acks.window = u32::from_be_bytes(*size);
-                }
-                Ok(())
-            }
-            _ => {
-                if is_create_stream(message.type_id, &message.payload) {
-                    self.streams_created += 1;
-                    if self.streams_created > MAX_CREATE_STREAM {
-                        return Err(Closed::BadInput(
-                            RejectReason::Malformed,
-                            format!("more than {MAX_CREATE_STREAM} createStream commands"),
+    /// Carries out the session's actions in order. An admission question is always the
+    /// last of a batch (the session waits for the answer); the answer's actions follow.
+    async fn act(&mut self, actions: &mut Vec<Action>) -> Result<(), Closed> {
+        loop {
+            let mut answer = None;
+            for action in actions.drain(..) {
+                match action {
+                    Action::Write(bytes) => self.write(&bytes).await?,
+                    Action::Frame(frame) => self.push(frame).await?,
+                    Action::Config(config) => {
+                        if let Some(publisher) = self.publisher.as_mut() {
+                            publisher.set_config(&config);
+                        }
+                    }
+                    Action::AdmitPublish { key, token } => {
+                        let request = self.request(key, token.as_deref());
+                        answer = Some(Answer::Publish(
+                            admission::admit_publish(&self.node, request).await,
                         ));
                     }
-                }
-                let payload = MessagePayload {
-                    timestamp: RtmpTimestamp::new(message.timestamp),
-                    type_id: message.type_id,
-                    message_stream_id: message.stream_id,
-                    data: message.payload,
-                };
-                let packet = self
-                    .relay
-                    .serialize(&payload, true, false)
-                    .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
-                let results = self
-                    .session()?
-                    .handle_input(&packet.bytes)
-                    .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
-                self.handle_results(results).await
-            }
-        }
-    }
-
-    async fn handle_results(&mut self, results: Vec<ServerSessionResult>) -> Result<(), Closed> {
-        for result in results {
-            match result {
-                ServerSessionResult::OutboundResponse(packet) => self.write(&packet.bytes).await?,
-                ServerSessionResult::RaisedEvent(event) => self.on_event(event).await?,
-                ServerSessionResult::UnhandleableMessageReceived(payload) => {
-                    tracing::debug!(peer = %self.peer, type_id = payload.type_id, "ignoring unsupported RTMP message");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn accept(&mut self, request_id: u32) -> Result<(), Closed> {
-        let results = self.accepted(request_id)?;
-        Box::pin(self.handle_results(results)).await
-    }
-
-    /// rml_rtmp's answer to accepting `request_id`.
-    fn accepted(&mut self, request_id: u32) -> Result<Vec<ServerSessionResult>, Closed> {
-        self.session()?
-            .accept_request(request_id)
-            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))
-    }
-
-    /// Accepts a play request. rml_rtmp's answer ends with two data messages stamped with
-    /// the session's clock: `|RtmpSampleAccess` and an `onStatus` `NetStream.Data.Start`.
-    /// FFmpeg (ffprobe, ffplay, `ffmpeg -i`) makes a subtitle stream of the first and a data
-    /// stream of the second, which breaks `ffmpeg -i rtmp://… -c copy out.mp4`. They are the
-    /// only messages rml_rtmp sends on its data chunk stream to a player, so dropping them
-    /// leaves its header compression intact; `|RtmpSampleAccess` goes out at timestamp 0
-    /// instead, as nginx-rtmp sends it.
-    async fn accept_play(&mut self, request_id: u32, stream_id: u32) -> Result<(), Closed> {
-        let results = self
-            .accepted(request_id)?
-            .into_iter()
-            .filter(|result| {
-                !matches!(result, ServerSessionResult::OutboundResponse(packet)
-                    if packet.bytes.first().is_some_and(|b| b & 0x3f == RML_DATA_CSID))
-            })
-            .collect();
-        Box::pin(self.handle_results(results)).await?;
-        self.write(&chunks::sample_access(stream_id)).await
-    }
-
-    async fn reject(
-        &mut self,
-        request_id: u32,
-        code: &str,
-        description: String,
-    ) -> Result<(), Closed> {
-        let results = self
-            .session()?
-            .reject_request(request_id, code, &description)
-            .map_err(|e| Closed::BadInput(RejectReason::Malformed, format!("{e:?}")))?;
-        Box::pin(self.handle_results(results)).await?;
-        Err(Closed::Refused(description))
-    }
-
-    async fn on_event(&mut self, event: ServerSessionEvent) -> Result<(), Closed> {
-        match event {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
-                let (app, query) = token::split_query(&app_name);
-                self.app = Some(app.to_owned());
-                self.app_token = query.and_then(token::from_query);
-                self.accept(request_id).await
-            }
-            ServerSessionEvent::ReleaseStreamRequested { request_id, .. } => {
-                self.accept(request_id).await
-            }
-            ServerSessionEvent::PublishStreamRequested {
-                request_id, app_name, stream_key, ..
-            } => self.on_publish(request_id, &app_name, &stream_key).await,
-            ServerSessionEvent::PlayStreamRequested {
-                request_id,
-                app_name,
-                stream_key,
-                stream_id,
-                ..
-            } => self.on_play(request_id, &app_name, &stream_key, stream_id).await,
-            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
-                self.push(TagType::Script, 0, encode_on_metadata(&metadata)).await
-            }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                self.push(TagType::Video, timestamp.value, data).await
-            }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-                self.push(TagType::Audio, timestamp.value, data).await
-            }
-            ServerSessionEvent::PublishStreamFinished { .. } => {
-                if let Role::Publishing { publisher, .. } =
-                    std::mem::replace(&mut self.role, Role::Idle)
-                {
-                    publisher.finish("publisher finished");
-                    self.commands = None;
-                }
-                Ok(())
-            }
-            ServerSessionEvent::PlayStreamFinished { .. } => {
-                self.media = None;
-                self.role = Role::Idle;
-                Ok(())
-            }
-            // The reader applies chunk size changes; rml_rtmp never sees them.
-            ServerSessionEvent::ClientChunkSizeChanged { .. } => Ok(()),
-            ServerSessionEvent::UnhandleableAmf0Command { command_name, .. } => {
-                // FCPublish, FCUnpublish, getStreamLength...: nothing to answer.
-                tracing::debug!(peer = %self.peer, command = %command_name, "ignoring RTMP command");
-                Ok(())
-            }
-            ServerSessionEvent::AcknowledgementReceived { .. }
-            | ServerSessionEvent::PingResponseReceived { .. } => Ok(()),
-        }
-    }
-
-    fn stream_key(&self, app_name: &str, stream_key: &str) -> Result<StreamKey, String> {
-        let app = self.app.as_deref().unwrap_or_else(|| token::split_query(app_name).0);
-        StreamKey::new(app, token::split_query(stream_key).0).map_err(|e| e.to_string())
-    }
-
-    /// The token for a stream named `stream_name`: from its `?token=` (OBS's stream key
-    /// box), or else the app's.
-    fn token(&self, stream_name: &str) -> Option<String> {
-        token::split_query(stream_name)
-            .1
-            .and_then(token::from_query)
-            .or_else(|| self.app_token.clone())
-    }
-
-    async fn on_publish(
-        &mut self,
-        request_id: u32,
-        app_name: &str,
-        stream_key: &str,
-    ) -> Result<(), Closed> {
-        if !matches!(self.role, Role::Idle) {
-            return self
-                .reject(
-                    request_id,
-                    "NetStream.Publish.BadName",
-                    "connection is already busy".into(),
-                )
-                .await;
-        }
-        let key = match self.stream_key(app_name, stream_key) {
-            Ok(key) => key,
-            Err(reason) => {
-                return self.reject(request_id, "NetStream.Publish.BadName", reason).await
-            }
-        };
-        self.requested = Some(key.clone());
-        let token = self.token(stream_key);
-        let request = Request {
-            key,
-            protocol: Protocol::Rtmp,
-            peer: Some(self.peer),
-            token: token.as_deref(),
-        };
-        match admission::admit_publish(&self.node, request).await {
-            Ok(Publishing { publisher, commands, .. }) => {
-                self.admitted();
-                self.dechunker.admit();
-                self.role =
-                    Role::Publishing { publisher: Box::new(publisher), frames: FlvToFrames::new() };
-                self.commands = Some(commands);
-                self.accept(request_id).await
-            }
-            Err(refusal) => {
-                let code = match refusal {
-                    Refusal::Auth(_) => "NetStream.Publish.Unauthorized",
-                    Refusal::Draining | Refusal::Denied(_) => "NetStream.Publish.Rejected",
-                    Refusal::NotLive(_) | Refusal::Start(_) => "NetStream.Publish.BadName",
-                };
-                self.reject(request_id, code, refusal.to_string()).await
-            }
-        }
-    }
-
-    /// Takes one FLV tag body from the publisher apart (the RTMP edge of the codec-neutral
-    /// frame) and hands the frame or the track's new configuration to the stream. A codec
-    /// this node cannot serve ends the publish with the reason: HLS needs H.264 and AAC,
-    /// so anything else is refused at once rather than half-served.
-    async fn push(&mut self, tag: TagType, timestamp: u32, body: Bytes) -> Result<(), Closed> {
-        let Role::Publishing { publisher, frames } = &mut self.role else {
-            return Err(Closed::BadInput(
-                RejectReason::Malformed,
-                "media from a connection that is not publishing".into(),
-            ));
-        };
-        let reason = match frames.push(tag, timestamp, body) {
-            Ok(Ingested::Frame(frame)) => {
-                return publisher.push(frame).await.map_err(|_| Closed::StreamEnded);
-            }
-            Ok(Ingested::Config { config, changed }) => {
-                if changed {
-                    publisher.set_config(&config);
-                }
-                return Ok(());
-            }
-            Ok(Ingested::Skipped(why)) => {
-                tracing::debug!(peer = %self.peer, stream = %publisher.key(), why, "media message skipped");
-                return Ok(());
-            }
-            Err(unsupported) => unsupported.to_string(),
-        };
-        tracing::warn!(peer = %self.peer, stream = %publisher.key(), %reason, "unsupported codec; closing publisher");
-        self.node.counters.reject(RejectReason::UnsupportedCodec);
-        let status = chunks::status_message(
-            SHARED_STREAM_ID,
-            "error",
-            "NetStream.Publish.Rejected",
-            &reason,
-        );
-        // Best effort: the connection closes either way.
-        let _ = self.write(&status).await;
-        Err(Closed::Refused(reason))
-    }
-
-    async fn on_play(
-        &mut self,
-        request_id: u32,
-        app_name: &str,
-        stream_key: &str,
-        stream_id: u32,
-    ) -> Result<(), Closed> {
-        if !matches!(self.role, Role::Idle) {
-            return self
-                .reject(request_id, "NetStream.Play.Failed", "connection is already busy".into())
-                .await;
-        }
-        let key = match self.stream_key(app_name, stream_key) {
-            Ok(key) => key,
-            Err(reason) => {
-                return self.reject(request_id, "NetStream.Play.StreamNotFound", reason).await
-            }
-        };
-        self.requested = Some(key.clone());
-        let token = self.token(stream_key);
-        let request = Request {
-            key,
-            protocol: Protocol::Rtmp,
-            peer: Some(self.peer),
-            token: token.as_deref(),
-        };
-        let ticket = match admission::admit_play(&self.node, request).await {
-            Ok(ticket) => ticket,
-            Err(refusal) => {
-                let code = match refusal {
-                    Refusal::Auth(_) => "NetStream.Play.Unauthorized",
-                    Refusal::NotLive(_) => "NetStream.Play.StreamNotFound",
-                    Refusal::Draining | Refusal::Denied(_) | Refusal::Start(_) => {
-                        "NetStream.Play.Failed"
+                    Action::AdmitPlay { key, token } => {
+                        let request = self.request(key, token.as_deref());
+                        answer =
+                            Some(Answer::Play(admission::admit_play(&self.node, request).await));
                     }
-                };
-                return self.reject(request_id, code, refusal.to_string()).await;
+                    Action::Play { stream_id } => self.play(stream_id),
+                    Action::PublishFinished => {
+                        if let Some(publisher) = self.publisher.take() {
+                            publisher.finish("publisher finished");
+                        }
+                        self.commands = None;
+                    }
+                    Action::PlayFinished => self.media = None,
+                    Action::Ignored(what) => self.ignored(what),
+                    Action::Close(ended) => return Err(self.ended(ended).await),
+                }
             }
-        };
-        let key = ticket.key().clone();
-        self.accept_play(request_id, stream_id).await?;
+            match answer {
+                None => return Ok(()),
+                Some(Answer::Publish(Ok(Publishing { publisher, commands, .. }))) => {
+                    let key = publisher.key().clone();
+                    self.admitted();
+                    self.publisher = Some(Box::new(publisher));
+                    self.commands = Some(commands);
+                    self.session.publish_admitted(key, actions);
+                }
+                Some(Answer::Publish(Err(refusal))) => {
+                    self.session.publish_refused(&refusal, actions);
+                }
+                Some(Answer::Play(Ok(ticket))) => {
+                    let key = ticket.key().clone();
+                    self.ticket = Some(ticket);
+                    self.session.play_admitted(key, actions);
+                }
+                Some(Answer::Play(Err(refusal))) => self.session.play_refused(&refusal, actions),
+            }
+        }
+    }
+
+    fn request<'a>(&self, key: StreamKey, token: Option<&'a str>) -> Request<'a> {
+        Request { key, protocol: Protocol::Rtmp, peer: Some(self.peer), token }
+    }
+
+    /// Hands one frame of the publisher to its stream.
+    async fn push(&mut self, frame: MediaFrame) -> Result<(), Closed> {
+        // The session gives frames only while publishing, which starts with `publisher`.
+        let Some(publisher) = self.publisher.as_mut() else { return Ok(()) };
+        publisher.push(frame).await.map_err(|_| Closed::StreamEnded)
+    }
+
+    /// The play is accepted: the player's queue, and its viewer session.
+    fn play(&mut self, stream_id: u32) {
+        // The session says Play only after `play_admitted`, which follows a ticket.
+        let Some(ticket) = self.ticket.take() else { return };
         // (RTMPS connections had theirs bounded before the TLS handshake.)
         if let Some(socket) = self.reader.socket() {
             if let Err(error) = SockRef::from(socket).set_send_buffer_size(PLAYER_SEND_BUFFER) {
@@ -850,8 +498,51 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         ticket.watch(Box::new(RtmpSink::new(tx, stream_id)));
         self.admitted();
         self.media = Some(rx);
-        self.role = Role::Playing { key };
-        Ok(())
+    }
+
+    fn ignored(&self, what: Ignored) {
+        let peer = &self.peer;
+        match what {
+            Ignored::MediaNotPublishing => {
+                tracing::debug!(%peer, "ignoring media from a connection that is not publishing");
+            }
+            Ignored::MediaSkipped(why) => {
+                let stream = StreamName(self.session.stream());
+                tracing::debug!(%peer, %stream, why, "media message skipped");
+            }
+            Ignored::Command(command) => {
+                tracing::debug!(%peer, %command, "ignoring RTMP command");
+            }
+            Ignored::Message(type_id) => {
+                tracing::debug!(%peer, type_id, "ignoring unsupported RTMP message");
+            }
+        }
+    }
+
+    /// What the session's end becomes: counted and logged as the kind deserves.
+    async fn ended(&mut self, ended: Ended) -> Closed {
+        match ended {
+            Ended::BadInput(why, detail) => Closed::BadInput(why, detail),
+            Ended::NodeBudget => {
+                let budget = &self.node.rtmp_partial;
+                let detail = format!(
+                    "the node holds {} bytes of partial RTMP messages, over rtmp.max_partial_bytes ({})",
+                    budget.used(),
+                    budget.max()
+                );
+                self.node.refusals.refuse(Some(self.peer.ip()), Limit::RtmpPartialBytes, &detail);
+                Closed::BadInput(RejectReason::TooMuchBuffered, detail)
+            }
+            Ended::Refused(description) => Closed::Refused(description),
+            Ended::Unsupported { reason, status } => {
+                let stream = StreamName(self.session.stream());
+                tracing::warn!(peer = %self.peer, %stream, %reason, "unsupported codec; closing publisher");
+                self.node.counters.reject(RejectReason::UnsupportedCodec);
+                // Best effort: the connection closes either way.
+                let _ = self.write(&status).await;
+                Closed::Refused(reason.to_string())
+            }
+        }
     }
 
     /// The connection publishes or plays: it no longer counts against its address's
@@ -875,11 +566,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
             Ok(()) => "closed".to_owned(),
             Err(e) => e.to_string(),
         };
-        let stream = match &self.role {
-            Role::Publishing { publisher, .. } => Some(publisher.key().to_string()),
-            Role::Playing { key } => Some(key.to_string()),
-            Role::Idle => self.requested.as_ref().map(ToString::to_string),
-        };
+        let stream = StreamName(self.session.stream());
         let rejected = match result {
             Err(Closed::BadInput(why, _)) => Some(*why),
             Err(Closed::HandshakeTimeout) => Some(RejectReason::HandshakeTimeout),
@@ -891,62 +578,15 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                 self.node.counters.reject(why);
                 // Counted always; logged once a minute per address and reason.
                 if self.node.refusals.should_log(Some(self.peer.ip()), why.as_str()) {
-                    tracing::warn!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, reject = why.as_str(), "rtmp connection rejected (more from this address for this reason within a minute are counted, not logged)");
+                    tracing::warn!(peer = %self.peer, %stream, %reason, reject = why.as_str(), "rtmp connection rejected (more from this address for this reason within a minute are counted, not logged)");
                 }
             }
             _ => {
-                tracing::info!(peer = %self.peer, stream = stream.as_deref().unwrap_or("-"), %reason, "rtmp connection closed")
+                tracing::info!(peer = %self.peer, %stream, %reason, "rtmp connection closed")
             }
         }
-        if let Role::Publishing { publisher, .. } = std::mem::replace(&mut self.role, Role::Idle) {
+        if let Some(publisher) = self.publisher.take() {
             publisher.finish(reason);
         }
-    }
-}
-
-/// Whether a command message is `createStream` (AMF0 string marker, length, name; an AMF3
-/// command message has one byte before it).
-fn is_create_stream(type_id: u8, payload: &[u8]) -> bool {
-    const NAME: &[u8] = b"createStream";
-    let command = match type_id {
-        TYPE_AMF0_COMMAND => payload,
-        TYPE_AMF3_COMMAND => payload.get(1..).unwrap_or_default(),
-        _ => return false,
-    };
-    command.get(..3) == Some(&[0x02, 0x00, NAME.len() as u8][..])
-        && command.get(3..3 + NAME.len()) == Some(NAME)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn acknowledgements_follow_the_peers_window_and_count_every_byte() {
-        let mut acks = Acks::default();
-        // No window announced: no acknowledgements, but the bytes count.
-        assert_eq!(acks.received(1_000), None);
-        acks.window = 2_500_000;
-        assert_eq!(acks.received(2_000_000), None);
-        assert_eq!(acks.received(600_000), Some(2_601_000));
-        assert_eq!(acks.received(2_499_999), None);
-        assert_eq!(acks.received(1), Some(5_101_000));
-        // Sequence numbers wrap at 2^32.
-        acks.total = u32::MAX;
-        assert_eq!(acks.received(2_500_000), Some(2_499_999));
-    }
-
-    #[test]
-    fn create_stream_commands_are_recognised() {
-        let mut command = vec![0x02, 0x00, 12];
-        command.extend_from_slice(b"createStream");
-        command.extend_from_slice(&[0x00, 0x40, 0x00]);
-        assert!(is_create_stream(TYPE_AMF0_COMMAND, &command));
-        let amf3: Vec<u8> = std::iter::once(0).chain(command.iter().copied()).collect();
-        assert!(is_create_stream(TYPE_AMF3_COMMAND, &amf3));
-        assert!(!is_create_stream(TYPE_AMF0_COMMAND, b"\x02\x00\x07connect"));
-        assert!(!is_create_stream(TYPE_AMF0_COMMAND, &command[..10]), "truncated");
-        assert!(!is_create_stream(TYPE_AMF0_COMMAND, &[]));
-        assert!(!is_create_stream(18, &command), "not a command message");
     }
 }

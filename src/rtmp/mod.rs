@@ -1,7 +1,14 @@
 //! RTMP: ingest from OBS/FFmpeg and play to RTMP players.
 //!
+//! A connection is two layers: [`session`], its protocol without IO (bytes in, actions
+//! out: writes, frames, admission questions, closing), and `connection`, the socket loop
+//! that feeds it and carries the actions out.
+//!
 //! - [`server`]: the accept loop, spreading connections over the arbiter pool.
-//! - `connection`: one connection around rml_rtmp's `ServerSession`.
+//! - `connection`: one connection's socket loop: reads, paced writes, timers, admission,
+//!   the publisher's and the player's handles.
+//! - [`session`]: one connection's protocol (handshake, rml_rtmp's `ServerSession`,
+//!   acknowledgements, roles, the `onStatus` of refusals), sans-IO.
 //! - [`reader`]: incoming chunks to whole messages, within limits.
 //! - [`budget`]: the node-wide bound on partially received messages.
 //! - [`chunks`]: media chunk encoding for players, shared across players.
@@ -17,5 +24,6 @@ pub mod metadata;
 mod read_merge;
 pub mod reader;
 pub mod server;
+pub mod session;
 pub mod sink;
 mod transport;

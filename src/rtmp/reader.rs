@@ -7,8 +7,8 @@
 //! below 2^31, any message type, 16 MiB messages), and it keeps one partial message for all
 //! chunk streams; measured on 100 publishers, its copies and allocations were most of the
 //! user-space cost of ingest. No crate offers a bounded, allocation-lean RTMP dechunker, hence
-//! this one by hand. rml_rtmp still runs the session: the connection hands it the command
-//! and control messages read here (see `connection`), while media goes straight to the
+//! this one by hand. rml_rtmp still runs the session: our [`session`](super::session)
+//! hands it the command and control messages read here, while media goes straight to the
 //! stream.
 //!
 //! Limits, each refused with a [`Violation`]: chunk sizes above [`MAX_CHUNK_SIZE`], message
