@@ -341,6 +341,8 @@ async fn a_panicking_output_restarts_with_fresh_state_and_nothing_else_notices()
     publisher.push(video(0, true)).await.expect("push");
     viewer(&key, &directory, &counters, healthy.clone()).start();
     wait_until("the output's first frame", || frames(&first) == 1).await;
+    // Both subscribed before the next frames, so each sees every one of them.
+    wait_until("the viewer's first frame", || frames(&healthy) == 1).await;
     for i in 1..=4 {
         publisher.push(video(40 * i, i == 3)).await.expect("push");
     }
