@@ -68,6 +68,18 @@ pub trait FrameSink: Send + 'static {
     fn finish(&mut self, _reason: &str) {}
 }
 
+/// Whether the sink took an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// Taken (or not needed).
+    Yes,
+    /// Not taken (the queue is full, or the protocol cannot carry the codec); the session
+    /// goes on.
+    No,
+    /// Not taken, and the session is ending.
+    Ending,
+}
+
 /// How a viewer's session ended, for the `on_end` callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewerEnd {
@@ -207,7 +219,7 @@ impl ViewerSession {
         // The tracks' configurations first (a new viewer, or one whose stream restarted
         // and may have been reconfigured meanwhile): players learn every track up front.
         for config in &sub.configs {
-            if !self.offer_config(config, ctx) {
+            if self.offer_config(config, ctx) == Taken::Ending {
                 return;
             }
         }
@@ -232,11 +244,12 @@ impl ViewerSession {
                 return true;
             }
             Admission::Deliver => {}
-            Admission::DeliverAfter(config) => {
-                if !self.offer_config(&config, ctx) {
-                    return false;
-                }
-            }
+            Admission::DeliverAfter(config) => match self.offer_config(&config, ctx) {
+                Taken::Yes => {}
+                // A frame never goes out without its configuration: it is lost with it.
+                Taken::No => return true,
+                Taken::Ending => return false,
+            },
         }
         let Some(core) = self.core.as_mut() else { return true };
         match self.sink.offer(frame) {
@@ -245,21 +258,21 @@ impl ViewerSession {
                 self.count_out(bytes);
                 true
             }
-            other => self.refused(other, frame.codec(), ctx),
+            other => self.refused(other, frame.codec(), ctx) != Taken::Ending,
         }
     }
 
-    /// Offers a configuration the viewer lacks; false when the session is ending.
-    fn offer_config(&mut self, config: &CodecConfig, ctx: &mut Context<Self>) -> bool {
-        let Some(core) = self.core.as_mut() else { return true };
+    /// Offers a configuration the viewer lacks.
+    fn offer_config(&mut self, config: &CodecConfig, ctx: &mut Context<Self>) -> Taken {
+        let Some(core) = self.core.as_mut() else { return Taken::Yes };
         if !core.lacks(config) {
-            return true;
+            return Taken::Yes;
         }
         match self.sink.offer_config(config) {
             Offer::Accepted(bytes) => {
                 core.config_delivered(config, bytes);
                 self.count_out(bytes);
-                true
+                Taken::Yes
             }
             other => self.refused(other, config.codec(), ctx),
         }
@@ -273,12 +286,12 @@ impl ViewerSession {
 
     /// The sink did not take an offer: the viewer is behind, or gone, or its protocol
     /// cannot carry the codec.
-    fn refused(&mut self, offer: Offer, codec: Codec, ctx: &mut Context<Self>) -> bool {
+    fn refused(&mut self, offer: Offer, codec: Codec, ctx: &mut Context<Self>) -> Taken {
         match offer {
             Offer::Closed => {
                 self.end_reason = "viewer disconnected";
                 ctx.stop();
-                return false;
+                return Taken::Ending;
             }
             Offer::Unsupported => {
                 if !std::mem::replace(
@@ -287,19 +300,20 @@ impl ViewerSession {
                 ) {
                     tracing::info!(stream = %self.key, viewer = self.id, protocol = self.protocol.as_str(), codec = codec.as_str(), "this protocol cannot carry the codec; skipping the track");
                 }
-                return true;
+                return Taken::No;
             }
             Offer::Full | Offer::Accepted(_) => {}
         }
         let verdict = self.core.as_mut().map(|core| core.queue_full(Instant::now()));
         self.dropped(1);
         if verdict == Some(Verdict::Disconnect) {
-            return self.too_slow(ctx);
+            self.too_slow(ctx);
+            return Taken::Ending;
         }
-        true
+        Taken::No
     }
 
-    fn too_slow(&mut self, ctx: &mut Context<Self>) -> bool {
+    fn too_slow(&mut self, ctx: &mut Context<Self>) {
         NodeCounters::add(&self.counters.viewers_dropped_slow, 1);
         if let Some(stats) = &self.stats {
             stats.viewer_dropped_slow();
@@ -307,7 +321,6 @@ impl ViewerSession {
         tracing::info!(stream = %self.key, viewer = self.id, protocol = self.protocol.as_str(), "viewer stayed behind; disconnecting");
         self.end_reason = "viewer too slow";
         ctx.stop();
-        false
     }
 
     /// The stream's ring closed: follow a restarted instance, or end. A crashed instance

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use zenlive_actors::events::{NoEvents, NodeCounters};
-use zenlive_actors::stream::{GetInfo, InjectPanic};
+use zenlive_actors::stream::{GetInfo, InjectPanic, PublisherCommand};
 use zenlive_actors::{
-    ArbiterPool, Codec, Directory, FrameSink, MediaFrame, MediaTime, Offer, Output, OutputStream,
-    Outputs, Protocol, StreamKey, StreamPublisher, StreamSupervisor, ViewerSession,
+    ArbiterPool, Codec, CodecConfig, Directory, FrameSink, MediaFrame, MediaTime, Offer, Output,
+    OutputStream, Outputs, Protocol, StreamKey, StreamPublisher, StreamSupervisor, ViewerSession,
 };
 use zenlive_registry::{ActorKey, ActorKind, MemoryRegistry, NodeId, NodeInfo, Registry};
 
@@ -77,30 +78,11 @@ async fn wait_until(what: &str, check: impl Fn() -> bool) {
 async fn an_ended_stream_ends_its_viewers_and_a_dropped_publisher_ends_its_stream() {
     let (_registry, directory, counters, supervisor) = supervisor().await;
     for how in ["finish", "drop"] {
-        let key = StreamKey::parse(&format!("live/{how}")).expect("key");
-        let (mut publisher, _commands) = StreamPublisher::start(
-            &supervisor,
-            directory.clone(),
-            key.clone(),
-            Protocol::Internal,
-            None,
-            None,
-        )
-        .await
-        .expect("start");
+        let (key, mut publisher, _commands) =
+            publisher(&supervisor, &directory, &format!("live/{how}")).await;
         publisher.push(video(0, true)).await.expect("push");
         let recorder = Recorder::default();
-        let entry = directory.get(&key).expect("live");
-        ViewerSession::new(
-            key.clone(),
-            Protocol::Rtmp,
-            entry,
-            directory.clone(),
-            Box::new(recorder.clone()),
-            Arc::clone(&counters),
-            Duration::from_secs(30),
-        )
-        .start();
+        viewer(&key, &directory, &counters, recorder.clone()).start();
         wait_until("the viewer's first frame", || recorder.0.lock().expect("lock").0 >= 1).await;
         if how == "finish" {
             publisher.finish("done");
@@ -118,28 +100,8 @@ async fn an_ended_stream_ends_its_viewers_and_a_dropped_publisher_ends_its_strea
 async fn panicking_stream_is_restarted_with_a_new_epoch() {
     let (registry, directory, counters, supervisor) = supervisor().await;
 
-    let a = StreamKey::parse("live/a").expect("key");
-    let b = StreamKey::parse("live/b").expect("key");
-    let (mut pub_a, _ca) = StreamPublisher::start(
-        &supervisor,
-        directory.clone(),
-        a.clone(),
-        Protocol::Internal,
-        None,
-        None,
-    )
-    .await
-    .expect("a");
-    let (mut pub_b, _cb) = StreamPublisher::start(
-        &supervisor,
-        directory.clone(),
-        b.clone(),
-        Protocol::Internal,
-        None,
-        None,
-    )
-    .await
-    .expect("b");
+    let (a, mut pub_a, _ca) = publisher(&supervisor, &directory, "live/a").await;
+    let (b, mut pub_b, _cb) = publisher(&supervisor, &directory, "live/b").await;
     pub_a.push(video(0, true)).await.expect("push a");
     pub_b.push(video(0, true)).await.expect("push b");
     let epoch = |key: &StreamKey| {
@@ -181,12 +143,12 @@ async fn panicking_stream_is_restarted_with_a_new_epoch() {
     assert_eq!(info_b.ingest.frames, 2);
 }
 
-/// Starts a publisher of `name` on `supervisor`.
+/// Starts a publisher of `name` on `supervisor`; keep its command receiver alive.
 async fn publisher(
     supervisor: &Addr<StreamSupervisor>,
     directory: &Directory,
     name: &str,
-) -> (StreamKey, StreamPublisher) {
+) -> (StreamKey, StreamPublisher, mpsc::Receiver<PublisherCommand>) {
     let key = StreamKey::parse(name).expect("key");
     let (publisher, commands) = StreamPublisher::start(
         supervisor,
@@ -198,8 +160,7 @@ async fn publisher(
     )
     .await
     .expect("start");
-    std::mem::forget(commands);
-    (key, publisher)
+    (key, publisher, commands)
 }
 
 fn viewer(
@@ -233,7 +194,7 @@ fn restarts(counters: &NodeCounters, kind: &str) -> u64 {
 #[actix_rt::test]
 async fn a_poison_frame_restarts_the_stream_and_its_publisher_carries_on() {
     let (_registry, directory, counters, supervisor) = supervisor().await;
-    let (key, mut publisher) = publisher(&supervisor, &directory, "live/poisoned").await;
+    let (key, mut publisher, _commands) = publisher(&supervisor, &directory, "live/poisoned").await;
     publisher.push(video(0, true)).await.expect("push");
     let recorder = Recorder::default();
     viewer(&key, &directory, &counters, recorder.clone()).start();
@@ -275,7 +236,7 @@ impl FrameSink for PanicsAt {
 #[actix_rt::test]
 async fn a_panicking_viewer_session_ends_alone_and_is_counted() {
     let (_registry, directory, counters, supervisor) = supervisor().await;
-    let (key, mut publisher) = publisher(&supervisor, &directory, "live/viewers").await;
+    let (key, mut publisher, _commands) = publisher(&supervisor, &directory, "live/viewers").await;
     publisher.push(video(0, true)).await.expect("push");
     let (doomed, healthy) = (Recorder::default(), Recorder::default());
     viewer(&key, &directory, &counters, PanicsAt(3, doomed.clone())).start();
@@ -336,7 +297,7 @@ async fn a_panicking_output_restarts_with_fresh_state_and_nothing_else_notices()
     )
     .with_outputs(outputs)
     .start();
-    let (key, mut publisher) = publisher(&supervisor, &directory, "live/outputs").await;
+    let (key, mut publisher, _commands) = publisher(&supervisor, &directory, "live/outputs").await;
     let healthy = Recorder::default();
     publisher.push(video(0, true)).await.expect("push");
     viewer(&key, &directory, &counters, healthy.clone()).start();
@@ -353,4 +314,49 @@ async fn a_panicking_output_restarts_with_fresh_state_and_nothing_else_notices()
     wait_until("the viewer's frames", || frames(&healthy) == 6).await;
     assert_eq!(counters.stream_restarts.load(Ordering::Relaxed), 0, "the stream never noticed");
     assert_eq!(restarts(&counters, "viewer"), 0);
+}
+
+/// Records what it takes, in order; its first configuration offer finds the queue full.
+#[derive(Clone, Default)]
+struct FullOnce(Arc<Mutex<(bool, Vec<&'static str>)>>);
+
+impl FrameSink for FullOnce {
+    fn offer(&mut self, _frame: &MediaFrame) -> Offer {
+        self.0.lock().expect("lock").1.push("frame");
+        Offer::Accepted(1)
+    }
+
+    fn offer_config(&mut self, _config: &CodecConfig) -> Offer {
+        let mut seen = self.0.lock().expect("lock");
+        if !std::mem::replace(&mut seen.0, true) {
+            return Offer::Full;
+        }
+        seen.1.push("config");
+        Offer::Accepted(1)
+    }
+}
+
+#[actix_rt::test]
+async fn a_frame_never_goes_out_before_its_configuration() {
+    let (_registry, directory, counters, supervisor) = supervisor().await;
+    let (key, mut publisher, _commands) = publisher(&supervisor, &directory, "live/audio").await;
+    let config = CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), MediaTime::ZERO);
+    let audio = |ms: i64| {
+        let t = MediaTime::from_millis(ms);
+        MediaFrame::audio(Codec::Aac, t, Bytes::from_static(&[1]), Some(config.clone()))
+    };
+    // The viewer joins before any frame: the configuration comes with the first one, and
+    // the queue is full for it.
+    let sink = FullOnce::default();
+    viewer(&key, &directory, &counters, sink.clone()).start();
+    let entry = directory.get(&key).expect("live");
+    wait_until("the viewer to subscribe", || entry.stats.snapshot().viewers_now() == 1).await;
+    for i in 0..=5 {
+        publisher.push(audio(23 * i)).await.expect("push");
+    }
+    wait_until("frames after the configuration", || sink.0.lock().expect("lock").1.len() >= 3)
+        .await;
+    let taken = sink.0.lock().expect("lock").1.clone();
+    assert_eq!(taken.first(), Some(&"config"), "the configuration first: {taken:?}");
+    assert_eq!(taken.iter().filter(|t| **t == "config").count(), 1, "{taken:?}");
 }
