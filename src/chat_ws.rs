@@ -25,6 +25,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use zenlive_actors::chat::{next_member_id, ChatRoom, Command, Join, Leave};
 use zenlive_actors::chat_core::MemberId;
 use zenlive_actors::chat_protocol::{ChatUser, ClientCommand, ServerEvent};
@@ -59,6 +60,9 @@ struct ChatSession {
     /// Set once the room accepted the join (before that, a closed queue means a refusal
     /// whose reason is on its way).
     joined: bool,
+    /// Keeps a shutdown waiting until this connection has closed (the node's completion
+    /// signal, as for RTMP connections).
+    _task: TaskTrackerToken,
     _alive: Gauge,
 }
 
@@ -97,6 +101,14 @@ impl Actor for ChatSession {
             }
             ctx.ping(b"");
         });
+        // A shutdown closes the connection with a reason a client can act on (1012: come
+        // back, to this node once it restarted or to another), not with a dropped socket.
+        let shutdown = self.node.shutdown.clone();
+        ctx.spawn(async move { shutdown.cancelled_owned().await }.into_actor(self).map(
+            |(), _act, ctx| {
+                Self::close(ctx, ws::CloseCode::Restart, "node shutting down; reconnect")
+            },
+        ));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -236,6 +248,7 @@ pub async fn join(
         queue: config.member_queue,
         last_heard: Instant::now(),
         joined: false,
+        _task: node.tasks.token(),
         _alive: node.counters.actor(ActorType::ChatMember),
     };
     ws::WsResponseBuilder::new(session, &req, gated).frame_size(config.max_frame).start()

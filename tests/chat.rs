@@ -422,3 +422,26 @@ async fn a_reload_changes_the_rules_of_live_rooms() {
     assert_eq!(next_of(&mut member, "error").await["code"], "blocked_word");
     node.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_shutdown_closes_members_with_a_reason_to_reconnect() {
+    let node = start_node(config()).await;
+    let mut member = connect(&node, "live/closing", None).await;
+    next_of(&mut member, "history").await;
+    // The shutdown waits for the member's connection to close, so it runs beside the read.
+    let shutdown = actix_rt::spawn(node.shutdown());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        let frame = tokio::time::timeout_at(deadline, member.next()).await.expect("closed in time");
+        match frame {
+            Some(Ok(Message::Close(close))) => break close.map(|c| c.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Restart), "1012: reconnect");
+    tokio::time::timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("the shutdown ends")
+        .expect("the shutdown does not panic");
+}
