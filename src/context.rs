@@ -105,8 +105,13 @@ impl NodeContext {
     /// Runs `work` until it ends or the node shuts down, whichever comes first (then `work`
     /// is dropped, which closes its sockets); a shutdown waits for it (the completion
     /// signal). Every connection, relay and link between nodes runs through this.
+    ///
+    /// `work` is boxed: a future moved into another one and awaited there is stored twice
+    /// (rustc does not overlap the two), and for an RTMP connection that doubled what a
+    /// player costs for hours.
     pub fn until_shutdown<F: Future>(&self, work: F) -> impl Future<Output = Option<F::Output>> {
         let shutdown = self.shutdown.clone();
+        let work = Box::pin(work);
         self.tasks.track_future(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => None,

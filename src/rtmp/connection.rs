@@ -46,8 +46,10 @@ const LINGER: Duration = Duration::from_secs(2);
 const IDLE_TICKS: u32 = 4;
 /// Bytes read from a publisher's socket at a time.
 const READ_BUFFER: usize = 64 * 1024;
-/// Bytes read at a time before a connection publishes (and all along for a player).
+/// Bytes read at a time before a connection publishes or plays.
 const COMMAND_READ_BUFFER: usize = 4096;
+/// The read buffer of a playing connection (its input is acknowledgements, mostly).
+const PLAYER_READ_BUFFER: usize = 512;
 /// Kernel send buffer of a playing connection (Linux doubles it). Left to autotuning, a
 /// viewer that stops reading pins up to 4 MB of kernel memory and hides its stall for a
 /// minute; 256 KiB still carries 40 Mbit/s at 100 ms round trip.
@@ -200,6 +202,10 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 
 /// Most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 64;
+/// Most queued messages a player takes for one write: a new player's first GOP leaves in a
+/// few writes of this many, a playing one's few frames per tick in one. Small, because the
+/// batch's vector is kept for the connection's life.
+const BATCH_FRAMES: usize = 16;
 
 /// Writes every buffer of `batch` with vectored writes, then empties it.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
@@ -256,7 +262,8 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
         // then becomes its flush tick.
         let merge_delay = rtmp.publish_read_delay;
         let mut merge: Option<ReadMerge> = None;
-        let mut batch: Vec<Bytes> = Vec::with_capacity(32);
+        // Grows to `BATCH_FRAMES` once playing (`recv_many` never takes more).
+        let mut batch: Vec<Bytes> = Vec::new();
         let write_delay = live.play.write_delay;
         let mut next_flush: Option<tokio::time::Instant> = None;
         loop {
@@ -276,6 +283,11 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                             // is allocated per read.
                             self.input(&buf).await?;
                             buf.clear();
+                            if buf.capacity() > PLAYER_READ_BUFFER && self.session.is_playing() {
+                                // A player sends acknowledgements and the odd command:
+                                // a smaller buffer for the hours it watches.
+                                buf = BytesMut::with_capacity(PLAYER_READ_BUFFER);
+                            }
                             if buf.capacity() < READ_BUFFER
                                 && self.session.is_publishing()
                             {
@@ -315,7 +327,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                             if let Some(at) = next_flush {
                                 tokio::time::sleep_until(at).await;
                             }
-                            rx.recv_many(&mut batch, MAX_IOVECS).await
+                            rx.recv_many(&mut batch, BATCH_FRAMES).await
                         }
                         None => std::future::pending().await,
                     }
@@ -331,7 +343,7 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                     // arrives meanwhile goes out with it (see `play.write_delay`). A
                     // full batch (a new player's first GOP) continues at once.
                     next_flush = None;
-                    if !write_delay.is_zero() && count < MAX_IOVECS {
+                    if !write_delay.is_zero() && count < BATCH_FRAMES {
                         next_flush = Some(grid::next_tick(write_delay, tokio::time::Instant::now()));
                     }
                 }
@@ -428,16 +440,18 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                             publisher.set_config(&config);
                         }
                     }
+                    // Admission futures are boxed: they are large (auth, deciders, the
+                    // registry) and run once, while the connection's future lives as long
+                    // as the connection.
                     Action::AdmitPublish { key, token } => {
                         let request = self.request(key, token.as_deref());
-                        answer = Some(Answer::Publish(
-                            admission::admit_publish(&self.node, request).await,
-                        ));
+                        let admit = Box::pin(admission::admit_publish(&self.node, request));
+                        answer = Some(Answer::Publish(admit.await));
                     }
                     Action::AdmitPlay { key, token } => {
                         let request = self.request(key, token.as_deref());
-                        answer =
-                            Some(Answer::Play(admission::admit_play(&self.node, request).await));
+                        let admit = Box::pin(admission::admit_play(&self.node, request));
+                        answer = Some(Answer::Play(admit.await));
                     }
                     Action::Play { stream_id } => self.play(stream_id),
                     Action::PublishFinished => {
@@ -554,7 +568,8 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
     /// Keeps reading (and discarding) briefly, so a client that only reads between writes,
     /// like FFmpeg publishing, receives the error we sent before the socket closes.
     async fn linger(&mut self) {
-        let mut sink = [0u8; 8192];
+        // On the heap: an array here would be part of every connection's future.
+        let mut sink = vec![0u8; 4096];
         let _ = timeout(LINGER, async {
             while matches!(self.reader.read(&mut sink).await, Ok(n) if n > 0) {}
         })

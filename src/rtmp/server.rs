@@ -62,8 +62,11 @@ pub async fn run(listener: TcpListener, node: Arc<NodeContext>, tls: Option<TlsA
                 let context = Arc::clone(&node);
                 let serve = async move {
                     match tls {
+                        // Boxed: the TLS handshake's state is large, and the plain
+                        // connections (most) would carry its size for their whole life.
                         Some(tls) => {
-                            connection::serve_tls(stream, tls, peer, context, pending).await
+                            Box::pin(connection::serve_tls(stream, tls, peer, context, pending))
+                                .await
                         }
                         None => connection::serve(stream, peer, context, pending).await,
                     }

@@ -6,8 +6,9 @@
 //! per payload), sends the Acknowledgements the peer's window asks for, and turns the audio
 //! and video of a publishing connection into frames and track configurations
 //! ([`FlvToFrames`]: frames are slices of the reader's copy). Every other message goes to
-//! rml_rtmp's `ServerSession`, re-chunked for its deserializer, and its events are decided
-//! here: which name a request is for, whether the connection may ask (one role at a time,
+//! rml_rtmp's `ServerSession`, re-chunked for its deserializer, until a play starts (then
+//! the session is dropped for memory and the player's few commands are read here, see
+//! `Phase::Playing`), and its events are decided here: which name a request is for, whether the connection may ask (one role at a time,
 //! at most [`MAX_CREATE_STREAM`] streams), which `onStatus` a refusal becomes
 //! ([`status`]). Whether a publisher or player is let in is not decided here: the session
 //! asks ([`Action::AdmitPublish`], [`Action::AdmitPlay`]), acts on nothing else until the
@@ -41,7 +42,7 @@ use zenlive_media::flv_frames::{FlvToFrames, Ingested, Unsupported};
 use zenlive_media::{CodecConfig, MediaFrame};
 
 use self::control::{
-    is_create_stream, Acks, TYPE_ABORT, TYPE_AUDIO, TYPE_SET_CHUNK_SIZE, TYPE_VIDEO,
+    command_head, is_create_stream, Acks, TYPE_ABORT, TYPE_AUDIO, TYPE_SET_CHUNK_SIZE, TYPE_VIDEO,
     TYPE_WINDOW_ACK_SIZE,
 };
 use super::budget::Share;
@@ -168,6 +169,13 @@ enum Phase {
     Handshake(Box<Handshake>),
     /// Boxed to keep the phase small either way (one allocation per connection).
     Running(Box<ServerSession>),
+    /// Playing on message stream `stream_id`. rml_rtmp's session is dropped once a play
+    /// starts: its buffers were a quarter of what a player cost, for hours, and a player
+    /// sends nothing but acknowledgements and the command that ends the play, which
+    /// [`Session::player_message`] reads.
+    Playing {
+        stream_id: u32,
+    },
     Ended,
 }
 
@@ -285,7 +293,7 @@ impl Session {
                     out,
                 ),
             },
-            Phase::Running(_) => self.receive(bytes, out),
+            Phase::Running(_) | Phase::Playing { .. } => self.receive(bytes, out),
             Phase::Ended => {}
         }
     }
@@ -315,6 +323,12 @@ impl Session {
         self.role = Role::Playing { key };
         out.push(Action::Play { stream_id });
         self.resume(out);
+        if self.is_playing() && self.awaiting.is_none() && !self.ended() {
+            // From here on, a player's few messages are read without rml_rtmp.
+            self.phase = Phase::Playing { stream_id };
+            self.relay = ChunkSerializer::new();
+            self.held = None;
+        }
     }
 
     /// Admission refused the play: the client is told why, then the connection closes.
@@ -459,6 +473,9 @@ impl Session {
 
     /// Hands a command or data message to rml_rtmp.
     fn relay(&mut self, message: Message, out: &mut Vec<Action>) {
+        if let Phase::Playing { stream_id } = self.phase {
+            return self.player_message(stream_id, &message, out);
+        }
         if is_create_stream(message.type_id, &message.payload) {
             self.streams_created += 1;
             if self.streams_created > MAX_CREATE_STREAM {
@@ -480,6 +497,43 @@ impl Session {
         match session.handle_input(&packet.bytes) {
             Ok(results) => self.results(results, out),
             Err(e) => self.end(malformed(e), out),
+        }
+    }
+
+    /// A command or data message to a connection playing on `stream_id` (rml_rtmp's
+    /// session is gone, see [`Phase::Playing`]): `closeStream`/`deleteStream` of that
+    /// stream end the play, as rml_rtmp raised it; a request for another play or a
+    /// publish is refused as busy, as before; anything else has nothing to answer.
+    fn player_message(&mut self, stream_id: u32, message: &Message, out: &mut Vec<Action>) {
+        const TYPE_ACKNOWLEDGEMENT: u8 = 3;
+        const TYPE_USER_CONTROL: u8 = 4;
+        let Some((name, argument)) = command_head(message.type_id, &message.payload) else {
+            if !matches!(message.type_id, TYPE_ACKNOWLEDGEMENT | TYPE_USER_CONTROL) {
+                out.push(Action::Ignored(Ignored::Message(message.type_id)));
+            }
+            return;
+        };
+        match name {
+            "closeStream" | "deleteStream" => {
+                // rml_rtmp's reading: the stream is the first argument (FFmpeg's, and
+                // rml_rtmp's client's); a bare `closeStream` names its message stream.
+                let closed = argument.map_or(message.stream_id, |id| id as u32);
+                if closed == stream_id && self.is_playing() {
+                    self.role = Role::Idle;
+                    out.push(Action::PlayFinished);
+                }
+            }
+            "play" | "publish" | "createStream" => {
+                let (code, description) = match (name, self.is_playing()) {
+                    ("publish", _) => (status::PUBLISH_BAD_NAME, "connection is already busy"),
+                    (_, true) => (status::PLAY_FAILED, "connection is already busy"),
+                    (_, false) => (status::PLAY_FAILED, "a connection plays once; reconnect"),
+                };
+                let refusal = chunks::status_message(message.stream_id, "error", code, description);
+                out.push(Action::Write(refusal));
+                self.end(Ended::Refused(description.to_owned()), out);
+            }
+            _ => out.push(Action::Ignored(Ignored::Command(name.to_owned()))),
         }
     }
 

@@ -349,6 +349,62 @@ fn play_asks_admission_then_starts_on_its_stream() {
     assert!(!peer.session.is_playing());
 }
 
+/// A player admitted on stream 1, its actions cleared.
+fn playing() -> Peer {
+    let mut peer = Peer::connected("live");
+    peer.request_playback("show");
+    assert!(matches!(peer.actions.pop(), Some(Action::AdmitPlay { .. })));
+    peer.answer(|session, out| session.play_admitted(key("show"), out));
+    assert!(peer.session.is_playing());
+    peer.actions.clear();
+    peer
+}
+
+#[test]
+fn a_player_without_rml_rtmp_still_hears_what_a_player_sends() {
+    // Once playing, the session reads a player's messages itself (rml_rtmp's session is
+    // dropped for memory): deleteStream as FFmpeg sends it ends the play...
+    let mut peer = playing();
+    let ping = RtmpMessage::UserControl {
+        event_type: rml_rtmp::messages::UserControlEventType::SetBufferLength,
+        stream_id: Some(1),
+        buffer_length: Some(3000),
+        timestamp: None,
+    };
+    peer.send(&raw(ping, 0, 0));
+    peer.send(&raw(command("pause", 11.0, vec![Amf0Value::Boolean(true)]), 1, 0));
+    assert!(
+        matches!(&peer.actions[..], [Action::Ignored(Ignored::Command(c))] if c == "pause"),
+        "{:?}",
+        peer.actions
+    );
+    peer.send(&raw(command("deleteStream", 12.0, vec![Amf0Value::Number(2.0)]), 0, 0));
+    assert!(peer.session.is_playing(), "another stream's delete");
+    peer.send(&raw(command("deleteStream", 13.0, vec![Amf0Value::Number(1.0)]), 0, 0));
+    assert!(matches!(peer.actions.last(), Some(Action::PlayFinished)), "{:?}", peer.actions);
+    assert!(!peer.session.is_playing());
+    // ...and a second play on the same connection is refused with a reason.
+    peer.send(&raw(command("play", 14.0, vec![text("other")]), 1, 0));
+    assert_eq!(peer.last_status(), ("NetStream.Play.Failed", "a connection plays once; reconnect"));
+    assert!(matches!(peer.ended(), Some(Ended::Refused(_))));
+}
+
+#[test]
+fn a_player_cannot_publish_or_play_again() {
+    for (second, code) in
+        [("publish", "NetStream.Publish.BadName"), ("play", "NetStream.Play.Failed")]
+    {
+        let mut peer = playing();
+        peer.send(&raw(command(second, 0.0, vec![text("other"), text("live")]), 1, 0));
+        assert_eq!(peer.last_status(), (code, "connection is already busy"), "{second}");
+        assert_eq!(peer.ended(), Some(&Ended::Refused("connection is already busy".into())));
+        assert!(!peer
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::AdmitPublish { .. } | Action::AdmitPlay { .. })));
+    }
+}
+
 #[test]
 fn a_publisher_that_stops_leaves_the_connection_idle() {
     let mut peer = Peer::publishing();
