@@ -4,7 +4,9 @@
 //!
 //! Rules:
 //! - A segment starts on a sync point: a video keyframe, or any audio frame when the
-//!   stream has no video. Frames before the first sync point are dropped.
+//!   stream has no video. Frames before the first sync point are dropped, except audio
+//!   waiting for a video track: it is held (up to [`AUDIO_ONLY_AFTER`] of it) and starts
+//!   an audio-only segment if no video configuration comes meanwhile.
 //! - A segment is cut at the first sync point once `segment_duration` of media has passed
 //!   since its start (so it is a minimum).
 //! - A frame that does not fit the open segment (its track is missing, its codec
@@ -26,6 +28,10 @@ use zenlive_media::MediaTime;
 pub const MAX_TIMESTAMP_JUMP: MediaTime = MediaTime::from_millis(10_000);
 /// Audio going back by less than this is dropped; by more, a new timeline.
 const AUDIO_REORDER: MediaTime = MediaTime::from_millis(1000);
+/// Audio with no video configuration for this long is an audio-only stream. Publishers
+/// send a little audio before their first video frame; without this wait the recording
+/// would begin with a short audio-only segment.
+pub const AUDIO_ONLY_AFTER: MediaTime = MediaTime::from_millis(1000);
 
 /// What the recorder's shell is to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +65,10 @@ pub struct RecorderCore {
     open: Option<SegmentWriter>,
     cut_pending: bool,
     last: [Option<MediaTime>; 2],
+    /// Audio held while it is not yet known whether video comes, and when it came.
+    held: Vec<(MediaFrame, SystemTime)>,
+    /// The held audio was released: the stream is audio-only (until video shows up).
+    audio_only: bool,
 }
 
 impl RecorderCore {
@@ -74,6 +84,8 @@ impl RecorderCore {
             open: None,
             cut_pending: false,
             last: [None, None],
+            held: Vec::new(),
+            audio_only: false,
         }
     }
 
@@ -136,23 +148,57 @@ impl RecorderCore {
             }
         }
         if self.open.is_none() {
+            if self.video.is_some() {
+                self.held.clear();
+                self.audio_only = false;
+            } else if !video && !self.audio_only {
+                let first = self.held.first().map_or(dts, |(f, _)| f.dts());
+                self.held.push((frame.clone(), wall));
+                if dts - first >= AUDIO_ONLY_AFTER {
+                    self.release_held(out);
+                }
+                return;
+            }
             if !sync {
                 return out.push(Effect::Dropped("waiting for a keyframe"));
             }
-            match SegmentWriter::new(
-                self.format,
-                self.video.as_ref(),
-                self.audio.as_ref(),
-                self.fragment,
-            ) {
-                Ok(writer) => {
-                    self.open = Some(writer);
-                    self.cut_pending = false;
-                    out.push(Effect::Open { wall });
-                }
-                Err(_) => return out.push(Effect::Dropped("an unusable codec configuration")),
+            if !self.start(wall, out) {
+                return;
             }
         }
+        self.write(frame, out);
+    }
+
+    /// Opens a segment with the tracks known now; false (and why) if they are unusable.
+    fn start(&mut self, wall: SystemTime, out: &mut Vec<Effect>) -> bool {
+        let (video, audio) = (self.video.as_ref(), self.audio.as_ref());
+        match SegmentWriter::new(self.format, video, audio, self.fragment) {
+            Ok(writer) => {
+                self.open = Some(writer);
+                self.cut_pending = false;
+                out.push(Effect::Open { wall });
+                true
+            }
+            Err(_) => {
+                out.push(Effect::Dropped("an unusable codec configuration"));
+                false
+            }
+        }
+    }
+
+    /// Starts an audio-only segment with the held audio.
+    fn release_held(&mut self, out: &mut Vec<Effect>) {
+        let held = std::mem::take(&mut self.held);
+        let Some((_, wall)) = held.first() else { return };
+        self.audio_only = true;
+        if self.start(*wall, out) {
+            for (frame, _) in &held {
+                self.write(frame, out);
+            }
+        }
+    }
+
+    fn write(&mut self, frame: &MediaFrame, out: &mut Vec<Effect>) {
         let Some(open) = &mut self.open else { return };
         match open.push(frame) {
             Ok(Some(chunk)) => out.push(Effect::Write(chunk)),
@@ -166,8 +212,12 @@ impl RecorderCore {
         self.close(None, out);
     }
 
-    /// The stream ended: the open segment ends.
+    /// The stream ended: the open segment ends (a short audio-only stream's held audio
+    /// is written first).
     pub fn finish(&mut self, out: &mut Vec<Effect>) {
+        if self.open.is_none() {
+            self.release_held(out);
+        }
         self.close(None, out);
     }
 
@@ -367,5 +417,26 @@ mod tests {
         assert!(!core.recording());
         let (opens, _, drops) = run(&mut core, &[video(&v, 2040, false), video(&v, 3000, true)]);
         assert_eq!((opens, drops), (1, vec!["waiting for a keyframe"]));
+    }
+
+    #[test]
+    fn audio_before_the_first_video_frame_does_not_make_an_audio_only_segment() {
+        let (v, a) = configs();
+        let mut core = recorder();
+        let mut frames: Vec<_> = (0..5).map(|i| audio(&a, i * 23)).collect();
+        frames.extend(gops(&v, 100, 1));
+        let (opens, _, drops) = run(&mut core, &frames);
+        assert_eq!((opens, drops.len()), (1, 0));
+        let mut out = Vec::new();
+        core.finish(&mut out);
+        assert!(
+            matches!(out.last(), Some(Effect::Close { start, .. }) if start.as_millis() == 100)
+        );
+        // A short audio-only stream is still recorded when it ends.
+        let mut short = recorder();
+        run(&mut short, &[audio(&a, 0), audio(&a, 23)]);
+        let mut out = Vec::new();
+        short.finish(&mut out);
+        assert!(matches!(out.first(), Some(Effect::Open { .. })), "{out:?}");
     }
 }
