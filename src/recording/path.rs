@@ -187,7 +187,9 @@ mod tests {
 
     #[test]
     fn the_default_template_names_a_file_per_start_second() {
-        let template = PathTemplate::parse(crate::config::DEFAULT_RECORDING_PATH).expect("valid");
+        // The default `recording.path` (config.rs imports this file, not the other way).
+        let template =
+            PathTemplate::parse("{app}/{key}/{start:%Y-%m-%d_%H-%M-%S}.{ext}").expect("valid");
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let path = template.render("live", "cam1", "mp4", at).expect("renders");
         assert_eq!(path, PathBuf::from("live/cam1/2023-11-14_22-13-20.mp4"));
