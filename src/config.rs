@@ -50,6 +50,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// HLS packaging.
     pub hls: HlsConfig,
+    /// Recording streams to files.
+    pub recording: RecordingConfig,
+    /// Where recordings are stored.
+    pub storage: StorageConfig,
     /// Who may publish, play and administer.
     pub auth: AuthConfig,
     /// The application's hooks.
@@ -255,6 +259,99 @@ impl Default for HlsConfig {
             reconnect_grace: Duration::from_secs(30),
         }
     }
+}
+
+/// `[recording]`: streams recorded to segment files (see `src/recording/`). Off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Whether streams are recorded (those `paths` selects).
+    pub enabled: bool,
+    /// The segment container.
+    pub format: RecordingFormat,
+    /// The shortest segment: a segment is cut at the first keyframe after this much media.
+    #[serde(with = "duration")]
+    pub segment_duration: Duration,
+    /// Where each segment goes under `storage.base_path`: a template of `{app}`, `{key}`,
+    /// `{ext}` and `{start:FORMAT}` (the segment's first frame's wall-clock time in UTC,
+    /// `FORMAT` in strftime's `%Y %m %d %H %M %S`; `{start}` alone is
+    /// `%Y-%m-%d_%H-%M-%S`).
+    pub path: String,
+    /// Which streams are recorded: patterns of `app/key` where `*` matches any run of
+    /// name characters (`live/*`, `*/show-*`); empty means every stream.
+    pub paths: Vec<String>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            format: RecordingFormat::Fmp4,
+            // 10 s: a finished segment (what an uploader or a download can use) is at most
+            // ~10 s behind live and a time range is cut to 10 s, for 360 files an hour.
+            // A crash costs at most a fragment (~1 s) whatever this is.
+            segment_duration: Duration::from_secs(10),
+            path: DEFAULT_RECORDING_PATH.to_owned(),
+            paths: Vec::new(),
+        }
+    }
+}
+
+/// The default `recording.path`.
+pub const DEFAULT_RECORDING_PATH: &str = "{app}/{key}/{start:%Y-%m-%d_%H-%M-%S}.{ext}";
+
+/// `recording.format`: the segment container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingFormat {
+    /// Fragmented MP4 (`fmp4`, `.mp4`), the default: a torn file loses at most its last
+    /// fragment (about a second).
+    #[default]
+    Fmp4,
+    /// MPEG-TS (`ts`).
+    Ts,
+    /// FLV (`flv`).
+    Flv,
+}
+
+impl RecordingFormat {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [Self; 3] = [Self::Fmp4, Self::Ts, Self::Flv];
+
+    /// The value as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fmp4 => "fmp4",
+            Self::Ts => "ts",
+            Self::Flv => "flv",
+        }
+    }
+}
+
+/// `[storage]`: where recordings go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `local`: files under `base_path` (the only kind so far).
+    #[serde(rename = "type")]
+    pub kind: StorageKind,
+    /// The directory recordings are written under (created when needed).
+    pub base_path: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { kind: StorageKind::Local, base_path: "./recordings".to_owned() }
+    }
+}
+
+/// `storage.type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Local disk (`local`).
+    #[default]
+    Local,
 }
 
 /// `[auth]`: JWT verification. Off unless a secret or public key is set; then publish and
@@ -691,7 +788,7 @@ macro_rules! display_as_str {
         }
     )+};
 }
-display_as_str!(JwtAlgorithm, OnFailure, RoomsWithoutStream, LogFormat);
+display_as_str!(JwtAlgorithm, OnFailure, RoomsWithoutStream, LogFormat, RecordingFormat);
 
 /// What a duration in the configuration looks like, for error messages.
 const DURATION_FORMS: &str =
@@ -1057,6 +1154,7 @@ impl Config {
             ("play.write_delay", self.play.write_delay, zero..=ms(500)),
             ("hls.segment_duration", self.hls.segment_duration, ms(500)..=s(60)),
             ("hls.reconnect_grace", self.hls.reconnect_grace, zero..=day),
+            ("recording.segment_duration", self.recording.segment_duration, s(1)..=hour),
             ("auth.leeway", self.auth.leeway, zero..=hour),
             ("auth.session_ttl", self.auth.session_ttl, s(1)..=day),
             ("hooks.timeout", self.hooks.timeout, ms(1)..=day),
@@ -1113,6 +1211,7 @@ impl Config {
             "messages per second",
         )?;
         check_log_level(&self.log.level)?;
+        self.validate_recording()?;
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key go together: set both (PEM files) or neither".into(),
@@ -1134,6 +1233,23 @@ impl Config {
         }
         if self.cluster.enabled {
             self.validate_cluster()?;
+        }
+        Ok(())
+    }
+
+    /// The `[recording]` path template and patterns, and `[storage]`.
+    fn validate_recording(&self) -> Result<(), ConfigError> {
+        let recording = &self.recording;
+        if let Err(problem) = crate::recording::path::PathTemplate::parse(&recording.path) {
+            return Err(invalid("recording.path", format!("{:?}", recording.path), problem));
+        }
+        for pattern in &recording.paths {
+            if let Err(problem) = crate::recording::path::StreamPattern::parse(pattern) {
+                return Err(invalid("recording.paths", format!("{pattern:?}"), problem));
+            }
+        }
+        if self.storage.base_path.trim().is_empty() {
+            return Err(invalid("storage.base_path", "\"\"", "must name a directory"));
         }
         Ok(())
     }
@@ -1298,6 +1414,45 @@ mod tests {
                 let present = example.get(section).and_then(|s| s.get(key)).is_some();
                 assert!(present, "zenlive.example.toml lacks {section}.{key}");
             }
+        }
+    }
+
+    #[test]
+    fn recording_keys_come_from_the_environment_and_are_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ZENLIVE_RECORDING_ENABLED", "true"),
+                ("ZENLIVE_RECORDING_FORMAT", "ts"),
+                ("ZENLIVE_RECORDING_SEGMENT_DURATION", "4s"),
+                ("ZENLIVE_RECORDING_PATHS", "live/*,shows/main"),
+                ("ZENLIVE_RECORDING_PATH", "{key}/{start}.{ext}"),
+                ("ZENLIVE_STORAGE_TYPE", "local"),
+                ("ZENLIVE_STORAGE_BASE_PATH", "/tmp/rec"),
+            ]),
+        )
+        .expect("valid");
+        assert!(c.recording.enabled);
+        assert_eq!(c.recording.format, RecordingFormat::Ts);
+        assert_eq!(c.recording.segment_duration, Duration::from_secs(4));
+        assert_eq!(c.recording.paths, ["live/*", "shows/main"]);
+        assert_eq!(
+            (c.storage.kind, c.storage.base_path.as_str()),
+            (StorageKind::Local, "/tmp/rec")
+        );
+        let defaults = Config::default();
+        assert_eq!(defaults.recording.segment_duration, Duration::from_secs(10));
+        assert!(!defaults.recording.enabled);
+        for (var, value, says) in [
+            ("ZENLIVE_RECORDING_FORMAT", "mkv", "recording.format"),
+            ("ZENLIVE_RECORDING_SEGMENT_DURATION", "0.5", "between 1s and 1h"),
+            ("ZENLIVE_RECORDING_PATH", "{app}/{when}.{ext}", "unknown placeholder {when}"),
+            ("ZENLIVE_RECORDING_PATH", "../{key}.{ext}", "climb"),
+            ("ZENLIVE_RECORDING_PATHS", "live", "app/key"),
+            ("ZENLIVE_STORAGE_TYPE", "s4", "storage.type"),
+        ] {
+            let err = Config::load(None, env(&[(var, value)])).expect_err(value).to_string();
+            assert!(err.contains(says) && err.contains(var), "{var}={value}: {err}");
         }
     }
 

@@ -38,6 +38,7 @@ pub mod http;
 pub mod http_flv;
 pub mod metrics;
 pub mod node;
+pub mod recording;
 pub mod refusals;
 pub mod rtmp;
 mod server;

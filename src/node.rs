@@ -45,6 +45,9 @@ use crate::context::NodeContext;
 use crate::hls::packager::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
+use crate::recording::counters::RecordingCounters;
+use crate::recording::storage::LocalStorage;
+use crate::recording::{Recorder, RecorderOutput};
 use crate::refusals::Refusals;
 use crate::rtmp::budget::PartialBudget;
 use crate::server::Listeners;
@@ -234,6 +237,15 @@ impl NodeBuilder {
         let counters = Arc::new(NodeCounters::default());
         let hls = Arc::new(HlsManager::new(&config.hls, pool.clone()));
         let mut outputs: Vec<Arc<dyn Output>> = vec![Arc::new(HlsOutput(Arc::clone(&hls)))];
+        let recording = RecordingCounters::default();
+        if config.recording.enabled {
+            let storage = Arc::new(LocalStorage::new(&config.storage.base_path));
+            let recorder = Recorder::new(&config.recording, storage, recording.clone()).map_err(
+                |problem| crate::config::ConfigError::Invalid(format!("recording: {problem}")),
+            )?;
+            tracing::info!(base_path = %config.storage.base_path, format = %config.recording.format, "recording streams to local disk");
+            outputs.push(Arc::new(RecorderOutput(Arc::new(recorder))));
+        }
         outputs.extend(self.outputs);
         let metrics = Arc::new(Metrics::new(
             directory.clone(),
@@ -246,6 +258,9 @@ impl NodeBuilder {
         }
         let refusals = Refusals::new();
         metrics.register(refusals.collector());
+        for collector in recording.collectors() {
+            metrics.register(collector);
+        }
         for collector in cluster.iter().flat_map(|c| c.collectors()) {
             metrics.register(collector);
         }

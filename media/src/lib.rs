@@ -23,13 +23,20 @@
 //! - [`aac`]: AAC in FLV: the `AudioSpecificConfig` and ADTS headers.
 //! - [`ts`]: an MPEG-TS muxer for H.264 + AAC.
 //! - [`hls`]: the live segmenter (cut on keyframes) and the media playlist.
+//! - [`fmp4`]: a fragmented MP4 writer (H.264 + AAC), boxes from `mp4-atom`.
+//! - [`segment`]: recording segments: one self-contained file in fMP4, MPEG-TS or FLV,
+//!   handed out in chunks of about a fragment each.
 
 pub mod aac;
 pub mod avc;
 pub mod flv;
 pub mod flv_frames;
+pub mod fmp4;
 pub mod frame;
 pub mod hls;
+pub mod segment;
+#[cfg(test)]
+mod testdata;
 pub mod time;
 pub mod ts;
 

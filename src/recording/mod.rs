@@ -1,0 +1,145 @@
+//! Recording streams to segment files on local disk: an [`Output`] of every stream
+//! ([`RecorderOutput`], named `recorder`), registered by the node when
+//! `recording.enabled`.
+//!
+//! For each stream it selects (`recording.paths`) and owns (a relayed replica is recorded
+//! on its owner node, not here), the output opens a [`sink::RecorderSink`] on the stream's
+//! session, which hands frames to a writer thread of the stream's own
+//! ([`writer`]); there [`core::RecorderCore`] decides where segments start and end and the
+//! media crate's `SegmentWriter` encodes them (fMP4, MPEG-TS or FLV), and
+//! [`files::SegmentFiles`] writes them as `.part` files, fsync'd and renamed when complete.
+//! [`storage::Storage`] hears of every finished segment: the seam for uploads.
+//!
+//! # Layout
+//! Bottom to top; each imports only those before it:
+//! - [`path`]: the `recording.path` template and the `recording.paths` patterns.
+//! - [`counters`]: the Prometheus series.
+//! - [`storage`]: [`storage::Storage`], [`storage::LocalStorage`], finished segments.
+//! - [`core`]: the segmenting decisions, sans-IO.
+//! - [`files`]: `.part` files, fsync, rename.
+//! - [`writer`]: the writer thread and its queue.
+//! - [`sink`]: the session's side of the queue.
+//! - this file: the output.
+
+pub mod core;
+pub mod counters;
+pub mod files;
+pub mod path;
+pub mod sink;
+pub mod storage;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zenlive_actors::{FrameKind, FrameSink, Output, OutputStream};
+use zenlive_media::segment::SegmentFormat;
+use zenlive_media::MediaTime;
+
+use self::core::RecorderCore;
+use self::counters::RecordingCounters;
+use self::files::SegmentFiles;
+use self::path::{PathTemplate, StreamPattern};
+use self::storage::Storage;
+use crate::config::{RecordingConfig, RecordingFormat};
+
+/// Media per chunk (an fMP4 fragment): what a crash can lose at most.
+pub const FRAGMENT_DURATION: Duration = Duration::from_secs(1);
+/// Frames a writer's queue holds (also bounded in bytes by [`sink::MAX_QUEUED_BYTES`]):
+/// about 10 s of 30 fps video and its audio.
+pub const QUEUE_FRAMES: usize = 1024;
+
+/// The recorder's settings, parsed from `[recording]`.
+pub struct Recorder {
+    format: SegmentFormat,
+    min_duration: MediaTime,
+    template: Arc<PathTemplate>,
+    patterns: Vec<StreamPattern>,
+    storage: Arc<dyn Storage>,
+    counters: RecordingCounters,
+}
+
+impl Recorder {
+    /// A recorder for `config`, writing under `storage`; an error names a bad template or
+    /// pattern (`Config::validate` checks them first).
+    pub fn new(
+        config: &RecordingConfig,
+        storage: Arc<dyn Storage>,
+        counters: RecordingCounters,
+    ) -> Result<Self, String> {
+        let template = PathTemplate::parse(&config.path)?;
+        let patterns =
+            config.paths.iter().map(|p| StreamPattern::parse(p)).collect::<Result<Vec<_>, _>>()?;
+        let format = match config.format {
+            RecordingFormat::Fmp4 => SegmentFormat::Fmp4,
+            RecordingFormat::Ts => SegmentFormat::Ts,
+            RecordingFormat::Flv => SegmentFormat::Flv,
+        };
+        Ok(Self {
+            format,
+            min_duration: MediaTime::from_duration(config.segment_duration),
+            template: Arc::new(template),
+            patterns,
+            storage,
+            counters,
+        })
+    }
+
+    /// Whether `recording.paths` selects the stream `app/key`.
+    pub fn selects(&self, app: &str, key: &str) -> bool {
+        self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(app, key))
+    }
+}
+
+/// The recorder as an output of every stream (see [`zenlive_actors::output`]).
+pub struct RecorderOutput(pub Arc<Recorder>);
+
+impl Output for RecorderOutput {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn open(&self, stream: &OutputStream) -> Option<Box<dyn FrameSink>> {
+        let recorder = &self.0;
+        let key = &stream.key;
+        if stream.replica || !recorder.selects(key.app(), key.name()) {
+            return None;
+        }
+        if stream.restarts > 0 {
+            tracing::warn!(stream = %key, restarts = stream.restarts, "recorder restarted after a crash; recording continues in a new segment");
+        }
+        let core = RecorderCore::new(
+            recorder.format,
+            recorder.min_duration,
+            MediaTime::from_duration(FRAGMENT_DURATION),
+        );
+        let files = SegmentFiles::new(
+            key.clone(),
+            recorder.format.extension(),
+            Arc::clone(&recorder.template),
+            Arc::clone(&recorder.storage),
+        );
+        let (tx, state) = match writer::spawn(
+            key.clone(),
+            core,
+            files,
+            recorder.counters.clone(),
+            QUEUE_FRAMES,
+        ) {
+            Ok(started) => started,
+            Err(error) => {
+                tracing::error!(stream = %key, %error, "recorder thread could not start; this stream is not recorded");
+                return None;
+            }
+        };
+        // The tracks the publisher declared, so the first segment has both even when its
+        // first frame comes before the other track's configuration is offered.
+        for kind in [FrameKind::Video, FrameKind::Audio] {
+            if let Some(config) = stream.stats.config(kind) {
+                // The queue is empty: this cannot be full.
+                let _ = tx.try_send(writer::Msg::Declare(config));
+            }
+        }
+        Some(Box::new(sink::RecorderSink::new(key.clone(), tx, state, recorder.counters.clone())))
+    }
+}
