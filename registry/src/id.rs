@@ -59,6 +59,13 @@ impl ActorKind {
     }
 }
 
+impl ActorKind {
+    /// The kind named `name` (the inverse of [`ActorKind::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Stream, Self::ChatRoom, Self::Recorder].into_iter().find(|k| k.as_str() == name)
+    }
+}
+
 impl fmt::Display for ActorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -78,6 +85,14 @@ impl ActorKey {
     /// The key of the actor of `kind` named `name`.
     pub fn new(kind: ActorKind, name: impl Into<String>) -> Self {
         Self { kind, name: name.into() }
+    }
+}
+
+impl ActorKey {
+    /// The key written as `kind:name` (its `Display` form), if the kind is known.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (kind, name) = text.split_once(':')?;
+        Some(Self::new(ActorKind::parse(kind)?, name))
     }
 }
 

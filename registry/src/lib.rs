@@ -24,5 +24,6 @@ pub use id::{new_incarnation, ActorKey, ActorKind, NodeId};
 pub use memory::MemoryRegistry;
 pub use redis::RedisRegistry;
 pub use registry::{
-    BoxFuture, Lease, NodeInfo, Owner, Registry, RegistryError, ACTOR_LEASE_TTL, NODE_TTL,
+    BoxFuture, ClaimHints, Lease, NodeInfo, Owner, Registry, RegistryError, ACTOR_LEASE_TTL,
+    CLAIM_HINTS_CAPACITY, NODE_TTL,
 };

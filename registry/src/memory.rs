@@ -6,16 +6,26 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::id::{ActorKey, NodeId};
-use crate::registry::{BoxFuture, Lease, NodeInfo, Owner, Registry, RegistryError};
+use crate::registry::{
+    BoxFuture, ClaimHints, Lease, NodeInfo, Owner, Registry, RegistryError, CLAIM_HINTS_CAPACITY,
+};
 
 /// An in-process registry. Every operation is one short critical section; a std-style
 /// mutex is right because no `.await` happens while it is held.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryRegistry {
     state: Mutex<State>,
+    claimed: broadcast::Sender<ActorKey>,
+}
+
+impl Default for MemoryRegistry {
+    fn default() -> Self {
+        Self { state: Mutex::default(), claimed: broadcast::channel(CLAIM_HINTS_CAPACITY).0 }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +140,8 @@ impl Registry for MemoryRegistry {
             let epoch = state.epoch;
             let owner = Owner { node: node.clone(), epoch };
             state.leases.insert(key.clone(), LeaseEntry { owner, expires: now + ttl });
+            // Nobody listening is not an error.
+            let _ = self.claimed.send(key.clone());
             Ok(Lease { key: key.clone(), node: node.clone(), epoch, ttl })
         };
         ready(result)
@@ -162,6 +174,10 @@ impl Registry for MemoryRegistry {
         let now = Instant::now();
         let state = self.state.lock();
         ready(Ok(state.live_lease(key, now).map(|entry| entry.owner.clone())))
+    }
+
+    fn claim_hints(&self) -> Option<ClaimHints> {
+        Some(self.claimed.subscribe())
     }
 }
 

@@ -13,6 +13,12 @@
 //!   forever). A per-name `epoch:{kind}:{name}` counter of an older version is folded into
 //!   it (never going backwards) and deleted the next time its name is claimed.
 //!
+//! - The channel `claims` carries each name claimed (`kind:name`), published by the claim
+//!   script: hints for whoever waits for a name to get an owner (a relay whose origin went
+//!   away), so it looks up at once rather than on a timer. A node subscribes when it
+//!   connects, with a connection of its own, and resubscribes when that breaks; hints are
+//!   best effort.
+//!
 //! Claim, renew, release and heartbeat are Lua scripts, so each check-then-write is atomic
 //! in Redis: a node that lost its lease can never extend or delete a newer owner's.
 //!
@@ -21,16 +27,24 @@
 //! fast with [`RegistryError::Unavailable`] and the connection manager reconnects in the
 //! background, so nothing needs restarting when Redis comes back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+use tokio::sync::broadcast;
+use tokio_stream::StreamExt;
 
 use crate::id::{ActorKey, NodeId};
-use crate::registry::{BoxFuture, Lease, NodeInfo, Owner, Registry, RegistryError};
+use crate::registry::{
+    BoxFuture, ClaimHints, Lease, NodeInfo, Owner, Registry, RegistryError, CLAIM_HINTS_CAPACITY,
+};
+
+/// Longest pause between attempts to (re)subscribe to the claim hints.
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
 /// `KEYS`: node, owner, the epoch counter, the name's legacy epoch counter. `ARGV`: node
-/// id, TTL in ms, the node-key prefix.
+/// id, TTL in ms, the node-key prefix, the hint channel, the name as `kind:name`.
 /// Returns `{1, epoch}` on success, `{0, owner}` when owned, `{-1}` when the node is dead.
 /// A lease whose owner node is no longer registered counts as free: a crashed node's
 /// streams can be taken over once its registration expires, before their leases would.
@@ -53,6 +67,7 @@ if legacy then
   redis.call('DEL', KEYS[4])
 end
 redis.call('SET', KEYS[2], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return {1, epoch}
 ";
 
@@ -95,6 +110,7 @@ return 0
 pub struct RedisRegistry {
     connection: ConnectionManager,
     prefix: String,
+    hints: Arc<Hints>,
     claim: Script,
     renew: Script,
     release: Script,
@@ -135,9 +151,13 @@ impl RedisRegistry {
             .await
             .map_err(|_| unavailable(format!("no answer from {url} within 2 s")))?
             .map_err(unavailable)?;
+        let sender = broadcast::channel(CLAIM_HINTS_CAPACITY).0;
+        let channel = format!("{prefix}claims");
+        let subscriber = tokio::spawn(relay_hints(client, channel, sender.clone()));
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
+            hints: Arc::new(Hints { sender, subscriber }),
             claim: Script::new(CLAIM),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
@@ -174,6 +194,58 @@ impl RedisRegistry {
     fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }
+
+    fn hints_channel(&self) -> String {
+        format!("{}claims", self.prefix)
+    }
+}
+
+/// The claim hints of one registry (shared by its clones): the channel receivers subscribe
+/// to, and the task that feeds it from Redis, stopped with the last clone.
+struct Hints {
+    sender: broadcast::Sender<ActorKey>,
+    subscriber: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Hints {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+/// Feeds `sender` with the names published on `channel`, resubscribing (with a growing
+/// pause) whenever the subscription cannot be made or breaks.
+async fn relay_hints(client: redis::Client, channel: String, sender: broadcast::Sender<ActorKey>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match subscribe(&client, &channel).await {
+            Ok(mut messages) => {
+                pause = Duration::from_millis(100);
+                while let Some(message) = messages.next().await {
+                    let name: Option<String> = message.get_payload().ok();
+                    if let Some(key) = name.as_deref().and_then(ActorKey::parse) {
+                        // Nobody listening is not an error.
+                        let _ = sender.send(key);
+                    }
+                }
+                tracing::debug!(%channel, "claim hints: subscription ended; resubscribing");
+            }
+            Err(error) => {
+                tracing::debug!(%channel, %error, "claim hints: cannot subscribe; retrying");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RESUBSCRIBE_MAX);
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> Result<redis::aio::PubSubStream, RegistryError> {
+    let mut pubsub = bounded(client.get_async_pubsub()).await?;
+    bounded(pubsub.subscribe(channel)).await?;
+    Ok(pubsub.into_on_message())
 }
 
 /// Runs `op` bounded by [`RedisRegistry::OP_TIMEOUT`], mapping Redis errors.
@@ -332,6 +404,8 @@ impl Registry for RedisRegistry {
                     .arg(node.as_str())
                     .arg(millis(ttl))
                     .arg(format!("{}node:", self.prefix))
+                    .arg(self.hints_channel())
+                    .arg(key.to_string())
                     .invoke_async(&mut connection),
             )
             .await?;
@@ -399,6 +473,10 @@ impl Registry for RedisRegistry {
             let value: Option<String> = bounded(connection.get(self.owner_key(&key))).await?;
             value.as_deref().map(parse_owner).transpose()
         })
+    }
+
+    fn claim_hints(&self) -> Option<ClaimHints> {
+        Some(self.hints.sender.subscribe())
     }
 }
 

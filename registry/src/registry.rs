@@ -30,6 +30,14 @@ pub const ACTOR_LEASE_TTL: Duration = Duration::from_secs(10);
 /// used as `dyn Registry` with implementations chosen at run time.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Names claimed anywhere in the cluster from the moment it was asked for, as hints: a
+/// receiver may miss some (it lagged, or the subscription was reconnecting), so whoever
+/// waits for a name to be claimed still looks it up now and then.
+pub type ClaimHints = tokio::sync::broadcast::Receiver<ActorKey>;
+
+/// How many claim hints wait for a slow receiver before it lags (and looks up instead).
+pub const CLAIM_HINTS_CAPACITY: usize = 256;
+
 /// Why a registry call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -151,4 +159,10 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Who owns `key` now, if anyone.
     fn lookup(&self, key: &ActorKey) -> BoxFuture<'_, Result<Option<Owner>, RegistryError>>;
+
+    /// Hints of the names claimed from now on, by any node (see [`ClaimHints`]), or `None`
+    /// when this registry gives none (then a waiter looks up on a timer alone).
+    fn claim_hints(&self) -> Option<ClaimHints> {
+        None
+    }
 }

@@ -29,6 +29,36 @@ pub async fn run_all(registry: &dyn Registry) {
     node_membership_expires(registry).await;
     dead_node_cannot_claim(registry).await;
     dead_owners_names_can_be_taken_over(registry).await;
+    claims_are_hinted(registry).await;
+}
+
+/// A receiver of claim hints hears of names claimed after it subscribed (by any node).
+/// Hints are best effort and a Redis subscription comes up in the background, so the
+/// scenario claims fresh names until one is heard, within 10 s.
+pub async fn claims_are_hinted(registry: &dyn Registry) {
+    let Some(mut hints) = registry.claim_hints() else { return };
+    let a = node("hinted", 1);
+    registry.register_node(a.clone(), TTL * 10).await.expect("register");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for attempt in 0.. {
+        assert!(tokio::time::Instant::now() < deadline, "no claim hint within 10 s");
+        let key = ActorKey::new(ActorKind::Recorder, format!("live/hinted-{attempt}"));
+        let lease = registry.claim(&key, &a.id, TTL * 10).await.expect("claim");
+        let heard = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match hints.recv().await {
+                    Ok(hint) if hint == key => return true,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        })
+        .await;
+        registry.release(&lease).await.expect("release");
+        if heard == Ok(true) {
+            return;
+        }
+    }
 }
 
 /// Two nodes claim one name: exactly one wins; release frees it with a higher epoch next.

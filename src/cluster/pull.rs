@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::publisher::Rebase;
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{StreamKey, StreamPublisher};
 use zenlive_media::flv::{FlvDemuxer, TagType};
 use zenlive_media::flv_frames::{FlvToFrames, Ingested};
-use zenlive_registry::{ActorKey, ActorKind, Owner};
+use zenlive_registry::{ActorKey, ActorKind, ClaimHints, Owner};
 
 use super::link::{self, LinkError};
 use super::relay::{Relay, NOT_LIVE_FOR, NOT_LIVE_MAX};
@@ -30,8 +30,12 @@ use crate::context::NodeContext;
 
 /// How long a viewer waits for a relay to deliver its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause between looks for a stream's new owner.
+/// Pause between looks for a stream's new owner, and before pulling again from an origin
+/// that failed.
 const RESOLVE_PAUSE: Duration = Duration::from_millis(250);
+/// Pause between looks for a stream's new owner when the registry hints at claims (the
+/// look-ups only catch a missed hint).
+const HINTED_RESOLVE_PAUSE: Duration = Duration::from_secs(2);
 /// How often an idle relay is noticed.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
@@ -221,19 +225,46 @@ async fn run(node: &Arc<NodeContext>, key: &StreamKey, first_owner: Owner, relay
     replica.finish(reason);
 }
 
-/// Looks up the stream's owner until one (other than this node) appears or `grace` passes.
+/// Looks up the stream's owner until one (other than this node) appears or `grace` passes:
+/// at once when the registry hints that the name was claimed, and on a timer besides
+/// (hints are best effort; without them, every [`RESOLVE_PAUSE`]).
 async fn find_owner(cluster: &Cluster, key: &StreamKey, grace: Duration) -> Option<Owner> {
     let actor = ActorKey::new(ActorKind::Stream, key.to_string());
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
+    let deadline = tokio::time::Instant::now() + grace;
+    // Subscribed before the first look, so a claim between the two is not missed.
+    let mut hints = cluster.registry.claim_hints();
+    let pause = if hints.is_some() { HINTED_RESOLVE_PAUSE } else { RESOLVE_PAUSE };
+    loop {
         if let Ok(Some(owner)) = cluster.registry.lookup(&actor).await {
             if owner.node != cluster.node {
                 return Some(owner);
             }
         }
-        tokio::time::sleep(RESOLVE_PAUSE).await;
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        let wake = (now + pause).min(deadline);
+        match hints.as_mut() {
+            Some(hints) => hinted(hints, &actor, wake).await,
+            None => tokio::time::sleep_until(wake).await,
+        }
     }
-    None
+}
+
+/// Waits until `hints` names `actor` (or may have: it lagged), or until `wake`.
+async fn hinted(hints: &mut ClaimHints, actor: &ActorKey, wake: tokio::time::Instant) {
+    let heard = async {
+        loop {
+            match hints.recv().await {
+                Ok(hint) if hint == *actor => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(wake, heard).await;
 }
 
 /// Pulls the stream from `owner` into `replica` until the link ends or the relay should
