@@ -66,8 +66,7 @@ pub fn parse_segment_name(name: &str) -> Option<(usize, SegmentFormat)> {
 /// Whether `next` does not continue `previous`: a timeline break, or another init.
 fn breaks(previous: &SegmentEntry, next: &SegmentEntry) -> bool {
     let end = previous.media_end();
-    let gap = if next.media_start > end { next.media_start - end } else { end - next.media_start };
-    gap > MAX_TIMELINE_GAP || previous.init_digest != next.init_digest
+    next.media_start.abs_diff(end) > MAX_TIMELINE_GAP || previous.init_digest != next.init_digest
 }
 
 fn rfc3339(at: SystemTime) -> String {
