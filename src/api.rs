@@ -49,7 +49,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// What a call touches, for the token's scope.
 #[derive(Clone, Copy)]
-enum Target<'a> {
+pub(crate) enum Target<'a> {
     /// The node (or the cluster): an unscoped token.
     Node,
     /// One stream: a token covering it.
@@ -60,7 +60,7 @@ enum Target<'a> {
 
 /// Checks the caller on `access` for `target`; `acting` calls change something. Answers
 /// the token's identity on the HTTP port (`None` on the read-only port).
-fn admit(
+pub(crate) fn admit(
     node: &NodeContext,
     req: &HttpRequest,
     access: Access,

@@ -280,6 +280,12 @@ pub struct RecordingConfig {
     /// Which streams are recorded: patterns of `app/key` where `*` matches any run of
     /// name characters (`live/*`, `*/show-*`); empty means every stream.
     pub paths: Vec<String>,
+    /// The longest time range one download (`GET /recordings/{app}/{key}?start=&duration=`)
+    /// may ask for.
+    #[serde(with = "duration")]
+    pub max_download: Duration,
+    /// The most segment bytes one download may read (it is built in memory).
+    pub max_download_bytes: u64,
 }
 
 impl Default for RecordingConfig {
@@ -293,6 +299,8 @@ impl Default for RecordingConfig {
             segment_duration: Duration::from_secs(10),
             path: DEFAULT_RECORDING_PATH.to_owned(),
             paths: Vec::new(),
+            max_download: Duration::from_secs(3600),
+            max_download_bytes: 512 << 20,
         }
     }
 }
@@ -1155,6 +1163,7 @@ impl Config {
             ("hls.segment_duration", self.hls.segment_duration, ms(500)..=s(60)),
             ("hls.reconnect_grace", self.hls.reconnect_grace, zero..=day),
             ("recording.segment_duration", self.recording.segment_duration, s(1)..=hour),
+            ("recording.max_download", self.recording.max_download, s(1)..=day),
             ("auth.leeway", self.auth.leeway, zero..=hour),
             ("auth.session_ttl", self.auth.session_ttl, s(1)..=day),
             ("hooks.timeout", self.hooks.timeout, ms(1)..=day),

@@ -47,6 +47,8 @@ pub struct NodeContext {
     pub pool: ArbiterPool,
     /// HLS playlists and segments.
     pub hls: Arc<HlsManager>,
+    /// Recordings for playback (those under `storage.base_path`, recorded now or before).
+    pub playback: Arc<crate::recording::catalog::Playback>,
     /// Who owns which actor name (in memory on a single node).
     pub registry: Arc<dyn Registry>,
     /// Prometheus metrics.

@@ -45,6 +45,7 @@ use crate::context::NodeContext;
 use crate::hls::packager::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
+use crate::recording::catalog::{Catalog, Playback};
 use crate::recording::counters::RecordingCounters;
 use crate::recording::storage::LocalStorage;
 use crate::recording::{Recorder, RecorderOutput};
@@ -238,11 +239,19 @@ impl NodeBuilder {
         let hls = Arc::new(HlsManager::new(&config.hls, pool.clone()));
         let mut outputs: Vec<Arc<dyn Output>> = vec![Arc::new(HlsOutput(Arc::clone(&hls)))];
         let recording = RecordingCounters::default();
+        let catalog = Arc::new(Catalog::new(&config.storage.base_path));
+        let playback = Arc::new(Playback::local(
+            Arc::clone(&catalog),
+            config.recording.max_download,
+            config.recording.max_download_bytes,
+        ));
         if config.recording.enabled {
             let storage = Arc::new(LocalStorage::new(&config.storage.base_path));
-            let recorder = Recorder::new(&config.recording, storage, recording.clone()).map_err(
-                |problem| crate::config::ConfigError::Invalid(format!("recording: {problem}")),
-            )?;
+            let recorder = Recorder::new(&config.recording, storage, recording.clone())
+                .map_err(|problem| {
+                    crate::config::ConfigError::Invalid(format!("recording: {problem}"))
+                })?
+                .with_catalog(catalog);
             tracing::info!(base_path = %config.storage.base_path, format = %config.recording.format, "recording streams to local disk");
             outputs.push(Arc::new(RecorderOutput(Arc::new(recorder))));
         }
@@ -338,6 +347,7 @@ impl NodeBuilder {
             counters,
             pool,
             hls,
+            playback,
             registry,
             metrics,
             auth,

@@ -69,15 +69,15 @@ impl From<mp4_atom::Error> for Fmp4Error {
     }
 }
 
-/// One sample waiting for its fragment.
+/// One sample waiting for its fragment (times in its track's timescale).
 #[derive(Debug, Clone)]
-struct Sample {
-    dts: i64,
-    cts: i64,
-    sync: bool,
-    data: Bytes,
+pub(crate) struct Sample {
+    pub(crate) dts: i64,
+    pub(crate) cts: i64,
+    pub(crate) sync: bool,
+    pub(crate) data: Bytes,
     /// Known once the track's next sample (or the file's end) is.
-    duration: Option<u32>,
+    pub(crate) duration: Option<u32>,
 }
 
 /// A track's state in one file.
@@ -302,31 +302,40 @@ impl Fmp4Writer {
             return Ok(None);
         }
         self.sequence += 1;
-        let mut moof = Moof {
-            mfhd: Mfhd { sequence_number: self.sequence },
-            traf: runs.iter().map(|(id, samples)| traf(*id, samples)).collect(),
-        };
-        // Each run's data offset counts from the moof's first byte; the moof's size does
-        // not depend on the offsets' values, so encode once to measure, then for real.
-        let mut measure = Vec::new();
-        moof.encode(&mut measure)?;
-        let mut offset = measure.len() + 8;
-        for (traf, (_, samples)) in moof.traf.iter_mut().zip(&runs) {
-            for trun in &mut traf.trun {
-                trun.data_offset = Some(i32::try_from(offset).unwrap_or(i32::MAX));
-            }
-            offset += samples.iter().map(|s| s.data.len()).sum::<usize>();
-        }
-        let data_len = offset - measure.len() - 8;
-        let mut data = Vec::with_capacity(data_len);
-        for sample in runs.iter().flat_map(|(_, s)| s) {
-            data.extend_from_slice(&sample.data);
-        }
-        let mut out = BytesMut::with_capacity(offset);
-        moof.encode(&mut out)?;
-        Mdat { data }.encode(&mut out)?;
-        Ok(Some(out.freeze()))
+        encode_fragment(self.sequence, &runs).map(Some)
     }
+}
+
+/// A `moof` + `mdat` numbered `sequence` carrying `runs` (per track id, samples whose
+/// durations are known), in one buffer. Shared with [`crate::fmp4_cut`].
+pub(crate) fn encode_fragment(
+    sequence: u32,
+    runs: &[(u32, Vec<Sample>)],
+) -> Result<Bytes, Fmp4Error> {
+    let mut moof = Moof {
+        mfhd: Mfhd { sequence_number: sequence },
+        traf: runs.iter().map(|(id, samples)| traf(*id, samples)).collect(),
+    };
+    // Each run's data offset counts from the moof's first byte; the moof's size does
+    // not depend on the offsets' values, so encode once to measure, then for real.
+    let mut measure = Vec::new();
+    moof.encode(&mut measure)?;
+    let mut offset = measure.len() + 8;
+    for (traf, (_, samples)) in moof.traf.iter_mut().zip(runs) {
+        for trun in &mut traf.trun {
+            trun.data_offset = Some(i32::try_from(offset).unwrap_or(i32::MAX));
+        }
+        offset += samples.iter().map(|s| s.data.len()).sum::<usize>();
+    }
+    let data_len = offset - measure.len() - 8;
+    let mut data = Vec::with_capacity(data_len);
+    for sample in runs.iter().flat_map(|(_, s)| s) {
+        data.extend_from_slice(&sample.data);
+    }
+    let mut out = BytesMut::with_capacity(offset);
+    moof.encode(&mut out)?;
+    Mdat { data }.encode(&mut out)?;
+    Ok(out.freeze())
 }
 
 fn traf(track_id: u32, samples: &[Sample]) -> Traf {

@@ -32,6 +32,7 @@ pub mod avc;
 pub mod flv;
 pub mod flv_frames;
 pub mod fmp4;
+pub mod fmp4_cut;
 pub mod frame;
 pub mod hls;
 pub mod segment;

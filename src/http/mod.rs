@@ -4,6 +4,7 @@
 //! [`crate::http_flv`]. Every error is a JSON body with a stable `code` ([`common`]).
 
 pub mod common;
+pub mod recordings;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +24,8 @@ use crate::context::NodeContext;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     health_routes(cfg);
     cfg.app_data(web::Data::new(api::Access::Admin)).configure(api::routes);
+    // Before the live routes, whose patterns would take `/recordings/...` for a stream.
+    cfg.configure(recordings::routes);
     cfg.route("/chat/{app}/{stream}", web::get().to(crate::chat_ws::join));
     cfg.route("/{app}/{stream}/index.m3u8", web::get().to(crate::hls::serve::playlist))
         .route("/{app}/{stream}/{segment}.ts", web::get().to(crate::hls::serve::segment))

@@ -9,24 +9,30 @@
 //! media crate's `SegmentWriter` encodes them (fMP4, MPEG-TS or FLV), and
 //! [`files::SegmentFiles`] writes them as `.part` files, fsync'd and renamed when complete.
 //! [`storage::Storage`] hears of every finished segment: the seam for uploads.
+//! [`catalog::Catalog`] indexes finished segments per recording (one publish of a stream)
+//! for playback, which [`vod`] and `src/http/recordings.rs` serve.
 //!
 //! # Layout
 //! Bottom to top; each imports only those before it:
 //! - [`path`]: the `recording.path` template and the `recording.paths` patterns.
 //! - [`counters`]: the Prometheus series.
 //! - [`storage`]: [`storage::Storage`], [`storage::LocalStorage`], finished segments.
+//! - [`catalog`]: recordings and their segments (sidecars), what is live, reading segments.
+//! - [`vod`]: playback decisions, sans-IO: VOD playlists, download plans, query values.
 //! - [`core`]: the segmenting decisions, sans-IO.
 //! - [`files`]: `.part` files, fsync, rename.
 //! - [`writer`]: the writer thread and its queue.
 //! - [`sink`]: the session's side of the queue.
 //! - this file: the output.
 
+pub mod catalog;
 pub mod core;
 pub mod counters;
 pub mod files;
 pub mod path;
 pub mod sink;
 pub mod storage;
+pub mod vod;
 pub mod writer;
 
 use std::sync::Arc;
@@ -36,6 +42,7 @@ use zenlive_actors::{FrameKind, FrameSink, Output, OutputStream};
 use zenlive_media::segment::SegmentFormat;
 use zenlive_media::MediaTime;
 
+use self::catalog::{Catalog, RecordingId};
 use self::core::RecorderCore;
 use self::counters::RecordingCounters;
 use self::files::SegmentFiles;
@@ -57,6 +64,7 @@ pub struct Recorder {
     patterns: Vec<StreamPattern>,
     storage: Arc<dyn Storage>,
     counters: RecordingCounters,
+    catalog: Option<Arc<Catalog>>,
 }
 
 impl Recorder {
@@ -82,7 +90,14 @@ impl Recorder {
             patterns,
             storage,
             counters,
+            catalog: None,
         })
+    }
+
+    /// Indexes every finished segment in `catalog` too (for playback).
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// Whether `recording.paths` selects the stream `app/key`.
@@ -113,11 +128,25 @@ impl Output for RecorderOutput {
             recorder.min_duration,
             MediaTime::from_duration(FRAGMENT_DURATION),
         );
+        let storage = match &recorder.catalog {
+            // One recording per publish: named after the stream's start, which a restarted
+            // recorder shares with the one it replaces.
+            Some(catalog) => {
+                let id = RecordingId::from_time(stream.stats.snapshot().started_at);
+                Arc::new(catalog.writer(
+                    key.clone(),
+                    id,
+                    recorder.format,
+                    Arc::clone(&recorder.storage),
+                )) as Arc<dyn Storage>
+            }
+            None => Arc::clone(&recorder.storage),
+        };
         let files = SegmentFiles::new(
             key.clone(),
             recorder.format.extension(),
             Arc::clone(&recorder.template),
-            Arc::clone(&recorder.storage),
+            storage,
         );
         let (tx, state) = match writer::spawn(
             key.clone(),
