@@ -417,7 +417,7 @@ async fn hooks_hear_each_uploaded_segment_then_the_end() {
     let client = s3.client().await;
     let objects = list(&client, "hooked/live/hook/").await;
     assert_eq!(events.len(), objects.len() + 1, "{events:?}");
-    let (mut count, mut sum) = (0, 0);
+    let (mut count, mut sum) = (0u64, 0);
     for (event, (object, size)) in events.iter().zip(&objects) {
         let RecordingEvent::Segment {
             stream,
@@ -438,7 +438,7 @@ async fn hooks_hear_each_uploaded_segment_then_the_end() {
         assert_eq!(bytes, size);
         assert!(!recovered);
         assert!(start.is_some_and(|s| s >= before - Duration::from_secs(1)), "{start:?}");
-        if count + 1 < objects.len() {
+        if (count as usize) + 1 < objects.len() {
             let d = duration.expect("a duration").as_secs_f64();
             assert!((d - 4.0).abs() <= FRAME + 0.001, "{d}");
         }
