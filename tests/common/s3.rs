@@ -72,6 +72,7 @@ impl SeaweedFs {
     /// Starts the process and waits for its S3 port.
     async fn spawn(&mut self) {
         let weed = std::env::var("WEED").unwrap_or_else(|_| "weed".to_owned());
+        std::fs::create_dir_all(&self.dir).expect("SeaweedFS dir");
         let config = self.dir.join("s3.json");
         let identities = serde_json::json!({"identities": [{
             "name": "zenlive",
