@@ -1412,9 +1412,8 @@ impl Config {
             ));
         }
         let endpoint = &s3.endpoint;
-        if !endpoint.is_empty()
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
+        let http = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !endpoint.is_empty() && !http {
             return Err(invalid(
                 "storage.s3.endpoint",
                 format!("{endpoint:?}"),
