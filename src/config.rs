@@ -286,6 +286,14 @@ pub struct RecordingConfig {
     pub max_download: Duration,
     /// The most segment bytes one download may read (it is built in memory).
     pub max_download_bytes: u64,
+    /// Local storage only: finished segments older than this are deleted (`0s`: kept
+    /// forever). With S3 storage, expire objects with a bucket lifecycle rule instead.
+    #[serde(with = "duration")]
+    pub delete_after: Duration,
+    /// Local storage only: the most bytes finished segments may take on disk; the oldest
+    /// are deleted first (`0`: no cap). With S3 storage, `storage.spool_max_bytes` bounds
+    /// local disk instead.
+    pub max_local_bytes: u64,
 }
 
 impl Default for RecordingConfig {
@@ -301,6 +309,8 @@ impl Default for RecordingConfig {
             paths: Vec::new(),
             max_download: Duration::from_secs(3600),
             max_download_bytes: 512 << 20,
+            delete_after: Duration::ZERO,
+            max_local_bytes: 0,
         }
     }
 }
@@ -322,9 +332,28 @@ pub enum RecordingFormat {
     Flv,
 }
 
+impl ChecksumMode {
+    /// The value as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WhenSupported => "when_supported",
+            Self::WhenRequired => "when_required",
+        }
+    }
+}
+
 impl RecordingFormat {
     /// Every value, in the order the documentation lists them.
     pub const ALL: [Self; 3] = [Self::Fmp4, Self::Ts, Self::Flv];
+
+    /// The segment files' extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Fmp4 => "mp4",
+            Self::Ts => "ts",
+            Self::Flv => "flv",
+        }
+    }
 
     /// The value as the configuration writes it.
     pub fn as_str(self) -> &'static str {
@@ -340,17 +369,101 @@ impl RecordingFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// `local`: files under `base_path` (the only kind so far).
+    /// `local`: files under `base_path`; `s3`: written under `base_path` first (the
+    /// spool), then uploaded to `[storage.s3]` and deleted locally.
     #[serde(rename = "type")]
     pub kind: StorageKind,
-    /// The directory recordings are written under (created when needed).
+    /// The directory recordings are written under (created when needed). With S3 storage,
+    /// the upload spool: it must belong to this node alone.
     pub base_path: String,
+    /// S3 storage: the most bytes of finished segments waiting for upload. When the spool
+    /// is full (S3 has been unreachable for a while), new segments are not started, loudly
+    /// (an error log and `zenlive_recording_segments_skipped_total`), until uploads make
+    /// room; nothing already recorded is deleted.
+    pub spool_max_bytes: u64,
+    /// The S3 bucket and how to reach it (`storage.type = "s3"`).
+    pub s3: S3Config,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { kind: StorageKind::Local, base_path: "./recordings".to_owned() }
+        Self {
+            kind: StorageKind::Local,
+            base_path: "./recordings".to_owned(),
+            // About 11 hours of a 2 Mbit/s stream, or an hour of 20 such streams.
+            spool_max_bytes: 10 << 30,
+            s3: S3Config::default(),
+        }
     }
+}
+
+/// `[storage.s3]`: an S3 bucket (AWS or any S3-compatible server). Credentials come from
+/// the usual AWS chain: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE` and
+/// `~/.aws`, web identity, ECS or EC2 instance roles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// The region (S3-compatible servers take any, often `us-east-1`).
+    pub region: String,
+    /// The endpoint URL of an S3-compatible server (`http://127.0.0.1:8333`); empty: AWS.
+    pub endpoint: String,
+    /// Path-style URLs (`endpoint/bucket/key`), which most S3-compatible servers need.
+    pub force_path_style: bool,
+    /// Prepended to every object key (`recordings/`); the rest of the key is the segment's
+    /// path under `storage.base_path`.
+    pub prefix: String,
+    /// `when_supported` (the SDK's default: a CRC checksum on every upload) or
+    /// `when_required`, for S3-compatible servers that reject the SDK's checksums.
+    pub request_checksum_calculation: ChecksumMode,
+    /// Longest one HTTP attempt may take (connect to last byte).
+    #[serde(with = "duration")]
+    pub attempt_timeout: Duration,
+    /// Longest one operation may take, its retries included.
+    #[serde(with = "duration")]
+    pub operation_timeout: Duration,
+    /// Segments larger than this are uploaded in parts (multipart upload); smaller ones
+    /// with one PutObject.
+    pub multipart_threshold: u64,
+    /// The size of each part of a multipart upload (S3's minimum is 5 MiB).
+    pub part_size: u64,
+    /// Uploads in flight at once (each stream's segments go one at a time, in order).
+    pub concurrency: usize,
+    /// The longest wait between two attempts of a failing upload (waits double from
+    /// 500 ms up to this).
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            region: "us-east-1".to_owned(),
+            endpoint: String::new(),
+            force_path_style: false,
+            prefix: String::new(),
+            request_checksum_calculation: ChecksumMode::WhenSupported,
+            attempt_timeout: Duration::from_secs(30),
+            operation_timeout: Duration::from_secs(120),
+            multipart_threshold: 64 << 20,
+            part_size: 16 << 20,
+            concurrency: 4,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `storage.s3.request_checksum_calculation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChecksumMode {
+    /// A checksum on every request that supports one (the SDK's default).
+    #[default]
+    WhenSupported,
+    /// Only where the operation requires one.
+    WhenRequired,
 }
 
 /// `storage.type`.
@@ -360,6 +473,8 @@ pub enum StorageKind {
     /// Local disk (`local`).
     #[default]
     Local,
+    /// An S3 bucket, through a local spool (`s3`).
+    S3,
 }
 
 /// `[auth]`: JWT verification. Off unless a secret or public key is set; then publish and
@@ -796,7 +911,14 @@ macro_rules! display_as_str {
         }
     )+};
 }
-display_as_str!(JwtAlgorithm, OnFailure, RoomsWithoutStream, LogFormat, RecordingFormat);
+display_as_str!(
+    JwtAlgorithm,
+    OnFailure,
+    RoomsWithoutStream,
+    LogFormat,
+    RecordingFormat,
+    ChecksumMode
+);
 
 /// What a duration in the configuration looks like, for error messages.
 const DURATION_FORMS: &str =
@@ -1164,6 +1286,7 @@ impl Config {
             ("hls.reconnect_grace", self.hls.reconnect_grace, zero..=day),
             ("recording.segment_duration", self.recording.segment_duration, s(1)..=hour),
             ("recording.max_download", self.recording.max_download, s(1)..=day),
+            ("recording.delete_after", self.recording.delete_after, zero..=day * 36_500),
             ("auth.leeway", self.auth.leeway, zero..=hour),
             ("auth.session_ttl", self.auth.session_ttl, s(1)..=day),
             ("hooks.timeout", self.hooks.timeout, ms(1)..=day),
@@ -1260,6 +1383,82 @@ impl Config {
         if self.storage.base_path.trim().is_empty() {
             return Err(invalid("storage.base_path", "\"\"", "must name a directory"));
         }
+        if self.storage.kind == StorageKind::S3 {
+            self.validate_s3()?;
+        }
+        Ok(())
+    }
+
+    /// `[storage.s3]` and what S3 storage rules out.
+    fn validate_s3(&self) -> Result<(), ConfigError> {
+        let s3 = &self.storage.s3;
+        let local_only = "applies to local storage only; with storage.type = \"s3\" expire \
+                          objects with a bucket lifecycle rule (local disk is bounded by \
+                          storage.spool_max_bytes)";
+        if !self.recording.delete_after.is_zero() {
+            let value = format!("{:?}", format_duration(self.recording.delete_after));
+            return Err(invalid("recording.delete_after", value, local_only));
+        }
+        if self.recording.max_local_bytes != 0 {
+            return Err(invalid(
+                "recording.max_local_bytes",
+                self.recording.max_local_bytes,
+                local_only,
+            ));
+        }
+        if s3.bucket.trim().is_empty() {
+            return Err(invalid(
+                "storage.s3.bucket",
+                "\"\"",
+                "storage.type = \"s3\" needs a bucket",
+            ));
+        }
+        if s3.region.trim().is_empty() {
+            return Err(invalid(
+                "storage.s3.region",
+                "\"\"",
+                "must name a region (any, such as us-east-1, for S3-compatible servers)",
+            ));
+        }
+        let endpoint = &s3.endpoint;
+        let http = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !endpoint.is_empty() && !http {
+            return Err(invalid(
+                "storage.s3.endpoint",
+                format!("{endpoint:?}"),
+                "must start with http:// or https://",
+            ));
+        }
+        if s3.prefix.starts_with('/') {
+            return Err(invalid(
+                "storage.s3.prefix",
+                format!("{:?}", s3.prefix),
+                "must not start with '/' (object keys do not)",
+            ));
+        }
+        let (ms, s) = (Duration::from_millis, Duration::from_secs);
+        duration_within("storage.s3.attempt_timeout", s3.attempt_timeout, ms(100)..=s(3600))?;
+        duration_within(
+            "storage.s3.operation_timeout",
+            s3.operation_timeout,
+            s3.attempt_timeout..=s(86_400),
+        )?;
+        duration_within("storage.s3.max_backoff", s3.max_backoff, ms(500)..=s(3600))?;
+        // S3's limits: parts of 5 MiB to 5 GiB; one PutObject carries at most 5 GiB.
+        within("storage.s3.part_size", s3.part_size, 5 << 20..=5 << 30, "bytes")?;
+        within(
+            "storage.s3.multipart_threshold",
+            s3.multipart_threshold,
+            5 << 20..=5 << 30,
+            "bytes",
+        )?;
+        within("storage.s3.concurrency", s3.concurrency, 1..=256, "uploads")?;
+        within(
+            "storage.spool_max_bytes",
+            self.storage.spool_max_bytes,
+            1 << 20..=1 << 50,
+            "bytes",
+        )?;
         Ok(())
     }
 
@@ -1331,9 +1530,21 @@ fn apply_env(
                 sections()
             )));
         };
-        let full = format!("{section}.{key}");
+        // A key of a sub-table (`[storage.s3] bucket` is ZENLIVE_STORAGE_S3_BUCKET).
+        let nested = known.iter().find_map(|(sub, value)| {
+            let rest = key.strip_prefix(sub.as_str())?.strip_prefix('_')?;
+            let default = value.as_table()?.get(rest)?;
+            Some((sub.as_str(), rest, default))
+        });
+        let full = match nested {
+            Some((sub, rest, _)) => format!("{section}.{sub}.{rest}"),
+            None => format!("{section}.{key}"),
+        };
         let moved = DEPRECATED_KEYS.iter().find(|(old, _)| *old == full);
-        let Some(default) = known.get(key).or_else(|| moved.and_then(|(_, new)| default_of(new)))
+        let Some(default) = nested
+            .map(|(_, _, default)| default)
+            .or_else(|| known.get(key).filter(|value| !value.is_table()))
+            .or_else(|| moved.and_then(|(_, new)| default_of(new)))
         else {
             let keys = known.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
             return Err(ConfigError::Invalid(format!(
@@ -1349,6 +1560,16 @@ fn apply_env(
         let toml::Value::Table(section_table) = entry else {
             return Err(ConfigError::Invalid(format!("[{section}] must be a table")));
         };
+        let (mut section_table, mut key): (&mut toml::Table, &str) = (section_table, key);
+        if let Some((sub, rest, _)) = nested {
+            let entry = section_table
+                .entry(sub.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(sub_table) = entry else {
+                return Err(ConfigError::Invalid(format!("[{section}.{sub}] must be a table")));
+            };
+            (section_table, key) = (sub_table, rest);
+        }
         section_table.insert(key.to_owned(), parsed);
         origins.insert(full, name);
     }
@@ -1463,6 +1684,46 @@ mod tests {
             let err = Config::load(None, env(&[(var, value)])).expect_err(value).to_string();
             assert!(err.contains(says) && err.contains(var), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn s3_keys_come_from_the_environment_and_are_checked() {
+        let base = [
+            ("ZENLIVE_STORAGE_TYPE", "s3"),
+            ("ZENLIVE_STORAGE_S3_BUCKET", "rec"),
+            ("ZENLIVE_STORAGE_S3_ENDPOINT", "http://127.0.0.1:8333"),
+            ("ZENLIVE_STORAGE_S3_FORCE_PATH_STYLE", "true"),
+            ("ZENLIVE_STORAGE_S3_REQUEST_CHECKSUM_CALCULATION", "when_required"),
+            ("ZENLIVE_STORAGE_S3_ATTEMPT_TIMEOUT", "5s"),
+            ("ZENLIVE_STORAGE_SPOOL_MAX_BYTES", "1048576"),
+        ];
+        let c = Config::load(None, env(&base)).expect("valid");
+        let s3 = &c.storage.s3;
+        assert_eq!(c.storage.kind, StorageKind::S3);
+        assert_eq!((s3.bucket.as_str(), s3.endpoint.as_str()), ("rec", "http://127.0.0.1:8333"));
+        assert!(s3.force_path_style);
+        assert_eq!(s3.request_checksum_calculation, ChecksumMode::WhenRequired);
+        assert_eq!(s3.attempt_timeout, Duration::from_secs(5));
+        assert_eq!(c.storage.spool_max_bytes, 1 << 20);
+        for (variable, value, expected) in [
+            ("ZENLIVE_STORAGE_S3_BUCKET", "", "storage.s3.bucket = \"\": storage.type = \"s3\" needs a bucket"),
+            ("ZENLIVE_STORAGE_S3_ENDPOINT", "127.0.0.1:8333", "storage.s3.endpoint"),
+            ("ZENLIVE_STORAGE_S3_REQUEST_CHECKSUM_CALCULATION", "never", "when_supported"),
+            ("ZENLIVE_STORAGE_S3_PART_SIZE", "1000", "ZENLIVE_STORAGE_S3_PART_SIZE: storage.s3.part_size = 1000: must be between 5242880 and 5368709120 bytes"),
+            ("ZENLIVE_STORAGE_S3_ATTEMPT_TIMEOUT", "10m", "storage.s3.operation_timeout"),
+            ("ZENLIVE_STORAGE_S3_CONCURRENCY", "0", "storage.s3.concurrency = 0"),
+            ("ZENLIVE_STORAGE_S3_BUCKETS", "x", "ZENLIVE_STORAGE_S3_BUCKETS"),
+            ("ZENLIVE_RECORDING_DELETE_AFTER", "7d", "recording.delete_after"),
+            ("ZENLIVE_RECORDING_MAX_LOCAL_BYTES", "100", "bucket lifecycle rule"),
+        ] {
+            let mut vars = env(&base);
+            vars.push((variable.to_owned(), value.to_owned()));
+            let err = Config::load(None, vars).expect_err(variable).to_string();
+            assert!(err.contains(expected), "{variable}={value}: {err}");
+        }
+        let local = Config::load(None, env(&[("ZENLIVE_RECORDING_DELETE_AFTER", "7d")]))
+            .expect("retention with local storage");
+        assert_eq!(local.recording.delete_after, Duration::from_secs(7 * 86_400));
     }
 
     #[test]

@@ -50,6 +50,7 @@ mod ws_frames;
 pub use config::Config;
 pub use hooks::{Decision, PlayRequest, PublishRequest, ViewerEvent};
 pub use node::{Node, NodeBuilder, Reloaded, StartError, StreamHandle};
+pub use recording::events::{RecordingEvent, SegmentLocation};
 pub use zenlive_actors::events::NodeCounters;
 pub use zenlive_actors::{
     Codec, CodecConfig, FrameKind, FrameSink, MediaFrame, MediaTime, Offer, Output, OutputStream,

@@ -40,14 +40,17 @@ use zenlive_registry::{
 use crate::auth::Auth;
 use crate::cluster::instrumented::Instrumented;
 use crate::cluster::Cluster;
-use crate::config::{Config, OnFailure};
+use crate::config::{Config, OnFailure, StorageKind};
 use crate::context::NodeContext;
 use crate::hls::packager::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 use crate::recording::catalog::{Catalog, Playback};
 use crate::recording::counters::RecordingCounters;
-use crate::recording::storage::LocalStorage;
+use crate::recording::events::{RecordingEvent, RecordingListener};
+use crate::recording::retention::{Retention, RetentionRules};
+use crate::recording::s3::S3Storage;
+use crate::recording::storage::{LocalStorage, Storage};
 use crate::recording::{Recorder, RecorderOutput};
 use crate::refusals::Refusals;
 use crate::rtmp::budget::PartialBudget;
@@ -164,6 +167,28 @@ impl NodeBuilder {
         self
     }
 
+    /// Calls `hook` with every recorded segment once it is in its storage: on local disk
+    /// when finished, in the bucket once uploaded (S3 storage), with its stream, path or
+    /// object key, start, duration and bytes ([`RecordingEvent::Segment`]). Runs on a
+    /// recorder's or the uploader's thread: keep it quick.
+    pub fn on_recording_segment(
+        mut self,
+        hook: impl Fn(&RecordingEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_recording_segment.push(Box::new(hook));
+        self
+    }
+
+    /// Calls `hook` when a stream's recording ends, after every segment event of it, with
+    /// the count, bytes and duration of its segments ([`RecordingEvent::Ended`]).
+    pub fn on_recording_end(
+        mut self,
+        hook: impl Fn(&RecordingEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_recording_end.push(Box::new(hook));
+        self
+    }
+
     /// Asks `decide` before every publish (after auth). It runs as its own task, bounded by
     /// `hooks.timeout`; when it fails, panics or times out, `hooks.on_failure` decides.
     pub fn on_publish<F, Fut>(mut self, decide: F) -> Self
@@ -245,17 +270,6 @@ impl NodeBuilder {
             config.recording.max_download,
             config.recording.max_download_bytes,
         ));
-        if config.recording.enabled {
-            let storage = Arc::new(LocalStorage::new(&config.storage.base_path));
-            let recorder = Recorder::new(&config.recording, storage, recording.clone())
-                .map_err(|problem| {
-                    crate::config::ConfigError::Invalid(format!("recording: {problem}"))
-                })?
-                .with_catalog(catalog);
-            tracing::info!(base_path = %config.storage.base_path, format = %config.recording.format, "recording streams to local disk");
-            outputs.push(Arc::new(RecorderOutput(Arc::new(recorder))));
-        }
-        outputs.extend(self.outputs);
         let metrics = Arc::new(Metrics::new(
             directory.clone(),
             Arc::clone(&counters),
@@ -294,6 +308,17 @@ impl NodeBuilder {
             config.hooks.timeout,
             config.hooks.on_failure == OnFailure::Allow,
         ));
+        if config.recording.enabled {
+            let events = Arc::clone(&hooks) as Arc<dyn RecordingListener>;
+            let storage = recording_storage(&config, recording.clone(), events)?;
+            let recorder = Recorder::new(&config.recording, storage, recording.clone())
+                .map_err(|problem| {
+                    crate::config::ConfigError::Invalid(format!("recording: {problem}"))
+                })?
+                .with_catalog(catalog);
+            outputs.push(Arc::new(RecorderOutput(Arc::new(recorder))));
+        }
+        outputs.extend(self.outputs);
         let supervisor = StreamSupervisor::new(
             node_id.clone(),
             Arc::clone(&registry),
@@ -403,6 +428,40 @@ impl NodeBuilder {
         node.context.ready.store(true, Ordering::Release);
         node.listeners.tasks.push(beat);
         Ok(node)
+    }
+}
+
+/// The recordings' storage `[storage]` names, telling `events` of segments and ends.
+fn recording_storage(
+    config: &Config,
+    counters: RecordingCounters,
+    events: Arc<dyn RecordingListener>,
+) -> Result<Arc<dyn Storage>, StartError> {
+    let invalid =
+        |problem: String| crate::config::ConfigError::Invalid(format!("recording: {problem}"));
+    let base = &config.storage.base_path;
+    match config.storage.kind {
+        StorageKind::Local => {
+            let mut storage = LocalStorage::new(base).with_events(events);
+            let rules = RetentionRules {
+                delete_after: config.recording.delete_after,
+                max_bytes: config.recording.max_local_bytes,
+            };
+            if rules.any() {
+                let ext = config.recording.format.extension();
+                let retention = Retention::start(base.into(), ext, rules, counters)
+                    .map_err(|e| invalid(format!("cannot start the retention thread: {e}")))?;
+                storage = storage.with_retention(retention);
+            }
+            tracing::info!(base_path = %base, format = %config.recording.format, "recording streams to local disk");
+            Ok(Arc::new(storage))
+        }
+        StorageKind::S3 => {
+            let storage = S3Storage::start(&config.storage, counters, events).map_err(invalid)?;
+            let s3 = &config.storage.s3;
+            tracing::info!(spool = %base, bucket = %s3.bucket, endpoint = %s3.endpoint, format = %config.recording.format, "recording streams to S3 through a local spool");
+            Ok(Arc::new(storage))
+        }
     }
 }
 

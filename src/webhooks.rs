@@ -26,6 +26,7 @@ use zenlive_actors::StreamEvent;
 use crate::config::WebhooksConfig;
 use crate::hooks::types::{decider, unix_seconds, Decider, Decision, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
+use crate::recording::events::{RecordingEvent, SegmentLocation};
 
 /// Longest wait between two attempts of one delivery.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -163,6 +164,61 @@ impl Webhooks {
             map.remove("event");
         }
         self.enqueue(kind, data);
+    }
+
+    /// Queues a recording event (`recording.segment`, `recording.end`).
+    pub fn recording(&self, event: &RecordingEvent) {
+        let seconds = |d: &Option<Duration>| d.map(|d| d.as_secs_f64());
+        match event {
+            RecordingEvent::Segment {
+                stream,
+                path,
+                location,
+                start,
+                media_start,
+                duration,
+                bytes,
+                recovered,
+            } => {
+                let (storage, bucket, key, local) = match location {
+                    SegmentLocation::Local(full) => {
+                        ("local", None, None, Some(full.display().to_string()))
+                    }
+                    SegmentLocation::S3 { bucket, key } => {
+                        ("s3", Some(bucket.clone()), Some(key.clone()), None)
+                    }
+                };
+                self.enqueue(
+                    "recording.segment",
+                    json!({
+                        "stream": stream.to_string(),
+                        "path": path,
+                        "storage": storage,
+                        "bucket": bucket,
+                        "key": key,
+                        "local_path": local,
+                        "url": location.to_string(),
+                        "started_at": start.map(unix_seconds),
+                        "media_start_seconds": seconds(media_start),
+                        "duration_seconds": seconds(duration),
+                        "bytes": bytes,
+                        "recovered": recovered,
+                    }),
+                )
+            }
+            RecordingEvent::Ended { stream, segments, bytes, duration, start, reason } => self
+                .enqueue(
+                    "recording.end",
+                    json!({
+                        "stream": stream.to_string(),
+                        "segments": segments,
+                        "bytes": bytes,
+                        "duration_seconds": duration.as_secs_f64(),
+                        "started_at": start.map(unix_seconds),
+                        "reason": reason,
+                    }),
+                ),
+        }
     }
 
     /// Queues a delivered chat message.

@@ -1,5 +1,6 @@
 //! Fault injection for tests. With the `fault-injection` feature, a test can make the frame
-//! path of a stream or an output's session panic, to prove supervision; without it, every
+//! path of a stream, an output's session or a recorder's writer thread panic, to prove
+//! supervision; without it, every
 //! check here is a constant `false` the compiler removes.
 
 /// A panic a test can arm.
@@ -8,6 +9,9 @@
 pub enum Fault {
     /// The next frame an output's sink (the HLS packager's) is offered panics.
     OutputPanic = 1,
+    /// The next frame a recorder's writer thread takes panics (the recorder restarts in a
+    /// new segment).
+    RecorderPanic = 2,
 }
 
 /// The script-data payload that makes a stream's frame path panic when it is taken in (a

@@ -20,12 +20,15 @@ use zenlive_actors::{Protocol, StreamEvent, StreamKey, ViewerSession};
 
 pub use self::types::{decider, Decider, Decision, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
+use crate::recording::events::{RecordingEvent, RecordingListener};
 use crate::webhooks::Webhooks;
 
 /// A stream notification.
 pub type StreamHook = Notify<StreamEvent>;
 /// A viewer notification.
 pub type ViewerHook = Notify<ViewerEvent>;
+/// A recording notification.
+pub type RecordingHook = Notify<RecordingEvent>;
 
 /// The application's hooks as registered on the [`crate::NodeBuilder`].
 #[derive(Default)]
@@ -34,6 +37,8 @@ pub struct HookSet {
     pub(crate) on_end: Vec<StreamHook>,
     pub(crate) on_viewer_join: Vec<ViewerHook>,
     pub(crate) on_viewer_leave: Vec<ViewerHook>,
+    pub(crate) on_recording_segment: Vec<RecordingHook>,
+    pub(crate) on_recording_end: Vec<RecordingHook>,
     pub(crate) on_publish: Vec<Decider>,
     pub(crate) on_play: Vec<Decider>,
 }
@@ -172,6 +177,23 @@ impl Hooks {
         }
         if let Some(webhooks) = &*self.webhooks.load() {
             webhooks.viewer(&event);
+        }
+    }
+}
+
+impl RecordingListener for Hooks {
+    fn recording_event(&self, event: &RecordingEvent) {
+        let (hooks, name) = match event {
+            RecordingEvent::Segment { .. } => (&self.set.on_recording_segment, "recording_segment"),
+            RecordingEvent::Ended { .. } => (&self.set.on_recording_end, "recording_end"),
+        };
+        let started = Instant::now();
+        notify(hooks, event, event.stream());
+        if !hooks.is_empty() {
+            self.metrics.hook(name, started.elapsed());
+        }
+        if let Some(webhooks) = &*self.webhooks.load() {
+            webhooks.recording(event);
         }
     }
 }

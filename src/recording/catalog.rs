@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 use zenlive_actors::StreamKey;
 use zenlive_media::segment::SegmentFormat;
 
+use super::events::RecordingEvent;
 use super::storage::{FinishedSegment, Storage};
 
 /// The catalog's directory under `storage.base_path`.
@@ -472,6 +473,19 @@ impl Storage for CatalogWriter {
             tracing::error!(stream = %segment.stream, path = %segment.path.display(), %error, "recording catalog: the segment could not be indexed; it is on disk but not listed for playback");
         }
         self.inner.finished(segment);
+    }
+
+    // Every other call goes to the storage unchanged: the catalog only adds sidecars.
+    fn opened(&self, stream: &StreamKey, relative: &Path, path: &Path, wall: SystemTime) {
+        self.inner.opened(stream, relative, path, wall);
+    }
+
+    fn has_room(&self) -> bool {
+        self.inner.has_room()
+    }
+
+    fn ended(&self, event: RecordingEvent) {
+        self.inner.ended(event);
     }
 }
 

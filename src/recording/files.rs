@@ -66,6 +66,11 @@ impl SegmentFiles {
         Self { key, ext, template, storage, open: None }
     }
 
+    /// Where the segments go.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
     /// The `.part` file being written, if any.
     pub fn current(&self) -> Option<&Path> {
         self.open.as_ref().map(|f| f.part.as_path())
@@ -95,6 +100,7 @@ impl SegmentFiles {
             }
             match OpenOptions::new().write(true).create_new(true).open(&part) {
                 Ok(file) => {
+                    self.storage.opened(&self.key, &relative, &path, wall);
                     self.open = Some(OpenFile { file, part, path, relative, wall, bytes: 0 });
                     return Ok(());
                 }

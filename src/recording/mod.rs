@@ -8,19 +8,25 @@
 //! ([`writer`]); there [`core::RecorderCore`] decides where segments start and end and the
 //! media crate's `SegmentWriter` encodes them (fMP4, MPEG-TS or FLV), and
 //! [`files::SegmentFiles`] writes them as `.part` files, fsync'd and renamed when complete.
-//! [`storage::Storage`] hears of every finished segment: the seam for uploads.
-//! [`catalog::Catalog`] indexes finished segments per recording (one publish of a stream)
-//! for playback, which [`vod`] and `src/http/recordings.rs` serve.
+//! [`storage::Storage`] hears of every finished segment: [`storage::LocalStorage`] keeps
+//! it (and [`retention`] may delete it later); [`s3::S3Storage`] uploads it from the spool
+//! ([`spool`]). Either tells the application ([`events`]). [`catalog::Catalog`] indexes
+//! finished segments per recording (one publish of a stream) for playback, which [`vod`]
+//! and `src/http/recordings.rs` serve (from local disk only, so far).
 //!
 //! # Layout
 //! Bottom to top; each imports only those before it:
 //! - [`path`]: the `recording.path` template and the `recording.paths` patterns.
 //! - [`counters`]: the Prometheus series.
+//! - [`events`]: what the application hears (segment uploaded or kept, recording ended).
+//! - [`retention`]: `recording.delete_after` and `recording.max_local_bytes` on local disk.
 //! - [`storage`]: [`storage::Storage`], [`storage::LocalStorage`], finished segments.
 //! - [`catalog`]: recordings and their segments (sidecars), what is live, reading segments.
 //! - [`vod`]: playback decisions, sans-IO: VOD playlists, download plans, query values.
 //! - [`core`]: the segmenting decisions, sans-IO.
 //! - [`files`]: `.part` files, fsync, rename.
+//! - [`spool`]: the S3 spool on local disk: sidecars, the scan at start, the upload queue.
+//! - [`s3`]: [`s3::S3Storage`] and its uploader thread.
 //! - [`writer`]: the writer thread and its queue.
 //! - [`sink`]: the session's side of the queue.
 //! - this file: the output.
@@ -28,9 +34,13 @@
 pub mod catalog;
 pub mod core;
 pub mod counters;
+pub mod events;
 pub mod files;
 pub mod path;
+pub mod retention;
+pub mod s3;
 pub mod sink;
+pub mod spool;
 pub mod storage;
 pub mod vod;
 pub mod writer;

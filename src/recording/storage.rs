@@ -1,12 +1,16 @@
 //! Where finished segments go. [`Storage`] is the seam between the recorder, which writes
 //! every segment to local disk first, and what happens to a segment once it is complete:
-//! [`LocalStorage`] keeps it where it is; an uploader (S3, with a spool that survives
-//! restarts) would take it from there, through the same trait.
+//! [`LocalStorage`] keeps it where it is (and announces it); [`super::s3::S3Storage`]
+//! queues it for upload from a spool that survives restarts.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use zenlive_actors::StreamKey;
+
+use super::events::{NoListener, RecordingEvent, RecordingListener, SegmentLocation};
+use super::retention::Retention;
 
 /// A segment that is complete on local disk: renamed from its `.part` name, its bytes
 /// flushed to the disk (fsync) before the rename.
@@ -29,26 +33,54 @@ pub struct FinishedSegment {
 }
 
 /// Where the recorder writes, and who hears of finished segments. Implementations are
-/// called from the recorders' writer threads: `finished` must not block for long (an
-/// uploader queues the segment and returns).
+/// called from the recorders' writer threads: no method may block for long (an uploader
+/// queues the segment and returns; a small metadata file is all it may write).
 pub trait Storage: Send + Sync + 'static {
     /// The local directory segments are written under.
     fn root(&self) -> &Path;
 
+    /// A segment was begun (its `.part` file created) at `path`, `relative` to the root.
+    fn opened(&self, _stream: &StreamKey, _relative: &Path, _path: &Path, _wall: SystemTime) {}
+
+    /// Whether a new segment may begin: `false` while local disk is full by the storage's
+    /// own bound (an S3 spool waiting for uploads). The recorder then skips segments,
+    /// loudly, until there is room again.
+    fn has_room(&self) -> bool {
+        true
+    }
+
     /// A segment is complete on local disk.
     fn finished(&self, segment: FinishedSegment);
+
+    /// A stream's recording ended (`RecordingEvent::Ended`), after its last `finished`.
+    fn ended(&self, _event: RecordingEvent) {}
 }
 
-/// Segments stay on local disk under `base_path` (`storage.type = "local"`).
-#[derive(Debug, Clone)]
+/// Segments stay on local disk under `base_path` (`storage.type = "local"`), announced to
+/// the listener as they finish, deleted by the retention rules if any are set.
+#[derive(Clone)]
 pub struct LocalStorage {
     base: PathBuf,
+    events: Arc<dyn RecordingListener>,
+    retention: Option<Retention>,
 }
 
 impl LocalStorage {
-    /// Storage under `base` (created when the first segment is written).
+    /// Storage under `base` (created when the first segment is written), telling nobody.
     pub fn new(base: impl Into<PathBuf>) -> Self {
-        Self { base: base.into() }
+        Self { base: base.into(), events: Arc::new(NoListener), retention: None }
+    }
+
+    /// Tells `events` of every finished segment and ended recording.
+    pub fn with_events(mut self, events: Arc<dyn RecordingListener>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Hands every finished segment to `retention` (which deletes the oldest).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
     }
 }
 
@@ -65,5 +97,22 @@ impl Storage for LocalStorage {
             bytes = segment.bytes,
             "recording segment finished"
         );
+        if let Some(retention) = &self.retention {
+            retention.add(segment.path.clone(), segment.bytes);
+        }
+        self.events.recording_event(&RecordingEvent::Segment {
+            stream: segment.stream,
+            path: segment.relative.to_string_lossy().into_owned(),
+            location: SegmentLocation::Local(segment.path),
+            start: Some(segment.wall_start),
+            media_start: Some(segment.media_start),
+            duration: Some(segment.duration),
+            bytes: segment.bytes,
+            recovered: false,
+        });
+    }
+
+    fn ended(&self, event: RecordingEvent) {
+        self.events.recording_event(&event);
     }
 }

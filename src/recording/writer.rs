@@ -5,21 +5,29 @@
 //! The thread ends when its queue's sender is dropped (the stream ended, or the sink was
 //! dropped after a crash): the open segment is finalized first. It also ends on a disk
 //! error, with one error log line and `zenlive_recording_write_errors_total`; the sink
-//! then reports the recorder closed, and the stream and its viewers go on. A panic here
+//! then reports the recorder closed, and the stream and its viewers go on. Either way the
+//! storage hears that the recording ended (`RecordingEvent::Ended`). A panic here
 //! is caught and flagged, and the sink re-raises it on the session's side, so the output's
 //! supervision restarts the recorder (in a new segment).
+//!
+//! When the storage has no room (an S3 spool full while uploads fail), a segment due to
+//! begin is skipped whole: an error log when skipping starts, an info line when it ends,
+//! `zenlive_recording_segments_skipped_total` for each. Recording resumes by itself at
+//! the first segment that finds room.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use zenlive_actors::faults::{self, Fault};
 use zenlive_actors::{CodecConfig, MediaFrame, StreamKey};
 
 use super::core::{Effect, RecorderCore};
 use super::counters::RecordingCounters;
+use super::events::RecordingEvent;
 use super::files::{FileError, SegmentFiles};
 
 /// What the sink hands the writer.
@@ -61,19 +69,26 @@ pub fn spawn(
     let shared = Arc::clone(&state);
     std::thread::Builder::new().name(format!("rec {key}")).spawn(move || {
         counters.active.inc();
-        let mut writer = Writer { key, core, files, counters: counters.clone(), state: Arc::clone(&shared), logged: HashSet::new() };
+        let mut writer = Writer { key, core, files, counters: counters.clone(), state: Arc::clone(&shared), logged: HashSet::new(), skipping: false, summary: Summary::default() };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| writer.run(rx)));
         counters.active.dec();
-        match outcome {
-            Ok(Ok(())) => {}
+        let reason = match outcome {
+            Ok(Ok(())) => "stream ended".to_owned(),
             Ok(Err(error)) => {
                 shared.failed.store(true, Ordering::Release);
                 counters.write_errors.inc();
                 let part = writer.files.current().map(|p| p.display().to_string()).unwrap_or_default();
                 tracing::error!(stream = %writer.key, %error, part, "recording stopped on a disk error; the stream and its viewers go on (what was written stays on disk)");
+                format!("disk error: {error}")
             }
-            Err(_) => shared.panicked.store(true, Ordering::Release),
-        }
+            Err(_) => {
+                // Supervision restarts the recorder: the recording goes on.
+                shared.panicked.store(true, Ordering::Release);
+                return;
+            }
+        };
+        let Summary { segments, bytes, duration, start } = writer.summary;
+        writer.files.storage().ended(RecordingEvent::Ended { stream: writer.key.clone(), segments, bytes, duration, start, reason });
     })?;
     Ok((tx, state))
 }
@@ -85,6 +100,18 @@ struct Writer {
     counters: RecordingCounters,
     state: Arc<WriterState>,
     logged: HashSet<&'static str>,
+    /// Segments are being skipped: the storage has no room.
+    skipping: bool,
+    summary: Summary,
+}
+
+/// What this recorder finished, for its end event.
+#[derive(Debug, Default)]
+struct Summary {
+    segments: u64,
+    bytes: u64,
+    duration: Duration,
+    start: Option<SystemTime>,
 }
 
 impl Writer {
@@ -95,6 +122,9 @@ impl Writer {
                 Msg::Declare(config) => self.core.declare(&config),
                 Msg::Frame { frame, wall, gap_before } => {
                     self.state.queued.fetch_sub(frame.payload().len(), Ordering::AcqRel);
+                    if faults::fire(Fault::RecorderPanic) {
+                        panic!("fault injection: a recorder writer thread panics");
+                    }
                     if gap_before {
                         self.core.interrupt(&mut effects);
                     }
@@ -112,6 +142,17 @@ impl Writer {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Open { wall } => {
+                    if !self.files.storage().has_room() {
+                        if !std::mem::replace(&mut self.skipping, true) {
+                            tracing::error!(stream = %self.key, "recording paused: the upload spool is full (storage.spool_max_bytes; S3 uploads are failing or slow); segments are skipped until uploads make room");
+                        }
+                        self.counters.segments_skipped.inc();
+                        // No file is open: the segment's writes and close are no-ops.
+                        continue;
+                    }
+                    if std::mem::take(&mut self.skipping) {
+                        tracing::info!(stream = %self.key, "the upload spool has room again: recording resumes");
+                    }
                     self.files.open(wall)?;
                     if let Some(part) = self.files.current() {
                         tracing::debug!(stream = %self.key, part = %part.display(), "recording segment started");
@@ -122,8 +163,13 @@ impl Writer {
                     self.counters.bytes.inc_by(written);
                 }
                 Effect::Close { start, duration } => {
-                    if self.files.close(start, duration)?.is_some() {
+                    if let Some(segment) = self.files.close(start, duration)? {
                         self.counters.segments.inc();
+                        let summary = &mut self.summary;
+                        summary.segments += 1;
+                        summary.bytes += segment.bytes;
+                        summary.duration += segment.duration;
+                        summary.start.get_or_insert(segment.wall_start);
                     }
                 }
                 Effect::Dropped(why) => {

@@ -6,6 +6,7 @@
 pub mod pg;
 pub mod process;
 pub mod rtmp;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
