@@ -311,11 +311,16 @@ impl NodeBuilder {
         if config.recording.enabled {
             let events = Arc::clone(&hooks) as Arc<dyn RecordingListener>;
             let storage = recording_storage(&config, recording.clone(), events)?;
-            let recorder = Recorder::new(&config.recording, storage, recording.clone())
+            let mut recorder = Recorder::new(&config.recording, storage, recording.clone())
                 .map_err(|problem| {
                     crate::config::ConfigError::Invalid(format!("recording: {problem}"))
-                })?
-                .with_catalog(catalog);
+                })?;
+            // Playback reads local files only: with S3 storage a segment leaves the spool
+            // once uploaded, and a catalog would list what cannot be served (and leave its
+            // sidecars in the spool).
+            if config.storage.kind == StorageKind::Local {
+                recorder = recorder.with_catalog(catalog);
+            }
             outputs.push(Arc::new(RecorderOutput(Arc::new(recorder))));
         }
         outputs.extend(self.outputs);

@@ -245,6 +245,10 @@ async fn s3_killed_and_restarted_loses_nothing_and_viewers_go_on() {
     let waiting = metric(&node, "zenlive_recording_upload_queue").await;
     s3.restart().await;
     wait_publisher(publisher, Duration::from_secs(60)).await;
+    // The last segment is finished when the node sees the stream end, a moment after the
+    // publisher exits: wait for all seven uploads, not only for an empty queue.
+    wait_metric(&node, "zenlive_recording_uploads_total", Duration::from_secs(60), |v| v >= 7.0)
+        .await;
     wait_metric(&node, "zenlive_recording_upload_queue", Duration::from_secs(60), |v| v == 0.0)
         .await;
     let client = s3.client().await;

@@ -134,3 +134,68 @@ async fn a_panicking_hls_packager_restarts_with_a_discontinuity_and_rtmp_viewers
     let _ = publisher.kill().await;
     node.shutdown().await;
 }
+
+/// The finished recording segments under `dir` (files with the `.mp4` extension).
+fn finished_segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "mp4") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[actix_rt::test]
+async fn a_crashing_recorder_restarts_in_a_new_segment_and_the_stream_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config();
+    config.recording.enabled = true;
+    config.recording.segment_duration = Duration::from_secs(2);
+    config.storage.base_path = dir.path().to_string_lossy().into_owned();
+    let node = start_node(config).await;
+    let mut publisher = publish(&fixture(false), &rtmp_url(&node, "taped"));
+    wait_live(&node, "taped").await;
+    wait_for("a finished segment", Duration::from_secs(30), || {
+        !finished_segments(dir.path()).is_empty()
+    })
+    .await;
+
+    zenlive_actors::faults::arm(zenlive_actors::faults::Fault::RecorderPanic);
+    let restarts =
+        || sample(&node.metrics_text(), "zenlive_actor_restarts_total", &[("kind", "recorder")]);
+    wait_for("the recorder's restart", Duration::from_secs(20), || restarts() == Some(1.0)).await;
+    let before = finished_segments(dir.path()).len();
+    wait_for("a segment after the restart", Duration::from_secs(30), || {
+        finished_segments(dir.path()).len() > before
+    })
+    .await;
+    assert_eq!(
+        node.counters().stream_restarts.load(Ordering::Relaxed),
+        0,
+        "the stream never noticed"
+    );
+    assert!(node.stream(&StreamKey::new("live", "taped").expect("key")).is_some(), "still live");
+    let _ = publisher.kill().await;
+    node.shutdown().await;
+    // Every finished segment is a readable MP4 with video (the one the crash cut stays a
+    // `.part`, readable up to its last fragment).
+    for segment in finished_segments(dir.path()) {
+        let info = probe(&segment).await;
+        let kinds: Vec<&str> = info["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .filter_map(|s| s["codec_type"].as_str())
+            .collect();
+        assert!(kinds.contains(&"video"), "{}: {kinds:?}", segment.display());
+    }
+}
