@@ -43,7 +43,7 @@ fn micros(d: Duration) -> f64 {
 
 async fn round_trips(a: &Node, b: &Node) {
     let (ca, cb) = (a.cluster().expect("cluster"), b.cluster().expect("cluster"));
-    cb.on_call("echo", |_name, body| async move { Ok(body) });
+    cb.on_call("echo", |_name, _epoch, body| async move { Ok(body) });
     let target = b.id().clone();
     let body = vec![7u8; 64];
     for _ in 0..2_000 {
