@@ -284,6 +284,17 @@ impl NodeBuilder {
             secret: config.webhooks.secret.clone(),
         }));
         let mut set = self.hooks;
+        if let Some(cluster) = &cluster {
+            // A stream kicked here ends its edges' copies too (cluster::pull).
+            let cluster = Arc::clone(cluster);
+            set.on_end.push(Box::new(move |event| {
+                if let StreamEvent::Ended { key, reason, .. } = event {
+                    if crate::cluster::pull::kicked_by_name(reason) {
+                        crate::cluster::pull::announce_kicked(&cluster, key);
+                    }
+                }
+            }));
+        }
         if !config.webhooks.on_publish_url.is_empty() {
             let callback = Arc::clone(&publish_callback);
             set.on_publish.push(on_publish_callback(callback, config.hooks.timeout));
@@ -439,6 +450,7 @@ fn routes(
             .message::<Moderate>(),
     );
     if let Some(cluster) = cluster {
+        crate::cluster::pull::serve_relay_ends(cluster, directory.clone(), book.clone());
         crate::refs::serve(cluster, Arc::clone(&stream_routes));
         crate::refs::serve(cluster, Arc::clone(&room_routes));
     }

@@ -9,12 +9,15 @@
 //!
 //! # The rule
 //! A claim or a renewal that the registry answered `Ok` was applied at some instant after
-//! the request left, so the lease lives at least until *sent + TTL*. The book keeps
-//! `sent + TTL − margin` ([`SELF_FENCE_MARGIN`]) as the lease's proof; past it (the node was
-//! paused, or could not reach the registry to renew) [`LeaseBook::proven`] answers `None`
-//! and the node must not act on the name's behalf for others (self-fencing), even before its
-//! keeper hears that the lease is lost. A renewal answered `LeaseLost` and a release forget
-//! the lease at once. Time is tokio's clock, so tests pause it.
+//! the request left, so the lease lives at least until *sent + TTL*. But a lease also ends
+//! when its node's registration does (a claim succeeds over the lease of a node that is no
+//! longer registered: ARCHITECTURE.md, "Cluster"), so the node's own registration and
+//! heartbeats are proven the same way. A lease is proven until the earlier of the two, less
+//! [`SELF_FENCE_MARGIN`]; past it (the node was paused, or could not reach the registry)
+//! [`LeaseBook::proven`] answers `None` and the node must not act on the name's behalf for
+//! others (self-fencing), even before its keeper hears that the lease is lost. A renewal
+//! answered `LeaseLost`, a release and a refused heartbeat forget at once. Time is tokio's
+//! clock, so tests pause it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +34,7 @@ use crate::registry::{
 /// How long before its TTL runs out, counted from when the claim or renewal was *sent*, a
 /// lease stops being proven here: room for the registry's clock and this node's to run at
 /// slightly different rates and for a message to be handled after the check.
-pub const SELF_FENCE_MARGIN: Duration = Duration::from_secs(2);
+pub const SELF_FENCE_MARGIN: Duration = Duration::from_secs(1);
 
 /// A lease this node holds and until when it is proven.
 #[derive(Debug, Clone, Copy)]
@@ -46,19 +49,35 @@ pub struct LeaseBook {
     inner: Arc<dyn Registry>,
     node: NodeId,
     held: Arc<Mutex<HashMap<ActorKey, Held>>>,
+    /// Until when this node's registration is proven (`None`: not registered).
+    registered: Arc<Mutex<Option<Instant>>>,
 }
 
 impl LeaseBook {
     /// Wraps `inner` for `node`: leases of other nodes (a test claiming for another id) are
     /// not recorded.
     pub fn new(inner: Arc<dyn Registry>, node: NodeId) -> Self {
-        Self { inner, node, held: Arc::default() }
+        Self { inner, node, held: Arc::default(), registered: Arc::default() }
     }
 
     /// The epoch of this node's lease on `key` if it is proven now (see the module docs).
     pub fn proven(&self, key: &ActorKey) -> Option<u64> {
         let held = *self.held.lock().get(key)?;
-        (Instant::now() < held.until).then_some(held.epoch)
+        let registered = (*self.registered.lock())?;
+        (Instant::now() < held.until.min(registered)).then_some(held.epoch)
+    }
+
+    /// Notes this node's registration, renewed at `sent` for `ttl` (or lost: `None`).
+    fn registered(&self, node: &NodeId, renewed: Option<(Instant, Duration)>) {
+        if *node != self.node {
+            return;
+        }
+        let until = renewed.and_then(|(sent, ttl)| (sent + ttl).checked_sub(SELF_FENCE_MARGIN));
+        let mut registered = self.registered.lock();
+        *registered = match (until, *registered) {
+            (Some(until), Some(before)) => Some(until.max(before)),
+            (until, _) => until,
+        };
     }
 
     fn record(&self, lease: &Lease, sent: Instant) {
@@ -88,7 +107,13 @@ impl Registry for LeaseBook {
         info: NodeInfo,
         ttl: Duration,
     ) -> BoxFuture<'_, Result<(), RegistryError>> {
-        self.inner.register_node(info, ttl)
+        let (sent, node) = (Instant::now(), info.id.clone());
+        let registering = self.inner.register_node(info, ttl);
+        Box::pin(async move {
+            registering.await?;
+            self.registered(&node, Some((sent, ttl)));
+            Ok(())
+        })
     }
 
     fn heartbeat(
@@ -98,7 +123,21 @@ impl Registry for LeaseBook {
         load: u64,
         ttl: Duration,
     ) -> BoxFuture<'_, Result<(), RegistryError>> {
-        self.inner.heartbeat(node, incarnation, load, ttl)
+        let (sent, node) = (Instant::now(), node.clone());
+        let beat = self.inner.heartbeat(&node, incarnation, load, ttl);
+        Box::pin(async move {
+            match beat.await {
+                Ok(()) => {
+                    self.registered(&node, Some((sent, ttl)));
+                    Ok(())
+                }
+                Err(error @ RegistryError::NodeNotRegistered { .. }) => {
+                    self.registered(&node, None);
+                    Err(error)
+                }
+                Err(error) => Err(error),
+            }
+        })
     }
 
     fn deregister_node(
@@ -106,6 +145,7 @@ impl Registry for LeaseBook {
         node: &NodeId,
         incarnation: u64,
     ) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.registered(node, None);
         self.inner.deregister_node(node, incarnation)
     }
 
@@ -173,19 +213,43 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(10);
 
+    fn info(node: &str) -> NodeInfo {
+        NodeInfo {
+            id: NodeId::new(node),
+            incarnation: 1,
+            addresses: BTreeMap::new(),
+            load: 0,
+            draining: false,
+        }
+    }
+
+    /// A book for n1 over a memory registry where n1 and n2 are registered for 600 s.
     async fn book() -> LeaseBook {
         let memory: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+        let book = LeaseBook::new(memory, NodeId::new("n1"));
         for node in ["n1", "n2"] {
-            let info = NodeInfo {
-                id: NodeId::new(node),
-                incarnation: 1,
-                addresses: BTreeMap::new(),
-                load: 0,
-                draining: false,
-            };
-            memory.register_node(info, Duration::from_secs(600)).await.expect("register");
+            book.register_node(info(node), Duration::from_secs(600)).await.expect("register");
         }
-        LeaseBook::new(memory, NodeId::new("n1"))
+        book
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_proven_no_longer_than_the_nodes_registration() {
+        let memory: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+        let book = LeaseBook::new(memory, NodeId::new("n1"));
+        let node_ttl = Duration::from_secs(6);
+        book.register_node(info("n1"), node_ttl).await.expect("register");
+        let lease = book.claim(&key(), &NodeId::new("n1"), TTL).await.expect("claim");
+        tokio::time::advance(node_ttl - SELF_FENCE_MARGIN - Duration::from_millis(1)).await;
+        assert_eq!(book.proven(&key()), Some(lease.epoch));
+        book.heartbeat(&NodeId::new("n1"), 1, 0, node_ttl).await.expect("heartbeat");
+        tokio::time::advance(node_ttl - SELF_FENCE_MARGIN - Duration::from_millis(1)).await;
+        assert_eq!(book.proven(&key()), None, "the lease's own TTL ran out first");
+        book.heartbeat(&NodeId::new("n1"), 1, 0, node_ttl).await.expect("heartbeat");
+        book.renew(&lease).await.expect("renew");
+        assert_eq!(book.proven(&key()), Some(lease.epoch));
+        tokio::time::advance(node_ttl - SELF_FENCE_MARGIN).await;
+        assert_eq!(book.proven(&key()), None, "no heartbeat: the node may be declared dead");
     }
 
     fn key() -> ActorKey {
