@@ -37,8 +37,7 @@ use zenlive_actors::{
     StreamSupervisor,
 };
 use zenlive_registry::{
-    new_incarnation, LeaseBook, MemoryRegistry, NodeId, NodeInfo, Registry, RegistryError,
-    NODE_TTL,
+    new_incarnation, LeaseBook, MemoryRegistry, NodeId, NodeInfo, Registry, RegistryError, NODE_TTL,
 };
 
 use crate::auth::Auth;

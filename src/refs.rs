@@ -195,7 +195,11 @@ pub struct ActorRef<A: NamedActor> {
 
 impl<A: NamedActor> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
-        Self { key: self.key.clone(), routes: Arc::clone(&self.routes), owner: Arc::clone(&self.owner) }
+        Self {
+            key: self.key.clone(),
+            routes: Arc::clone(&self.routes),
+            owner: Arc::clone(&self.owner),
+        }
     }
 }
 
@@ -314,7 +318,9 @@ pub fn serve<A: NamedActor>(cluster: &Arc<Cluster>, routes: Arc<Routes<A>>) {
             };
             let envelope: Envelope = match decode_payload(&body) {
                 Ok(envelope) => envelope,
-                Err(error) => return refuse("bad_envelope", RemoteError::BadRequest(error.to_string())),
+                Err(error) => {
+                    return refuse("bad_envelope", RemoteError::BadRequest(error.to_string()))
+                }
             };
             let key = ActorKey::new(A::KIND, name);
             // Fencing on receipt: the epoch the caller saw must be the lease this node can

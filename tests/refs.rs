@@ -280,12 +280,21 @@ async fn hostile_envelopes_are_refused_and_counted() {
     let unknown = Envelope { message: "stream.explode".into(), payload: vec![] };
     let bad_body = Envelope { message: "stream.kick".into(), payload: vec![0xff; 9] };
     let cases: Vec<(Call, RemoteError)> = vec![
-        (call("ref.stream", Some(owner.epoch + 7), envelope(&kick("stale")), 1), RemoteError::NotOwner),
+        (
+            call("ref.stream", Some(owner.epoch + 7), envelope(&kick("stale")), 1),
+            RemoteError::NotOwner,
+        ),
         (call("ref.stream", None, envelope(&kick("no epoch")), 2), RemoteError::NotOwner),
         (call("ref.nope", Some(owner.epoch), envelope(&kick("kind")), 3), RemoteError::NoHandler),
         (call("ref.stream", Some(owner.epoch), envelope(&unknown), 4), RemoteError::UnknownMessage),
-        (call("ref.stream", Some(owner.epoch), vec![0xfe; 40], 5), RemoteError::BadRequest(String::new())),
-        (call("ref.stream", Some(owner.epoch), envelope(&bad_body), 6), RemoteError::BadRequest(String::new())),
+        (
+            call("ref.stream", Some(owner.epoch), vec![0xfe; 40], 5),
+            RemoteError::BadRequest(String::new()),
+        ),
+        (
+            call("ref.stream", Some(owner.epoch), envelope(&bad_body), 6),
+            RemoteError::BadRequest(String::new()),
+        ),
     ];
     let mut link = handshaken_link(&n1.cluster).await;
     for (call, expected) in cases {

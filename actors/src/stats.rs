@@ -300,7 +300,11 @@ pub struct StatsSnapshot {
     #[serde(with = "unix_seconds")]
     pub started_at: SystemTime,
     /// How long it has been live.
-    #[serde(rename = "uptime_seconds", serialize_with = "seconds", deserialize_with = "from_seconds")]
+    #[serde(
+        rename = "uptime_seconds",
+        serialize_with = "seconds",
+        deserialize_with = "from_seconds"
+    )]
     pub uptime: Duration,
     /// How the publisher connected.
     pub publisher_protocol: Protocol,
@@ -366,10 +370,7 @@ fn from_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 /// Reads what [`by_protocol`] writes; unknown protocols are left out.
 fn from_by_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Protocol, u64)>, D::Error> {
     let map = std::collections::BTreeMap::<String, u64>::deserialize(d)?;
-    Ok(Protocol::ALL
-        .iter()
-        .filter_map(|&p| map.get(p.as_str()).map(|&n| (p, n)))
-        .collect())
+    Ok(Protocol::ALL.iter().filter_map(|&p| map.get(p.as_str()).map(|&n| (p, n))).collect())
 }
 
 /// A codec's name read back as one of the names this crate writes (`other` if unknown), so

@@ -27,9 +27,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::id::{ActorKey, NodeId};
-use crate::registry::{
-    BoxFuture, ClaimHints, Lease, NodeInfo, Owner, Registry, RegistryError,
-};
+use crate::registry::{BoxFuture, ClaimHints, Lease, NodeInfo, Owner, Registry, RegistryError};
 
 /// How long before its TTL runs out, counted from when the claim or renewal was *sent*, a
 /// lease stops being proven here: room for the registry's clock and this node's to run at

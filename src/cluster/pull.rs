@@ -22,11 +22,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::publisher::Rebase;
 use zenlive_actors::stream::{Kick, PublisherCommand};
+use zenlive_actors::Directory;
 use zenlive_actors::{StreamKey, StreamPublisher};
 use zenlive_media::flv::{FlvDemuxer, TagType};
 use zenlive_media::flv_frames::{FlvToFrames, Ingested};
 use zenlive_registry::{ActorKey, ActorKind, ClaimHints, LeaseBook, Owner};
-use zenlive_actors::Directory;
 
 use super::link::{self, LinkError};
 use super::relay::{Relay, NOT_LIVE_FOR, NOT_LIVE_MAX};
