@@ -288,7 +288,9 @@ impl<A: NamedActor> ActorRef<A> {
     }
 
     /// Sends `msg` without waiting for the answer (fire and forget, at most once); the
-    /// message is sent from a task of its own, so `tell` returns at once.
+    /// message is sent from a task of its own on the current actix arbiter (call it from
+    /// one: an actor, a handler of the node's HTTP server, `actix_rt::System`), so `tell`
+    /// returns at once. A failure is logged at debug level only.
     pub fn tell<M>(&self, msg: M)
     where
         M: RemoteMessage,
@@ -341,4 +343,54 @@ pub fn serve<A: NamedActor>(cluster: &Arc<Cluster>, routes: Arc<Routes<A>>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use zenlive_actors::chat::{Moderate, SystemMessage};
+    use zenlive_actors::chat_protocol::ClientCommand;
+    use zenlive_actors::stream::Kick;
+    use zenlive_actors::{Protocol, StatsSnapshot, StreamStats};
+
+    use super::*;
+
+    #[test]
+    fn built_in_remote_messages_round_trip_through_the_payload_codec() {
+        let kick: Kick = decode_payload(&encode_payload(&Kick { reason: "tos".into() }).unwrap())
+            .expect("kick");
+        assert_eq!(kick.reason, "tos");
+        let text = SystemMessage { text: "maintenance".into() };
+        let text: SystemMessage = decode_payload(&encode_payload(&text).unwrap()).expect("text");
+        assert_eq!(text.text, "maintenance");
+        let mute = ClientCommand::Mute { user: "u1".into(), seconds: 60 };
+        let moderate = Moderate { command: mute.clone() };
+        let moderate: Moderate =
+            decode_payload(&encode_payload(&moderate).unwrap()).expect("moderate");
+        assert_eq!(moderate.command, mute);
+    }
+
+    #[test]
+    fn a_stats_snapshot_crosses_nodes() {
+        let stats = StreamStats::for_publisher(Protocol::Rtmp, Some("ann".into()), None);
+        let sent = stats.snapshot();
+        let got: StatsSnapshot = decode_payload(&encode_payload(&sent).unwrap()).expect("stats");
+        assert_eq!(got.publisher_protocol, Protocol::Rtmp);
+        assert_eq!(got.publisher_user.as_deref(), Some("ann"));
+        assert_eq!(got.viewers, sent.viewers);
+        assert_eq!(got.bytes_out, sent.bytes_out);
+        assert_eq!(got.rates, sent.rates);
+        assert_eq!(got.media, sent.media);
+        let json: StatsSnapshot =
+            serde_json::from_str(&serde_json::to_string(&sent).unwrap()).expect("JSON too");
+        assert_eq!(json.viewers_total, sent.viewers_total);
+    }
+
+    #[test]
+    fn hostile_payloads_are_errors_not_panics() {
+        for bytes in [&[][..], &[0xff; 32][..], &[1, 200, 7][..]] {
+            assert!(decode_payload::<Envelope>(bytes).is_err());
+            assert!(decode_payload::<Kick>(bytes).is_err());
+            let _ = decode_payload::<StatsSnapshot>(bytes);
+        }
+    }
 }
