@@ -33,13 +33,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use actix::dev::ToEnvelope;
 use actix::{Addr, Handler};
+use arc_swap::ArcSwapOption;
+use futures_util::future::{Either, FutureExt};
 use parking_lot::Mutex;
 use zenlive_actors::{NamedActor, RemoteMessage};
-use zenlive_registry::{ActorKey, BoxFuture, LeaseBook, NodeId, Owner, Registry};
+use zenlive_registry::{ActorKey, BoxFuture, LeaseBook, NodeId, Owner, ProofHandle, Registry};
 
 use crate::cluster::wire::{decode_payload, encode_payload, Envelope, RemoteError};
 use crate::cluster::Cluster;
@@ -156,18 +159,20 @@ impl<A: NamedActor> Routes<A> {
 
     /// A reference to the actor named `name` (nothing is looked up or started yet).
     pub fn get(self: &Arc<Self>, name: &str) -> ActorRef<A> {
+        let key = ActorKey::new(A::KIND, name);
         ActorRef {
-            key: ActorKey::new(A::KIND, name),
+            proof: Arc::new(self.book.handle(&key)),
+            key,
             routes: Arc::clone(self),
             owner: Arc::default(),
+            instance: Arc::default(),
         }
     }
+}
 
-    /// The local instance, if this node proves the name's lease now.
-    fn local(&self, key: &ActorKey) -> Option<Addr<A>> {
-        self.book.proven(key)?;
-        (self.locate)(&key.name)
-    }
+/// A local answer, or [`RefError::Stopped`] when the actor went away first.
+fn stopped<T>(answer: Result<T, actix::MailboxError>) -> Result<T, RefError> {
+    answer.map_err(|_| RefError::Stopped)
 }
 
 fn dispatch<A, M>(addr: Addr<A>, payload: &[u8]) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>>
@@ -188,17 +193,24 @@ where
 /// Cheap to clone; clones share the cached owner. See the module docs for the path.
 pub struct ActorRef<A: NamedActor> {
     key: ActorKey,
+    /// This node's proof of the name's lease, checked without a lock.
+    proof: Arc<ProofHandle>,
     routes: Arc<Routes<A>>,
     /// The owner last seen, forgotten when a call to it fails.
     owner: Arc<Mutex<Option<Owner>>>,
+    /// The local instance last found, used while it is alive (a restarted or new instance
+    /// has a new address, and the old one reports itself disconnected).
+    instance: Arc<ArcSwapOption<Addr<A>>>,
 }
 
 impl<A: NamedActor> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
         Self {
             key: self.key.clone(),
+            proof: Arc::clone(&self.proof),
             routes: Arc::clone(&self.routes),
             owner: Arc::clone(&self.owner),
+            instance: Arc::clone(&self.instance),
         }
     }
 }
@@ -217,20 +229,52 @@ impl<A: NamedActor> ActorRef<A> {
 
     /// Whether the actor runs on this node as the name's proven owner right now.
     pub fn is_local(&self) -> bool {
-        self.routes.local(&self.key).is_some()
+        self.local().is_some()
+    }
+
+    /// The local instance, if this node proves the name's lease now.
+    fn local(&self) -> Option<Addr<A>> {
+        self.proof.proven()?;
+        if let Some(addr) = self.instance.load().as_deref().filter(|a| a.connected()) {
+            return Some(addr.clone());
+        }
+        let addr = (self.routes.locate)(&self.key.name)?;
+        self.instance.store(Some(Arc::new(addr.clone())));
+        Some(addr)
     }
 
     /// Sends `msg` to the actor's one live owner and waits for its answer: the same answer
     /// a local `Addr::send` gives, or why there is none. At most once (module docs).
-    pub async fn send<M>(&self, msg: M) -> Result<M::Result, RefError>
+    pub fn send<M>(&self, msg: M) -> impl Future<Output = Result<M::Result, RefError>> + use<A, M>
     where
         M: RemoteMessage,
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        if let Some(addr) = self.routes.local(&self.key) {
-            return addr.send(msg).await.map_err(|_| RefError::Stopped);
+        // The local path stays a plain `Addr::send` future; the remote one, much larger, is
+        // boxed so that a local send does not carry (and move) its state.
+        if self.proof.proven().is_some() {
+            // The instance found last time, without cloning its address (the common case).
+            if let Some(addr) = self.instance.load().as_deref().filter(|a| a.connected()) {
+                let request = addr.send(msg);
+                return Either::Left(request.map(stopped::<M::Result>));
+            }
         }
+        match self.local() {
+            Some(addr) => Either::Left(addr.send(msg).map(stopped::<M::Result>)),
+            None => {
+                let this = self.clone();
+                Either::Right(Box::pin(async move { this.send_remote(msg).await }))
+            }
+        }
+    }
+
+    async fn send_remote<M>(&self, msg: M) -> Result<M::Result, RefError>
+    where
+        M: RemoteMessage,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
         let Some(cluster) = self.routes.cluster.clone() else { return Err(RefError::NotFound) };
         let payload = encode_payload(&msg).map_err(|_| RefError::Refused(Refusal::BadEncoding))?;
         let envelope = Envelope { message: M::NAME.to_owned(), payload };
@@ -251,7 +295,7 @@ impl<A: NamedActor> ActorRef<A> {
             if owner.node == self.routes.node {
                 // The registry names this node: either the lease was proven meanwhile (the
                 // actor just started here), or this node cannot prove it (self-fenced).
-                if let Some(addr) = self.routes.local(&self.key) {
+                if let Some(addr) = self.local() {
                     let msg: M = decode_payload(&envelope.payload)
                         .map_err(|_| RefError::Refused(Refusal::BadEncoding))?;
                     return addr.send(msg).await.map_err(|_| RefError::Stopped);
@@ -356,8 +400,8 @@ mod tests {
 
     #[test]
     fn built_in_remote_messages_round_trip_through_the_payload_codec() {
-        let kick: Kick = decode_payload(&encode_payload(&Kick { reason: "tos".into() }).unwrap())
-            .expect("kick");
+        let kick: Kick =
+            decode_payload(&encode_payload(&Kick { reason: "tos".into() }).unwrap()).expect("kick");
         assert_eq!(kick.reason, "tos");
         let text = SystemMessage { text: "maintenance".into() };
         let text: SystemMessage = decode_payload(&encode_payload(&text).unwrap()).expect("text");

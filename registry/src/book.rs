@@ -20,6 +20,7 @@
 //! clock, so tests pause it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,35 +35,107 @@ use crate::registry::{BoxFuture, ClaimHints, Lease, NodeInfo, Owner, Registry, R
 /// slightly different rates and for a message to be handled after the check.
 pub const SELF_FENCE_MARGIN: Duration = Duration::from_secs(1);
 
-/// A lease this node holds and until when it is proven.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    epoch: u64,
-    until: Instant,
+/// One name's proof, shared by the book and the [`ProofHandle`]s of the refs that check it:
+/// atomics, so a check takes no lock and hashes nothing. Written only under the book's map
+/// lock. `until` is in nanoseconds since the book's start plus one; zero means "not held".
+#[derive(Debug, Default)]
+struct Proof {
+    epoch: AtomicU64,
+    until: AtomicU64,
 }
+
+/// The shared parts of a book a check needs.
+#[derive(Debug)]
+struct Clock {
+    /// The book's time origin.
+    base: Instant,
+    /// Until when this node's registration is proven (same unit as [`Proof::until`]).
+    registered: AtomicU64,
+}
+
+impl Clock {
+    fn nanos(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(since).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn proven(&self, proof: &Proof) -> Option<u64> {
+        let until =
+            proof.until.load(Ordering::Acquire).min(self.registered.load(Ordering::Acquire));
+        (self.nanos(Instant::now()) < until).then(|| proof.epoch.load(Ordering::Acquire))
+    }
+}
+
+type Held = Arc<Mutex<HashMap<ActorKey, Arc<Proof>>>>;
 
 /// The node's registry, remembering the leases the node holds. See the module docs.
 #[derive(Clone)]
 pub struct LeaseBook {
     inner: Arc<dyn Registry>,
     node: NodeId,
-    held: Arc<Mutex<HashMap<ActorKey, Held>>>,
-    /// Until when this node's registration is proven (`None`: not registered).
-    registered: Arc<Mutex<Option<Instant>>>,
+    held: Held,
+    clock: Arc<Clock>,
+}
+
+/// A name's proof as the book keeps it, held by a typed reference so that its local check
+/// is two atomic loads and a clock read. Dropping the last handle of a name the node does
+/// not hold lets the book forget the name.
+pub struct ProofHandle {
+    proof: Arc<Proof>,
+    clock: Arc<Clock>,
+    key: ActorKey,
+    held: Held,
+}
+
+impl ProofHandle {
+    /// The epoch of this node's lease on the name if it is proven now.
+    pub fn proven(&self) -> Option<u64> {
+        self.clock.proven(&self.proof)
+    }
+}
+
+impl Drop for ProofHandle {
+    fn drop(&mut self) {
+        let mut held = self.held.lock();
+        // The map's and this handle's: nobody else checks it, and the name is not held.
+        if Arc::strong_count(&self.proof) == 2 && self.proof.until.load(Ordering::Acquire) == 0 {
+            held.remove(&self.key);
+        }
+    }
+}
+
+impl std::fmt::Debug for ProofHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProofHandle")
+            .field("key", &self.key)
+            .field("proven", &self.proven())
+            .finish()
+    }
 }
 
 impl LeaseBook {
     /// Wraps `inner` for `node`: leases of other nodes (a test claiming for another id) are
     /// not recorded.
     pub fn new(inner: Arc<dyn Registry>, node: NodeId) -> Self {
-        Self { inner, node, held: Arc::default(), registered: Arc::default() }
+        let clock = Clock { base: Instant::now(), registered: AtomicU64::new(0) };
+        Self { inner, node, held: Arc::default(), clock: Arc::new(clock) }
     }
 
     /// The epoch of this node's lease on `key` if it is proven now (see the module docs).
     pub fn proven(&self, key: &ActorKey) -> Option<u64> {
-        let held = *self.held.lock().get(key)?;
-        let registered = (*self.registered.lock())?;
-        (Instant::now() < held.until.min(registered)).then_some(held.epoch)
+        let proof = Arc::clone(self.held.lock().get(key)?);
+        self.clock.proven(&proof)
+    }
+
+    /// A handle that checks `key`'s proof without the book's lock (see [`ProofHandle`]).
+    pub fn handle(&self, key: &ActorKey) -> ProofHandle {
+        let proof = Arc::clone(self.held.lock().entry(key.clone()).or_default());
+        ProofHandle {
+            proof,
+            clock: Arc::clone(&self.clock),
+            key: key.clone(),
+            held: Arc::clone(&self.held),
+        }
     }
 
     /// Notes this node's registration, renewed at `sent` for `ttl` (or lost: `None`).
@@ -70,12 +143,14 @@ impl LeaseBook {
         if *node != self.node {
             return;
         }
-        let until = renewed.and_then(|(sent, ttl)| (sent + ttl).checked_sub(SELF_FENCE_MARGIN));
-        let mut registered = self.registered.lock();
-        *registered = match (until, *registered) {
-            (Some(until), Some(before)) => Some(until.max(before)),
-            (until, _) => until,
-        };
+        let _writers = self.held.lock();
+        let until = renewed
+            .and_then(|(sent, ttl)| (sent + ttl).checked_sub(SELF_FENCE_MARGIN))
+            .map_or(0, |until| self.clock.nanos(until));
+        let registered = &self.clock.registered;
+        let before = registered.load(Ordering::Acquire);
+        let next = if until == 0 { 0 } else { until.max(before) };
+        registered.store(next, Ordering::Release);
     }
 
     fn record(&self, lease: &Lease, sent: Instant) {
@@ -83,18 +158,27 @@ impl LeaseBook {
             return;
         }
         let Some(until) = (sent + lease.ttl).checked_sub(SELF_FENCE_MARGIN) else { return };
+        let until = self.clock.nanos(until);
         let mut held = self.held.lock();
-        let entry = held.entry(lease.key.clone()).or_insert(Held { epoch: lease.epoch, until });
+        let proof = held.entry(lease.key.clone()).or_default();
+        let (epoch, before) =
+            (proof.epoch.load(Ordering::Acquire), proof.until.load(Ordering::Acquire));
         // A newer epoch replaces an older one; a renewal of the same epoch only extends it.
-        if lease.epoch > entry.epoch || (lease.epoch == entry.epoch && until > entry.until) {
-            *entry = Held { epoch: lease.epoch, until };
+        if before == 0 || lease.epoch > epoch || (lease.epoch == epoch && until > before) {
+            proof.until.store(0, Ordering::Release);
+            proof.epoch.store(lease.epoch, Ordering::Release);
+            proof.until.store(until, Ordering::Release);
         }
     }
 
     fn forget(&self, lease: &Lease) {
         let mut held = self.held.lock();
-        if held.get(&lease.key).is_some_and(|h| h.epoch == lease.epoch) {
-            held.remove(&lease.key);
+        let Some(proof) = held.get(&lease.key) else { return };
+        if proof.epoch.load(Ordering::Acquire) == lease.epoch {
+            proof.until.store(0, Ordering::Release);
+            if Arc::strong_count(proof) == 1 {
+                held.remove(&lease.key);
+            }
         }
     }
 }
@@ -264,6 +348,19 @@ mod tests {
         assert_eq!(book.proven(&key()), Some(lease.epoch));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(book.proven(&key()), None, "not renewed in time: self-fenced");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handle_sees_claims_and_releases_and_an_unused_name_is_forgotten() {
+        let book = book().await;
+        let handle = book.handle(&key());
+        assert_eq!(handle.proven(), None);
+        let lease = book.claim(&key(), &NodeId::new("n1"), TTL).await.expect("claim");
+        assert_eq!(handle.proven(), Some(lease.epoch));
+        book.release(&lease).await.expect("release");
+        assert_eq!(handle.proven(), None);
+        drop(handle);
+        assert!(book.held.lock().is_empty(), "nothing left for a name nobody holds or checks");
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,7 +23,7 @@ pub mod registry;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
-pub use book::{LeaseBook, SELF_FENCE_MARGIN};
+pub use book::{LeaseBook, ProofHandle, SELF_FENCE_MARGIN};
 pub use id::{new_incarnation, ActorKey, ActorKind, NodeId};
 pub use memory::MemoryRegistry;
 pub use redis::RedisRegistry;
