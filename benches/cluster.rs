@@ -8,7 +8,11 @@
 //!   on A and one on B (relayed from A) note when each video tag arrives; the difference per
 //!   tag is what the relay costs.
 //!
-//! Run: `cargo bench --bench cluster` (needs `redis-server` and `ffmpeg` on PATH).
+//! - the same round trip and throughput through a typed reference (`Node::room_ref`:
+//!   `SystemMessage` to a room whose home is the other node);
+//!
+//! Run: `cargo bench --bench cluster` (needs `redis-server` and `ffmpeg` on PATH;
+//! `ZENLIVE_BENCH_SKIP_EDGE=1` skips the edge latency and FFmpeg).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -43,7 +47,7 @@ fn micros(d: Duration) -> f64 {
 
 async fn round_trips(a: &Node, b: &Node) {
     let (ca, cb) = (a.cluster().expect("cluster"), b.cluster().expect("cluster"));
-    cb.on_call("echo", |_name, body| async move { Ok(body) });
+    cb.on_call("echo", |_name, _epoch, body| async move { Ok(body) });
     let target = b.id().clone();
     let body = vec![7u8; 64];
     for _ in 0..2_000 {
@@ -88,6 +92,62 @@ async fn round_trips(a: &Node, b: &Node) {
     }
     println!(
         "call throughput, 64 in flight over one link: {:.0} calls/s",
+        total as f64 / started.elapsed().as_secs_f64()
+    );
+}
+
+/// The same two measures through a typed reference (`zenlive::refs`): node A sends
+/// `SystemMessage` to a chat room whose home is node B (a room with no members, so the
+/// handler's work is small), as a bincode envelope fenced by epoch on receipt.
+async fn typed_round_trips(a: &Node, b: &Node) {
+    use zenlive_actors::chat::SystemMessage;
+    let room = "bench/typed";
+    let _home = b.chat_room(room);
+    let target = a.room_ref(room);
+    let message = || SystemMessage { text: "x".repeat(48) };
+    // The room's claim resolves on B: until then A finds no owner.
+    while target.send(message()).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!target.is_local(), "the room's home is B");
+    for _ in 0..2_000 {
+        target.send(message()).await.expect("warm-up message");
+    }
+    let mut times = Vec::with_capacity(20_000);
+    for _ in 0..20_000 {
+        let started = Instant::now();
+        target.send(message()).await.expect("message");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "typed remote send round trip, one at a time (SystemMessage to a room on the other node, 20,000 messages): p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us",
+        micros(percentile(&times, 0.5)),
+        micros(percentile(&times, 0.99)),
+        micros(percentile(&times, 0.999)),
+    );
+    let window = Duration::from_secs(5);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let target = target.clone();
+            actix_rt::spawn(async move {
+                let mut done = 0u64;
+                while started.elapsed() < window {
+                    if target.send(message()).await.is_ok() {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("task");
+    }
+    println!(
+        "typed remote send throughput, 64 callers over one link: {:.0} messages/s",
         total as f64 / started.elapsed().as_secs_f64()
     );
 }
@@ -166,7 +226,10 @@ fn main() {
         let b = NodeBuilder::new(config("b", &redis.url())).start().await.expect("node b");
         b.cluster().expect("cluster").refresh_members().await.expect("members");
         round_trips(&a, &b).await;
-        edge_latency(&a, &b).await;
+        typed_round_trips(&a, &b).await;
+        if std::env::var_os("ZENLIVE_BENCH_SKIP_EDGE").is_none() {
+            edge_latency(&a, &b).await;
+        }
         a.shutdown().await;
         b.shutdown().await;
     });

@@ -1,5 +1,7 @@
 //! The admin API, `/api/v1/...`: the cluster's nodes, draining this node, live streams with
 //! their statistics, one stream's details, kicking a publisher, and its OpenAPI document.
+//! A stream's details and its kick go to the stream's owner, whichever node that is
+//! ([`crate::refs`]); the listing shows what this node serves (relayed copies included).
 //! On the HTTP port every call needs a token with the `admin` role (and auth configured),
 //! and the token's stream scope holds on every route: a scoped token sees and acts on the
 //! streams it covers only (refused with 403 before the stream is looked up), and node-wide
@@ -13,11 +15,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use zenlive_actors::directory::StreamEntry;
-use zenlive_actors::StreamKey;
+use zenlive_actors::stream::{GetStats, Kick};
+use zenlive_actors::{StatsSnapshot, StreamKey};
 
 use crate::auth::{Action, Identity};
 use crate::context::NodeContext;
 use crate::http::common::{authorize, request_token, stream_key, ApiError};
+use crate::refs::RefError;
 
 /// The OpenAPI 3 description of this API, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("api/openapi.json");
@@ -93,16 +97,27 @@ pub(crate) fn admit(
     }
 }
 
-fn live(node: &NodeContext, key: &StreamKey) -> Result<StreamEntry, ApiError> {
-    node.directory
-        .get(key)
-        .ok_or_else(|| ApiError::not_found("stream_not_found", format!("stream {key} is not live")))
+/// The answer for a by-name call to `key`'s owner that failed.
+fn owner_error(key: &StreamKey, error: RefError) -> ApiError {
+    let message = format!("stream {key}: {error}");
+    match error {
+        RefError::NotFound | RefError::Stopped => ApiError::not_found("stream_not_found", message),
+        RefError::NotOwner => ApiError::new(StatusCode::CONFLICT, "owner_changed", message),
+        RefError::Unreachable { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "owner_unreachable", message)
+        }
+        RefError::Timeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
+        RefError::Refused(_) => ApiError::new(StatusCode::BAD_GATEWAY, "owner_refused", message),
+    }
 }
 
 /// A stream and its statistics; without the publisher's address and user id on the
 /// read-only port.
 fn describe(key: &StreamKey, entry: &StreamEntry, access: Access) -> serde_json::Value {
-    let mut stats = entry.stats.snapshot();
+    describe_stats(key, entry.stats.snapshot(), access)
+}
+
+fn describe_stats(key: &StreamKey, mut stats: StatsSnapshot, access: Access) -> serde_json::Value {
     if access == Access::ReadOnly {
         stats.publisher_peer = None;
         stats.publisher_user = None;
@@ -202,7 +217,8 @@ async fn resume(
     Ok(drain_state(&node))
 }
 
-/// `GET /api/v1/streams/{app}/{stream}`
+/// `GET /api/v1/streams/{app}/{stream}`: the stream's statistics from its owner, whichever
+/// node that is (on an edge, the origin's, not the relayed copy's).
 async fn details(
     node: web::Data<NodeContext>,
     access: web::Data<Access>,
@@ -212,8 +228,13 @@ async fn details(
     let (app, stream) = path.into_inner();
     let key = stream_key(&app, &stream)?;
     admit(&node, &req, **access, false, Target::Stream(&key))?;
-    let entry = live(&node, &key)?;
-    Ok(HttpResponse::Ok().json(describe(&key, &entry, **access)))
+    let stats = node
+        .stream_routes
+        .get(&key.to_string())
+        .send(GetStats)
+        .await
+        .map_err(|error| owner_error(&key, error))?;
+    Ok(HttpResponse::Ok().json(describe_stats(&key, stats, **access)))
 }
 
 /// The optional body of a kick.
@@ -229,7 +250,8 @@ const MAX_REASON: usize = 200;
 /// Largest kick body read.
 const MAX_KICK_BODY: usize = 4096;
 
-/// `POST /api/v1/streams/{app}/{stream}/kick`
+/// `POST /api/v1/streams/{app}/{stream}/kick`: ends the stream at its owner, whichever node
+/// that is (on an edge: the origin's publisher, and every relay follows).
 async fn kick(
     node: web::Data<NodeContext>,
     access: web::Data<Access>,
@@ -240,17 +262,17 @@ async fn kick(
     let (app, stream) = path.into_inner();
     let key = stream_key(&app, &stream)?;
     admit(&node, &req, **access, true, Target::Stream(&key))?;
-    let entry = live(&node, &key)?;
     let mut reason =
         body.and_then(|b| b.into_inner().reason).unwrap_or_else(|| "kicked by an admin".into());
     if let Some((cut, _)) = reason.char_indices().nth(MAX_REASON) {
         reason.truncate(cut);
     }
     tracing::info!(stream = %key, %reason, "admin API: kick");
-    let kicked = entry
-        .addr
-        .send(zenlive_actors::stream::Kick { reason })
+    let kicked = node
+        .stream_routes
+        .get(&key.to_string())
+        .send(Kick { reason })
         .await
-        .map_err(|_| ApiError::not_found("stream_not_found", format!("stream {key} ended")))?;
+        .map_err(|error| owner_error(&key, error))?;
     Ok(HttpResponse::Ok().json(json!({ "name": key.to_string(), "kicked": kicked })))
 }

@@ -11,10 +11,10 @@ use actix::Addr;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use zenlive_actors::chat::ChatRooms;
+use zenlive_actors::chat::{ChatRoom, ChatRooms};
 use zenlive_actors::events::NodeCounters;
 use zenlive_actors::quota::PerAddress;
-use zenlive_actors::{ArbiterPool, Directory, StreamSupervisor};
+use zenlive_actors::{ArbiterPool, Directory, StreamActor, StreamSupervisor};
 use zenlive_registry::{NodeId, Registry};
 
 use crate::auth::Auth;
@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::hls::packager::HlsManager;
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
+use crate::refs::Routes;
 use crate::refusals::Refusals;
 use crate::rtmp::budget::PartialBudget;
 use crate::tls::Tls;
@@ -37,6 +38,10 @@ pub struct NodeContext {
     pub live: ArcSwap<Config>,
     /// This node's id.
     pub node_id: NodeId,
+    /// Typed references to streams by name, wherever they are owned ([`crate::refs`]).
+    pub stream_routes: Arc<Routes<StreamActor>>,
+    /// Typed references to chat rooms by name (their home node).
+    pub room_routes: Arc<Routes<ChatRoom>>,
     /// Starts and restarts streams.
     pub supervisor: Addr<StreamSupervisor>,
     /// Live streams by name.

@@ -39,6 +39,7 @@ pub mod http_flv;
 pub mod metrics;
 pub mod node;
 pub mod recording;
+pub mod refs;
 pub mod refusals;
 pub mod rtmp;
 mod server;

@@ -9,10 +9,13 @@
 //!     .on_stream_end(|event| println!("ended: {}", event.key()))
 //!     .start()
 //!     .await?;
-//! // ... later: kick a publisher by name, from anywhere in the application.
+//! // ... later: kick a publisher by name, from anywhere in the application (in a cluster,
+//! // whichever node it publishes to).
 //! let key = zenlive::StreamKey::parse("live/test")?;
-//! if let Some(stream) = node.stream(&key) {
-//!     stream.kick("terms of service").await;
+//! let kick = zenlive_actors::stream::Kick { reason: "terms of service".into() };
+//! match node.stream_ref(&key).send(kick).await {
+//!     Ok(kicked) => println!("kicked: {kicked}"),
+//!     Err(error) => println!("not kicked: {error}"),
 //! }
 //! node.shutdown().await;
 //! # Ok(()) }
@@ -27,14 +30,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
-use zenlive_actors::stream::{GetInfo, Kick, StreamInfo};
+use zenlive_actors::stream::{GetInfo, GetStats, Kick, StreamInfo};
 use zenlive_actors::supervisor::Shutdown;
 use zenlive_actors::{
     ArbiterPool, Directory, Output, Outputs, StatsSnapshot, StreamActor, StreamKey,
     StreamSupervisor,
 };
 use zenlive_registry::{
-    new_incarnation, MemoryRegistry, NodeId, NodeInfo, Registry, RegistryError, NODE_TTL,
+    new_incarnation, LeaseBook, MemoryRegistry, NodeId, NodeInfo, Registry, RegistryError, NODE_TTL,
 };
 
 use crate::auth::Auth;
@@ -52,6 +55,7 @@ use crate::recording::retention::{Retention, RetentionRules};
 use crate::recording::s3::S3Storage;
 use crate::recording::storage::{LocalStorage, Storage};
 use crate::recording::{Recorder, RecorderOutput};
+use crate::refs::{ActorRef, Routes};
 use crate::refusals::Refusals;
 use crate::rtmp::budget::PartialBudget;
 use crate::server::Listeners;
@@ -60,7 +64,8 @@ use crate::tls::{Tls, TlsError};
 use crate::webhooks::{on_publish_callback, PublishCallback, Webhooks};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use zenlive_actors::chat::{
-    ChatDecision, ChatHooks, ChatMessageRequest, ChatRoom, ChatRooms, DeliveredMessage, Placement,
+    ChatDecision, ChatHooks, ChatMessageRequest, ChatRoom, ChatRooms, DeliveredMessage, Moderate,
+    Placement, SystemMessage,
 };
 use zenlive_actors::chat_core::ChatLimits;
 use zenlive_actors::quota::PerAddress;
@@ -238,6 +243,10 @@ impl NodeBuilder {
         } else {
             (Arc::new(MemoryRegistry::new()), None)
         };
+        // Every lease this node claims goes through the book, which proves them on receipt
+        // of a typed message (crate::refs).
+        let book = LeaseBook::new(registry, node_id.clone());
+        let registry: Arc<dyn Registry> = Arc::new(book.clone());
         let incarnation = new_incarnation();
         let info = NodeInfo {
             id: node_id.clone(),
@@ -297,6 +306,17 @@ impl NodeBuilder {
             secret: config.webhooks.secret.clone(),
         }));
         let mut set = self.hooks;
+        if let Some(cluster) = &cluster {
+            // A stream kicked here ends its edges' copies too (cluster::pull).
+            let cluster = Arc::clone(cluster);
+            set.on_end.push(Box::new(move |event| {
+                if let StreamEvent::Ended { key, reason, .. } = event {
+                    if crate::cluster::pull::kicked_by_name(reason) {
+                        crate::cluster::pull::announce_kicked(&cluster, key);
+                    }
+                }
+            }));
+        }
         if !config.webhooks.on_publish_url.is_empty() {
             let callback = Arc::clone(&publish_callback);
             set.on_publish.push(on_publish_callback(callback, config.hooks.timeout));
@@ -368,10 +388,14 @@ impl NodeBuilder {
                 max_rooms,
             );
         }
+        let (stream_routes, room_routes) =
+            routes(&node_id, &book, cluster.as_ref(), &directory, &chat);
         let context = Arc::new(NodeContext {
             live: ArcSwap::from_pointee(config.clone()),
             config,
             node_id,
+            stream_routes,
+            room_routes,
             supervisor,
             directory,
             counters,
@@ -471,6 +495,41 @@ fn recording_storage(
 }
 
 /// A room's limits from `[chat]`.
+/// The routes of typed references to streams and chat rooms on this node, and in cluster
+/// mode the handlers of those that other nodes send here ([`crate::refs`]). The messages
+/// registered are the remote-callable ones (`zenlive_actors::remote` has the table).
+fn routes(
+    node: &NodeId,
+    book: &LeaseBook,
+    cluster: Option<&Arc<Cluster>>,
+    directory: &Directory,
+    chat: &ChatRooms,
+) -> (Arc<Routes<StreamActor>>, Arc<Routes<ChatRoom>>) {
+    let streams = directory.clone();
+    let locate_stream = Arc::new(move |name: &str| {
+        let key = StreamKey::parse(name).ok()?;
+        streams.get(&key).map(|entry| entry.addr)
+    });
+    let stream_routes = Arc::new(
+        Routes::new(node.clone(), book.clone(), cluster.cloned(), locate_stream)
+            .message::<Kick>()
+            .message::<GetStats>(),
+    );
+    let rooms = chat.clone();
+    let locate_room = Arc::new(move |name: &str| rooms.get(name));
+    let room_routes = Arc::new(
+        Routes::new(node.clone(), book.clone(), cluster.cloned(), locate_room)
+            .message::<SystemMessage>()
+            .message::<Moderate>(),
+    );
+    if let Some(cluster) = cluster {
+        crate::cluster::pull::serve_relay_ends(cluster, directory.clone(), book.clone());
+        crate::refs::serve(cluster, Arc::clone(&stream_routes));
+        crate::refs::serve(cluster, Arc::clone(&room_routes));
+    }
+    (stream_routes, room_routes)
+}
+
 fn chat_limits(config: &crate::config::ChatConfig) -> ChatLimits {
     ChatLimits {
         history: config.history,
@@ -616,31 +675,42 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     changed
 }
 
-/// A handle on one live stream, by name.
+/// A handle on a stream live on this node, by name: its own stream, or on an edge the
+/// relayed copy of a stream published elsewhere. [`StreamHandle::kick`] goes to the
+/// stream's owner wherever it is; the other methods describe the copy on this node.
 #[derive(Clone)]
 pub struct StreamHandle {
     entry: StreamEntry,
+    owner: ActorRef<StreamActor>,
 }
 
 impl StreamHandle {
-    /// Disconnects the publisher and ends the stream; false if it had already ended.
+    /// Disconnects the publisher and ends the stream at its owner (on an edge: the origin's
+    /// publisher, and every relay follows); false if no owner answered that a publisher was
+    /// attached. [`Node::stream_ref`] says why when it fails.
     pub async fn kick(&self, reason: &str) -> bool {
-        self.entry.addr.send(Kick { reason: reason.to_owned() }).await.unwrap_or(false)
+        self.owner.send(Kick { reason: reason.to_owned() }).await.unwrap_or(false)
     }
 
-    /// The stream actor's address, to send it any of its messages
-    /// (`zenlive_actors::stream`).
+    /// A typed reference to the stream's owner (see [`crate::refs`]).
+    pub fn owner(&self) -> &ActorRef<StreamActor> {
+        &self.owner
+    }
+
+    /// The address of the stream actor on this node (a relayed copy on an edge), to send it
+    /// any of its messages (`zenlive_actors::stream`).
     pub fn actor(&self) -> Addr<StreamActor> {
         self.entry.addr.clone()
     }
 
-    /// The stream's state and counters; `None` if it ended meanwhile.
+    /// The state and counters of the stream actor on this node; `None` if it ended
+    /// meanwhile.
     pub async fn info(&self) -> Option<StreamInfo> {
         self.entry.addr.send(GetInfo).await.ok()
     }
 
-    /// The stream's live statistics (fps, bitrate, resolution, viewers, bytes), read
-    /// without asking the actor.
+    /// The live statistics of the stream on this node (fps, bitrate, resolution, viewers,
+    /// bytes), read without asking the actor. The owner's: `stream_ref(key).send(GetStats)`.
     pub fn stats(&self) -> StatsSnapshot {
         self.entry.stats.snapshot()
     }
@@ -789,9 +859,26 @@ impl Node {
         self.context.directory.keys()
     }
 
-    /// A handle on the live stream `key`, to send it messages.
+    /// A handle on the stream `key` if it is live on this node (its own, or relayed).
     pub fn stream(&self, key: &StreamKey) -> Option<StreamHandle> {
-        self.context.directory.get(key).map(|entry| StreamHandle { entry })
+        let entry = self.context.directory.get(key)?;
+        Some(StreamHandle { entry, owner: self.stream_ref(key) })
+    }
+
+    /// A typed reference to the stream `key` wherever it is published: `send` reaches its
+    /// owner (the node holding its registry lease; never an edge's relayed copy) with the
+    /// messages in `zenlive_actors::remote` (`Kick`, `GetStats`). Nothing is looked up or
+    /// started until a message is sent. See [`crate::refs`].
+    pub fn stream_ref(&self, key: &StreamKey) -> ActorRef<StreamActor> {
+        self.context.stream_routes.get(&key.to_string())
+    }
+
+    /// A typed reference to the chat room `name` (`app/key` for a stream's room) wherever
+    /// its home is: `send` reaches the home with `SystemMessage` or `Moderate`. A room
+    /// that is not open anywhere answers [`crate::refs::RefError::NotFound`]: a ref never starts a room
+    /// ([`Node::chat_room`] does).
+    pub fn room_ref(&self, name: &str) -> ActorRef<ChatRoom> {
+        self.context.room_routes.get(name)
     }
 
     /// The registry of actor names (leases and fencing epochs).

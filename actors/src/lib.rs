@@ -19,6 +19,8 @@
 //! (the crate root only declares and re-exports them).
 //! - [`key`]: [`StreamKey`], a stream's name whatever protocol brought it.
 //! - [`protocol`]: [`Protocol`], which protocol a publisher or viewer uses (a label).
+//! - [`remote`]: [`remote::RemoteMessage`], a message that may cross nodes (and the table of
+//!   those that do), and [`remote::NamedActor`], an actor found by name.
 //! - [`faults`]: panics a test can arm (feature `fault-injection`).
 //! - [`events`]: what the node tells the application (stream start/end) and node counters.
 //! - [`stats`]: per-stream statistics computed from the media, shared for metrics and the API.
@@ -53,6 +55,7 @@ pub mod pool;
 pub mod protocol;
 pub mod publisher;
 pub mod quota;
+pub mod remote;
 pub mod stats;
 pub mod stream;
 pub mod stream_core;
@@ -68,6 +71,7 @@ pub use output::{Output, OutputStream, Outputs};
 pub use pool::ArbiterPool;
 pub use protocol::Protocol;
 pub use publisher::{PublishError, StreamPublisher};
+pub use remote::{NamedActor, RemoteMessage};
 pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{StreamActor, StreamInfo};
 pub use stream_core::StreamCore;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::RwLock;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use zenlive_media::aac::AudioSpecificConfig;
 use zenlive_media::avc::AvcDecoderConfig;
 use zenlive_media::{Codec, CodecConfig, FrameKind, MediaFrame};
@@ -51,7 +51,7 @@ pub struct RateMeter {
 const REPORT_INTERVAL_MS: i64 = 250;
 
 /// What a [`RateMeter`] measured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     /// Video frames per second.
     pub fps: f64,
@@ -178,7 +178,7 @@ pub struct AudioInfo {
 }
 
 /// What the sequence headers say about the stream's tracks.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaInfo {
     /// The video track, once its sequence header arrived and parsed.
     pub video: Option<VideoInfo>,
@@ -292,13 +292,19 @@ struct Publisher {
 
 /// A consistent-enough copy of [`StreamStats`] (each field read once), for the SDK, the
 /// admin API and metrics.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// It also crosses nodes (`GetStats`, a remote message): `Deserialize` reads back what
+/// `Serialize` writes, in JSON as in bincode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
     /// When the stream started (wall clock).
     #[serde(with = "unix_seconds")]
     pub started_at: SystemTime,
     /// How long it has been live.
-    #[serde(rename = "uptime_seconds", serialize_with = "seconds")]
+    #[serde(
+        rename = "uptime_seconds",
+        serialize_with = "seconds",
+        deserialize_with = "from_seconds"
+    )]
     pub uptime: Duration,
     /// How the publisher connected.
     pub publisher_protocol: Protocol,
@@ -317,13 +323,13 @@ pub struct StatsSnapshot {
     /// Codecs and resolution.
     pub media: MediaInfo,
     /// Viewers watching now, by protocol (protocols with none are left out).
-    #[serde(serialize_with = "by_protocol")]
+    #[serde(serialize_with = "by_protocol", deserialize_with = "from_by_protocol")]
     pub viewers: Vec<(Protocol, u64)>,
     /// Viewers that ever joined, by protocol.
-    #[serde(serialize_with = "by_protocol")]
+    #[serde(serialize_with = "by_protocol", deserialize_with = "from_by_protocol")]
     pub viewers_total: Vec<(Protocol, u64)>,
     /// Bytes delivered to viewers, by protocol.
-    #[serde(serialize_with = "by_protocol")]
+    #[serde(serialize_with = "by_protocol", deserialize_with = "from_by_protocol")]
     pub bytes_out: Vec<(Protocol, u64)>,
     /// Frames not delivered to viewers that fell behind.
     pub frames_dropped: u64,
@@ -347,6 +353,73 @@ mod unix_seconds {
 
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let seconds = super::from_seconds(d)?;
+        Ok(UNIX_EPOCH + seconds)
+    }
+}
+
+/// Reads what [`seconds`] writes; a negative or non-finite number is zero.
+fn from_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let seconds = f64::deserialize(d)?;
+    Ok(Duration::try_from_secs_f64(seconds).unwrap_or_default())
+}
+
+/// Reads what [`by_protocol`] writes; unknown protocols are left out.
+fn from_by_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Protocol, u64)>, D::Error> {
+    let map = std::collections::BTreeMap::<String, u64>::deserialize(d)?;
+    Ok(Protocol::ALL.iter().filter_map(|&p| map.get(p.as_str()).map(|&n| (p, n))).collect())
+}
+
+/// A codec's name read back as one of the names this crate writes (`other` if unknown), so
+/// [`VideoInfo`] and [`AudioInfo`] keep their `&'static str`.
+fn codec_name(name: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["h264", "hevc", "av1", "vp8", "vp9", "aac", "opus"];
+    KNOWN.into_iter().find(|k| *k == name).unwrap_or("other")
+}
+
+/// [`VideoInfo`] as read (an owned codec name), in the same field order.
+#[derive(Deserialize)]
+struct VideoInfoRead {
+    codec: String,
+    width: u32,
+    height: u32,
+    profile: u8,
+    level: u8,
+}
+
+impl<'de> Deserialize<'de> for VideoInfo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        VideoInfoRead::deserialize(d).map(Self::from)
+    }
+}
+
+impl From<VideoInfoRead> for VideoInfo {
+    fn from(v: VideoInfoRead) -> Self {
+        let codec = codec_name(&v.codec);
+        Self { codec, width: v.width, height: v.height, profile: v.profile, level: v.level }
+    }
+}
+
+/// [`AudioInfo`] as read (an owned codec name), in the same field order.
+#[derive(Deserialize)]
+struct AudioInfoRead {
+    codec: String,
+    sample_rate: u32,
+    channels: u8,
+}
+
+impl<'de> Deserialize<'de> for AudioInfo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        AudioInfoRead::deserialize(d).map(Self::from)
+    }
+}
+
+impl From<AudioInfoRead> for AudioInfo {
+    fn from(a: AudioInfoRead) -> Self {
+        Self { codec: codec_name(&a.codec), sample_rate: a.sample_rate, channels: a.channels }
     }
 }
 

@@ -20,10 +20,12 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 use zenlive_media::{CodecConfig, MediaFrame, MediaTime};
+use zenlive_registry::ActorKind;
 
 use crate::events::{Gauge, StreamEvent};
 use crate::key::StreamKey;
 use crate::protocol::Protocol;
+use crate::remote::{NamedActor, RemoteMessage};
 use crate::stats::{MediaInfo, RateMeter, StatsSnapshot, StreamStats};
 use crate::stream_core::{IngestStats, StreamCore};
 
@@ -268,11 +270,25 @@ pub struct Unsubscribe {
 }
 
 /// Disconnects the publisher and ends the stream. Answers whether a publisher was attached.
-#[derive(Message)]
+/// Remote: `stream.kick` ([`crate::remote`]).
+#[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "bool")]
 pub struct Kick {
     /// Why, told to the publisher.
     pub reason: String,
+}
+
+impl RemoteMessage for Kick {
+    const NAME: &'static str = "stream.kick";
+}
+
+/// Asks for the stream's statistics (what the admin API shows). Remote: `stream.stats`.
+#[derive(Debug, Clone, Copy, Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "StatsSnapshot")]
+pub struct GetStats;
+
+impl RemoteMessage for GetStats {
+    const NAME: &'static str = "stream.stats";
 }
 
 /// Asks for the stream's current state.
@@ -513,6 +529,18 @@ impl Handler<Kick> for StreamActor {
         self.end(format!("kicked: {}", msg.reason), ctx);
         had_publisher
     }
+}
+
+impl Handler<GetStats> for StreamActor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _msg: GetStats, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.stats.snapshot())
+    }
+}
+
+impl NamedActor for StreamActor {
+    const KIND: ActorKind = ActorKind::Stream;
 }
 
 impl Handler<GetInfo> for StreamActor {

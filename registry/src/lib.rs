@@ -12,7 +12,10 @@
 //! - [`registry`]: the [`Registry`] trait, leases with fencing epochs, node membership.
 //! - [`memory`]: [`MemoryRegistry`], the in-process implementation.
 //! - [`redis`]: [`RedisRegistry`], the shared implementation for a cluster.
+//! - [`book`]: [`LeaseBook`], around either: the leases this node holds and until when it
+//!   can prove them (fencing on receipt, self-fencing).
 
+pub mod book;
 pub mod id;
 pub mod memory;
 pub mod redis;
@@ -20,6 +23,7 @@ pub mod registry;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use book::{LeaseBook, ProofHandle, SELF_FENCE_MARGIN};
 pub use id::{new_incarnation, ActorKey, ActorKind, NodeId};
 pub use memory::MemoryRegistry;
 pub use redis::RedisRegistry;

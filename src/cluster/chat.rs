@@ -131,7 +131,7 @@ pub fn serve(
     draining: Arc<AtomicBool>,
     max_rooms: usize,
 ) {
-    cluster.on_call(KIND, move |room, body| {
+    cluster.on_call(KIND, move |room, _epoch, body| {
         let (rooms, pool, draining) = (rooms.clone(), pool.clone(), Arc::clone(&draining));
         async move {
             let call: ChatCall = serde_json::from_slice(&body)

@@ -102,7 +102,11 @@ async fn serve(
     let codec = Arc::clone(&cluster.codec);
     let first = match tokio::time::timeout(cluster.link_idle, recv(&mut link, codec.as_ref())).await
     {
-        Ok(first) => first?,
+        Ok(Ok(first)) => first,
+        Ok(Err(error)) => {
+            cluster.counters.refuse("bad_frame");
+            return Err(error);
+        }
         Err(_) => return Err(LinkError::Protocol("no request after the handshake".into())),
     };
     let Some(first) = first else { return Ok(()) };
@@ -176,13 +180,20 @@ async fn serve_calls(cluster: &Cluster, mut link: Link, first: Call) -> Result<(
                     tracing::debug!("idle cluster call link closed");
                     return Ok(());
                 }
-                Ok(received) => match received? {
-                    Some(Message::Call(call)) => call,
-                    Some(other) => {
+                Ok(received) => match received {
+                    Ok(Some(Message::Call(call))) => call,
+                    Ok(Some(other)) => {
+                        cluster.counters.refuse("bad_frame");
                         let reason = format!("unexpected {other:?}");
                         return Err(refuse(&mut link, codec.as_ref(), "protocol", reason).await);
                     }
-                    None => return Ok(()),
+                    Ok(None) => return Ok(()),
+                    // Undecodable, or a length prefix over the limit: the link is closed,
+                    // nothing else is touched.
+                    Err(error) => {
+                        cluster.counters.refuse("bad_frame");
+                        return Err(error);
+                    }
                 },
             },
         };

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use prometheus::core::Collector;
-use prometheus::{IntCounter, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use zenlive_registry::{
     ActorKey, BoxFuture, NodeId, NodeInfo, RedisRegistry, Registry, RegistryError,
 };
@@ -34,9 +34,13 @@ use link::Peers;
 use relay::Relays;
 use wire::{Bincode, Call, Codec, RemoteError};
 
-/// Answers calls to one kind of actor on this node: `(name, body) → reply body`.
-pub type CallHandler =
-    Arc<dyn Fn(String, Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>> + Send + Sync>;
+/// Answers calls to one kind of actor on this node: `(name, epoch the caller saw, body) →
+/// reply body`.
+pub type CallHandler = Arc<
+    dyn Fn(String, Option<u64>, Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>>
+        + Send
+        + Sync,
+>;
 
 /// Cluster counters and gauges, exported as Prometheus metrics.
 pub struct ClusterCounters {
@@ -48,6 +52,16 @@ pub struct ClusterCounters {
     pub relays_started: IntCounter,
     relays: IntGauge,
     nodes: IntGauge,
+    /// Calls and frames refused on this node's links, by reason (`not_owner`,
+    /// `unknown_kind`, `unknown_message`, `bad_envelope`, `bad_body`, `bad_frame`).
+    refused: IntCounterVec,
+}
+
+impl ClusterCounters {
+    /// Counts a call (or a frame on a call link) refused for `reason`.
+    pub fn refuse(&self, reason: &str) {
+        self.refused.with_label_values(&[reason]).inc();
+    }
 }
 
 /// This node's membership of the cluster. See the module docs.
@@ -131,6 +145,15 @@ impl Cluster {
                 "Streams this node pulls from other nodes now (edge relays).",
             ),
             nodes: gauge("zenlive_registry_nodes", "Live nodes in the cluster, as last seen."),
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "zenlive_registry_calls_refused_total",
+                    "Calls from other nodes refused, by reason (not the owner, unknown kind or \
+                     message, undecodable envelope or body, bad frame on a call link).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
         };
         Self {
             node,
@@ -154,6 +177,7 @@ impl Cluster {
             Box::new(self.counters.relays_started.clone()),
             Box::new(self.counters.relays.clone()),
             Box::new(self.counters.nodes.clone()),
+            Box::new(self.counters.refused.clone()),
         ]
     }
 
@@ -187,10 +211,11 @@ impl Cluster {
     /// Answers calls to actors of `kind` on this node with `handler`.
     pub fn on_call<F, Fut>(&self, kind: &str, handler: F)
     where
-        F: Fn(String, Vec<u8>) -> Fut + Send + Sync + 'static,
+        F: Fn(String, Option<u64>, Vec<u8>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<u8>, RemoteError>> + Send + 'static,
     {
-        let handler: CallHandler = Arc::new(move |name, body| Box::pin(handler(name, body)));
+        let handler: CallHandler =
+            Arc::new(move |name, epoch, body| Box::pin(handler(name, epoch, body)));
         self.handlers.write().insert(kind.to_owned(), handler);
     }
 
@@ -198,8 +223,11 @@ impl Cluster {
     pub(crate) async fn handle_call(&self, call: Call) -> Result<Vec<u8>, RemoteError> {
         let handler = self.handlers.read().get(&call.kind).cloned();
         match handler {
-            Some(handler) => handler(call.name, call.body).await,
-            None => Err(RemoteError::NoHandler),
+            Some(handler) => handler(call.name, call.epoch, call.body).await,
+            None => {
+                self.counters.refuse("unknown_kind");
+                Err(RemoteError::NoHandler)
+            }
         }
     }
 

@@ -7,6 +7,11 @@
 //! `cluster.relay_grace`: a publisher that reconnected to another node is followed there
 //! without disturbing local viewers (timestamps are rebased so they keep growing). A relay
 //! that nobody here watched for `cluster.relay_idle` ends.
+//!
+//! A stream *kicked* at its origin (by the SDK or the admin API, from any node) is not
+//! followed: the origin tells every other node ([`announce_kicked`], a `relay.end` call) and
+//! each edge ends its copy at once ([`serve_relay_ends`]), so its viewers end with the
+//! publisher instead of waiting out the grace.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,11 +21,12 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::publisher::Rebase;
-use zenlive_actors::stream::PublisherCommand;
+use zenlive_actors::stream::{Kick, PublisherCommand};
+use zenlive_actors::Directory;
 use zenlive_actors::{StreamKey, StreamPublisher};
 use zenlive_media::flv::{FlvDemuxer, TagType};
 use zenlive_media::flv_frames::{FlvToFrames, Ingested};
-use zenlive_registry::{ActorKey, ActorKind, ClaimHints, Owner};
+use zenlive_registry::{ActorKey, ActorKind, ClaimHints, LeaseBook, Owner};
 
 use super::link::{self, LinkError};
 use super::relay::{Relay, NOT_LIVE_FOR, NOT_LIVE_MAX};
@@ -338,4 +344,57 @@ async fn pull(
             }
         }
     }
+}
+
+/// The call kind by which an origin tells the other nodes that a stream it owned was
+/// kicked, so their relayed copies end too.
+pub const RELAY_END: &str = "relay.end";
+
+/// The reason an edge's copy ends with when its origin's stream was kicked.
+pub const KICKED_AT_ORIGIN: &str = "kicked at the origin";
+
+/// Kick reasons of the node's own (self-fencing, shutdown): after those the publisher may
+/// come back on another node, and edges follow it there.
+const FOLLOWED_KICKS: [&str; 3] = ["lease lost", "node shutting down", KICKED_AT_ORIGIN];
+
+/// Whether a stream that ended for `reason` (`StreamEvent::Ended`) was kicked by the
+/// application or an admin: then its edges end their copies at once.
+pub fn kicked_by_name(reason: &str) -> bool {
+    reason.strip_prefix("kicked: ").is_some_and(|why| !FOLLOWED_KICKS.contains(&why))
+}
+
+/// Tells every other node that `key`, owned here, was kicked (best effort: a node that does
+/// not hear it ends its copy after `cluster.relay_grace`, as for any origin that went away).
+/// Needs an actix arbiter (a stream-end hook runs on one).
+pub fn announce_kicked(cluster: &Arc<Cluster>, key: &StreamKey) {
+    for member in cluster.members() {
+        if member.id == cluster.node {
+            continue;
+        }
+        let cluster = Arc::clone(cluster);
+        let call = cluster.new_call(RELAY_END, &key.to_string(), None, Vec::new());
+        actix_rt::spawn(async move {
+            if let Err(error) = cluster.call_node(&member.id, call).await {
+                tracing::debug!(node = %member.id, %error, "could not tell a node that a stream was kicked");
+            }
+        });
+    }
+}
+
+/// Answers [`RELAY_END`] calls: ends this node's relayed copy of the stream, if it has one
+/// (never a stream this node owns: a lease it proves in `book`).
+pub fn serve_relay_ends(cluster: &Cluster, directory: Directory, book: LeaseBook) {
+    cluster.on_call(RELAY_END, move |name, _epoch, _body| {
+        let (directory, book) = (directory.clone(), book.clone());
+        async move {
+            let key = StreamKey::parse(&name)
+                .map_err(|e| super::wire::RemoteError::BadRequest(e.to_string()))?;
+            let owned = book.proven(&ActorKey::new(ActorKind::Stream, name)).is_some();
+            if let Some(entry) = directory.get(&key).filter(|_| !owned) {
+                tracing::info!(stream = %key, "the origin's stream was kicked; ending the relayed copy");
+                let _ = entry.addr.send(Kick { reason: KICKED_AT_ORIGIN.to_owned() }).await;
+            }
+            Ok(Vec::new())
+        }
+    });
 }

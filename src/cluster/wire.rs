@@ -8,7 +8,8 @@
 //! - [`Message::Pull`]: the link carries one stream's media from the origin as an FLV
 //!   stream (the same bytes HTTP-FLV sends; parsed with the bounded FLV demuxer), or
 //! - [`Message::Call`]/[`Message::Reply`]: requests to named actors, multiplexed by
-//!   correlation id, answered in any order.
+//!   correlation id, answered in any order. A typed message (`zenlive::refs`) travels as an
+//!   [`Envelope`] (its wire name and its bincode payload) in the call's body.
 //!
 //! The codec sits behind [`Codec`] so the format can change without touching the link:
 //! bincode 2 is no longer maintained upstream.
@@ -115,6 +116,45 @@ pub enum RemoteError {
     /// The link failed (set by the caller, never sent).
     #[error("link failed: {0}")]
     Link(String),
+    /// The actor kind does not know the message's name ([`Envelope::message`]).
+    #[error("unknown message")]
+    UnknownMessage,
+    /// The actor stopped (it ended, or a handler panicked) before it answered.
+    #[error("the actor stopped before answering")]
+    Stopped,
+}
+
+/// The body of a typed call (`zenlive::refs`): which message, and the message itself,
+/// encoded with [`encode_payload`]. The target (kind, name) and the owner's epoch the
+/// sender saw are the [`Call`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The message's wire name (`RemoteMessage::NAME`, e.g. `stream.kick`).
+    pub message: String,
+    /// The message.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// Encodes a typed message, its result or an [`Envelope`]: bincode 2 in the same
+/// configuration as [`Bincode`] (the one other place the format is chosen; a new codec
+/// changes both).
+pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| WireError::Decode(e.to_string()))
+}
+
+/// Decodes what [`encode_payload`] wrote; never panics, whatever the bytes, and refuses
+/// trailing bytes.
+pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|error| WireError::Decode(error.to_string()))?;
+    if used != bytes.len() {
+        return Err(WireError::Decode(format!("{} trailing bytes", bytes.len() - used)));
+    }
+    Ok(value)
 }
 
 /// Why bytes are not a message.
@@ -235,6 +275,15 @@ mod tests {
             Bincode.decode(&vec![0; MAX_MESSAGE_BYTES + 1]),
             Err(WireError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_refuse_garbage() {
+        let envelope = Envelope { message: "stream.kick".into(), payload: vec![1, 2, 3] };
+        let bytes = encode_payload(&envelope).expect("encodes");
+        assert_eq!(decode_payload::<Envelope>(&bytes).expect("decodes"), envelope);
+        assert!(decode_payload::<Envelope>(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_payload::<Envelope>(&[0xff; 16]).is_err());
     }
 
     #[test]

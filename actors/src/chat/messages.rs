@@ -16,6 +16,7 @@ use zenlive_registry::NodeId;
 use super::remote::{Delivery, RemoteRoomError, RoomRequest};
 use crate::chat_core::{ChatError, ChatLimits, MemberId};
 use crate::chat_protocol::{ChatUser, ClientCommand};
+use crate::remote::RemoteMessage;
 
 /// A member's outbound queue: JSON text frames, shared between members.
 pub type Outbound = mpsc::Sender<Arc<str>>;
@@ -57,20 +58,50 @@ pub struct Command {
     pub command: ClientCommand,
 }
 
-/// A system message from the application.
-#[derive(Message)]
+/// A system message from the application. Remote: `chat.system` ([`crate::remote`]).
+#[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub struct SystemMessage {
     /// The text.
     pub text: String,
 }
 
-/// A moderation command from the application (no role needed).
-#[derive(Message)]
+impl RemoteMessage for SystemMessage {
+    const NAME: &'static str = "chat.system";
+}
+
+/// A moderation command from the application (no role needed). Remote: `chat.moderate`;
+/// the command crosses nodes as JSON text (it is an internally tagged enum, which bincode
+/// cannot read back).
+#[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub struct Moderate {
     /// The command (`Delete`, `Mute`, `Ban`, `Unban`, `SlowMode`, `Clear`).
+    #[serde(with = "as_json")]
     pub command: ClientCommand,
+}
+
+impl RemoteMessage for Moderate {
+    const NAME: &'static str = "chat.moderate";
+}
+
+/// A field written as its JSON text.
+mod as_json {
+    use serde::de::{DeserializeOwned, Error as _};
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(value).map_err(S::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(D::Error::custom)
+    }
 }
 
 /// A request from a satellite of this room on another node (the room must be the home).

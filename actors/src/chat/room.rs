@@ -575,6 +575,10 @@ impl ChatRoom {
 type JoinResult = Result<(), ChatError>;
 type RemoteResult = Result<(), RemoteRoomError>;
 
+impl crate::remote::NamedActor for ChatRoom {
+    const KIND: zenlive_registry::ActorKind = zenlive_registry::ActorKind::ChatRoom;
+}
+
 impl Actor for ChatRoom {
     type Context = Context<Self>;
 
