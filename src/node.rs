@@ -891,14 +891,18 @@ impl Node {
         &self.context.counters
     }
 
-    /// The live stream `key`'s statistics, by name.
+    /// The statistics of the stream `key` as live on this node (on an edge: its relayed
+    /// copy's), read without asking an actor. The owner's, wherever it is:
+    /// `stream_ref(key).send(GetStats)`.
     pub fn stream_stats(&self, key: &StreamKey) -> Option<StatsSnapshot> {
         self.context.directory.get(key).map(|entry| entry.stats.snapshot())
     }
 
-    /// The chat room `name` (`app/key` for a stream's room), started if it is not live,
-    /// to post a system message ([`zenlive_actors::chat::SystemMessage`]) or moderate
-    /// ([`zenlive_actors::chat::Moderate`]) from application code.
+    /// The chat room `name` (`app/key` for a stream's room) on this node, started if it is
+    /// not live, to post a system message ([`zenlive_actors::chat::SystemMessage`]) or
+    /// moderate ([`zenlive_actors::chat::Moderate`]) from application code: a satellite
+    /// forwards both to the room's home. To reach a room without starting one here, use
+    /// [`Node::room_ref`].
     pub fn chat_room(&self, name: &str) -> Addr<ChatRoom> {
         self.context.chat.get_or_start(name, &self.context.pool.next())
     }

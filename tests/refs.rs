@@ -164,8 +164,30 @@ async fn a_kick_from_any_node_ends_the_origins_publisher_and_the_edges_viewers()
     exits(&mut player, "the viewer on n2").await;
     assert!(n1.log_text().contains("kicked by an admin"), "n1 applied the kick");
 
-    // A chat room opened on n1 gets a system message from n3 through its ref; a room open
-    // nowhere is not started by asking.
+    // A chat room opened on n1 (by a member there) gets a system message from n3 through
+    // its ref; a room open nowhere is not started by asking.
+    let token = mint_token(SECRET, "ann", Some("ann"), &[Role::Viewer]);
+    let url = format!("ws://{}/chat/live/r?token={token}", n1.http);
+    let (mut member, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket");
+    let room = n3.room_ref("live/r");
+    eventually("the room's home answers n3", Duration::from_secs(10), || async {
+        room.send(SystemMessage { text: "from n3".into() }).await.is_ok()
+    })
+    .await;
+    let system = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(frame)) = member.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                let event: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                if event["type"] == "system" {
+                    return event;
+                }
+            }
+        }
+        panic!("the member's socket closed");
+    })
+    .await
+    .expect("the system message reached the member");
+    assert_eq!(system["text"], "from n3");
     assert_eq!(
         n3.room_ref("live/nowhere").send(SystemMessage { text: "hello".into() }).await,
         Err(RefError::NotFound)
