@@ -6,35 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
+use common::recorded::*;
 use common::*;
-use serde_json::Value;
-use tokio::process::{Child, Command};
-
-/// One frame at the publisher's 25 fps: the tolerance of every duration.
-const FRAME: f64 = 0.04;
-
-/// FFmpeg encoding `seconds` of test picture (25 fps, a keyframe every second) and a sine
-/// tone in real time and publishing them to `url`.
-fn publish_live(url: &str, seconds: u32) -> Child {
-    require("ffmpeg");
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
-        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg publisher")
-}
 
 async fn start_recording_node(name: &str, dir: &Path, format: &str) -> ZenliveProcess {
     let base = dir.to_str().expect("utf-8 path").to_owned();
@@ -47,65 +23,10 @@ async fn start_recording_node(name: &str, dir: &Path, format: &str) -> ZenlivePr
     ZenliveProcess::start(name, "n1", &[], &env).await
 }
 
-/// Every file under `dir` (recursively) whose name ends with `suffix`, sorted by name.
-fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.to_string_lossy().ends_with(suffix) {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
-fn seconds(value: &Value) -> f64 {
-    value.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
-}
-
-/// The span of `file`'s video as ffprobe reads its packets: (first presentation time, end
-/// of the last frame), in seconds on the stream's clock. (A container's own "duration" is
-/// not used: for FLV and fragmented MP4 FFmpeg reports the end time there, counted from 0,
-/// and segments here keep the stream's timeline.) Also checks that audio is there.
-async fn timing(file: &Path) -> (f64, f64) {
-    let info = probe(file).await;
-    let streams = info["streams"].as_array().expect("streams");
-    let kinds: Vec<&str> = streams.iter().filter_map(|s| s["codec_type"].as_str()).collect();
-    assert!(kinds.contains(&"video") && kinds.contains(&"audio"), "{}: {kinds:?}", file.display());
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-of", "json"])
-        .args(["-show_entries", "packet=pts_time,duration_time"])
-        .arg(file)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("ffprobe ends")
-        .expect("run ffprobe");
-    let packets: Value = serde_json::from_slice(&out.stdout).expect("ffprobe prints JSON");
-    let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
-    for packet in packets["packets"].as_array().expect("packets") {
-        let pts = seconds(&packet["pts_time"]);
-        let duration = seconds(&packet["duration_time"]);
-        let duration = if duration > 0.0 { duration } else { FRAME };
-        start = start.min(pts);
-        end = end.max(pts + duration);
-    }
-    assert!(start.is_finite(), "{}: no video packets", file.display());
-    (start, end - start)
-}
-
 async fn records_segments_in(format: &str, ext: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start_recording_node(&format!("recording-{format}"), dir.path(), format).await;
-    let mut publisher = publish_live(&node.rtmp_url("live/rec"), 12);
+    let mut publisher = publish_live(&node.rtmp_url("live/rec"), 12, false);
     let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
         .await
         .expect("the publisher finishes in time")
@@ -113,14 +34,14 @@ async fn records_segments_in(format: &str, ext: &str) {
     assert!(status.success(), "the publisher succeeded");
     // The stream's end finalizes the open segment.
     wait_for("every segment to be finished", Duration::from_secs(20), || {
-        files(dir.path(), ".part").is_empty() && files(dir.path(), ext).len() >= 3
+        files_under(dir.path(), ".part").is_empty() && files_under(dir.path(), ext).len() >= 3
     })
     .await;
-    let segments = files(&dir.path().join("live/rec"), ext);
+    let segments = files_under(&dir.path().join("live/rec"), ext);
     assert_eq!(segments.len(), 3, "12 s in 4 s segments: {segments:?}");
     let mut timings = Vec::new();
     for segment in &segments {
-        let (start, duration) = timing(segment).await;
+        let (start, duration) = video_span(segment).await;
         let errors = decode_errors(segment).await;
         assert!(errors.trim().is_empty(), "{}: decoding printed:\n{errors}", segment.display());
         timings.push((start, duration));
@@ -170,11 +91,11 @@ async fn flv_segments_are_whole_and_continuous() {
 async fn kill_9_mid_segment_leaves_finished_segments_intact_and_the_open_one_readable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start_recording_node("recording-kill9", dir.path(), "fmp4").await;
-    let _publisher = publish_live(&node.rtmp_url("live/crash"), 60);
+    let _publisher = publish_live(&node.rtmp_url("live/crash"), 60, false);
     // A finished segment, and the next one's .part with at least two fragments written.
     let (mut part, mut sizes) = (None, Vec::new());
     wait_for("a finished segment and a .part with two fragments", Duration::from_secs(40), || {
-        let Some(current) = files(dir.path(), ".part").pop() else { return false };
+        let Some(current) = files_under(dir.path(), ".part").pop() else { return false };
         if part.as_ref() != Some(&current) {
             // A new segment: count its writes from here.
             (part, sizes) = (Some(current.clone()), Vec::new());
@@ -183,19 +104,19 @@ async fn kill_9_mid_segment_leaves_finished_segments_intact_and_the_open_one_rea
         if size > 0 && sizes.last() != Some(&size) {
             sizes.push(size);
         }
-        !files(dir.path(), ".mp4").is_empty() && sizes.len() >= 2
+        !files_under(dir.path(), ".mp4").is_empty() && sizes.len() >= 2
     })
     .await;
     node.signal("-9");
-    let finished = files(dir.path(), ".mp4");
+    let finished = files_under(dir.path(), ".mp4");
     for segment in &finished {
-        let (_, duration) = timing(segment).await;
+        let (_, duration) = video_span(segment).await;
         assert!((duration - 4.0).abs() <= FRAME + 0.001, "{}: {duration} s", segment.display());
         let errors = decode_errors(segment).await;
         assert!(errors.trim().is_empty(), "{}: {errors}", segment.display());
     }
-    let parts = files(dir.path(), ".part");
+    let parts = files_under(dir.path(), ".part");
     assert_eq!(parts.len(), 1, "{parts:?}");
-    let (_, duration) = timing(&parts[0]).await;
+    let (_, duration) = video_span(&parts[0]).await;
     assert!(duration >= 1.0, "the torn segment holds its complete fragments: {duration} s");
 }

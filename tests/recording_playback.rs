@@ -12,31 +12,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::recorded::*;
 use common::*;
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use zenlive::auth::{Auth, Claims, Role};
 
-/// One frame at the publisher's 25 fps.
-const FRAME: f64 = 0.04;
 const SECRET: &str = "recording-playback-test-secret";
-
-fn publish_live(url: &str, seconds: u32) -> Child {
-    require("ffmpeg");
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
-        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg publisher")
-}
 
 /// A token for `roles`, limited to `stream` when given.
 fn token(roles: &[Role], stream: Option<&str>) -> String {
@@ -148,7 +130,7 @@ async fn a_recording_is_listed_played_as_vod_and_cut_by_time() {
     let node = start("playback-fmp4", dir.path(), "fmp4").await;
     let admin = token(&[Role::Admin], None);
     let viewer = token(&[Role::Viewer], Some("live/cam"));
-    let mut publisher = publish_live(&node.rtmp_url("live/cam"), 12);
+    let mut publisher = publish_live(&node.rtmp_url("live/cam"), 12, false);
 
     // While it is recorded: listed live, an EVENT playlist without end.
     let live = wait_recording(&node, &admin, "cam", "a live recording with a segment", |r| {
@@ -310,7 +292,7 @@ async fn a_ts_recording_plays_over_hls_and_its_download_says_why_not() {
     let node = start("playback-ts", dir.path(), "ts").await;
     let admin = token(&[Role::Admin], None);
     let viewer = token(&[Role::Viewer], None);
-    let mut publisher = publish_live(&node.rtmp_url("live/ts"), 6);
+    let mut publisher = publish_live(&node.rtmp_url("live/ts"), 6, false);
     tokio::time::timeout(Duration::from_secs(60), publisher.wait())
         .await
         .expect("the publisher finishes in time")

@@ -9,43 +9,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use common::recorded::*;
 use common::s3::{download, list, SeaweedFs, BUCKET};
 use common::*;
-use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use zenlive::config::StorageKind;
 use zenlive::{NodeBuilder, RecordingEvent, SegmentLocation};
-
-/// One frame at the publisher's 25 fps: the tolerance of every duration.
-const FRAME: f64 = 0.04;
-
-/// FFmpeg publishing `seconds` of test picture (25 fps, a keyframe every second) and a
-/// tone in real time to `url`; `noisy` adds noise, for a few Mbit/s.
-fn publish_live(url: &str, seconds: u32, noisy: bool) -> Child {
-    require("ffmpeg");
-    let video = if noisy {
-        "testsrc=size=320x240:rate=25,noise=alls=60:allf=t"
-    } else {
-        "testsrc=size=320x240:rate=25"
-    };
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-f", "lavfi", "-i", video])
-        .args(["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
-        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg publisher")
-}
 
 async fn start_node(
     name: &str,
@@ -65,59 +37,6 @@ async fn start_node(
     ZenliveProcess::start(name, "n1", &[], &env).await
 }
 
-/// Every file under `dir` (recursively), sorted.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
-fn seconds(value: &Value) -> f64 {
-    value.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
-}
-
-/// The span of `file`'s video as ffprobe reads its packets: (first presentation time,
-/// duration), in seconds; also checks that audio is there.
-async fn timing(file: &Path) -> (f64, f64) {
-    let info = probe(file).await;
-    let streams = info["streams"].as_array().expect("streams");
-    let kinds: Vec<&str> = streams.iter().filter_map(|s| s["codec_type"].as_str()).collect();
-    assert!(kinds.contains(&"video") && kinds.contains(&"audio"), "{}: {kinds:?}", file.display());
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-of", "json"])
-        .args(["-show_entries", "packet=pts_time,duration_time"])
-        .arg(file)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("ffprobe ends")
-        .expect("run ffprobe");
-    let packets: Value = serde_json::from_slice(&out.stdout).expect("ffprobe prints JSON");
-    let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
-    for packet in packets["packets"].as_array().expect("packets") {
-        let pts = seconds(&packet["pts_time"]);
-        let duration = seconds(&packet["duration_time"]);
-        let duration = if duration > 0.0 { duration } else { FRAME };
-        start = start.min(pts);
-        end = end.max(pts + duration);
-    }
-    assert!(start.is_finite(), "{}: no video packets", file.display());
-    (start, end - start)
-}
-
 /// Downloads every object under `prefix` and judges them as one recording: each decodes
 /// cleanly, all but the last last `segment` seconds, each continues the one before.
 /// Returns the total duration.
@@ -130,7 +49,7 @@ async fn judge_bucket(client: &aws_sdk_s3::Client, prefix: &str, segment: f64) -
         let file = download(client, key, dir.path()).await;
         let errors = decode_errors(&file).await;
         assert!(errors.trim().is_empty(), "{key}: decoding printed:\n{errors}");
-        timings.push((key.clone(), timing(&file).await));
+        timings.push((key.clone(), video_span(&file).await));
     }
     for (i, (key, (start, duration))) in timings.iter().enumerate() {
         if i + 1 < timings.len() {
@@ -185,7 +104,7 @@ async fn wait_publisher(mut publisher: Child, limit: Duration) {
 
 /// Segments that are only media files (no sidecar, no .part) left in the spool.
 fn spool_left(spool: &Path) -> Vec<PathBuf> {
-    files(spool).into_iter().collect()
+    files_under(spool, "").into_iter().collect()
 }
 
 #[tokio::test]
@@ -275,7 +194,7 @@ async fn s3_killed_and_restarted_loses_nothing_and_viewers_go_on() {
     // The viewer saw the whole stream, outage or not.
     let out = viewer.await.expect("viewer task");
     assert!(out.status.success(), "viewer: {}", String::from_utf8_lossy(&out.stderr));
-    let (_, watched_for) = timing(&watched).await;
+    let (_, watched_for) = video_span(&watched).await;
     assert!(watched_for > 25.0, "the RTMP viewer got {watched_for} s of 28 s");
 }
 
@@ -314,8 +233,11 @@ async fn s3_frozen_times_out_attempts_bounds_the_spool_and_memory() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
         spool_max = spool_max.max(metric(&node, "zenlive_recording_spool_bytes").await);
-        let on_disk: u64 =
-            files(&spool).iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+        let on_disk: u64 = files_under(&spool, "")
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
         // The bound, plus at most one segment that began before it was reached, plus the
         // open one.
         assert!(on_disk < 4 << 20, "spool on disk: {on_disk} bytes");
@@ -355,7 +277,7 @@ async fn node_killed_mid_recording_uploads_its_spool_after_restart() {
     // S3 stops answering, so finished segments stay in the spool.
     s3.freeze();
     wait_for("two segments in the spool and a .part with data", Duration::from_secs(30), || {
-        let all = files(&spool);
+        let all = files_under(&spool, "");
         let finished = all.iter().filter(|f| f.extension().is_some_and(|e| e == "mp4")).count();
         let part = all.iter().any(|f| {
             f.to_string_lossy().ends_with(".part")
@@ -365,15 +287,18 @@ async fn node_killed_mid_recording_uploads_its_spool_after_restart() {
     })
     .await;
     node.signal("-9");
-    let left: Vec<PathBuf> =
-        files(&spool).into_iter().filter(|f| !f.to_string_lossy().ends_with(".json")).collect();
+    let left: Vec<PathBuf> = files_under(&spool, "")
+        .into_iter()
+        .filter(|f| !f.to_string_lossy().ends_with(".json"))
+        .collect();
     drop(node);
     s3.thaw();
     let client = s3.client().await;
     let before = list(&client, "live/crash/").await.len();
     let node = start_node("s3-kill9-restarted", &spool, &s3, &[]).await;
     // Every segment left (the .part too, as written) is uploaded, and the spool empties.
-    wait_for("an empty spool", Duration::from_secs(60), || files(&spool).is_empty()).await;
+    wait_for("an empty spool", Duration::from_secs(60), || files_under(&spool, "").is_empty())
+        .await;
     let objects = list(&client, "live/crash/").await;
     assert!(
         objects.len() >= before + left.len() - 1,
@@ -385,7 +310,7 @@ async fn node_killed_mid_recording_uploads_its_spool_after_restart() {
     let dl = tempfile::tempdir().expect("tempdir");
     for (key, _) in &objects {
         let file = download(&client, key, dl.path()).await;
-        let (_, duration) = timing(&file).await;
+        let (_, duration) = video_span(&file).await;
         assert!(duration >= 1.0, "{key}: {duration} s");
     }
 }

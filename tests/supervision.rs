@@ -7,6 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::recorded::files_under;
 use common::*;
 use zenlive::StreamKey;
 use zenlive_actors::stream::InjectPanic;
@@ -135,25 +136,6 @@ async fn a_panicking_hls_packager_restarts_with_a_discontinuity_and_rtmp_viewers
     node.shutdown().await;
 }
 
-/// The finished recording segments under `dir` (files with the `.mp4` extension).
-fn finished_segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "mp4") {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 #[actix_rt::test]
 async fn a_crashing_recorder_restarts_in_a_new_segment_and_the_stream_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -165,7 +147,7 @@ async fn a_crashing_recorder_restarts_in_a_new_segment_and_the_stream_goes_on() 
     let mut publisher = publish(&fixture(false), &rtmp_url(&node, "taped"));
     wait_live(&node, "taped").await;
     wait_for("a finished segment", Duration::from_secs(30), || {
-        !finished_segments(dir.path()).is_empty()
+        !files_under(dir.path(), ".mp4").is_empty()
     })
     .await;
 
@@ -173,9 +155,9 @@ async fn a_crashing_recorder_restarts_in_a_new_segment_and_the_stream_goes_on() 
     let restarts =
         || sample(&node.metrics_text(), "zenlive_actor_restarts_total", &[("kind", "recorder")]);
     wait_for("the recorder's restart", Duration::from_secs(20), || restarts() == Some(1.0)).await;
-    let before = finished_segments(dir.path()).len();
+    let before = files_under(dir.path(), ".mp4").len();
     wait_for("a segment after the restart", Duration::from_secs(30), || {
-        finished_segments(dir.path()).len() > before
+        files_under(dir.path(), ".mp4").len() > before
     })
     .await;
     assert_eq!(
@@ -188,7 +170,7 @@ async fn a_crashing_recorder_restarts_in_a_new_segment_and_the_stream_goes_on() 
     node.shutdown().await;
     // Every finished segment is a readable MP4 with video (the one the crash cut stays a
     // `.part`, readable up to its last fragment).
-    for segment in finished_segments(dir.path()) {
+    for segment in files_under(dir.path(), ".mp4") {
         let info = probe(&segment).await;
         let kinds: Vec<&str> = info["streams"]
             .as_array()

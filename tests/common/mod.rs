@@ -5,6 +5,7 @@
 
 pub mod pg;
 pub mod process;
+pub mod recorded;
 pub mod rtmp;
 pub mod s3;
 
