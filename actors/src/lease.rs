@@ -288,6 +288,10 @@ mod tests {
         ) -> zenlive_registry::BoxFuture<'_, Result<Option<Owner>, RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
+
+        fn claim_hints(&self) -> Option<zenlive_registry::ClaimHints> {
+            None
+        }
     }
 
     fn down() -> RegistryError {

@@ -106,6 +106,10 @@ impl Registry for SlowRelease {
     fn lookup(&self, key: &ActorKey) -> BoxFuture<'_, Result<Option<Owner>, RegistryError>> {
         self.0.lookup(key)
     }
+
+    fn claim_hints(&self) -> Option<zenlive_registry::ClaimHints> {
+        self.0.claim_hints()
+    }
 }
 
 /// Node `n1`'s rooms, on a single node.

@@ -161,8 +161,7 @@ pub trait Registry: Send + Sync + 'static {
     fn lookup(&self, key: &ActorKey) -> BoxFuture<'_, Result<Option<Owner>, RegistryError>>;
 
     /// Hints of the names claimed from now on, by any node (see [`ClaimHints`]), or `None`
-    /// when this registry gives none (then a waiter looks up on a timer alone).
-    fn claim_hints(&self) -> Option<ClaimHints> {
-        None
-    }
+    /// when this registry gives none (then a waiter looks up on a timer alone). No default:
+    /// a wrapper that forgot to pass it on would silently turn hints off.
+    fn claim_hints(&self) -> Option<ClaimHints>;
 }

@@ -110,4 +110,8 @@ impl Registry for Instrumented {
     fn lookup(&self, key: &ActorKey) -> BoxFuture<'_, Result<Option<Owner>, RegistryError>> {
         self.timed("lookup", self.inner.lookup(key))
     }
+
+    fn claim_hints(&self) -> Option<zenlive_registry::ClaimHints> {
+        self.inner.claim_hints()
+    }
 }
