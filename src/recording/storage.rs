@@ -35,25 +35,26 @@ pub struct FinishedSegment {
 /// Where the recorder writes, and who hears of finished segments. Implementations are
 /// called from the recorders' writer threads: no method may block for long (an uploader
 /// queues the segment and returns; a small metadata file is all it may write).
+///
+/// No method has a default: a wrapper (the playback catalog's) that forgot one would
+/// silently cut the storage off from it.
 pub trait Storage: Send + Sync + 'static {
     /// The local directory segments are written under.
     fn root(&self) -> &Path;
 
     /// A segment was begun (its `.part` file created) at `path`, `relative` to the root.
-    fn opened(&self, _stream: &StreamKey, _relative: &Path, _path: &Path, _wall: SystemTime) {}
+    fn opened(&self, stream: &StreamKey, relative: &Path, path: &Path, wall: SystemTime);
 
     /// Whether a new segment may begin: `false` while local disk is full by the storage's
     /// own bound (an S3 spool waiting for uploads). The recorder then skips segments,
     /// loudly, until there is room again.
-    fn has_room(&self) -> bool {
-        true
-    }
+    fn has_room(&self) -> bool;
 
     /// A segment is complete on local disk.
     fn finished(&self, segment: FinishedSegment);
 
     /// A stream's recording ended (`RecordingEvent::Ended`), after its last `finished`.
-    fn ended(&self, _event: RecordingEvent) {}
+    fn ended(&self, event: RecordingEvent);
 }
 
 /// Segments stay on local disk under `base_path` (`storage.type = "local"`), announced to
@@ -87,6 +88,13 @@ impl LocalStorage {
 impl Storage for LocalStorage {
     fn root(&self) -> &Path {
         &self.base
+    }
+
+    fn opened(&self, _stream: &StreamKey, _relative: &Path, _path: &Path, _wall: SystemTime) {}
+
+    /// Local disk has no bound of the recorder's own (retention deletes the oldest).
+    fn has_room(&self) -> bool {
+        true
     }
 
     fn finished(&self, segment: FinishedSegment) {
