@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use parking_lot::Mutex;
@@ -37,6 +37,9 @@ pub struct Active {
     pub format: &'static str,
     /// When the recording started.
     pub since: SystemTime,
+    /// When the publish it records started (a new publish of the stream is a new
+    /// recording).
+    pub publish: SystemTime,
     stop: AtomicBool,
     writer: Mutex<Option<Arc<WriterState>>>,
     addr: Mutex<Option<Addr<RecorderActor>>>,
@@ -107,11 +110,13 @@ impl Recordings {
         self.get(key)?.addr.lock().clone()
     }
 
-    /// Starts recording `key` here: a new [`Active`] and its actor, which claims the name.
-    /// Call it on an actix arbiter.
+    /// Starts recording the publish of `key` that started at `publish` here: a new
+    /// [`Active`] (in place of an earlier publish's, which finishes on its own) and its
+    /// actor, which claims the name. Call it on an actix arbiter.
     pub fn begin(
         &self,
         key: &StreamKey,
+        publish: SystemTime,
         format: &'static str,
         registry: Arc<dyn Registry>,
         node: NodeId,
@@ -121,6 +126,7 @@ impl Recordings {
             gate: Arc::new(Gate::default()),
             format,
             since: SystemTime::now(),
+            publish,
             stop: AtomicBool::new(false),
             writer: Mutex::new(None),
             addr: Mutex::new(None),
@@ -230,11 +236,31 @@ impl Actor for RecorderActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.claim(0, ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Undecided (stopped before the claim answered): the writer must not wait on.
+        self.active.gate.set(false);
+        self.recordings.remove(&self.active);
+        // Dropping the keeper releases the name.
+        self.keeper.take();
+    }
+}
+
+/// How often a claim of a name this node still holds (the previous publish's recorder,
+/// finishing its last segment) is tried again, and how many times.
+const RECLAIM_PAUSE: Duration = Duration::from_millis(250);
+const RECLAIM_ATTEMPTS: u32 = 40;
+
+impl RecorderActor {
+    /// Claims the recorder's name (attempt `attempt`), then opens or closes the gate.
+    fn claim(&mut self, attempt: u32, ctx: &mut Context<Self>) {
         let name = ActorKey::new(ActorKind::Recorder, self.active.key.to_string());
         let registry = Arc::clone(&self.registry);
         let node = self.node.clone();
         let claim = async move { registry.claim(&name, &node, ACTOR_LEASE_TTL).await };
-        ctx.wait(claim.into_actor(self).map(|claimed, act, ctx| {
+        ctx.wait(claim.into_actor(self).map(move |claimed, act, ctx| {
             let key = &act.active.key;
             match claimed {
                 Ok(lease) => {
@@ -246,6 +272,13 @@ impl Actor for RecorderActor {
                         move |news| me.do_send(LeaseNews(news)),
                     ));
                     act.active.gate.set(true);
+                }
+                Err(RegistryError::AlreadyOwned { owner, .. })
+                    if owner.node == act.node && attempt < RECLAIM_ATTEMPTS =>
+                {
+                    // This node's recorder of the previous publish lets go once its last
+                    // segment is on disk.
+                    ctx.run_later(RECLAIM_PAUSE, move |act, ctx| act.claim(attempt + 1, ctx));
                 }
                 Err(RegistryError::AlreadyOwned { owner, .. }) => {
                     tracing::warn!(stream = %key, node = %owner.node, "this stream is recorded by another node already; not recording it here");
@@ -260,14 +293,6 @@ impl Actor for RecorderActor {
                 }
             }
         }));
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        // Undecided (stopped before the claim answered): the writer must not wait on.
-        self.active.gate.set(false);
-        self.recordings.remove(&self.active);
-        // Dropping the keeper releases the name.
-        self.keeper.take();
     }
 }
 

@@ -52,7 +52,7 @@ pub mod vod;
 pub mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use zenlive_actors::{FrameKind, FrameSink, Output, OutputStream, StreamKey};
 use zenlive_media::segment::SegmentFormat;
@@ -168,10 +168,11 @@ impl Output for RecorderOutput {
         }
         // One recording per stream: a writer restarted after a panic continues the
         // recording (and its claim); a request to record what is recorded changes nothing.
-        let active = match recorder.recordings.get(key) {
+        let publish = stream.stats.snapshot().started_at;
+        let active = match recorder.recordings.get(key).filter(|a| a.publish == publish) {
             Some(active) if active.writing() || active.stop_requested() => return None,
             Some(active) => active,
-            None => recorder.begin(key),
+            None => recorder.begin(key, publish),
         };
         if stream.restarts > 0 {
             tracing::warn!(stream = %key, restarts = stream.restarts, "recorder restarted after a crash; recording continues in a new segment");
@@ -185,7 +186,7 @@ impl Output for RecorderOutput {
             // One recording per publish: named after the stream's start, which a restarted
             // recorder shares with the one it replaces.
             Some(catalog) => {
-                let id = RecordingId::from_time(stream.stats.snapshot().started_at);
+                let id = RecordingId::from_time(publish);
                 Arc::new(catalog.writer(
                     key.clone(),
                     id,
@@ -252,12 +253,12 @@ impl Output for RecorderOutput {
 
 impl Recorder {
     /// A new recording of `key` here, claiming its name when claims are on.
-    fn begin(&self, key: &StreamKey) -> Arc<actor::Active> {
+    fn begin(&self, key: &StreamKey, publish: SystemTime) -> Arc<actor::Active> {
         let format = match self.format {
             SegmentFormat::Fmp4 => "fmp4",
             SegmentFormat::Ts => "ts",
             SegmentFormat::Flv => "flv",
         };
-        self.recordings.begin(key, format, Arc::clone(&self.registry), self.node.clone())
+        self.recordings.begin(key, publish, format, Arc::clone(&self.registry), self.node.clone())
     }
 }
