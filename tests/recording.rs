@@ -246,7 +246,8 @@ fn segments_with_sizes(dir: &Path) -> Vec<(PathBuf, u64)> {
 #[tokio::test]
 async fn retention_deletes_segments_older_than_delete_after() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let extra = [("ZENLIVE_RECORDING_SEGMENT_DURATION", "1s"), ("ZENLIVE_RECORDING_DELETE_AFTER", "3s")];
+    let extra =
+        [("ZENLIVE_RECORDING_SEGMENT_DURATION", "1s"), ("ZENLIVE_RECORDING_DELETE_AFTER", "3s")];
     let node = start_recording_node_with("retention-age", dir.path(), "fmp4", &extra).await;
     let _publisher = publish_live(&node.rtmp_url("live/aged"), 30, false);
     let mut first = Vec::new();
@@ -259,7 +260,11 @@ async fn retention_deletes_segments_older_than_delete_after() {
         first.iter().all(|(f, _)| !f.exists())
     })
     .await;
-    let deleted = sample(&node.metrics_text().await, "zenlive_recording_retention_deleted_total", &[("reason", "age")]);
+    let deleted = sample(
+        &node.metrics_text().await,
+        "zenlive_recording_retention_deleted_total",
+        &[("reason", "age")],
+    );
     assert!(deleted >= Some(2.0), "{deleted:?}");
     // 3 s of 1 s segments are kept, and a little more while the next one finishes.
     let kept = segments_with_sizes(dir.path());
@@ -272,7 +277,10 @@ async fn retention_keeps_local_segments_under_max_local_bytes() {
     const MAX: u64 = 150_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let max = MAX.to_string();
-    let extra = [("ZENLIVE_RECORDING_SEGMENT_DURATION", "1s"), ("ZENLIVE_RECORDING_MAX_LOCAL_BYTES", max.as_str())];
+    let extra = [
+        ("ZENLIVE_RECORDING_SEGMENT_DURATION", "1s"),
+        ("ZENLIVE_RECORDING_MAX_LOCAL_BYTES", max.as_str()),
+    ];
     let node = start_recording_node_with("retention-size", dir.path(), "fmp4", &extra).await;
     let _publisher = publish_live(&node.rtmp_url("live/capped"), 30, false);
     let mut first = Vec::new();
@@ -292,6 +300,10 @@ async fn retention_keeps_local_segments_under_max_local_bytes() {
     // Under the cap, but for the newest, which may not have been weighed yet.
     assert!(total <= MAX + largest, "{total} bytes kept: {kept:?}");
     assert!(kept.len() >= 2, "the newest are kept: {kept:?}");
-    let by_size = sample(&node.metrics_text().await, "zenlive_recording_retention_deleted_total", &[("reason", "size")]);
+    let by_size = sample(
+        &node.metrics_text().await,
+        "zenlive_recording_retention_deleted_total",
+        &[("reason", "size")],
+    );
     assert!(by_size >= Some(3.0), "{by_size:?}");
 }

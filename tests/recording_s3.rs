@@ -383,8 +383,7 @@ async fn a_segment_above_the_threshold_goes_up_in_parts_and_arrives_whole() {
         .start()
         .await
         .expect("node starts");
-    wait_publisher(publish_live(&rtmp_url(&node, "big"), 14, true), Duration::from_secs(60))
-        .await;
+    wait_publisher(publish_live(&rtmp_url(&node, "big"), 14, true), Duration::from_secs(60)).await;
     wait_for("the end event", Duration::from_secs(60), || {
         events.lock().expect("lock").iter().any(|e| matches!(e, RecordingEvent::Ended { .. }))
     })
@@ -436,7 +435,10 @@ async fn signed_webhooks_tell_of_each_uploaded_segment_then_the_end() {
         .await;
     let recording = || -> Vec<common::webhooks::Received> {
         let log = log.lock();
-        log.iter().filter(|r| r.body["type"].as_str().unwrap_or("").starts_with("recording.")).cloned().collect()
+        log.iter()
+            .filter(|r| r.body["type"].as_str().unwrap_or("").starts_with("recording."))
+            .cloned()
+            .collect()
     };
     wait_for("recording.end", Duration::from_secs(60), || {
         recording().iter().any(|r| r.body["type"] == "recording.end")

@@ -77,9 +77,13 @@ fn fmp4<E>(len: u64, read_at: &mut impl FnMut(u64, &mut [u8]) -> Result<(), E>) 
                     break;
                 }
                 read_at(at + 8, &mut head[8..16])?;
-                (u64::from_be_bytes([
-                    head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
-                ]), 16)
+                (
+                    u64::from_be_bytes([
+                        head[8], head[9], head[10], head[11], head[12], head[13], head[14],
+                        head[15],
+                    ]),
+                    16,
+                )
             }
             n => (n, 8),
         };

@@ -224,8 +224,9 @@ pub fn recover_part(part: &Path) -> Result<Recovery, FileError> {
         Err(std::fs::TryLockError::Error(_)) => {}
     }
     let len = file.metadata().map_err(err("stat", part))?.len();
-    let whole = zenlive_media::torn::whole_prefix(format, len, |at, buf| file.read_exact_at(buf, at))
-        .map_err(err("read", part))?;
+    let whole =
+        zenlive_media::torn::whole_prefix(format, len, |at, buf| file.read_exact_at(buf, at))
+            .map_err(err("read", part))?;
     if whole == 0 {
         drop(file);
         std::fs::remove_file(part).map_err(err("remove", part))?;
