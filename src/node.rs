@@ -479,6 +479,8 @@ fn recording_storage(
     let base = &config.storage.base_path;
     match config.storage.kind {
         StorageKind::Local => {
+            // Before retention's scan, which then counts them.
+            let recovered = crate::recording::files::recover_parts(std::path::Path::new(base));
             let mut storage = LocalStorage::new(base).with_events(events);
             let rules = RetentionRules {
                 delete_after: config.recording.delete_after,
@@ -491,6 +493,9 @@ fn recording_storage(
                 storage = storage.with_retention(retention);
             }
             tracing::info!(base_path = %base, format = %config.recording.format, "recording streams to local disk");
+            for (path, bytes) in recovered {
+                storage.recovered(&path, bytes);
+            }
             Ok(Arc::new(storage))
         }
         StorageKind::S3 => {
