@@ -1526,6 +1526,10 @@ fn apply_env(
     let mut origins = HashMap::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("ZENLIVE_") else { continue };
+        if rest == "CONFIG" {
+            // The configuration file's path (`--config`), not a key.
+            continue;
+        }
         let rest = rest.to_ascii_lowercase();
         let (section, key) = rest.split_once('_').unwrap_or((rest.as_str(), ""));
         let Some(toml::Value::Table(known)) = defaults.get(section) else {
@@ -1657,6 +1661,7 @@ mod tests {
         let c = Config::load(
             None,
             env(&[
+                ("ZENLIVE_CONFIG", "/etc/zenlive.toml"),
                 ("ZENLIVE_RECORDING_ENABLED", "true"),
                 ("ZENLIVE_RECORDING_AUTO", "false"),
                 ("ZENLIVE_RECORDING_FORMAT", "ts"),

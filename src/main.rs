@@ -27,8 +27,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "zenlive", version)]
 struct Cli {
-    /// TOML configuration file.
-    #[arg(long, short, global = true)]
+    /// TOML configuration file (also `ZENLIVE_CONFIG`).
+    #[arg(long, short, global = true, env = "ZENLIVE_CONFIG")]
     config: Option<PathBuf>,
     /// RTMP listen address, HOST:PORT [default: 0.0.0.0:1935].
     #[arg(long, global = true, value_parser = parse_listen_addr)]
