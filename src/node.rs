@@ -48,7 +48,9 @@ use crate::context::NodeContext;
 use crate::hls::packager::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
-use crate::recording::catalog::{Catalog, Playback};
+use crate::recording::catalog::{Catalog, SegmentIndexer};
+use crate::recording::playback::Playback;
+use crate::recording::s3_playback::S3Store;
 use crate::recording::counters::RecordingCounters;
 use crate::recording::events::{RecordingEvent, RecordingListener};
 use crate::recording::retention::{Retention, RetentionRules};
@@ -274,11 +276,22 @@ impl NodeBuilder {
         let mut outputs: Vec<Arc<dyn Output>> = vec![Arc::new(HlsOutput(Arc::clone(&hls)))];
         let recording = RecordingCounters::default();
         let catalog = Arc::new(Catalog::new(&config.storage.base_path));
-        let playback = Arc::new(Playback::local(
-            Arc::clone(&catalog),
-            config.recording.max_download,
-            config.recording.max_download_bytes,
-        ));
+        let (max_download, max_download_bytes) =
+            (config.recording.max_download, config.recording.max_download_bytes);
+        // With S3, the bucket is the source of truth: any node sharing it plays what any
+        // node recorded.
+        let playback = Arc::new(match config.storage.kind {
+            StorageKind::Local => {
+                Playback::local(Arc::clone(&catalog), max_download, max_download_bytes)
+            }
+            StorageKind::S3 => {
+                let store = S3Store::start(&config.storage.s3, Arc::clone(catalog.live()))
+                    .map_err(|problem| {
+                        crate::config::ConfigError::Invalid(format!("recording: {problem}"))
+                    })?;
+                Playback::new(Arc::new(store), max_download, max_download_bytes)
+            }
+        });
         let metrics = Arc::new(Metrics::new(
             directory.clone(),
             Arc::clone(&counters),
@@ -330,17 +343,18 @@ impl NodeBuilder {
         ));
         if config.recording.enabled {
             let events = Arc::clone(&hooks) as Arc<dyn RecordingListener>;
-            let storage = recording_storage(&config, recording.clone(), events)?;
-            let mut recorder = Recorder::new(&config.recording, storage, recording.clone())
+            let (storage, indexer) = recording_storage(&config, recording.clone(), events)?;
+            let recorder = Recorder::new(&config.recording, storage, recording.clone())
                 .map_err(|problem| {
                     crate::config::ConfigError::Invalid(format!("recording: {problem}"))
                 })?;
-            // Playback reads local files only: with S3 storage a segment leaves the spool
-            // once uploaded, and a catalog would list what cannot be served (and leave its
-            // sidecars in the spool).
-            if config.storage.kind == StorageKind::Local {
-                recorder = recorder.with_catalog(catalog);
-            }
+            // Local storage indexes in sidecars beside the recordings; S3 storage in the
+            // bucket, once each upload is confirmed (nothing is left in the spool).
+            let catalog = match indexer {
+                Some(indexer) => Arc::new(catalog.indexed_by(indexer)),
+                None => catalog,
+            };
+            let recorder = recorder.with_catalog(catalog);
             outputs.push(Arc::new(RecorderOutput(Arc::new(recorder))));
         }
         outputs.extend(self.outputs);
@@ -460,12 +474,13 @@ impl NodeBuilder {
     }
 }
 
-/// The recordings' storage `[storage]` names, telling `events` of segments and ends.
+/// The recordings' storage `[storage]` names, telling `events` of segments and ends, and
+/// the indexer of playback's catalog when the storage indexes segments itself (S3).
 fn recording_storage(
     config: &Config,
     counters: RecordingCounters,
     events: Arc<dyn RecordingListener>,
-) -> Result<Arc<dyn Storage>, StartError> {
+) -> Result<(Arc<dyn Storage>, Option<Arc<dyn SegmentIndexer>>), StartError> {
     let invalid =
         |problem: String| crate::config::ConfigError::Invalid(format!("recording: {problem}"));
     let base = &config.storage.base_path;
@@ -483,13 +498,14 @@ fn recording_storage(
                 storage = storage.with_retention(retention);
             }
             tracing::info!(base_path = %base, format = %config.recording.format, "recording streams to local disk");
-            Ok(Arc::new(storage))
+            Ok((Arc::new(storage), None))
         }
         StorageKind::S3 => {
-            let storage = S3Storage::start(&config.storage, counters, events).map_err(invalid)?;
+            let storage =
+                Arc::new(S3Storage::start(&config.storage, counters, events).map_err(invalid)?);
             let s3 = &config.storage.s3;
             tracing::info!(spool = %base, bucket = %s3.bucket, endpoint = %s3.endpoint, format = %config.recording.format, "recording streams to S3 through a local spool");
-            Ok(Arc::new(storage))
+            Ok((Arc::clone(&storage) as Arc<dyn Storage>, Some(storage)))
         }
     }
 }

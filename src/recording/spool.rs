@@ -6,7 +6,9 @@
 //! segment a small sidecar, `NAME.spool.json` ([`SegmentMeta`]), written atomically
 //! (temporary file, fsync, rename) when the segment is begun and again when it is
 //! finished, carries what the file name cannot: the stream, the wall-clock start, the
-//! duration. At start ([`scan`]) every segment in the spool is queued again, in its
+//! duration, and with a catalog (playback) the recording it belongs to and its
+//! [`SegmentRecord`], so a segment uploaded after a restart is still indexed in its
+//! recording's manifest. At start ([`scan`]) every segment in the spool is queued again, in its
 //! stream's order; sidecars without a segment (the node died between the two deletes) and
 //! temporary files are removed. A `.part` left by a crash is renamed to its final name and
 //! uploaded as written: fMP4 is readable up to its last complete fragment (so are MPEG-TS
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::catalog::{RecordingId, SegmentRecord};
 use super::events::RecordingEvent;
 use super::files::part_name;
 
@@ -45,6 +48,12 @@ pub struct SegmentMeta {
     pub media_start_ms: Option<u64>,
     /// The media duration (once finished).
     pub duration_ms: Option<u64>,
+    /// The recording it belongs to (once finished, when playback indexes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// Its catalog record, for the recording's manifest (once finished, when indexed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<SegmentRecord>,
 }
 
 /// `path`'s sidecar.
@@ -102,8 +111,14 @@ pub struct Pending {
 pub enum Job {
     /// Upload a segment.
     Upload(Pending),
-    /// Announce the end of the stream's recording (after its segments).
-    End(RecordingEvent),
+    /// Announce the end of the stream's recording (after its segments); with the
+    /// recording's id when its manifest is to be marked ended first.
+    End {
+        /// The event to announce.
+        event: RecordingEvent,
+        /// The recording whose manifest ends.
+        recording: Option<RecordingId>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -149,7 +164,7 @@ impl UploadQueue {
             .filter_map(|q| {
                 q.jobs.iter().find_map(|job| match job {
                     Job::Upload(p) => Some(p.queued),
-                    Job::End(_) => None,
+                    Job::End { .. } => None,
                 })
             })
             .min()
@@ -356,6 +371,8 @@ mod tests {
             wall_start_ms: ms,
             media_start_ms: None,
             duration_ms: None,
+            recording: None,
+            record: None,
         };
         // Named against their start order: the sidecar decides.
         std::fs::write(cam.join("b.mp4"), b"first").expect("write");
