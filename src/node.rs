@@ -49,12 +49,12 @@ use crate::hls::packager::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 use crate::recording::catalog::{Catalog, SegmentIndexer};
-use crate::recording::playback::Playback;
-use crate::recording::s3_playback::S3Store;
 use crate::recording::counters::RecordingCounters;
 use crate::recording::events::{RecordingEvent, RecordingListener};
+use crate::recording::playback::Playback;
 use crate::recording::retention::{Retention, RetentionRules};
 use crate::recording::s3::S3Storage;
+use crate::recording::s3_playback::S3Store;
 use crate::recording::storage::{LocalStorage, Storage};
 use crate::recording::{Recorder, RecorderOutput};
 use crate::refs::{ActorRef, Routes};
@@ -344,10 +344,9 @@ impl NodeBuilder {
         if config.recording.enabled {
             let events = Arc::clone(&hooks) as Arc<dyn RecordingListener>;
             let (storage, indexer) = recording_storage(&config, recording.clone(), events)?;
-            let recorder = Recorder::new(&config.recording, storage, recording.clone())
-                .map_err(|problem| {
-                    crate::config::ConfigError::Invalid(format!("recording: {problem}"))
-                })?;
+            let recorder = Recorder::new(&config.recording, storage, recording.clone()).map_err(
+                |problem| crate::config::ConfigError::Invalid(format!("recording: {problem}")),
+            )?;
             // Local storage indexes in sidecars beside the recordings; S3 storage in the
             // bucket, once each upload is confirmed (nothing is left in the spool).
             let catalog = match indexer {

@@ -628,6 +628,61 @@ mod tests {
         assert_eq!(left.len(), 2);
     }
 
+    /// What an indexing storage was handed.
+    #[derive(Default)]
+    struct Indexed {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl SegmentIndexer for Indexed {
+        fn finished_indexed(
+            &self,
+            segment: FinishedSegment,
+            id: RecordingId,
+            record: Option<SegmentRecord>,
+        ) {
+            let record = record.map(|r| (r.path, r.init_bytes));
+            self.calls.lock().push(format!("finished {} {id} {record:?}", segment.stream));
+        }
+
+        fn ended_indexed(&self, event: RecordingEvent, id: RecordingId) {
+            self.calls.lock().push(format!("ended {} {id}", event.stream()));
+        }
+    }
+
+    #[test]
+    fn an_indexed_catalog_hands_records_to_its_indexer_and_writes_no_sidecar() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let indexer = Arc::new(Indexed::default());
+        let catalog = Catalog::new(dir.path()).indexed_by(Arc::clone(&indexer) as _);
+        let key = StreamKey::new("live", "cam").expect("key");
+        let id = RecordingId::from_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let inner: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+        let writer = catalog.writer(key.clone(), id, SegmentFormat::Fmp4, inner);
+        assert!(catalog.live().is_live(&key, id));
+        assert!(writer.has_room());
+        writer.finished(segment(dir.path(), &key, "a.mp4", 0));
+        writer.ended(RecordingEvent::Ended {
+            stream: key.clone(),
+            segments: 1,
+            bytes: 20,
+            duration: Duration::from_secs(4),
+            start: None,
+            reason: "stream ended".into(),
+        });
+        drop(writer);
+        assert!(!catalog.live().is_live(&key, id));
+        let calls = indexer.calls.lock().clone();
+        assert_eq!(
+            calls,
+            [
+                format!("finished live/cam {id} Some((\"live/cam/a.mp4\", Some(16)))"),
+                format!("ended live/cam {id}"),
+            ]
+        );
+        assert!(!dir.path().join(CATALOG_DIR).exists(), "no sidecar beside the spool");
+    }
+
     #[test]
     fn hostile_sidecars_are_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -116,9 +116,9 @@ impl RecordingManifest {
     /// local delete).
     pub fn insert(&mut self, record: SegmentRecord) {
         self.segments.retain(|s| s.path != record.path);
-        let at = self
-            .segments
-            .partition_point(|s| (s.wall_start_ms, s.media_start_us) <= (record.wall_start_ms, record.media_start_us));
+        let at = self.segments.partition_point(|s| {
+            (s.wall_start_ms, s.media_start_us) <= (record.wall_start_ms, record.media_start_us)
+        });
         self.segments.insert(at, record);
     }
 

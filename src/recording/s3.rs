@@ -352,9 +352,10 @@ impl Uploader {
                 inflight.spawn(async move {
                     // A panic in the SDK fails this attempt only; the stream retries.
                     let attempt = AssertUnwindSafe(carry_out(&client, &config, &work, cached));
-                    let result = attempt.catch_unwind().await.unwrap_or_else(|_| {
-                        Err(UploadError::Panicked { path: work.path() })
-                    });
+                    let result = attempt
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err(UploadError::Panicked { path: work.path() }));
                     (stream, work, result)
                 });
             }
@@ -473,7 +474,9 @@ impl Work {
     fn path(&self) -> PathBuf {
         match self {
             Self::Upload(pending) => pending.path.clone(),
-            Self::End(event, id) => PathBuf::from(format!("the manifest of {} {id}", event.stream())),
+            Self::End(event, id) => {
+                PathBuf::from(format!("the manifest of {} {id}", event.stream()))
+            }
         }
     }
 
@@ -488,11 +491,7 @@ impl Work {
     }
 }
 
-fn cached_manifest(
-    manifests: &Manifests,
-    stream: &str,
-    work: &Work,
-) -> Option<RecordingManifest> {
+fn cached_manifest(manifests: &Manifests, stream: &str, work: &Work) -> Option<RecordingManifest> {
     let id = work.recording()?;
     manifests.get(&(stream.to_owned(), id)).cloned()
 }
@@ -598,7 +597,8 @@ pub async fn get_manifest(
 ) -> Result<Option<RecordingManifest>, StoreError> {
     let key = manifest_key(&config.prefix, stream, id);
     let max = MAX_MANIFEST_BYTES as u64;
-    let Some(bytes) = get_bounded(client, &config.bucket, &key, max, config.attempt_timeout).await?
+    let Some(bytes) =
+        get_bounded(client, &config.bucket, &key, max, config.attempt_timeout).await?
     else {
         return Ok(None);
     };

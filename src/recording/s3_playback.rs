@@ -99,7 +99,8 @@ impl S3Store {
             .recv()
             .map_err(|_| "the S3 playback thread ended at start".to_owned())?
             .map_err(|e| format!("cannot start the S3 playback runtime: {e}"))?;
-        let inner = Inner { config: config.clone(), live, runtime, client: OnceCell::new(), _stop: stop };
+        let inner =
+            Inner { config: config.clone(), live, runtime, client: OnceCell::new(), _stop: stop };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -225,8 +226,11 @@ impl Inner {
 
     fn key_of(&self, segment: &SegmentEntry) -> String {
         // The entry's path is plain (checked when read): `/`-separated parts.
-        let parts: Vec<String> =
-            segment.path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let parts: Vec<String> = segment
+            .path
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         object_key(&self.config.prefix, &parts.join("/"))
     }
 

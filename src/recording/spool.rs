@@ -362,6 +362,43 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_keep_the_catalog_record_and_older_ones_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.mp4");
+        let record = SegmentRecord {
+            version: crate::recording::catalog::RECORD_VERSION,
+            stream: "live/cam".into(),
+            recording: "20231114T221320.000Z".into(),
+            path: "live/cam/a.mp4".into(),
+            format: "fmp4".into(),
+            wall_start_ms: 1,
+            media_start_us: 2,
+            duration_us: 3,
+            bytes: 4,
+            init_bytes: Some(5),
+            init_digest: None,
+        };
+        let meta = SegmentMeta {
+            stream: "live/cam".into(),
+            wall_start_ms: 1,
+            media_start_ms: Some(0),
+            duration_ms: Some(0),
+            recording: Some(record.recording.clone()),
+            record: Some(record),
+        };
+        write_sidecar(&path, &meta).expect("sidecar");
+        assert_eq!(read_sidecar(&path), Some(meta));
+        // As written before playback from S3 existed.
+        std::fs::write(
+            sidecar(&path),
+            br#"{"stream":"live/cam","wall_start_ms":7,"media_start_ms":null,"duration_ms":null}"#,
+        )
+        .expect("write");
+        let old = read_sidecar(&path).expect("an older sidecar reads");
+        assert_eq!((old.wall_start_ms, old.recording, old.record), (7, None, None));
+    }
+
+    #[test]
     fn the_scan_finalizes_parts_pairs_sidecars_and_orders_by_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cam = dir.path().join("live/cam");
