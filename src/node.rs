@@ -473,13 +473,16 @@ impl NodeBuilder {
     }
 }
 
-/// The recordings' storage `[storage]` names, telling `events` of segments and ends, and
-/// the indexer of playback's catalog when the storage indexes segments itself (S3).
+/// A recorder's storage, and the indexer of playback's catalog when the storage indexes
+/// segments itself (S3).
+type RecordingStorage = (Arc<dyn Storage>, Option<Arc<dyn SegmentIndexer>>);
+
+/// The recordings' storage `[storage]` names, telling `events` of segments and ends.
 fn recording_storage(
     config: &Config,
     counters: RecordingCounters,
     events: Arc<dyn RecordingListener>,
-) -> Result<(Arc<dyn Storage>, Option<Arc<dyn SegmentIndexer>>), StartError> {
+) -> Result<RecordingStorage, StartError> {
     let invalid =
         |problem: String| crate::config::ConfigError::Invalid(format!("recording: {problem}"));
     let base = &config.storage.base_path;

@@ -3,7 +3,8 @@
 //!
 //! - **Listing**: ListObjectsV2 under the catalog's prefix ([`catalog_prefix`]),
 //!   then one GetObject per manifest (a few at a time), each bounded by
-//!   [`super::manifest::MAX_MANIFEST_BYTES`]; at most [`MAX_LISTED`] recordings per listing.
+//!   [`super::manifest::MAX_MANIFEST_BYTES`]; at most [`MAX_LISTED`] recordings per listing,
+//!   found among at most [`MAX_SCANNED`] keys.
 //!   Recordings this node records that have no uploaded segment yet are listed too.
 //! - **A recording**: one GetObject of its manifest.
 //! - **Segments**: `storage.s3.playback = "proxy"` (the default): a GetObject of exactly
@@ -40,6 +41,8 @@ use crate::config::{S3Config, S3Playback};
 
 /// Most recordings one listing reads.
 pub const MAX_LISTED: usize = 1000;
+/// Most object keys one listing looks at (pages of 1000), selected or not.
+pub const MAX_SCANNED: usize = 100_000;
 /// Manifests read at once by a listing.
 const LISTING_READS: usize = 8;
 /// Chunks of a proxied segment buffered between S3 and the client.
@@ -140,6 +143,7 @@ impl Inner {
         let client = self.client().await;
         let mut found = Vec::new();
         let mut token = None;
+        let mut scanned = 0;
         loop {
             let page = client
                 .list_objects_v2()
@@ -149,6 +153,7 @@ impl Inner {
                 .send()
                 .await
                 .map_err(|e| sdk_error(&what, &e))?;
+            scanned += page.contents().len();
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 let Some((key, id)) = parse_manifest_key(&self.config.prefix, key) else {
@@ -163,6 +168,10 @@ impl Inner {
                 }
             }
             match page.next_continuation_token() {
+                Some(_) if scanned >= MAX_SCANNED => {
+                    tracing::warn!(%prefix, "more than {MAX_SCANNED} objects under the catalog's prefix: the listing shows what the first ones hold; filter by stream");
+                    return Ok(found);
+                }
                 Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
                 _ => return Ok(found),
             }
