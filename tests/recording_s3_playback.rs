@@ -421,9 +421,19 @@ async fn broken_manifests_missing_segments_and_s3_faults_are_clear_errors() {
             "{path}: {body}"
         );
     }
-    // Back: answers again.
+    // Back: answers again once SeaweedFS is ready (it answers InternalError for a moment
+    // after its port opens: 502 until then).
     s3.restart().await;
-    let (status, _, body) = get(&node, "/api/v1/recordings/live/cam").await;
-    assert_eq!(status, 200, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = get(&node, "/api/v1/recordings/live/cam").await;
+        if status == 200 {
+            assert_eq!(body["recordings"].as_array().map(Vec::len), Some(1), "{body}");
+            break;
+        }
+        assert_eq!((status, &body["error"]["code"]), (502, &Value::from("storage_unavailable")));
+        assert!(tokio::time::Instant::now() < deadline, "S3 is back but the node says {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(!node.log_text().contains("panicked"), "no panic");
 }
