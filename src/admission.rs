@@ -22,12 +22,13 @@ use tokio::sync::mpsc;
 use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{
-    FrameSink, Protocol, PublishError, StreamKey, StreamPublisher, ViewerSession,
+    FrameSink, OutputChoices, Protocol, PublishError, StreamKey, StreamPublisher, ViewerSession,
 };
 
 use crate::auth::{Action, AuthError, Identity};
 use crate::context::NodeContext;
 use crate::hooks::{Decision, PublishRequest};
+use crate::recording::RecorderOutput;
 
 /// Who asks to publish or play.
 #[derive(Debug, Clone)]
@@ -164,10 +165,13 @@ pub async fn admit_publish(
         return Err(Refusal::Draining);
     }
     let identity = authorize(node, &request, Action::Publish)?;
-    if let Decision::Deny(reason) =
-        node.hooks.decide_publish(hook_request(&request, &identity)).await
-    {
+    let decision = node.hooks.decide_publish(hook_request(&request, &identity)).await;
+    if let Decision::Deny(reason) = decision {
         return Err(Refusal::Denied(reason));
+    }
+    let mut outputs = OutputChoices::default();
+    if let Some(record) = decision.options().record {
+        outputs.set(RecorderOutput::NAME, record);
     }
     let (publisher, commands) = StreamPublisher::start(
         &node.supervisor,
@@ -176,6 +180,7 @@ pub async fn admit_publish(
         request.protocol,
         request.peer,
         identity.as_ref().map(|i| i.user.clone()),
+        outputs,
     )
     .await
     .map_err(|error| {

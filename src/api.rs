@@ -1,7 +1,8 @@
 //! The admin API, `/api/v1/...`: the cluster's nodes, draining this node, live streams with
-//! their statistics, one stream's details, kicking a publisher, and its OpenAPI document.
-//! A stream's details and its kick go to the stream's owner, whichever node that is
-//! ([`crate::refs`]); the listing shows what this node serves (relayed copies included).
+//! their statistics, one stream's details, kicking a publisher, starting and stopping its
+//! recording, and the OpenAPI document. A stream's details, its kick and its recording go
+//! to the stream's owner (the recording's status to the node recording it), whichever node
+//! that is ([`crate::refs`]); the listing shows what this node serves (relayed copies included).
 //! On the HTTP port every call needs a token with the `admin` role (and auth configured),
 //! and the token's stream scope holds on every route: a scoped token sees and acts on the
 //! streams it covers only (refused with 403 before the stream is looked up), and node-wide
@@ -15,12 +16,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use zenlive_actors::directory::StreamEntry;
-use zenlive_actors::stream::{GetStats, Kick};
-use zenlive_actors::{StatsSnapshot, StreamKey};
+use zenlive_actors::stream::{GetStats, Kick, SetOutput};
+use zenlive_actors::{OutputChange, StatsSnapshot, StreamKey};
 
 use crate::auth::{Action, Identity};
 use crate::context::NodeContext;
 use crate::http::common::{authorize, request_token, stream_key, ApiError};
+use crate::recording::actor::GetRecording;
+use crate::recording::RecorderOutput;
 use crate::refs::RefError;
 
 /// The OpenAPI 3 description of this API, served at `/api/v1/openapi.json`.
@@ -48,6 +51,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/api/v1/streams/{app}/{stream}/kick")
                 .app_data(web::JsonConfig::default().limit(MAX_KICK_BODY))
                 .route(web::post().to(kick)),
+        )
+        .service(
+            web::resource("/api/v1/streams/{app}/{stream}/recording")
+                .app_data(web::JsonConfig::default().limit(MAX_KICK_BODY))
+                .route(web::get().to(recording))
+                .route(web::post().to(set_recording)),
         );
 }
 
@@ -275,4 +284,93 @@ async fn kick(
         .await
         .map_err(|error| owner_error(&key, error))?;
     Ok(HttpResponse::Ok().json(json!({ "name": key.to_string(), "kicked": kicked })))
+}
+
+/// The body of a request to start or stop a recording.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordingBody {
+    /// Start (`true`) or stop recording.
+    record: bool,
+}
+
+/// `GET /api/v1/streams/{app}/{stream}/recording`: the stream's recording, from the node
+/// recording it; 404 `not_recording` when none is.
+async fn recording(
+    node: web::Data<NodeContext>,
+    access: web::Data<Access>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (app, stream) = path.into_inner();
+    let key = stream_key(&app, &stream)?;
+    admit(&node, &req, **access, false, Target::Stream(&key))?;
+    let status = match node.recorder_routes.get(&key.to_string()).send(GetRecording).await {
+        Ok(status) => status,
+        Err(RefError::NotFound | RefError::Stopped) => {
+            return Err(ApiError::not_found(
+                "not_recording",
+                format!("stream {key} is not being recorded"),
+            ))
+        }
+        Err(error) => return Err(owner_error(&key, error)),
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "name": key.to_string(),
+        "recording": !status.stopping,
+        "node": status.node,
+        "format": status.format,
+        "since": status.since,
+        "segments": status.segments,
+        "bytes": status.bytes,
+        "stopping": status.stopping,
+    })))
+}
+
+/// `POST /api/v1/streams/{app}/{stream}/recording` with `{"record": true|false}`: starts
+/// or stops recording the live stream at its owner, whichever node that is.
+async fn set_recording(
+    node: web::Data<NodeContext>,
+    access: web::Data<Access>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Json<RecordingBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (app, stream) = path.into_inner();
+    let key = stream_key(&app, &stream)?;
+    admit(&node, &req, **access, true, Target::Stream(&key))?;
+    let on = body.into_inner().record;
+    tracing::info!(stream = %key, record = on, "admin API: recording");
+    let request = SetOutput { output: RecorderOutput::NAME.to_owned(), on };
+    let change = node
+        .stream_routes
+        .get(&key.to_string())
+        .send(request)
+        .await
+        .map_err(|error| owner_error(&key, error))?;
+    let (recording, code) = match change {
+        OutputChange::Started | OutputChange::AlreadyRunning => (true, None),
+        OutputChange::Stopped | OutputChange::NotRunning => (false, None),
+        OutputChange::Declined => (false, Some("recording_declined")),
+        OutputChange::NoSuchOutput => (false, Some("recording_disabled")),
+    };
+    if let Some(code) = code {
+        let message = if change == OutputChange::NoSuchOutput {
+            format!("recording is not enabled on the node that owns {key} (recording.enabled)")
+        } else {
+            format!("{key} cannot be recorded now (a recording is stopping, or the recorder could not start; see the owner's log)")
+        };
+        return Err(ApiError::new(StatusCode::CONFLICT, code, message));
+    }
+    let change = match change {
+        OutputChange::Started => "started",
+        OutputChange::AlreadyRunning => "already_recording",
+        OutputChange::Stopped => "stopped",
+        _ => "not_recording",
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "name": key.to_string(),
+        "recording": recording,
+        "change": change,
+    })))
 }

@@ -265,8 +265,12 @@ impl Default for HlsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecordingConfig {
-    /// Whether streams are recorded (those `paths` selects).
+    /// Whether this node records at all: the recorder runs, and streams can be recorded on
+    /// request (a publish decider's answer, or by name through the SDK and the admin API).
     pub enabled: bool,
+    /// Whether streams are recorded without being asked: those `paths` selects. `false`
+    /// records only what is asked for (nginx-rtmp's `record manual`).
+    pub auto: bool,
     /// The segment container.
     pub format: RecordingFormat,
     /// The shortest segment: a segment is cut at the first keyframe after this much media.
@@ -300,6 +304,7 @@ impl Default for RecordingConfig {
     fn default() -> Self {
         Self {
             enabled: false,
+            auto: true,
             format: RecordingFormat::Fmp4,
             // 10 s: a finished segment (what an uploader or a download can use) is at most
             // ~10 s behind live and a time range is cut to 10 s, for 360 files an hour.
@@ -1676,6 +1681,7 @@ mod tests {
             None,
             env(&[
                 ("ZENLIVE_RECORDING_ENABLED", "true"),
+                ("ZENLIVE_RECORDING_AUTO", "false"),
                 ("ZENLIVE_RECORDING_FORMAT", "ts"),
                 ("ZENLIVE_RECORDING_SEGMENT_DURATION", "4s"),
                 ("ZENLIVE_RECORDING_PATHS", "live/*,shows/main"),
@@ -1686,6 +1692,7 @@ mod tests {
         )
         .expect("valid");
         assert!(c.recording.enabled);
+        assert!(!c.recording.auto);
         assert_eq!(c.recording.format, RecordingFormat::Ts);
         assert_eq!(c.recording.segment_duration, Duration::from_secs(4));
         assert_eq!(c.recording.paths, ["live/*", "shows/main"]);
@@ -1696,6 +1703,7 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(defaults.recording.segment_duration, Duration::from_secs(10));
         assert!(!defaults.recording.enabled);
+        assert!(defaults.recording.auto);
         for (var, value, says) in [
             ("ZENLIVE_RECORDING_FORMAT", "mkv", "recording.format"),
             ("ZENLIVE_RECORDING_SEGMENT_DURATION", "0.5", "between 1s and 1h"),

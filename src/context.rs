@@ -42,6 +42,8 @@ pub struct NodeContext {
     pub stream_routes: Arc<Routes<StreamActor>>,
     /// Typed references to chat rooms by name (their home node).
     pub room_routes: Arc<Routes<ChatRoom>>,
+    /// Typed references to recordings by stream name (the node recording each).
+    pub recorder_routes: Arc<Routes<crate::recording::actor::RecorderActor>>,
     /// Starts and restarts streams.
     pub supervisor: Addr<StreamSupervisor>,
     /// Live streams by name.

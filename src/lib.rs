@@ -49,13 +49,14 @@ pub mod webhooks;
 mod ws_frames;
 
 pub use config::Config;
-pub use hooks::{Decision, PlayRequest, PublishRequest, ViewerEvent};
+pub use hooks::{Decision, PlayRequest, PublishRequest, StreamOptions, ViewerEvent};
 pub use node::{Node, NodeBuilder, Reloaded, StartError, StreamHandle};
 pub use recording::events::{RecordingEvent, SegmentLocation};
 pub use zenlive_actors::events::NodeCounters;
 pub use zenlive_actors::{
-    Codec, CodecConfig, FrameKind, FrameSink, MediaFrame, MediaTime, Offer, Output, OutputStream,
-    RejectReason, StatsSnapshot, StreamActor, StreamEvent, StreamInfo, StreamKey,
+    Codec, CodecConfig, FrameKind, FrameSink, MediaFrame, MediaTime, Offer, Output, OutputChange,
+    OutputChoices, OutputStream, RejectReason, StatsSnapshot, StreamActor, StreamEvent, StreamInfo,
+    StreamKey,
 };
 pub use zenlive_registry::{NodeId, Registry};
 

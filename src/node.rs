@@ -30,10 +30,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
-use zenlive_actors::stream::{GetInfo, GetStats, Kick, StreamInfo};
+use zenlive_actors::stream::{GetInfo, GetStats, Kick, SetOutput, StreamInfo};
 use zenlive_actors::supervisor::Shutdown;
 use zenlive_actors::{
-    ArbiterPool, Directory, Output, Outputs, StatsSnapshot, StreamActor, StreamKey,
+    ArbiterPool, Directory, Output, OutputChange, Outputs, StatsSnapshot, StreamActor, StreamKey,
     StreamSupervisor,
 };
 use zenlive_registry::{
@@ -48,6 +48,7 @@ use crate::context::NodeContext;
 use crate::hls::packager::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
+use crate::recording::actor::{GetRecording, RecorderActor, Recordings, StopRecording};
 use crate::recording::catalog::{Catalog, SegmentIndexer};
 use crate::recording::counters::RecordingCounters;
 use crate::recording::events::{RecordingEvent, RecordingListener};
@@ -56,8 +57,8 @@ use crate::recording::retention::{Retention, RetentionRules};
 use crate::recording::s3::S3Storage;
 use crate::recording::s3_playback::S3Store;
 use crate::recording::storage::{LocalStorage, Storage};
-use crate::recording::{Recorder, RecorderOutput};
-use crate::refs::{ActorRef, Routes};
+use crate::recording::{Claims, Recorder, RecorderOutput};
+use crate::refs::{ActorRef, RefError, Routes};
 use crate::refusals::Refusals;
 use crate::rtmp::budget::PartialBudget;
 use crate::server::Listeners;
@@ -275,6 +276,7 @@ impl NodeBuilder {
         let hls = Arc::new(HlsManager::new(&config.hls, pool.clone()));
         let mut outputs: Vec<Arc<dyn Output>> = vec![Arc::new(HlsOutput(Arc::clone(&hls)))];
         let recording = RecordingCounters::default();
+        let recordings = Recordings::default();
         let catalog = Arc::new(Catalog::new(&config.storage.base_path));
         let (max_download, max_download_bytes) =
             (config.recording.max_download, config.recording.max_download_bytes);
@@ -344,9 +346,15 @@ impl NodeBuilder {
         if config.recording.enabled {
             let events = Arc::clone(&hooks) as Arc<dyn RecordingListener>;
             let (storage, indexer) = recording_storage(&config, recording.clone(), events)?;
-            let recorder = Recorder::new(&config.recording, storage, recording.clone()).map_err(
-                |problem| crate::config::ConfigError::Invalid(format!("recording: {problem}")),
-            )?;
+            let claims = Claims {
+                recordings: recordings.clone(),
+                registry: Arc::clone(&registry),
+                node: node_id.clone(),
+            };
+            let recorder = Recorder::new(&config.recording, storage, recording.clone(), claims)
+                .map_err(|problem| {
+                    crate::config::ConfigError::Invalid(format!("recording: {problem}"))
+                })?;
             // Local storage indexes in sidecars beside the recordings; S3 storage in the
             // bucket, once each upload is confirmed (nothing is left in the spool).
             let catalog = match indexer {
@@ -401,14 +409,15 @@ impl NodeBuilder {
                 max_rooms,
             );
         }
-        let (stream_routes, room_routes) =
-            routes(&node_id, &book, cluster.as_ref(), &directory, &chat);
+        let NodeRoutes { streams: stream_routes, rooms: room_routes, recorders: recorder_routes } =
+            routes(&node_id, &book, cluster.as_ref(), &directory, &chat, &recordings);
         let context = Arc::new(NodeContext {
             live: ArcSwap::from_pointee(config.clone()),
             config,
             node_id,
             stream_routes,
             room_routes,
+            recorder_routes,
             supervisor,
             directory,
             counters,
@@ -488,6 +497,8 @@ fn recording_storage(
     let base = &config.storage.base_path;
     match config.storage.kind {
         StorageKind::Local => {
+            // Before retention's scan, which then counts them.
+            let recovered = crate::recording::files::recover_parts(std::path::Path::new(base));
             let mut storage = LocalStorage::new(base).with_events(events);
             let rules = RetentionRules {
                 delete_after: config.recording.delete_after,
@@ -500,6 +511,9 @@ fn recording_storage(
                 storage = storage.with_retention(retention);
             }
             tracing::info!(base_path = %base, format = %config.recording.format, "recording streams to local disk");
+            for (path, bytes) in recovered {
+                storage.recovered(&path, bytes);
+            }
             Ok((Arc::new(storage), None))
         }
         StorageKind::S3 => {
@@ -522,7 +536,8 @@ fn routes(
     cluster: Option<&Arc<Cluster>>,
     directory: &Directory,
     chat: &ChatRooms,
-) -> (Arc<Routes<StreamActor>>, Arc<Routes<ChatRoom>>) {
+    recordings: &Recordings,
+) -> NodeRoutes {
     let streams = directory.clone();
     let locate_stream = Arc::new(move |name: &str| {
         let key = StreamKey::parse(name).ok()?;
@@ -531,7 +546,8 @@ fn routes(
     let stream_routes = Arc::new(
         Routes::new(node.clone(), book.clone(), cluster.cloned(), locate_stream)
             .message::<Kick>()
-            .message::<GetStats>(),
+            .message::<GetStats>()
+            .message::<SetOutput>(),
     );
     let rooms = chat.clone();
     let locate_room = Arc::new(move |name: &str| rooms.get(name));
@@ -540,12 +556,30 @@ fn routes(
             .message::<SystemMessage>()
             .message::<Moderate>(),
     );
+    let recordings = recordings.clone();
+    let locate_recorder = Arc::new(move |name: &str| {
+        let key = StreamKey::parse(name).ok()?;
+        recordings.actor(&key)
+    });
+    let recorder_routes = Arc::new(
+        Routes::new(node.clone(), book.clone(), cluster.cloned(), locate_recorder)
+            .message::<GetRecording>()
+            .message::<StopRecording>(),
+    );
     if let Some(cluster) = cluster {
         crate::cluster::pull::serve_relay_ends(cluster, directory.clone(), book.clone());
         crate::refs::serve(cluster, Arc::clone(&stream_routes));
         crate::refs::serve(cluster, Arc::clone(&room_routes));
+        crate::refs::serve(cluster, Arc::clone(&recorder_routes));
     }
-    (stream_routes, room_routes)
+    NodeRoutes { streams: stream_routes, rooms: room_routes, recorders: recorder_routes }
+}
+
+/// The routes of typed references on one node, by actor kind.
+struct NodeRoutes {
+    streams: Arc<Routes<StreamActor>>,
+    rooms: Arc<Routes<ChatRoom>>,
+    recorders: Arc<Routes<RecorderActor>>,
 }
 
 fn chat_limits(config: &crate::config::ChatConfig) -> ChatLimits {
@@ -897,6 +931,22 @@ impl Node {
     /// ([`Node::chat_room`] does).
     pub fn room_ref(&self, name: &str) -> ActorRef<ChatRoom> {
         self.context.room_routes.get(name)
+    }
+
+    /// A typed reference to the recording of the stream `key` wherever it is recorded (the
+    /// node holding `recorder/{app}/{key}`): `send` takes `GetRecording` and
+    /// `StopRecording` (`crate::recording::actor`). A stream not being recorded answers
+    /// [`crate::refs::RefError::NotFound`]; start one with [`Node::set_recording`].
+    pub fn recorder_ref(&self, key: &StreamKey) -> ActorRef<RecorderActor> {
+        self.context.recorder_routes.get(&key.to_string())
+    }
+
+    /// Starts (`on`) or stops recording the live stream `key`, at its owner wherever it is
+    /// (recording must be enabled there: `recording.enabled`); answers what that did.
+    /// Stopping finishes the open segment first.
+    pub async fn set_recording(&self, key: &StreamKey, on: bool) -> Result<OutputChange, RefError> {
+        let request = SetOutput { output: RecorderOutput::NAME.to_owned(), on };
+        self.stream_ref(key).send(request).await
     }
 
     /// The registry of actor names (leases and fencing epochs).

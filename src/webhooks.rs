@@ -24,7 +24,9 @@ use zenlive_actors::chat::DeliveredMessage;
 use zenlive_actors::StreamEvent;
 
 use crate::config::WebhooksConfig;
-use crate::hooks::types::{decider, unix_seconds, Decider, Decision, PublishRequest, ViewerEvent};
+use crate::hooks::types::{
+    decider, unix_seconds, Decider, Decision, PublishRequest, StreamOptions, ViewerEvent,
+};
 use crate::metrics::Metrics;
 use crate::recording::events::{RecordingEvent, SegmentLocation};
 
@@ -328,8 +330,43 @@ pub struct PublishCallback {
     pub secret: String,
 }
 
+/// The options a 2xx answer of the `on_publish` callback chose: a JSON object's `record`
+/// (`true` or `false`); anything else (an empty body, text, other keys) chooses nothing.
+fn publish_options(body: &str) -> Option<StreamOptions> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let record = value.get("record")?.as_bool()?;
+    Some(StreamOptions::default().record(record))
+}
+
+/// The longest `on_publish` answer read (for options, or a refusal's reason).
+const MAX_OPTIONS_BODY: usize = 4096;
+
+/// `resp`'s body as text (lossy), cut at `max` bytes, and whether it was whole: a callback
+/// cannot make the node buffer without bound. A body that breaks off is cut there.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> (String, bool) {
+    let mut body = Vec::new();
+    let mut whole = true;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > max => {
+                body.extend_from_slice(&chunk[..max - body.len()]);
+                whole = false;
+                break;
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(_) => {
+                whole = false;
+                break;
+            }
+        }
+    }
+    (String::from_utf8_lossy(&body).into_owned(), whole)
+}
+
 /// The HTTP `on_publish` callback: POSTs the request as JSON to the current `target`; 2xx
-/// allows, 4xx refuses (the body's first 200 characters are the reason), anything else
+/// allows (a JSON body `{"record": true|false}` also chooses whether the stream is
+/// recorded), 4xx refuses (the body's first 200 characters are the reason), anything else
 /// leaves the decision to `hooks.on_failure`.
 pub fn on_publish_callback(target: Arc<ArcSwap<PublishCallback>>, timeout: Duration) -> Decider {
     let client = client(timeout);
@@ -349,10 +386,17 @@ pub fn on_publish_callback(target: Arc<ArcSwap<PublishCallback>>, timeout: Durat
             });
             let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
             match signed(client.post(&url), &secret, &body).send().await {
-                Ok(resp) if resp.status().is_success() => Decision::Allow,
+                Ok(resp) if resp.status().is_success() => {
+                    // A body may choose options: `{"record": true}`.
+                    let options = match read_capped(resp, MAX_OPTIONS_BODY).await {
+                        (body, true) => publish_options(&body),
+                        _ => None,
+                    };
+                    options.map_or(Decision::Allow, Decision::AllowWith)
+                }
                 Ok(resp) if resp.status().is_client_error() => {
                     let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
+                    let (text, _) = read_capped(resp, MAX_OPTIONS_BODY).await;
                     let reason: String = text.trim().chars().take(200).collect();
                     Decision::Deny(if reason.is_empty() {
                         format!("on_publish: {status}")
@@ -378,5 +422,16 @@ mod tests {
             signature("secret", 1_700_000_000, b"{}"),
             "t=1700000000,v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
         );
+    }
+
+    #[test]
+    fn an_on_publish_answer_chooses_recording_only_when_it_says_so_plainly() {
+        let record = |on| Some(StreamOptions::default().record(on));
+        assert_eq!(publish_options(r#"{"record": true}"#), record(true));
+        assert_eq!(publish_options(r#"{"record": false, "other": 1}"#), record(false));
+        for body in ["", "ok", "{}", "[]", r#"{"record": "yes"}"#, r#"{"record": 1}"#, "{", "null"]
+        {
+            assert_eq!(publish_options(body), None, "{body:?}");
+        }
     }
 }

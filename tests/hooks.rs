@@ -6,82 +6,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use common::webhooks::{free_addr, receiver, verify, Log, SECRET};
 use common::*;
 use parking_lot::Mutex;
-use serde_json::Value;
 use zenlive::hooks::{Decision, ViewerEvent};
 use zenlive::{NodeBuilder, StreamEvent};
-
-const SECRET: &str = "webhook-test-secret";
-
-/// One POST a receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    signature: Option<String>,
-    body: Value,
-    raw: Vec<u8>,
-}
-
-type Log = Arc<Mutex<Vec<Received>>>;
-
-/// An HTTP receiver on `addr`: records every POST; `/on_publish` refuses the stream
-/// `live/no` with 403.
-fn receiver(addr: SocketAddr, log: Log) -> actix_web::dev::ServerHandle {
-    let server = HttpServer::new(move || {
-        let log = Arc::clone(&log);
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-            let log = Arc::clone(&log);
-            async move {
-                let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let path = req.path().to_owned();
-                let refuse = path == "/on_publish" && json["stream"] == "live/no";
-                log.lock().push(Received {
-                    path,
-                    signature: req
-                        .headers()
-                        .get("x-zenlive-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                    body: json,
-                    raw: body.to_vec(),
-                });
-                if refuse {
-                    HttpResponse::Forbidden().body("not on my watch")
-                } else {
-                    HttpResponse::Ok().finish()
-                }
-            }
-        }))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(addr)
-    .expect("bind receiver")
-    .run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    handle
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
-}
-
-fn verify(received: &Received) {
-    let header = received.signature.as_deref().expect("signed");
-    let t: u64 = header
-        .split(',')
-        .find_map(|p| p.strip_prefix("t="))
-        .and_then(|t| t.parse().ok())
-        .expect("t=");
-    assert_eq!(header, zenlive::webhooks::signature(SECRET, t, &received.raw), "valid signature");
-}
 
 async fn play_rtmp(url: &str, seconds: &str) -> bool {
     let run = tokio::process::Command::new("ffmpeg")

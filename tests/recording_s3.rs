@@ -4,7 +4,8 @@
 //! emptied behind them. Then the faults: the S3 server killed and restarted (nothing lost,
 //! in order, viewers unaffected), frozen with SIGSTOP (attempts time out, the spool stays
 //! bounded, memory does not grow), the node killed mid-recording (the spool uploads after
-//! its restart); and the hooks' fields.
+//! its restart); a segment larger than the multipart threshold goes up in parts and arrives
+//! whole; and the hooks' and signed webhooks' fields.
 
 mod common;
 
@@ -69,37 +70,25 @@ async fn judge_bucket(client: &aws_sdk_s3::Client, prefix: &str, segment: f64) -
     timings.iter().map(|(_, (_, d))| d).sum()
 }
 
-async fn metric(node: &ZenliveProcess, name: &str) -> f64 {
-    sample(&node.metrics_text().await, name, &[]).unwrap_or(f64::NAN)
-}
-
-/// Waits (polling the metrics) until `cond` holds of `name`'s value.
-async fn wait_metric(
-    node: &ZenliveProcess,
-    name: &str,
-    limit: Duration,
-    cond: impl Fn(f64) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let value = metric(node, name).await;
-        if cond(value) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting on {name} (now {value})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn wait_publisher(mut publisher: Child, limit: Duration) {
     let status = tokio::time::timeout(limit, publisher.wait())
         .await
         .expect("the publisher finishes in time")
         .expect("ffmpeg ran");
     assert!(status.success(), "the publisher succeeded");
+}
+
+/// A node's configuration (for one in this process) recording every stream in segments
+/// of `segment` to `s3`, its spool in `dir`.
+fn in_process_config(dir: &Path, s3: &SeaweedFs, segment: Duration) -> zenlive::Config {
+    common::s3::set_credentials();
+    let mut config = test_config();
+    config.recording.enabled = true;
+    config.recording.segment_duration = segment;
+    config.storage.kind = StorageKind::S3;
+    config.storage.base_path = dir.join("spool").to_string_lossy().into_owned();
+    config.storage.s3 = s3.config();
+    config
 }
 
 /// Segments that are only media files (no sidecar, no .part) left in the spool.
@@ -319,13 +308,7 @@ async fn node_killed_mid_recording_uploads_its_spool_after_restart() {
 async fn hooks_hear_each_uploaded_segment_then_the_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s3 = SeaweedFs::start("s3-hooks", &dir.path().join("s3")).await;
-    common::s3::set_credentials();
-    let mut config = test_config();
-    config.recording.enabled = true;
-    config.recording.segment_duration = Duration::from_secs(4);
-    config.storage.kind = StorageKind::S3;
-    config.storage.base_path = dir.path().join("spool").to_string_lossy().into_owned();
-    config.storage.s3 = s3.config();
+    let mut config = in_process_config(dir.path(), &s3, Duration::from_secs(4));
     config.storage.s3.prefix = "hooked/".into();
     let events: Arc<Mutex<Vec<RecordingEvent>>> = Arc::default();
     let (segments, ends) = (Arc::clone(&events), Arc::clone(&events));
@@ -380,4 +363,117 @@ async fn hooks_hear_each_uploaded_segment_then_the_end() {
     assert_eq!((stream.to_string().as_str(), *segments, *bytes), ("live/hook", count, sum));
     assert_eq!(reason, "stream ended");
     node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_segment_above_the_threshold_goes_up_in_parts_and_arrives_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s3 = SeaweedFs::start("s3-multipart", &dir.path().join("s3")).await;
+    // A noisy picture makes about 4 Mbit/s: 12 s are over 5 MiB, the least S3 allows for
+    // a part, and go up in two parts; the last 2 s in one PutObject.
+    let mut config = in_process_config(dir.path(), &s3, Duration::from_secs(12));
+    config.storage.s3.multipart_threshold = 5 << 20;
+    config.storage.s3.part_size = 5 << 20;
+    config.storage.s3.prefix = "parts/".into();
+    let events: Arc<Mutex<Vec<RecordingEvent>>> = Arc::default();
+    let (segments, ends) = (Arc::clone(&events), Arc::clone(&events));
+    let node = NodeBuilder::new(config)
+        .on_recording_segment(move |e| segments.lock().expect("lock").push(e.clone()))
+        .on_recording_end(move |e| ends.lock().expect("lock").push(e.clone()))
+        .start()
+        .await
+        .expect("node starts");
+    wait_publisher(publish_live(&rtmp_url(&node, "big"), 14, true), Duration::from_secs(60)).await;
+    wait_for("the end event", Duration::from_secs(60), || {
+        events.lock().expect("lock").iter().any(|e| matches!(e, RecordingEvent::Ended { .. }))
+    })
+    .await;
+    let events = events.lock().expect("lock").clone();
+    let client = s3.client().await;
+    let dl = tempfile::tempdir().expect("tempdir");
+    let mut multipart = 0;
+    for event in &events {
+        let RecordingEvent::Segment { location: SegmentLocation::S3 { key, .. }, bytes, .. } =
+            event
+        else {
+            continue;
+        };
+        let head = client.head_object().bucket(BUCKET).key(key).send().await.expect("HeadObject");
+        assert_eq!(head.content_length(), Some(*bytes as i64), "{key}: the size the hook said");
+        // A multipart object's ETag is the parts' MD5s' MD5 and their count: "...-2".
+        let etag = head.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+        if *bytes > 5 << 20 {
+            assert!(etag.ends_with("-2"), "{key} ({bytes} bytes) went up in two parts: {etag}");
+            multipart += 1;
+        } else {
+            assert!(!etag.contains('-'), "{key} ({bytes} bytes) went up whole: {etag}");
+        }
+        let file = download(&client, key, dl.path()).await;
+        assert_eq!(std::fs::metadata(&file).map(|m| m.len()).ok(), Some(*bytes));
+        let errors = decode_errors(&file).await;
+        assert!(errors.trim().is_empty(), "{key}: decoding printed:\n{errors}");
+    }
+    assert_eq!(multipart, 1, "the 12 s segment went up in parts: {events:?}");
+    let total = judge_bucket(&client, "parts/live/big/", 12.0).await;
+    assert!((total - 14.0).abs() < 0.5, "{total} s recorded of 14 s");
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn signed_webhooks_tell_of_each_uploaded_segment_then_the_end() {
+    use common::webhooks::{free_addr, receiver, verify, Log, SECRET};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s3 = SeaweedFs::start("s3-webhooks", &dir.path().join("s3")).await;
+    let addr = free_addr();
+    let log: Log = Arc::default();
+    let receiver = receiver(addr, Arc::clone(&log));
+    let mut config = in_process_config(dir.path(), &s3, Duration::from_secs(4));
+    config.webhooks.urls = vec![format!("http://{addr}/events")];
+    config.webhooks.secret = SECRET.to_owned();
+    let node = NodeBuilder::new(config).start().await.expect("node starts");
+    wait_publisher(publish_live(&rtmp_url(&node, "hooked"), 10, false), Duration::from_secs(60))
+        .await;
+    let recording = || -> Vec<common::webhooks::Received> {
+        let log = log.lock();
+        log.iter()
+            .filter(|r| r.body["type"].as_str().unwrap_or("").starts_with("recording."))
+            .cloned()
+            .collect()
+    };
+    wait_for("recording.end", Duration::from_secs(60), || {
+        recording().iter().any(|r| r.body["type"] == "recording.end")
+    })
+    .await;
+    let received = recording();
+    let objects = list(&s3.client().await, "live/hooked/").await;
+    assert_eq!(received.len(), objects.len() + 1, "a segment event per object, then the end");
+    let mut total = 0.0;
+    for (r, (key, size)) in received.iter().zip(&objects) {
+        verify(r);
+        assert_eq!(r.path, "/events");
+        let data = &r.body["data"];
+        assert_eq!(r.body["type"], "recording.segment", "segments first, in order: {data}");
+        assert_eq!(data["stream"], "live/hooked");
+        assert_eq!((data["storage"].as_str(), data["bucket"].as_str()), (Some("s3"), Some(BUCKET)));
+        assert_eq!(data["key"].as_str(), Some(key.as_str()));
+        assert_eq!(data["url"].as_str(), Some(format!("s3://{BUCKET}/{key}").as_str()));
+        assert_eq!(data["bytes"].as_u64(), Some(*size));
+        assert_eq!(data["recovered"], false);
+        assert!(data["started_at"].as_f64().is_some(), "{data}");
+        total += data["duration_seconds"].as_f64().expect("a duration");
+    }
+    assert!((total - 10.0).abs() < 0.5, "{total} s of 10 s");
+    let end = received.last().expect("the end");
+    verify(end);
+    assert_eq!(end.body["type"], "recording.end");
+    let data = &end.body["data"];
+    assert_eq!(data["stream"], "live/hooked");
+    assert_eq!(data["segments"].as_u64(), Some(objects.len() as u64));
+    let bytes: u64 = objects.iter().map(|(_, size)| size).sum();
+    assert_eq!(data["bytes"].as_u64(), Some(bytes));
+    assert_eq!(data["reason"], "stream ended");
+    let duration = data["duration_seconds"].as_f64().expect("a duration");
+    assert!((duration - total).abs() < 0.001, "{duration} s against the segments' {total} s");
+    node.shutdown().await;
+    receiver.stop(true).await;
 }

@@ -21,6 +21,7 @@
 //! - [`protocol`]: [`Protocol`], which protocol a publisher or viewer uses (a label).
 //! - [`remote`]: [`remote::RemoteMessage`], a message that may cross nodes (and the table of
 //!   those that do), and [`remote::NamedActor`], an actor found by name.
+//! - [`output_request`]: outputs asked for by name per stream (choices, changes).
 //! - [`faults`]: panics a test can arm (feature `fault-injection`).
 //! - [`events`]: what the node tells the application (stream start/end) and node counters.
 //! - [`stats`]: per-stream statistics computed from the media, shared for metrics and the API.
@@ -51,6 +52,7 @@ pub mod faults;
 pub mod key;
 pub mod lease;
 pub mod output;
+pub mod output_request;
 pub mod pool;
 pub mod protocol;
 pub mod publisher;
@@ -68,6 +70,7 @@ pub use directory::{Directory, StreamEntry};
 pub use events::{EventSink, NodeCounters, RejectReason, StreamEvent};
 pub use key::{InvalidStreamKey, StreamKey};
 pub use output::{Output, OutputStream, Outputs};
+pub use output_request::{OutputChange, OutputChoices};
 pub use pool::ArbiterPool;
 pub use protocol::Protocol;
 pub use publisher::{PublishError, StreamPublisher};

@@ -12,15 +12,27 @@
 //! other outputs never notice. An output that keeps crashing (more than
 //! [`MAX_RESTARTS`] times in [`RESTART_WINDOW`]) is given up for that stream, with an
 //! error in the log.
+//!
+//! # On request
+//! An output may also be asked for by name, per stream: before the stream starts, by the
+//! application's publish decider ([`OutputChoices`], e.g. "record this one"), and while it
+//! is live, through the stream actor's [`crate::stream::SetOutput`] (the SDK and the admin
+//! API send it to the stream's owner, wherever it runs). A requested open carries
+//! [`OutputStream::requested`], so the output starts even where its own rules (a
+//! configured pattern, say) would leave the stream alone; [`Output::running`] and
+//! [`Output::stop`] let it be asked whether it runs and be stopped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
+use parking_lot::Mutex;
 
 use crate::directory::{Directory, StreamEntry};
 use crate::events::NodeCounters;
 use crate::key::StreamKey;
+use crate::output_request::{OutputChange, OutputChoices, OutputControl};
 use crate::pool::ArbiterPool;
 use crate::protocol::Protocol;
 use crate::stats::StreamStats;
@@ -43,6 +55,20 @@ pub trait Output: Send + Sync + 'static {
     /// The stream `key` ended (its sink has been, or is about to be, told through
     /// [`FrameSink::finish`]).
     fn ended(&self, _key: &StreamKey) {}
+
+    /// Whether it runs for the stream `key` now, for a request to start it by name. An
+    /// output that cannot tell answers `false` (the default), and a request to start it
+    /// then opens it again.
+    fn running(&self, _key: &StreamKey) -> bool {
+        false
+    }
+
+    /// Stops it for the stream `key` on request (its session ends once its sink answers
+    /// [`crate::Offer::Closed`]); whether it was running. The default cannot stop
+    /// anything and says so (`false`).
+    fn stop(&self, _key: &StreamKey) -> bool {
+        false
+    }
 }
 
 /// The stream an output is opened for.
@@ -57,6 +83,9 @@ pub struct OutputStream {
     /// How many times this output crashed for this stream before (0 on the first open):
     /// a restarted output starts from fresh state.
     pub restarts: u32,
+    /// Opened on request (a publish decider's choice, or by name while live), not by the
+    /// output's own rules: start even where those would leave the stream alone.
+    pub requested: bool,
 }
 
 /// The node's outputs, started for every stream.
@@ -67,7 +96,13 @@ pub struct Outputs {
     directory: Directory,
     counters: Arc<NodeCounters>,
     max_behind: Duration,
+    /// Outputs that declined a relayed copy, by stream: started if this node takes the
+    /// stream over.
+    declined: Arc<Mutex<Declined>>,
 }
+
+/// Outputs that declined each relayed copy.
+type Declined = HashMap<StreamKey, Vec<Arc<dyn Output>>>;
 
 impl Outputs {
     /// `list`, run on `pool`; a session that stays behind longer than `max_behind` is
@@ -79,7 +114,8 @@ impl Outputs {
         counters: Arc<NodeCounters>,
         max_behind: Duration,
     ) -> Self {
-        Self { list: Arc::new(list), pool, directory, counters, max_behind }
+        let declined = Arc::default();
+        Self { list: Arc::new(list), pool, directory, counters, max_behind, declined }
     }
 
     /// Whether there are none.
@@ -89,21 +125,82 @@ impl Outputs {
 
     /// Tells every output that the stream `key` ended.
     pub(crate) fn ended(&self, key: &StreamKey) {
+        self.declined.lock().remove(key);
         for output in self.list.iter() {
             output.ended(key);
         }
     }
 
-    /// Starts every output for the stream `key` (its directory `entry`).
-    pub(crate) fn start(&self, key: &StreamKey, entry: &StreamEntry, replica: bool) {
+    /// Starts every output for the stream `key` (its directory `entry`), as `choices` say.
+    pub(crate) fn start(
+        &self,
+        key: &StreamKey,
+        entry: &StreamEntry,
+        replica: bool,
+        choices: &OutputChoices,
+    ) {
         for output in self.list.iter() {
+            let Some(requested) = requested(choices, output.as_ref()) else { continue };
             let stream = OutputStream {
                 key: key.clone(),
                 stats: Arc::clone(&entry.stats),
                 replica,
                 restarts: 0,
+                requested,
             };
-            self.run(Arc::clone(output), stream, entry.clone(), Restarts::default());
+            let started = self.run(Arc::clone(output), stream, entry.clone(), Restarts::default());
+            if replica && !started {
+                self.declined.lock().entry(key.clone()).or_default().push(Arc::clone(output));
+            }
+        }
+    }
+
+    /// This node took the stream `key` over from the node it relayed it from: the outputs
+    /// its copy did not run start now, as `choices` say.
+    pub(crate) fn promoted(&self, key: &StreamKey, entry: &StreamEntry, choices: &OutputChoices) {
+        let declined = self.declined.lock().remove(key).unwrap_or_default();
+        for output in declined {
+            let Some(requested) = requested(choices, output.as_ref()) else { continue };
+            let stream = OutputStream {
+                key: key.clone(),
+                stats: Arc::clone(&entry.stats),
+                replica: false,
+                restarts: 0,
+                requested,
+            };
+            let _started = self.run(output, stream, entry.clone(), Restarts::default());
+        }
+    }
+
+    /// The stream actor's handle on these outputs ([`Outputs::set`]).
+    pub(crate) fn control(&self) -> OutputControl {
+        let outputs = self.clone();
+        Arc::new(move |key, name, on, replica| outputs.set(key, name, on, replica))
+    }
+
+    /// Starts (`on`) or stops the output `name` for the live stream `key` on request.
+    pub(crate) fn set(&self, key: &StreamKey, name: &str, on: bool, replica: bool) -> OutputChange {
+        let Some(output) = self.list.iter().find(|o| o.name() == name) else {
+            return OutputChange::NoSuchOutput;
+        };
+        if !on {
+            return if output.stop(key) { OutputChange::Stopped } else { OutputChange::NotRunning };
+        }
+        if output.running(key) {
+            return OutputChange::AlreadyRunning;
+        }
+        let Some(entry) = self.directory.get(key) else { return OutputChange::Declined };
+        let stream = OutputStream {
+            key: key.clone(),
+            stats: Arc::clone(&entry.stats),
+            replica,
+            restarts: 0,
+            requested: true,
+        };
+        if self.run(Arc::clone(output), stream, entry, Restarts::default()) {
+            OutputChange::Started
+        } else {
+            OutputChange::Declined
         }
     }
 
@@ -113,8 +210,8 @@ impl Outputs {
         stream: OutputStream,
         entry: StreamEntry,
         history: Restarts,
-    ) {
-        let Some(sink) = output.open(&stream) else { return };
+    ) -> bool {
+        let Some(sink) = output.open(&stream) else { return false };
         let outputs = self.clone();
         let crashed = {
             let output = Arc::clone(&output);
@@ -133,6 +230,7 @@ impl Outputs {
         .internal()
         .on_crash(crashed);
         ViewerSession::start_in_arbiter(&self.pool.next(), move |_| session);
+        true
     }
 
     /// An output's session panicked: count it, and open the output again on the stream's
@@ -151,7 +249,18 @@ impl Outputs {
         }
         stream.restarts += 1;
         tracing::error!(stream = %stream.key, output = name, restarts = stream.restarts, "an output crashed; restarting it with fresh state");
-        self.run(output, stream, entry, history);
+        // A crashed output that declines to reopen is simply not running any more.
+        let _reopened = self.run(output, stream, entry, history);
+    }
+}
+
+/// Whether `output` opens as requested (`Some(true)`) or by its own rules (`Some(false)`)
+/// given `choices`, or not at all (`None`: chosen off).
+fn requested(choices: &OutputChoices, output: &dyn Output) -> Option<bool> {
+    match choices.get(output.name()) {
+        Some(false) => None,
+        Some(true) => Some(true),
+        None => Some(false),
     }
 }
 

@@ -13,6 +13,7 @@ use zenlive_media::{CodecConfig, FrameKind, MediaFrame, MediaTime};
 
 use crate::directory::{Directory, StreamEntry};
 use crate::key::StreamKey;
+use crate::output_request::OutputChoices;
 use crate::protocol::Protocol;
 use crate::stream::{
     Attach, Detach, IngestFailed, PublisherCommand, PublisherHandle, Refused, StreamError,
@@ -90,10 +91,19 @@ pub struct StreamPublisher {
     detached: bool,
 }
 
+/// Whose stream a publisher starts.
+enum Role {
+    /// Its own, with these outputs chosen.
+    Owner(OutputChoices),
+    /// A local copy of another node's.
+    Replica,
+}
+
 impl StreamPublisher {
     /// Starts `key` for a publisher connected over `protocol` from `peer` as `user` (the
-    /// token's subject, when auth identified one), on the current
-    /// arbiter. Returns the publisher and the receiver of commands for its connection.
+    /// token's subject, when auth identified one), on the current arbiter, with `outputs`
+    /// chosen on or off for it (what the publish deciders answered). Returns the publisher
+    /// and the receiver of commands for its connection.
     pub async fn start(
         supervisor: &Addr<StreamSupervisor>,
         directory: Directory,
@@ -101,8 +111,10 @@ impl StreamPublisher {
         protocol: Protocol,
         peer: Option<SocketAddr>,
         user: Option<String>,
+        outputs: OutputChoices,
     ) -> Result<(Self, mpsc::Receiver<PublisherCommand>), PublishError> {
-        Self::start_as(supervisor, directory, key, protocol, peer, user, false).await
+        let role = Role::Owner(outputs);
+        Self::start_as(supervisor, directory, key, protocol, peer, user, role).await
     }
 
     /// Starts a local copy of `key`, a stream another node owns (an edge relay): like
@@ -113,7 +125,7 @@ impl StreamPublisher {
         key: StreamKey,
         peer: Option<SocketAddr>,
     ) -> Result<(Self, mpsc::Receiver<PublisherCommand>), PublishError> {
-        Self::start_as(supervisor, directory, key, Protocol::Relay, peer, None, true).await
+        Self::start_as(supervisor, directory, key, Protocol::Relay, peer, None, Role::Replica).await
     }
 
     async fn start_as(
@@ -123,15 +135,20 @@ impl StreamPublisher {
         protocol: Protocol,
         peer: Option<SocketAddr>,
         user: Option<String>,
-        replica: bool,
+        role: Role,
     ) -> Result<(Self, mpsc::Receiver<PublisherCommand>), PublishError> {
         let (control, commands) = mpsc::channel(4);
         let handle = PublisherHandle { id: next_connection_id(), protocol, peer, user, control };
+        let (replica, outputs) = match role {
+            Role::Owner(outputs) => (false, outputs),
+            Role::Replica => (true, OutputChoices::default()),
+        };
         let start = StartStream {
             key: key.clone(),
             publisher: handle.clone(),
             arbiter: actix_rt::Arbiter::current(),
             replica,
+            outputs,
         };
         let started = supervisor.send(start).await.map_err(|_| StartError::ShuttingDown)??;
         let publisher = Self {

@@ -12,8 +12,11 @@
 //! |---|---|---|---|
 //! | stream ([`crate::StreamActor`]) | [`crate::stream::Kick`] | `stream.kick` | whether a publisher was attached |
 //! | stream | [`crate::stream::GetStats`] | `stream.stats` | [`crate::StatsSnapshot`] |
+//! | stream | [`crate::stream::SetOutput`] | `stream.output` | [`crate::OutputChange`] |
 //! | chat room ([`crate::chat::ChatRoom`]) | [`crate::chat::SystemMessage`] | `chat.system` | `()` |
 //! | chat room | [`crate::chat::Moderate`] | `chat.moderate` | `()` |
+//!
+//! The recorder (`zenlive::recording`) adds its own (`recorder.status`, `recorder.stop`).
 //!
 //! Every other message of these actors (attaching a publisher, subscribing a viewer, a
 //! member joining, ...) carries channels or handles and stays local.

@@ -24,6 +24,7 @@ use zenlive_registry::ActorKind;
 
 use crate::events::{Gauge, StreamEvent};
 use crate::key::StreamKey;
+use crate::output_request::{OutputChange, OutputControl};
 use crate::protocol::Protocol;
 use crate::remote::{NamedActor, RemoteMessage};
 use crate::stats::{MediaInfo, RateMeter, StatsSnapshot, StreamStats};
@@ -291,6 +292,22 @@ impl RemoteMessage for GetStats {
     const NAME: &'static str = "stream.stats";
 }
 
+/// Starts (`on`) or stops one of the node's outputs by name for this stream, on request
+/// (the recorder: `output: "recorder"`; see [`crate::output`]'s "On request"). Answers
+/// what it did. Remote: `stream.output`.
+#[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "OutputChange")]
+pub struct SetOutput {
+    /// The output's name (`Output::name`).
+    pub output: String,
+    /// Start it (`true`) or stop it.
+    pub on: bool,
+}
+
+impl RemoteMessage for SetOutput {
+    const NAME: &'static str = "stream.output";
+}
+
 /// Asks for the stream's current state.
 #[derive(Message)]
 #[rtype(result = "StreamInfo")]
@@ -368,6 +385,8 @@ pub struct StreamActor {
     end_reason: Option<String>,
     stats: Arc<StreamStats>,
     notice: StopNotice,
+    /// The node's outputs, for [`SetOutput`] (none in a node without outputs).
+    outputs: Option<OutputControl>,
     _alive: Gauge,
 }
 
@@ -391,8 +410,15 @@ impl StreamActor {
             end_reason: None,
             stats,
             notice,
+            outputs: None,
             _alive: alive,
         }
+    }
+
+    /// Lets [`SetOutput`] start and stop the node's outputs for this stream.
+    pub(crate) fn with_outputs(mut self, outputs: Option<OutputControl>) -> Self {
+        self.outputs = outputs;
+        self
     }
 
     fn end(&mut self, reason: String, ctx: &mut Context<Self>) {
@@ -536,6 +562,19 @@ impl Handler<GetStats> for StreamActor {
 
     fn handle(&mut self, _msg: GetStats, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.stats.snapshot())
+    }
+}
+
+impl Handler<SetOutput> for StreamActor {
+    type Result = MessageResult<SetOutput>;
+
+    fn handle(&mut self, msg: SetOutput, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(outputs) = &self.outputs else { return MessageResult(OutputChange::NoSuchOutput) };
+        // A relayed copy is recorded (and so on) at its origin, not here.
+        let replica = self.publisher.as_ref().is_some_and(|p| p.protocol == Protocol::Relay);
+        let change = outputs(&self.key, &msg.output, msg.on, replica);
+        tracing::info!(stream = %self.key, output = %msg.output, on = msg.on, ?change, "output requested by name");
+        MessageResult(change)
     }
 }
 

@@ -29,6 +29,7 @@ use crate::events::{ActorType, EventSink, NodeCounters, StreamEvent};
 use crate::key::StreamKey;
 use crate::lease::{LeaseKeeper, Renewal, LEASE_RENEW_INTERVAL};
 use crate::output::Outputs;
+use crate::output_request::OutputChoices;
 use crate::stats::StreamStats;
 use crate::stream::{
     Attach, IngestHandle, PublisherHandle, StreamActor, StreamError, StreamStopped, TakeOver,
@@ -91,6 +92,8 @@ pub struct StartStream {
     /// A local copy of a stream owned by another node (an edge relay): it claims no name
     /// in the registry, since the origin holds the lease.
     pub replica: bool,
+    /// Outputs chosen on or off for this stream (a publish decider's answer).
+    pub outputs: OutputChoices,
 }
 
 /// Ends every stream (clean shutdown); answers when all have been asked to stop.
@@ -179,8 +182,10 @@ impl StreamSupervisor {
         let actor_ingest = ingest.clone();
         let stats = Arc::clone(stats);
         let alive = self.counters.actor(ActorType::Stream);
+        let control = self.outputs.as_ref().map(Outputs::control);
         let addr = StreamActor::start_in_arbiter(arbiter, move |_| {
             StreamActor::new(actor_key, generation, recipient, stats, actor_ingest, alive)
+                .with_outputs(control)
         });
         (generation, addr, ingest)
     }
@@ -338,8 +343,13 @@ impl Handler<StartStream> for StreamSupervisor {
                 if !replica {
                     if let Some(taking) = act.take_over(&key, lease.clone(), &msg.publisher, ctx) {
                         let publisher = msg.publisher;
+                        let choices = msg.outputs;
                         return Box::pin(taking.into_actor(act).map(move |taken, act, _ctx| {
                             let (entry, continue_after) = taken?;
+                            // Outputs the relayed copy did not run (the recorder) start now.
+                            if let Some(outputs) = &act.outputs {
+                                outputs.promoted(&key, &entry, &choices);
+                            }
                             act.events.stream_event(&StreamEvent::Started {
                                 key,
                                 protocol: publisher.protocol,
@@ -381,11 +391,12 @@ impl Handler<StartStream> for StreamSupervisor {
                 let peer = msg.publisher.peer;
                 let protocol = msg.publisher.protocol;
                 let user = msg.publisher.user.clone();
+                let choices = msg.outputs;
                 let attach = addr.send(Attach { publisher: msg.publisher });
                 Box::pin(attach.into_actor(act).map(move |attached, act, _ctx| match attached {
                     Ok(Ok(())) => {
                         if let Some(outputs) = &act.outputs {
-                            outputs.start(&key, &entry, replica);
+                            outputs.start(&key, &entry, replica, &choices);
                         }
                         act.events.stream_event(&StreamEvent::Started {
                             key,

@@ -15,7 +15,8 @@ use zenlive_actors::events::{NoEvents, NodeCounters};
 use zenlive_actors::stream::{GetInfo, InjectPanic, PublisherCommand};
 use zenlive_actors::{
     ArbiterPool, Codec, CodecConfig, Directory, FrameSink, MediaFrame, MediaTime, Offer, Output,
-    OutputStream, Outputs, Protocol, StreamKey, StreamPublisher, StreamSupervisor, ViewerSession,
+    OutputChoices, OutputStream, Outputs, Protocol, StreamKey, StreamPublisher, StreamSupervisor,
+    ViewerSession,
 };
 use zenlive_registry::{ActorKey, ActorKind, MemoryRegistry, NodeId, NodeInfo, Registry};
 
@@ -157,6 +158,7 @@ async fn publisher(
         Protocol::Internal,
         None,
         None,
+        OutputChoices::default(),
     )
     .await
     .expect("start");

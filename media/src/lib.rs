@@ -26,6 +26,7 @@
 //! - [`fmp4`]: a fragmented MP4 writer (H.264 + AAC), boxes from `mp4-atom`.
 //! - [`segment`]: recording segments: one self-contained file in fMP4, MPEG-TS or FLV,
 //!   handed out in chunks of about a fragment each.
+//! - [`torn`]: how much of a segment file cut short by a crash is whole.
 
 pub mod aac;
 pub mod avc;
@@ -39,6 +40,7 @@ pub mod segment;
 #[cfg(test)]
 mod testdata;
 pub mod time;
+pub mod torn;
 pub mod ts;
 
 pub use frame::{Codec, CodecConfig, EncodingSlot, FrameKind, MediaFrame};

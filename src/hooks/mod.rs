@@ -18,7 +18,9 @@ use arc_swap::ArcSwapOption;
 use zenlive_actors::events::EventSink;
 use zenlive_actors::{Protocol, StreamEvent, StreamKey, ViewerSession};
 
-pub use self::types::{decider, Decider, Decision, PlayRequest, PublishRequest, ViewerEvent};
+pub use self::types::{
+    decider, Decider, Decision, PlayRequest, PublishRequest, StreamOptions, ViewerEvent,
+};
 use crate::metrics::Metrics;
 use crate::recording::events::{RecordingEvent, RecordingListener};
 use crate::webhooks::Webhooks;
@@ -100,6 +102,7 @@ impl Hooks {
         what: &'static str,
     ) -> Decision {
         let started = Instant::now();
+        let mut answer = Decision::Allow;
         for decider in deciders {
             let stream = request.stream.clone();
             // Its own task: a panic in the decider ends only that task.
@@ -115,11 +118,12 @@ impl Hooks {
                 self.metrics.hook(what, started.elapsed());
                 return decision;
             }
+            answer = answer.then(decision);
         }
         if !deciders.is_empty() {
             self.metrics.hook(what, started.elapsed());
         }
-        Decision::Allow
+        answer
     }
 
     fn on_failure(&self, stream: &StreamKey, what: &str, why: &str) -> Decision {

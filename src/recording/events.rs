@@ -58,7 +58,7 @@ pub enum RecordingEvent {
         /// Found in the spool when the node started (recorded before a restart or crash).
         recovered: bool,
     },
-    /// A stream's recording ended: the stream ended, or a disk error stopped its recorder.
+    /// A stream's recording ended: the stream ended, it was stopped on request, or a disk error stopped its recorder.
     Ended {
         /// The stream.
         stream: StreamKey,
@@ -71,7 +71,7 @@ pub enum RecordingEvent {
         duration: Duration,
         /// Wall-clock time of the first segment's first frame.
         start: Option<SystemTime>,
-        /// Why it ended (`stream ended`, or the disk error).
+        /// Why it ended (`stream ended`, `stopped on request`, or the disk error).
         reason: String,
     },
 }

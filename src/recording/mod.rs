@@ -2,8 +2,11 @@
 //! ([`RecorderOutput`], named `recorder`), registered by the node when
 //! `recording.enabled`.
 //!
-//! For each stream it selects (`recording.paths`) and owns (a relayed replica is recorded
-//! on its owner node, not here), the output opens a [`sink::RecorderSink`] on the stream's
+//! For each stream it selects (`recording.auto` and `recording.paths`), or is asked to
+//! record (a publish decider's choice, or by name: `zenlive_actors::stream::SetOutput`),
+//! and owns (a relayed replica is recorded on its owner node, not here), the output starts
+//! a [`actor::RecorderActor`], which claims the name `recorder/{app}/{key}` in the
+//! registry (one recording of a stream in the whole cluster) and answers by name, and opens a [`sink::RecorderSink`] on the stream's
 //! session, which hands frames to a writer thread of the stream's own
 //! ([`writer`]); there [`core::RecorderCore`] decides where segments start and end and the
 //! media crate's `SegmentWriter` encodes them (fMP4, MPEG-TS or FLV), and
@@ -32,10 +35,13 @@
 //! - [`spool`]: the S3 spool on local disk: sidecars, the scan at start, the upload queue.
 //! - [`s3`]: [`s3::S3Storage`] and its uploader thread (which writes the manifests).
 //! - [`s3_playback`]: recordings read back from the bucket.
-//! - [`writer`]: the writer thread and its queue.
+//! - [`writer`]: the writer thread, its queue and its claim gate.
+//! - [`actor`]: the recording as a named actor (its claim, status and stop), and the
+//!   node's table of recordings.
 //! - [`sink`]: the session's side of the queue.
 //! - this file: the output.
 
+pub mod actor;
 pub mod catalog;
 pub mod core;
 pub mod counters;
@@ -54,18 +60,21 @@ pub mod vod;
 pub mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use zenlive_actors::{FrameKind, FrameSink, Output, OutputStream};
+use zenlive_actors::{FrameKind, FrameSink, Output, OutputStream, StreamKey};
 use zenlive_media::segment::SegmentFormat;
 use zenlive_media::MediaTime;
+use zenlive_registry::{NodeId, Registry};
 
+use self::actor::Recordings;
 use self::catalog::{Catalog, RecordingId};
 use self::core::RecorderCore;
 use self::counters::RecordingCounters;
 use self::files::SegmentFiles;
 use self::path::{PathTemplate, StreamPattern};
 use self::storage::Storage;
+use self::writer::Lifecycle;
 use crate::config::{RecordingConfig, RecordingFormat};
 
 /// Media per chunk (an fMP4 fragment): what a crash can lose at most.
@@ -74,24 +83,41 @@ pub const FRAGMENT_DURATION: Duration = Duration::from_secs(1);
 /// about 10 s of 30 fps video and its audio.
 pub const QUEUE_FRAMES: usize = 1024;
 
+/// Where a recorder keeps its recordings and claims their names.
+pub struct Claims {
+    /// The node's table of recordings (which typed refs read too).
+    pub recordings: Recordings,
+    /// The registry the names are claimed in (the node's lease book).
+    pub registry: Arc<dyn Registry>,
+    /// This node.
+    pub node: NodeId,
+}
+
 /// The recorder's settings, parsed from `[recording]`.
 pub struct Recorder {
     format: SegmentFormat,
     min_duration: MediaTime,
     template: Arc<PathTemplate>,
+    auto: bool,
     patterns: Vec<StreamPattern>,
     storage: Arc<dyn Storage>,
     counters: RecordingCounters,
     catalog: Option<Arc<Catalog>>,
+    /// This node's recordings, each claiming its name in `registry` as `node`.
+    recordings: Recordings,
+    registry: Arc<dyn Registry>,
+    node: NodeId,
 }
 
 impl Recorder {
-    /// A recorder for `config`, writing under `storage`; an error names a bad template or
-    /// pattern (`Config::validate` checks them first).
+    /// A recorder for `config`, writing under `storage`, its recordings kept and claimed as
+    /// `claims` says; an error names a bad template or pattern (`Config::validate` checks
+    /// them first).
     pub fn new(
         config: &RecordingConfig,
         storage: Arc<dyn Storage>,
         counters: RecordingCounters,
+        claims: Claims,
     ) -> Result<Self, String> {
         let template = PathTemplate::parse(&config.path)?;
         let patterns =
@@ -105,10 +131,14 @@ impl Recorder {
             format,
             min_duration: MediaTime::from_duration(config.segment_duration),
             template: Arc::new(template),
+            auto: config.auto,
             patterns,
             storage,
             counters,
             catalog: None,
+            recordings: claims.recordings,
+            registry: claims.registry,
+            node: claims.node,
         })
     }
 
@@ -118,26 +148,40 @@ impl Recorder {
         self
     }
 
-    /// Whether `recording.paths` selects the stream `app/key`.
+    /// Whether the stream `app/key` is recorded without being asked (`recording.auto` and
+    /// `recording.paths`).
     pub fn selects(&self, app: &str, key: &str) -> bool {
-        self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(app, key))
+        self.auto && (self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(app, key)))
     }
 }
 
 /// The recorder as an output of every stream (see [`zenlive_actors::output`]).
 pub struct RecorderOutput(pub Arc<Recorder>);
 
+impl RecorderOutput {
+    /// Its output name, what `SetOutput` asks for.
+    pub const NAME: &'static str = "recorder";
+}
+
 impl Output for RecorderOutput {
     fn name(&self) -> &'static str {
-        "recorder"
+        Self::NAME
     }
 
     fn open(&self, stream: &OutputStream) -> Option<Box<dyn FrameSink>> {
         let recorder = &self.0;
         let key = &stream.key;
-        if stream.replica || !recorder.selects(key.app(), key.name()) {
+        if stream.replica || !(stream.requested || recorder.selects(key.app(), key.name())) {
             return None;
         }
+        // One recording per stream: a writer restarted after a panic continues the
+        // recording (and its claim); a request to record what is recorded changes nothing.
+        let publish = stream.stats.snapshot().started_at;
+        let active = match recorder.recordings.get(key).filter(|a| a.publish == publish) {
+            Some(active) if active.writing() || active.stop_requested() => return None,
+            Some(active) => active,
+            None => recorder.begin(key, publish),
+        };
         if stream.restarts > 0 {
             tracing::warn!(stream = %key, restarts = stream.restarts, "recorder restarted after a crash; recording continues in a new segment");
         }
@@ -150,7 +194,7 @@ impl Output for RecorderOutput {
             // One recording per publish: named after the stream's start, which a restarted
             // recorder shares with the one it replaces.
             Some(catalog) => {
-                let id = RecordingId::from_time(stream.stats.snapshot().started_at);
+                let id = RecordingId::from_time(publish);
                 Arc::new(catalog.writer(
                     key.clone(),
                     id,
@@ -166,19 +210,25 @@ impl Output for RecorderOutput {
             Arc::clone(&recorder.template),
             storage,
         );
+        let lifecycle =
+            Lifecycle { gate: Arc::clone(&active.gate), on_exit: Recordings::on_exit(&active) };
         let (tx, state) = match writer::spawn(
             key.clone(),
             core,
             files,
             recorder.counters.clone(),
             QUEUE_FRAMES,
+            lifecycle,
         ) {
             Ok(started) => started,
             Err(error) => {
                 tracing::error!(stream = %key, %error, "recorder thread could not start; this stream is not recorded");
+                active.stop();
+                recorder.recordings.stream_ended(key);
                 return None;
             }
         };
+        active.set_writer(Arc::clone(&state));
         // The tracks the publisher declared, so the first segment has both even when its
         // first frame comes before the other track's configuration is offered.
         for kind in [FrameKind::Video, FrameKind::Audio] {
@@ -187,6 +237,36 @@ impl Output for RecorderOutput {
                 let _ = tx.try_send(writer::Msg::Declare(config));
             }
         }
-        Some(Box::new(sink::RecorderSink::new(key.clone(), tx, state, recorder.counters.clone())))
+        Some(Box::new(sink::RecorderSink::new(
+            key.clone(),
+            tx,
+            state,
+            active,
+            recorder.counters.clone(),
+        )))
+    }
+
+    fn ended(&self, key: &StreamKey) {
+        self.0.recordings.stream_ended(key);
+    }
+
+    fn running(&self, key: &StreamKey) -> bool {
+        self.0.recordings.get(key).is_some_and(|active| active.running())
+    }
+
+    fn stop(&self, key: &StreamKey) -> bool {
+        self.0.recordings.get(key).is_some_and(|active| active.stop())
+    }
+}
+
+impl Recorder {
+    /// A new recording of `key` here, claiming its name when claims are on.
+    fn begin(&self, key: &StreamKey, publish: SystemTime) -> Arc<actor::Active> {
+        let format = match self.format {
+            SegmentFormat::Fmp4 => "fmp4",
+            SegmentFormat::Ts => "ts",
+            SegmentFormat::Flv => "flv",
+        };
+        self.recordings.begin(key, publish, format, Arc::clone(&self.registry), self.node.clone())
     }
 }

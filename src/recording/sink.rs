@@ -3,7 +3,9 @@
 //! through a bounded queue; when the queue is full (the disk is slower than the stream) it
 //! answers [`Offer::Full`], so the session skips to the next keyframe, counts the overflow
 //! and logs it once, and the next frame it hands over carries the news, so the writer ends
-//! the segment there and begins a new one at that keyframe.
+//! the segment there and begins a new one at that keyframe. A recording stopped on request
+//! ([`Active::stop`]) closes the sink at the next frame: the writer finishes the open
+//! segment and ends.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -12,6 +14,7 @@ use std::time::SystemTime;
 
 use zenlive_actors::{CodecConfig, FrameKind, FrameSink, MediaFrame, Offer, StreamKey};
 
+use super::actor::Active;
 use super::counters::RecordingCounters;
 use super::writer::{Msg, WriterState};
 
@@ -23,20 +26,22 @@ pub struct RecorderSink {
     key: StreamKey,
     tx: Option<SyncSender<Msg>>,
     state: Arc<WriterState>,
+    active: Arc<Active>,
     counters: RecordingCounters,
     /// Frames were refused since the last one handed over.
     gap: bool,
 }
 
 impl RecorderSink {
-    /// The sink of `key`'s writer (its queue and state).
+    /// The sink of `key`'s writer (its queue and state), for the recording `active`.
     pub fn new(
         key: StreamKey,
         tx: SyncSender<Msg>,
         state: Arc<WriterState>,
+        active: Arc<Active>,
         counters: RecordingCounters,
     ) -> Self {
-        Self { key, tx: Some(tx), state, counters, gap: false }
+        Self { key, tx: Some(tx), state, active, counters, gap: false }
     }
 
     fn full(&mut self) -> Offer {
@@ -65,6 +70,12 @@ impl FrameSink for RecorderSink {
             return Offer::Accepted(0);
         }
         let Some(tx) = &self.tx else { return Offer::Closed };
+        if self.active.stop_requested() {
+            // Dropping the sender lets the writer finish the open segment and end.
+            self.state.stop_requested.store(true, Ordering::Release);
+            self.tx = None;
+            return Offer::Closed;
+        }
         let len = frame.payload().len();
         if self.state.queued.load(Ordering::Acquire) + len > MAX_QUEUED_BYTES {
             return self.full();

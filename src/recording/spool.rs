@@ -10,9 +10,9 @@
 //! [`SegmentRecord`], so a segment uploaded after a restart is still indexed in its
 //! recording's manifest. At start ([`scan`]) every segment in the spool is queued again, in its
 //! stream's order; sidecars without a segment (the node died between the two deletes) and
-//! temporary files are removed. A `.part` left by a crash is renamed to its final name and
-//! uploaded as written: fMP4 is readable up to its last complete fragment (so are MPEG-TS
-//! and FLV up to their last whole packet or tag), which is what the open segment held.
+//! temporary files are removed. A `.part` left by a crash is truncated to its last complete
+//! fragment (MPEG-TS packet, FLV tag), renamed to its final name and uploaded
+//! ([`super::files::recover_part`]); one without a complete fragment is deleted.
 //!
 //! **Order and retries.** [`UploadQueue`] (sans-IO: time is an input) keeps one FIFO per
 //! stream. A stream's head must be uploaded before the next of its segments starts; other
@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::{RecordingId, SegmentRecord};
 use super::events::RecordingEvent;
-use super::files::part_name;
+use super::files::{part_name, recover_part, Recovery};
 
 /// First wait after a failed upload.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -219,7 +219,7 @@ impl UploadQueue {
 pub struct Recovered {
     /// Segments to upload.
     pub pending: Vec<Pending>,
-    /// `.part` files finalized as they were.
+    /// `.part` files finished (truncated to their last complete fragment).
     pub parts: usize,
 }
 
@@ -243,19 +243,20 @@ pub fn scan(root: &Path, exts: &[&str], now: Instant) -> Recovered {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(path);
             } else if name.strip_suffix(".part").is_some_and(is_segment) {
-                let whole = path.with_file_name(&name[..name.len() - ".part".len()]);
-                if whole.exists() {
-                    tracing::error!(part = %path.display(), "a .part file beside a finished segment of the same name: left alone");
-                    continue;
-                }
-                match std::fs::rename(&path, &whole) {
-                    Ok(()) => {
-                        tracing::warn!(segment = %whole.display(), "a segment cut by a crash: uploaded as written (readable up to its last complete fragment)");
+                match recover_part(&path) {
+                    Ok(Recovery::Finished { path: whole, bytes, cut }) => {
+                        tracing::warn!(segment = %whole.display(), bytes, cut, "a segment cut by a crash: finished up to its last complete fragment, and uploaded");
                         found.parts += 1;
                         segments.push(whole);
                     }
+                    Ok(Recovery::Removed { bytes }) => {
+                        tracing::warn!(part = %path.display(), bytes, "a segment cut by a crash held no complete fragment: deleted");
+                    }
+                    Ok(Recovery::InUse) => {
+                        tracing::error!(part = %path.display(), "a .part file in the spool is being written by another process (the spool must be this node's alone): left alone");
+                    }
                     Err(error) => {
-                        tracing::error!(part = %path.display(), %error, "cannot finalize a segment cut by a crash; it stays in the spool")
+                        tracing::error!(%error, "cannot finish a segment cut by a crash; it stays in the spool")
                     }
                 }
             } else if name.ends_with(&format!("{SIDECAR_SUFFIX}.tmp")) {
@@ -414,15 +415,22 @@ mod tests {
         // Named against their start order: the sidecar decides.
         std::fs::write(cam.join("b.mp4"), b"first").expect("write");
         write_sidecar(&cam.join("b.mp4"), &meta(1000)).expect("sidecar");
-        std::fs::write(cam.join("a.mp4.part"), b"torn").expect("write");
+        let (torn, whole) = crate::recording::files::fmp4_for_tests(2, 100);
+        std::fs::write(cam.join("a.mp4.part"), &torn).expect("write");
         write_sidecar(&cam.join("a.mp4"), &meta(2000)).expect("sidecar");
+        // Not one fragment complete: deleted, and its sidecar with it.
+        std::fs::write(cam.join("c.mp4.part"), &torn[..whole / 3]).expect("write");
+        write_sidecar(&cam.join("c.mp4"), &meta(3000)).expect("sidecar");
         write_sidecar(&cam.join("gone.mp4"), &meta(500)).expect("sidecar");
         std::fs::write(cam.join("x.spool.json.tmp"), b"{").expect("write");
         let found = scan(dir.path(), &["mp4", "ts"], Instant::now());
         let names: Vec<&str> = found.pending.iter().map(|p| p.relative.as_str()).collect();
         assert_eq!(names, ["live/cam/b.mp4", "live/cam/a.mp4"]);
         assert_eq!(found.parts, 1);
-        assert!(cam.join("a.mp4").exists() && !cam.join("a.mp4.part").exists());
+        assert!(!cam.join("a.mp4.part").exists());
+        assert_eq!(std::fs::metadata(cam.join("a.mp4")).map(|m| m.len()).ok(), Some(whole as u64));
+        assert_eq!(found.pending[1].bytes, whole as u64, "the size after the cut");
+        assert!(!cam.join("c.mp4.part").exists() && !sidecar(&cam.join("c.mp4")).exists());
         assert!(!sidecar(&cam.join("gone.mp4")).exists(), "a stale sidecar is removed");
         assert!(!cam.join("x.spool.json.tmp").exists());
         assert_eq!(found.pending[1].meta.as_ref().map(|m| m.wall_start_ms), Some(2000));

@@ -85,6 +85,35 @@ impl LocalStorage {
     }
 }
 
+impl LocalStorage {
+    /// Announces a segment a crash cut short, finished when the node started
+    /// ([`super::files::recover_parts`]) at `path`, `bytes` long: a segment event with
+    /// `recovered` set and no start or duration (the crash took them). Its stream is read
+    /// from its directory, as the default `recording.path` (`{app}/{key}/...`) lays it
+    /// out; a segment elsewhere stays on disk unannounced (logged).
+    pub fn recovered(&self, path: &Path, bytes: u64) {
+        let relative = path.strip_prefix(&self.base).unwrap_or(path);
+        let dir: Vec<String> = relative
+            .parent()
+            .map(|d| d.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let Ok(stream) = StreamKey::parse(&dir.join("/")) else {
+            tracing::warn!(path = %path.display(), "a recovered segment whose directory names no stream: kept, not announced");
+            return;
+        };
+        self.events.recording_event(&RecordingEvent::Segment {
+            stream,
+            path: relative.to_string_lossy().into_owned(),
+            location: SegmentLocation::Local(path.to_owned()),
+            start: None,
+            media_start: None,
+            duration: None,
+            bytes,
+            recovered: true,
+        });
+    }
+}
+
 impl Storage for LocalStorage {
     fn root(&self) -> &Path {
         &self.base

@@ -10,6 +10,12 @@
 //! is caught and flagged, and the sink re-raises it on the session's side, so the output's
 //! supervision restarts the recorder (in a new segment).
 //!
+//! Before its first write the thread waits at its [`Gate`]: the recorder's claim of the
+//! name `recorder/{app}/{key}` in the registry (see [`super::actor`]). Frames queue
+//! meanwhile (the queue's bounds apply). A claim another node holds closes the gate and the
+//! thread ends without writing; a registry that does not answer within [`GATE_WAIT`] opens
+//! it (recording twice is better than losing a recording).
+//!
 //! When the storage has no room (an S3 spool full while uploads fail), a segment due to
 //! begin is skipped whole: an error log when skipping starts, an info line when it ends,
 //! `zenlive_recording_segments_skipped_total` for each. Recording resumes by itself at
@@ -17,10 +23,12 @@
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use parking_lot::{Condvar, Mutex};
 
 use zenlive_actors::faults::{self, Fault};
 use zenlive_actors::{CodecConfig, MediaFrame, StreamKey};
@@ -45,15 +53,89 @@ pub enum Msg {
     },
 }
 
-/// What the writer thread tells its sink.
+/// What the writer thread tells its sink and the recorder actor.
 #[derive(Debug, Default)]
 pub struct WriterState {
     /// It stopped on a disk error.
     pub failed: AtomicBool,
     /// It panicked.
     pub panicked: AtomicBool,
+    /// It ended (however).
+    pub exited: AtomicBool,
+    /// Its sink let go of it because the recording was stopped on request.
+    pub stop_requested: AtomicBool,
     /// Payload bytes queued and not yet taken.
     pub queued: AtomicUsize,
+    /// Segments it finished.
+    pub segments: AtomicU64,
+    /// Bytes it wrote.
+    pub written: AtomicU64,
+}
+
+/// The longest a writer waits at its [`Gate`] before it records anyway.
+pub const GATE_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether a writer may record: set once, by the recorder's claim (see the module docs).
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: Mutex<Option<bool>>,
+    set: Condvar,
+}
+
+impl Gate {
+    /// A gate already open (no claim to wait for).
+    pub fn opened() -> Self {
+        Self { open: Mutex::new(Some(true)), set: Condvar::new() }
+    }
+
+    /// Opens (`true`) or closes the gate; the first call decides.
+    pub fn set(&self, open: bool) {
+        let mut state = self.open.lock();
+        if state.is_none() {
+            *state = Some(open);
+            self.set.notify_all();
+        }
+    }
+
+    /// Whether it is open, once decided; `None` while undecided.
+    pub fn get(&self) -> Option<bool> {
+        *self.open.lock()
+    }
+
+    /// Waits up to `wait` for the decision; undecided after that counts as open.
+    fn wait(&self, wait: Duration) -> bool {
+        let mut state = self.open.lock();
+        if state.is_none() {
+            let _ = self.set.wait_for(&mut state, wait);
+        }
+        state.unwrap_or(true)
+    }
+}
+
+/// How a writer thread ended, for [`Lifecycle::on_exit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It finished (the stream or the recording ended, or a disk error stopped it).
+    Finished,
+    /// The gate closed: another node records the stream.
+    Declined,
+    /// It panicked (supervision starts another writer).
+    Panicked,
+}
+
+/// A writer's claim gate and who hears how it ended.
+pub struct Lifecycle {
+    /// Waited on before the first write.
+    pub gate: Arc<Gate>,
+    /// Called on the writer thread as it ends.
+    pub on_exit: Box<dyn FnOnce(Exit) + Send>,
+}
+
+impl Lifecycle {
+    /// No gate to wait at, nobody to tell.
+    pub fn unclaimed() -> Self {
+        Self { gate: Arc::new(Gate::opened()), on_exit: Box::new(|_| {}) }
+    }
 }
 
 /// Starts the writer thread of `key`; answers its queue's sender and its state.
@@ -63,34 +145,74 @@ pub fn spawn(
     files: SegmentFiles,
     counters: RecordingCounters,
     capacity: usize,
+    lifecycle: Lifecycle,
 ) -> std::io::Result<(SyncSender<Msg>, Arc<WriterState>)> {
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
     let state = Arc::new(WriterState::default());
     let shared = Arc::clone(&state);
+    let Lifecycle { gate, on_exit } = lifecycle;
     std::thread::Builder::new().name(format!("rec {key}")).spawn(move || {
-        counters.active.inc();
-        let mut writer = Writer { key, core, files, counters: counters.clone(), state: Arc::clone(&shared), logged: HashSet::new(), skipping: false, summary: Summary::default() };
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| writer.run(rx)));
-        counters.active.dec();
-        let reason = match outcome {
-            Ok(Ok(())) => "stream ended".to_owned(),
-            Ok(Err(error)) => {
-                shared.failed.store(true, Ordering::Release);
-                counters.write_errors.inc();
-                let part = writer.files.current().map(|p| p.display().to_string()).unwrap_or_default();
-                tracing::error!(stream = %writer.key, %error, part, "recording stopped on a disk error; the stream and its viewers go on (what was written stays on disk)");
-                format!("disk error: {error}")
-            }
-            Err(_) => {
-                // Supervision restarts the recorder: the recording goes on.
-                shared.panicked.store(true, Ordering::Release);
-                return;
-            }
-        };
-        let Summary { segments, bytes, duration, start } = writer.summary;
-        writer.files.storage().ended(RecordingEvent::Ended { stream: writer.key.clone(), segments, bytes, duration, start, reason });
+        let exit = run_thread(key, core, files, counters, rx, &gate, &shared);
+        shared.exited.store(true, Ordering::Release);
+        on_exit(exit);
     })?;
     Ok((tx, state))
+}
+
+/// The thread's body; see the module docs.
+fn run_thread(
+    key: StreamKey,
+    core: RecorderCore,
+    files: SegmentFiles,
+    counters: RecordingCounters,
+    rx: Receiver<Msg>,
+    gate: &Gate,
+    shared: &Arc<WriterState>,
+) -> Exit {
+    if !gate.wait(GATE_WAIT) {
+        return Exit::Declined;
+    }
+    counters.active.inc();
+    let mut writer = Writer {
+        key,
+        core,
+        files,
+        counters: counters.clone(),
+        state: Arc::clone(shared),
+        logged: HashSet::new(),
+        skipping: false,
+        summary: Summary::default(),
+    };
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| writer.run(rx)));
+    counters.active.dec();
+    let reason = match outcome {
+        Ok(Ok(())) if shared.stop_requested.load(Ordering::Acquire) => {
+            "stopped on request".to_owned()
+        }
+        Ok(Ok(())) => "stream ended".to_owned(),
+        Ok(Err(error)) => {
+            shared.failed.store(true, Ordering::Release);
+            counters.write_errors.inc();
+            let part = writer.files.current().map(|p| p.display().to_string()).unwrap_or_default();
+            tracing::error!(stream = %writer.key, %error, part, "recording stopped on a disk error; the stream and its viewers go on (what was written stays on disk)");
+            format!("disk error: {error}")
+        }
+        Err(_) => {
+            // Supervision restarts the recorder: the recording goes on.
+            shared.panicked.store(true, Ordering::Release);
+            return Exit::Panicked;
+        }
+    };
+    let Summary { segments, bytes, duration, start } = writer.summary;
+    writer.files.storage().ended(RecordingEvent::Ended {
+        stream: writer.key.clone(),
+        segments,
+        bytes,
+        duration,
+        start,
+        reason,
+    });
+    Exit::Finished
 }
 
 struct Writer {
@@ -161,10 +283,12 @@ impl Writer {
                 Effect::Write(chunk) => {
                     let written = self.files.write(&chunk)?;
                     self.counters.bytes.inc_by(written);
+                    self.state.written.fetch_add(written, Ordering::Relaxed);
                 }
                 Effect::Close { start, duration } => {
                     if let Some(segment) = self.files.close(start, duration)? {
                         self.counters.segments.inc();
+                        self.state.segments.fetch_add(1, Ordering::Relaxed);
                         let summary = &mut self.summary;
                         summary.segments += 1;
                         summary.bytes += segment.bytes;

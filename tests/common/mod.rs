@@ -8,6 +8,7 @@ pub mod process;
 pub mod recorded;
 pub mod rtmp;
 pub mod s3;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use tokio::process::{Child, Command};
 use zenlive::{Config, Node, NodeBuilder};
 
 #[allow(unused_imports)]
-pub use process::{log_dir, ZenliveProcess};
+pub use process::{log_dir, metric, wait_metric, ZenliveProcess};
 
 /// Loopback with an OS-chosen port.
 pub fn any_port() -> SocketAddr {
@@ -180,6 +181,19 @@ pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> boo
     while !cond() {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Like [`wait_for`], for a condition that must be awaited (an HTTP request, say).
+pub async fn wait_for_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

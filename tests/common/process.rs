@@ -145,3 +145,29 @@ impl ZenliveProcess {
         format!("rtmp://{}/{stream}", self.rtmp)
     }
 }
+
+/// The value of metric `name` on `node` (its samples summed), NaN when absent.
+pub async fn metric(node: &ZenliveProcess, name: &str) -> f64 {
+    super::sample(&node.metrics_text().await, name, &[]).unwrap_or(f64::NAN)
+}
+
+/// Waits (polling the metrics) until `cond` holds of `name`'s value.
+pub async fn wait_metric(
+    node: &ZenliveProcess,
+    name: &str,
+    limit: std::time::Duration,
+    cond: impl Fn(f64) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let value = metric(node, name).await;
+        if cond(value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting on {name} (now {value})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
