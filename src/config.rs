@@ -439,6 +439,25 @@ pub struct S3Config {
     /// 500 ms up to this).
     #[serde(with = "duration")]
     pub max_backoff: Duration,
+    /// How playback serves segments from the bucket: `proxy` (the node reads them from S3
+    /// and answers with their bytes) or `redirect` (the node answers 302 to a presigned
+    /// GET URL, so the bytes go from S3 to the player; the endpoint must be reachable by
+    /// players, and the bucket must allow their origin for browser players).
+    pub playback: S3Playback,
+    /// `playback = "redirect"`: how long a presigned URL is good for.
+    #[serde(with = "duration")]
+    pub presign_expiry: Duration,
+}
+
+/// `storage.s3.playback`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum S3Playback {
+    /// The node reads segments from S3 and serves them.
+    #[default]
+    Proxy,
+    /// The node redirects to presigned URLs.
+    Redirect,
 }
 
 impl Default for S3Config {
@@ -456,6 +475,8 @@ impl Default for S3Config {
             part_size: 16 << 20,
             concurrency: 4,
             max_backoff: Duration::from_secs(30),
+            playback: S3Playback::Proxy,
+            presign_expiry: Duration::from_secs(300),
         }
     }
 }
@@ -1449,6 +1470,8 @@ impl Config {
             s3.attempt_timeout..=s(86_400),
         )?;
         duration_within("storage.s3.max_backoff", s3.max_backoff, ms(500)..=s(3600))?;
+        // SigV4 presigned URLs live at most 7 days.
+        duration_within("storage.s3.presign_expiry", s3.presign_expiry, s(1)..=s(604_800))?;
         // S3's limits: parts of 5 MiB to 5 GiB; one PutObject carries at most 5 GiB.
         within("storage.s3.part_size", s3.part_size, 5 << 20..=5 << 30, "bytes")?;
         within(

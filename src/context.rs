@@ -55,7 +55,7 @@ pub struct NodeContext {
     /// HLS playlists and segments.
     pub hls: Arc<HlsManager>,
     /// Recordings for playback (those under `storage.base_path`, recorded now or before).
-    pub playback: Arc<crate::recording::catalog::Playback>,
+    pub playback: Arc<crate::recording::playback::Playback>,
     /// Who owns which actor name (in memory on a single node).
     pub registry: Arc<dyn Registry>,
     /// Prometheus metrics.

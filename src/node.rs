@@ -49,11 +49,13 @@ use crate::hls::packager::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 use crate::recording::actor::{GetRecording, RecorderActor, Recordings, StopRecording};
-use crate::recording::catalog::{Catalog, Playback};
+use crate::recording::catalog::{Catalog, SegmentIndexer};
 use crate::recording::counters::RecordingCounters;
 use crate::recording::events::{RecordingEvent, RecordingListener};
+use crate::recording::playback::Playback;
 use crate::recording::retention::{Retention, RetentionRules};
 use crate::recording::s3::S3Storage;
+use crate::recording::s3_playback::S3Store;
 use crate::recording::storage::{LocalStorage, Storage};
 use crate::recording::{Claims, Recorder, RecorderOutput};
 use crate::refs::{ActorRef, RefError, Routes};
@@ -276,11 +278,22 @@ impl NodeBuilder {
         let recording = RecordingCounters::default();
         let recordings = Recordings::default();
         let catalog = Arc::new(Catalog::new(&config.storage.base_path));
-        let playback = Arc::new(Playback::local(
-            Arc::clone(&catalog),
-            config.recording.max_download,
-            config.recording.max_download_bytes,
-        ));
+        let (max_download, max_download_bytes) =
+            (config.recording.max_download, config.recording.max_download_bytes);
+        // With S3, the bucket is the source of truth: any node sharing it plays what any
+        // node recorded.
+        let playback = Arc::new(match config.storage.kind {
+            StorageKind::Local => {
+                Playback::local(Arc::clone(&catalog), max_download, max_download_bytes)
+            }
+            StorageKind::S3 => {
+                let store = S3Store::start(&config.storage.s3, Arc::clone(catalog.live()))
+                    .map_err(|problem| {
+                        crate::config::ConfigError::Invalid(format!("recording: {problem}"))
+                    })?;
+                Playback::new(Arc::new(store), max_download, max_download_bytes)
+            }
+        });
         let metrics = Arc::new(Metrics::new(
             directory.clone(),
             Arc::clone(&counters),
@@ -332,22 +345,23 @@ impl NodeBuilder {
         ));
         if config.recording.enabled {
             let events = Arc::clone(&hooks) as Arc<dyn RecordingListener>;
-            let storage = recording_storage(&config, recording.clone(), events)?;
+            let (storage, indexer) = recording_storage(&config, recording.clone(), events)?;
             let claims = Claims {
                 recordings: recordings.clone(),
                 registry: Arc::clone(&registry),
                 node: node_id.clone(),
             };
-            let mut recorder = Recorder::new(&config.recording, storage, recording.clone(), claims)
+            let recorder = Recorder::new(&config.recording, storage, recording.clone(), claims)
                 .map_err(|problem| {
                     crate::config::ConfigError::Invalid(format!("recording: {problem}"))
                 })?;
-            // Playback reads local files only: with S3 storage a segment leaves the spool
-            // once uploaded, and a catalog would list what cannot be served (and leave its
-            // sidecars in the spool).
-            if config.storage.kind == StorageKind::Local {
-                recorder = recorder.with_catalog(catalog);
-            }
+            // Local storage indexes in sidecars beside the recordings; S3 storage in the
+            // bucket, once each upload is confirmed (nothing is left in the spool).
+            let catalog = match indexer {
+                Some(indexer) => Arc::new(catalog.indexed_by(indexer)),
+                None => catalog,
+            };
+            let recorder = recorder.with_catalog(catalog);
             outputs.push(Arc::new(RecorderOutput(Arc::new(recorder))));
         }
         outputs.extend(self.outputs);
@@ -468,12 +482,16 @@ impl NodeBuilder {
     }
 }
 
+/// A recorder's storage, and the indexer of playback's catalog when the storage indexes
+/// segments itself (S3).
+type RecordingStorage = (Arc<dyn Storage>, Option<Arc<dyn SegmentIndexer>>);
+
 /// The recordings' storage `[storage]` names, telling `events` of segments and ends.
 fn recording_storage(
     config: &Config,
     counters: RecordingCounters,
     events: Arc<dyn RecordingListener>,
-) -> Result<Arc<dyn Storage>, StartError> {
+) -> Result<RecordingStorage, StartError> {
     let invalid =
         |problem: String| crate::config::ConfigError::Invalid(format!("recording: {problem}"));
     let base = &config.storage.base_path;
@@ -496,13 +514,14 @@ fn recording_storage(
             for (path, bytes) in recovered {
                 storage.recovered(&path, bytes);
             }
-            Ok(Arc::new(storage))
+            Ok((Arc::new(storage), None))
         }
         StorageKind::S3 => {
-            let storage = S3Storage::start(&config.storage, counters, events).map_err(invalid)?;
+            let storage =
+                Arc::new(S3Storage::start(&config.storage, counters, events).map_err(invalid)?);
             let s3 = &config.storage.s3;
             tracing::info!(spool = %base, bucket = %s3.bucket, endpoint = %s3.endpoint, format = %config.recording.format, "recording streams to S3 through a local spool");
-            Ok(Arc::new(storage))
+            Ok((Arc::clone(&storage) as Arc<dyn Storage>, Some(storage)))
         }
     }
 }

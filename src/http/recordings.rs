@@ -1,7 +1,8 @@
 //! Playback of recordings over HTTP: the listing API, VOD HLS playlists and their
 //! segments, and time-range downloads. Thin handlers: the decisions are
-//! [`crate::recording::vod`]'s, the data the catalog's ([`crate::recording::catalog`]),
-//! the bytes a [`SegmentStore`](crate::recording::catalog::SegmentStore)'s.
+//! [`crate::recording::vod`]'s, the recordings and their bytes a
+//! [`RecordingStore`](crate::recording::playback::RecordingStore)'s (local disk, or the
+//! S3 bucket, whichever node recorded them).
 //!
 //! - `GET /api/v1/recordings[?app=&key=]`, `GET /api/v1/recordings/{app}/{key}`: the
 //!   recordings and their segments, as JSON; an admin token, as the rest of `/api/v1` (a
@@ -14,15 +15,15 @@
 //! a token when `auth.require_play`); segment URIs carry an HLS session (`?s=`) good until
 //! the token expires, so a VOD player never needs the token again. The app name
 //! `recordings` is taken by these routes on the HTTP port. Every refusal is the usual JSON
-//! error.
+//! error; a storage that fails answers 502 (`storage_unavailable`, `storage_corrupt`) or
+//! 504 (`storage_timeout`), the details in the node's log.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use actix_web::body::{BoxBody, SizedStream};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -34,9 +35,8 @@ use super::common::{authorize, request_token, stream_key, with_cors, ApiError};
 use crate::api::{admit, Access, Target};
 use crate::auth::{unix_now, Action, AuthError};
 use crate::context::NodeContext;
-use crate::recording::catalog::{
-    format_name, Recording, RecordingId, SegmentEntry, SegmentLocation,
-};
+use crate::recording::catalog::{format_name, Recording, RecordingId, SegmentEntry};
+use crate::recording::playback::{SegmentBody, StoreError};
 use crate::recording::vod::{self, VodError};
 
 /// Label of auth failures here in `zenlive_auth_failures_total`.
@@ -66,11 +66,40 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// Runs blocking catalog work off the event loop.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    web::block(work).await.map_err(internal)?.map_err(internal)
+/// A store's failure as an answer; the details (bucket, key, the SDK's words) go to the
+/// log, not to the client.
+fn store_error(stream: &dyn std::fmt::Display, error: StoreError) -> ApiError {
+    match error {
+        StoreError::Io(error) => internal(error),
+        StoreError::Missing(error) => {
+            tracing::warn!(%stream, %error, "recordings: a listed segment could not be read");
+            ApiError::not_found("segment_missing", "the segment is listed but cannot be read")
+        }
+        StoreError::Unavailable(error) => {
+            tracing::warn!(%stream, %error, "recordings: the storage failed");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "storage_unavailable",
+                "the recordings' storage failed to answer; try again later",
+            )
+        }
+        StoreError::Timeout(error) => {
+            tracing::warn!(%stream, %error, "recordings: the storage timed out");
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "storage_timeout",
+                "the recordings' storage did not answer in time; try again later",
+            )
+        }
+        StoreError::Corrupt(error) => {
+            tracing::error!(%stream, %error, "recordings: the storage holds something unusable");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "storage_corrupt",
+                "the recording's index or media in storage cannot be used",
+            )
+        }
+    }
 }
 
 /// A recording as the listing API shows it.
@@ -130,15 +159,22 @@ async fn list(node: web::Data<NodeContext>, req: HttpRequest) -> Result<HttpResp
         let app = app.as_deref().unwrap_or("app");
         stream_key(app, key.as_deref().unwrap_or(part))?;
     }
-    let catalog = node.playback.catalog.clone();
-    let recordings = blocking(move || {
-        catalog.recordings(&|stream| {
-            app.as_deref().is_none_or(|a| a == stream.app())
-                && key.as_deref().is_none_or(|k| k == stream.name())
-                && identity.as_ref().is_none_or(|i| i.covers(stream))
-        })
-    })
-    .await?;
+    // A stream named whole is listed by its own prefix.
+    let within = match (&app, &key) {
+        (Some(app), Some(key)) => StreamKey::new(app, key).ok(),
+        _ => None,
+    };
+    let select = Arc::new(move |stream: &StreamKey| {
+        app.as_deref().is_none_or(|a| a == stream.app())
+            && key.as_deref().is_none_or(|k| k == stream.name())
+            && identity.as_ref().is_none_or(|i| i.covers(stream))
+    });
+    let recordings = node
+        .playback
+        .store
+        .recordings(within, select)
+        .await
+        .map_err(|e| store_error(&"the listing", e))?;
     let list: Vec<Value> = recordings.iter().map(describe).collect();
     Ok(HttpResponse::Ok().json(json!({ "recordings": list })))
 }
@@ -152,9 +188,12 @@ async fn list_stream(
     let (app, name) = path.into_inner();
     let key = stream_key(&app, &name)?;
     admit(&node, &req, Access::Admin, false, Target::Stream(&key))?;
-    let catalog = node.playback.catalog.clone();
-    let wanted = key.clone();
-    let recordings = blocking(move || catalog.recordings(&|stream| stream == &wanted)).await?;
+    let recordings = node
+        .playback
+        .store
+        .recordings(Some(key.clone()), Arc::new(|_: &StreamKey| true))
+        .await
+        .map_err(|e| store_error(&key, e))?;
     let list: Vec<Value> = recordings.iter().map(describe).collect();
     Ok(HttpResponse::Ok().json(json!({ "stream": key.to_string(), "recordings": list })))
 }
@@ -177,9 +216,8 @@ async fn find_recording(
     key: &StreamKey,
     id: RecordingId,
 ) -> Result<Recording, ApiError> {
-    let catalog = node.playback.catalog.clone();
-    let wanted = key.clone();
-    blocking(move || catalog.recording(&wanted, id)).await?.ok_or_else(|| {
+    let found = node.playback.store.recording(key.clone(), id).await;
+    found.map_err(|e| store_error(key, e))?.ok_or_else(|| {
         ApiError::not_found("recording_not_found", format!("stream {key} has no recording {id}"))
     })
 }
@@ -261,31 +299,47 @@ async fn segment(
         SegmentFormat::Ts => "video/mp2t",
         SegmentFormat::Flv => "video/x-flv",
     };
-    let file = match node.playback.store.locate(entry) {
-        SegmentLocation::File(file) => file,
-        SegmentLocation::Redirect(url) => {
-            return Ok(with_cors(HttpResponse::Found())
-                .insert_header((header::LOCATION, url))
-                .finish())
+    let len = entry.bytes;
+    let asked = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(ByteRange::Full, |r| parse_range(r, len));
+    let (status, start, end, content_range) = match asked {
+        ByteRange::Full => (StatusCode::OK, 0, len, None),
+        ByteRange::Part(start, end) => (
+            StatusCode::PARTIAL_CONTENT,
+            start,
+            end + 1,
+            Some(format!("bytes {start}-{end}/{len}")),
+        ),
+        ByteRange::Unsatisfiable => {
+            return Ok(with_cors(HttpResponse::RangeNotSatisfiable())
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
+                .finish());
         }
     };
-    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let answer = web::block(move || read_range(&file, range.as_deref()))
-        .await
-        .map_err(internal)?
-        .map_err(|error| {
-        tracing::warn!(stream = %key, %error, "recordings: a listed segment could not be read");
-        ApiError::not_found("segment_missing", "the segment is listed but its file cannot be read")
-    })?;
-    let mut response = with_cors(HttpResponse::build(answer.status));
+    let body = node.playback.store.segment(entry, start, end).await;
+    let body = match body.map_err(|e| store_error(&key, e))? {
+        SegmentBody::Bytes(bytes) => BoxBody::new(bytes),
+        SegmentBody::Stream(stream) => BoxBody::new(SizedStream::new(end - start, stream)),
+        SegmentBody::Redirect(url) => {
+            // The URL expires: never cached.
+            return Ok(with_cors(HttpResponse::Found())
+                .insert_header((header::LOCATION, url))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish());
+        }
+    };
+    let mut response = with_cors(HttpResponse::build(status));
     response
         .content_type(content_type)
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::CACHE_CONTROL, "private, max-age=3600"));
-    if let Some(content_range) = answer.content_range {
+    if let Some(content_range) = content_range {
         response.insert_header((header::CONTENT_RANGE, content_range));
     }
-    Ok(response.body(answer.body))
+    Ok(response.body(body))
 }
 
 /// What a `Range` header asks of a file of `len` bytes.
@@ -336,41 +390,6 @@ pub fn parse_range(header: &str, len: u64) -> ByteRange {
             }
         }
     }
-}
-
-/// A file's answer to a request.
-struct RangeAnswer {
-    status: StatusCode,
-    content_range: Option<String>,
-    body: Bytes,
-}
-
-/// Reads what `range` (a `Range` header) asks of `file`.
-fn read_range(file: &Path, range: Option<&str>) -> std::io::Result<RangeAnswer> {
-    let mut handle = std::fs::File::open(file)?;
-    let len = handle.metadata()?.len();
-    let asked = range.map_or(ByteRange::Full, |r| parse_range(r, len));
-    let (status, start, end, content_range) = match asked {
-        ByteRange::Full => (StatusCode::OK, 0, len, None),
-        ByteRange::Part(start, end) => (
-            StatusCode::PARTIAL_CONTENT,
-            start,
-            end + 1,
-            Some(format!("bytes {start}-{end}/{len}")),
-        ),
-        ByteRange::Unsatisfiable => {
-            let answer = RangeAnswer {
-                status: StatusCode::RANGE_NOT_SATISFIABLE,
-                content_range: Some(format!("bytes */{len}")),
-                body: Bytes::new(),
-            };
-            return Ok(answer);
-        }
-    };
-    handle.seek(SeekFrom::Start(start))?;
-    let mut body = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
-    handle.take(end - start).read_to_end(&mut body)?;
-    Ok(RangeAnswer { status, content_range, body: Bytes::from(body) })
 }
 
 /// A download's query.
@@ -426,9 +445,11 @@ async fn download(
     authorize(&node, &req, Action::Play, Some(&key), PROTOCOL)?;
     let playback = node.playback.clone();
     let (start, duration) = download_range(req.query_string(), playback.max_duration)?;
-    let catalog = playback.catalog.clone();
-    let wanted = key.clone();
-    let recordings = blocking(move || catalog.recordings(&|stream| stream == &wanted)).await?;
+    let recordings = playback
+        .store
+        .recordings(Some(key.clone()), Arc::new(|_: &StreamKey| true))
+        .await
+        .map_err(|e| store_error(&key, e))?;
     let (recording, plan) = recordings
         .iter()
         .find_map(|r| vod::plan_download(r, start, duration).map(|plan| (r, plan)))
@@ -473,13 +494,7 @@ async fn download(
     };
     let mut files = Vec::with_capacity(entries.len());
     for entry in &entries {
-        let bytes = playback.store.read(entry).await.map_err(|error| {
-            tracing::warn!(stream = %key, %error, "recordings: a listed segment could not be read");
-            ApiError::not_found(
-                "segment_missing",
-                "a segment of the range is listed but cannot be read",
-            )
-        })?;
+        let bytes = playback.store.read(entry).await.map_err(|e| store_error(&key, e))?;
         files.push(bytes);
     }
     let (from, to) = (plan.from, plan.to);

@@ -1,24 +1,29 @@
 //! The catalog of recordings: what was recorded per stream, for playback (listing API, VOD
-//! playlists, time-range downloads; see [`super::vod`] and `src/http/recordings.rs`).
+//! playlists, time-range downloads; see [`super::vod`], [`super::playback`] and
+//! `src/http/recordings.rs`).
 //!
 //! A **recording** is one continuous publish of a stream: every segment written from the
 //! stream's start to its end (a recorder restarted after a crash continues the same
 //! recording). Its id is the time the stream started, in UTC with milliseconds,
 //! `20231114T221320.123Z` ([`RecordingId`]): sortable, readable, safe in a path and a URL.
 //!
-//! The recorder indexes every finished segment: a small JSON sidecar ([`SegmentRecord`]) in
-//! `{storage.base_path}/.catalog/{app}/{key}/{recording}/`, written as `.tmp`, flushed and
-//! renamed once the segment itself is complete and renamed, so a crash leaves either no
-//! entry or a whole one (the segment is then on disk but not listed). Reading the catalog
-//! reads those sidecars only, never the media files, whatever `recording.path` is.
-//! ([`CatalogWriter`] is the hook: a [`Storage`] wrapper per recorder, so the storage
-//! underneath, local or an uploader, is unchanged.) Stream names never start with a dot, so
-//! `.catalog` cannot clash with a rendered segment path.
+//! The recorder indexes every finished segment ([`CatalogWriter`], a [`Storage`] wrapper
+//! per recorder, so the storage underneath, local or an uploader, is unchanged) with a
+//! [`SegmentRecord`]:
+//! - **local storage**: a small JSON sidecar in
+//!   `{storage.base_path}/.catalog/{app}/{key}/{recording}/`, written as `.tmp`, flushed
+//!   and renamed once the segment itself is complete and renamed, so a crash leaves either
+//!   no entry or a whole one (the segment is then on disk but not listed). Reading the
+//!   catalog ([`Catalog::recordings`]) reads those sidecars only, never the media files,
+//!   whatever `recording.path` is. Stream names never start with a dot, so `.catalog`
+//!   cannot clash with a rendered segment path.
+//! - **S3 storage**: the record goes with the segment to the uploader
+//!   ([`SegmentIndexer`]), which adds it to the recording's manifest in the bucket once the
+//!   upload is confirmed ([`super::manifest`]); nothing is written beside the spool.
 //!
 //! A recording is **live** while a recorder of this node writes it ([`LiveRecordings`]);
-//! after a node restart every recording on disk is finished. Segments are served through
-//! [`SegmentStore`]: local files now, S3 objects or presigned redirects later, under the
-//! same catalog.
+//! after a node restart every recording on disk is finished (with S3, other nodes read
+//! the manifest's word).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -28,7 +33,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -155,7 +159,9 @@ impl SegmentEntry {
         self.wall_start + self.duration
     }
 
-    fn from_record(record: &SegmentRecord) -> Option<Self> {
+    /// The entry a record stands for; `None` for another version, a path that is not
+    /// plain (a root, `..`), or an unknown format.
+    pub(crate) fn from_record(record: &SegmentRecord) -> Option<Self> {
         let path = PathBuf::from(&record.path);
         let plain = path.components().next().is_some()
             && path.components().all(|c| matches!(c, Component::Normal(_)));
@@ -262,16 +268,36 @@ impl Drop for LiveGuard {
 
 /// The catalog of the recordings under one `storage.base_path`. Reads block (small files):
 /// call them off the event loop.
-#[derive(Debug)]
 pub struct Catalog {
     root: PathBuf,
     live: Arc<LiveRecordings>,
+    indexer: Option<Arc<dyn SegmentIndexer>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("root", &self.root)
+            .field("indexed_by_storage", &self.indexer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Catalog {
     /// The catalog of recordings under `root` (`storage.base_path`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), live: Arc::default() }
+        Self { root: root.into(), live: Arc::default(), indexer: None }
+    }
+
+    /// The same catalog (the same live recordings), whose writers hand each record to
+    /// `indexer` instead of writing sidecars: S3 storage, which indexes in the bucket.
+    pub fn indexed_by(&self, indexer: Arc<dyn SegmentIndexer>) -> Self {
+        Self { root: self.root.clone(), live: Arc::clone(&self.live), indexer: Some(indexer) }
+    }
+
+    /// The recordings being written on this node.
+    pub fn live(&self) -> &Arc<LiveRecordings> {
+        &self.live
     }
 
     /// `storage.base_path`.
@@ -290,7 +316,8 @@ impl Catalog {
     ) -> CatalogWriter {
         let dir = self.recording_dir(&stream, id);
         let live = self.live.guard(stream, id);
-        CatalogWriter { inner, dir, id, format, _live: live }
+        let indexer = self.indexer.clone();
+        CatalogWriter { inner, indexer, dir, id, format, _live: live }
     }
 
     fn recording_dir(&self, stream: &StreamKey, id: RecordingId) -> PathBuf {
@@ -385,6 +412,8 @@ fn read_record(path: &Path) -> io::Result<SegmentRecord> {
 /// See the module docs.
 pub struct CatalogWriter {
     inner: Arc<dyn Storage>,
+    /// S3: takes finished segments and ends (with their records) instead of `inner`.
+    indexer: Option<Arc<dyn SegmentIndexer>>,
     dir: PathBuf,
     id: RecordingId,
     format: SegmentFormat,
@@ -467,8 +496,19 @@ impl Storage for CatalogWriter {
     }
 
     fn finished(&self, segment: FinishedSegment) {
-        // The segment is safe on disk whatever happens here: a missing sidecar costs its
+        // The segment is safe on disk whatever happens here: a missing record costs its
         // listing, not its media.
+        if let Some(indexer) = &self.indexer {
+            let record = match self.record(&segment) {
+                Ok(record) => Some(record),
+                Err(error) => {
+                    tracing::error!(stream = %segment.stream, path = %segment.path.display(), %error, "recording catalog: the segment could not be indexed; it is uploaded but not listed for playback");
+                    None
+                }
+            };
+            indexer.finished_indexed(segment, self.id, record);
+            return;
+        }
         if let Err(error) = self.index(&segment) {
             tracing::error!(stream = %segment.stream, path = %segment.path.display(), %error, "recording catalog: the segment could not be indexed; it is on disk but not listed for playback");
         }
@@ -485,86 +525,30 @@ impl Storage for CatalogWriter {
     }
 
     fn ended(&self, event: RecordingEvent) {
-        self.inner.ended(event);
-    }
-}
-
-/// Where a segment's bytes are for an HTTP client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SegmentLocation {
-    /// A local file, served by this node.
-    File(PathBuf),
-    /// A URL to redirect to (a presigned S3 URL, later).
-    Redirect(String),
-}
-
-/// Reads recorded segments, wherever they are: the seam between playback and storage.
-pub trait SegmentStore: Send + Sync + 'static {
-    /// Where `segment` is served from.
-    fn locate(&self, segment: &SegmentEntry) -> SegmentLocation;
-
-    /// `segment`'s bytes (for a time-range download, which re-muxes them).
-    fn read(&self, segment: &SegmentEntry) -> BoxFuture<'static, io::Result<bytes::Bytes>>;
-}
-
-/// Segments as files under `storage.base_path`.
-#[derive(Debug, Clone)]
-pub struct LocalSegments {
-    root: PathBuf,
-}
-
-impl LocalSegments {
-    /// Segments under `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-}
-
-impl SegmentStore for LocalSegments {
-    fn locate(&self, segment: &SegmentEntry) -> SegmentLocation {
-        // The entry's path is plain (checked when read), so this stays under the root.
-        SegmentLocation::File(self.root.join(&segment.path))
-    }
-
-    fn read(&self, segment: &SegmentEntry) -> BoxFuture<'static, io::Result<bytes::Bytes>> {
-        let path = self.root.join(&segment.path);
-        Box::pin(async move {
-            let read = tokio::task::spawn_blocking(move || std::fs::read(path));
-            read.await.map_err(io::Error::other)?.map(bytes::Bytes::from)
-        })
-    }
-}
-
-/// Most time-range downloads built at once on a node (each holds its segments and its
-/// answer in memory, up to `recording.max_download_bytes` each).
-pub const MAX_CONCURRENT_DOWNLOADS: usize = 2;
-
-/// What the playback routes read: the catalog, the segments, and the download limits.
-pub struct Playback {
-    /// The recordings.
-    pub catalog: Arc<Catalog>,
-    /// Their segments.
-    pub store: Arc<dyn SegmentStore>,
-    /// Downloads being built.
-    pub downloads: tokio::sync::Semaphore,
-    /// The longest range a download may ask for (`recording.max_download`).
-    pub max_duration: Duration,
-    /// The most segment bytes a download may read (`recording.max_download_bytes`).
-    pub max_bytes: u64,
-}
-
-impl Playback {
-    /// Playback of the recordings in `catalog`, read from local disk.
-    pub fn local(catalog: Arc<Catalog>, max_duration: Duration, max_bytes: u64) -> Self {
-        let store = Arc::new(LocalSegments::new(catalog.root()));
-        Self {
-            catalog,
-            store,
-            downloads: tokio::sync::Semaphore::new(MAX_CONCURRENT_DOWNLOADS),
-            max_duration,
-            max_bytes,
+        match &self.indexer {
+            Some(indexer) => indexer.ended_indexed(event, self.id),
+            None => self.inner.ended(event),
         }
     }
+}
+
+/// A storage that indexes finished segments itself, where they end up: S3 storage adds
+/// each record to the recording's manifest in the bucket once the segment's upload is
+/// confirmed. A [`CatalogWriter`] built by a catalog [`Catalog::indexed_by`] one calls
+/// these *instead of* [`Storage::finished`] and [`Storage::ended`]: each must do all its
+/// plain counterpart does. No method has a default (see [`Storage`]).
+pub trait SegmentIndexer: Send + Sync + 'static {
+    /// [`Storage::finished`] for a segment of recording `id`, with its record (`None` when
+    /// it could not be made: the segment is stored but not listed).
+    fn finished_indexed(
+        &self,
+        segment: FinishedSegment,
+        id: RecordingId,
+        record: Option<SegmentRecord>,
+    );
+
+    /// [`Storage::ended`] for recording `id`: after its last segment, it is no longer live.
+    fn ended_indexed(&self, event: RecordingEvent, id: RecordingId);
 }
 
 #[cfg(test)]
@@ -642,6 +626,61 @@ mod tests {
         let dir = catalog.recording_dir(&key, id);
         let left: Vec<_> = std::fs::read_dir(dir).expect("dir").flatten().collect();
         assert_eq!(left.len(), 2);
+    }
+
+    /// What an indexing storage was handed.
+    #[derive(Default)]
+    struct Indexed {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl SegmentIndexer for Indexed {
+        fn finished_indexed(
+            &self,
+            segment: FinishedSegment,
+            id: RecordingId,
+            record: Option<SegmentRecord>,
+        ) {
+            let record = record.map(|r| (r.path, r.init_bytes));
+            self.calls.lock().push(format!("finished {} {id} {record:?}", segment.stream));
+        }
+
+        fn ended_indexed(&self, event: RecordingEvent, id: RecordingId) {
+            self.calls.lock().push(format!("ended {} {id}", event.stream()));
+        }
+    }
+
+    #[test]
+    fn an_indexed_catalog_hands_records_to_its_indexer_and_writes_no_sidecar() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let indexer = Arc::new(Indexed::default());
+        let catalog = Catalog::new(dir.path()).indexed_by(Arc::clone(&indexer) as _);
+        let key = StreamKey::new("live", "cam").expect("key");
+        let id = RecordingId::from_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let inner: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+        let writer = catalog.writer(key.clone(), id, SegmentFormat::Fmp4, inner);
+        assert!(catalog.live().is_live(&key, id));
+        assert!(writer.has_room());
+        writer.finished(segment(dir.path(), &key, "a.mp4", 0));
+        writer.ended(RecordingEvent::Ended {
+            stream: key.clone(),
+            segments: 1,
+            bytes: 20,
+            duration: Duration::from_secs(4),
+            start: None,
+            reason: "stream ended".into(),
+        });
+        drop(writer);
+        assert!(!catalog.live().is_live(&key, id));
+        let calls = indexer.calls.lock().clone();
+        assert_eq!(
+            calls,
+            [
+                format!("finished live/cam {id} Some((\"live/cam/a.mp4\", Some(16)))"),
+                format!("ended live/cam {id}"),
+            ]
+        );
+        assert!(!dir.path().join(CATALOG_DIR).exists(), "no sidecar beside the spool");
     }
 
     #[test]

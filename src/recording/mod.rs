@@ -15,7 +15,9 @@
 //! it (and [`retention`] may delete it later); [`s3::S3Storage`] uploads it from the spool
 //! ([`spool`]). Either tells the application ([`events`]). [`catalog::Catalog`] indexes
 //! finished segments per recording (one publish of a stream) for playback, which [`vod`]
-//! and `src/http/recordings.rs` serve (from local disk only, so far).
+//! and `src/http/recordings.rs` serve through a [`playback::RecordingStore`]: local disk,
+//! or with S3 the recordings' manifests and objects in the bucket ([`manifest`],
+//! [`s3_playback`]), so any node sharing the bucket serves them.
 //!
 //! # Layout
 //! Bottom to top; each imports only those before it:
@@ -24,12 +26,15 @@
 //! - [`events`]: what the application hears (segment uploaded or kept, recording ended).
 //! - [`retention`]: `recording.delete_after` and `recording.max_local_bytes` on local disk.
 //! - [`storage`]: [`storage::Storage`], [`storage::LocalStorage`], finished segments.
-//! - [`catalog`]: recordings and their segments (sidecars), what is live, reading segments.
+//! - [`catalog`]: recordings and their segments (sidecars), what is live.
+//! - [`manifest`]: a recording's manifest in the bucket, sans-IO.
 //! - [`vod`]: playback decisions, sans-IO: VOD playlists, download plans, query values.
+//! - [`playback`]: what the playback routes read ([`playback::RecordingStore`]), local.
 //! - [`core`]: the segmenting decisions, sans-IO.
 //! - [`files`]: `.part` files, fsync, rename.
 //! - [`spool`]: the S3 spool on local disk: sidecars, the scan at start, the upload queue.
-//! - [`s3`]: [`s3::S3Storage`] and its uploader thread.
+//! - [`s3`]: [`s3::S3Storage`] and its uploader thread (which writes the manifests).
+//! - [`s3_playback`]: recordings read back from the bucket.
 //! - [`writer`]: the writer thread, its queue and its claim gate.
 //! - [`actor`]: the recording as a named actor (its claim, status and stop), and the
 //!   node's table of recordings.
@@ -42,9 +47,12 @@ pub mod core;
 pub mod counters;
 pub mod events;
 pub mod files;
+pub mod manifest;
 pub mod path;
+pub mod playback;
 pub mod retention;
 pub mod s3;
+pub mod s3_playback;
 pub mod sink;
 pub mod spool;
 pub mod storage;

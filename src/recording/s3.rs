@@ -10,6 +10,17 @@
 //! up to `storage.s3.concurrency` uploads at once, each stream's in order, each failure
 //! retried with a capped exponential backoff for as long as it takes.
 //!
+//! **Manifests.** With playback's catalog (always, in a node), each segment comes with its
+//! recording's id and [`SegmentRecord`] ([`SegmentIndexer`]); once its upload is confirmed
+//! the same task rewrites the recording's manifest in the bucket ([`super::manifest`]) with
+//! the record added, and the end of a recording rewrites it once more, no longer live.
+//! Only then is the segment deleted locally and announced, so a segment the hooks announce
+//! is already listed for playback. A manifest that cannot be written is retried like the
+//! upload (which is then repeated: both are idempotent); one that cannot be *used* (too
+//! large, or unreadable in the bucket) stops the recording's indexing, loudly, not its
+//! uploads. The uploader keeps the manifests of the recordings it writes in memory, so
+//! each segment costs one manifest PUT and no GET.
+//!
 //! The client: `aws-sdk-s3` over rustls with ring (no aws-lc, no other TLS stack),
 //! credentials from the usual AWS chain, every attempt and operation bounded by
 //! `storage.s3.attempt_timeout` and `operation_timeout`, checksums as
@@ -17,6 +28,7 @@
 //! `storage.s3.multipart_threshold` goes up in parts of `part_size`; others in one
 //! PutObject, streamed from the file (nothing is held in memory whole).
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,16 +36,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation};
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::task::JoinSet;
 use zenlive_actors::StreamKey;
 
+use super::catalog::{RecordingId, SegmentIndexer, SegmentRecord};
 use super::counters::RecordingCounters;
 use super::events::{RecordingEvent, RecordingListener, SegmentLocation};
+use super::manifest::{manifest_key, ManifestError, RecordingManifest, MAX_MANIFEST_BYTES};
+use super::playback::StoreError;
 use super::spool::{self, Job, Pending, SegmentMeta, UploadQueue};
 use super::storage::{FinishedSegment, Storage};
 use crate::config::{ChecksumMode, S3Config, StorageConfig};
@@ -156,29 +173,22 @@ fn meta(stream: &StreamKey, wall: SystemTime) -> SegmentMeta {
         wall_start_ms: spool::unix_ms(wall),
         media_start_ms: None,
         duration_ms: None,
+        recording: None,
+        record: None,
     }
 }
 
-impl Storage for S3Storage {
-    fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn opened(&self, stream: &StreamKey, _relative: &Path, path: &Path, wall: SystemTime) {
-        if let Err(error) = spool::write_sidecar(path, &meta(stream, wall)) {
-            // The segment is still uploaded; after a crash it would lack its stream's name.
-            tracing::error!(%stream, path = %path.display(), %error, "cannot write a spool sidecar");
-        }
-    }
-
-    fn has_room(&self) -> bool {
-        self.shared.queue().bytes() < self.shared.spool_max
-    }
-
-    fn finished(&self, segment: FinishedSegment) {
+impl S3Storage {
+    /// Writes the finished segment's sidecar and queues its upload; with `index`, its
+    /// recording and record, for the manifest.
+    fn queue(&self, segment: FinishedSegment, index: Option<(RecordingId, SegmentRecord)>) {
         let mut meta = meta(&segment.stream, segment.wall_start);
         meta.media_start_ms = Some(segment.media_start.as_millis() as u64);
         meta.duration_ms = Some(segment.duration.as_millis() as u64);
+        if let Some((id, record)) = index {
+            meta.recording = Some(id.to_string());
+            meta.record = Some(record);
+        }
         if let Err(error) = spool::write_sidecar(&segment.path, &meta) {
             tracing::error!(stream = %segment.stream, path = %segment.path.display(), %error, "cannot write a spool sidecar");
         }
@@ -202,10 +212,47 @@ impl Storage for S3Storage {
             }),
         );
     }
+}
+
+impl Storage for S3Storage {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn opened(&self, stream: &StreamKey, _relative: &Path, path: &Path, wall: SystemTime) {
+        if let Err(error) = spool::write_sidecar(path, &meta(stream, wall)) {
+            // The segment is still uploaded; after a crash it would lack its stream's name.
+            tracing::error!(%stream, path = %path.display(), %error, "cannot write a spool sidecar");
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.shared.queue().bytes() < self.shared.spool_max
+    }
+
+    fn finished(&self, segment: FinishedSegment) {
+        self.queue(segment, None);
+    }
 
     fn ended(&self, event: RecordingEvent) {
         let stream = event.stream().to_string();
-        self.shared.push(&stream, Job::End(event));
+        self.shared.push(&stream, Job::End { event, recording: None });
+    }
+}
+
+impl SegmentIndexer for S3Storage {
+    fn finished_indexed(
+        &self,
+        segment: FinishedSegment,
+        id: RecordingId,
+        record: Option<SegmentRecord>,
+    ) {
+        self.queue(segment, record.map(|record| (id, record)));
+    }
+
+    fn ended_indexed(&self, event: RecordingEvent, id: RecordingId) {
+        let stream = event.stream().to_string();
+        self.shared.push(&stream, Job::End { event, recording: Some(id) });
     }
 }
 
@@ -246,8 +293,20 @@ pub async fn client(config: &S3Config) -> Client {
     Client::from_conf(builder.build())
 }
 
-/// What an upload task hands back.
-type Outcome = (String, Pending, Result<(), UploadError>);
+/// What an upload task was given.
+enum Work {
+    /// A segment, then its manifest.
+    Upload(Pending),
+    /// A recording's end: its manifest, no longer live, then the event.
+    End(RecordingEvent, RecordingId),
+}
+
+/// What an upload task hands back: the stream, its work, and the manifest as written
+/// (`None` when there was none to write).
+type Outcome = (String, Work, Result<Option<RecordingManifest>, UploadError>);
+
+/// The manifests the uploader writes, by stream and recording.
+type Manifests = HashMap<(String, RecordingId), RecordingManifest>;
 
 impl Uploader {
     fn run(self) {
@@ -272,29 +331,33 @@ impl Uploader {
                 tracing::warn!(%bucket, endpoint = %self.config.endpoint, error = %DisplayErrorContext(&error), "the S3 bucket is not reachable now; uploads are retried until it is")
             }
         }
+        let mut manifests = Manifests::new();
         let mut inflight: JoinSet<Outcome> = JoinSet::new();
         loop {
             let now = Instant::now();
             // Start what is ready, up to the concurrency.
             while inflight.len() < self.config.concurrency {
                 let Some((stream, job)) = self.shared.queue().next_ready(now) else { break };
-                match job {
-                    Job::End(event) => {
+                let work = match job {
+                    Job::End { event, recording: None } => {
                         self.events.recording_event(&event);
                         self.shared.queue().done(&stream);
+                        continue;
                     }
-                    Job::Upload(pending) => {
-                        let (client, config) = (client.clone(), self.config.clone());
-                        inflight.spawn(async move {
-                            // A panic in the SDK fails this attempt only; the stream retries.
-                            let attempt = AssertUnwindSafe(upload(&client, &config, &pending));
-                            let result = attempt.catch_unwind().await.unwrap_or_else(|_| {
-                                Err(UploadError::Panicked { path: pending.path.clone() })
-                            });
-                            (stream, pending, result)
-                        });
-                    }
-                }
+                    Job::End { event, recording: Some(id) } => Work::End(event, id),
+                    Job::Upload(pending) => Work::Upload(pending),
+                };
+                let (client, config) = (client.clone(), self.config.clone());
+                let cached = cached_manifest(&manifests, &stream, &work);
+                inflight.spawn(async move {
+                    // A panic in the SDK fails this attempt only; the stream retries.
+                    let attempt = AssertUnwindSafe(carry_out(&client, &config, &work, cached));
+                    let result = attempt
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err(UploadError::Panicked { path: work.path() }));
+                    (stream, work, result)
+                });
             }
             let (retry, waiting) = {
                 let queue = self.shared.queue();
@@ -315,7 +378,7 @@ impl Uploader {
             };
             tokio::select! {
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => match joined {
-                    Ok(outcome) => self.finish(outcome),
+                    Ok(outcome) => self.finish(outcome, &mut manifests),
                     // Tasks catch their panics and are never cancelled.
                     Err(error) => tracing::error!(%error, "an S3 upload task was lost"),
                 },
@@ -327,40 +390,63 @@ impl Uploader {
 
     /// Carries out an upload's outcome: on success the local copy goes and the segment is
     /// announced; on failure the stream waits out its backoff.
-    fn finish(&self, (stream, pending, result): Outcome) {
+    fn finish(&self, (stream, work, result): Outcome, manifests: &mut Manifests) {
         let counters = &self.shared.counters;
-        match result {
-            Ok(()) => {
-                counters.uploads.inc();
-                counters.uploaded_bytes.inc_by(pending.bytes);
-                let key = object_key(&self.config.prefix, &pending.relative);
-                tracing::info!(%stream, bucket = %self.config.bucket, %key, bytes = pending.bytes, waited_ms = pending.queued.elapsed().as_millis() as u64, "recording segment uploaded");
-                for path in [pending.path.clone(), spool::sidecar(&pending.path)] {
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                        // The upload stands; the file would be uploaded again after a restart.
-                        Err(error) => {
-                            tracing::error!(path = %path.display(), %error, "uploaded, but the spool copy could not be deleted")
-                        }
+        let pending = match (work, result) {
+            (Work::End(event, id), Ok(_)) => {
+                manifests.remove(&(stream.clone(), id));
+                self.events.recording_event(&event);
+                self.shared.queue().done(&stream);
+                return;
+            }
+            (Work::End(_, id), Err(error)) => {
+                let backoff =
+                    self.shared.queue().failed(&stream, Instant::now(), self.config.max_backoff);
+                tracing::warn!(%stream, recording = %id, %error, retry_in = ?backoff, "the recording's manifest could not be marked ended; retrying");
+                return;
+            }
+            (Work::Upload(pending), Ok(written)) => {
+                // A recovered segment's recording has no recorder left to end it.
+                if let (Some(manifest), false) = (written, pending.recovered) {
+                    if let Some(id) = RecordingId::parse(&manifest.recording) {
+                        manifests.insert((stream.clone(), id), manifest);
                     }
                 }
-                self.announce(&pending, key);
-                self.shared.queue().done(&stream);
+                pending
             }
-            Err(UploadError::Read { path, error }) if !path.exists() => {
-                // Gone from the spool (deleted by hand): nothing left to upload. Said loudly.
-                counters.upload_failures.inc();
-                tracing::error!(%stream, path = %path.display(), %error, "a recording segment vanished from the spool before its upload; it is lost");
-                self.shared.queue().done(&stream);
-            }
-            Err(error) => {
+            (Work::Upload(pending), Err(error)) => {
+                if let UploadError::Read { path, error } = &error {
+                    if !path.exists() {
+                        // Gone from the spool (deleted by hand): nothing left to upload.
+                        counters.upload_failures.inc();
+                        tracing::error!(%stream, path = %path.display(), %error, "a recording segment vanished from the spool before its upload; it is lost");
+                        self.shared.queue().done(&stream);
+                        return;
+                    }
+                }
                 counters.upload_failures.inc();
                 let backoff =
                     self.shared.queue().failed(&stream, Instant::now(), self.config.max_backoff);
                 tracing::warn!(%stream, path = %pending.path.display(), %error, retry_in = ?backoff, "recording upload failed; retrying");
+                return;
+            }
+        };
+        counters.uploads.inc();
+        counters.uploaded_bytes.inc_by(pending.bytes);
+        let key = object_key(&self.config.prefix, &pending.relative);
+        tracing::info!(%stream, bucket = %self.config.bucket, %key, bytes = pending.bytes, waited_ms = pending.queued.elapsed().as_millis() as u64, "recording segment uploaded");
+        for path in [pending.path.clone(), spool::sidecar(&pending.path)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                // The upload stands; the file would be uploaded again after a restart.
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "uploaded, but the spool copy could not be deleted")
+                }
             }
         }
+        self.announce(&pending, key);
+        self.shared.queue().done(&stream);
     }
 
     fn announce(&self, pending: &Pending, key: String) {
@@ -380,6 +466,206 @@ impl Uploader {
             bytes: pending.bytes,
             recovered: pending.recovered,
         });
+    }
+}
+
+impl Work {
+    /// What a panic report names.
+    fn path(&self) -> PathBuf {
+        match self {
+            Self::Upload(pending) => pending.path.clone(),
+            Self::End(event, id) => {
+                PathBuf::from(format!("the manifest of {} {id}", event.stream()))
+            }
+        }
+    }
+
+    /// The recording whose manifest this work changes.
+    fn recording(&self) -> Option<RecordingId> {
+        match self {
+            Self::Upload(pending) => {
+                pending.meta.as_ref()?.recording.as_deref().and_then(RecordingId::parse)
+            }
+            Self::End(_, id) => Some(*id),
+        }
+    }
+}
+
+fn cached_manifest(manifests: &Manifests, stream: &str, work: &Work) -> Option<RecordingManifest> {
+    let id = work.recording()?;
+    manifests.get(&(stream.to_owned(), id)).cloned()
+}
+
+/// Uploads a segment and adds it to its recording's manifest, or marks a recording's
+/// manifest ended. Answers the manifest as written.
+async fn carry_out(
+    client: &Client,
+    config: &S3Config,
+    work: &Work,
+    cached: Option<RecordingManifest>,
+) -> Result<Option<RecordingManifest>, UploadError> {
+    match work {
+        Work::Upload(pending) => {
+            upload(client, config, pending).await?;
+            let Some(meta) = &pending.meta else { return Ok(None) };
+            let (Some(id), Some(record), Ok(stream)) = (
+                meta.recording.as_deref().and_then(RecordingId::parse),
+                meta.record.clone(),
+                StreamKey::parse(&pending.stream),
+            ) else {
+                return Ok(None);
+            };
+            let live = !pending.recovered;
+            update_manifest(client, config, &stream, id, cached, true, move |manifest| {
+                manifest.insert(record);
+                manifest.live = live;
+            })
+            .await
+        }
+        Work::End(event, id) => {
+            update_manifest(client, config, event.stream(), *id, cached, false, |manifest| {
+                manifest.live = false;
+            })
+            .await
+        }
+    }
+}
+
+/// Reads `stream`'s recording `id`'s manifest (`cached`, else from the bucket; a new one
+/// when there is none and `create`), applies `change` and writes it back. A manifest that
+/// cannot be used is logged and left alone (`Ok(None)`); S3 failures are errors (retried).
+async fn update_manifest(
+    client: &Client,
+    config: &S3Config,
+    stream: &StreamKey,
+    id: RecordingId,
+    cached: Option<RecordingManifest>,
+    create: bool,
+    change: impl FnOnce(&mut RecordingManifest),
+) -> Result<Option<RecordingManifest>, UploadError> {
+    let key = manifest_key(&config.prefix, stream, id);
+    let s3_error = |operation, error: String| UploadError::S3 {
+        operation,
+        bucket: config.bucket.clone(),
+        key: key.clone(),
+        error,
+    };
+    let found = match cached {
+        Some(manifest) => Some(manifest),
+        None => match get_manifest(client, config, stream, id).await {
+            Ok(found) => found,
+            Err(StoreError::Corrupt(error)) => {
+                tracing::error!(%stream, recording = %id, %key, %error, "the recording's manifest in the bucket cannot be used: its segments are uploaded but no longer indexed for playback");
+                return Ok(None);
+            }
+            Err(error) => return Err(s3_error("GetObject", error.to_string())),
+        },
+    };
+    let mut manifest = match found {
+        Some(manifest) => manifest,
+        None if create => RecordingManifest::new(stream, id),
+        None => return Ok(None),
+    };
+    change(&mut manifest);
+    manifest.updated_ms = spool::unix_ms(SystemTime::now());
+    let body = match manifest.to_bytes() {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%stream, recording = %id, %key, %error, "the recording's manifest is full: its later segments are uploaded but not indexed for playback");
+            return Ok(None);
+        }
+    };
+    client
+        .put_object()
+        .bucket(&config.bucket)
+        .key(&key)
+        .content_type("application/json")
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| s3_error("PutObject", DisplayErrorContext(&e).to_string()))?;
+    Ok(Some(manifest))
+}
+
+/// `stream`'s recording `id`'s manifest in the bucket, if there is one. A manifest too
+/// large or unreadable is [`StoreError::Corrupt`].
+pub async fn get_manifest(
+    client: &Client,
+    config: &S3Config,
+    stream: &StreamKey,
+    id: RecordingId,
+) -> Result<Option<RecordingManifest>, StoreError> {
+    let key = manifest_key(&config.prefix, stream, id);
+    let max = MAX_MANIFEST_BYTES as u64;
+    let Some(bytes) =
+        get_bounded(client, &config.bucket, &key, max, config.attempt_timeout).await?
+    else {
+        return Ok(None);
+    };
+    RecordingManifest::parse(&bytes, stream, id).map(Some).map_err(|error: ManifestError| {
+        StoreError::Corrupt(format!("s3://{}/{key}: {error}", config.bucket))
+    })
+}
+
+/// Reads object `key` whole, at most `max` bytes, each read of its body within `idle`:
+/// `Ok(None)` when there is no such object; a larger object is [`StoreError::Corrupt`].
+pub async fn get_bounded(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    max: u64,
+    idle: Duration,
+) -> Result<Option<Bytes>, StoreError> {
+    let what = format!("GetObject s3://{bucket}/{key}");
+    let object = match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(object) => object,
+        Err(error) if no_such_key(&error) => return Ok(None),
+        Err(error) => return Err(sdk_error(&what, &error)),
+    };
+    let too_large = || StoreError::Corrupt(format!("{what}: more than the {max} bytes expected"));
+    if object.content_length().is_some_and(|n| u64::try_from(n).map_or(true, |n| n > max)) {
+        return Err(too_large());
+    }
+    let mut body = object.body;
+    let mut out = BytesMut::new();
+    loop {
+        let chunk = tokio::time::timeout(idle, body.try_next())
+            .await
+            .map_err(|_| StoreError::Timeout(format!("{what}: the body stalled for {idle:?}")))?
+            .map_err(|e| StoreError::Unavailable(format!("{what}: {e}")))?;
+        let Some(chunk) = chunk else { break };
+        if (out.len() + chunk.len()) as u64 > max {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out.freeze()))
+}
+
+/// Whether a GetObject failed because there is no such object.
+pub fn no_such_key<R>(error: &SdkError<GetObjectError, R>) -> bool {
+    match error {
+        SdkError::ServiceError(service) => service.err().is_no_such_key(),
+        _ => false,
+    }
+}
+
+/// An S3 operation's failure as playback reports it: a timeout, or another failure.
+pub fn sdk_error<E, R>(what: &str, error: &SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = format!("{what}: {}", DisplayErrorContext(error));
+    let timeout = match error {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(failure) => failure.is_timeout(),
+        _ => false,
+    };
+    if timeout {
+        StoreError::Timeout(text)
+    } else {
+        StoreError::Unavailable(text)
     }
 }
 

@@ -6,7 +6,9 @@
 //! segment a small sidecar, `NAME.spool.json` ([`SegmentMeta`]), written atomically
 //! (temporary file, fsync, rename) when the segment is begun and again when it is
 //! finished, carries what the file name cannot: the stream, the wall-clock start, the
-//! duration. At start ([`scan`]) every segment in the spool is queued again, in its
+//! duration, and with a catalog (playback) the recording it belongs to and its
+//! [`SegmentRecord`], so a segment uploaded after a restart is still indexed in its
+//! recording's manifest. At start ([`scan`]) every segment in the spool is queued again, in its
 //! stream's order; sidecars without a segment (the node died between the two deletes) and
 //! temporary files are removed. A `.part` left by a crash is truncated to its last complete
 //! fragment (MPEG-TS packet, FLV tag), renamed to its final name and uploaded
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::catalog::{RecordingId, SegmentRecord};
 use super::events::RecordingEvent;
 use super::files::{part_name, recover_part, Recovery};
 
@@ -45,6 +48,12 @@ pub struct SegmentMeta {
     pub media_start_ms: Option<u64>,
     /// The media duration (once finished).
     pub duration_ms: Option<u64>,
+    /// The recording it belongs to (once finished, when playback indexes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// Its catalog record, for the recording's manifest (once finished, when indexed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<SegmentRecord>,
 }
 
 /// `path`'s sidecar.
@@ -102,8 +111,14 @@ pub struct Pending {
 pub enum Job {
     /// Upload a segment.
     Upload(Pending),
-    /// Announce the end of the stream's recording (after its segments).
-    End(RecordingEvent),
+    /// Announce the end of the stream's recording (after its segments); with the
+    /// recording's id when its manifest is to be marked ended first.
+    End {
+        /// The event to announce.
+        event: RecordingEvent,
+        /// The recording whose manifest ends.
+        recording: Option<RecordingId>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -149,7 +164,7 @@ impl UploadQueue {
             .filter_map(|q| {
                 q.jobs.iter().find_map(|job| match job {
                     Job::Upload(p) => Some(p.queued),
-                    Job::End(_) => None,
+                    Job::End { .. } => None,
                 })
             })
             .min()
@@ -348,6 +363,43 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_keep_the_catalog_record_and_older_ones_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.mp4");
+        let record = SegmentRecord {
+            version: crate::recording::catalog::RECORD_VERSION,
+            stream: "live/cam".into(),
+            recording: "20231114T221320.000Z".into(),
+            path: "live/cam/a.mp4".into(),
+            format: "fmp4".into(),
+            wall_start_ms: 1,
+            media_start_us: 2,
+            duration_us: 3,
+            bytes: 4,
+            init_bytes: Some(5),
+            init_digest: None,
+        };
+        let meta = SegmentMeta {
+            stream: "live/cam".into(),
+            wall_start_ms: 1,
+            media_start_ms: Some(0),
+            duration_ms: Some(0),
+            recording: Some(record.recording.clone()),
+            record: Some(record),
+        };
+        write_sidecar(&path, &meta).expect("sidecar");
+        assert_eq!(read_sidecar(&path), Some(meta));
+        // As written before playback from S3 existed.
+        std::fs::write(
+            sidecar(&path),
+            br#"{"stream":"live/cam","wall_start_ms":7,"media_start_ms":null,"duration_ms":null}"#,
+        )
+        .expect("write");
+        let old = read_sidecar(&path).expect("an older sidecar reads");
+        assert_eq!((old.wall_start_ms, old.recording, old.record), (7, None, None));
+    }
+
+    #[test]
     fn the_scan_finalizes_parts_pairs_sidecars_and_orders_by_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cam = dir.path().join("live/cam");
@@ -357,6 +409,8 @@ mod tests {
             wall_start_ms: ms,
             media_start_ms: None,
             duration_ms: None,
+            recording: None,
+            record: None,
         };
         // Named against their start order: the sidecar decides.
         std::fs::write(cam.join("b.mp4"), b"first").expect("write");
