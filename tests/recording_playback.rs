@@ -8,14 +8,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::recorded::*;
 use common::*;
 use serde_json::Value;
-use tokio::process::Command;
 use zenlive::auth::{Auth, Claims, Role};
 
 const SECRET: &str = "recording-playback-test-secret";
@@ -88,18 +86,6 @@ async fn wait_recording(
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Runs `program` with `args` (bounded in time); answers (success, stdout, stderr).
-async fn run(program: &str, args: &[&str]) -> (bool, String, String) {
-    require(program);
-    let out = Command::new(program).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("finished in time")
-        .expect("run");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 /// ffprobe's container duration of `input`, in seconds.

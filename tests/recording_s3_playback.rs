@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -19,29 +18,13 @@ use common::recorded::*;
 use common::s3::{list, SeaweedFs, BUCKET};
 use common::*;
 use serde_json::Value;
-use tokio::process::Command;
-use zenlive::auth::{Auth, Claims, Role};
+use zenlive::auth::Role;
 
 const SECRET: &str = "recording-s3-playback-test-secret";
 
 /// An admin token, for the listing API.
 fn admin() -> String {
-    let mut config = zenlive::Config::default();
-    config.auth.jwt_secret = SECRET.to_owned();
-    let auth = Auth::new(&config.auth).expect("auth");
-    let now = zenlive::auth::unix_now();
-    auth.mint(&Claims {
-        sub: "tester".into(),
-        name: None,
-        roles: vec![Role::Admin],
-        stream: None,
-        exp: now + 600,
-        nbf: None,
-        iat: Some(now),
-        iss: None,
-        aud: None,
-    })
-    .expect("mint")
+    mint_token(SECRET, "tester", None, &[Role::Admin])
 }
 
 /// A `zenlive` process on `s3` with its own spool; `record` turns recording on.
@@ -110,18 +93,6 @@ async fn wait_recording(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Runs `program` with `args` (bounded in time); answers (success, stdout, stderr).
-async fn run(program: &str, args: &[&str]) -> (bool, String, String) {
-    require(program);
-    let out = Command::new(program).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("finished in time")
-        .expect("run");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 /// ffprobe's container duration of `input` (read with the input options `options`), in

@@ -1,5 +1,6 @@
 //! Helpers of the recording tests: a live FFmpeg publisher with a keyframe every second,
-//! the files a recorder left, and ffprobe's reading of a segment's video span.
+//! the files a recorder left, ffprobe's reading of a segment's video span, and a
+//! program run to its end.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -90,4 +91,16 @@ pub async fn video_span(file: &Path) -> (f64, f64) {
     }
     assert!(start.is_finite(), "{}: no video packets", file.display());
     (start, end - start)
+}
+
+/// Runs `program` with `args` (bounded in time); answers (success, stdout, stderr).
+pub async fn run(program: &str, args: &[&str]) -> (bool, String, String) {
+    require(program);
+    let out = Command::new(program).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("finished in time")
+        .expect("run");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
