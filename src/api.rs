@@ -49,15 +49,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             // The body is read before the handler checks the token: keep it small.
             web::resource("/api/v1/streams/{app}/{stream}/kick")
-                .app_data(web::JsonConfig::default().limit(MAX_KICK_BODY))
+                .app_data(json_body())
                 .route(web::post().to(kick)),
         )
         .service(
             web::resource("/api/v1/streams/{app}/{stream}/recording")
-                .app_data(web::JsonConfig::default().limit(MAX_KICK_BODY))
+                .app_data(json_body())
                 .route(web::get().to(recording))
                 .route(web::post().to(set_recording)),
         );
+}
+
+/// How a JSON body is read: small, and refused as a JSON error (`invalid_body`) like every
+/// other failure of the API.
+fn json_body() -> web::JsonConfig {
+    web::JsonConfig::default().limit(MAX_KICK_BODY).error_handler(|error, _req| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", error.to_string()).into()
+    })
 }
 
 /// What a call touches, for the token's scope.

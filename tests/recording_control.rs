@@ -163,7 +163,7 @@ async fn a_recording_starts_and_stops_by_name_and_on_the_deciders_word() {
 
     // Hostile and pointless requests get clear answers.
     let (status, body) = call(reqwest::Method::POST, &url, Some(json!({ "record": "yes" }))).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_body")), "{body}");
     let gone = http_url(&node, "/api/v1/streams/live/nobody/recording");
     let (status, body) = call(reqwest::Method::POST, &gone, Some(json!({ "record": true }))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("stream_not_found")), "{body}");
