@@ -11,13 +11,14 @@
 //! actions, since it is meant to stay private. Every failure is a JSON body with a stable
 //! `code` ([`ApiError`]).
 
+use actix::Handler;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use zenlive_actors::directory::StreamEntry;
-use zenlive_actors::stream::{GetStats, Kick, SetOutput};
-use zenlive_actors::{OutputChange, StatsSnapshot, StreamKey};
+use zenlive_actors::stream::{GetStats, Kick};
+use zenlive_actors::{OutputChange, RemoteMessage, StatsSnapshot, StreamActor, StreamKey};
 
 use crate::auth::{Action, Identity};
 use crate::context::NodeContext;
@@ -115,6 +116,20 @@ pub(crate) fn admit(
 }
 
 /// The answer for a by-name call to `key`'s owner that failed.
+/// Sends `msg` to the stream `key`'s owner, whichever node it is; its failure as an API
+/// error.
+async fn at_owner<M>(node: &NodeContext, key: &StreamKey, msg: M) -> Result<M::Result, ApiError>
+where
+    M: RemoteMessage,
+    StreamActor: Handler<M>,
+{
+    node.stream_routes
+        .get(&key.to_string())
+        .send(msg)
+        .await
+        .map_err(|error| owner_error(key, error))
+}
+
 fn owner_error(key: &StreamKey, error: RefError) -> ApiError {
     let message = format!("stream {key}: {error}");
     match error {
@@ -245,12 +260,7 @@ async fn details(
     let (app, stream) = path.into_inner();
     let key = stream_key(&app, &stream)?;
     admit(&node, &req, **access, false, Target::Stream(&key))?;
-    let stats = node
-        .stream_routes
-        .get(&key.to_string())
-        .send(GetStats)
-        .await
-        .map_err(|error| owner_error(&key, error))?;
+    let stats = at_owner(&node, &key, GetStats).await?;
     Ok(HttpResponse::Ok().json(describe_stats(&key, stats, **access)))
 }
 
@@ -285,12 +295,7 @@ async fn kick(
         reason.truncate(cut);
     }
     tracing::info!(stream = %key, %reason, "admin API: kick");
-    let kicked = node
-        .stream_routes
-        .get(&key.to_string())
-        .send(Kick { reason })
-        .await
-        .map_err(|error| owner_error(&key, error))?;
+    let kicked = at_owner(&node, &key, Kick { reason }).await?;
     Ok(HttpResponse::Ok().json(json!({ "name": key.to_string(), "kicked": kicked })))
 }
 
@@ -349,13 +354,7 @@ async fn set_recording(
     admit(&node, &req, **access, true, Target::Stream(&key))?;
     let on = body.into_inner().record;
     tracing::info!(stream = %key, record = on, "admin API: recording");
-    let request = SetOutput { output: RecorderOutput::NAME.to_owned(), on };
-    let change = node
-        .stream_routes
-        .get(&key.to_string())
-        .send(request)
-        .await
-        .map_err(|error| owner_error(&key, error))?;
+    let change = at_owner(&node, &key, RecorderOutput::request(on)).await?;
     let (recording, code) = match change {
         OutputChange::Started | OutputChange::AlreadyRunning => (true, None),
         OutputChange::Stopped | OutputChange::NotRunning => (false, None),

@@ -945,8 +945,7 @@ impl Node {
     /// (recording must be enabled there: `recording.enabled`); answers what that did.
     /// Stopping finishes the open segment first.
     pub async fn set_recording(&self, key: &StreamKey, on: bool) -> Result<OutputChange, RefError> {
-        let request = SetOutput { output: RecorderOutput::NAME.to_owned(), on };
-        self.stream_ref(key).send(request).await
+        self.stream_ref(key).send(RecorderOutput::request(on)).await
     }
 
     /// The registry of actor names (leases and fencing epochs).

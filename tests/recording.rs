@@ -42,11 +42,7 @@ async fn records_segments_in(format: &str, ext: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start_recording_node(&format!("recording-{format}"), dir.path(), format).await;
     let mut publisher = publish_live(&node.rtmp_url("live/rec"), 12, false);
-    let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
-        .await
-        .expect("the publisher finishes in time")
-        .expect("ffmpeg ran");
-    assert!(status.success(), "the publisher succeeded");
+    wait_publisher(&mut publisher, Duration::from_secs(60)).await;
     // The stream's end finalizes the open segment.
     wait_for("every segment to be finished", Duration::from_secs(20), || {
         files_under(dir.path(), ".part").is_empty() && files_under(dir.path(), ext).len() >= 3

@@ -133,11 +133,7 @@ async fn a_recording_is_listed_played_as_vod_and_cut_by_time() {
     );
     assert!(text.contains("#EXT-X-MAP:URI=\"0.mp4?s="), "segments carry a session: {text}");
 
-    let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
-        .await
-        .expect("the publisher finishes in time")
-        .expect("ffmpeg ran");
-    assert!(status.success());
+    wait_publisher(&mut publisher, Duration::from_secs(60)).await;
 
     // Finished: one recording of three segments with the right durations.
     let recording =

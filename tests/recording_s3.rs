@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 use common::recorded::*;
 use common::s3::{download, list, SeaweedFs, BUCKET};
 use common::*;
-use tokio::process::Child;
 use zenlive::config::StorageKind;
 use zenlive::{NodeBuilder, RecordingEvent, SegmentLocation};
 
@@ -70,14 +69,6 @@ async fn judge_bucket(client: &aws_sdk_s3::Client, prefix: &str, segment: f64) -
     timings.iter().map(|(_, (_, d))| d).sum()
 }
 
-async fn wait_publisher(mut publisher: Child, limit: Duration) {
-    let status = tokio::time::timeout(limit, publisher.wait())
-        .await
-        .expect("the publisher finishes in time")
-        .expect("ffmpeg ran");
-    assert!(status.success(), "the publisher succeeded");
-}
-
 /// A node's configuration (for one in this process) recording every stream in segments
 /// of `segment` to `s3`, its spool in `dir`.
 fn in_process_config(dir: &Path, s3: &SeaweedFs, segment: Duration) -> zenlive::Config {
@@ -103,8 +94,11 @@ async fn segments_are_uploaded_whole_in_order_and_leave_the_spool() {
     let spool = dir.path().join("spool");
     let node = start_node("s3-upload", &spool, &s3, &[("ZENLIVE_STORAGE_S3_PREFIX", "rec/")]).await;
     let started = std::time::Instant::now();
-    wait_publisher(publish_live(&node.rtmp_url("live/up"), 12, false), Duration::from_secs(60))
-        .await;
+    wait_publisher(
+        &mut publish_live(&node.rtmp_url("live/up"), 12, false),
+        Duration::from_secs(60),
+    )
+    .await;
     wait_metric(&node, "zenlive_recording_uploads_total", Duration::from_secs(30), |v| v >= 3.0)
         .await;
     let took = started.elapsed();
@@ -130,7 +124,7 @@ async fn s3_killed_and_restarted_loses_nothing_and_viewers_go_on() {
     let spool = dir.path().join("spool");
     let node = start_node("s3-outage", &spool, &s3, &[]).await;
     let url = node.rtmp_url("live/outage");
-    let publisher = publish_live(&url, 28, false);
+    let mut publisher = publish_live(&url, 28, false);
     let watched = dir.path().join("viewer.flv");
     let viewer = {
         let (url, watched) = (url.clone(), watched.clone());
@@ -152,7 +146,7 @@ async fn s3_killed_and_restarted_loses_nothing_and_viewers_go_on() {
     .await;
     let waiting = metric(&node, "zenlive_recording_upload_queue").await;
     s3.restart().await;
-    wait_publisher(publisher, Duration::from_secs(60)).await;
+    wait_publisher(&mut publisher, Duration::from_secs(60)).await;
     // The last segment is finished when the node sees the stream end, a moment after the
     // publisher exits: wait for all seven uploads, not only for an empty queue.
     wait_metric(&node, "zenlive_recording_uploads_total", Duration::from_secs(60), |v| v >= 7.0)
@@ -319,7 +313,7 @@ async fn hooks_hear_each_uploaded_segment_then_the_end() {
         .await
         .expect("node starts");
     let before = SystemTime::now();
-    wait_publisher(publish_live(&rtmp_url(&node, "hook"), 10, false), Duration::from_secs(60))
+    wait_publisher(&mut publish_live(&rtmp_url(&node, "hook"), 10, false), Duration::from_secs(60))
         .await;
     wait_for("the end event", Duration::from_secs(30), || {
         events.lock().expect("lock").iter().any(|e| matches!(e, RecordingEvent::Ended { .. }))
@@ -383,7 +377,8 @@ async fn a_segment_above_the_threshold_goes_up_in_parts_and_arrives_whole() {
         .start()
         .await
         .expect("node starts");
-    wait_publisher(publish_live(&rtmp_url(&node, "big"), 14, true), Duration::from_secs(60)).await;
+    wait_publisher(&mut publish_live(&rtmp_url(&node, "big"), 14, true), Duration::from_secs(60))
+        .await;
     wait_for("the end event", Duration::from_secs(60), || {
         events.lock().expect("lock").iter().any(|e| matches!(e, RecordingEvent::Ended { .. }))
     })
@@ -431,8 +426,11 @@ async fn signed_webhooks_tell_of_each_uploaded_segment_then_the_end() {
     config.webhooks.urls = vec![format!("http://{addr}/events")];
     config.webhooks.secret = SECRET.to_owned();
     let node = NodeBuilder::new(config).start().await.expect("node starts");
-    wait_publisher(publish_live(&rtmp_url(&node, "hooked"), 10, false), Duration::from_secs(60))
-        .await;
+    wait_publisher(
+        &mut publish_live(&rtmp_url(&node, "hooked"), 10, false),
+        Duration::from_secs(60),
+    )
+    .await;
     let recording = || -> Vec<common::webhooks::Received> {
         let log = log.lock();
         log.iter()

@@ -170,11 +170,7 @@ async fn a_recording_in_s3_plays_from_every_node_sharing_the_bucket() {
         assert!(text.contains("#EXT-X-MAP:URI=\"0.mp4\",BYTERANGE="), "{text}");
     }
 
-    let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
-        .await
-        .expect("the publisher finishes in time")
-        .expect("ffmpeg ran");
-    assert!(status.success());
+    wait_publisher(&mut publisher, Duration::from_secs(60)).await;
 
     // Finished: the node that did not record sees three segments, no longer live.
     let recording =

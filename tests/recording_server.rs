@@ -57,11 +57,7 @@ async fn streams_and_segments_land_in_postgres_and_the_bucket() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "HLS is served while the stream is recorded");
-    let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
-        .await
-        .expect("the publisher finishes in time")
-        .expect("ffmpeg ran");
-    assert!(status.success(), "the publisher succeeded");
+    wait_publisher(&mut publisher, Duration::from_secs(60)).await;
     // The stream's end, and its recording's (after the last upload).
     saw_all(&mut lines, &["stream-end live/demo", "recording-end live/demo"]).await;
 

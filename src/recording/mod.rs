@@ -62,6 +62,7 @@ pub mod writer;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use zenlive_actors::stream::SetOutput;
 use zenlive_actors::{FrameKind, FrameSink, Output, OutputStream, StreamKey};
 use zenlive_media::segment::SegmentFormat;
 use zenlive_media::MediaTime;
@@ -161,6 +162,11 @@ pub struct RecorderOutput(pub Arc<Recorder>);
 impl RecorderOutput {
     /// Its output name, what `SetOutput` asks for.
     pub const NAME: &'static str = "recorder";
+
+    /// The stream message that starts (`on`) or stops recording it, at its owner.
+    pub fn request(on: bool) -> SetOutput {
+        SetOutput { output: Self::NAME.to_owned(), on }
+    }
 }
 
 impl Output for RecorderOutput {

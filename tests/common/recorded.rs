@@ -104,3 +104,12 @@ pub async fn run(program: &str, args: &[&str]) -> (bool, String, String) {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
+
+/// Waits up to `limit` for `publisher` (FFmpeg) to finish, and checks it succeeded.
+pub async fn wait_publisher(publisher: &mut Child, limit: Duration) {
+    let status = tokio::time::timeout(limit, publisher.wait())
+        .await
+        .expect("the publisher finishes in time")
+        .expect("ffmpeg ran");
+    assert!(status.success(), "the publisher succeeded");
+}
