@@ -261,16 +261,31 @@ pub fn write_tag_parts(
     head: &[u8],
     body: &[u8],
 ) {
-    let size = ((head.len() + body.len()) as u32) & 0x00ff_ffff;
     out.reserve(15 + head.len() + body.len());
+    let previous = write_tag_head(out, tag_type, timestamp_ms, head, body.len());
+    out.put_slice(body);
+    out.put_u32(previous);
+}
+
+/// Appends a tag up to its body's `head`, for a body of `head` then `body_len` more bytes
+/// that the caller writes itself (so a payload need not be copied); answers the
+/// PreviousTagSize that goes after those bytes. Sizes as in [`write_tag_parts`].
+pub fn write_tag_head(
+    out: &mut BytesMut,
+    tag_type: TagType,
+    timestamp_ms: u32,
+    head: &[u8],
+    body_len: usize,
+) -> u32 {
+    let size = ((head.len() + body_len) as u32) & 0x00ff_ffff;
+    out.reserve(11 + head.len());
     out.put_u8(tag_type as u8);
     out.put_slice(&size.to_be_bytes()[1..]);
     out.put_slice(&timestamp_ms.to_be_bytes()[1..]);
     out.put_u8((timestamp_ms >> 24) as u8);
     out.put_slice(&[0, 0, 0]);
     out.put_slice(head);
-    out.put_slice(body);
-    out.put_u32(size + 11);
+    size + 11
 }
 
 #[cfg(test)]

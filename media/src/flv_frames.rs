@@ -10,8 +10,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::flv::{
-    parse_audio_tag, parse_video_tag, write_tag_parts, FlvError, TagType, FLV_AUDIO_FORMAT_AAC,
-    FLV_VIDEO_CODEC_AVC,
+    parse_audio_tag, parse_video_tag, write_tag_head, write_tag_parts, FlvError, TagType,
+    FLV_AUDIO_FORMAT_AAC, FLV_VIDEO_CODEC_AVC,
 };
 use crate::frame::{Codec, CodecConfig, FrameKind, MediaFrame};
 use crate::time::{MediaTime, Unwrapper};
@@ -226,6 +226,21 @@ pub fn write_frame_tag(out: &mut BytesMut, frame: &MediaFrame) -> bool {
     let tag = tag_type(frame.kind());
     write_tag_parts(out, tag, frame.dts().as_rtmp_millis(), head.as_slice(), frame.payload());
     true
+}
+
+/// Appends `frame`'s tag up to its payload, which the caller writes next, followed by the
+/// PreviousTagSize answered (see [`crate::flv::write_tag_head`]); `None` (nothing
+/// written) when FLV cannot carry the frame.
+pub fn write_frame_tag_head(out: &mut BytesMut, frame: &MediaFrame) -> Option<u32> {
+    let head = frame_body_header(frame)?;
+    let tag = tag_type(frame.kind());
+    Some(write_tag_head(
+        out,
+        tag,
+        frame.dts().as_rtmp_millis(),
+        head.as_slice(),
+        frame.payload().len(),
+    ))
 }
 
 /// Appends `config` as an FLV sequence-header tag; false when FLV cannot carry it.

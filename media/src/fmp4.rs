@@ -1,7 +1,8 @@
 //! A fragmented MP4 writer for one H.264 and one AAC track, sans-IO: frames in, bytes out.
 //!
 //! A file is an init segment (`ftyp` + `moov` with `mvex`) followed by fragments (`moof` +
-//! `mdat`), each handed out as one buffer so that its writer does one write per fragment:
+//! `mdat`), each handed out as one [`Chunk`] (the `moof`, then the samples' own buffers:
+//! no media is copied) so that its writer does one vectored write per fragment:
 //! a file torn by a crash loses at most its last fragment, and every complete fragment
 //! before it plays. The boxes are `mp4-atom`'s; only their values are decided here.
 //!
@@ -11,15 +12,16 @@
 //! track; the last one of a file gets the gap to the frame that starts the next file (see
 //! [`Fmp4Writer::finish`]), or the track's usual frame duration.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use mp4_atom::{
-    Atom, Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd, Minf,
-    Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun,
+    Atom, Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Mdhd, Mdia, Mfhd, Minf, Moof,
+    Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun,
     TrunEntry, Url, Visual, Vmhd,
 };
 
 use crate::aac::AudioSpecificConfig;
 use crate::avc::AvcDecoderConfig;
+use crate::chunk::Chunk;
 use crate::frame::{Codec, CodecConfig, FrameKind, MediaFrame};
 use crate::time::MediaTime;
 
@@ -35,6 +37,8 @@ const DEFAULT_VIDEO_DURATION: u32 = VIDEO_TIMESCALE / 30;
 const SYNC_SAMPLE: u32 = 0x0200_0000;
 /// `sample_flags` of a non-sync sample: depends on others, `sample_is_non_sync_sample`.
 const NON_SYNC_SAMPLE: u32 = 0x0101_0000;
+/// An `mdat` box's header: its 32-bit size and its type.
+const MDAT_HEADER: usize = 8;
 
 /// Why a file could not be started or a frame not written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +62,10 @@ pub enum Fmp4Error {
         /// The track's last decode time.
         last: MediaTime,
     },
+    /// A fragment's media does not fit the 32-bit sizes and offsets it is described with
+    /// (2 GiB; a fragment is about a second).
+    #[error("a fragment too large to describe")]
+    TooLarge,
     /// `mp4-atom` refused to encode a box.
     #[error("mp4 encoding: {0}")]
     Encode(String),
@@ -260,7 +268,7 @@ impl Fmp4Writer {
 
     /// Adds `frame` (whose configuration must be the file's: a new one needs a new file);
     /// answers a complete fragment when one is due (about every `fragment` of media).
-    pub fn push(&mut self, frame: &MediaFrame) -> Result<Option<Bytes>, Fmp4Error> {
+    pub fn push(&mut self, frame: &MediaFrame) -> Result<Option<Chunk>, Fmp4Error> {
         let track = match frame.kind() {
             FrameKind::Video => self.video.as_mut().ok_or(Fmp4Error::NoTrack("video"))?,
             FrameKind::Audio => self.audio.as_mut().ok_or(Fmp4Error::NoTrack("audio"))?,
@@ -278,7 +286,7 @@ impl Fmp4Writer {
     /// Ends the file: the last samples get their durations (video: the gap to
     /// `next_video`, the decode time of the frame that starts the next file, if known)
     /// and go out in a last fragment.
-    pub fn finish(&mut self, next_video: Option<MediaTime>) -> Result<Option<Bytes>, Fmp4Error> {
+    pub fn finish(&mut self, next_video: Option<MediaTime>) -> Result<Option<Chunk>, Fmp4Error> {
         if let Some(video) = &mut self.video {
             video.close(next_video.map(|t| t.as_ticks(VIDEO_TIMESCALE)));
         }
@@ -291,7 +299,7 @@ impl Fmp4Writer {
 
     /// A `moof` + `mdat` of every sample whose duration is known, or `None` if there is
     /// none.
-    fn fragment(&mut self) -> Result<Option<Bytes>, Fmp4Error> {
+    fn fragment(&mut self) -> Result<Option<Chunk>, Fmp4Error> {
         let runs: Vec<(u32, Vec<Sample>)> = [self.video.as_mut(), self.audio.as_mut()]
             .into_iter()
             .flatten()
@@ -307,11 +315,12 @@ impl Fmp4Writer {
 }
 
 /// A `moof` + `mdat` numbered `sequence` carrying `runs` (per track id, samples whose
-/// durations are known), in one buffer. Shared with [`crate::fmp4_cut`].
+/// durations are known): the `moof` and the `mdat`'s header in one buffer, then the
+/// samples' own buffers (nothing copied). Shared with [`crate::fmp4_cut`].
 pub(crate) fn encode_fragment(
     sequence: u32,
     runs: &[(u32, Vec<Sample>)],
-) -> Result<Bytes, Fmp4Error> {
+) -> Result<Chunk, Fmp4Error> {
     let mut moof = Moof {
         mfhd: Mfhd { sequence_number: sequence },
         traf: runs.iter().map(|(id, samples)| traf(*id, samples)).collect(),
@@ -320,22 +329,24 @@ pub(crate) fn encode_fragment(
     // not depend on the offsets' values, so encode once to measure, then for real.
     let mut measure = Vec::new();
     moof.encode(&mut measure)?;
-    let mut offset = measure.len() + 8;
+    let mut offset = measure.len() + MDAT_HEADER;
     for (traf, (_, samples)) in moof.traf.iter_mut().zip(runs) {
         for trun in &mut traf.trun {
-            trun.data_offset = Some(i32::try_from(offset).unwrap_or(i32::MAX));
+            trun.data_offset = Some(i32::try_from(offset).map_err(|_| Fmp4Error::TooLarge)?);
         }
         offset += samples.iter().map(|s| s.data.len()).sum::<usize>();
     }
-    let data_len = offset - measure.len() - 8;
-    let mut data = Vec::with_capacity(data_len);
+    let mdat_size = u32::try_from(offset - measure.len()).map_err(|_| Fmp4Error::TooLarge)?;
+    let mut head = BytesMut::with_capacity(measure.len() + MDAT_HEADER);
+    moof.encode(&mut head)?;
+    head.put_u32(mdat_size);
+    head.put_slice(b"mdat");
+    let mut chunk = Chunk::new();
+    chunk.push(head.freeze());
     for sample in runs.iter().flat_map(|(_, s)| s) {
-        data.extend_from_slice(&sample.data);
+        chunk.push(sample.data.clone());
     }
-    let mut out = BytesMut::with_capacity(offset);
-    moof.encode(&mut out)?;
-    Mdat { data }.encode(&mut out)?;
-    Ok(out.freeze())
+    Ok(chunk)
 }
 
 fn traf(track_id: u32, samples: &[Sample]) -> Traf {
@@ -553,9 +564,9 @@ mod tests {
     ) -> Vec<Bytes> {
         let mut chunks = vec![writer.init()];
         for frame in frames {
-            chunks.extend(writer.push(frame).expect("push"));
+            chunks.extend(writer.push(frame).expect("push").map(|c| c.to_bytes()));
         }
-        chunks.extend(writer.finish(next).expect("finish"));
+        chunks.extend(writer.finish(next).expect("finish").map(|c| c.to_bytes()));
         chunks
     }
 
@@ -637,10 +648,13 @@ mod tests {
         let mut chunks = vec![writer.init()];
         for n in 0..100 {
             chunks.extend(
-                writer.push(&audio(&a, MediaTime::from_ticks(n * 1024, 44_100))).expect("audio"),
+                writer
+                    .push(&audio(&a, MediaTime::from_ticks(n * 1024, 44_100)))
+                    .expect("audio")
+                    .map(|c| c.to_bytes()),
             );
         }
-        chunks.extend(writer.finish(None).expect("finish"));
+        chunks.extend(writer.finish(None).expect("finish").map(|c| c.to_bytes()));
         let total: u64 = runs(&chunks).iter().map(|r| r.2).sum();
         assert_eq!(total, 100 * 1024, "every AAC frame lasts 1024 samples");
         let err = writer.push(&video(&avc_config(), 0, 0, true)).expect_err("no video track");
@@ -677,7 +691,7 @@ mod tests {
         writer.push(&video(&v, 0, 80, true)).expect("key");
         writer.push(&video(&v, 40, -20, false)).expect("b");
         let chunk = writer.finish(None).expect("finish").expect("fragment");
-        let all = boxes(&chunk);
+        let all = boxes(&chunk.to_bytes());
         let Any::Moof(moof) = &all[0] else { panic!("moof") };
         let cts: Vec<i64> =
             moof.traf[0].trun[0].samples.iter().map(|e| e.cts.unwrap_or(0)).collect();

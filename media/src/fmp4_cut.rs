@@ -357,7 +357,9 @@ pub fn cut(files: &[Bytes], from: MediaTime, to: MediaTime) -> Result<Cut, CutEr
             continue;
         }
         sequence += 1;
-        out.extend_from_slice(&encode_fragment(sequence, &runs)?);
+        for part in encode_fragment(sequence, &runs)?.parts() {
+            out.extend_from_slice(part);
+        }
     }
     Ok(Cut { bytes: Bytes::from(out), start, duration: end })
 }
@@ -380,12 +382,12 @@ mod tests {
         let mut out = writer.init().to_vec();
         for frame in av(v, &aac_config(), from_ms, seconds) {
             if let Some(chunk) = writer.push(&frame).expect("push") {
-                out.extend_from_slice(&chunk);
+                out.extend_from_slice(&chunk.to_bytes());
             }
         }
         let next = MediaTime::from_millis(from_ms + seconds * 1000);
         if let Some(chunk) = writer.finish(Some(next)).expect("finish") {
-            out.extend_from_slice(&chunk);
+            out.extend_from_slice(&chunk.to_bytes());
         }
         Bytes::from(out)
     }

@@ -30,6 +30,7 @@
 
 pub mod aac;
 pub mod avc;
+pub mod chunk;
 pub mod flv;
 pub mod flv_frames;
 pub mod fmp4;

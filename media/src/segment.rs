@@ -2,23 +2,28 @@
 //! MP4 ([`crate::fmp4`]), MPEG-TS ([`crate::ts`]) or FLV ([`crate::flv`]).
 //!
 //! A [`SegmentWriter`] takes the frames of one segment and hands out the file's bytes in
-//! chunks of about a fragment's worth of media each (the first one starts with the file's
-//! header), so its caller writes each chunk with one write: a file torn by a crash ends on
+//! [`Chunk`]s of about a fragment's worth of media each (the first one starts with the
+//! file's header), so its caller writes each chunk with one (vectored) write. fMP4 and FLV
+//! chunks hold the frames' own payloads, not copies. A file torn by a crash ends on
 //! a chunk boundary at worst, and every complete chunk before it plays. Whether a segment
 //! starts on a keyframe, and when to cut, is the caller's decision; a writer only checks
 //! that each frame fits the file (its track and configuration exist, its time does not go
 //! back) and says so otherwise.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::aac::{adts_header, AudioSpecificConfig};
 use crate::avc::{to_annexb, AvcDecoderConfig};
+use crate::chunk::Chunk;
 use crate::flv::flv_file_header;
-use crate::flv_frames::{write_config_tag, write_frame_tag};
+use crate::flv_frames::{write_config_tag, write_frame_tag_head};
 use crate::fmp4::{Fmp4Error, Fmp4Writer};
 use crate::frame::{Codec, CodecConfig, FrameKind, MediaFrame};
 use crate::time::MediaTime;
 use crate::ts::{Tracks, TsMuxer};
+
+/// Bytes reserved at a time for FLV tag headers (about a second of them).
+const FLV_HEADS_BLOCK: usize = 4096;
 
 /// A segment's container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +76,7 @@ impl From<Fmp4Error> for SegmentError {
             Fmp4Error::NoTrack(kind) => Self::TrackMismatch(kind),
             Fmp4Error::Backwards { kind, .. } => Self::Backwards(kind),
             Fmp4Error::Encode(why) => Self::BadFrame(why),
+            Fmp4Error::TooLarge => Self::BadFrame(Fmp4Error::TooLarge.to_string()),
         }
     }
 }
@@ -89,8 +95,10 @@ pub struct SegmentWriter {
     container: Container,
     video: Option<CodecConfig>,
     audio: Option<CodecConfig>,
-    /// Bytes of the chunk being gathered (TS and FLV; fMP4 gathers samples itself).
-    chunk: BytesMut,
+    /// Bytes the muxer writes itself (TS packets; FLV tag headers), not yet in `gathered`.
+    muxed: BytesMut,
+    /// The chunk being gathered (TS and FLV; fMP4 gathers samples itself).
+    gathered: Chunk,
     /// The file's header, until it goes out with the first chunk.
     header: Option<Bytes>,
     fragment: MediaTime,
@@ -149,7 +157,8 @@ impl SegmentWriter {
             container,
             video,
             audio,
-            chunk: BytesMut::new(),
+            muxed: BytesMut::new(),
+            gathered: Chunk::new(),
             header,
             fragment,
             chunk_start: None,
@@ -196,7 +205,7 @@ impl SegmentWriter {
 
     /// Adds `frame` (script data is left out); answers a chunk to write when one is
     /// complete. On an error nothing was written and the frame belongs in another segment.
-    pub fn push(&mut self, frame: &MediaFrame) -> Result<Option<Bytes>, SegmentError> {
+    pub fn push(&mut self, frame: &MediaFrame) -> Result<Option<Chunk>, SegmentError> {
         if frame.kind() == FrameKind::Data {
             return Ok(None);
         }
@@ -210,24 +219,33 @@ impl SegmentWriter {
                     avc.as_ref(),
                     aac.as_ref(),
                     frame,
-                    &mut self.chunk,
+                    &mut self.muxed,
                     &mut self.scratch,
                 )?;
                 None
             }
             Container::Flv => {
                 if self.first.is_none() {
-                    self.chunk.extend_from_slice(&flv_file_header(
+                    self.muxed.extend_from_slice(&flv_file_header(
                         self.audio.is_some(),
                         self.video.is_some(),
                     ));
                     for config in self.video.iter().chain(&self.audio) {
                         let stamped =
                             CodecConfig::new(config.codec(), config.record().clone(), dts);
-                        write_config_tag(&mut self.chunk, &stamped);
+                        write_config_tag(&mut self.muxed, &stamped);
                     }
                 }
-                write_frame_tag(&mut self.chunk, frame);
+                // Tag headers are small: room for many at once, so they do not each
+                // allocate.
+                if self.muxed.capacity() - self.muxed.len() < 64 {
+                    self.muxed.reserve(FLV_HEADS_BLOCK);
+                }
+                if let Some(previous) = write_frame_tag_head(&mut self.muxed, frame) {
+                    self.gathered.push(self.muxed.split().freeze());
+                    self.gathered.push(frame.payload().clone());
+                    self.muxed.put_u32(previous);
+                }
                 None
             }
         };
@@ -242,34 +260,36 @@ impl SegmentWriter {
     }
 
     /// The gathered chunk (TS, FLV) when it spans a fragment's worth of media.
-    fn chunk_due(&mut self, dts: MediaTime) -> Option<Bytes> {
+    fn chunk_due(&mut self, dts: MediaTime) -> Option<Chunk> {
         if matches!(self.container, Container::Fmp4(_)) {
             return None;
         }
         let start = *self.chunk_start.get_or_insert(dts);
-        if dts - start < self.fragment || self.chunk.is_empty() {
+        if dts - start < self.fragment || (self.muxed.is_empty() && self.gathered.is_empty()) {
             return None;
         }
         self.chunk_start = Some(dts);
-        Some(self.chunk.split().freeze())
+        Some(self.take_gathered())
     }
 
-    fn with_header(&mut self, chunk: Bytes) -> Bytes {
-        match self.header.take() {
-            Some(header) => {
-                let mut out = BytesMut::with_capacity(header.len() + chunk.len());
-                out.extend_from_slice(&header);
-                out.extend_from_slice(&chunk);
-                out.freeze()
-            }
-            None => chunk,
+    /// Everything gathered so far, as one chunk.
+    fn take_gathered(&mut self) -> Chunk {
+        let mut chunk = self.gathered.take();
+        chunk.push(self.muxed.split().freeze());
+        chunk
+    }
+
+    fn with_header(&mut self, mut chunk: Chunk) -> Chunk {
+        if let Some(header) = self.header.take() {
+            chunk.prepend(header);
         }
+        chunk
     }
 
     /// Ends the segment; answers its last chunk, if any. `next_video` is the decode time
     /// of the frame that starts the next segment, when there is one: the last video
     /// frame lasts until then.
-    pub fn finish(&mut self, next_video: Option<MediaTime>) -> Result<Option<Bytes>, SegmentError> {
+    pub fn finish(&mut self, next_video: Option<MediaTime>) -> Result<Option<Chunk>, SegmentError> {
         if let Some(next) = next_video {
             self.end = self.end.max(next);
         }
@@ -279,8 +299,8 @@ impl SegmentWriter {
                 self.end = self.end.max(self.first.unwrap_or(MediaTime::ZERO) + writer.duration());
                 last
             }
-            _ if self.chunk.is_empty() => None,
-            _ => Some(self.chunk.split().freeze()),
+            _ if self.muxed.is_empty() && self.gathered.is_empty() => None,
+            _ => Some(self.take_gathered()),
         };
         Ok(last.map(|c| self.with_header(c)))
     }
@@ -352,9 +372,9 @@ mod tests {
         let mut writer = SegmentWriter::new(format, Some(&v), Some(&a), SECOND).expect("writer");
         let mut chunks = Vec::new();
         for frame in frames {
-            chunks.extend(writer.push(frame).expect("push"));
+            chunks.extend(writer.push(frame).expect("push").map(|c| c.to_bytes()));
         }
-        chunks.extend(writer.finish(None).expect("finish"));
+        chunks.extend(writer.finish(None).expect("finish").map(|c| c.to_bytes()));
         (writer, chunks)
     }
 
@@ -372,6 +392,30 @@ mod tests {
             }
             assert_eq!(writer.start(), Some(MediaTime::from_millis(2000)));
             assert!(writer.duration() >= MediaTime::from_millis(2960), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn fmp4_and_flv_chunks_hold_the_frames_own_payloads_not_copies() {
+        let frames = av(&avc_config(), &aac_config(), 0, 3);
+        for format in [SegmentFormat::Fmp4, SegmentFormat::Flv] {
+            let (v, a) = (avc_config(), aac_config());
+            let mut writer =
+                SegmentWriter::new(format, Some(&v), Some(&a), SECOND).expect("writer");
+            let mut parts = Vec::new();
+            for frame in &frames {
+                if let Some(chunk) = writer.push(frame).expect("push") {
+                    parts.extend(chunk.parts().iter().map(|p| p.as_ptr()));
+                }
+            }
+            let last = writer.finish(None).expect("finish").expect("a last chunk");
+            parts.extend(last.parts().iter().map(|p| p.as_ptr()));
+            for frame in &frames {
+                assert!(
+                    parts.contains(&frame.payload().as_ptr()),
+                    "{format:?}: a frame's payload was copied"
+                );
+            }
         }
     }
 

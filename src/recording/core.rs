@@ -19,8 +19,8 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use zenlive_actors::{Codec, CodecConfig, FrameKind, MediaFrame};
+use zenlive_media::chunk::Chunk;
 use zenlive_media::segment::{SegmentFormat, SegmentWriter};
 use zenlive_media::MediaTime;
 
@@ -41,8 +41,8 @@ pub enum Effect {
         /// Wall-clock time of the segment's first frame.
         wall: SystemTime,
     },
-    /// Append these bytes to the open file (one write).
-    Write(Bytes),
+    /// Append these bytes to the open file (one vectored write).
+    Write(Chunk),
     /// The open file is complete.
     Close {
         /// Its first frame's decode time on the stream's clock.
@@ -237,6 +237,8 @@ impl RecorderCore {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     /// x264's 320x240 High-profile sequence header.

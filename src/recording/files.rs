@@ -11,12 +11,13 @@
 //! live process holds locked is left alone.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use zenlive_actors::StreamKey;
+use zenlive_media::chunk::Chunk;
 use zenlive_media::segment::SegmentFormat;
 use zenlive_media::MediaTime;
 
@@ -128,10 +129,11 @@ impl SegmentFiles {
         })
     }
 
-    /// Appends `chunk` to the open segment (one write).
-    pub fn write(&mut self, chunk: &[u8]) -> Result<u64, FileError> {
+    /// Appends `chunk` to the open segment (one vectored write, a few for a chunk of
+    /// many buffers).
+    pub fn write(&mut self, chunk: &Chunk) -> Result<u64, FileError> {
         let Some(open) = &mut self.open else { return Ok(0) };
-        open.file.write_all(chunk).map_err(err("write", &open.part))?;
+        chunk.write_to(&mut open.file).map_err(err("write", &open.part))?;
         open.bytes += chunk.len() as u64;
         Ok(chunk.len() as u64)
     }
@@ -325,6 +327,8 @@ pub(crate) fn fmp4_for_tests(fragments: usize, torn: usize) -> (Vec<u8>, usize) 
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::recording::storage::LocalStorage;
 
@@ -364,7 +368,7 @@ mod tests {
         let mut files = SegmentFiles::new(key, "mp4", template, storage);
         files.open(SystemTime::UNIX_EPOCH).expect("open");
         let (bytes, _) = fmp4_for_tests(1, 10);
-        files.write(&bytes).expect("write");
+        files.write(&Chunk::from(Bytes::from(bytes.clone()))).expect("write");
         let part = files.current().expect("open").to_owned();
         // The writer's open file holds the lock, as another process's would.
         assert_eq!(recover_part(&part).expect("checked"), Recovery::InUse);
@@ -384,7 +388,7 @@ mod tests {
         files.open(wall).expect("open");
         let part = files.current().expect("open file").to_owned();
         assert!(part.to_string_lossy().ends_with("1970-01-01_00-00-00.mp4.part"));
-        files.write(b"abc").expect("write");
+        files.write(&Chunk::from(Bytes::from_static(b"abc"))).expect("write");
         let done = files
             .close(MediaTime::ZERO, MediaTime::from_millis(4000))
             .expect("close")

@@ -1,6 +1,10 @@
 //! The recorder's end of its stream session: a [`FrameSink`] that never blocks the event
-//! loop. It hands each frame (a reference, not a copy) to the stream's writer thread
-//! through a bounded queue; when the queue is full (the disk is slower than the stream) it
+//! loop. It hands frames (references, not copies) to the stream's writer thread through a
+//! bounded queue, in batches of about [`BATCH_SPAN`] of media so that the writer wakes a
+//! few times a second rather than for every frame (the writer writes about a second at a
+//! time anyway, so this keeps nothing from the disk longer). The queue's byte bound
+//! counts a batch's frames as they are taken. When the queue is full (the disk is slower
+//! than the stream) it
 //! answers [`Offer::Full`], so the session skips to the next keyframe, counts the overflow
 //! and logs it once, and the next frame it hands over carries the news, so the writer ends
 //! the segment there and begins a new one at that keyframe. A recording stopped on request
@@ -12,14 +16,18 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use zenlive_actors::{CodecConfig, FrameKind, FrameSink, MediaFrame, Offer, StreamKey};
+use zenlive_actors::{CodecConfig, FrameKind, FrameSink, MediaFrame, MediaTime, Offer, StreamKey};
 
 use super::actor::Active;
 use super::counters::RecordingCounters;
-use super::writer::{Msg, WriterState};
+use super::writer::{Msg, Queued, WriterState};
 
 /// Most payload bytes queued for one stream's writer: about 30 s of a 8 Mbit/s stream.
 pub const MAX_QUEUED_BYTES: usize = 32 << 20;
+/// Media gathered before a batch goes to the writer.
+pub const BATCH_SPAN: MediaTime = MediaTime::from_millis(250);
+/// Most frames in one batch (a stream of many small frames, or time standing still).
+const BATCH_FRAMES: usize = 128;
 
 /// See the module docs.
 pub struct RecorderSink {
@@ -30,6 +38,9 @@ pub struct RecorderSink {
     counters: RecordingCounters,
     /// Frames were refused since the last one handed over.
     gap: bool,
+    /// Frames taken and not yet handed over, and the decode time of the first.
+    batch: Vec<Queued>,
+    batch_start: Option<MediaTime>,
 }
 
 impl RecorderSink {
@@ -41,7 +52,45 @@ impl RecorderSink {
         active: Arc<Active>,
         counters: RecordingCounters,
     ) -> Self {
-        Self { key, tx: Some(tx), state, active, counters, gap: false }
+        Self {
+            key,
+            tx: Some(tx),
+            state,
+            active,
+            counters,
+            gap: false,
+            batch: Vec::new(),
+            batch_start: None,
+        }
+    }
+
+    /// Hands the batch to the writer. A queue full of batches (the byte bound normally
+    /// comes first) loses the batch: counted and logged as an overflow, and the gap ends
+    /// the segment there.
+    fn flush(&mut self) -> Offer {
+        self.batch_start = None;
+        if self.batch.is_empty() {
+            return Offer::Accepted(0);
+        }
+        let Some(tx) = &self.tx else { return Offer::Closed };
+        let batch = std::mem::take(&mut self.batch);
+        match tx.try_send(Msg::Frames(batch)) {
+            Ok(()) => Offer::Accepted(0),
+            Err(TrySendError::Full(Msg::Frames(lost))) => {
+                let bytes: usize = lost.iter().map(|q| q.frame.payload().len()).sum();
+                self.state.queued.fetch_sub(bytes, Ordering::AcqRel);
+                self.full()
+            }
+            Err(TrySendError::Full(_)) => self.full(),
+            Err(TrySendError::Disconnected(_)) => self.writer_gone(),
+        }
+    }
+
+    /// Hands over what is gathered and lets go of the writer, which finishes the open
+    /// segment and ends.
+    fn close(&mut self) {
+        let _ = self.flush();
+        self.tx = None;
     }
 
     fn full(&mut self) -> Offer {
@@ -64,44 +113,59 @@ impl RecorderSink {
     }
 }
 
+impl Drop for RecorderSink {
+    fn drop(&mut self) {
+        // Dropped without `finish` (its session is gone): what was taken still goes to the
+        // writer. Nothing here may panic.
+        if let Some(tx) = &self.tx {
+            if !self.batch.is_empty() {
+                let _ = tx.try_send(Msg::Frames(std::mem::take(&mut self.batch)));
+            }
+        }
+    }
+}
+
 impl FrameSink for RecorderSink {
     fn offer(&mut self, frame: &MediaFrame) -> Offer {
         if frame.kind() == FrameKind::Data {
             return Offer::Accepted(0);
         }
-        let Some(tx) = &self.tx else { return Offer::Closed };
+        if self.tx.is_none() {
+            return Offer::Closed;
+        }
         if self.active.stop_requested() {
-            // Dropping the sender lets the writer finish the open segment and end.
             self.state.stop_requested.store(true, Ordering::Release);
-            self.tx = None;
+            self.close();
             return Offer::Closed;
         }
         let len = frame.payload().len();
         if self.state.queued.load(Ordering::Acquire) + len > MAX_QUEUED_BYTES {
             return self.full();
         }
-        let msg =
-            Msg::Frame { frame: frame.clone(), wall: SystemTime::now(), gap_before: self.gap };
-        // Counted before sending, so the writer's subtraction never comes first.
+        // Counted when taken, so the writer's subtraction never comes first.
         self.state.queued.fetch_add(len, Ordering::AcqRel);
-        match tx.try_send(msg) {
-            Ok(()) => {
-                self.gap = false;
-                Offer::Accepted(len)
-            }
-            Err(error) => {
-                self.state.queued.fetch_sub(len, Ordering::AcqRel);
-                match error {
-                    TrySendError::Full(_) => self.full(),
-                    TrySendError::Disconnected(_) => self.writer_gone(),
-                }
+        self.batch.push(Queued {
+            frame: frame.clone(),
+            wall: SystemTime::now(),
+            gap_before: self.gap,
+        });
+        self.gap = false;
+        let start = *self.batch_start.get_or_insert(frame.dts());
+        if frame.dts() - start >= BATCH_SPAN || self.batch.len() >= BATCH_FRAMES {
+            match self.flush() {
+                Offer::Accepted(_) => {}
+                refused => return refused,
             }
         }
+        Offer::Accepted(len)
     }
 
     fn offer_config(&mut self, config: &CodecConfig) -> Offer {
         // Frames carry their configuration too, so a declaration lost to a full queue
-        // costs nothing.
+        // costs nothing. The frames before it go first.
+        if let Offer::Closed = self.flush() {
+            return Offer::Closed;
+        }
         if let Some(tx) = &self.tx {
             if let Err(TrySendError::Disconnected(_)) = tx.try_send(Msg::Declare(config.clone())) {
                 return self.writer_gone();
@@ -112,6 +176,6 @@ impl FrameSink for RecorderSink {
 
     fn finish(&mut self, _reason: &str) {
         // Dropping the sender lets the writer drain its queue and finalize the segment.
-        self.tx = None;
+        self.close();
     }
 }

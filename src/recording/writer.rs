@@ -42,15 +42,18 @@ use super::files::{FileError, SegmentFiles};
 pub enum Msg {
     /// A track's configuration, as declared.
     Declare(CodecConfig),
-    /// A frame, when it came, and whether frames were lost just before it.
-    Frame {
-        /// The frame.
-        frame: MediaFrame,
-        /// Wall-clock time it was taken.
-        wall: SystemTime,
-        /// Frames were dropped (queue full) before this one.
-        gap_before: bool,
-    },
+    /// Frames in order (a batch, so the writer wakes a few times a second, not per frame).
+    Frames(Vec<Queued>),
+}
+
+/// One frame for the writer.
+pub struct Queued {
+    /// The frame.
+    pub frame: MediaFrame,
+    /// Wall-clock time it was taken.
+    pub wall: SystemTime,
+    /// Frames were dropped (queue full) before this one.
+    pub gap_before: bool,
 }
 
 /// What the writer thread tells its sink and the recorder actor.
@@ -242,15 +245,20 @@ impl Writer {
         for msg in rx.iter() {
             match msg {
                 Msg::Declare(config) => self.core.declare(&config),
-                Msg::Frame { frame, wall, gap_before } => {
-                    self.state.queued.fetch_sub(frame.payload().len(), Ordering::AcqRel);
-                    if faults::fire(Fault::RecorderPanic) {
-                        panic!("fault injection: a recorder writer thread panics");
+                Msg::Frames(frames) => {
+                    for Queued { frame, wall, gap_before } in frames {
+                        self.state.queued.fetch_sub(frame.payload().len(), Ordering::AcqRel);
+                        if faults::fire(Fault::RecorderPanic) {
+                            panic!("fault injection: a recorder writer thread panics");
+                        }
+                        if gap_before {
+                            self.core.interrupt(&mut effects);
+                        }
+                        self.core.push(&frame, wall, &mut effects);
+                        // Media is written as it is cut: frames are not kept past their
+                        // chunk.
+                        self.apply(&mut effects)?;
                     }
-                    if gap_before {
-                        self.core.interrupt(&mut effects);
-                    }
-                    self.core.push(&frame, wall, &mut effects);
                 }
             }
             self.apply(&mut effects)?;
