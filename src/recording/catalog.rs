@@ -48,8 +48,10 @@ pub const CATALOG_DIR: &str = ".catalog";
 pub const RECORD_VERSION: u32 = 1;
 /// Largest sidecar read (they are a few hundred bytes).
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
-/// Most bytes read from a segment's head to find its init section.
+/// Largest init section indexed (they are about a kilobyte).
 const MAX_INIT_BYTES: u64 = 1 << 20;
+/// Bytes first read from a segment's head to find its init section.
+const INIT_PROBE_BYTES: u64 = 16 << 10;
 
 /// A recording's id: its stream's start time. See the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -478,11 +480,23 @@ impl CatalogWriter {
     }
 }
 
-/// The length and digest of an fMP4 file's init section.
+/// The length and digest of an fMP4 file's init section. Reads its first
+/// [`INIT_PROBE_BYTES`] and, for a larger init section, the rest of it only: a segment's
+/// head is not read whole (a megabyte per segment on every writer thread was most of the
+/// memory recording cost).
 fn init_of(path: &Path) -> io::Result<(Option<u64>, Option<String>)> {
-    let mut head = Vec::new();
-    File::open(path)?.take(MAX_INIT_BYTES).read_to_end(&mut head)?;
-    let Some(len) = zenlive_media::fmp4_cut::init_len(&head) else { return Ok((None, None)) };
+    let mut file = File::open(path)?;
+    let mut head = Vec::with_capacity(INIT_PROBE_BYTES as usize);
+    (&mut file).take(INIT_PROBE_BYTES).read_to_end(&mut head)?;
+    let Some(len) = zenlive_media::fmp4_cut::init_len(&head).filter(|&n| n <= MAX_INIT_BYTES)
+    else {
+        return Ok((None, None));
+    };
+    let missing = len.saturating_sub(head.len() as u64);
+    if missing > 0 {
+        head.reserve_exact(missing as usize);
+        file.take(missing).read_to_end(&mut head)?;
+    }
     let Some(init) = usize::try_from(len).ok().and_then(|n| head.get(..n)) else {
         return Ok((None, None));
     };
@@ -555,6 +569,29 @@ pub trait SegmentIndexer: Send + Sync + 'static {
 mod tests {
     use super::*;
     use crate::recording::storage::LocalStorage;
+
+    #[test]
+    fn an_init_section_larger_than_the_first_read_is_read_whole_and_no_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mp4_box = |kind: &[u8; 4], body: usize| {
+            let mut b = ((8 + body) as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(kind);
+            b.extend((0..body).map(|i| (i % 251) as u8));
+            b
+        };
+        let moov_body = INIT_PROBE_BYTES as usize * 3;
+        let init = [mp4_box(b"ftyp", 16), mp4_box(b"moov", moov_body)].concat();
+        let file = dir.path().join("big-init.mp4");
+        std::fs::write(&file, [init.clone(), mp4_box(b"mdat", 100)].concat()).expect("write");
+        let digest = Sha256::digest(&init);
+        assert_eq!(
+            init_of(&file).expect("read"),
+            (Some(init.len() as u64), Some(hex::encode(&digest[..12])))
+        );
+        // Cut inside the init section: no record of it, and no error.
+        std::fs::write(&file, &init[..init.len() - 1]).expect("write");
+        assert_eq!(init_of(&file).expect("read"), (None, None));
+    }
 
     fn segment(root: &Path, key: &StreamKey, name: &str, start_s: u64) -> FinishedSegment {
         let relative = PathBuf::from(format!("{}/{}/{name}", key.app(), key.name()));

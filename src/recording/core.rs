@@ -236,7 +236,7 @@ impl RecorderCore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bytes::Bytes;
 
     use super::*;
@@ -248,20 +248,20 @@ mod tests {
         0x42, 0x99, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0,
     ];
 
-    fn configs() -> (CodecConfig, CodecConfig) {
+    pub(crate) fn configs() -> (CodecConfig, CodecConfig) {
         (
             CodecConfig::new(Codec::H264, Bytes::from_static(AVC_RECORD), MediaTime::ZERO),
             CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), MediaTime::ZERO),
         )
     }
 
-    fn video(config: &CodecConfig, ms: i64, key: bool) -> MediaFrame {
+    pub(crate) fn video(config: &CodecConfig, ms: i64, key: bool) -> MediaFrame {
         let t = MediaTime::from_millis(ms);
         let payload = Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]);
         MediaFrame::video(Codec::H264, t, t, key, payload, Some(config.clone()))
     }
 
-    fn audio(config: &CodecConfig, ms: i64) -> MediaFrame {
+    pub(crate) fn audio(config: &CodecConfig, ms: i64) -> MediaFrame {
         let payload = Bytes::from_static(&[0x21, 0x10, 0x04]);
         MediaFrame::audio(Codec::Aac, MediaTime::from_millis(ms), payload, Some(config.clone()))
     }

@@ -75,14 +75,11 @@ use self::counters::RecordingCounters;
 use self::files::SegmentFiles;
 use self::path::{PathTemplate, StreamPattern};
 use self::storage::Storage;
-use self::writer::Lifecycle;
+use self::writer::{Lifecycle, WriterPool};
 use crate::config::{RecordingConfig, RecordingFormat};
 
 /// Media per chunk (an fMP4 fragment): what a crash can lose at most.
 pub const FRAGMENT_DURATION: Duration = Duration::from_secs(1);
-/// Frames a writer's queue holds (also bounded in bytes by [`sink::MAX_QUEUED_BYTES`]):
-/// about 10 s of 30 fps video and its audio.
-pub const QUEUE_FRAMES: usize = 1024;
 
 /// Where a recorder keeps its recordings and claims their names.
 pub struct Claims {
@@ -108,6 +105,8 @@ pub struct Recorder {
     recordings: Recordings,
     registry: Arc<dyn Registry>,
     node: NodeId,
+    /// The writer threads every recorded stream shares.
+    writers: WriterPool,
 }
 
 impl Recorder {
@@ -140,6 +139,7 @@ impl Recorder {
             recordings: claims.recordings,
             registry: claims.registry,
             node: claims.node,
+            writers: WriterPool::sized_for_this_machine(),
         })
     }
 
@@ -218,12 +218,11 @@ impl Output for RecorderOutput {
         );
         let lifecycle =
             Lifecycle { gate: Arc::clone(&active.gate), on_exit: Recordings::on_exit(&active) };
-        let (tx, state) = match writer::spawn(
+        let (tx, state) = match recorder.writers.start(
             key.clone(),
             core,
             files,
             recorder.counters.clone(),
-            QUEUE_FRAMES,
             lifecycle,
         ) {
             Ok(started) => started,
@@ -239,8 +238,8 @@ impl Output for RecorderOutput {
         // first frame comes before the other track's configuration is offered.
         for kind in [FrameKind::Video, FrameKind::Audio] {
             if let Some(config) = stream.stats.config(kind) {
-                // The queue is empty: this cannot be full.
-                let _ = tx.try_send(writer::Msg::Declare(config));
+                // Only a writer that is gone refuses; the sink finds that out next.
+                let _ = tx.send(writer::Msg::Declare(config));
             }
         }
         Some(Box::new(sink::RecorderSink::new(

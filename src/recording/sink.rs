@@ -1,18 +1,17 @@
 //! The recorder's end of its stream session: a [`FrameSink`] that never blocks the event
-//! loop. It hands frames (references, not copies) to the stream's writer thread through a
-//! bounded queue, in batches of about [`BATCH_SPAN`] of media so that the writer wakes a
-//! few times a second rather than for every frame (the writer writes about a second at a
-//! time anyway, so this keeps nothing from the disk longer). The queue's byte bound
-//! counts a batch's frames as they are taken. When the queue is full (the disk is slower
-//! than the stream) it
-//! answers [`Offer::Full`], so the session skips to the next keyframe, counts the overflow
+//! loop. It hands frames (references, not copies) to the stream's writer (a
+//! [`WriterHandle`]) in batches of about [`BATCH_SPAN`] of media, so that the writer wakes
+//! a few times a second rather than for every frame (it writes about a second at a time
+//! anyway, so this keeps nothing from the disk longer). What is queued for the writer is
+//! bounded in bytes ([`MAX_QUEUED_BYTES`], frames counted as they are taken). When that
+//! is full (the disk is slower than the stream) it answers [`Offer::Full`], so the
+//! session skips to the next keyframe, counts the overflow
 //! and logs it once, and the next frame it hands over carries the news, so the writer ends
 //! the segment there and begins a new one at that keyframe. A recording stopped on request
 //! ([`Active::stop`]) closes the sink at the next frame: the writer finishes the open
 //! segment and ends.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -20,10 +19,13 @@ use zenlive_actors::{CodecConfig, FrameKind, FrameSink, MediaFrame, MediaTime, O
 
 use super::actor::Active;
 use super::counters::RecordingCounters;
-use super::writer::{Msg, Queued, WriterState};
+use super::writer::{Msg, Queued, WriterHandle, WriterState};
 
 /// Most payload bytes queued for one stream's writer: about 30 s of a 8 Mbit/s stream.
 pub const MAX_QUEUED_BYTES: usize = 32 << 20;
+/// What a queued frame costs beside its payload, in the byte bound: many tiny frames
+/// are bounded too.
+pub const FRAME_OVERHEAD: usize = 128;
 /// Media gathered before a batch goes to the writer.
 pub const BATCH_SPAN: MediaTime = MediaTime::from_millis(250);
 /// Most frames in one batch (a stream of many small frames, or time standing still).
@@ -32,7 +34,7 @@ const BATCH_FRAMES: usize = 128;
 /// See the module docs.
 pub struct RecorderSink {
     key: StreamKey,
-    tx: Option<SyncSender<Msg>>,
+    tx: Option<WriterHandle>,
     state: Arc<WriterState>,
     active: Arc<Active>,
     counters: RecordingCounters,
@@ -47,7 +49,7 @@ impl RecorderSink {
     /// The sink of `key`'s writer (its queue and state), for the recording `active`.
     pub fn new(
         key: StreamKey,
-        tx: SyncSender<Msg>,
+        tx: WriterHandle,
         state: Arc<WriterState>,
         active: Arc<Active>,
         counters: RecordingCounters,
@@ -64,25 +66,16 @@ impl RecorderSink {
         }
     }
 
-    /// Hands the batch to the writer. A queue full of batches (the byte bound normally
-    /// comes first) loses the batch: counted and logged as an overflow, and the gap ends
-    /// the segment there.
+    /// Hands the batch to the writer.
     fn flush(&mut self) -> Offer {
         self.batch_start = None;
         if self.batch.is_empty() {
             return Offer::Accepted(0);
         }
         let Some(tx) = &self.tx else { return Offer::Closed };
-        let batch = std::mem::take(&mut self.batch);
-        match tx.try_send(Msg::Frames(batch)) {
+        match tx.send(Msg::Frames(std::mem::take(&mut self.batch))) {
             Ok(()) => Offer::Accepted(0),
-            Err(TrySendError::Full(Msg::Frames(lost))) => {
-                let bytes: usize = lost.iter().map(|q| q.frame.payload().len()).sum();
-                self.state.queued.fetch_sub(bytes, Ordering::AcqRel);
-                self.full()
-            }
-            Err(TrySendError::Full(_)) => self.full(),
-            Err(TrySendError::Disconnected(_)) => self.writer_gone(),
+            Err(_) => self.writer_gone(),
         }
     }
 
@@ -119,7 +112,7 @@ impl Drop for RecorderSink {
         // writer. Nothing here may panic.
         if let Some(tx) = &self.tx {
             if !self.batch.is_empty() {
-                let _ = tx.try_send(Msg::Frames(std::mem::take(&mut self.batch)));
+                let _ = tx.send(Msg::Frames(std::mem::take(&mut self.batch)));
             }
         }
     }
@@ -139,11 +132,12 @@ impl FrameSink for RecorderSink {
             return Offer::Closed;
         }
         let len = frame.payload().len();
-        if self.state.queued.load(Ordering::Acquire) + len > MAX_QUEUED_BYTES {
+        let charged = len + FRAME_OVERHEAD;
+        if self.state.queued.load(Ordering::Acquire) + charged > MAX_QUEUED_BYTES {
             return self.full();
         }
         // Counted when taken, so the writer's subtraction never comes first.
-        self.state.queued.fetch_add(len, Ordering::AcqRel);
+        self.state.queued.fetch_add(charged, Ordering::AcqRel);
         self.batch.push(Queued {
             frame: frame.clone(),
             wall: SystemTime::now(),
@@ -167,7 +161,7 @@ impl FrameSink for RecorderSink {
             return Offer::Closed;
         }
         if let Some(tx) = &self.tx {
-            if let Err(TrySendError::Disconnected(_)) = tx.try_send(Msg::Declare(config.clone())) {
+            if tx.send(Msg::Declare(config.clone())).is_err() {
                 return self.writer_gone();
             }
         }

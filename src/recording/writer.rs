@@ -1,34 +1,41 @@
-//! A recorded stream's writer thread: it owns the stream's [`RecorderCore`] and
-//! [`SegmentFiles`], takes frames from a bounded queue, and carries the core's effects out
-//! on disk. Disk writes and fsyncs block, so they run here, never on an event loop.
+//! Recorded streams' writers: each stream's [`RecorderCore`] and [`SegmentFiles`] live on
+//! one of a few writer threads shared by every recorded stream of the node
+//! ([`WriterPool`]), which take the stream's frames in order and carry the core's effects
+//! out on disk. Disk writes and fsyncs block, so they run here, never on an event loop.
+//! A stream stays on its thread, so its messages are handled in order; a slow disk delays
+//! the other streams of that thread, whose queues (bounded in bytes by the sink) absorb
+//! it. A few shared threads rather than one per stream: a thread per stream kept memory
+//! per thread in the allocator and woke for every frame (BENCHMARKS.md, "Recording").
 //!
-//! The thread ends when its queue's sender is dropped (the stream ended, or the sink was
-//! dropped after a crash): the open segment is finalized first. It also ends on a disk
-//! error, with one error log line and `zenlive_recording_write_errors_total`; the sink
-//! then reports the recorder closed, and the stream and its viewers go on. Either way the
-//! storage hears that the recording ended (`RecordingEvent::Ended`). A panic here
-//! is caught and flagged, and the sink re-raises it on the session's side, so the output's
-//! supervision restarts the recorder (in a new segment).
+//! A stream's writer ends when its [`WriterHandle`] is dropped (the stream ended, or the
+//! sink was dropped after a crash): the open segment is finalized first. It also ends on
+//! a disk error, with one error log line and `zenlive_recording_write_errors_total`; the
+//! sink then reports the recorder closed, and the stream and its viewers go on. Either way
+//! the storage hears that the recording ended (`RecordingEvent::Ended`). A panic while
+//! handling a stream is caught and flagged, ends that stream's writer only, and the sink
+//! re-raises it on the session's side, so the output's supervision restarts the recorder
+//! (in a new segment).
 //!
-//! Before its first write the thread waits at its [`Gate`]: the recorder's claim of the
-//! name `recorder/{app}/{key}` in the registry (see [`super::actor`]). Frames queue
-//! meanwhile (the queue's bounds apply). A claim another node holds closes the gate and the
-//! thread ends without writing; a registry that does not answer within [`GATE_WAIT`] opens
-//! it (recording twice is better than losing a recording).
+//! Before its first write a stream waits at its [`Gate`]: the recorder's claim of the name
+//! `recorder/{app}/{key}` in the registry (see [`super::actor`]). Its messages are kept
+//! meanwhile (the sink's byte bound applies) and the thread goes on with other streams. A
+//! claim another node holds closes the gate and the writer ends without writing; a
+//! registry that does not answer within [`GATE_WAIT`] opens it (recording twice is better
+//! than losing a recording).
 //!
 //! When the storage has no room (an S3 spool full while uploads fail), a segment due to
 //! begin is skipped whole: an error log when skipping starts, an info line when it ends,
 //! `zenlive_recording_segments_skipped_total` for each. Recording resumes by itself at
 //! the first segment that finds room.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use zenlive_actors::faults::{self, Fault};
 use zenlive_actors::{CodecConfig, MediaFrame, StreamKey};
@@ -82,13 +89,12 @@ pub const GATE_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct Gate {
     open: Mutex<Option<bool>>,
-    set: Condvar,
 }
 
 impl Gate {
     /// A gate already open (no claim to wait for).
     pub fn opened() -> Self {
-        Self { open: Mutex::new(Some(true)), set: Condvar::new() }
+        Self { open: Mutex::new(Some(true)) }
     }
 
     /// Opens (`true`) or closes the gate; the first call decides.
@@ -96,22 +102,12 @@ impl Gate {
         let mut state = self.open.lock();
         if state.is_none() {
             *state = Some(open);
-            self.set.notify_all();
         }
     }
 
     /// Whether it is open, once decided; `None` while undecided.
     pub fn get(&self) -> Option<bool> {
         *self.open.lock()
-    }
-
-    /// Waits up to `wait` for the decision; undecided after that counts as open.
-    fn wait(&self, wait: Duration) -> bool {
-        let mut state = self.open.lock();
-        if state.is_none() {
-            let _ = self.set.wait_for(&mut state, wait);
-        }
-        state.unwrap_or(true)
     }
 }
 
@@ -141,81 +137,311 @@ impl Lifecycle {
     }
 }
 
-/// Starts the writer thread of `key`; answers its queue's sender and its state.
-pub fn spawn(
-    key: StreamKey,
-    core: RecorderCore,
-    files: SegmentFiles,
-    counters: RecordingCounters,
-    capacity: usize,
-    lifecycle: Lifecycle,
-) -> std::io::Result<(SyncSender<Msg>, Arc<WriterState>)> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
-    let state = Arc::new(WriterState::default());
-    let shared = Arc::clone(&state);
-    let Lifecycle { gate, on_exit } = lifecycle;
-    std::thread::Builder::new().name(format!("rec {key}")).spawn(move || {
-        let exit = run_thread(key, core, files, counters, rx, &gate, &shared);
-        shared.exited.store(true, Ordering::Release);
-        on_exit(exit);
-    })?;
-    Ok((tx, state))
+/// Writer threads shared by every recorded stream of a node (see the module docs).
+pub struct WriterPool {
+    threads: usize,
+    workers: OnceLock<Vec<Sender<Job>>>,
+    next: AtomicUsize,
+    ids: AtomicU64,
 }
 
-/// The thread's body; see the module docs.
-fn run_thread(
-    key: StreamKey,
-    core: RecorderCore,
-    files: SegmentFiles,
-    counters: RecordingCounters,
-    rx: Receiver<Msg>,
-    gate: &Gate,
-    shared: &Arc<WriterState>,
-) -> Exit {
-    if !gate.wait(GATE_WAIT) {
-        return Exit::Declined;
-    }
-    counters.active.inc();
-    let mut writer = Writer {
-        key,
-        core,
-        files,
-        counters: counters.clone(),
-        state: Arc::clone(shared),
-        logged: HashSet::new(),
-        skipping: false,
-        summary: Summary::default(),
-    };
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| writer.run(rx)));
-    counters.active.dec();
-    let reason = match outcome {
-        Ok(Ok(())) if shared.stop_requested.load(Ordering::Acquire) => {
-            "stopped on request".to_owned()
+/// A recorded stream's end of its writer: messages go to the stream's worker thread in
+/// order. Dropping it ends the recording (the writer finishes the open segment).
+pub struct WriterHandle {
+    id: u64,
+    tx: Sender<Job>,
+    state: Arc<WriterState>,
+}
+
+/// The writer is gone (it ended on a disk error, a panic or a closed gate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+impl WriterHandle {
+    /// Hands `msg` to the writer; it is never refused for room (the sink bounds the bytes
+    /// queued), only because the writer is gone.
+    pub fn send(&self, msg: Msg) -> Result<(), Gone> {
+        if self.state.exited.load(Ordering::Acquire) {
+            return Err(Gone);
         }
-        Ok(Ok(())) => "stream ended".to_owned(),
+        self.tx.send(Job { id: self.id, event: Event::Msg(msg) }).map_err(|_| Gone)
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Job { id: self.id, event: Event::End });
+    }
+}
+
+/// One message for a worker: about which stream, and what.
+struct Job {
+    id: u64,
+    event: Event,
+}
+
+enum Event {
+    /// A stream's writer joins this worker.
+    Start(Box<Slot>),
+    Msg(Msg),
+    /// The stream's handle was dropped: finish and end.
+    End,
+}
+
+impl WriterPool {
+    /// A pool of `threads` writer threads, started with the first recording.
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+            workers: OnceLock::new(),
+            next: AtomicUsize::new(0),
+            ids: AtomicU64::new(0),
+        }
+    }
+
+    /// The usual pool: a thread per core, two to [`MAX_THREADS`].
+    pub fn sized_for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Self::new(cores.clamp(2, MAX_THREADS))
+    }
+
+    /// Starts writing `key` on one of the threads (each stream stays on its thread, so
+    /// its messages are handled in order); answers its handle and state.
+    pub fn start(
+        &self,
+        key: StreamKey,
+        core: RecorderCore,
+        files: SegmentFiles,
+        counters: RecordingCounters,
+        lifecycle: Lifecycle,
+    ) -> std::io::Result<(WriterHandle, Arc<WriterState>)> {
+        let workers = match self.workers.get() {
+            Some(workers) => workers,
+            None => {
+                let started = spawn_workers(self.threads)?;
+                // Two first recordings at once: the loser's threads end as their senders
+                // drop here.
+                let _ = self.workers.set(started);
+                self.workers.get().ok_or_else(|| std::io::Error::other("no writer threads"))?
+            }
+        };
+        let tx = workers[self.next.fetch_add(1, Ordering::Relaxed) % workers.len()].clone();
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(WriterState::default());
+        let Lifecycle { gate, on_exit } = lifecycle;
+        let slot = Slot {
+            writer: Writer {
+                key,
+                core,
+                files,
+                counters,
+                state: Arc::clone(&state),
+                logged: HashSet::new(),
+                skipping: false,
+                summary: Summary::default(),
+            },
+            gate,
+            on_exit: Some(on_exit),
+            waiting: Some((Instant::now(), Vec::new())),
+            effects: Vec::new(),
+        };
+        tx.send(Job { id, event: Event::Start(Box::new(slot)) })
+            .map_err(|_| std::io::Error::other("the writer thread is gone"))?;
+        Ok((WriterHandle { id, tx, state: Arc::clone(&state) }, state))
+    }
+}
+
+/// Most writer threads a pool starts by itself.
+pub const MAX_THREADS: usize = 4;
+/// How often a worker looks at the gates of streams waiting for their claim.
+const GATE_TICK: Duration = Duration::from_millis(50);
+
+fn spawn_workers(threads: usize) -> std::io::Result<Vec<Sender<Job>>> {
+    (0..threads)
+        .map(|n| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name(format!("rec writer {n}"))
+                .spawn(move || Worker::default().run(&rx))?;
+            Ok(tx)
+        })
+        .collect()
+}
+
+/// A writer thread's streams.
+#[derive(Default)]
+struct Worker {
+    streams: HashMap<u64, Box<Slot>>,
+}
+
+/// One stream on a worker.
+struct Slot {
+    writer: Writer,
+    gate: Arc<Gate>,
+    on_exit: Option<Box<dyn FnOnce(Exit) + Send>>,
+    /// Until its gate opens: since when, and what came meanwhile.
+    waiting: Option<(Instant, Vec<Event>)>,
+    effects: Vec<Effect>,
+}
+
+/// What handling an event left of a stream.
+enum Outcome {
+    Goes,
+    Ended(Exit),
+}
+
+impl Worker {
+    fn run(mut self, rx: &Receiver<Job>) {
+        loop {
+            let wait = if self.any_waiting() { GATE_TICK } else { Duration::from_secs(3600) };
+            match rx.recv_timeout(wait) {
+                Ok(Job { id, event }) => self.handle(id, event),
+                Err(RecvTimeoutError::Timeout) => {}
+                // The pool is gone: the node is shutting down.
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.any_waiting() {
+                self.check_gates();
+            }
+        }
+        for (_, slot) in self.streams.drain() {
+            finish(slot);
+        }
+    }
+
+    fn any_waiting(&self) -> bool {
+        self.streams.values().any(|s| s.waiting.is_some())
+    }
+
+    fn handle(&mut self, id: u64, event: Event) {
+        if let Event::Start(slot) = event {
+            self.streams.insert(id, slot);
+            self.check_gates();
+            return;
+        }
+        let Some(slot) = self.streams.get_mut(&id) else { return };
+        if let Some((_, queued)) = &mut slot.waiting {
+            queued.push(event);
+            return;
+        }
+        if let Outcome::Ended(exit) = handle_event(slot, event) {
+            if let Some(slot) = self.streams.remove(&id) {
+                end_slot(slot, exit);
+            }
+        }
+    }
+
+    /// Streams whose gate is decided (or has waited [`GATE_WAIT`]) start or end.
+    fn check_gates(&mut self) {
+        let ready: Vec<(u64, bool)> = self
+            .streams
+            .iter()
+            .filter_map(|(id, slot)| {
+                let (since, _) = slot.waiting.as_ref()?;
+                match slot.gate.get() {
+                    Some(open) => Some((*id, open)),
+                    None if since.elapsed() >= GATE_WAIT => Some((*id, true)),
+                    None => None,
+                }
+            })
+            .collect();
+        for (id, open) in ready {
+            let Some(mut slot) = self.streams.remove(&id) else { continue };
+            let queued = slot.waiting.take().map(|(_, q)| q).unwrap_or_default();
+            if !open {
+                slot.writer.state.exited.store(true, Ordering::Release);
+                if let Some(on_exit) = slot.on_exit.take() {
+                    on_exit(Exit::Declined);
+                }
+                continue;
+            }
+            slot.writer.counters.active.inc();
+            match replay(&mut slot, queued) {
+                Outcome::Ended(exit) => end_slot(slot, exit),
+                Outcome::Goes => {
+                    self.streams.insert(id, slot);
+                }
+            }
+        }
+    }
+}
+
+/// Handles one event of a started stream; a panic is caught and ends that stream only.
+fn handle_event(slot: &mut Slot, event: Event) -> Outcome {
+    let Slot { writer, effects, .. } = slot;
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match event {
+        Event::Msg(msg) => writer.take(msg, effects).map(|()| None),
+        Event::End => {
+            writer.core.finish(effects);
+            writer.apply(effects).map(|()| Some(()))
+        }
+        Event::Start(_) => Ok(None),
+    }));
+    let state = &writer.state;
+    let exit = match outcome {
+        Ok(Ok(None)) => return Outcome::Goes,
+        Ok(Ok(Some(()))) => {
+            let reason = if state.stop_requested.load(Ordering::Acquire) {
+                "stopped on request"
+            } else {
+                "stream ended"
+            };
+            writer.ended(reason.to_owned());
+            Exit::Finished
+        }
         Ok(Err(error)) => {
-            shared.failed.store(true, Ordering::Release);
-            counters.write_errors.inc();
+            state.failed.store(true, Ordering::Release);
+            writer.counters.write_errors.inc();
             let part = writer.files.current().map(|p| p.display().to_string()).unwrap_or_default();
             tracing::error!(stream = %writer.key, %error, part, "recording stopped on a disk error; the stream and its viewers go on (what was written stays on disk)");
-            format!("disk error: {error}")
+            writer.ended(format!("disk error: {error}"));
+            Exit::Finished
         }
         Err(_) => {
             // Supervision restarts the recorder: the recording goes on.
-            shared.panicked.store(true, Ordering::Release);
-            return Exit::Panicked;
+            state.panicked.store(true, Ordering::Release);
+            Exit::Panicked
         }
     };
-    let Summary { segments, bytes, duration, start } = writer.summary;
-    writer.files.storage().ended(RecordingEvent::Ended {
-        stream: writer.key.clone(),
-        segments,
-        bytes,
-        duration,
-        start,
-        reason,
-    });
-    Exit::Finished
+    slot.effects.clear();
+    Outcome::Ended(exit)
+}
+
+/// Handles `events` in order, up to the one that ends the stream.
+fn replay(slot: &mut Slot, events: Vec<Event>) -> Outcome {
+    for event in events {
+        if let Outcome::Ended(exit) = handle_event(slot, event) {
+            return Outcome::Ended(exit);
+        }
+    }
+    Outcome::Goes
+}
+
+/// A stream's writer is done: counted, flagged, and its lifecycle told how.
+fn end_slot(mut slot: Box<Slot>, exit: Exit) {
+    slot.writer.counters.active.dec();
+    slot.writer.state.exited.store(true, Ordering::Release);
+    if let Some(on_exit) = slot.on_exit.take() {
+        on_exit(exit);
+    }
+}
+
+/// Ends a stream left on a worker whose pool is gone (what it was sent first).
+fn finish(mut slot: Box<Slot>) {
+    let queued = match slot.waiting.take() {
+        Some((_, queued)) => {
+            slot.writer.counters.active.inc();
+            queued
+        }
+        None => Vec::new(),
+    };
+    let outcome = match replay(&mut slot, queued) {
+        Outcome::Goes => handle_event(&mut slot, Event::End),
+        ended => ended,
+    };
+    if let Outcome::Ended(exit) = outcome {
+        end_slot(slot, exit);
+    }
 }
 
 struct Writer {
@@ -240,32 +466,39 @@ struct Summary {
 }
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<Msg>) -> Result<(), FileError> {
-        let mut effects = Vec::new();
-        for msg in rx.iter() {
-            match msg {
-                Msg::Declare(config) => self.core.declare(&config),
-                Msg::Frames(frames) => {
-                    for Queued { frame, wall, gap_before } in frames {
-                        self.state.queued.fetch_sub(frame.payload().len(), Ordering::AcqRel);
-                        if faults::fire(Fault::RecorderPanic) {
-                            panic!("fault injection: a recorder writer thread panics");
-                        }
-                        if gap_before {
-                            self.core.interrupt(&mut effects);
-                        }
-                        self.core.push(&frame, wall, &mut effects);
-                        // Media is written as it is cut: frames are not kept past their
-                        // chunk.
-                        self.apply(&mut effects)?;
+    /// Takes one message: a declaration, or frames, each written as it is cut.
+    fn take(&mut self, msg: Msg, effects: &mut Vec<Effect>) -> Result<(), FileError> {
+        match msg {
+            Msg::Declare(config) => self.core.declare(&config),
+            Msg::Frames(frames) => {
+                for Queued { frame, wall, gap_before } in frames {
+                    let charged = frame.payload().len() + super::sink::FRAME_OVERHEAD;
+                    self.state.queued.fetch_sub(charged, Ordering::AcqRel);
+                    if faults::fire(Fault::RecorderPanic) {
+                        panic!("fault injection: a recorder writer thread panics");
                     }
+                    if gap_before {
+                        self.core.interrupt(effects);
+                    }
+                    self.core.push(&frame, wall, effects);
+                    self.apply(effects)?;
                 }
             }
-            self.apply(&mut effects)?;
         }
-        // The sender is gone: the stream ended (or its session did).
-        self.core.finish(&mut effects);
-        self.apply(&mut effects)
+        Ok(())
+    }
+
+    /// The recording ended (`reason`): the storage hears it.
+    fn ended(&mut self, reason: String) {
+        let Summary { segments, bytes, duration, start } = std::mem::take(&mut self.summary);
+        self.files.storage().ended(RecordingEvent::Ended {
+            stream: self.key.clone(),
+            segments,
+            bytes,
+            duration,
+            start,
+            reason,
+        });
     }
 
     fn apply(&mut self, effects: &mut Vec<Effect>) -> Result<(), FileError> {
@@ -314,5 +547,114 @@ impl Writer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::mpsc;
+
+    use zenlive_media::segment::SegmentFormat;
+    use zenlive_media::MediaTime;
+
+    use super::*;
+    use crate::recording::core::tests::{audio, configs, video};
+    use crate::recording::path::PathTemplate;
+    use crate::recording::storage::{LocalStorage, Storage};
+
+    /// The bound on every wait here: a condition, not a pause.
+    const WAIT: Duration = Duration::from_secs(30);
+
+    struct Started {
+        handle: WriterHandle,
+        state: Arc<WriterState>,
+        gate: Arc<Gate>,
+        exit: mpsc::Receiver<Exit>,
+    }
+
+    fn start(pool: &WriterPool, root: &Path, name: &str) -> Started {
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
+        let template = Arc::new(PathTemplate::parse("{app}/{key}.{ext}").expect("valid"));
+        let key = StreamKey::new("live", name).expect("valid");
+        let files = SegmentFiles::new(key.clone(), "flv", template, storage);
+        let core = RecorderCore::new(
+            SegmentFormat::Flv,
+            MediaTime::from_millis(60_000),
+            MediaTime::from_millis(1000),
+        );
+        let gate = Arc::new(Gate::default());
+        let (tx, exit) = mpsc::channel();
+        let lifecycle = Lifecycle {
+            gate: Arc::clone(&gate),
+            on_exit: Box::new(move |how| {
+                let _ = tx.send(how);
+            }),
+        };
+        let (handle, state) =
+            pool.start(key, core, files, RecordingCounters::default(), lifecycle).expect("started");
+        Started { handle, state, gate, exit }
+    }
+
+    /// Three seconds of audio and video, in batches of about a quarter second, counted in
+    /// the queue's bytes as the sink counts them.
+    fn send_media(handle: &WriterHandle, state: &WriterState) {
+        let (v, a) = configs();
+        handle.send(Msg::Declare(v.clone())).expect("declared");
+        handle.send(Msg::Declare(a.clone())).expect("declared");
+        let mut frames = Vec::new();
+        for ms in (0..3000).step_by(40) {
+            frames.push(video(&v, ms, ms % 1000 == 0));
+            frames.push(audio(&a, ms + 1));
+        }
+        for batch in frames.chunks(12) {
+            let charged: usize =
+                batch.iter().map(|f| f.payload().len() + super::super::sink::FRAME_OVERHEAD).sum();
+            state.queued.fetch_add(charged, Ordering::AcqRel);
+            let queued = batch
+                .iter()
+                .map(|f| Queued { frame: f.clone(), wall: SystemTime::now(), gap_before: false })
+                .collect();
+            handle.send(Msg::Frames(queued)).expect("sent");
+        }
+    }
+
+    #[test]
+    fn streams_on_one_thread_wait_at_their_gates_and_write_what_came_meanwhile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = WriterPool::new(1);
+        let first = start(&pool, dir.path(), "first");
+        let second = start(&pool, dir.path(), "second");
+        send_media(&first.handle, &first.state);
+        send_media(&second.handle, &second.state);
+        // The second is decided first: one stream waiting does not hold up another.
+        second.gate.set(true);
+        drop(second.handle);
+        assert_eq!(second.exit.recv_timeout(WAIT), Ok(Exit::Finished));
+        assert!(first.exit.try_recv().is_err(), "the first still waits for its claim");
+        first.gate.set(true);
+        drop(first.handle);
+        assert_eq!(first.exit.recv_timeout(WAIT), Ok(Exit::Finished));
+        for (name, state) in [("first", &first.state), ("second", &second.state)] {
+            let file = dir.path().join(format!("live/{name}.flv"));
+            let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 0, "{name}: the recording was written");
+            assert_eq!(state.written.load(Ordering::Relaxed), len);
+            assert_eq!(state.queued.load(Ordering::Relaxed), 0, "{name}: nothing left queued");
+            assert!(state.exited.load(Ordering::Acquire));
+        }
+    }
+
+    #[test]
+    fn a_closed_gate_ends_the_writer_without_a_file_and_the_handle_hears_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = WriterPool::new(2);
+        let declined = start(&pool, dir.path(), "elsewhere");
+        send_media(&declined.handle, &declined.state);
+        declined.gate.set(false);
+        assert_eq!(declined.exit.recv_timeout(WAIT), Ok(Exit::Declined));
+        assert!(declined.state.exited.load(Ordering::Acquire));
+        assert_eq!(declined.handle.send(Msg::Frames(Vec::new())), Err(Gone));
+        assert!(!dir.path().join("live").exists(), "nothing was written");
     }
 }
