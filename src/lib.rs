@@ -5,6 +5,8 @@
 //! - [`node`]: the SDK facade and composition root ([`NodeBuilder`], [`Node`]: builds, starts,
 //!   reloads and shuts a node down); [`context`]: what every front-end shares
 //!   ([`context::NodeContext`]).
+//! - [`refs`]: typed references to named actors wherever they run; [`app_actors`]: the
+//!   application's own actor kinds, started by name and supervised.
 //! - [`config`]: the configuration (TOML, environment, flags).
 //! - [`api`]: the admin API (`/api/v1`).
 //! - [`chat_ws`]: chat rooms over WebSocket (the one `actix-web-actors` module).
@@ -25,6 +27,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod app_actors;
 pub mod auth;
 pub mod chat_ws;
 pub mod cluster;

@@ -33,13 +33,14 @@ use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
 use zenlive_actors::stream::{GetInfo, GetStats, Kick, SetOutput, StreamInfo};
 use zenlive_actors::supervisor::Shutdown;
 use zenlive_actors::{
-    ArbiterPool, Directory, Output, OutputChange, Outputs, StatsSnapshot, StreamActor, StreamKey,
-    StreamSupervisor,
+    ArbiterPool, Directory, NamedActor, Output, OutputChange, Outputs, StatsSnapshot, StreamActor,
+    StreamKey, StreamSupervisor,
 };
 use zenlive_registry::{
     new_incarnation, LeaseBook, MemoryRegistry, NodeId, NodeInfo, Registry, RegistryError, NODE_TTL,
 };
 
+use crate::app_actors::{AppActorKind, AppActors, Parts, Registration, SpawnError};
 use crate::auth::Auth;
 use crate::cluster::instrumented::Instrumented;
 use crate::cluster::Cluster;
@@ -105,6 +106,7 @@ pub struct NodeBuilder {
     hooks: HookSet,
     chat: ChatHooks,
     outputs: Vec<Arc<dyn Output>>,
+    kinds: Vec<Box<dyn Registration>>,
 }
 
 /// How long an output may stay behind its stream before its session is dropped (and the
@@ -115,7 +117,18 @@ impl NodeBuilder {
     /// A node with `config`.
     pub fn new(config: Config) -> Self {
         let (hooks, chat, outputs) = (HookSet::default(), ChatHooks::default(), Vec::new());
-        Self { config, hooks, chat, outputs }
+        Self { config, hooks, chat, outputs, kinds: Vec::new() }
+    }
+
+    /// Registers an application actor kind `A` on this node: instances are started by name
+    /// with [`Node::spawn_named`] (one in the whole cluster), supervised (restarted on a
+    /// panic), and reached from every node with [`Node::actor_ref`]. `A::KIND` must be an
+    /// application kind (`zenlive_registry::app_kind!("poll")`), registered once; else
+    /// [`NodeBuilder::start`] fails with [`StartError::ActorKind`]. Register it on every
+    /// node that may run it, with the same messages. See [`crate::app_actors`].
+    pub fn actor_kind<A: NamedActor>(mut self, kind: AppActorKind<A>) -> Self {
+        self.kinds.push(Box::new(kind));
+        self
     }
 
     /// Adds an output: every live stream's frames (and codec configurations) go to the sink
@@ -411,6 +424,14 @@ impl NodeBuilder {
         }
         let NodeRoutes { streams: stream_routes, rooms: room_routes, recorders: recorder_routes } =
             routes(&node_id, &book, cluster.as_ref(), &directory, &chat, &recordings);
+        let parts = Parts {
+            node: node_id.clone(),
+            book: book.clone(),
+            cluster: cluster.clone(),
+            pool: pool.clone(),
+            counters: Arc::clone(&counters),
+        };
+        let apps = AppActors::start(parts, self.kinds)?;
         let context = Arc::new(NodeContext {
             live: ArcSwap::from_pointee(config.clone()),
             config,
@@ -448,6 +469,7 @@ impl NodeBuilder {
             context,
             listeners,
             incarnation: Arc::default(),
+            apps,
         };
         // Now that the listeners are bound, the node can say where it is.
         let addresses = match &node.context.cluster {
@@ -644,6 +666,8 @@ pub struct Node {
     context: Arc<NodeContext>,
     listeners: Listeners,
     incarnation: Arc<AtomicU64>,
+    /// The application actor kinds registered on this node.
+    apps: AppActors,
     /// The configuration as last loaded (start, then each reload), to tell what changed.
     pub(crate) loaded: parking_lot::Mutex<Config>,
 }
@@ -941,6 +965,37 @@ impl Node {
         self.context.recorder_routes.get(&key.to_string())
     }
 
+    /// A typed reference to the application actor of kind `A` named `name`, wherever it
+    /// runs in the cluster: `send` reaches its one live instance (a plain actix message
+    /// here, an envelope to another node) with the messages its kind registered
+    /// ([`AppActorKind::message`]). Nothing is looked up or started until a message is
+    /// sent; an actor that runs nowhere answers [`RefError::NotFound`]. Works on a node
+    /// that did not register `A` too (it then only sends to other nodes). The ref survives
+    /// its actor moving to another node: keep it. See [`crate::app_actors`].
+    pub fn actor_ref<A: NamedActor>(&self, name: &str) -> ActorRef<A> {
+        self.apps.actor_ref(name)
+    }
+
+    /// Starts the application actor of kind `A` named `name` on this node, once in the whole
+    /// cluster: the name is claimed in the registry, so a second spawn anywhere answers
+    /// [`SpawnError::AlreadyRunning`] with its owner. Answers its ref. The instance is
+    /// supervised (restarted with fresh state on a panic) and, for a keep-alive kind, started
+    /// again on another node when this one dies. See [`crate::app_actors`].
+    pub async fn spawn_named<A: NamedActor>(&self, name: &str) -> Result<ActorRef<A>, SpawnError> {
+        self.apps.spawn(name).await
+    }
+
+    /// The ref of the application actor of kind `A` named `name`, **started here if it runs
+    /// nowhere** (as [`Node::spawn_named`]); when it runs already, here or elsewhere, its
+    /// ref. The one call that may start an actor as a side effect: use [`Node::actor_ref`]
+    /// to reach one without starting it.
+    pub async fn get_or_spawn<A: NamedActor>(&self, name: &str) -> Result<ActorRef<A>, SpawnError> {
+        match self.apps.spawn(name).await {
+            Err(SpawnError::AlreadyRunning { .. }) => Ok(self.apps.actor_ref(name)),
+            other => other,
+        }
+    }
+
     /// Starts (`on`) or stops recording the live stream `key`, at its owner wherever it is
     /// (recording must be enabled there: `recording.enabled`); answers what that did.
     /// Stopping finishes the open segment first.
@@ -988,6 +1043,8 @@ impl Node {
             task.abort();
         }
         let _ = self.context.supervisor.send(Shutdown).await;
+        // Application actors stop and release their names: kept ones start elsewhere.
+        self.apps.shutdown().await;
         if !self.context.directory.emptied(limit).await {
             let left = self.context.directory.len();
             tracing::warn!(

@@ -25,6 +25,10 @@ pub enum StartError {
     /// The TLS certificate or key is unusable.
     #[error("{0}")]
     Tls(#[from] TlsError),
+    /// An application actor kind could not be registered
+    /// ([`crate::NodeBuilder::actor_kind`]).
+    #[error("{0}")]
+    ActorKind(#[from] crate::app_actors::KindError),
     /// Another running node has this node's id.
     #[error("node id {id} is in use by a running node ({addresses}): two nodes with one id would take each other's streams; give this one another node.id (--node-id, ZENLIVE_NODE_ID) or stop the other")]
     NodeIdInUse {

@@ -288,6 +288,18 @@ mod tests {
         ) -> zenlive_registry::BoxFuture<'_, Result<Option<Owner>, RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
+        fn keep(&self, _: &ActorKey) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
+            Box::pin(std::future::ready(Err(down())))
+        }
+        fn unkeep(&self, _: &ActorKey) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
+            Box::pin(std::future::ready(Err(down())))
+        }
+        fn kept(
+            &self,
+            _: &ActorKind,
+        ) -> zenlive_registry::BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+            Box::pin(std::future::ready(Err(down())))
+        }
 
         fn claim_hints(&self) -> Option<zenlive_registry::ClaimHints> {
             None

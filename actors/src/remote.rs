@@ -17,6 +17,9 @@
 //! | chat room | [`crate::chat::Moderate`] | `chat.moderate` | `()` |
 //!
 //! The recorder (`zenlive::recording`) adds its own (`recorder.status`, `recorder.stop`).
+//! An application's actors (`zenlive::app_actors`) add theirs: the messages each kind
+//! registers with `AppActorKind::message`, named by the application (`examples/cluster`'s
+//! poll: `poll.vote`, `poll.tally`); their kind is `app_kind!("name")`.
 //!
 //! Every other message of these actors (attaching a publisher, subscribing a viewer, a
 //! member joining, ...) carries channels or handles and stays local.
@@ -45,7 +48,8 @@ pub trait RemoteMessage:
 }
 
 /// An actor found by name through the registry: its kind names its registry entries
-/// (`kind/name` → owner node and epoch).
+/// (`kind/name` → owner node and epoch). An application's own kind is
+/// `zenlive_registry::app_kind!("name")` (registered with `NodeBuilder::actor_kind`).
 pub trait NamedActor: actix::Actor<Context = actix::Context<Self>> {
     /// The registry kind of this actor's names.
     const KIND: ActorKind;

@@ -91,6 +91,18 @@ impl Registry for SlowRelease {
         self.0.claim(key, node, ttl)
     }
 
+    fn keep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.0.keep(key)
+    }
+
+    fn unkeep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.0.unkeep(key)
+    }
+
+    fn kept(&self, kind: &ActorKind) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        self.0.kept(kind)
+    }
+
     fn renew(&self, lease: &Lease) -> BoxFuture<'_, Result<(), RegistryError>> {
         self.0.renew(lease)
     }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::id::{ActorKey, NodeId};
+use crate::id::{ActorKey, ActorKind, NodeId};
 use crate::registry::{BoxFuture, ClaimHints, Lease, NodeInfo, Owner, Registry, RegistryError};
 
 /// How long before its TTL runs out, counted from when the claim or renewal was *sent*, a
@@ -280,6 +280,18 @@ impl Registry for LeaseBook {
         self.inner.lookup(key)
     }
 
+    fn keep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.inner.keep(key)
+    }
+
+    fn unkeep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.inner.unkeep(key)
+    }
+
+    fn kept(&self, kind: &ActorKind) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        self.inner.kept(kind)
+    }
+
     fn claim_hints(&self) -> Option<ClaimHints> {
         self.inner.claim_hints()
     }
@@ -290,7 +302,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::id::ActorKind;
     use crate::memory::MemoryRegistry;
 
     const TTL: Duration = Duration::from_secs(10);

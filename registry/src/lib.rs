@@ -8,7 +8,8 @@
 //! same trait, so no code path depends on whether Redis is there.
 //!
 //! # Layout
-//! - [`id`]: [`NodeId`], [`ActorKind`], [`ActorKey`].
+//! - [`id`]: [`NodeId`], [`ActorKind`] (built-in and application kinds: [`AppKind`],
+//!   [`app_kind!`]), [`ActorKey`].
 //! - [`registry`]: the [`Registry`] trait, leases with fencing epochs, node membership.
 //! - [`memory`]: [`MemoryRegistry`], the in-process implementation.
 //! - [`redis`]: [`RedisRegistry`], the shared implementation for a cluster.
@@ -24,7 +25,7 @@ pub mod registry;
 pub mod testsuite;
 
 pub use book::{LeaseBook, ProofHandle, SELF_FENCE_MARGIN};
-pub use id::{new_incarnation, ActorKey, ActorKind, NodeId};
+pub use id::{new_incarnation, ActorKey, ActorKind, AppKind, InvalidKind, NodeId};
 pub use memory::MemoryRegistry;
 pub use redis::RedisRegistry;
 pub use registry::{

@@ -2,14 +2,14 @@
 //!
 //! Expiry uses tokio's clock, so tests can pause and advance time exactly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::id::{ActorKey, NodeId};
+use crate::id::{ActorKey, ActorKind, NodeId};
 use crate::registry::{
     BoxFuture, ClaimHints, Lease, NodeInfo, Owner, Registry, RegistryError, CLAIM_HINTS_CAPACITY,
 };
@@ -32,6 +32,8 @@ impl Default for MemoryRegistry {
 struct State {
     nodes: HashMap<NodeId, (NodeInfo, Instant)>,
     leases: HashMap<ActorKey, LeaseEntry>,
+    /// Names kept alive, by kind.
+    kept: HashMap<ActorKind, BTreeSet<String>>,
     /// The last fencing epoch handed out, for any name: one counter, so epochs only grow
     /// for every name and nothing is kept per name once its lease is gone.
     epoch: u64,
@@ -174,6 +176,29 @@ impl Registry for MemoryRegistry {
         let now = Instant::now();
         let state = self.state.lock();
         ready(Ok(state.live_lease(key, now).map(|entry| entry.owner.clone())))
+    }
+
+    fn keep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        let mut state = self.state.lock();
+        state.kept.entry(key.kind.clone()).or_default().insert(key.name.clone());
+        ready(Ok(()))
+    }
+
+    fn unkeep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        let mut state = self.state.lock();
+        if let Some(names) = state.kept.get_mut(&key.kind) {
+            names.remove(&key.name);
+            if names.is_empty() {
+                state.kept.remove(&key.kind);
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn kept(&self, kind: &ActorKind) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        let state = self.state.lock();
+        let names = state.kept.get(kind).map(|n| n.iter().cloned().collect()).unwrap_or_default();
+        ready(Ok(names))
     }
 
     fn claim_hints(&self) -> Option<ClaimHints> {

@@ -13,6 +13,8 @@
 //!   forever). A per-name `epoch:{kind}:{name}` counter of an older version is folded into
 //!   it (never going backwards) and deleted the next time its name is claimed.
 //!
+//! - `kept:{kind}`: the set of names of that kind kept alive ([`Registry::keep`]), without
+//!   TTL.
 //! - The channel `claims` carries each name claimed (`kind:name`), published by the claim
 //!   script: hints for whoever waits for a name to get an owner (a relay whose origin went
 //!   away), so it looks up at once rather than on a timer. A node subscribes when it
@@ -35,7 +37,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 
-use crate::id::{ActorKey, NodeId};
+use crate::id::{ActorKey, ActorKind, NodeId};
 use crate::registry::{
     BoxFuture, ClaimHints, Lease, NodeInfo, Owner, Registry, RegistryError, CLAIM_HINTS_CAPACITY,
 };
@@ -193,6 +195,10 @@ impl RedisRegistry {
 
     fn connection(&self) -> ConnectionManager {
         self.connection.clone()
+    }
+
+    fn kept_key(&self, kind: &ActorKind) -> String {
+        format!("{}kept:{}", self.prefix, kind)
     }
 
     fn hints_channel(&self) -> String {
@@ -472,6 +478,32 @@ impl Registry for RedisRegistry {
             let mut connection = self.connection();
             let value: Option<String> = bounded(connection.get(self.owner_key(&key))).await?;
             value.as_deref().map(parse_owner).transpose()
+        })
+    }
+
+    fn keep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        let (set, name) = (self.kept_key(&key.kind), key.name.clone());
+        Box::pin(async move {
+            let mut connection = self.connection();
+            let _: i64 = bounded(connection.sadd(set, name)).await?;
+            Ok(())
+        })
+    }
+
+    fn unkeep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        let (set, name) = (self.kept_key(&key.kind), key.name.clone());
+        Box::pin(async move {
+            let mut connection = self.connection();
+            let _: i64 = bounded(connection.srem(set, name)).await?;
+            Ok(())
+        })
+    }
+
+    fn kept(&self, kind: &ActorKind) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        let set = self.kept_key(kind);
+        Box::pin(async move {
+            let mut connection = self.connection();
+            bounded(connection.smembers(set)).await
         })
     }
 

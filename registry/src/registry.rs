@@ -10,6 +10,11 @@
 //! Nodes *register* with a TTL and renew it by heartbeat; a node that stops renewing
 //! disappears from [`Registry::nodes`] within the TTL, and can no longer claim names.
 //!
+//! Names may also be *kept alive* ([`Registry::keep`]): a set of names per kind, without
+//! TTL, that says "this actor must run somewhere". Nodes that run a kind with a keep-alive
+//! policy claim a kept name that has no live owner and start it (application actors whose
+//! node died are started again elsewhere). Keeping a name claims nothing by itself.
+//!
 //! Every method is async and fallible because the cluster implementation talks to Redis.
 
 use std::collections::BTreeMap;
@@ -19,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::{ActorKey, NodeId};
+use crate::id::{ActorKey, ActorKind, NodeId};
 
 /// How long a node's registration lives without a heartbeat.
 pub const NODE_TTL: Duration = Duration::from_secs(6);
@@ -159,6 +164,17 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Who owns `key` now, if anyone.
     fn lookup(&self, key: &ActorKey) -> BoxFuture<'_, Result<Option<Owner>, RegistryError>>;
+
+    /// Adds `key` to the names kept alive: nodes that run its kind with a keep-alive
+    /// policy claim and start it whenever it has no live owner (its node died). Idempotent.
+    /// Kept names have no TTL: they stay until [`Registry::unkeep`].
+    fn keep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>>;
+
+    /// Removes `key` from the names kept alive (the actor ended on purpose). Idempotent.
+    fn unkeep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>>;
+
+    /// The names of `kind` kept alive, in no particular order.
+    fn kept(&self, kind: &ActorKind) -> BoxFuture<'_, Result<Vec<String>, RegistryError>>;
 
     /// Hints of the names claimed from now on, by any node (see [`ClaimHints`]), or `None`
     /// when this registry gives none (then a waiter looks up on a timer alone). No default:

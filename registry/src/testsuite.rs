@@ -30,6 +30,31 @@ pub async fn run_all(registry: &dyn Registry) {
     dead_node_cannot_claim(registry).await;
     dead_owners_names_can_be_taken_over(registry).await;
     claims_are_hinted(registry).await;
+    kept_names_are_listed_by_kind(registry).await;
+}
+
+/// Names kept alive are listed by kind until unkept; keeping is idempotent and claims
+/// nothing.
+pub async fn kept_names_are_listed_by_kind(registry: &dyn Registry) {
+    let poll = crate::app_kind!("poll");
+    let board = ActorKind::App(crate::AppKind::parse("board").expect("valid"));
+    let (a, b) = (ActorKey::new(poll.clone(), "live/a"), ActorKey::new(poll.clone(), "live/b"));
+    let c = ActorKey::new(board.clone(), "live/a");
+    for key in [&a, &b, &a, &c] {
+        registry.keep(key).await.expect("keep");
+    }
+    let mut polls = registry.kept(&poll).await.expect("kept");
+    polls.sort();
+    assert_eq!(polls, ["live/a", "live/b"]);
+    assert_eq!(registry.kept(&board).await.expect("kept"), ["live/a"]);
+    assert_eq!(registry.lookup(&a).await.expect("lookup"), None, "keeping claims nothing");
+    registry.unkeep(&a).await.expect("unkeep");
+    registry.unkeep(&a).await.expect("unkeep twice");
+    assert_eq!(registry.kept(&poll).await.expect("kept"), ["live/b"]);
+    registry.unkeep(&b).await.expect("unkeep");
+    registry.unkeep(&c).await.expect("unkeep");
+    assert!(registry.kept(&poll).await.expect("kept").is_empty());
+    assert!(registry.kept(&ActorKind::Stream).await.expect("kept").is_empty());
 }
 
 /// A receiver of claim hints hears of names claimed after it subscribed (by any node).

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{HistogramOpts, HistogramVec};
 use zenlive_registry::{
-    ActorKey, BoxFuture, Lease, NodeId, NodeInfo, Owner, Registry, RegistryError,
+    ActorKey, ActorKind, BoxFuture, Lease, NodeId, NodeInfo, Owner, Registry, RegistryError,
 };
 
 /// Times the calls of the registry it wraps.
@@ -105,6 +105,18 @@ impl Registry for Instrumented {
 
     fn release(&self, lease: &Lease) -> BoxFuture<'_, Result<(), RegistryError>> {
         self.timed("release", self.inner.release(lease))
+    }
+
+    fn keep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.timed("keep", self.inner.keep(key))
+    }
+
+    fn unkeep(&self, key: &ActorKey) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.timed("unkeep", self.inner.unkeep(key))
+    }
+
+    fn kept(&self, kind: &ActorKind) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        self.timed("kept", self.inner.kept(kind))
     }
 
     fn lookup(&self, key: &ActorKey) -> BoxFuture<'_, Result<Option<Owner>, RegistryError>> {
