@@ -219,7 +219,8 @@ impl<A: NamedActor> Registration for AppActorKind<A> {
         let locate: Locate<A> = Arc::new(move |name: &str| {
             instances.read().get(name).filter(|addr| addr.connected()).cloned()
         });
-        let routes = Routes::new(parts.node.clone(), parts.book.clone(), parts.cluster.clone(), locate);
+        let routes =
+            Routes::new(parts.node.clone(), parts.book.clone(), parts.cluster.clone(), locate);
         let routes = Arc::new(self.messages.iter().fold(routes, |routes, add| add(routes)));
         if let Some(cluster) = &parts.cluster {
             crate::refs::serve(cluster, Arc::clone(&routes));
@@ -310,8 +311,12 @@ impl AppActors {
             None => {
                 let nowhere: Locate<A> = Arc::new(|_: &str| None);
                 let parts = &self.parts;
-                let routes =
-                    Routes::new(parts.node.clone(), parts.book.clone(), parts.cluster.clone(), nowhere);
+                let routes = Routes::new(
+                    parts.node.clone(),
+                    parts.book.clone(),
+                    parts.cluster.clone(),
+                    nowhere,
+                );
                 Arc::new(routes).get(name)
             }
         }
@@ -515,9 +520,14 @@ impl<A: NamedActor> KindSupervisor<A> {
     ) -> LeaseKeeper {
         let me = ctx.address();
         let name = name.to_owned();
-        LeaseKeeper::start(Arc::clone(&self.registry), lease, LEASE_RENEW_INTERVAL, move |renewal| {
-            me.do_send(LeaseNews { name: name.clone(), generation, renewal });
-        })
+        LeaseKeeper::start(
+            Arc::clone(&self.registry),
+            lease,
+            LEASE_RENEW_INTERVAL,
+            move |renewal| {
+                me.do_send(LeaseNews { name: name.clone(), generation, renewal });
+            },
+        )
     }
 
     /// Starts `name` under the `lease` just claimed (a spawn or a takeover).
@@ -565,7 +575,10 @@ impl<A: NamedActor> KindSupervisor<A> {
                     Ok(lease) => won.push((name, lease)),
                     // Owned by a live node (the usual answer), or this node is not
                     // registered right now: nothing to do this round.
-                    Err(RegistryError::AlreadyOwned { .. } | RegistryError::NodeNotRegistered { .. }) => {}
+                    Err(
+                        RegistryError::AlreadyOwned { .. }
+                        | RegistryError::NodeNotRegistered { .. },
+                    ) => {}
                     Err(error) => return Err(error),
                 }
             }
@@ -617,12 +630,18 @@ impl<A: NamedActor> Handler<Spawn> for KindSupervisor<A> {
             let owner = Owner { node: self.node.clone(), epoch: instance.keeper.lease().epoch };
             return Box::pin(actix::fut::ready(Err(SpawnError::AlreadyRunning { key, owner })));
         }
-        let (registry, node, keep) = (Arc::clone(&self.registry), self.node.clone(), self.keep_alive);
+        let (registry, node, keep) =
+            (Arc::clone(&self.registry), self.node.clone(), self.keep_alive);
         let claim = async move {
-            let lease = registry.claim(&key, &node, ACTOR_LEASE_TTL).await.map_err(|error| match error {
-                RegistryError::AlreadyOwned { key, owner } => SpawnError::AlreadyRunning { key, owner },
-                other => SpawnError::Registry(other),
-            })?;
+            let lease =
+                registry.claim(&key, &node, ACTOR_LEASE_TTL).await.map_err(
+                    |error| match error {
+                        RegistryError::AlreadyOwned { key, owner } => {
+                            SpawnError::AlreadyRunning { key, owner }
+                        }
+                        other => SpawnError::Registry(other),
+                    },
+                )?;
             if keep {
                 if let Err(error) = registry.keep(&key).await {
                     // Not kept means not running: release rather than run unprotected.
@@ -665,12 +684,14 @@ impl<A: NamedActor> Handler<InstanceStopped> for KindSupervisor<A> {
             self.counters.restarted(self.label);
             let now = Instant::now();
             instance.crashes.push_back(now);
-            while instance.crashes.front().is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW) {
+            while instance.crashes.front().is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+            {
                 instance.crashes.pop_front();
             }
             if instance.crashes.len() <= MAX_RESTARTS {
                 let (arbiter, epoch) = (instance.arbiter.clone(), instance.keeper.lease().epoch);
-                let (generation, stop) = self.launch(&name, &arbiter, epoch, StartCause::Restarted, ctx);
+                let (generation, stop) =
+                    self.launch(&name, &arbiter, epoch, StartCause::Restarted, ctx);
                 if let Some(instance) = self.instances.get_mut(&name) {
                     instance.generation = generation;
                     instance.stop = Some(stop);

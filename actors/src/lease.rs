@@ -291,7 +291,10 @@ mod tests {
         fn keep(&self, _: &ActorKey) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
-        fn unkeep(&self, _: &ActorKey) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
+        fn unkeep(
+            &self,
+            _: &ActorKey,
+        ) -> zenlive_registry::BoxFuture<'_, Result<(), RegistryError>> {
             Box::pin(std::future::ready(Err(down())))
         }
         fn kept(

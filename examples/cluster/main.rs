@@ -101,7 +101,9 @@ async fn start_node(n: u16, redis_url: &str, free_ports: bool) -> anyhow::Result
                         request.user.name, tally.counts
                     )),
                     Ok(Err(refused)) => ChatDecision::Reject(refused.to_string()),
-                    Err(error) => ChatDecision::Reject(format!("the poll is not available: {error}")),
+                    Err(error) => {
+                        ChatDecision::Reject(format!("the poll is not available: {error}"))
+                    }
                 }
             }
         })
@@ -164,7 +166,10 @@ async fn main() -> anyhow::Result<()> {
         nodes[i].actor_ref::<Poll>(POLL).send(vote).await??;
     }
     let tally = nodes[2].actor_ref::<Poll>(POLL).send(GetTally).await?;
-    println!("Poll:      {POLL} runs on {}: {:?}   (say `!vote OPTION` in its chat room)", tally.node, tally.counts);
+    println!(
+        "Poll:      {POLL} runs on {}: {:?}   (say `!vote OPTION` in its chat room)",
+        tally.node, tally.counts
+    );
 
     let rtmp = |i: usize| nodes[i].rtmp_addr().map(|a| a.to_string()).unwrap_or_default();
     println!("Redis:     {redis_url}");

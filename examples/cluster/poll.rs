@@ -129,7 +129,9 @@ impl Handler<Vote> for Poll {
             return Err(VoteRefused::BadOption);
         }
         let known = self.votes.values().any(|o| o == option);
-        if !known && self.votes.values().collect::<std::collections::BTreeSet<_>>().len() >= MAX_OPTIONS {
+        if !known
+            && self.votes.values().collect::<std::collections::BTreeSet<_>>().len() >= MAX_OPTIONS
+        {
             return Err(VoteRefused::TooManyOptions);
         }
         if !self.votes.contains_key(&msg.voter) && self.votes.len() >= MAX_VOTERS {
