@@ -34,8 +34,10 @@
 //! it ([`StartCause::TakenOver`]). A node that dies (`kill -9`) loses its registration within
 //! the node TTL (6 s), after which its leases count as free, so its kept actors run again on
 //! another node within about 7 s, inside the lease TTL (10 s). Refs need not be re-created:
-//! a ref forgets the owner it cached when a call to it fails, and looks it up again on the
-//! next message.
+//! a message to a cached owner whose node is gone (connection refused, or no longer
+//! registered) was never sent, so the ref looks the owner up again and sends it there at
+//! once; any other failure makes the ref forget the owner it cached, and the next message
+//! looks it up again.
 //!
 //! **State is the application's**: an instance started again (after a panic, or on another
 //! node) starts from what the factory builds. An actor that must not lose its state persists
@@ -44,9 +46,12 @@
 //! application's store refuse writes of an older owner.
 //!
 //! # Delivery
-//! As for every ref: at most once. Calls made while the owner is dead answer
+//! As for every ref: at most once. A call in flight when the owner dies answers
 //! [`crate::refs::RefError::Unreachable`] or `Timeout` (the message may or may not have been
-//! applied before the crash) until the new owner runs; then they reach it.
+//! applied before the crash). Calls made after it died, until the new owner runs, answer
+//! `Unreachable` naming the dead node (while the registry still names it as the owner;
+//! these messages were not applied) or [`crate::refs::RefError::NotFound`]; from then on
+//! they reach the new owner, the first one included.
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};

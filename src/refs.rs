@@ -15,13 +15,18 @@
 //! 3. The receiving node ([`serve`]) answers `NotOwner` unless it proves a lease on the
 //!    name *under that epoch* now and runs the actor; else it decodes the message by name
 //!    and sends it to the actor, and the result goes back encoded.
-//! 4. On `NotOwner` the caller looks the owner up once more and tries once more; then it
-//!    gives up with [`RefError::NotOwner`].
+//! 4. On `NotOwner`, or when the message provably never left this node (the owner's node
+//!    is no longer registered, or connecting to it is refused: a dead owner's node), the
+//!    caller looks the owner up once more and tries once more; then it gives up with
+//!    [`RefError::NotOwner`] or [`RefError::Unreachable`]. So the first message after an
+//!    owner died reaches the new owner if one runs already, even through a ref that
+//!    cached the dead one.
 //!
 //! # Delivery: at most once
-//! A message is never sent twice on its own: a timeout ([`RefError::Timeout`]) or a broken
-//! link ([`RefError::Unreachable`]) is not retried, because the owner may or may not have
-//! applied the message. Only `NotOwner`, which says the message was *not* applied, is.
+//! A message is never sent twice on its own: a timeout ([`RefError::Timeout`]) or a link
+//! that broke after the message was written to it ([`RefError::Unreachable`]) is not
+//! retried, because the owner may or may not have applied the message. Only `NotOwner`
+//! and a message that was never sent, which say the message was *not* applied, are.
 //! Messages from one caller to one owner are handled in the order sent (one ordered link
 //! per pair of nodes), as long as the caller awaits each `send`.
 //!
@@ -59,8 +64,11 @@ pub enum RefError {
     /// changing hands right now). The message was not applied; it may be sent again.
     #[error("the owner changed while the message was sent; it was not applied")]
     NotOwner,
-    /// The owner's node could not be reached (no address, or the link broke). The message
-    /// may or may not have been applied if the link broke after it left.
+    /// The owner's node could not be reached (no address, no connection, or the link
+    /// broke). The message may or may not have been applied if the link broke after it
+    /// left; if no connection could be made it was not (and the owner was looked up twice:
+    /// the registry still names this node, e.g. one that died and whose lease has not
+    /// been taken over yet).
     #[error("node {node} cannot be reached")]
     Unreachable {
         /// The owner's node.
@@ -314,12 +322,16 @@ impl<A: NamedActor> ActorRef<A> {
                 Err(error) => error,
             };
             *self.owner.lock() = None;
-            if error == RemoteError::NotOwner {
+            // Neither was applied: the node refused it as not the owner, or the call never
+            // left this node (the owner's node is gone: no address, connection refused).
+            let not_applied = matches!(error, RemoteError::NotOwner | RemoteError::NotSent(_));
+            if not_applied && attempt == 0 {
                 continue;
             }
             let node = owner.node;
             return Err(match error {
                 RemoteError::NotOwner => RefError::NotOwner,
+                RemoteError::NotSent(_) => RefError::Unreachable { node },
                 RemoteError::Timeout => RefError::Timeout { node },
                 RemoteError::Link(_) => RefError::Unreachable { node },
                 RemoteError::Stopped => RefError::Stopped,

@@ -182,7 +182,8 @@ impl Peers {
                     self.forget(peer, &sender);
                     tries += 1;
                     if tries == 2 {
-                        return Err(RemoteError::Link("link closed".into()));
+                        // Never queued on a live link: not sent.
+                        return Err(RemoteError::NotSent("link closed".into()));
                     }
                     queued = back;
                 }
@@ -231,6 +232,14 @@ async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Rec
         Ok(link) => link,
         Err(error) => {
             tracing::warn!(%addr, %error, "cannot open a cluster link");
+            // Nothing was written: the calls queued meanwhile were never sent, and their
+            // callers may send them again (`RemoteError::NotSent`). Calls made after the
+            // close find the queue closed and open another link.
+            queue.close();
+            let reason = format!("cannot connect to {addr}: {error}");
+            while let Some((_, reply)) = queue.recv().await {
+                let _ = reply.send(Err(RemoteError::NotSent(reason.clone())));
+            }
             return;
         }
     };
@@ -244,7 +253,12 @@ async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Rec
     let reader = async move {
         while let Some(Ok(bytes)) = stream.next().await {
             match reader_codec.decode(&bytes) {
-                Ok(Message::Reply { correlation, result }) => {
+                Ok(Message::Reply { correlation, mut result }) => {
+                    if let Err(RemoteError::NotSent(_)) = result {
+                        // Only this node can know a call was not sent; from a peer it
+                        // would make the caller send it twice.
+                        result = Err(RemoteError::Link("the peer answered not sent".into()));
+                    }
                     if let Some(waiter) = reader_pending.lock().remove(&correlation) {
                         let _ = waiter.send(result);
                     }

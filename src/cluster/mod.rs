@@ -259,6 +259,8 @@ impl Cluster {
 
 impl Cluster {
     /// Sends `call` to `node` (this node included) and waits for the answer.
+    /// [`RemoteError::NotSent`] says the call provably never left (`node` is not registered,
+    /// or no link to it could be opened); every other failure may follow its delivery.
     pub async fn call_node(
         self: &Arc<Self>,
         node: &NodeId,
@@ -268,7 +270,7 @@ impl Cluster {
             return self.handle_call(call).await;
         }
         let Some(addr) = self.address_of(node, "cluster").await else {
-            return Err(RemoteError::Link(format!("node {node} is not reachable")));
+            return Err(RemoteError::NotSent(format!("node {node} is not registered")));
         };
         self.peers.call(self, node, &addr, call).await
     }

@@ -122,6 +122,13 @@ pub enum RemoteError {
     /// The actor stopped (it ended, or a handler panicked) before it answered.
     #[error("the actor stopped before answering")]
     Stopped,
+    /// The call never left this node, so it was not handled: the node has no address in
+    /// the cluster's view (it is not registered), or no link to it could be opened
+    /// (connection refused, failed handshake). Unlike [`RemoteError::Link`] and
+    /// [`RemoteError::Timeout`], it is safe to send again. Set by the caller, never sent; a
+    /// peer's reply claiming it is taken as a broken link.
+    #[error("not sent: {0}")]
+    NotSent(String),
 }
 
 /// The body of a typed call (`zenlive::refs`): which message, and the message itself,
