@@ -15,7 +15,8 @@
 //!
 //! With `ZENLIVE_EXAMPLE_NODE=N` (and `REDIS_URL`) it runs node N alone, on free ports,
 //! and spawns the poll `live/test` unless it runs somewhere already: one process per node,
-//! so a node can be killed (`tests/app_actors.rs` does, and watches the poll move).
+//! so a node can be killed (`kill -9` the one running the poll, and another node starts it
+//! within about 7 s; `tests/app_actors.rs` does the same with node 1 in a child process).
 
 mod poll;
 
