@@ -575,7 +575,10 @@ impl<A: NamedActor> KindSupervisor<A> {
         let claims = async move {
             let names = registry.kept(&A::KIND).await?;
             let mut won = Vec::new();
-            for name in names.into_iter().filter(|n| !running.contains(n)) {
+            // A name that `spawn_named` would refuse (written to Redis by something else)
+            // is not started either.
+            let valid = |n: &String| !n.is_empty() && n.len() <= MAX_NAME_LEN;
+            for name in names.into_iter().filter(|n| valid(n) && !running.contains(n)) {
                 match registry.claim(&Self::key(&name), &node, ACTOR_LEASE_TTL).await {
                     Ok(lease) => won.push((name, lease)),
                     // Owned by a live node (the usual answer), or this node is not

@@ -326,3 +326,68 @@ async fn run_peer_link(cluster: Arc<Cluster>, addr: String, mut queue: mpsc::Rec
     // Waiters see their reply channel close and report a link failure.
     pending.lock().clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use zenlive_registry::MemoryRegistry;
+
+    use super::*;
+    use crate::config::ClusterConfig;
+
+    fn cluster(node: &str) -> Arc<Cluster> {
+        let config = ClusterConfig { secret: "a-secret-of-the-tests".into(), ..Default::default() };
+        Arc::new(Cluster::new(NodeId::new(node), Arc::new(MemoryRegistry::new()), &config))
+    }
+
+    /// A loopback address nothing listens on (bound, then closed).
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    }
+
+    #[actix_rt::test]
+    async fn a_call_to_a_node_that_refuses_the_connection_was_not_sent() {
+        let caller = cluster("a");
+        let call = caller.new_call("ref.stream", "live/x", Some(1), vec![1, 2, 3]);
+        let result = caller.peers.call(&caller, &NodeId::new("b"), &closed_port(), call).await;
+        assert!(matches!(result, Err(RemoteError::NotSent(_))), "{result:?}");
+        // The closed link is replaced: the next call is not sent either, and says so.
+        let call = caller.new_call("ref.stream", "live/x", Some(1), vec![]);
+        let result = caller.peers.call(&caller, &NodeId::new("b"), &closed_port(), call).await;
+        assert!(matches!(result, Err(RemoteError::NotSent(_))), "{result:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_call_to_a_node_that_is_not_registered_was_not_sent() {
+        let caller = cluster("a");
+        let call = caller.new_call("ref.stream", "live/x", Some(1), vec![]);
+        let result = caller.call_node(&NodeId::new("gone"), call).await;
+        assert!(matches!(result, Err(RemoteError::NotSent(_))), "{result:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_peer_cannot_claim_a_call_was_not_sent() {
+        let (caller, peer) = (cluster("a"), cluster("b"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut link = Framed::new(stream, wire::framing());
+            accept(&peer, &mut link).await.expect("handshake");
+            let Some(Message::Call(call)) = recv(&mut link, &*peer.codec).await.expect("call")
+            else {
+                panic!("expected a call");
+            };
+            let result = Err(RemoteError::NotSent("a lie".into()));
+            let reply = Message::Reply { correlation: call.correlation, result };
+            send(&mut link, &*peer.codec, &reply).await.expect("reply");
+            // Open until the caller has the answer.
+            let _ = recv(&mut link, &*peer.codec).await;
+        };
+        let server = actix_rt::spawn(server);
+        let call = caller.new_call("ref.stream", "live/x", Some(1), vec![]);
+        let result = caller.peers.call(&caller, &NodeId::new("b"), &addr, call).await;
+        assert!(matches!(result, Err(RemoteError::Link(_))), "{result:?}");
+        server.abort();
+    }
+}
