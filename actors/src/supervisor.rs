@@ -68,8 +68,9 @@ pub enum StartError {
     Registry {
         /// The stream.
         key: StreamKey,
-        /// The registry's answer.
-        source: RegistryError,
+        /// The registry's answer (boxed: an error naming an application's actor kind is
+        /// larger than the rest of this enum).
+        source: Box<RegistryError>,
     },
     /// The node is shutting down.
     #[error("node is shutting down")]
@@ -337,7 +338,10 @@ impl Handler<StartStream> for StreamSupervisor {
                         return Box::pin(fut::ready(Err(StartError::AlreadyPublishing { key })));
                     }
                     Err(source) => {
-                        return Box::pin(fut::ready(Err(StartError::Registry { key, source })))
+                        return Box::pin(fut::ready(Err(StartError::Registry {
+                            key,
+                            source: Box::new(source),
+                        })))
                     }
                 };
                 if !replica {
