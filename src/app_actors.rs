@@ -6,7 +6,7 @@
 //! reference streams and rooms have).
 //!
 //! # Where it sits
-//! In the SDK facade, beside [`crate::refs`]: a [`KindSupervisor`] per registered kind and
+//! In the SDK facade, beside [`crate::refs`]: a `KindSupervisor` per registered kind and
 //! node claims names in the registry (through the node's [`LeaseBook`], so typed messages
 //! are fenced on receipt like a stream's), starts instances on the node's arbiters, keeps
 //! their leases with a [`LeaseKeeper`], and restarts what panics. The refs' routes find the
