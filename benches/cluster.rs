@@ -27,6 +27,7 @@ fn config(id: &str, redis: &str) -> Config {
     config.node.id = id.to_owned();
     config.rtmp.addr = any();
     config.http.addr = any();
+    config.webrtc.udp_addr = any();
     config.metrics.enabled = false;
     config.hls.enabled = false;
     config.cluster.enabled = true;

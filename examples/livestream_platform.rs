@@ -106,6 +106,8 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::default();
     config.rtmp.addr = args.next().unwrap_or_else(|| "127.0.0.1:1935".into()).parse()?;
     config.http.addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into()).parse()?;
+    // WHIP media beside HTTP, on a port the OS picks (the answer advertises it).
+    config.webrtc.udp_addr = std::net::SocketAddr::new(config.http.addr.ip(), 0);
     config.metrics.enabled = false;
     config.hls.segment_duration = Duration::from_secs(2);
     config.auth.jwt_secret = std::env::var("ZENLIVE_AUTH_JWT_SECRET").unwrap_or_else(|_| {

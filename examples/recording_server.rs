@@ -249,6 +249,8 @@ async fn main() -> anyhow::Result<()> {
     let file = args.next().map(PathBuf::from);
     let mut config = Config::load(file.as_deref(), std::env::vars())?;
     (config.rtmp.addr, config.http.addr) = (rtmp, http);
+    // WHIP media beside HTTP, on a port the OS picks (the answer advertises it).
+    config.webrtc.udp_addr = std::net::SocketAddr::new(config.http.addr.ip(), 0);
     config.metrics.enabled = false;
     config.recording.enabled = true;
     config.recording.paths.clear();

@@ -64,6 +64,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// Cluster mode: nodes sharing a Redis registry.
     pub cluster: ClusterConfig,
+    /// WebRTC: WHIP ingest on the HTTP port, media on one UDP port.
+    pub webrtc: WebRtcConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -688,6 +690,84 @@ impl Default for ChatConfig {
             max_rooms_per_address: 32,
             rooms_without_stream: RoomsWithoutStream::SignedIn,
         }
+    }
+}
+
+/// `[webrtc]`: WHIP ingest (`POST /whip/{app}/{key}` on the HTTP port). The node is
+/// ICE-lite: every session's media arrives on one UDP port. See `docs/webrtc.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtcConfig {
+    /// Whether WHIP is served and the UDP port bound.
+    pub enabled: bool,
+    /// The UDP port every session's media uses (`HOST:PORT`; a host name is resolved).
+    #[serde(deserialize_with = "listen_addr")]
+    pub udp_addr: SocketAddr,
+    /// The addresses advertised to clients as ICE candidates (`IP` with the UDP port, or
+    /// `IP:PORT` when a NAT maps another port). Empty: the UDP address's IP when it is not
+    /// a wildcard, else the local address the client's WHIP request arrived on.
+    pub public_addrs: Vec<String>,
+    /// STUN/TURN server URLs handed to clients in WHIP `Link` headers
+    /// (`stun:host:port`, `turn:host:port?transport=udp`).
+    pub ice_servers: Vec<String>,
+    /// How long a session may take from its offer to a connected peer before it is ended
+    /// (and its stream name freed).
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long a connected session may receive nothing before it is ended.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Most WHIP sessions on the node at once (connected or not).
+    pub max_sessions: usize,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_addr: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            public_addrs: Vec::new(),
+            ice_servers: Vec::new(),
+            connect_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(30),
+            max_sessions: 1000,
+        }
+    }
+}
+
+impl WebRtcConfig {
+    /// The advertised candidate addresses (`public_addrs` resolved against the UDP port),
+    /// or an error naming the entry that is neither `IP` nor `IP:PORT`.
+    pub fn public_socket_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.public_addrs
+            .iter()
+            .map(|text| {
+                let text = text.trim();
+                text.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        text.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, self.udp_addr.port()))
+                    })
+                    .map_err(|_| {
+                        invalid("webrtc.public_addrs", format!("{text:?}"), "expected IP or IP:PORT")
+                    })
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.public_socket_addrs()?;
+        let schemes = ["stun:", "stuns:", "turn:", "turns:"];
+        if let Some(url) = self.ice_servers.iter().find(|url| {
+            !schemes.iter().any(|s| url.starts_with(s)) || url.contains(['<', '>', '"', ',', ' '])
+        }) {
+            return Err(invalid(
+                "webrtc.ice_servers",
+                format!("{url:?}"),
+                "expected a stun:, stuns:, turn: or turns: URL",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1321,6 +1401,8 @@ impl Config {
             ("cluster.relay_idle", self.cluster.relay_idle, ms(100)..=day),
             ("cluster.relay_grace", self.cluster.relay_grace, zero..=day),
             ("cluster.link_idle_timeout", self.cluster.link_idle_timeout, s(1)..=hour),
+            ("webrtc.connect_timeout", self.webrtc.connect_timeout, s(1)..=s(300)),
+            ("webrtc.idle_timeout", self.webrtc.idle_timeout, s(1)..=hour),
         ] {
             duration_within(key, value, range)?;
         }
@@ -1352,6 +1434,7 @@ impl Config {
             ("chat.member_queue", self.chat.member_queue, 1..=1_000_000, "frames"),
             ("chat.presence_limit", self.chat.presence_limit, 0..=10_000_000, "members"),
             ("chat.max_rooms", self.chat.max_rooms, 0..=10_000_000, "rooms"),
+            ("webrtc.max_sessions", self.webrtc.max_sessions, 1..=1_000_000, "sessions"),
             (
                 "chat.max_rooms_per_address",
                 self.chat.max_rooms_per_address,
@@ -1369,6 +1452,7 @@ impl Config {
             "messages per second",
         )?;
         check_log_level(&self.log.level)?;
+        self.webrtc.validate()?;
         self.validate_recording()?;
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err(ConfigError::Invalid(
@@ -1807,6 +1891,35 @@ mod tests {
         assert!(err.to_string().contains("ZENLIVE_HSL_WINDOW"), "{err}");
         let err = Config::load(None, env(&[("ZENLIVE_LOG_LEVEL", "verbose")])).expect_err("level");
         assert!(err.to_string().contains("verbose") && err.to_string().contains("info"), "{err}");
+    }
+
+    #[test]
+    fn the_webrtc_section_has_defaults_env_overrides_and_checks() {
+        let c = Config::default();
+        assert!(c.webrtc.enabled);
+        assert_eq!(c.webrtc.udp_addr.to_string(), "0.0.0.0:8189");
+        let c = Config::load(
+            None,
+            env(&[
+                ("ZENLIVE_WEBRTC_UDP_ADDR", "127.0.0.1:9000"),
+                ("ZENLIVE_WEBRTC_PUBLIC_ADDRS", "203.0.113.7, 198.51.100.1:40000"),
+                ("ZENLIVE_WEBRTC_ICE_SERVERS", "stun:stun.example.net:3478"),
+            ]),
+        )
+        .expect("valid");
+        let public = c.webrtc.public_socket_addrs().expect("valid addresses");
+        let public: Vec<String> = public.iter().map(ToString::to_string).collect();
+        assert_eq!(public, ["203.0.113.7:9000", "198.51.100.1:40000"]);
+        assert_eq!(c.webrtc.ice_servers, ["stun:stun.example.net:3478"]);
+        for (k, v, expected) in [
+            ("ZENLIVE_WEBRTC_PUBLIC_ADDRS", "example.net", "webrtc.public_addrs"),
+            ("ZENLIVE_WEBRTC_ICE_SERVERS", "http://stun.example.net", "webrtc.ice_servers"),
+            ("ZENLIVE_WEBRTC_MAX_SESSIONS", "0", "webrtc.max_sessions"),
+            ("ZENLIVE_WEBRTC_CONNECT_TIMEOUT", "0", "webrtc.connect_timeout"),
+        ] {
+            let err = Config::load(None, env(&[(k, v)])).expect_err(k);
+            assert!(err.to_string().contains(expected), "{k}: {err}");
+        }
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct NodeContext {
     pub chat_openers: PerAddress,
     /// The HTTPS certificate, when `[tls]` is configured.
     pub tls: Option<Tls>,
+    /// WebRTC (WHIP), when `[webrtc]` is enabled: its UDP socket and sessions.
+    pub webrtc: Option<Arc<crate::webrtc::WebRtc>>,
     /// Cancelled when the node shuts down: connections, relays and links end on it (see
     /// [`NodeContext::until_shutdown`]).
     pub shutdown: CancellationToken,

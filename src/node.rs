@@ -432,6 +432,13 @@ impl NodeBuilder {
             counters: Arc::clone(&counters),
         };
         let apps = AppActors::start(parts, self.kinds)?;
+        let webrtc = match config.webrtc.enabled {
+            true => Some(Arc::new(crate::webrtc::WebRtc::bind(&config.webrtc)?)),
+            false => None,
+        };
+        for collector in webrtc.iter().flat_map(|w| w.stats.collectors()) {
+            metrics.register(collector);
+        }
         let context = Arc::new(NodeContext {
             live: ArcSwap::from_pointee(config.clone()),
             config,
@@ -460,6 +467,7 @@ impl NodeBuilder {
             rtmp_partial: PartialBudget::new(config_rtmp.max_partial_bytes),
             chat_openers: PerAddress::new(config_chat.max_rooms_per_address),
             tls,
+            webrtc,
             shutdown: tokio_util::sync::CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
         });
@@ -806,6 +814,11 @@ impl Node {
     /// Where metrics are served.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.listeners.metrics_addr
+    }
+
+    /// The UDP port of WebRTC media (when `[webrtc]` is enabled).
+    pub fn webrtc_addr(&self) -> Option<SocketAddr> {
+        self.context.webrtc.as_ref().map(|w| w.local_addr())
     }
 
     /// Where other cluster nodes connect to this one (cluster mode only).

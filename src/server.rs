@@ -31,8 +31,13 @@ fn media_server(
     let counters = Arc::clone(&context.counters);
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
         // The gauge lives in the connection's extensions, dropped when it closes.
-        .on_connect(move |_, extensions| {
+        .on_connect(move |connection, extensions| {
             extensions.insert(counters.connection(ConnectionKind::Http));
+            // The address the client reached: WHIP's fallback ICE candidate.
+            let tcp = connection.downcast_ref::<actix_web::rt::net::TcpStream>();
+            if let Some(local) = tcp.and_then(|s| s.local_addr().ok()) {
+                extensions.insert(crate::webrtc::whip::LocalAddr(local.ip()));
+            }
         })
         .workers(context.pool.len())
         .disable_signals()
@@ -123,6 +128,10 @@ pub(crate) async fn start(context: &Arc<NodeContext>) -> Result<Listeners, Start
         .run();
         metrics = Some(server.handle());
         actix_rt::spawn(server);
+    }
+
+    if let Some(task) = context.webrtc.as_ref().and_then(|w| w.start(context.shutdown.clone())) {
+        tasks.push(task);
     }
 
     let mut cluster_addr = None;

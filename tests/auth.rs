@@ -306,6 +306,7 @@ async fn the_binary_logs_refusals_without_the_token() {
         .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--metrics-addr", "127.0.0.1:0"])
         .env("ZENLIVE_AUTH_JWT_SECRET", secret)
+        .env("ZENLIVE_WEBRTC_UDP_ADDR", "127.0.0.1:0")
         .env("ZENLIVE_AUTH_REQUIRE_PLAY", "true")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -50,6 +50,7 @@ async fn the_binary_serves_a_stream_and_exits_cleanly_on_sigterm() {
             "127.0.0.1:0",
         ])
         .env("ZENLIVE_HLS_SEGMENT_DURATION", "1")
+        .env("ZENLIVE_WEBRTC_UDP_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -120,6 +121,7 @@ async fn the_embed_example_hears_events_and_kicks_by_name() {
 async fn run_zenlive(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_zenlive"));
     command.args(args).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    command.env("ZENLIVE_WEBRTC_UDP_ADDR", "127.0.0.1:0");
     for (key, value) in env {
         command.env(key, value);
     }
@@ -194,6 +196,7 @@ async fn sighup_reloads_auth_and_the_log_level_and_names_what_needs_a_restart() 
         .arg(&file)
         .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("ZENLIVE_WEBRTC_UDP_ADDR", "127.0.0.1:0")
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())

@@ -598,6 +598,7 @@ async fn a_second_process_with_the_same_node_id_refuses_to_start() {
         .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--metrics-addr", "127.0.0.1:0"])
         .env("ZENLIVE_CLUSTER_SECRET", SECRET)
+        .env("ZENLIVE_WEBRTC_UDP_ADDR", "127.0.0.1:0")
         .output();
     let output = tokio::time::timeout(Duration::from_secs(30), second)
         .await

@@ -16,11 +16,14 @@ pub enum Protocol {
     /// A cluster relay: on the origin, an edge node pulling the stream; on the edge, the
     /// local copy it publishes.
     Relay,
+    /// WHIP (WebRTC-HTTP ingestion) publish.
+    Whip,
 }
 
 impl Protocol {
     /// Every protocol, in [`Protocol::index`] order.
-    pub const ALL: [Self; 5] = [Self::Rtmp, Self::HttpFlv, Self::Hls, Self::Internal, Self::Relay];
+    pub const ALL: [Self; 6] =
+        [Self::Rtmp, Self::HttpFlv, Self::Hls, Self::Internal, Self::Relay, Self::Whip];
 
     /// A dense index, for per-protocol arrays.
     pub fn index(self) -> usize {
@@ -35,6 +38,7 @@ impl Protocol {
             Self::Hls => "hls",
             Self::Internal => "internal",
             Self::Relay => "relay",
+            Self::Whip => "whip",
         }
     }
 }

@@ -70,6 +70,7 @@ fn config(n: u16, redis_url: &str, free_ports: bool) -> anyhow::Result<Config> {
     config.rtmp.addr = addr(1930 + n)?;
     config.http.addr = addr(8080 + n)?;
     config.metrics.addr = addr(9090 + n)?;
+    config.webrtc.udp_addr = addr(8189 + n)?;
     config.hls.segment_duration = Duration::from_secs(2);
     config.cluster.enabled = true;
     config.cluster.redis_url = redis_url.to_owned();

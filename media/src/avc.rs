@@ -100,6 +100,50 @@ impl AvcDecoderConfig {
         Ok(Self { profile: head[1], compatibility: head[2], level: head[3], length_size, sps, pps })
     }
 
+    /// The configuration of parameter sets received in-band (an RTP stream's SPS and PPS),
+    /// with 4-byte NAL lengths; profile, compatibility and level are the SPS's bytes 1-3.
+    pub fn from_parameter_sets(sps: Vec<Bytes>, pps: Vec<Bytes>) -> Result<Self, AvcError> {
+        let first = sps.first().ok_or(AvcError::BadConfig("no SPS"))?;
+        let head = first.get(1..4).ok_or(AvcError::BadConfig("SPS shorter than 4 bytes"))?;
+        if pps.is_empty() {
+            return Err(AvcError::BadConfig("no PPS"));
+        }
+        if sps.len() > 31 || pps.len() > 255 {
+            return Err(AvcError::BadConfig("too many parameter sets"));
+        }
+        if sps.iter().chain(&pps).any(|set| set.is_empty() || set.len() > usize::from(u16::MAX)) {
+            return Err(AvcError::BadConfig("parameter set empty or over 65535 bytes"));
+        }
+        Ok(Self { profile: head[0], compatibility: head[1], level: head[2], length_size: 4, sps, pps })
+    }
+
+    /// The record's bytes (`AVCDecoderConfigurationRecord`), as FLV and MP4 carry it: the
+    /// inverse of [`AvcDecoderConfig::parse`]. Counts and lengths past what the record can
+    /// say are cut (31 SPS, 255 PPS, 65535 bytes each); [`AvcDecoderConfig::from_parameter_sets`]
+    /// refuses such sets.
+    pub fn to_record(&self) -> Bytes {
+        let sps = &self.sps[..self.sps.len().min(31)];
+        let pps = &self.pps[..self.pps.len().min(255)];
+        let mut out = Vec::with_capacity(
+            7 + sps.iter().chain(pps).map(|s| 2 + s.len()).sum::<usize>(),
+        );
+        let length_bits = self.length_size.clamp(1, 4) - 1;
+        out.extend_from_slice(&[1, self.profile, self.compatibility, self.level]);
+        out.push(0xfc | length_bits);
+        out.push(0xe0 | sps.len() as u8);
+        let put_sets = |out: &mut Vec<u8>, sets: &[Bytes]| {
+            for set in sets {
+                let set = &set[..set.len().min(usize::from(u16::MAX))];
+                out.extend_from_slice(&(set.len() as u16).to_be_bytes());
+                out.extend_from_slice(set);
+            }
+        };
+        put_sets(&mut out, sps);
+        out.push(pps.len() as u8);
+        put_sets(&mut out, pps);
+        Bytes::from(out)
+    }
+
     /// Width, height, profile and level from the first SPS.
     pub fn sps_info(&self) -> Result<SpsInfo, AvcError> {
         use h264_reader::nal::sps::SeqParameterSet;
@@ -194,6 +238,27 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_record_built_from_parameter_sets_reads_back() {
+        let parsed = AvcDecoderConfig::parse(RECORD_320X240).expect("valid record");
+        let rebuilt =
+            AvcDecoderConfig::from_parameter_sets(parsed.sps.clone(), parsed.pps.clone())
+                .expect("sets from a valid record");
+        assert_eq!(rebuilt.to_record().as_ref(), RECORD_320X240);
+        assert_eq!(AvcDecoderConfig::parse(&rebuilt.to_record()), Ok(rebuilt));
+    }
+
+    #[test]
+    fn parameter_sets_that_make_no_record_are_refused() {
+        let sps = Bytes::from_static(&[0x67, 0x64, 0, 0x0d]);
+        let pps = Bytes::from_static(&[0x68, 0xeb]);
+        assert!(AvcDecoderConfig::from_parameter_sets(vec![], vec![pps.clone()]).is_err());
+        assert!(AvcDecoderConfig::from_parameter_sets(vec![sps.clone()], vec![]).is_err());
+        let short = Bytes::from_static(&[0x67, 0x64]);
+        assert!(AvcDecoderConfig::from_parameter_sets(vec![short], vec![pps.clone()]).is_err());
+        assert!(AvcDecoderConfig::from_parameter_sets(vec![sps], vec![Bytes::new()]).is_err());
+    }
 
     /// A real sequence header from x264 (320x240, High profile), as FFmpeg sends it.
     const RECORD_320X240: &[u8] = &[

@@ -27,6 +27,8 @@
 //! - [`segment`]: recording segments: one self-contained file in fMP4, MPEG-TS or FLV,
 //!   handed out in chunks of about a fragment each.
 //! - [`torn`]: how much of a segment file cut short by a crash is whole.
+//! - [`rtp_clock`]: RTP timestamps (32-bit, wrapping) → [`MediaTime`].
+//! - [`rtp_h264`]: H.264 over RTP (packetization mode 1) → AVCC access units (WHIP ingest).
 
 pub mod aac;
 pub mod avc;
@@ -37,6 +39,8 @@ pub mod fmp4;
 pub mod fmp4_cut;
 pub mod frame;
 pub mod hls;
+pub mod rtp_clock;
+pub mod rtp_h264;
 pub mod segment;
 #[cfg(test)]
 mod testdata;

@@ -34,6 +34,7 @@ pub fn test_config() -> Config {
     config.rtmp.addr = any_port();
     config.http.addr = any_port();
     config.metrics.addr = any_port();
+    config.webrtc.udp_addr = any_port();
     config.node.workers = 2;
     config.hls.segment_duration = Duration::from_secs(1);
     config.hls.window = 6;

@@ -49,6 +49,7 @@ impl ZenliveProcess {
             .args(args)
             .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--metrics-addr", "127.0.0.1:0"])
+            .env("ZENLIVE_WEBRTC_UDP_ADDR", "127.0.0.1:0")
             .env("ZENLIVE_HLS_SEGMENT_DURATION", "1")
             .env("ZENLIVE_NODE_WORKERS", "2")
             .env("ZENLIVE_LOG_LEVEL", "zenlive=debug,info")

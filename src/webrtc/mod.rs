@@ -1,0 +1,190 @@
+//! WebRTC ingest (WHIP, RFC 9725): a browser, OBS or GStreamer publishes H.264 (and Opus)
+//! with `POST /whip/{app}/{key}` on the HTTP port, and the stream reaches every output like
+//! an RTMP publish. WHEP playback is not built yet.
+//!
+//! The node is ICE-lite and every session's media shares one UDP port
+//! (`webrtc.udp_addr`). The WebRTC protocols (ICE, DTLS-SRTP, RTP/RTCP) are webrtc-rs's
+//! sans-IO core (`rtc`): its async wrapper (`webrtc`) binds a socket per peer connection,
+//! so this module owns the socket and drives each `rtc` peer connection itself.
+//!
+//! # Layout
+//! - [`offer`]: the first look at an offer (size, SDP, a codec we ingest), before anything
+//!   is claimed.
+//! - [`udp`]: the shared UDP socket: a task routes each datagram to its session (by STUN
+//!   username, then by source address).
+//! - [`ingest`]: one received track (H.264 or Opus RTP) → neutral frames (sans-IO).
+//! - [`session`]: one publisher's peer connection: negotiation, then the task that feeds
+//!   it datagrams and time and pushes its frames into the stream.
+//! - [`whip`]: the HTTP handlers (`POST`, `DELETE`, `OPTIONS`), through
+//!   [`crate::admission`] like every publisher.
+//! - [`stats`]: the Prometheus series.
+//!
+//! The path of a WHIP frame: UDP socket → [`udp::run`] → the session's queue →
+//! `rtc` (SRTP) → [`ingest::TrackIngest`] → [`StreamPublisher`](zenlive_actors::StreamPublisher)
+//! → the stream's outputs and viewers.
+
+pub mod ingest;
+pub mod offer;
+pub mod session;
+pub mod stats;
+pub mod udp;
+pub mod whip;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WebRtcConfig;
+use crate::start_error::BindError;
+use stats::WebRtcStats;
+use udp::{Control, SessionId};
+
+/// Registrations queued for the UDP task (it drains them before every read).
+const CONTROL_QUEUE: usize = 1024;
+
+/// The node's WebRTC service: the UDP socket, the sessions, the settings. One per node,
+/// in [`NodeContext::webrtc`](crate::context::NodeContext::webrtc) when `[webrtc]` is on.
+pub struct WebRtc {
+    config: WebRtcConfig,
+    /// Sessions send from this socket (non-blocking: a full send buffer drops the packet,
+    /// as the network would); the UDP task reads from a clone of it.
+    socket: Arc<std::net::UdpSocket>,
+    local_addr: SocketAddr,
+    public: Vec<SocketAddr>,
+    control: mpsc::Sender<Control>,
+    reader: Mutex<Option<mpsc::Receiver<Control>>>,
+    /// Open sessions, for `DELETE` and the session cap. A plain mutex: held for a map
+    /// operation on `POST`, `DELETE` and a session's end, never on the media path and
+    /// never across an await.
+    sessions: Mutex<HashMap<SessionId, CancellationToken>>,
+    /// The Prometheus series.
+    pub stats: Arc<WebRtcStats>,
+}
+
+impl WebRtc {
+    /// Binds the UDP port of `config`. Nothing runs until [`WebRtc::start`].
+    pub fn bind(config: &WebRtcConfig) -> Result<Self, crate::start_error::StartError> {
+        let addr = config.udp_addr;
+        let error = |cause| BindError { what: "webrtc", addr, cause };
+        let socket = std::net::UdpSocket::bind(addr).map_err(error)?;
+        socket.set_nonblocking(true).map_err(error)?;
+        let local_addr = socket.local_addr().map_err(error)?;
+        let public = config.public_socket_addrs()?;
+        let (control, reader) = mpsc::channel(CONTROL_QUEUE);
+        Ok(Self {
+            config: config.clone(),
+            socket: Arc::new(socket),
+            local_addr,
+            public,
+            control,
+            reader: Mutex::new(Some(reader)),
+            sessions: Mutex::new(HashMap::new()),
+            stats: Arc::new(WebRtcStats::new()),
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &WebRtcConfig {
+        &self.config
+    }
+
+    /// Starts the UDP task on the current arbiter; it ends when `shutdown` is cancelled.
+    /// A second call does nothing.
+    pub fn start(&self, shutdown: CancellationToken) -> Option<actix_rt::task::JoinHandle<()>> {
+        let reader = self.reader.lock().take()?;
+        let socket = match self.socket.try_clone().and_then(tokio::net::UdpSocket::from_std) {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::error!(%error, "webrtc: the UDP socket cannot be read; WHIP is off");
+                return None;
+            }
+        };
+        let stats = Arc::clone(&self.stats);
+        Some(actix_rt::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = udp::run(socket, reader, stats) => {}
+            }
+        }))
+    }
+
+    /// The addresses to advertise as host candidates: `public_addrs`, else the UDP
+    /// address when it is not a wildcard, else `request_local` (the address the client's
+    /// HTTP request reached) with the UDP port.
+    pub fn candidates(&self, request_local: Option<IpAddr>) -> Vec<SocketAddr> {
+        candidates(&self.public, self.local_addr, request_local)
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Adds a session unless `max_sessions` are open; its token ends it.
+    fn open_session(&self, id: SessionId, cancel: CancellationToken) -> bool {
+        let mut sessions = self.sessions.lock();
+        if sessions.len() >= self.config.max_sessions {
+            return false;
+        }
+        sessions.insert(id, cancel);
+        true
+    }
+
+    /// Ends the session `id` (a `DELETE`); false if there is none.
+    pub fn close_session(&self, id: &str) -> bool {
+        match self.sessions.lock().get(id) {
+            Some(cancel) => {
+                cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a session that ended.
+    fn forget_session(&self, id: &SessionId) {
+        self.sessions.lock().remove(id);
+        // The UDP task may be gone at shutdown; then there is nothing to unregister from.
+        let _ = self.control.try_send(Control::Unregister { session: Arc::clone(id) });
+    }
+}
+
+fn candidates(
+    public: &[SocketAddr],
+    bound: SocketAddr,
+    request_local: Option<IpAddr>,
+) -> Vec<SocketAddr> {
+    if !public.is_empty() {
+        return public.to_vec();
+    }
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    request_local.map(|ip| vec![SocketAddr::new(ip, bound.port())]).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_prefer_configured_then_bound_then_the_requests_address() {
+        let public: SocketAddr = "203.0.113.5:8189".parse().expect("literal");
+        let bound: SocketAddr = "127.0.0.1:4000".parse().expect("literal");
+        let wildcard: SocketAddr = "0.0.0.0:4000".parse().expect("literal");
+        let local: IpAddr = "192.0.2.9".parse().expect("literal");
+        assert_eq!(candidates(&[public], bound, Some(local)), [public]);
+        assert_eq!(candidates(&[], bound, Some(local)), [bound]);
+        assert_eq!(candidates(&[], wildcard, Some(local)), [SocketAddr::new(local, 4000)]);
+        assert!(candidates(&[], wildcard, None).is_empty());
+    }
+}

@@ -1,0 +1,138 @@
+//! The first look at a WHIP offer, before it reaches the WebRTC stack or admission: size,
+//! text, and at least one media section this node can ingest (H.264 video or Opus audio).
+//! Sans-IO and cheap, so a hostile or useless offer is refused with a reason before any
+//! stream name is claimed or any key is generated.
+
+/// Largest SDP offer accepted (browsers send 5-10 KB; simulcast with many codecs ~20 KB).
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+/// Most media sections in one offer.
+pub const MAX_MEDIA_SECTIONS: usize = 16;
+
+/// Why an offer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    /// Over [`MAX_OFFER_BYTES`].
+    #[error("the offer is over {MAX_OFFER_BYTES} bytes")]
+    TooLarge,
+    /// Not UTF-8 text, or not an SDP (`v=0` first).
+    #[error("the body is not an SDP offer")]
+    NotSdp,
+    /// No `m=audio` or `m=video` section.
+    #[error("the offer has no audio or video section")]
+    NoMedia,
+    /// Over [`MAX_MEDIA_SECTIONS`].
+    #[error("the offer has more than {MAX_MEDIA_SECTIONS} media sections")]
+    TooManySections,
+    /// Media, but none in a codec the node ingests.
+    #[error("no offered codec is supported: send H.264 (packetization-mode=1) video or Opus audio")]
+    NoSupportedCodec,
+}
+
+impl OfferError {
+    /// A short machine-readable code for the JSON refusal and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "offer_too_large",
+            Self::NotSdp => "invalid_sdp",
+            Self::NoMedia => "no_media",
+            Self::TooManySections => "too_many_media_sections",
+            Self::NoSupportedCodec => "unsupported_codecs",
+        }
+    }
+}
+
+/// What an acceptable offer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfferSummary {
+    /// It offers H.264 video.
+    pub h264: bool,
+    /// It offers Opus audio.
+    pub opus: bool,
+}
+
+/// Checks an offer's body. See the module docs.
+pub fn check(body: &[u8]) -> Result<(String, OfferSummary), OfferError> {
+    if body.len() > MAX_OFFER_BYTES {
+        return Err(OfferError::TooLarge);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| OfferError::NotSdp)?;
+    if !text.trim_start().starts_with("v=0") {
+        return Err(OfferError::NotSdp);
+    }
+    let mut sections = 0;
+    let mut kind = "";
+    let mut summary = OfferSummary { h264: false, opus: false };
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(media) = line.strip_prefix("m=") {
+            sections += 1;
+            if sections > MAX_MEDIA_SECTIONS {
+                return Err(OfferError::TooManySections);
+            }
+            kind = media.split(' ').next().unwrap_or("");
+        } else if let Some(rtpmap) = line.strip_prefix("a=rtpmap:") {
+            let codec = rtpmap.split([' ', '/']).nth(1).unwrap_or("");
+            match kind {
+                "video" if codec.eq_ignore_ascii_case("H264") => summary.h264 = true,
+                "audio" if codec.eq_ignore_ascii_case("opus") => summary.opus = true,
+                _ => {}
+            }
+        }
+    }
+    let has_media = text.lines().any(|l| l.starts_with("m=audio") || l.starts_with("m=video"));
+    if !has_media {
+        return Err(OfferError::NoMedia);
+    }
+    if !summary.h264 && !summary.opus {
+        return Err(OfferError::NoSupportedCodec);
+    }
+    Ok((text.to_owned(), summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\n";
+
+    #[test]
+    fn a_browser_like_offer_passes() {
+        let (_, summary) = check(OFFER.as_bytes()).expect("valid");
+        assert_eq!(summary, OfferSummary { h264: true, opus: true });
+    }
+
+    #[test]
+    fn useless_offers_are_refused_with_a_reason() {
+        let vp8_only = OFFER.replace("H264", "AV1X").replace("opus", "PCMU");
+        let cases: [(&[u8], OfferError); 5] = [
+            (&[0xff, 0xfe, 0x00], OfferError::NotSdp),
+            (b"hello", OfferError::NotSdp),
+            (b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n", OfferError::NoMedia),
+            (vp8_only.as_bytes(), OfferError::NoSupportedCodec),
+            (&[b'v'; MAX_OFFER_BYTES + 1], OfferError::TooLarge),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(check(body).map(|(_, s)| s), Err(expected));
+        }
+        let many = format!("v=0\r\n{}", "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n".repeat(17));
+        assert_eq!(check(many.as_bytes()).map(|(_, s)| s), Err(OfferError::TooManySections));
+    }
+
+    #[test]
+    fn codecs_count_only_in_their_kind_of_section() {
+        let swapped = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+        assert_eq!(check(swapped.as_bytes()).map(|(_, s)| s), Err(OfferError::NoSupportedCodec));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = check(&body);
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! WebRTC's Prometheus series, registered with the node's metrics. Counters are atomics
+//! resolved once (no label lookup per packet); sessions add their packet counts in batches.
+//!
+//! - `zenlive_webrtc_sessions{protocol}`: sessions open now (connected or not).
+//! - `zenlive_webrtc_sessions_total{protocol}`: sessions accepted.
+//! - `zenlive_webrtc_refused_total{protocol,reason}`: offers refused before a session.
+//! - `zenlive_webrtc_rtp_packets_received_total{protocol}`, `..._rtp_bytes_received_total`:
+//!   RTP received (after SRTP); bytes are the payload plus the 12-byte fixed header.
+//! - `zenlive_webrtc_keyframe_requests_total{protocol}`: PLIs sent to publishers.
+//! - `zenlive_webrtc_frames_dropped_total{protocol,reason}`: access units the depacketizer
+//!   dropped (gap, malformed, unsupported, too_large, waiting for a keyframe).
+//! - `zenlive_webrtc_udp_dropped_total{reason}`: datagrams no session took (`unroutable`,
+//!   `queue_full`).
+
+use prometheus::core::Collector;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+/// The series. See the module docs.
+pub struct WebRtcStats {
+    sessions: IntGaugeVec,
+    sessions_total: IntCounterVec,
+    refused: IntCounterVec,
+    rtp_packets: IntCounterVec,
+    rtp_bytes: IntCounterVec,
+    keyframe_requests: IntCounterVec,
+    frames_dropped: IntCounterVec,
+    udp_dropped: IntCounterVec,
+    /// `whip` children, resolved once.
+    pub whip: ProtocolStats,
+}
+
+/// One protocol's children of the per-protocol series.
+#[derive(Clone)]
+pub struct ProtocolStats {
+    /// Sessions open now.
+    pub sessions: IntGauge,
+    /// Sessions accepted.
+    pub sessions_total: IntCounter,
+    /// RTP packets received.
+    pub rtp_packets: IntCounter,
+    /// RTP bytes received.
+    pub rtp_bytes: IntCounter,
+    /// PLIs sent.
+    pub keyframe_requests: IntCounter,
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    // The names and labels are literals of this module: valid.
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric options")
+}
+
+impl Default for WebRtcStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WebRtcStats {
+    /// Fresh series (zero).
+    pub fn new() -> Self {
+        let sessions = IntGaugeVec::new(
+            Opts::new("zenlive_webrtc_sessions", "WebRTC sessions open now, by protocol."),
+            &["protocol"],
+        )
+        .expect("valid metric options");
+        let sessions_total = counter_vec(
+            "zenlive_webrtc_sessions_total",
+            "WebRTC sessions accepted, by protocol.",
+            &["protocol"],
+        );
+        let refused = counter_vec(
+            "zenlive_webrtc_refused_total",
+            "WHIP/WHEP offers refused before a session started, by protocol and reason.",
+            &["protocol", "reason"],
+        );
+        let rtp_packets = counter_vec(
+            "zenlive_webrtc_rtp_packets_received_total",
+            "RTP packets received from WebRTC peers, by protocol.",
+            &["protocol"],
+        );
+        let rtp_bytes = counter_vec(
+            "zenlive_webrtc_rtp_bytes_received_total",
+            "RTP bytes (payload plus the 12-byte fixed header, after SRTP) received from WebRTC peers, by protocol.",
+            &["protocol"],
+        );
+        let keyframe_requests = counter_vec(
+            "zenlive_webrtc_keyframe_requests_total",
+            "Keyframe requests (PLI) sent to WebRTC publishers, by protocol.",
+            &["protocol"],
+        );
+        let frames_dropped = counter_vec(
+            "zenlive_webrtc_frames_dropped_total",
+            "Video access units dropped at ingest (lost packets, malformed or oversized input, waiting for a keyframe), by protocol and reason.",
+            &["protocol", "reason"],
+        );
+        let udp_dropped = counter_vec(
+            "zenlive_webrtc_udp_dropped_total",
+            "UDP datagrams on the WebRTC port that no session took, by reason.",
+            &["reason"],
+        );
+        for reason in ["unroutable", "queue_full"] {
+            udp_dropped.with_label_values(&[reason]);
+        }
+        let whip = ProtocolStats {
+            sessions: sessions.with_label_values(&["whip"]),
+            sessions_total: sessions_total.with_label_values(&["whip"]),
+            rtp_packets: rtp_packets.with_label_values(&["whip"]),
+            rtp_bytes: rtp_bytes.with_label_values(&["whip"]),
+            keyframe_requests: keyframe_requests.with_label_values(&["whip"]),
+        };
+        Self {
+            sessions,
+            sessions_total,
+            refused,
+            rtp_packets,
+            rtp_bytes,
+            keyframe_requests,
+            frames_dropped,
+            udp_dropped,
+            whip,
+        }
+    }
+
+    /// The collectors, to register with the node's metrics.
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.sessions.clone()),
+            Box::new(self.sessions_total.clone()),
+            Box::new(self.refused.clone()),
+            Box::new(self.rtp_packets.clone()),
+            Box::new(self.rtp_bytes.clone()),
+            Box::new(self.keyframe_requests.clone()),
+            Box::new(self.frames_dropped.clone()),
+            Box::new(self.udp_dropped.clone()),
+        ]
+    }
+
+    /// Counts an offer refused for `reason` (a refusal's code).
+    pub fn refused(&self, protocol: &str, reason: &str) {
+        self.refused.with_label_values(&[protocol, reason]).inc();
+    }
+
+    /// Counts `n` access units dropped for `reason`.
+    pub fn frames_dropped(&self, protocol: &str, reason: &str, n: u64) {
+        if n > 0 {
+            self.frames_dropped.with_label_values(&[protocol, reason]).inc_by(n);
+        }
+    }
+
+    /// Counts a datagram no session took.
+    pub fn udp_dropped(&self, reason: &str) {
+        self.udp_dropped.with_label_values(&[reason]).inc();
+    }
+}

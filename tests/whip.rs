@@ -1,0 +1,285 @@
+//! WHIP ingest end to end: aiortc (a real WebRTC stack, scripted in
+//! `tests/webrtc/whip_publish.py`) publishes H.264 and Opus to a node on loopback; FFmpeg
+//! reads the stream back over HTTP-FLV and RTMP and decodes it without an error. Hostile
+//! offers, tokens, names and datagrams get their refusals and harm nothing.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
+use zenlive::auth::Role;
+use zenlive::{Config, Node};
+
+const SECRET: &str = "whip-test-secret-whip-test-secret";
+
+/// A hand-written offer: valid enough for the node's first look, never connected.
+const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+    m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:102 H264/90000\r\n";
+
+fn require_aiortc() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import aiortc"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "aiortc is required for this test: run scripts/test, which installs it"
+    );
+}
+
+/// The aiortc publisher on `url` with `args`, and its report lines.
+fn whip_publisher(url: &str, args: &[&str]) -> (Child, StdoutLines) {
+    require_aiortc();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the aiortc publisher");
+    let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    (child, lines)
+}
+
+fn whip_url(node: &Node, name: &str) -> String {
+    http_url(node, &format!("/whip/live/{name}"))
+}
+
+async fn metrics(node: &Node) -> String {
+    node.metrics_text()
+}
+
+#[actix_rt::test]
+async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() {
+    let node = start_node(test_config()).await;
+    let (mut publisher, mut lines) =
+        whip_publisher(&whip_url(&node, "cam"), &["--audio", "--seconds", "60"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    let location = line_starting(&mut lines, "LOCATION").await;
+    assert!(location.starts_with("/whip/sessions/"), "{location}");
+    line_starting(&mut lines, "CONNECTED").await;
+    wait_live(&node, "cam").await;
+
+    // Garbage on the UDP port while the stream runs: STUN-, DTLS- and RTP-looking bytes
+    // from an address no session knows.
+    let udp = node.webrtc_addr().expect("webrtc enabled");
+    let garbage = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for i in 0..500u32 {
+        let mut datagram = vec![(i % 4) as u8 * 0x40, 1, 0, 8, 0x21, 0x12, 0xa4, 0x42];
+        datagram.extend_from_slice(&i.to_be_bytes().repeat(1 + (i % 60) as usize));
+        garbage.send_to(&datagram, udp).expect("send garbage");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rtmp = dir.path().join("whip-rtmp.flv");
+    let out = record(&rtmp_url(&node, "cam"), 3, &rtmp).await;
+    assert!(out.status.success(), "ffmpeg read RTMP: {}", String::from_utf8_lossy(&out.stderr));
+    let info = probe(&rtmp).await;
+    let streams = info["streams"].as_array().expect("streams");
+    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("video");
+    assert_eq!(video["codec_name"], "h264");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(320), Some(240)));
+    // Opus cannot travel in FLV: the audio track is skipped, not mangled.
+    assert!(streams.iter().all(|s| s["codec_type"] != "audio"), "{info}");
+    let errors = decode_errors(&rtmp).await;
+    assert!(errors.trim().is_empty(), "decoding printed errors:\n{errors}");
+    let frames = count_frames(&rtmp).await;
+    assert!(frames >= 45, "only {frames} video frames over RTMP");
+    // HTTP-FLV: FFmpeg 5.1 waits forever for the audio its header announces on a stream
+    // without audio (so with any video-only stream), so the bytes are read here and judged.
+    let flv = dir.path().join("whip.flv");
+    std::fs::write(&flv, http_flv_bytes(&node, "/live/cam.flv", Duration::from_secs(3)).await)
+        .expect("write");
+    let frames = count_frames(&flv).await;
+    assert!(frames >= 45, "only {frames} video frames over HTTP-FLV");
+
+    let text = metrics(&node).await;
+    assert_eq!(sample(&text, "zenlive_webrtc_sessions", &[("protocol", "whip")]), Some(1.0));
+    let packets = sample(&text, "zenlive_webrtc_rtp_packets_received_total", &[("protocol", "whip")]);
+    assert!(packets.is_some_and(|n| n > 100.0), "{packets:?}");
+    let unroutable = sample(&text, "zenlive_webrtc_udp_dropped_total", &[("reason", "unroutable")]);
+    // The kernel may drop part of a 500-datagram burst before the node reads it.
+    assert!(unroutable.is_some_and(|n| n > 0.0), "garbage counted: {unroutable:?}");
+
+    // The publisher leaves (its stdin closes): the stream ends.
+    drop(publisher.stdin.take());
+    line_starting(&mut lines, "DONE").await;
+    let key = zenlive::StreamKey::new("live", "cam").expect("name");
+    wait_for("the stream to end", Duration::from_secs(40), || node.stream(&key).is_none()).await;
+    wait_for("the session to end", Duration::from_secs(40), || {
+        sample(&node.metrics_text(), "zenlive_webrtc_sessions", &[("protocol", "whip")])
+            == Some(0.0)
+    })
+    .await;
+    node.shutdown().await;
+}
+
+/// What `path` of the node's HTTP port sends in `span`.
+async fn http_flv_bytes(node: &Node, path: &str, span: Duration) -> Vec<u8> {
+    let mut response = reqwest::get(http_url(node, path)).await.expect("GET");
+    assert_eq!(response.status(), 200);
+    let mut body = Vec::new();
+    let deadline = tokio::time::Instant::now() + span;
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, response.chunk()).await {
+        body.extend_from_slice(&chunk);
+    }
+    body
+}
+
+/// How many video frames FFmpeg decodes from `file`.
+async fn count_frames(file: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .await
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[actix_rt::test]
+async fn delete_on_the_location_ends_the_session_and_the_stream() {
+    let node = start_node(test_config()).await;
+    let (_publisher, mut lines) = whip_publisher(&whip_url(&node, "gone"), &["--delete-after", "1"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    wait_live(&node, "gone").await;
+    assert_eq!(line_starting(&mut lines, "DELETED").await, "200");
+    let key = zenlive::StreamKey::new("live", "gone").expect("name");
+    wait_for("the stream to end", Duration::from_secs(15), || node.stream(&key).is_none()).await;
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn hostile_offers_are_refused_with_reasons_and_claim_nothing() {
+    let node = start_node(test_config()).await;
+    let client = reqwest::Client::new();
+    let url = whip_url(&node, "hostile");
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        client.post(&url).header("Content-Type", content_type).body(body).send()
+    };
+    let media_less = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_vec();
+    let vp8_only = OFFER.replace("H264", "VP8").into_bytes();
+    for (body, content_type, status, code) in [
+        (b"not an offer".to_vec(), "application/sdp", 400, "invalid_sdp"),
+        (vec![b'v'; 100 * 1024], "application/sdp", 413, "offer_too_large"),
+        (media_less, "application/sdp", 400, "no_media"),
+        (vp8_only, "application/sdp", 400, "unsupported_codecs"),
+        (OFFER.as_bytes().to_vec(), "text/plain", 415, "unsupported_media_type"),
+    ] {
+        let response = post(body, content_type).await.expect("request");
+        assert_eq!(response.status(), status, "{code}");
+        let body: serde_json::Value = response.json().await.expect("a JSON refusal");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    assert!(node.stream(&zenlive::StreamKey::new("live", "hostile").expect("name")).is_none());
+
+    let unknown = http_url(&node, "/whip/sessions/00000000000000000000000000000000");
+    let response = client.delete(&unknown).send().await.expect("request");
+    assert_eq!(response.status(), 404);
+    let response = client.patch(&unknown).send().await.expect("request");
+    assert_eq!(response.status(), 405);
+    let response =
+        client.request(reqwest::Method::OPTIONS, &url).send().await.expect("preflight");
+    assert_eq!(response.status(), 204);
+    let allowed = response.headers()["access-control-allow-methods"].to_str().expect("ascii");
+    assert!(allowed.contains("POST"), "{allowed}");
+
+    let refused = sample(&node.metrics_text(), "zenlive_webrtc_refused_total", &[]);
+    assert_eq!(refused, Some(5.0));
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn whip_goes_through_the_publisher_auth_and_the_name_claim() {
+    let mut config: Config = test_config();
+    config.auth.jwt_secret = SECRET.to_owned();
+    config.auth.require_publish = true;
+    let node = start_node(config).await;
+    let client = reqwest::Client::new();
+    let url = whip_url(&node, "owned");
+    let offer = |token: Option<String>| {
+        let mut request =
+            client.post(&url).header("Content-Type", "application/sdp").body(OFFER);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let response = offer(None).await.expect("request");
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert!(body["error"]["code"].is_string(), "{body}");
+    let viewer = mint_token(SECRET, "watcher", None, &[Role::Viewer]);
+    assert_eq!(offer(Some(viewer)).await.expect("request").status(), 403);
+    let text = node.metrics_text();
+    let failures = sample(&text, "zenlive_auth_failures_total", &[("protocol", "whip")]);
+    assert_eq!(failures, Some(2.0));
+
+    // A real publisher with a publisher's token gets in; a second one for the live name
+    // is told the name is taken.
+    let publisher_token = mint_token(SECRET, "caster", None, &[Role::Publisher]);
+    let (_publisher, mut lines) =
+        whip_publisher(&url, &["--token", &publisher_token, "--seconds", "30"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    wait_live(&node, "owned").await;
+    let second = offer(Some(publisher_token)).await.expect("request");
+    assert_eq!(second.status(), 409);
+    let body: serde_json::Value = second.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "publish_refused", "{body}");
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn headless_chromium_publishes_its_fake_camera_over_whip() {
+    let found = std::process::Command::new("chromium").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "chromium is required for this test: run scripts/test, which installs it"
+    );
+    let node = start_node(test_config()).await;
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.html");
+    let url = format!("file://{}#{}", page.display(), whip_url(&node, "browser"));
+    let profile = tempfile::tempdir().expect("tempdir");
+    let _browser = Command::new("chromium")
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+        .arg("--allow-loopback-in-peer-connection")
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chromium");
+    let key = zenlive::StreamKey::new("live", "browser").expect("name");
+    wait_for("chromium's stream to go live", Duration::from_secs(60), || {
+        node.stream(&key).is_some()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = dir.path().join("chromium.flv");
+    let out = record(&rtmp_url(&node, "browser"), 4, &flv).await;
+    assert!(out.status.success(), "ffmpeg read RTMP: {}", String::from_utf8_lossy(&out.stderr));
+    let info = probe(&flv).await;
+    let streams = info["streams"].as_array().expect("streams");
+    assert!(streams.iter().any(|s| s["codec_name"] == "h264"), "{info}");
+    let errors = decode_errors(&flv).await;
+    assert!(errors.trim().is_empty(), "decoding printed errors:\n{errors}");
+    assert!(count_frames(&flv).await >= 30, "too few frames");
+    node.shutdown().await;
+}
