@@ -749,7 +749,11 @@ impl WebRtcConfig {
                             .map(|ip| SocketAddr::new(ip, self.udp_addr.port()))
                     })
                     .map_err(|_| {
-                        invalid("webrtc.public_addrs", format!("{text:?}"), "expected IP or IP:PORT")
+                        invalid(
+                            "webrtc.public_addrs",
+                            format!("{text:?}"),
+                            "expected IP or IP:PORT",
+                        )
                     })
             })
             .collect()

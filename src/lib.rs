@@ -49,8 +49,8 @@ pub mod rtmp;
 mod server;
 mod start_error;
 pub mod tls;
-pub mod webrtc;
 pub mod webhooks;
+pub mod webrtc;
 mod ws_frames;
 
 pub use config::Config;

@@ -56,8 +56,9 @@ fn bind_hint(what: &str, error: &std::io::Error) -> String {
         "https" | "rtmps" => {
             format!("set tls.{what}_addr (ZENLIVE_TLS_{}_ADDR)", what.to_uppercase())
         }
-        "webrtc" => "set webrtc.udp_addr (ZENLIVE_WEBRTC_UDP_ADDR), or webrtc.enabled = false"
-            .to_owned(),
+        "webrtc" => {
+            "set webrtc.udp_addr (ZENLIVE_WEBRTC_UDP_ADDR), or webrtc.enabled = false".to_owned()
+        }
         _ => format!("set {what}.addr (ZENLIVE_{}_ADDR, --{what}-addr)", what.to_uppercase()),
     };
     match error.kind() {

@@ -106,7 +106,8 @@ async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() 
 
     let text = metrics(&node).await;
     assert_eq!(sample(&text, "zenlive_webrtc_sessions", &[("protocol", "whip")]), Some(1.0));
-    let packets = sample(&text, "zenlive_webrtc_rtp_packets_received_total", &[("protocol", "whip")]);
+    let packets =
+        sample(&text, "zenlive_webrtc_rtp_packets_received_total", &[("protocol", "whip")]);
     assert!(packets.is_some_and(|n| n > 100.0), "{packets:?}");
     let unroutable = sample(&text, "zenlive_webrtc_udp_dropped_total", &[("reason", "unroutable")]);
     // The kernel may drop part of a 500-datagram burst before the node reads it.
@@ -152,7 +153,8 @@ async fn count_frames(file: &Path) -> u64 {
 #[actix_rt::test]
 async fn delete_on_the_location_ends_the_session_and_the_stream() {
     let node = start_node(test_config()).await;
-    let (_publisher, mut lines) = whip_publisher(&whip_url(&node, "gone"), &["--delete-after", "1"]);
+    let (_publisher, mut lines) =
+        whip_publisher(&whip_url(&node, "gone"), &["--delete-after", "1"]);
     assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
     line_starting(&mut lines, "CONNECTED").await;
     wait_live(&node, "gone").await;
@@ -191,8 +193,7 @@ async fn hostile_offers_are_refused_with_reasons_and_claim_nothing() {
     assert_eq!(response.status(), 404);
     let response = client.patch(&unknown).send().await.expect("request");
     assert_eq!(response.status(), 405);
-    let response =
-        client.request(reqwest::Method::OPTIONS, &url).send().await.expect("preflight");
+    let response = client.request(reqwest::Method::OPTIONS, &url).send().await.expect("preflight");
     assert_eq!(response.status(), 204);
     let allowed = response.headers()["access-control-allow-methods"].to_str().expect("ascii");
     assert!(allowed.contains("POST"), "{allowed}");
@@ -211,8 +212,7 @@ async fn whip_goes_through_the_publisher_auth_and_the_name_claim() {
     let client = reqwest::Client::new();
     let url = whip_url(&node, "owned");
     let offer = |token: Option<String>| {
-        let mut request =
-            client.post(&url).header("Content-Type", "application/sdp").body(OFFER);
+        let mut request = client.post(&url).header("Content-Type", "application/sdp").body(OFFER);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -114,7 +114,14 @@ impl AvcDecoderConfig {
         if sps.iter().chain(&pps).any(|set| set.is_empty() || set.len() > usize::from(u16::MAX)) {
             return Err(AvcError::BadConfig("parameter set empty or over 65535 bytes"));
         }
-        Ok(Self { profile: head[0], compatibility: head[1], level: head[2], length_size: 4, sps, pps })
+        Ok(Self {
+            profile: head[0],
+            compatibility: head[1],
+            level: head[2],
+            length_size: 4,
+            sps,
+            pps,
+        })
     }
 
     /// The record's bytes (`AVCDecoderConfigurationRecord`), as FLV and MP4 carry it: the
@@ -124,9 +131,8 @@ impl AvcDecoderConfig {
     pub fn to_record(&self) -> Bytes {
         let sps = &self.sps[..self.sps.len().min(31)];
         let pps = &self.pps[..self.pps.len().min(255)];
-        let mut out = Vec::with_capacity(
-            7 + sps.iter().chain(pps).map(|s| 2 + s.len()).sum::<usize>(),
-        );
+        let mut out =
+            Vec::with_capacity(7 + sps.iter().chain(pps).map(|s| 2 + s.len()).sum::<usize>());
         let length_bits = self.length_size.clamp(1, 4) - 1;
         out.extend_from_slice(&[1, self.profile, self.compatibility, self.level]);
         out.push(0xfc | length_bits);
@@ -242,9 +248,8 @@ mod tests {
     #[test]
     fn a_record_built_from_parameter_sets_reads_back() {
         let parsed = AvcDecoderConfig::parse(RECORD_320X240).expect("valid record");
-        let rebuilt =
-            AvcDecoderConfig::from_parameter_sets(parsed.sps.clone(), parsed.pps.clone())
-                .expect("sets from a valid record");
+        let rebuilt = AvcDecoderConfig::from_parameter_sets(parsed.sps.clone(), parsed.pps.clone())
+            .expect("sets from a valid record");
         assert_eq!(rebuilt.to_record().as_ref(), RECORD_320X240);
         assert_eq!(AvcDecoderConfig::parse(&rebuilt.to_record()), Ok(rebuilt));
     }

@@ -291,8 +291,10 @@ impl H264Depacketizer {
             (Some(sps), Some(pps)) if keyframe => {
                 let changed = self.announced.as_ref().is_none_or(|(s, p)| s != sps || p != pps);
                 if changed {
-                    match AvcDecoderConfig::from_parameter_sets(vec![sps.clone()], vec![pps.clone()])
-                    {
+                    match AvcDecoderConfig::from_parameter_sets(
+                        vec![sps.clone()],
+                        vec![pps.clone()],
+                    ) {
                         Ok(config) => {
                             self.announced = Some((sps.clone(), pps.clone()));
                             Some(config)
@@ -494,13 +496,13 @@ mod tests {
         d.push(1, 0, true, &stap_a(&[SPS, PPS, &idr(10)]));
         let bad: [&[u8]; 8] = [
             &[],
-            &[0x78, 0x00],                   // STAP-A cut in a length
-            &[0x78, 0x00, 0x05, 0x65],       // STAP-A length past the end
-            &[0x78, 0x00, 0x00],             // STAP-A empty unit
-            &[0x7c],                         // FU-A without its header
-            &[0x7c, 0x05, 1, 2],             // FU-A middle without a start
-            &[0xe5, 1, 2],                   // forbidden bit
-            &[0x79, 0, 1, 2],                // STAP-B
+            &[0x78, 0x00],             // STAP-A cut in a length
+            &[0x78, 0x00, 0x05, 0x65], // STAP-A length past the end
+            &[0x78, 0x00, 0x00],       // STAP-A empty unit
+            &[0x7c],                   // FU-A without its header
+            &[0x7c, 0x05, 1, 2],       // FU-A middle without a start
+            &[0xe5, 1, 2],             // forbidden bit
+            &[0x79, 0, 1, 2],          // STAP-B
         ];
         for (i, payload) in bad.iter().enumerate() {
             d.push(2 + i as u16, 3000 * (i as u32 + 1), true, &Bytes::copy_from_slice(payload));

@@ -104,12 +104,12 @@ impl TrackIngest {
             TrackCodec::Opus => {
                 let at = self.clock.time(timestamp, arrival);
                 let config = self.config.get_or_insert_with(|| {
-                    let config =
-                        CodecConfig::new(Codec::Opus, Bytes::from_static(&OPUS_HEAD), at);
+                    let config = CodecConfig::new(Codec::Opus, Bytes::from_static(&OPUS_HEAD), at);
                     out.push(Ingested::Config(config.clone()));
                     config
                 });
-                let frame = MediaFrame::audio(Codec::Opus, at, payload.clone(), Some(config.clone()));
+                let frame =
+                    MediaFrame::audio(Codec::Opus, at, payload.clone(), Some(config.clone()));
                 out.push(Ingested::Frame(frame));
             }
             TrackCodec::H264 => {

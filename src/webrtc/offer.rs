@@ -25,7 +25,9 @@ pub enum OfferError {
     #[error("the offer has more than {MAX_MEDIA_SECTIONS} media sections")]
     TooManySections,
     /// Media, but none in a codec the node ingests.
-    #[error("no offered codec is supported: send H.264 (packetization-mode=1) video or Opus audio")]
+    #[error(
+        "no offered codec is supported: send H.264 (packetization-mode=1) video or Opus audio"
+    )]
     NoSupportedCodec,
 }
 

@@ -131,7 +131,8 @@ fn codecs() -> Result<MediaEngine, rtc::shared::error::Error> {
     )?;
     // Packetization mode 1, the profiles publishers offer: constrained baseline, baseline,
     // main, high.
-    for (payload_type, profile) in [(102, "42e01f"), (104, "42001f"), (106, "4d001f"), (108, "64001f")]
+    for (payload_type, profile) in
+        [(102, "42e01f"), (104, "42001f"), (106, "4d001f"), (108, "64001f")]
     {
         engine.register_codec(
             RTCRtpCodecParameters {
@@ -170,7 +171,8 @@ pub fn negotiate(
         .with_ice_credentials(ufrag.clone(), ice_string(32))
         .build();
     let mut engine = codecs().map_err(refused)?;
-    let interceptors = register_default_interceptors(Registry::new(), &mut engine).map_err(refused)?;
+    let interceptors =
+        register_default_interceptors(Registry::new(), &mut engine).map_err(refused)?;
     let mut peer = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)

@@ -56,12 +56,15 @@ fn refused(webrtc: &WebRtc, error: ApiError, code: &str) -> ApiError {
 async fn read_offer(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
-        })?;
+        let chunk = chunk
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
         if body.len() + chunk.len() > MAX_OFFER_BYTES {
             let error = offer::OfferError::TooLarge;
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, error.code(), error.to_string()));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                error.code(),
+                error.to_string(),
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -102,8 +105,12 @@ pub async fn publish(
     }
     let token = request_token(&req);
     let context = node.clone().into_inner();
-    let request =
-        Request { key: key.clone(), protocol: Protocol::Whip, peer: req.peer_addr(), token: token.as_deref() };
+    let request = Request {
+        key: key.clone(),
+        protocol: Protocol::Whip,
+        peer: req.peer_addr(),
+        token: token.as_deref(),
+    };
     let publishing = admission::admit_publish(&context, request).await.map_err(|refusal| {
         let code = refusal.code();
         refused(webrtc, ApiError::from(refusal), code)
@@ -125,7 +132,8 @@ pub async fn publish(
     };
     let answer = negotiated.answer.clone();
     let id: Arc<str> = Arc::from(session_id());
-    let session = Session::register(webrtc, Arc::clone(&id), key.clone(), negotiated, publishing, now).await;
+    let session =
+        Session::register(webrtc, Arc::clone(&id), key.clone(), negotiated, publishing, now).await;
     let session = match session {
         Ok(session) => session,
         Err(publishing) => {
@@ -186,7 +194,10 @@ pub async fn patch() -> Result<HttpResponse, ApiError> {
 pub async fn preflight() -> HttpResponse {
     with_cors(HttpResponse::NoContent())
         .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "POST, DELETE, PATCH, OPTIONS"))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Authorization, Content-Type, If-Match"))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Authorization, Content-Type, If-Match",
+        ))
         .insert_header((header::ACCESS_CONTROL_EXPOSE_HEADERS, "Location, Link"))
         .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
         // Chromium's Private Network Access: a page from elsewhere may reach a node on a
