@@ -125,7 +125,6 @@ fn codecs() -> Result<MediaEngine, rtc::shared::error::Error> {
                 rtcp_feedback: vec![],
             },
             payload_type: 111,
-            ..Default::default()
         },
         RtpCodecKind::Audio,
     )?;
@@ -146,7 +145,6 @@ fn codecs() -> Result<MediaEngine, rtc::shared::error::Error> {
                     rtcp_feedback: video_feedback.clone(),
                 },
                 payload_type,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )?;
