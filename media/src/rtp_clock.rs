@@ -62,7 +62,8 @@ mod tests {
         let mut clock = RtpClock::new(VIDEO);
         let anchor = MediaTime::from_millis(1_500);
         assert_eq!(clock.time(123_456, anchor), anchor);
-        assert_eq!(clock.time(123_456 + 3_000, MediaTime::ZERO), MediaTime::from_millis(1_533));
+        let later = anchor + MediaTime::from_ticks(3_000, VIDEO);
+        assert_eq!(clock.time(123_456 + 3_000, MediaTime::ZERO), later);
     }
 
     #[test]

@@ -175,7 +175,8 @@ mod tests {
         assert_eq!((record.sps[0].as_ref(), record.pps[0].as_ref()), (SPS, PPS));
         assert!(key.keyframe() && !delta.keyframe());
         assert_eq!(key.payload().as_ref(), &[0, 0, 0, 4, 0x65, 1, 2, 3]);
-        assert_eq!((key.dts(), delta.dts()), (arrival, MediaTime::from_millis(283)));
+        let next = arrival + MediaTime::from_ticks(3_000, 90_000);
+        assert_eq!((key.dts(), delta.dts()), (arrival, next));
         assert!(delta.config().is_some_and(|c| c.same(config)));
     }
 
