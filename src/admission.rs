@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::{
-    FrameSink, OutputChoices, Protocol, PublishError, StreamKey, StreamPublisher, ViewerSession,
+    FrameSink, OutputChoices, Protocol, PublishError, StreamKey, StreamPublisher, StreamStats,
+    ViewerSession,
 };
 
 use crate::auth::{Action, AuthError, Identity};
@@ -103,6 +104,11 @@ impl Ticket {
     /// The stream.
     pub fn key(&self) -> &StreamKey {
         &self.key
+    }
+
+    /// The stream's live statistics, including its tracks' current configurations.
+    pub fn stats(&self) -> &Arc<StreamStats> {
+        &self.entry.stats
     }
 
     /// Starts the viewer's session on the current arbiter, its frames offered to `sink`,

@@ -9,8 +9,10 @@ use std::sync::LazyLock;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use zenlive_actors::{CodecConfig, EncodingSlot, FrameSink, MediaFrame, Offer};
+use zenlive_actors::{CodecConfig, EncodingSlot, FrameSink, MediaFrame, Offer, StreamStats};
+use zenlive_media::flv::flv_file_header;
 use zenlive_media::flv_frames::{carries, write_config_tag, write_frame_tag};
+use zenlive_media::FrameKind;
 
 /// Frames and configurations as FLV tags, shared by every HTTP-FLV viewer and relay.
 static FLV_TAGS: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::register);
@@ -29,6 +31,18 @@ pub fn encode_config_tag(config: &CodecConfig) -> Bytes {
     let mut out = BytesMut::with_capacity(config.record().len() + 20);
     write_config_tag(&mut out, config);
     out.freeze()
+}
+
+/// The FLV file header for a viewer joining `stats`'s stream: it announces the tracks the
+/// publisher has declared that FLV can carry. A player that is promised audio waits for it
+/// (FFmpeg 5.1 waits forever on a video-only stream announced with audio); before the
+/// publisher has declared any track, both are announced.
+pub fn file_header(stats: &StreamStats) -> [u8; 13] {
+    let carried = |kind| stats.config(kind).is_some_and(|config| carries(config.codec()));
+    match (carried(FrameKind::Audio), carried(FrameKind::Video)) {
+        (false, false) => flv_file_header(true, true),
+        (audio, video) => flv_file_header(audio, video),
+    }
 }
 
 /// A viewer's frames as FLV tags into a channel (HTTP-FLV, and relays to edge nodes).

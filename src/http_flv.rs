@@ -9,11 +9,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use zenlive_actors::Protocol;
-use zenlive_media::flv::flv_file_header;
 
 use crate::admission::{self, Request};
 use crate::context::NodeContext;
-use crate::flv_out::FlvSink;
+use crate::flv_out::{file_header, FlvSink};
 use crate::http::common::{request_token, stream_key, with_cors, ApiError};
 
 /// Frames queued for one HTTP-FLV viewer before it counts as behind.
@@ -39,9 +38,9 @@ pub async fn play(
         token: token.as_deref(),
     };
     let ticket = admission::admit_play(&context, request).await.map_err(ApiError::from)?;
+    let header_bytes = Bytes::copy_from_slice(&file_header(ticket.stats()));
     let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
     ticket.watch(Box::new(FlvSink::new(tx)));
-    let header_bytes = Bytes::copy_from_slice(&flv_file_header(true, true));
     // Paced like RTMP players (`play.write_delay`): the response is written when its
     // body turns pending, so a batch of tags leaves in one write.
     let tags = crate::grid::paced(rx, node.live().play.write_delay);

@@ -22,7 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use zenlive::app_actors::{AppActorKind, SpawnError, StartCause, StartInfo};
 use zenlive::cluster::wire::{
-    self, encode_payload, Bincode, Call, Codec, Envelope, Message as WireMessage, RemoteError,
+    encode_payload, Bincode, Call, Codec, Envelope, Message as WireMessage, RemoteError,
 };
 use zenlive::refs::{RefError, Refusal};
 use zenlive::{Node, NodeBuilder};
@@ -348,7 +348,7 @@ async fn hostile_envelopes(addr: &str, epoch: u64) {
         (call(Some(epoch), vec![0xfe; 40], 4), RemoteError::BadRequest(String::new())),
         (call(Some(epoch), envelope(&bad_body), 5), RemoteError::BadRequest(String::new())),
     ];
-    let mut link = handshaken_link(addr).await;
+    let mut link = handshaken_link(addr, SECRET).await;
     for (call, expected) in cases {
         let correlation = call.correlation;
         let bytes = Bincode.encode(&WireMessage::Call(call)).expect("encode");
@@ -368,29 +368,6 @@ async fn hostile_envelopes(addr: &str, epoch: u64) {
             (result, expected) => assert_eq!(result, Err(expected), "case {correlation}"),
         }
     }
-}
-
-/// The handshake with the cluster's secret, on a raw framed link.
-async fn handshaken_link(
-    addr: &str,
-) -> tokio_util::codec::Framed<tokio::net::TcpStream, tokio_util::codec::LengthDelimitedCodec> {
-    let mut link = tokio_util::codec::Framed::new(
-        tokio::net::TcpStream::connect(addr).await.expect("connect"),
-        wire::framing(),
-    );
-    let Some(Ok(challenge)) = link.next().await else { panic!("no challenge") };
-    let Ok(WireMessage::Challenge { nonce, .. }) = Bincode.decode(&challenge) else {
-        panic!("expected a challenge")
-    };
-    let hello = WireMessage::Hello {
-        version: wire::VERSION,
-        node: "prober".into(),
-        proof: wire::proof(SECRET, &nonce, "prober"),
-    };
-    link.send(Bytes::from(Bincode.encode(&hello).expect("encode"))).await.expect("hello");
-    let welcome = link.next().await.and_then(Result::ok).map(|b| Bincode.decode(&b));
-    assert!(matches!(welcome, Some(Ok(WireMessage::Welcome { .. }))), "{welcome:?}");
-    link
 }
 
 /// Node 1 of [`a_kept_actor_of_a_killed_node_starts_elsewhere_and_refs_keep_working`], run

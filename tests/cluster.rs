@@ -31,19 +31,6 @@ async fn cluster_node(test: &str, id: &str, redis_url: &str) -> ClusterNode {
     ZenliveProcess::start(&format!("{test}-{id}"), id, &args, &env).await
 }
 
-/// Polls `check` every 200 ms until it holds; panics with `what` after `limit`.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Publishes to `url`, retrying every second until a publisher stays connected (a stream
 /// name held by a node that just died is free once its registration expires).
 async fn publish_when_accepted(url: &str, limit: Duration) -> Child {
@@ -70,7 +57,7 @@ async fn two_nodes(test: &str) -> (RedisServer, ClusterNode, ClusterNode) {
 async fn publish_live(node: &ClusterNode, stream: &str) -> Child {
     let publisher = publish_looped(&node.rtmp_url(stream));
     let what = format!("{stream} on {}", node.id);
-    eventually(&what, Duration::from_secs(15), || node.has_stream(stream)).await;
+    wait_for_async(&what, Duration::from_secs(15), || node.has_stream(stream)).await;
     publisher
 }
 
@@ -150,7 +137,7 @@ async fn three_nodes_share_streams_and_chat_rooms() {
         cluster_node("share", "n2", &url),
         cluster_node("share", "n3", &url),
     );
-    eventually("three nodes in /api/v1/nodes", Duration::from_secs(10), || async {
+    wait_for_async("three nodes in /api/v1/nodes", Duration::from_secs(10), || async {
         n3.node_ids().await == ["n1", "n2", "n3"]
     })
     .await;
@@ -183,7 +170,7 @@ async fn three_nodes_share_streams_and_chat_rooms() {
             tokio::spawn(async move { record(&url, 8, &out).await })
         })
         .collect();
-    eventually("4 HTTP-FLV viewers on n2", Duration::from_secs(15), || async {
+    wait_for_async("4 HTTP-FLV viewers on n2", Duration::from_secs(15), || async {
         let text = n2.metrics_text().await;
         sample(&text, "zenlive_stream_viewers", &[("stream", "live/c"), ("protocol", "http-flv")])
             == Some(4.0)
@@ -246,7 +233,7 @@ async fn three_nodes_share_streams_and_chat_rooms() {
     // An application message sent through a fourth node, embedded in this process,
     // reaches the room's home on n1 and every member.
     let app = embedded_node("app", &redis.url(), SECRET).await;
-    eventually("the app node sees n1", Duration::from_secs(5), || async {
+    wait_for_async("the app node sees n1", Duration::from_secs(5), || async {
         app.cluster().expect("cluster mode").refresh_members().await.is_ok_and(|m| m.len() == 4)
     })
     .await;
@@ -269,7 +256,7 @@ async fn a_killed_origin_is_replaced_and_edge_viewers_keep_playing() {
         cluster_node("kill", "n3", &url),
     );
     let mut first = publish_looped(&n1.rtmp_url("live/k"));
-    eventually("live/k on n1", Duration::from_secs(15), || n1.has_stream("live/k")).await;
+    wait_for_async("live/k on n1", Duration::from_secs(15), || n1.has_stream("live/k")).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let recording = dir.path().join("n3.flv");
     let url = format!("http://{}/live/k.flv", n3.http);
@@ -280,14 +267,14 @@ async fn a_killed_origin_is_replaced_and_edge_viewers_keep_playing() {
     let edge_recording = dir.path().join("n2.flv");
     let (edge_url, edge_out) = (n2.rtmp_url("live/k"), edge_recording.clone());
     let edge_player = tokio::spawn(async move { record(&edge_url, 20, &edge_out).await });
-    eventually("n3 relays live/k", Duration::from_secs(15), || n3.has_stream("live/k")).await;
-    eventually("n2 relays live/k", Duration::from_secs(15), || n2.has_stream("live/k")).await;
+    wait_for_async("n3 relays live/k", Duration::from_secs(15), || n3.has_stream("live/k")).await;
+    wait_for_async("n2 relays live/k", Duration::from_secs(15), || n2.has_stream("live/k")).await;
     let playlist = format!("http://{}/live/k/index.m3u8", n2.http);
     let sequence = || async {
         let text = reqwest::get(&playlist).await.ok()?.text().await.ok()?;
         text.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")?.parse::<u64>().ok())
     };
-    eventually("n2's HLS playlist", Duration::from_secs(15), || async {
+    wait_for_async("n2's HLS playlist", Duration::from_secs(15), || async {
         sequence().await.is_some()
     })
     .await;
@@ -299,7 +286,7 @@ async fn a_killed_origin_is_replaced_and_edge_viewers_keep_playing() {
     let killed = tokio::time::Instant::now();
     let _second = publish_when_accepted(&n2.rtmp_url("live/k"), Duration::from_secs(20)).await;
     let moved = killed.elapsed();
-    eventually("n1 gone from the cluster", Duration::from_secs(10), || async {
+    wait_for_async("n1 gone from the cluster", Duration::from_secs(10), || async {
         !n2.node_ids().await.contains(&"n1".to_owned())
     })
     .await;
@@ -321,7 +308,7 @@ async fn a_killed_origin_is_replaced_and_edge_viewers_keep_playing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_plays(&edge_recording, 19.0, "RTMP on n2 as it took the stream over").await;
-    eventually("n2's playlist moving on", Duration::from_secs(15), || async {
+    wait_for_async("n2's playlist moving on", Duration::from_secs(15), || async {
         let now = sequence().await.unwrap_or(before);
         assert!(now >= before, "n2's media sequence went back from {before} to {now}");
         now > before + 2
@@ -347,13 +334,13 @@ async fn a_paused_node_gives_up_the_stream_it_lost() {
     // n1's registration expires (node TTL 6 s), so its lease no longer protects the name.
     let second = publish_when_accepted(&n2.rtmp_url("live/p"), Duration::from_secs(20)).await;
     n1.signal("-CONT");
-    eventually("n1 ends its copy of live/p", Duration::from_secs(15), || async {
+    wait_for_async("n1 ends its copy of live/p", Duration::from_secs(15), || async {
         n1.api("/api/v1/streams").await.is_some() && !n1.has_stream("live/p").await
     })
     .await;
     assert!(n2.has_stream("live/p").await, "n2 still serves the stream");
     assert!(n1.log_text().contains("lease lost"), "n1 says why:\n{}", n1.log_text());
-    eventually("n1 back in the cluster", Duration::from_secs(10), || async {
+    wait_for_async("n1 back in the cluster", Duration::from_secs(10), || async {
         n2.node_ids().await.contains(&"n1".to_owned())
     })
     .await;
@@ -384,13 +371,13 @@ async fn streams_survive_a_redis_restart_and_nodes_rejoin() {
     assert!(n1.has_stream("live/r").await, "the local stream keeps flowing");
 
     redis.restart();
-    eventually("both nodes registered again", Duration::from_secs(15), || async {
+    wait_for_async("both nodes registered again", Duration::from_secs(15), || async {
         n2.node_ids().await == ["n1", "n2"]
     })
     .await;
     let registry = RedisRegistry::connect(&redis.url(), "zenlive:").await.expect("redis");
     let key = ActorKey::new(ActorKind::Stream, "live/r");
-    eventually("n1 claims live/r again", Duration::from_secs(10), || async {
+    wait_for_async("n1 claims live/r again", Duration::from_secs(10), || async {
         registry.lookup(&key).await.ok().flatten().is_some_and(|o| o.node.as_str() == "n1")
     })
     .await;
@@ -406,7 +393,7 @@ async fn a_node_started_before_its_redis_waits_for_it() {
     let log = log_dir().join("late-n1.log");
     let _ = std::fs::remove_file(&log);
     let starting = tokio::spawn(async move { cluster_node("late", "n1", &url).await });
-    eventually("the node says it cannot reach Redis", Duration::from_secs(15), || async {
+    wait_for_async("the node says it cannot reach Redis", Duration::from_secs(15), || async {
         std::fs::read_to_string(&log).unwrap_or_default().contains("cannot reach Redis")
     })
     .await;
@@ -439,7 +426,7 @@ async fn draining_a_node_moves_its_chat_rooms_and_refuses_new_publishers() {
     // Load balancers stop sending clients; the cluster sees it.
     let ready = reqwest::get(format!("http://{}/readyz", n1.metrics)).await.expect("readyz");
     assert_eq!(ready.status(), 503);
-    eventually("n2 sees n1 draining", Duration::from_secs(10), || async {
+    wait_for_async("n2 sees n1 draining", Duration::from_secs(10), || async {
         n2.api("/api/v1/nodes").await.is_some_and(|body| {
             body["nodes"]
                 .as_array()
@@ -563,7 +550,7 @@ async fn a_new_chat_room_is_placed_on_the_least_loaded_node() {
     let url = redis.url();
     // A stream makes n1 the busier node.
     let _publisher = publish_looped(&n1.rtmp_url("live/busy"));
-    eventually("n1's load seen by the cluster", Duration::from_secs(15), || async {
+    wait_for_async("n1's load seen by the cluster", Duration::from_secs(15), || async {
         n1.api("/api/v1/nodes").await.is_some_and(|body| {
             body["nodes"].as_array().is_some_and(|nodes| {
                 nodes.iter().any(|n| n["id"] == "n1" && n["load"].as_u64() >= Some(1))

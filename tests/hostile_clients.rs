@@ -20,8 +20,10 @@ use zenlive::config::AuthConfig;
 const SECRET: &str = "hostile-clients-secret-hostile-clients";
 /// How far above its baseline a node's memory may go under an attack that must not pin
 /// memory: the allocator's cache and the buffers of the connections themselves (measured:
-/// 12.8 MB after a 64 MB chat frame bomb, the same after five; 3 MB for 30 RTMP attackers).
+/// 3 MB for 30 RTMP attackers).
 const MEMORY_SLACK: u64 = 16 << 20;
+/// The bytes a chat frame bomb sends after its header.
+const BOMB: u64 = 64 << 20;
 
 /// A token signed with [`SECRET`] for `roles`, scoped to `stream`, expiring `ttl` seconds
 /// from now.
@@ -175,19 +177,21 @@ async fn chat_and_api_attacks_are_bounded() {
     //    header, nothing buffered. A continuation frame is held to the same limit.
     let bomb = || async {
         let socket = raw_websocket(&node.http, "/chat/live/bystander").await;
-        let answer = flood(socket, &frame_header(0x81, 1 << 40), 64 << 20).await;
+        let answer = flood(socket, &frame_header(0x81, 1 << 40), BOMB as usize).await;
         assert_eq!(close_code(&answer), Some(1009), "closed with 1009 (message too big)");
         node.rss()
     };
     // What grows is the allocators' caches (one per event loop) of the pages the drained
     // bytes passed through, up to a ceiling: more bombs add nothing (before the fix each
-    // added twice its size).
+    // added twice its size). That ceiling is the allocator's business and moves with the
+    // build (12.8 MB here, 17.2 MB once in CI), so the first bound only proves no bomb is
+    // held (a held one would be 64 MB); the second, that nothing accumulates.
     for _ in 0..2 {
         bomb().await;
     }
     let after_three = bomb().await;
     let grown = after_three.saturating_sub(baseline);
-    assert!(grown < MEMORY_SLACK, "three 64 MB frame bombs grew the node by {grown} bytes");
+    assert!(grown < BOMB / 2, "three 64 MB frame bombs grew the node by {grown} bytes");
     bomb().await;
     let after_two = bomb().await;
     let again = after_two.saturating_sub(after_three);

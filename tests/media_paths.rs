@@ -38,18 +38,19 @@ async fn all_outputs_play(bframes: bool) {
     // made of the messages that start a play).
     for (label, url) in [("rtmp", &rtmp_in), ("http-flv", &flv_in)] {
         let info = probe(url).await;
-        let kinds: Vec<&str> = info["streams"]
-            .as_array()
-            .expect("streams array")
-            .iter()
-            .filter_map(|s| s["codec_type"].as_str())
-            .collect();
+        let kinds = track_kinds(&info);
         assert_eq!(kinds.len(), 2, "{label}: streams {kinds:?}");
         assert!(kinds.contains(&"video") && kinds.contains(&"audio"), "{label}: {kinds:?}");
     }
 
     let _ = publisher.kill().await;
     node.shutdown().await;
+}
+
+/// The kinds of the streams (`video`, `audio`, ...) in ffprobe's description `info`.
+fn track_kinds(info: &serde_json::Value) -> Vec<&str> {
+    let streams = info["streams"].as_array().expect("streams array");
+    streams.iter().filter_map(|s| s["codec_type"].as_str()).collect()
 }
 
 #[actix_rt::test]
@@ -60,6 +61,33 @@ async fn rtmp_flv_and_hls_play_a_stream_without_bframes() {
 #[actix_rt::test]
 async fn rtmp_flv_and_hls_play_a_stream_with_bframes() {
     all_outputs_play(true).await;
+}
+
+/// An HTTP-FLV player is promised only the tracks a stream has: FFmpeg waits forever for
+/// an audio track its FLV header announced.
+#[actix_rt::test]
+async fn a_video_only_stream_plays_over_http_flv() {
+    require("ffmpeg");
+    let node = start_node(test_config()).await;
+    let url = rtmp_url(&node, "silent");
+    let mut publisher = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+        .arg(fixture(false))
+        .args(["-an", "-c", "copy", "-f", "flv", &url])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg publisher");
+    wait_live(&node, "silent").await;
+    let key = zenlive::StreamKey::new("live", "silent").expect("valid name");
+    wait_for("the video track to be declared", std::time::Duration::from_secs(15), || {
+        node.stream(&key).is_some_and(|stream| stream.stats().media.video.is_some())
+    })
+    .await;
+    let info = probe(http_url(&node, "/live/silent.flv")).await;
+    assert_eq!(track_kinds(&info), ["video"], "only the video track is announced and found");
+    let _ = publisher.kill().await;
+    node.shutdown().await;
 }
 
 #[actix_rt::test]

@@ -43,24 +43,11 @@ async fn embedded_node(id: &str, redis_url: &str) -> zenlive::Node {
     start_node(config).await
 }
 
-/// Polls `check` every 100 ms until it holds; panics with `what` after `limit`.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Publishes `stream` to `node` in a loop and waits until the node has it live.
 async fn publish_live(node: &ZenliveProcess, stream: &str) -> Child {
     let publisher = publish_looped(&node.rtmp_url(stream));
     let what = format!("{stream} on {}", node.id);
-    eventually(&what, Duration::from_secs(15), || node.has_stream(stream)).await;
+    wait_for_async(&what, Duration::from_secs(15), || node.has_stream(stream)).await;
     publisher
 }
 
@@ -90,7 +77,7 @@ async fn play_on(node: &ZenliveProcess, stream: &str, dir: &std::path::Path) -> 
         .kill_on_drop(true)
         .spawn()
         .expect("spawn ffmpeg player");
-    eventually("the player counted on the edge", Duration::from_secs(15), || async {
+    wait_for_async("the player counted on the edge", Duration::from_secs(15), || async {
         let text = node.metrics_text().await;
         sample(&text, "zenlive_stream_viewers", &[("stream", stream), ("protocol", "http-flv")])
             == Some(1.0)
@@ -139,7 +126,7 @@ async fn a_kick_from_any_node_ends_the_origins_publisher_and_the_edges_viewers()
     exits(&mut publisher, "the publisher on n1").await;
     exits(&mut player, "the viewer on n2").await;
     assert!(n1.log_text().contains("kicked from n3"), "n1 applied the kick");
-    eventually("live/k gone from n2", Duration::from_secs(10), || async {
+    wait_for_async("live/k gone from n2", Duration::from_secs(10), || async {
         !n2.has_stream("live/k").await
     })
     .await;
@@ -170,7 +157,7 @@ async fn a_kick_from_any_node_ends_the_origins_publisher_and_the_edges_viewers()
     let url = format!("ws://{}/chat/live/r?token={token}", n1.http);
     let (mut member, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket");
     let room = n3.room_ref("live/r");
-    eventually("the room's home answers n3", Duration::from_secs(10), || async {
+    wait_for_async("the room's home answers n3", Duration::from_secs(10), || async {
         room.send(SystemMessage { text: "from n3".into() }).await.is_ok()
     })
     .await;
@@ -209,8 +196,10 @@ async fn a_message_sent_while_the_owner_is_paused_is_applied_by_one_owner_at_mos
     n1.signal("-STOP");
     // `kill` returns once the signal is queued; each thread stops at its next return to user
     // space. Wait until every thread of n1 is stopped.
-    eventually("n1 stopped", Duration::from_secs(5), || async { all_threads_stopped(&n1.pid()) })
-        .await;
+    wait_for_async("n1 stopped", Duration::from_secs(5), || async {
+        all_threads_stopped(&n1.pid())
+    })
+    .await;
     // To the paused owner: no answer, and the caller is told it may or may not be applied.
     let paused = stream.send(Kick { reason: "sent to the paused owner".into() }).await;
     assert!(
@@ -221,7 +210,7 @@ async fn a_message_sent_while_the_owner_is_paused_is_applied_by_one_owner_at_mos
     let mut second = publish_when_accepted(&n2.rtmp_url("live/p"), Duration::from_secs(30)).await;
     let registry = RedisRegistry::connect(&url, "zenlive:").await.expect("redis");
     let live_p = ActorKey::new(ActorKind::Stream, "live/p");
-    eventually("n2 owns live/p", Duration::from_secs(10), || async {
+    wait_for_async("n2 owns live/p", Duration::from_secs(10), || async {
         registry.lookup(&live_p).await.ok().flatten().is_some_and(|o| o.node.as_str() == "n2")
     })
     .await;
@@ -233,7 +222,7 @@ async fn a_message_sent_while_the_owner_is_paused_is_applied_by_one_owner_at_mos
     n1.signal("-CONT");
     // n1 reads what was queued for it while stopped and refuses it: it can no longer prove
     // its lease (self-fencing), whatever its lease keeper has noticed yet.
-    eventually("n1 refuses the queued kick", Duration::from_secs(15), || async {
+    wait_for_async("n1 refuses the queued kick", Duration::from_secs(15), || async {
         let text = n1.metrics_text().await;
         sample(&text, "zenlive_registry_calls_refused_total", &[("reason", "not_owner")])
             >= Some(1.0)
@@ -248,29 +237,6 @@ async fn a_message_sent_while_the_owner_is_paused_is_applied_by_one_owner_at_mos
     assert!(!log1.contains("sent to the new owner"), "the old owner never saw the second");
     assert!(log2.contains("sent to the new owner"), "the new owner applied the second");
     n3.shutdown().await;
-}
-
-/// The handshake with the cluster's secret, on a raw framed link.
-async fn handshaken_link(
-    addr: &str,
-) -> tokio_util::codec::Framed<tokio::net::TcpStream, tokio_util::codec::LengthDelimitedCodec> {
-    let mut link = tokio_util::codec::Framed::new(
-        tokio::net::TcpStream::connect(addr).await.expect("connect"),
-        wire::framing(),
-    );
-    let Some(Ok(challenge)) = link.next().await else { panic!("no challenge") };
-    let Ok(Message::Challenge { nonce, .. }) = Bincode.decode(&challenge) else {
-        panic!("expected a challenge")
-    };
-    let hello = Message::Hello {
-        version: wire::VERSION,
-        node: "prober".into(),
-        proof: wire::proof(SECRET, &nonce, "prober"),
-    };
-    link.send(Bytes::from(Bincode.encode(&hello).expect("encode"))).await.expect("hello");
-    let welcome = link.next().await.and_then(Result::ok).map(|b| Bincode.decode(&b));
-    assert!(matches!(welcome, Some(Ok(Message::Welcome { .. }))), "{welcome:?}");
-    link
 }
 
 #[actix_rt::test]
@@ -318,7 +284,7 @@ async fn hostile_envelopes_are_refused_and_counted() {
             RemoteError::BadRequest(String::new()),
         ),
     ];
-    let mut link = handshaken_link(&n1.cluster).await;
+    let mut link = handshaken_link(&n1.cluster, SECRET).await;
     for (call, expected) in cases {
         let correlation = call.correlation;
         let bytes = Bincode.encode(&Message::Call(call)).expect("encode");
@@ -362,7 +328,7 @@ async fn hostile_envelopes_are_refused_and_counted() {
     }
 
     // Nothing else is harmed: a well-formed kick with the right epoch still works.
-    let mut link = handshaken_link(&n1.cluster).await;
+    let mut link = handshaken_link(&n1.cluster, SECRET).await;
     let good = call("ref.stream", Some(owner.epoch), envelope(&kick("well formed")), 9);
     link.send(Bytes::from(Bincode.encode(&Message::Call(good)).expect("encode")))
         .await

@@ -272,6 +272,9 @@ fn spawn_workers(threads: usize) -> std::io::Result<Vec<Sender<Job>>> {
 #[derive(Default)]
 struct Worker {
     streams: HashMap<u64, Box<Slot>>,
+    /// The streams still waiting for their gate (kept apart so that a batch of frames does
+    /// not scan every stream on the thread).
+    waiting: HashSet<u64>,
 }
 
 /// One stream on a worker.
@@ -293,14 +296,14 @@ enum Outcome {
 impl Worker {
     fn run(mut self, rx: &Receiver<Job>) {
         loop {
-            let wait = if self.any_waiting() { GATE_TICK } else { Duration::from_secs(3600) };
+            let wait = if self.waiting.is_empty() { Duration::from_secs(3600) } else { GATE_TICK };
             match rx.recv_timeout(wait) {
                 Ok(Job { id, event }) => self.handle(id, event),
                 Err(RecvTimeoutError::Timeout) => {}
                 // The pool is gone: the node is shutting down.
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if self.any_waiting() {
+            if !self.waiting.is_empty() {
                 self.check_gates();
             }
         }
@@ -309,12 +312,11 @@ impl Worker {
         }
     }
 
-    fn any_waiting(&self) -> bool {
-        self.streams.values().any(|s| s.waiting.is_some())
-    }
-
     fn handle(&mut self, id: u64, event: Event) {
         if let Event::Start(slot) = event {
+            if slot.waiting.is_some() {
+                self.waiting.insert(id);
+            }
             self.streams.insert(id, slot);
             self.check_gates();
             return;
@@ -334,9 +336,10 @@ impl Worker {
     /// Streams whose gate is decided (or has waited [`GATE_WAIT`]) start or end.
     fn check_gates(&mut self) {
         let ready: Vec<(u64, bool)> = self
-            .streams
+            .waiting
             .iter()
-            .filter_map(|(id, slot)| {
+            .filter_map(|id| {
+                let slot = self.streams.get(id)?;
                 let (since, _) = slot.waiting.as_ref()?;
                 match slot.gate.get() {
                     Some(open) => Some((*id, open)),
@@ -346,6 +349,7 @@ impl Worker {
             })
             .collect();
         for (id, open) in ready {
+            self.waiting.remove(&id);
             let Some(mut slot) = self.streams.remove(&id) else { continue };
             let queued = slot.waiting.take().map(|(_, q)| q).unwrap_or_default();
             if !open {

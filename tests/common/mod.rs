@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod link;
 pub mod pg;
 pub mod process;
 pub mod recorded;
@@ -20,6 +21,8 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use zenlive::{Config, Node, NodeBuilder};
 
+#[allow(unused_imports)]
+pub use link::handshaken_link;
 #[allow(unused_imports)]
 pub use process::{log_dir, metric, wait_metric, ZenliveProcess};
 
