@@ -334,13 +334,15 @@ async fn a_paused_node_gives_up_the_stream_it_lost() {
     // n1's registration expires (node TTL 6 s), so its lease no longer protects the name.
     let second = publish_when_accepted(&n2.rtmp_url("live/p"), Duration::from_secs(20)).await;
     n1.signal("-CONT");
-    wait_for_async("n1 ends its copy of live/p", Duration::from_secs(15), || async {
+    // Generous bounds: n1 notices at its next renewal, but a loaded machine (CI, or builds
+    // beside the suite) slows every debug process down.
+    wait_for_async("n1 ends its copy of live/p", Duration::from_secs(40), || async {
         n1.api("/api/v1/streams").await.is_some() && !n1.has_stream("live/p").await
     })
     .await;
     assert!(n2.has_stream("live/p").await, "n2 still serves the stream");
     assert!(n1.log_text().contains("lease lost"), "n1 says why:\n{}", n1.log_text());
-    wait_for_async("n1 back in the cluster", Duration::from_secs(10), || async {
+    wait_for_async("n1 back in the cluster", Duration::from_secs(30), || async {
         n2.node_ids().await.contains(&"n1".to_owned())
     })
     .await;
@@ -445,7 +447,7 @@ async fn draining_a_node_moves_its_chat_rooms_and_refuses_new_publishers() {
 
     // The room's members on both nodes are disconnected and the room moves.
     for socket in [&mut home, &mut away] {
-        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(Ok(frame)) = socket.next().await {
                 if let Message::Close(_) = frame {
                     break;

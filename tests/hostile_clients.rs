@@ -195,14 +195,15 @@ async fn chat_and_api_attacks_are_bounded() {
     bomb().await;
     let after_two = bomb().await;
     let again = after_two.saturating_sub(after_three);
-    assert!(again < (2 << 20), "two more bombs grew the node by {again} bytes");
+    // One allocator segment (2 MiB) may still be mapped under load; a held bomb is 64 MB.
+    assert!(again < BOMB / 8, "two more bombs grew the node by {again} bytes");
     let socket = raw_websocket(&node.http, "/chat/live/bystander").await;
     let mut prefix = vec![0x01, 0x80 | 5, 1, 2, 3, 4, b'h', b'e', b'l', b'l', b'o'];
     prefix.extend(frame_header(0x80, 1 << 40));
     let answer = flood(socket, &prefix, 16 << 20).await;
     assert!(close_code(&answer).is_some(), "a fragmented message is closed");
     let grown = node.rss().saturating_sub(after_two);
-    assert!(grown < (2 << 20), "a fragmented bomb grew the node by {grown} bytes");
+    assert!(grown < BOMB / 8, "a fragmented bomb grew the node by {grown} bytes");
     assert!(refusals(&node, "chat_frame").await >= 1.0, "counted");
 
     // 4. Rooms are not created by a plain GET, nor for streams that are not live without a
