@@ -57,6 +57,11 @@ async fn screenshots(browser: &mut Browser, tab: &Tab, name: &str) {
     browser.screenshot(tab, DESKTOP.0, DESKTOP.1, &dir.join(format!("{name}-desktop.png"))).await;
 }
 
+/// Waits until `key` is live (longer than `wait_live`: a browser shares the machine).
+async fn live(node: &Node, key: &StreamKey) {
+    wait_for(&format!("{key} to go live"), PAGE_LIMIT, || node.stream(key).is_some()).await;
+}
+
 async fn chat_member(node: &Node, token: &str) -> Socket {
     let url = format!("ws://{}/chat/live/show?token={token}", node.http_addr());
     let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
@@ -105,7 +110,7 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
     let node = start_node(config).await;
     let key = StreamKey::new("live", "show").expect("name");
     let mut publisher = publish_looped(&rtmp_url(&node, "show"));
-    wait_live(&node, "show").await;
+    live(&node, &key).await;
     let mut browser = Browser::start().await;
     let base = http_url(&node, "");
 
@@ -467,7 +472,7 @@ async fn the_public_listing_shows_what_a_viewer_may_see() {
     config.auth.require_play = true;
     let node = start_node(config).await;
     let _publisher = publish_looped(&rtmp_url(&node, "show"));
-    wait_live(&node, "show").await;
+    live(&node, &StreamKey::new("live", "show").expect("name")).await;
     let client = reqwest::Client::new();
     let url = http_url(&node, "/api/v1/live");
     let resp = client.get(&url).send().await.expect("GET");

@@ -63,11 +63,13 @@ function streamRow(stream) {
   const rec = recording.get(name);
   return el('tr', { 'data-stream': name },
     el('td', { text: name }),
-    el('td', { text: publisher || '–' }),
+    el('td', { class: 'wrap', text: publisher || '–' }),
     el('td', { text: formatDuration(s.uptime_seconds) }),
     el('td', { text: `${sum(s.viewers)} (${sum(s.viewers_total)} in all)` }),
-    el('td', { text: video ? `${video.codec} ${formatVideo(video)} ${Number(s.rates?.fps || 0).toFixed(0)} fps` : '–' }),
-    el('td', { text: audio ? `${audio.codec} ${audio.sample_rate} Hz` : '–' }),
+    el('td', { class: 'wrap', text: [
+      video ? `${video.codec} ${formatVideo(video)} ${Number(s.rates?.fps || 0).toFixed(0)} fps` : '',
+      audio ? `${audio.codec} ${(Number(audio.sample_rate) / 1000).toFixed(1)} kHz` : '',
+    ].filter(Boolean).join(' · ') || '–' }),
     el('td', { text: formatBitrate(s.rates?.bitrate_bps) }),
     el('td', { text: String(s.frames_dropped ?? 0) }),
     el('td', { class: 'recording', text: rec === true ? 'on' : rec === false ? 'off' : '?' }),
@@ -95,6 +97,14 @@ async function refreshStreams() {
   return true;
 }
 
+function addresses(value) {
+  if (Array.isArray(value)) return value.join(', ') || '–';
+  if (value && typeof value === 'object') {
+    return Object.entries(value).map(([what, where]) => `${what} ${where}`).join(', ') || '–';
+  }
+  return value ? String(value) : '–';
+}
+
 async function refreshNodes() {
   const answer = await api('/api/v1/nodes');
   if (!answer.ok) {
@@ -106,7 +116,7 @@ async function refreshNodes() {
   say('nodes-status', answer.body?.cluster ? `Cluster of ${nodes.length} node${nodes.length === 1 ? '' : 's'}.` : 'A single node (cluster mode is off).');
   nodesBody.replaceChildren(...nodes.map((n) => el('tr', {},
     el('td', { text: `${n.id}${n.self ? ' (this node)' : ''}` }),
-    el('td', { text: Array.isArray(n.addresses) ? n.addresses.join(', ') : JSON.stringify(n.addresses ?? '') }),
+    el('td', { class: 'wrap', text: addresses(n.addresses) }),
     el('td', { text: typeof n.load === 'object' ? JSON.stringify(n.load) : String(n.load ?? '–') }),
     el('td', { text: n.draining ? 'draining' : 'serving' }))));
 }

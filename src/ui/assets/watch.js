@@ -120,6 +120,8 @@ every(1000, () => {
   if (video.seekable.length > 0 && video.readyState >= 2) {
     const behind = video.seekable.end(video.seekable.length - 1) - video.currentTime;
     say('stat-latency', `${Math.max(0, behind).toFixed(1)} s behind the newest segment`);
+  } else if (video.readyState >= 2) {
+    say('stat-latency', 'not reported by this browser');
   }
   if (quality) {
     const now = performance.now();
