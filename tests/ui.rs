@@ -130,6 +130,23 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
     assert_eq!(title, "Test <TV>", "the title is shown as text");
     assert_eq!(browser.eval(&home, "document.querySelector('#token-form').hidden").await, false);
     screenshots(&mut browser, &home, "home").await;
+    // The form opens a stream's watch page.
+    browser
+        .eval(
+            &home,
+            "document.querySelector('#pick-key').value = 'show'; \
+             document.querySelector('#pick').requestSubmit(); true",
+        )
+        .await;
+    browser
+        .wait(
+            &home,
+            "the form to open the watch page",
+            PAGE_LIMIT,
+            "location.pathname === '/watch/live/show'",
+            "location.href",
+        )
+        .await;
 
     // A member who posted before the viewer joined: the viewer gets it in the history.
     let bob = token("bob", Some("Bob"), &[Role::Viewer]);
@@ -207,6 +224,58 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
         .await;
     let deleted = next_of(&mut member, "deleted").await;
     assert_eq!(deleted["id"], hostile_id, "{deleted}");
+    // Mute and ban from the buttons on Bob's message; slow mode and clear from the tools.
+    let bobs = "[...document.querySelectorAll('#chat-log li.msg')].find(li => li.innerText.includes('hello from before'))";
+    browser.eval(&watch, &format!("{bobs}.querySelectorAll('.mod button')[1].click(); true")).await;
+    let muted = next_of(&mut member, "muted").await;
+    assert_eq!(muted["user"], "bob", "{muted}");
+    browser.eval(&watch, &format!("{bobs}.querySelectorAll('.mod button')[2].click(); true")).await;
+    let banned = next_of(&mut member, "banned").await;
+    assert_eq!(banned["user"], "bob", "{banned}");
+    browser
+        .eval(
+            &watch,
+            "(() => { const slow = document.querySelector('#slow'); slow.value = '5'; \
+             slow.dispatchEvent(new Event('change')); return true; })()",
+        )
+        .await;
+    browser
+        .wait(
+            &watch,
+            "slow mode",
+            PAGE_LIMIT,
+            "document.querySelector('#chat-log').innerText.includes('one message every 5 s')",
+            PAGE_STATE,
+        )
+        .await;
+    browser.eval(&watch, "document.querySelector('#chat-clear').click(); true").await;
+    browser
+        .wait(
+            &watch,
+            "the chat to be cleared",
+            PAGE_LIMIT,
+            "document.querySelector('#chat-log').innerText.trim() === 'The chat was cleared.'",
+            PAGE_STATE,
+        )
+        .await;
+    // A moderator is exempt from slow mode.
+    browser
+        .eval(
+            &watch,
+            "document.querySelector('#chat-input').value = 'Welcome back: slow mode is on'; \
+             document.querySelector('#chat-form').requestSubmit(); true",
+        )
+        .await;
+    browser
+        .wait(
+            &watch,
+            "the moderator's message after the clear",
+            PAGE_LIMIT,
+            "document.querySelector('#chat-log .text') !== null && \
+             document.querySelector('#chat-log .text').textContent === 'Welcome back: slow mode is on'",
+            PAGE_STATE,
+        )
+        .await;
 
     // HLS plays in the page: frames decoded and the position advancing.
     browser
