@@ -580,3 +580,30 @@ async fn the_public_listing_shows_what_a_viewer_may_see() {
     }
     node.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn the_binary_takes_the_ui_settings_from_the_environment() {
+    let node = ZenliveProcess::start(
+        "ui-env",
+        "ui-env",
+        &[],
+        &[("ZENLIVE_UI_TITLE", "Channel & Co"), ("ZENLIVE_UI_LIST_STREAMS", "false")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let page = client.get(format!("http://{}/", node.http)).send().await.expect("GET /");
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.expect("body");
+    assert!(body.contains("<title>Channel &amp; Co</title>"), "{body}");
+    let listing =
+        client.get(format!("http://{}/api/v1/live", node.http)).send().await.expect("GET");
+    assert_eq!(listing.status(), 404);
+    let body: Value = listing.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "listing_disabled", "{body}");
+    drop(node);
+
+    let node =
+        ZenliveProcess::start("ui-off", "ui-off", &[], &[("ZENLIVE_UI_ENABLED", "false")]).await;
+    let page = client.get(format!("http://{}/", node.http)).send().await.expect("GET /");
+    assert_eq!(page.status(), 404, "no pages with ZENLIVE_UI_ENABLED=false");
+}
