@@ -14,6 +14,9 @@
 //! pages and assets are revalidated on each load (`no-cache`, assets with an `ETag`), so an
 //! upgraded node never serves a stale script. `[ui] enabled = false` answers 404 for all of
 //! it.
+//!
+//! The watch page plays HLS only for now (the browser's own player); `watch.js`'s `PLAYERS`
+//! list is where a WebRTC (WHEP) player goes, first, once the node serves `/whep/...`.
 
 use std::sync::Arc;
 
@@ -41,38 +44,21 @@ struct Asset {
     body: &'static str,
 }
 
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+const fn asset(name: &'static str, content_type: &'static str, body: &'static str) -> Asset {
+    Asset { name, content_type, body }
+}
+
 /// The scripts and style the pages load.
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("assets/style.css"),
-    },
-    Asset {
-        name: "common.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/common.js"),
-    },
-    Asset {
-        name: "chat.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/chat.js"),
-    },
-    Asset {
-        name: "home.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/home.js"),
-    },
-    Asset {
-        name: "watch.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/watch.js"),
-    },
-    Asset {
-        name: "console.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/console.js"),
-    },
+    asset("style.css", CSS, include_str!("assets/style.css")),
+    asset("common.js", JS, include_str!("assets/common.js")),
+    asset("chat.js", JS, include_str!("assets/chat.js")),
+    asset("home.js", JS, include_str!("assets/home.js")),
+    asset("watch.js", JS, include_str!("assets/watch.js")),
+    asset("console.js", JS, include_str!("assets/console.js")),
 ];
 
 /// The page templates: `{{title}}` and `{{data}}` (the `<body>`'s `data-` attributes) are
@@ -90,7 +76,7 @@ pub struct Pages {
     title: String,
     rtmp_port: Option<u16>,
     metrics_port: Option<u16>,
-    /// Each asset's `ETag`, in [`ASSETS`] order.
+    /// Each asset's `ETag`, in `ASSETS` order.
     etags: Arc<[String]>,
 }
 
