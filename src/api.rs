@@ -27,6 +27,8 @@ use crate::recording::actor::GetRecording;
 use crate::recording::RecorderOutput;
 use crate::refs::RefError;
 
+pub mod live;
+
 /// The OpenAPI 3 description of this API, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("api/openapi.json");
 

@@ -66,6 +66,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// WebRTC: WHIP ingest on the HTTP port, media on one UDP port.
     pub webrtc: WebRtcConfig,
+    /// The web pages the node serves (home, watch, console).
+    pub ui: UiConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -852,6 +854,46 @@ impl ClusterConfig {
     }
 }
 
+/// `[ui]`: the web pages on the HTTP port ([`crate::ui`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Whether the pages (`/`, `/watch/{app}/{key}`, `/console`) and their assets are served.
+    pub enabled: bool,
+    /// The name the pages show in their heading and title.
+    pub title: String,
+    /// Whether `GET /api/v1/live` lists the live streams to anyone who may play them (what
+    /// the home page shows); off, the home page only offers a field for a stream's name.
+    /// Served only while `enabled`.
+    pub list_streams: bool,
+}
+
+/// Longest `ui.title`, in characters.
+pub const MAX_UI_TITLE_CHARS: usize = 100;
+
+impl UiConfig {
+    /// `ui.title`: 1 to [`MAX_UI_TITLE_CHARS`] characters, none of them a control character
+    /// (the pages escape it; this keeps it one readable line).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let title = &self.title;
+        let count = title.chars().count();
+        if count == 0 || count > MAX_UI_TITLE_CHARS || title.chars().any(char::is_control) {
+            return Err(invalid(
+                "ui.title",
+                format!("{title:?}"),
+                format!("must be 1 to {MAX_UI_TITLE_CHARS} characters, without control characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self { enabled: true, title: "ZenLive".to_owned(), list_streams: true }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -1457,6 +1499,7 @@ impl Config {
         )?;
         check_log_level(&self.log.level)?;
         self.webrtc.validate()?;
+        self.ui.validate()?;
         self.validate_recording()?;
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err(ConfigError::Invalid(
@@ -1747,6 +1790,26 @@ mod tests {
         assert_eq!(c.metrics.addr.to_string(), "0.0.0.0:9090");
         assert_eq!(c.hls.segment_duration, Duration::from_secs(6));
         assert_eq!(c.play.write_delay, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn ui_keys_come_from_the_environment_and_are_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ZENLIVE_UI_ENABLED", "false"),
+                ("ZENLIVE_UI_TITLE", "Town <hall> TV"),
+                ("ZENLIVE_UI_LIST_STREAMS", "false"),
+            ]),
+        )
+        .expect("valid");
+        assert!(!c.ui.enabled && !c.ui.list_streams);
+        assert_eq!(c.ui.title, "Town <hall> TV");
+        let long = "x".repeat(MAX_UI_TITLE_CHARS + 1);
+        for bad in ["", "two\nlines", long.as_str()] {
+            let err = Config::load(None, env(&[("ZENLIVE_UI_TITLE", bad)])).expect_err(bad);
+            assert!(err.to_string().contains("ui.title"), "{err}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`rtmp`]: RTMP ingest and play.
 //! - [`webrtc`]: WHIP ingest (WebRTC): one UDP port for every session.
 //! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end; [`tls`]: the same over HTTPS.
+//! - [`ui`]: the web pages (home, watch, console) built into the binary.
 //! - [`hooks`], [`webhooks`]: the application's deciders and notifications; events as
 //!   signed HTTP POSTs.
 //! - [`metrics`]: Prometheus metrics, read from the shared statistics at scrape time.
@@ -49,6 +50,7 @@ pub mod rtmp;
 mod server;
 mod start_error;
 pub mod tls;
+pub mod ui;
 pub mod webhooks;
 pub mod webrtc;
 mod ws_frames;

@@ -369,6 +369,9 @@ async fn run() -> anyhow::Result<()> {
     println!("HLS:       http://{http}/live/test/index.m3u8");
     println!("HTTP-FLV:  http://{http}/live/test.flv");
     println!("Chat:      ws://{http}/chat/live/test");
+    if node.config().ui.enabled {
+        println!("Pages:     http://{http}/  (watch: /watch/live/test, console: /console)");
+    }
     if let Some(rtmps) = node.rtmps_addr() {
         println!("RTMPS:     rtmps://{}/live/test", url_host(rtmps));
     }

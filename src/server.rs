@@ -8,7 +8,7 @@ use zenlive_actors::events::ConnectionKind;
 
 use crate::context::NodeContext;
 use crate::start_error::{BindError, StartError};
-use crate::{http, rtmp};
+use crate::{http, rtmp, ui};
 
 fn bind_std(
     what: &'static str,
@@ -24,24 +24,28 @@ fn bind_std(
 /// worker per event loop, connections counted.
 fn media_server(
     context: &Arc<NodeContext>,
+    pages: &web::Data<ui::Pages>,
     listener: std::net::TcpListener,
     tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::from(Arc::clone(context));
+    let pages = pages.clone();
     let counters = Arc::clone(&context.counters);
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
-        // The gauge lives in the connection's extensions, dropped when it closes.
-        .on_connect(move |connection, extensions| {
-            extensions.insert(counters.connection(ConnectionKind::Http));
-            // The address the client reached: WHIP's fallback ICE candidate.
-            let tcp = connection.downcast_ref::<actix_web::rt::net::TcpStream>();
-            if let Some(local) = tcp.and_then(|s| s.local_addr().ok()) {
-                extensions.insert(crate::webrtc::whip::LocalAddr(local.ip()));
-            }
-        })
-        .workers(context.pool.len())
-        .disable_signals()
-        .shutdown_timeout(5);
+    let server = HttpServer::new(move || {
+        App::new().app_data(data.clone()).app_data(pages.clone()).configure(http::routes)
+    })
+    // The gauge lives in the connection's extensions, dropped when it closes.
+    .on_connect(move |connection, extensions| {
+        extensions.insert(counters.connection(ConnectionKind::Http));
+        // The address the client reached: WHIP's fallback ICE candidate.
+        let tcp = connection.downcast_ref::<actix_web::rt::net::TcpStream>();
+        if let Some(local) = tcp.and_then(|s| s.local_addr().ok()) {
+            extensions.insert(crate::webrtc::whip::LocalAddr(local.ip()));
+        }
+    })
+    .workers(context.pool.len())
+    .disable_signals()
+    .shutdown_timeout(5);
     let server = match tls {
         Some(tls) => server.listen_rustls_0_23(listener, tls)?,
         None => server.listen(listener)?,
@@ -91,13 +95,17 @@ pub(crate) async fn start(context: &Arc<NodeContext>) -> Result<Listeners, Start
         tasks.push(actix_rt::spawn(run));
     }
 
+    // Bound before the HTTP port's server starts, so the pages can name its port.
+    let metrics_listener =
+        config.metrics.enabled.then(|| bind_std("metrics", config.metrics.addr)).transpose()?;
+    let metrics_port =
+        metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
+    let pages = web::Data::new(ui::Pages::new(config, rtmp_addr.map(|a| a.port()), metrics_port));
+
     let http_listener = bind_std("http", config.http.addr)?;
     let http_addr = http_listener.local_addr().unwrap_or(config.http.addr);
-    let http_server = media_server(context, http_listener, None).map_err(|cause| BindError {
-        what: "http",
-        addr: config.http.addr,
-        cause,
-    })?;
+    let http_server = media_server(context, &pages, http_listener, None)
+        .map_err(|cause| BindError { what: "http", addr: config.http.addr, cause })?;
     let http = http_server.handle();
     actix_rt::spawn(http_server);
 
@@ -106,15 +114,14 @@ pub(crate) async fn start(context: &Arc<NodeContext>) -> Result<Listeners, Start
         let addr = config.tls.https_addr;
         let listener = bind_std("https", addr)?;
         https_addr = listener.local_addr().ok();
-        let server = media_server(context, listener, Some(tls.server_config()?))
+        let server = media_server(context, &pages, listener, Some(tls.server_config()?))
             .map_err(|cause| BindError { what: "https", addr, cause })?;
         https = Some(server.handle());
         actix_rt::spawn(server);
     }
 
     let (mut metrics, mut metrics_addr) = (None, None);
-    if config.metrics.enabled {
-        let listener = bind_std("metrics", config.metrics.addr)?;
+    if let Some(listener) = metrics_listener {
         metrics_addr = listener.local_addr().ok();
         let data = web::Data::from(Arc::clone(context));
         let server = HttpServer::new(move || {

@@ -27,6 +27,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     // Before the live routes, whose patterns would take `/recordings/...` for a stream.
     cfg.configure(recordings::routes);
     cfg.route("/chat/{app}/{stream}", web::get().to(crate::chat_ws::join));
+    cfg.route("/api/v1/live", web::get().to(api::live::list));
+    // Before the live routes, whose patterns would take `/watch/...` and `/ui/...`.
+    cfg.configure(crate::ui::routes);
     cfg.configure(crate::webrtc::whip::routes);
     cfg.route("/{app}/{stream}/index.m3u8", web::get().to(crate::hls::serve::playlist))
         .route("/{app}/{stream}/{segment}.ts", web::get().to(crate::hls::serve::segment))

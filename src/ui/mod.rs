@@ -1,0 +1,273 @@
+//! The web pages the node serves on its HTTP port: home (`/`), watch
+//! (`/watch/{app}/{key}`) and the admin console (`/console`), with their scripts and style
+//! under `/ui/`. They sit beside the other front-ends and use only the node's public
+//! interfaces (`/api/v1`, HLS, the chat WebSocket), so they double as examples of them.
+//!
+//! The files are plain HTML, CSS and JavaScript modules in `src/ui/assets/`, built into
+//! the binary with `include_str!` (a handful of files with fixed names: a table of
+//! constants is simpler than an embedding crate, and nothing is ever read from disk, so no
+//! request path can reach the file system). Each asset has exactly one route; any other
+//! path under `/ui/` is not one of ours.
+//!
+//! Every answer carries a strict Content-Security-Policy (scripts and styles from the node
+//! only, no inline script or style, no framing) and `X-Content-Type-Options: nosniff`; the
+//! pages and assets are revalidated on each load (`no-cache`, assets with an `ETag`), so an
+//! upgraded node never serves a stale script. `[ui] enabled = false` answers 404 for all of
+//! it.
+//!
+//! The watch page plays HLS only for now (the browser's own player); `watch.js`'s `PLAYERS`
+//! list is where a WebRTC (WHEP) player goes, first, once the node serves `/whep/...`.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::context::NodeContext;
+use crate::http::common::{stream_key, ApiError};
+
+/// The Content-Security-Policy of every page and asset: only the node's own scripts,
+/// styles and media; no inline script or style (chat text can never become code), no
+/// plugins, no framing, no `<base>`.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; media-src 'self' blob:; connect-src 'self'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// One embedded file.
+struct Asset {
+    /// Its name under `/ui/`.
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+const fn asset(name: &'static str, content_type: &'static str, body: &'static str) -> Asset {
+    Asset { name, content_type, body }
+}
+
+/// The scripts and style the pages load.
+const ASSETS: &[Asset] = &[
+    asset("style.css", CSS, include_str!("assets/style.css")),
+    asset("common.js", JS, include_str!("assets/common.js")),
+    asset("chat.js", JS, include_str!("assets/chat.js")),
+    asset("home.js", JS, include_str!("assets/home.js")),
+    asset("watch.js", JS, include_str!("assets/watch.js")),
+    asset("console.js", JS, include_str!("assets/console.js")),
+];
+
+/// The page templates: `{{title}}` and `{{data}}` (the `<body>`'s `data-` attributes) are
+/// filled in.
+const HOME: &str = include_str!("assets/home.html");
+const WATCH: &str = include_str!("assets/watch.html");
+const CONSOLE: &str = include_str!("assets/console.html");
+
+/// What the pages are rendered from: the configuration and the bound listeners, fixed at
+/// start.
+#[derive(Debug, Clone)]
+pub struct Pages {
+    enabled: bool,
+    /// The title, HTML-escaped.
+    title: String,
+    rtmp_port: Option<u16>,
+    metrics_port: Option<u16>,
+    /// Each asset's `ETag`, in `ASSETS` order.
+    etags: Arc<[String]>,
+}
+
+impl Pages {
+    /// Pages for `config`, telling players the bound RTMP and metrics ports.
+    pub fn new(config: &Config, rtmp_port: Option<u16>, metrics_port: Option<u16>) -> Self {
+        let etags = ASSETS
+            .iter()
+            .map(|asset| {
+                let digest = Sha256::digest(asset.body.as_bytes());
+                format!("\"{}\"", hex::encode(&digest[..12]))
+            })
+            .collect();
+        Self {
+            enabled: config.ui.enabled,
+            title: escape_html(&config.ui.title),
+            rtmp_port,
+            metrics_port,
+            etags,
+        }
+    }
+
+    /// `template` with the title and the page's data filled in.
+    fn render(&self, template: &str, auth_on: bool, stream: Option<(&str, &str)>) -> String {
+        let mut data = format!("data-auth=\"{}\"", if auth_on { "on" } else { "off" });
+        if let Some(port) = self.rtmp_port {
+            data.push_str(&format!(" data-rtmp-port=\"{port}\""));
+        }
+        if let Some(port) = self.metrics_port {
+            data.push_str(&format!(" data-metrics-port=\"{port}\""));
+        }
+        if let Some((app, key)) = stream {
+            // Checked stream names: `[A-Za-z0-9._-]` only, nothing to escape.
+            data.push_str(&format!(" data-app=\"{app}\" data-key=\"{key}\""));
+        }
+        template.replace("{{title}}", &self.title).replace("{{data}}", &data)
+    }
+}
+
+/// `text` safe inside HTML text and double-quoted attributes.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The pages' routes; [`Pages`] must be in the app data. Registered before the media
+/// routes, whose patterns would otherwise take `/watch/...` and `/ui/...`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(home))
+        .route("/console", web::get().to(console))
+        .route("/watch/{app}/{stream}", web::get().to(watch));
+    for (index, asset) in ASSETS.iter().enumerate() {
+        cfg.route(
+            &format!("/ui/{}", asset.name),
+            web::get().to(move |pages: web::Data<Pages>, req: HttpRequest| async move {
+                serve_asset(&pages, index, &req)
+            }),
+        );
+    }
+}
+
+fn disabled() -> ApiError {
+    ApiError::not_found("not_found", "no such resource")
+}
+
+/// The headers every page and asset carries.
+fn secured(status: StatusCode) -> HttpResponseBuilder {
+    let mut builder = HttpResponse::build(status);
+    builder
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        // A page opened with `?token=` must not hand it on in a Referer.
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"));
+    builder
+}
+
+fn page(
+    pages: &Pages,
+    node: &NodeContext,
+    template: &str,
+    stream: Option<(&str, &str)>,
+) -> Result<HttpResponse, ApiError> {
+    if !pages.enabled {
+        return Err(disabled());
+    }
+    let auth_on = node.auth.load().configured();
+    Ok(secured(StatusCode::OK)
+        .content_type("text/html; charset=utf-8")
+        .body(pages.render(template, auth_on, stream)))
+}
+
+async fn home(
+    pages: web::Data<Pages>,
+    node: web::Data<NodeContext>,
+) -> Result<HttpResponse, ApiError> {
+    page(&pages, &node, HOME, None)
+}
+
+async fn console(
+    pages: web::Data<Pages>,
+    node: web::Data<NodeContext>,
+) -> Result<HttpResponse, ApiError> {
+    page(&pages, &node, CONSOLE, None)
+}
+
+async fn watch(
+    pages: web::Data<Pages>,
+    node: web::Data<NodeContext>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (app, stream) = path.into_inner();
+    if !pages.enabled {
+        return Err(disabled());
+    }
+    let key = stream_key(&app, &stream)?;
+    page(&pages, &node, WATCH, Some((key.app(), key.name())))
+}
+
+fn serve_asset(pages: &Pages, index: usize, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    let (Some(asset), Some(etag)) = (ASSETS.get(index), pages.etags.get(index)) else {
+        return Err(disabled());
+    };
+    if !pages.enabled {
+        return Err(disabled());
+    }
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let etag = HeaderValue::from_str(etag).map_err(|_| disabled())?;
+    if fresh {
+        return Ok(secured(StatusCode::NOT_MODIFIED).insert_header((header::ETAG, etag)).finish());
+    }
+    Ok(secured(StatusCode::OK)
+        .insert_header((header::ETAG, etag))
+        .content_type(asset.content_type)
+        .body(asset.body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_title_is_escaped_and_the_data_filled_in() {
+        let mut config = Config::default();
+        config.ui.title = "<b>\"Town\" & 'hall'</b>".into();
+        let pages = Pages::new(&config, Some(1935), None);
+        let html = pages.render(WATCH, true, Some(("live", "show")));
+        assert!(
+            html.contains("&lt;b&gt;&quot;Town&quot; &amp; &#39;hall&#39;&lt;/b&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>"), "{html}");
+        assert!(html.contains("data-auth=\"on\""), "{html}");
+        assert!(html.contains("data-rtmp-port=\"1935\""), "{html}");
+        assert!(html.contains("data-app=\"live\" data-key=\"show\""), "{html}");
+        assert!(!html.contains("{{"), "{html}");
+    }
+
+    /// Whether `html` has an ` on...=` attribute.
+    fn has_handler_attribute(html: &str) -> bool {
+        html.match_indices(" on").any(|(at, _)| {
+            let rest = &html[at + 3..];
+            let name_end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+            name_end > 0 && rest[name_end..].starts_with('=')
+        })
+    }
+
+    #[test]
+    fn pages_have_no_inline_script_or_style() {
+        for template in [HOME, WATCH, CONSOLE] {
+            let lower = template.to_ascii_lowercase();
+            assert!(!lower.contains("<script>"), "inline script in a page");
+            assert!(!lower.contains("<style"), "inline style in a page");
+            assert!(!lower.contains(" style="), "a style attribute in a page");
+            assert!(!has_handler_attribute(&lower), "an event handler attribute in a page");
+            assert!(lower.contains("<script type=\"module\" src=\"/ui/"), "no module script");
+        }
+    }
+}
