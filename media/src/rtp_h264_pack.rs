@@ -110,8 +110,13 @@ pub fn packetize(
     }
     let mut count = 0;
     if let Some(config) = parameter_sets {
-        let sets: Vec<&[u8]> =
-            config.sps.iter().chain(&config.pps).map(|s| s.as_ref()).filter(|s| !s.is_empty()).collect();
+        let sets: Vec<&[u8]> = config
+            .sps
+            .iter()
+            .chain(&config.pps)
+            .map(|s| s.as_ref())
+            .filter(|s| !s.is_empty())
+            .collect();
         count += write_parameter_sets(&sets, max, out);
     }
     for nal in nal_units(avcc, length_size) {
