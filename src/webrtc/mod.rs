@@ -23,6 +23,7 @@
 //!   (sans-IO; the packetizer is `zenlive_media::rtp_h264_pack`).
 //! - [`whep_session`]: one viewer's peer connection: negotiation, then the task that
 //!   watches the stream (a viewer session like any player's) and sends its RTP.
+//! - [`feedback`]: the `rtc` interceptor that lets viewers' PLI/FIR/NACK reach the session.
 //! - [`whep`]: the WHEP HTTP handlers, through [`crate::admission`] like every viewer.
 //! - [`stats`]: the Prometheus series.
 //!
@@ -33,6 +34,7 @@
 //! [`whep_session::WhepSink`] (bounded) → [`playback::Playback`] → `rtc` (SRTP) → the
 //! shared UDP socket.
 
+pub mod feedback;
 pub mod ingest;
 pub mod offer;
 pub mod playback;

@@ -159,7 +159,7 @@ pub fn negotiate(
     candidates: &[SocketAddr],
     now: Instant,
 ) -> Result<Negotiated, NegotiateError> {
-    answer_with(offer, candidates, now, |peer| {
+    answer_with(offer, candidates, now, false, |peer| {
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             let init = RTCRtpTransceiverInit {
                 direction: RTCRtpTransceiverDirection::Recvonly,
@@ -172,11 +172,13 @@ pub fn negotiate(
 }
 
 /// Answers `offer` with a fresh ICE-lite peer connection that advertises `candidates`;
-/// `prepare` adds its transceivers or tracks before the offer is applied.
+/// `prepare` adds its transceivers or tracks before the offer is applied. With
+/// `feedback`, the peer's PLI/FIR/NACK reach `poll_read` ([`super::feedback`]).
 pub(super) fn answer_with(
     offer: String,
     candidates: &[SocketAddr],
     now: Instant,
+    feedback: bool,
     prepare: impl FnOnce(&mut RTCPeerConnection) -> Result<(), rtc::shared::error::Error>,
 ) -> Result<Negotiated, NegotiateError> {
     if candidates.is_empty() {
@@ -189,8 +191,12 @@ pub(super) fn answer_with(
         .with_ice_credentials(ufrag.clone(), ice_string(32))
         .build();
     let mut engine = codecs().map_err(refused)?;
-    let interceptors =
+    let mut interceptors =
         register_default_interceptors(Registry::new(), &mut engine).map_err(refused)?;
+    if feedback {
+        interceptors =
+            interceptors.with(super::feedback::slot(), super::feedback::FeedbackTap::default());
+    }
     let mut peer = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)

@@ -11,9 +11,10 @@
 //! its viewer session, and disconnected when it stays behind (`play.max_viewer_lag`): the
 //! queue never grows.
 //!
-//! RTCP from the viewer: PLI/FIR become rate-limited keyframe requests to the stream's
-//! publisher ([`RequestKeyframe`]: a WHIP publisher asks its encoder; RTMP cannot be
-//! asked, and the viewer waits for the next keyframe); NACKs are answered by `rtc`'s NACK
+//! RTCP from the viewer (let through `rtc`'s interceptors by [`super::feedback`]): PLI/FIR
+//! become rate-limited keyframe requests to the stream's publisher ([`RequestKeyframe`]: a
+//! WHIP publisher asks its encoder; RTMP cannot be asked, and the viewer waits for the next
+//! keyframe); NACKs are answered by `rtc`'s NACK
 //! responder, which keeps the last 1024 packets each track sent.
 //!
 //! A session ends when it is deleted, not connected within `webrtc.connect_timeout`,
@@ -86,7 +87,7 @@ pub fn negotiate(
     let mut rng = rand::rng();
     let (video_ssrc, audio_ssrc): (u32, u32) = (rng.random(), rng.random());
     let mut ids = (None, None);
-    let negotiated = answer_with(offer, candidates, now, |peer| {
+    let negotiated = answer_with(offer, candidates, now, true, |peer| {
         let video = track(RtpCodecKind::Video, video_ssrc, video_codec());
         ids.0 = Some(peer.add_track(video)?);
         if audio {
@@ -511,3 +512,38 @@ impl WhepSession {
 
 /// Stream names whose B-frames were reported (see [`WhepSession`]).
 pub(super) type BframeNotices = parking_lot::Mutex<HashSet<StreamKey>>;
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use zenlive_media::MediaTime;
+
+    use super::*;
+
+    fn h264() -> MediaFrame {
+        let t = MediaTime::ZERO;
+        MediaFrame::video(Codec::H264, t, t, true, Bytes::from_static(&[0, 0, 0, 1, 0x65]), None)
+    }
+
+    #[test]
+    fn the_sink_takes_h264_and_opus_until_full_and_refuses_the_rest() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut sink = WhepSink { tx };
+        let opus = MediaFrame::audio(Codec::Opus, MediaTime::ZERO, Bytes::from_static(&[1]), None);
+        let aac = MediaFrame::audio(Codec::Aac, MediaTime::ZERO, Bytes::from_static(&[1]), None);
+        let data = MediaFrame::data(MediaTime::ZERO, Bytes::from_static(&[2]));
+        assert_eq!(sink.offer(&aac), Offer::Unsupported, "AAC waits for a transcoder");
+        assert_eq!(sink.offer(&data), Offer::Accepted(0), "script data is dropped quietly");
+        assert_eq!(sink.offer(&h264()), Offer::Accepted(5));
+        assert_eq!(sink.offer(&opus), Offer::Accepted(1));
+        // The queue is bounded: a slow viewer's session is told, and skips ahead.
+        assert_eq!(sink.offer(&h264()), Offer::Full);
+        let config =
+            CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), MediaTime::ZERO);
+        assert_eq!(sink.offer_config(&config), Offer::Unsupported);
+        rx.close();
+        while rx.try_recv().is_ok() {}
+        drop(rx);
+        assert_eq!(sink.offer(&h264()), Offer::Closed);
+    }
+}
