@@ -695,12 +695,13 @@ impl Default for ChatConfig {
     }
 }
 
-/// `[webrtc]`: WHIP ingest (`POST /whip/{app}/{key}` on the HTTP port). The node is
-/// ICE-lite: every session's media arrives on one UDP port. See `docs/webrtc.md`.
+/// `[webrtc]`: WHIP ingest (`POST /whip/{app}/{key}` on the HTTP port) and WHEP playback
+/// (`POST /whep/{app}/{key}`). The node is ICE-lite: every session's media uses one UDP
+/// port. See `docs/webrtc.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebRtcConfig {
-    /// Whether WHIP is served and the UDP port bound.
+    /// Whether WHIP and WHEP are served and the UDP port bound.
     pub enabled: bool,
     /// The UDP port every session's media uses (`HOST:PORT`; a host name is resolved).
     #[serde(deserialize_with = "listen_addr")]
@@ -709,7 +710,7 @@ pub struct WebRtcConfig {
     /// `IP:PORT` when a NAT maps another port). Empty: the UDP address's IP when it is not
     /// a wildcard, else the local address the client's WHIP request arrived on.
     pub public_addrs: Vec<String>,
-    /// STUN/TURN server URLs handed to clients in WHIP `Link` headers
+    /// STUN/TURN server URLs handed to clients in WHIP and WHEP `Link` headers
     /// (`stun:host:port`, `turn:host:port?transport=udp`).
     pub ice_servers: Vec<String>,
     /// How long a session may take from its offer to a connected peer before it is ended
@@ -719,7 +720,7 @@ pub struct WebRtcConfig {
     /// How long a connected session may receive nothing before it is ended.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
-    /// Most WHIP sessions on the node at once (connected or not).
+    /// Most WHIP and WHEP sessions on the node at once, together (connected or not).
     pub max_sessions: usize,
 }
 

@@ -14,7 +14,7 @@
 //! - [`admission`]: the one way a publisher or viewer gets in, for every protocol.
 //! - [`auth`]: JWT verification and decisions, the same for every protocol.
 //! - [`rtmp`]: RTMP ingest and play.
-//! - [`webrtc`]: WHIP ingest (WebRTC): one UDP port for every session.
+//! - [`webrtc`]: WHIP ingest and WHEP playback (WebRTC): one UDP port for every session.
 //! - [`http`], [`hls`], [`http_flv`]: the HTTP front-end; [`tls`]: the same over HTTPS.
 //! - [`ui`]: the web pages (home, watch, console) built into the binary.
 //! - [`hooks`], [`webhooks`]: the application's deciders and notifications; events as

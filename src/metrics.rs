@@ -97,7 +97,7 @@ impl Metrics {
         {
             hooks.with_label_values(&[event]);
         }
-        for protocol in ["rtmp", "http-flv", "hls", "api", "chat", "whip"] {
+        for protocol in ["rtmp", "http-flv", "hls", "api", "chat", "whip", "whep"] {
             for code in crate::auth::AuthError::CODES {
                 auth_failures.with_label_values(&[protocol, code]);
             }

@@ -18,12 +18,14 @@ pub enum Protocol {
     Relay,
     /// WHIP (WebRTC-HTTP ingestion) publish.
     Whip,
+    /// WHEP (WebRTC-HTTP egress) play.
+    Whep,
 }
 
 impl Protocol {
     /// Every protocol, in [`Protocol::index`] order.
-    pub const ALL: [Self; 6] =
-        [Self::Rtmp, Self::HttpFlv, Self::Hls, Self::Internal, Self::Relay, Self::Whip];
+    pub const ALL: [Self; 7] =
+        [Self::Rtmp, Self::HttpFlv, Self::Hls, Self::Internal, Self::Relay, Self::Whip, Self::Whep];
 
     /// A dense index, for per-protocol arrays.
     pub fn index(self) -> usize {
@@ -39,6 +41,7 @@ impl Protocol {
             Self::Internal => "internal",
             Self::Relay => "relay",
             Self::Whip => "whip",
+            Self::Whep => "whep",
         }
     }
 }

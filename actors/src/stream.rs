@@ -45,6 +45,9 @@ pub enum PublisherCommand {
         /// Why, for the publisher and the log.
         reason: String,
     },
+    /// A viewer needs a keyframe (a WebRTC viewer lost video): a publisher that can be
+    /// asked for one (WHIP, with RTCP PLI) asks, rate-limited; others ignore it.
+    KeyframeRequest,
 }
 
 /// The stream's handle on its publisher's connection.
@@ -282,6 +285,13 @@ pub struct Kick {
 impl RemoteMessage for Kick {
     const NAME: &'static str = "stream.kick";
 }
+
+/// Passes a viewer's keyframe request on to the publisher's connection
+/// ([`PublisherCommand::KeyframeRequest`]); dropped when its command queue is full (it
+/// has one pending already) or there is no publisher.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct RequestKeyframe;
 
 /// Asks for the stream's statistics (what the admin API shows). Remote: `stream.stats`.
 #[derive(Debug, Clone, Copy, Message, serde::Serialize, serde::Deserialize)]
@@ -554,6 +564,17 @@ impl Handler<Kick> for StreamActor {
         tracing::info!(stream = %self.key, reason = %msg.reason, "publisher kicked");
         self.end(format!("kicked: {}", msg.reason), ctx);
         had_publisher
+    }
+}
+
+impl Handler<RequestKeyframe> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: RequestKeyframe, _ctx: &mut Self::Context) {
+        if let Some(publisher) = &self.publisher {
+            // A full queue holds a request (or a close) already.
+            let _ = publisher.control.try_send(PublisherCommand::KeyframeRequest);
+        }
     }
 }
 

@@ -29,6 +29,7 @@
 //! - [`torn`]: how much of a segment file cut short by a crash is whole.
 //! - [`rtp_clock`]: RTP timestamps (32-bit, wrapping) → [`MediaTime`].
 //! - [`rtp_h264`]: H.264 over RTP (packetization mode 1) → AVCC access units (WHIP ingest).
+//! - [`rtp_h264_pack`]: AVCC access units → H.264 RTP payloads (packetization mode 1, WHEP).
 
 pub mod aac;
 pub mod avc;
@@ -41,6 +42,7 @@ pub mod frame;
 pub mod hls;
 pub mod rtp_clock;
 pub mod rtp_h264;
+pub mod rtp_h264_pack;
 pub mod segment;
 #[cfg(test)]
 mod testdata;

@@ -175,9 +175,15 @@ impl Replica {
     }
 
     /// The next command for the replica's publisher (a kick); pending until it has one.
+    /// Keyframe requests are skipped: a relay cannot ask the origin's publisher (yet).
     async fn command(&mut self) -> Option<PublisherCommand> {
         match &mut self.commands {
-            Some(rx) => rx.recv().await,
+            Some(rx) => loop {
+                match rx.recv().await {
+                    Some(PublisherCommand::KeyframeRequest) => continue,
+                    other => break other,
+                }
+            },
             None => std::future::pending().await,
         }
     }

@@ -31,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     // Before the live routes, whose patterns would take `/watch/...` and `/ui/...`.
     cfg.configure(crate::ui::routes);
     cfg.configure(crate::webrtc::whip::routes);
+    cfg.configure(crate::webrtc::whep::routes);
     cfg.route("/{app}/{stream}/index.m3u8", web::get().to(crate::hls::serve::playlist))
         .route("/{app}/{stream}/{segment}.ts", web::get().to(crate::hls::serve::segment))
         .route("/{app}/{file}", web::get().to(crate::http_flv::play))

@@ -319,6 +319,8 @@ impl<R: Reader, W: AsyncWrite + Unpin + Send> Connection<R, W> {
                 }
                 command = recv_opt(&mut self.commands) => match command {
                     Some(PublisherCommand::Close { reason }) => return Err(Closed::Kicked(reason)),
+                    // RTMP has no way to ask an encoder for a keyframe.
+                    Some(PublisherCommand::KeyframeRequest) => {}
                     None => return Err(Closed::StreamEnded),
                 },
                 count = async {

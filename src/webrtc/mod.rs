@@ -1,6 +1,8 @@
-//! WebRTC ingest (WHIP, RFC 9725): a browser, OBS or GStreamer publishes H.264 (and Opus)
-//! with `POST /whip/{app}/{key}` on the HTTP port, and the stream reaches every output like
-//! an RTMP publish. WHEP playback is not built yet.
+//! WebRTC ingest (WHIP, RFC 9725) and playback (WHEP): a browser, OBS or GStreamer
+//! publishes H.264 (and Opus) with `POST /whip/{app}/{key}` on the HTTP port, and the stream
+//! reaches every output like an RTMP publish; a browser or any WHEP player watches any live
+//! stream (RTMP or WHIP) with `POST /whep/{app}/{key}`: its H.264, and its audio when that
+//! is Opus.
 //!
 //! The node is ICE-lite and every session's media shares one UDP port
 //! (`webrtc.udp_addr`). The WebRTC protocols (ICE, DTLS-SRTP, RTP/RTCP) are webrtc-rs's
@@ -17,17 +19,30 @@
 //!   it datagrams and time and pushes its frames into the stream.
 //! - [`whip`]: the HTTP handlers (`POST`, `DELETE`, `OPTIONS`), through
 //!   [`crate::admission`] like every publisher.
+//! - [`playback`]: one viewer's frames → RTP packets, RTCP feedback → keyframe requests
+//!   (sans-IO; the packetizer is `zenlive_media::rtp_h264_pack`).
+//! - [`whep_session`]: one viewer's peer connection: negotiation, then the task that
+//!   watches the stream (a viewer session like any player's) and sends its RTP.
+//! - [`feedback`]: the `rtc` interceptor that lets viewers' PLI/FIR/NACK reach the session.
+//! - [`whep`]: the WHEP HTTP handlers, through [`crate::admission`] like every viewer.
 //! - [`stats`]: the Prometheus series.
 //!
 //! The path of a WHIP frame: UDP socket → [`udp::run`] → the session's queue →
 //! `rtc` (SRTP) → [`ingest::TrackIngest`] → [`StreamPublisher`](zenlive_actors::StreamPublisher)
-//! → the stream's outputs and viewers.
+//! → the stream's outputs and viewers. The path of a frame to a WHEP viewer: the stream's
+//! broadcast ring → the viewer's [`ViewerSession`](zenlive_actors::ViewerSession) →
+//! [`whep_session::WhepSink`] (bounded) → [`playback::Playback`] → `rtc` (SRTP) → the
+//! shared UDP socket.
 
+pub mod feedback;
 pub mod ingest;
 pub mod offer;
+pub mod playback;
 pub mod session;
 pub mod stats;
 pub mod udp;
+pub mod whep;
+pub mod whep_session;
 pub mod whip;
 
 use std::collections::HashMap;
@@ -37,6 +52,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use zenlive_actors::Protocol;
 
 use crate::config::WebRtcConfig;
 use crate::start_error::BindError;
@@ -60,7 +76,9 @@ pub struct WebRtc {
     /// Open sessions, for `DELETE` and the session cap. A plain mutex: held for a map
     /// operation on `POST`, `DELETE` and a session's end, never on the media path and
     /// never across an await.
-    sessions: Mutex<HashMap<SessionId, CancellationToken>>,
+    sessions: Mutex<HashMap<SessionId, (Protocol, CancellationToken)>>,
+    /// Streams whose B-frames WHEP reported (once per stream name).
+    bframe_streams: whep_session::BframeNotices,
     /// The Prometheus series.
     pub stats: Arc<WebRtcStats>,
 }
@@ -83,6 +101,7 @@ impl WebRtc {
             control,
             reader: Mutex::new(Some(reader)),
             sessions: Mutex::new(HashMap::new()),
+            bframe_streams: Default::default(),
             stats: Arc::new(WebRtcStats::new()),
         })
     }
@@ -129,24 +148,25 @@ impl WebRtc {
         self.sessions.lock().len()
     }
 
-    /// Adds a session unless `max_sessions` are open; its token ends it.
-    fn open_session(&self, id: SessionId, cancel: CancellationToken) -> bool {
+    /// Adds a session of `protocol` unless `max_sessions` are open; its token ends it.
+    fn open_session(&self, id: SessionId, protocol: Protocol, cancel: CancellationToken) -> bool {
         let mut sessions = self.sessions.lock();
         if sessions.len() >= self.config.max_sessions {
             return false;
         }
-        sessions.insert(id, cancel);
+        sessions.insert(id, (protocol, cancel));
         true
     }
 
-    /// Ends the session `id` (a `DELETE`); false if there is none.
-    pub fn close_session(&self, id: &str) -> bool {
+    /// Ends the `protocol` session `id` (a `DELETE` on its resource); false if there is
+    /// none (a WHIP session's id on the WHEP path is none).
+    pub fn close_session(&self, protocol: Protocol, id: &str) -> bool {
         match self.sessions.lock().get(id) {
-            Some(cancel) => {
+            Some((kind, cancel)) if *kind == protocol => {
                 cancel.cancel();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 

@@ -96,14 +96,14 @@ pub struct Negotiated {
 }
 
 /// ICE characters (RFC 8839 `ice-char`): letters and digits.
-fn ice_string(len: usize) -> String {
+pub(super) fn ice_string(len: usize) -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..len).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
 }
 
-fn codecs() -> Result<MediaEngine, rtc::shared::error::Error> {
+pub(super) fn codecs() -> Result<MediaEngine, rtc::shared::error::Error> {
     let mut engine = MediaEngine::default();
     let feedback = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
@@ -159,6 +159,28 @@ pub fn negotiate(
     candidates: &[SocketAddr],
     now: Instant,
 ) -> Result<Negotiated, NegotiateError> {
+    answer_with(offer, candidates, now, false, |peer| {
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            };
+            peer.add_transceiver_from_kind(kind, Some(init))?;
+        }
+        Ok(())
+    })
+}
+
+/// Answers `offer` with a fresh ICE-lite peer connection that advertises `candidates`;
+/// `prepare` adds its transceivers or tracks before the offer is applied. With
+/// `feedback`, the peer's PLI/FIR/NACK reach `poll_read` ([`super::feedback`]).
+pub(super) fn answer_with(
+    offer: String,
+    candidates: &[SocketAddr],
+    now: Instant,
+    feedback: bool,
+    prepare: impl FnOnce(&mut RTCPeerConnection) -> Result<(), rtc::shared::error::Error>,
+) -> Result<Negotiated, NegotiateError> {
     if candidates.is_empty() {
         return Err(NegotiateError::NoCandidates);
     }
@@ -169,8 +191,12 @@ pub fn negotiate(
         .with_ice_credentials(ufrag.clone(), ice_string(32))
         .build();
     let mut engine = codecs().map_err(refused)?;
-    let interceptors =
+    let mut interceptors =
         register_default_interceptors(Registry::new(), &mut engine).map_err(refused)?;
+    if feedback {
+        interceptors =
+            interceptors.with(super::feedback::slot(), super::feedback::FeedbackTap::default());
+    }
     let mut peer = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)
@@ -178,13 +204,7 @@ pub fn negotiate(
         .with_interceptor_registry(interceptors)
         .build(now)
         .map_err(refused)?;
-    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-        let init = RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Recvonly,
-            ..Default::default()
-        };
-        peer.add_transceiver_from_kind(kind, Some(init)).map_err(refused)?;
-    }
+    prepare(&mut peer).map_err(refused)?;
     let offer = RTCSessionDescription::offer(offer).map_err(refused)?;
     peer.set_remote_description(now, offer).map_err(refused)?;
     for addr in candidates {
@@ -275,7 +295,7 @@ impl Session {
         now: Instant,
     ) -> Result<Self, Publishing> {
         let cancel = CancellationToken::new();
-        if !webrtc.open_session(Arc::clone(&id), cancel.clone()) {
+        if !webrtc.open_session(Arc::clone(&id), zenlive_actors::Protocol::Whip, cancel.clone()) {
             return Err(publishing);
         }
         webrtc.stats.whip.sessions.inc();
@@ -356,6 +376,10 @@ impl Session {
                 Wake::Command(Some(PublisherCommand::Close { reason })) => {
                     tracing::info!(stream = %self.key, %reason, "whip publisher kicked");
                     return "kicked";
+                }
+                Wake::Command(Some(PublisherCommand::KeyframeRequest)) => {
+                    // A WHEP viewer lost video: ask the encoder (PLI_MIN_INTERVAL applies).
+                    self.request_video_keyframes(Instant::now());
                 }
                 Wake::Command(None) => self.commands_open = false,
                 Wake::Datagram(None) => return "closed",
@@ -530,6 +554,22 @@ impl Session {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
+            self.request_keyframe(&id, now);
+        }
+    }
+
+    /// Asks for a keyframe on every video track (a viewer's request).
+    fn request_video_keyframes(&mut self, now: Instant) {
+        if !self.connected {
+            return;
+        }
+        let video: Vec<MediaStreamTrackId> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.ingest.as_ref().is_some_and(|i| i.codec() == TrackCodec::H264))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in video {
             self.request_keyframe(&id, now);
         }
     }

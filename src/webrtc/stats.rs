@@ -6,7 +6,15 @@
 //! - `zenlive_webrtc_refused_total{protocol,reason}`: offers refused before a session.
 //! - `zenlive_webrtc_rtp_packets_received_total{protocol}`, `..._rtp_bytes_received_total`:
 //!   RTP received (after SRTP); bytes are the payload plus the 12-byte fixed header.
-//! - `zenlive_webrtc_keyframe_requests_total{protocol}`: PLIs sent to publishers.
+//! - `zenlive_webrtc_rtp_packets_sent_total{protocol}`, `..._rtp_bytes_sent_total`: RTP sent
+//!   to WHEP viewers (before SRTP; retransmissions not included); bytes as above.
+//! - `zenlive_webrtc_nacks_received_total{protocol}`: packets WHEP viewers asked to have
+//!   sent again (RTCP NACK; the stack retransmits what it still holds).
+//! - `zenlive_webrtc_plis_received_total{protocol}`: keyframe requests (RTCP PLI or FIR)
+//!   from WHEP viewers.
+//! - `zenlive_webrtc_keyframe_requests_total{protocol}`: keyframe requests sent: by a
+//!   `whip` session to its publisher (PLI), by `whep` sessions to the stream's publisher
+//!   (rate-limited, and only a WHIP publisher can act on one).
 //! - `zenlive_webrtc_frames_dropped_total{protocol,reason}`: access units the depacketizer
 //!   dropped (gap, malformed, unsupported, too_large, waiting for a keyframe).
 //! - `zenlive_webrtc_udp_dropped_total{reason}`: datagrams no session took (`unroutable`,
@@ -23,10 +31,16 @@ pub struct WebRtcStats {
     rtp_packets: IntCounterVec,
     rtp_bytes: IntCounterVec,
     keyframe_requests: IntCounterVec,
+    rtp_packets_sent: IntCounterVec,
+    rtp_bytes_sent: IntCounterVec,
+    nacks: IntCounterVec,
+    plis: IntCounterVec,
     frames_dropped: IntCounterVec,
     udp_dropped: IntCounterVec,
     /// `whip` children, resolved once.
     pub whip: ProtocolStats,
+    /// `whep` children, resolved once.
+    pub whep: ProtocolStats,
 }
 
 /// One protocol's children of the per-protocol series.
@@ -40,8 +54,16 @@ pub struct ProtocolStats {
     pub rtp_packets: IntCounter,
     /// RTP bytes received.
     pub rtp_bytes: IntCounter,
-    /// PLIs sent.
+    /// Keyframe requests sent.
     pub keyframe_requests: IntCounter,
+    /// RTP packets sent.
+    pub rtp_packets_sent: IntCounter,
+    /// RTP bytes sent.
+    pub rtp_bytes_sent: IntCounter,
+    /// Packets asked for again (NACK).
+    pub nacks: IntCounter,
+    /// Keyframe requests received (PLI, FIR).
+    pub plis: IntCounter,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -85,7 +107,27 @@ impl WebRtcStats {
         );
         let keyframe_requests = counter_vec(
             "zenlive_webrtc_keyframe_requests_total",
-            "Keyframe requests (PLI) sent to WebRTC publishers, by protocol.",
+            "Keyframe requests sent to publishers (PLI from WHIP sessions; requests WHEP viewers passed on), by protocol.",
+            &["protocol"],
+        );
+        let rtp_packets_sent = counter_vec(
+            "zenlive_webrtc_rtp_packets_sent_total",
+            "RTP packets sent to WebRTC viewers (retransmissions not included), by protocol.",
+            &["protocol"],
+        );
+        let rtp_bytes_sent = counter_vec(
+            "zenlive_webrtc_rtp_bytes_sent_total",
+            "RTP bytes (payload plus the 12-byte fixed header, before SRTP) sent to WebRTC viewers, by protocol.",
+            &["protocol"],
+        );
+        let nacks = counter_vec(
+            "zenlive_webrtc_nacks_received_total",
+            "RTP packets WebRTC viewers asked to be sent again (RTCP NACK), by protocol.",
+            &["protocol"],
+        );
+        let plis = counter_vec(
+            "zenlive_webrtc_plis_received_total",
+            "Keyframe requests (RTCP PLI or FIR) received from WebRTC viewers, by protocol.",
             &["protocol"],
         );
         let frames_dropped = counter_vec(
@@ -101,13 +143,18 @@ impl WebRtcStats {
         for reason in ["unroutable", "queue_full"] {
             udp_dropped.with_label_values(&[reason]);
         }
-        let whip = ProtocolStats {
-            sessions: sessions.with_label_values(&["whip"]),
-            sessions_total: sessions_total.with_label_values(&["whip"]),
-            rtp_packets: rtp_packets.with_label_values(&["whip"]),
-            rtp_bytes: rtp_bytes.with_label_values(&["whip"]),
-            keyframe_requests: keyframe_requests.with_label_values(&["whip"]),
+        let children = |protocol: &str| ProtocolStats {
+            sessions: sessions.with_label_values(&[protocol]),
+            sessions_total: sessions_total.with_label_values(&[protocol]),
+            rtp_packets: rtp_packets.with_label_values(&[protocol]),
+            rtp_bytes: rtp_bytes.with_label_values(&[protocol]),
+            keyframe_requests: keyframe_requests.with_label_values(&[protocol]),
+            rtp_packets_sent: rtp_packets_sent.with_label_values(&[protocol]),
+            rtp_bytes_sent: rtp_bytes_sent.with_label_values(&[protocol]),
+            nacks: nacks.with_label_values(&[protocol]),
+            plis: plis.with_label_values(&[protocol]),
         };
+        let (whip, whep) = (children("whip"), children("whep"));
         Self {
             sessions,
             sessions_total,
@@ -115,9 +162,14 @@ impl WebRtcStats {
             rtp_packets,
             rtp_bytes,
             keyframe_requests,
+            rtp_packets_sent,
+            rtp_bytes_sent,
+            nacks,
+            plis,
             frames_dropped,
             udp_dropped,
             whip,
+            whep,
         }
     }
 
@@ -130,6 +182,10 @@ impl WebRtcStats {
             Box::new(self.rtp_packets.clone()),
             Box::new(self.rtp_bytes.clone()),
             Box::new(self.keyframe_requests.clone()),
+            Box::new(self.rtp_packets_sent.clone()),
+            Box::new(self.rtp_bytes_sent.clone()),
+            Box::new(self.nacks.clone()),
+            Box::new(self.plis.clone()),
             Box::new(self.frames_dropped.clone()),
             Box::new(self.udp_dropped.clone()),
         ]
@@ -138,6 +194,14 @@ impl WebRtcStats {
     /// Counts an offer refused for `reason` (a refusal's code).
     pub fn refused(&self, protocol: &str, reason: &str) {
         self.refused.with_label_values(&[protocol, reason]).inc();
+    }
+
+    /// The children of `protocol` (`whip` or `whep`).
+    pub fn of(&self, protocol: zenlive_actors::Protocol) -> &ProtocolStats {
+        match protocol {
+            zenlive_actors::Protocol::Whep => &self.whep,
+            _ => &self.whip,
+        }
     }
 
     /// Counts `n` access units dropped for `reason`.

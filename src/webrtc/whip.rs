@@ -41,7 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/whip/{app}/{key}", web::method(actix_web::http::Method::OPTIONS).to(preflight));
 }
 
-fn service(node: &NodeContext) -> Result<&Arc<WebRtc>, ApiError> {
+pub(super) fn service(node: &NodeContext) -> Result<&Arc<WebRtc>, ApiError> {
     node.webrtc.as_ref().ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "webrtc_disabled", "WebRTC is disabled")
     })
@@ -53,7 +53,7 @@ fn refused(webrtc: &WebRtc, error: ApiError, code: &str) -> ApiError {
 }
 
 /// Reads the body, refusing more than [`MAX_OFFER_BYTES`].
-async fn read_offer(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_offer(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
@@ -162,7 +162,7 @@ pub async fn publish(
 }
 
 /// 128 random bits in hex.
-fn session_id() -> String {
+pub(super) fn session_id() -> String {
     use rand::Rng;
     let bits: u128 = rand::rng().random();
     format!("{bits:032x}")
@@ -174,7 +174,7 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let webrtc = service(&node)?;
-    if webrtc.close_session(&id) {
+    if webrtc.close_session(Protocol::Whip, &id) {
         Ok(with_cors(HttpResponse::Ok()).finish())
     } else {
         Err(ApiError::not_found("session_not_found", "no such WHIP session"))

@@ -1,0 +1,549 @@
+//! One WHEP viewer's session: [`negotiate`] answers its offer with an ICE-lite `rtc` peer
+//! connection that sends H.264 (and Opus, when the offer takes audio), and
+//! [`WhepSession::run`] drives it until it ends.
+//!
+//! The session is a viewer of the stream like an RTMP or HTTP-FLV player: once the peer
+//! connection is up it starts its [`ViewerSession`](zenlive_actors::ViewerSession) (through
+//! the admission's [`Ticket`], which announces the viewer's join and leave), whose frames
+//! arrive in a bounded queue ([`WhepSink`]) starting at the stream's cached keyframe. The
+//! [`Playback`] core turns them into RTP, which `rtc` encrypts and the task sends from the
+//! shared UDP socket. A viewer whose queue is full is skipped ahead to the next keyframe by
+//! its viewer session, and disconnected when it stays behind (`play.max_viewer_lag`): the
+//! queue never grows.
+//!
+//! RTCP from the viewer (let through `rtc`'s interceptors by [`super::feedback`]): PLI/FIR
+//! become rate-limited keyframe requests to the stream's publisher ([`RequestKeyframe`]: a
+//! WHIP publisher asks its encoder; RTMP cannot be asked, and the viewer waits for the next
+//! keyframe); NACKs are answered by `rtc`'s NACK
+//! responder, which keeps the last 1024 packets each track sent.
+//!
+//! A session ends when it is deleted, not connected within `webrtc.connect_timeout`,
+//! silent for `webrtc.idle_timeout`, when its viewer session ends (the stream ended, or the
+//! viewer stayed behind), when the peer connection fails or closes, or at shutdown.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol as _;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+use zenlive_actors::directory::Directory;
+use zenlive_actors::stream::RequestKeyframe;
+use zenlive_actors::{CodecConfig, FrameSink, MediaFrame, Offer, Protocol, StreamKey};
+use zenlive_media::{Codec, FrameKind};
+
+use super::playback::{Feedback, Playback, Skipped, Track, TrackParams};
+use super::session::{answer_with, NegotiateError, Negotiated, DATAGRAM_QUEUE};
+use super::udp::{Datagram, SessionId};
+use super::WebRtc;
+use crate::admission::Ticket;
+
+/// Frames queued between a viewer's session and its WebRTC task: more than a cached GOP
+/// of 2 s at 60 fps with audio, which a new viewer receives at once.
+pub const FRAME_QUEUE: usize = 512;
+
+/// Frames handled in one go before the connection's output is flushed.
+const BATCH: usize = 32;
+
+/// How often the session checks its timers when the connection asks for nothing sooner.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+/// Streams whose B-frames were reported, so the warning comes once per stream name.
+/// Bounded: cleared when full (a name may then be reported again).
+const MAX_BFRAME_NOTICES: usize = 4096;
+
+/// An answered WHEP offer and the tracks it sends on.
+pub struct Playing {
+    /// The peer connection and its answer.
+    pub negotiated: Negotiated,
+    video: Option<(RTCRtpSenderId, u32)>,
+    audio: Option<(RTCRtpSenderId, u32)>,
+}
+
+/// Answers a WHEP `offer` with an ICE-lite peer connection that advertises `candidates`
+/// and sends H.264 video (and Opus audio when `audio`).
+pub fn negotiate(
+    offer: String,
+    candidates: &[SocketAddr],
+    audio: bool,
+    now: Instant,
+) -> Result<Playing, NegotiateError> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let (video_ssrc, audio_ssrc): (u32, u32) = (rng.random(), rng.random());
+    let mut ids = (None, None);
+    let negotiated = answer_with(offer, candidates, now, true, |peer| {
+        let video = track(RtpCodecKind::Video, video_ssrc, video_codec());
+        ids.0 = Some(peer.add_track(video)?);
+        if audio {
+            let audio = track(RtpCodecKind::Audio, audio_ssrc, audio_codec());
+            ids.1 = Some(peer.add_track(audio)?);
+        }
+        Ok(())
+    })?;
+    Ok(Playing {
+        negotiated,
+        video: ids.0.map(|id| (id, video_ssrc)),
+        audio: ids.1.map(|id| (id, audio_ssrc)),
+    })
+}
+
+fn video_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn audio_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn track(kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack {
+    let name = match kind {
+        RtpCodecKind::Audio => "audio",
+        _ => "video",
+    };
+    MediaStreamTrack::new(
+        "zenlive".to_owned(),
+        format!("zenlive-{name}"),
+        name.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )
+}
+
+/// A viewer's frames into its WebRTC task's bounded queue: H.264 video and Opus audio;
+/// other codecs are refused as [`Offer::Unsupported`] (the viewer session skips the track
+/// and logs it once: AAC from RTMP, until it is transcoded to Opus upstream).
+pub struct WhepSink {
+    tx: mpsc::Sender<MediaFrame>,
+}
+
+impl WhepSink {
+    fn carries(codec: Codec) -> bool {
+        matches!(codec, Codec::H264 | Codec::Opus)
+    }
+}
+
+impl FrameSink for WhepSink {
+    fn offer(&mut self, frame: &MediaFrame) -> Offer {
+        if frame.kind() == FrameKind::Data {
+            // Script data (metadata, cue points) has no place in WebRTC media.
+            return Offer::Accepted(0);
+        }
+        if !Self::carries(frame.codec()) {
+            return Offer::Unsupported;
+        }
+        match self.tx.try_send(frame.clone()) {
+            Ok(()) => Offer::Accepted(frame.payload().len()),
+            Err(TrySendError::Full(_)) => Offer::Full,
+            Err(TrySendError::Closed(_)) => Offer::Closed,
+        }
+    }
+
+    fn offer_config(&mut self, config: &CodecConfig) -> Offer {
+        // In-band: the SPS and PPS travel before every keyframe.
+        if Self::carries(config.codec()) {
+            Offer::Accepted(0)
+        } else {
+            Offer::Unsupported
+        }
+    }
+
+    fn closed(&self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        let tx = self.tx.clone();
+        Some(Box::pin(async move { tx.closed().await }))
+    }
+}
+
+/// Releases a session's registration when it ends, however it ends.
+struct Registration {
+    webrtc: Arc<WebRtc>,
+    id: SessionId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.webrtc.forget_session(&self.id);
+        self.webrtc.stats.whep.sessions.dec();
+    }
+}
+
+/// What woke the session.
+enum Wake {
+    Cancelled,
+    Datagram(Option<Datagram>),
+    Frame(Option<MediaFrame>),
+    Timer,
+}
+
+/// One viewer's running session. See the module docs.
+pub struct WhepSession {
+    key: StreamKey,
+    peer: RTCPeerConnection,
+    datagrams: mpsc::Receiver<Datagram>,
+    cancel: CancellationToken,
+    started: Instant,
+    connected: bool,
+    last_datagram: Instant,
+    /// Until connected: the admission's ticket, to start watching with.
+    ticket: Option<Ticket>,
+    /// Once watching: the viewer session's frames.
+    frames: Option<mpsc::Receiver<MediaFrame>>,
+    playback: Playback,
+    video: Option<RTCRtpSenderId>,
+    audio: Option<RTCRtpSenderId>,
+    directory: Directory,
+    packets: Vec<(Track, rtc::rtp::packet::Packet)>,
+    bframes_noticed: bool,
+    registration: Registration,
+}
+
+impl WhepSession {
+    /// Registers the session `id` (it gets `webrtc`'s datagrams for its ufrag from now
+    /// on), or gives the ticket back when `max_sessions` are open.
+    pub async fn register(
+        webrtc: &Arc<WebRtc>,
+        id: SessionId,
+        playing: Playing,
+        ticket: Ticket,
+        directory: Directory,
+        now: Instant,
+    ) -> Result<Self, Ticket> {
+        let cancel = CancellationToken::new();
+        if !webrtc.open_session(Arc::clone(&id), Protocol::Whep, cancel.clone()) {
+            return Err(ticket);
+        }
+        webrtc.stats.whep.sessions.inc();
+        webrtc.stats.whep.sessions_total.inc();
+        let registration = Registration { webrtc: Arc::clone(webrtc), id: Arc::clone(&id) };
+        let Playing { negotiated, video, audio } = playing;
+        let mut peer = negotiated.peer;
+        let params = |peer: &mut RTCPeerConnection, sender: Option<(RTCRtpSenderId, u32)>, mime| {
+            use rand::Rng;
+            let (id, ssrc) = sender?;
+            let mut sender = peer.rtp_sender(id)?;
+            let payload_type = sender
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))?
+                .payload_type;
+            let mut rng = rand::rng();
+            let params =
+                TrackParams { ssrc, payload_type, first_seq: rng.random(), origin: rng.random() };
+            Some((id, params))
+        };
+        let video = params(&mut peer, video, MIME_TYPE_H264);
+        let audio = params(&mut peer, audio, MIME_TYPE_OPUS);
+        let playback = Playback::new(video.map(|v| v.1), audio.map(|a| a.1));
+        let (queue, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
+        let control = super::udp::Control::Register {
+            session: Arc::clone(&id),
+            ufrag: negotiated.ufrag,
+            queue,
+        };
+        if webrtc.control.send(control).await.is_err() {
+            // The UDP task is gone (shutdown): the session would never hear its client.
+            cancel.cancel();
+        }
+        Ok(Self {
+            key: ticket.key().clone(),
+            peer,
+            datagrams,
+            cancel,
+            started: now,
+            connected: false,
+            last_datagram: now,
+            ticket: Some(ticket),
+            frames: None,
+            playback,
+            video: video.map(|v| v.0),
+            audio: audio.map(|a| a.0),
+            directory,
+            packets: Vec::new(),
+            bframes_noticed: false,
+            registration,
+        })
+    }
+
+    fn webrtc(&self) -> &Arc<WebRtc> {
+        &self.registration.webrtc
+    }
+
+    /// Drives the session until it ends.
+    pub async fn run(mut self) {
+        let reason = self.drive().await;
+        tracing::info!(stream = %self.key, session = %self.registration.id, reason, "whep session ended");
+        let _ = self.peer.close();
+        self.flush();
+        // Dropping the queue ends the viewer session (its sink sees it closed).
+    }
+
+    async fn drive(&mut self) -> &'static str {
+        let config = self.webrtc().config().clone();
+        loop {
+            self.flush();
+            if let Some(reason) = self.events() {
+                return reason;
+            }
+            self.reads(Instant::now());
+            self.flush();
+            let now = Instant::now();
+            if !self.connected && now.duration_since(self.started) >= config.connect_timeout {
+                return "not connected in time";
+            }
+            if self.connected && now.duration_since(self.last_datagram) >= config.idle_timeout {
+                return "idle";
+            }
+            let housekeeping = now + HOUSEKEEPING;
+            let deadline = self.peer.poll_timeout().map_or(housekeeping, |t| t.min(housekeeping));
+            let frames = self.frames.as_mut();
+            let watching = frames.is_some();
+            let wake = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => Wake::Cancelled,
+                datagram = self.datagrams.recv() => Wake::Datagram(datagram),
+                frame = async { frames?.recv().await }, if watching => Wake::Frame(frame),
+                _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+            };
+            match wake {
+                Wake::Cancelled => return "deleted",
+                Wake::Datagram(None) => return "closed",
+                Wake::Datagram(Some(datagram)) => {
+                    self.read(datagram);
+                    for _ in 1..BATCH {
+                        match self.datagrams.try_recv() {
+                            Ok(datagram) => self.read(datagram),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Wake::Frame(None) => return "viewer session ended",
+                Wake::Frame(Some(frame)) => {
+                    let now = Instant::now();
+                    self.send(&frame, now);
+                    for _ in 1..BATCH {
+                        let Some(frames) = self.frames.as_mut() else { break };
+                        match frames.try_recv() {
+                            Ok(frame) => self.send(&frame, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Wake::Timer => {}
+            }
+            let now = Instant::now();
+            if self.peer.poll_timeout().is_some_and(|t| t <= now) {
+                if let Err(error) = self.peer.handle_timeout(now) {
+                    tracing::debug!(stream = %self.key, %error, "whep: timeout handling failed");
+                }
+            }
+        }
+    }
+
+    /// Feeds one datagram to the connection.
+    fn read(&mut self, datagram: Datagram) {
+        self.last_datagram = datagram.at;
+        let input = TaggedBytesMut {
+            now: datagram.at,
+            transport: TransportContext {
+                local_addr: self.webrtc().local_addr(),
+                peer_addr: datagram.from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: datagram.data,
+        };
+        if let Err(error) = self.peer.handle_read(input) {
+            tracing::debug!(stream = %self.key, %error, "whep: datagram refused");
+        }
+    }
+
+    /// Sends what the connection wants to send.
+    fn flush(&mut self) {
+        while let Some(out) = self.peer.poll_write() {
+            let message: BytesMut = out.message;
+            let socket = &self.registration.webrtc.socket;
+            if let Err(error) = socket.send_to(&message, out.transport.peer_addr) {
+                // A full send buffer drops the packet, as a congested network would.
+                tracing::trace!(stream = %self.key, %error, "whep: send failed");
+            }
+        }
+    }
+
+    /// Handles the connection's events; `Some(reason)` when the session is over.
+    fn events(&mut self) -> Option<&'static str> {
+        while let Some(event) = self.peer.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                match state {
+                    RTCPeerConnectionState::Connected => self.on_connected(),
+                    RTCPeerConnectionState::Failed => return Some("connection failed"),
+                    RTCPeerConnectionState::Closed => return Some("connection closed"),
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// The peer connection is up: start watching the stream.
+    fn on_connected(&mut self) {
+        self.connected = true;
+        let took = self.started.elapsed();
+        tracing::info!(stream = %self.key, session = %self.registration.id, ?took, "whep viewer connected");
+        if let Some(ticket) = self.ticket.take() {
+            let (tx, rx) = mpsc::channel(FRAME_QUEUE);
+            ticket.watch(Box::new(WhepSink { tx }));
+            self.frames = Some(rx);
+        }
+    }
+
+    /// Reads the viewer's RTCP: keyframe requests go to the publisher, NACKs are counted
+    /// (the stack's NACK responder has retransmitted already).
+    fn reads(&mut self, now: Instant) {
+        let mut feedback = Feedback::default();
+        let mut request = false;
+        while let Some(TaggedRTCMessage { message, .. }) = self.peer.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = message {
+                request |= self.playback.rtcp(&packets, now, &mut feedback);
+            }
+        }
+        let stats = &self.registration.webrtc.stats.whep;
+        stats.plis.inc_by(feedback.keyframe_requests);
+        stats.nacks.inc_by(feedback.nacked);
+        if request {
+            if let Some(entry) = self.directory.get(&self.key) {
+                // A full mailbox: the stream has requests to pass on already.
+                if entry.addr.try_send(RequestKeyframe).is_ok() {
+                    stats.keyframe_requests.inc();
+                }
+            }
+        }
+    }
+
+    /// Sends one frame's packets.
+    fn send(&mut self, frame: &MediaFrame, now: Instant) {
+        let mut packets = std::mem::take(&mut self.packets);
+        match self.playback.frame(frame, &mut packets) {
+            Ok(()) => {}
+            Err(Skipped::Malformed) => {
+                self.webrtc().stats.frames_dropped("whep", "malformed", 1);
+            }
+            Err(Skipped::WaitingKeyframe) => {
+                self.webrtc().stats.frames_dropped("whep", "waiting_keyframe", 1);
+            }
+            Err(Skipped::NoTrack) => {}
+        }
+        if self.playback.bframes_seen() && !self.bframes_noticed {
+            self.bframes_noticed = true;
+            self.notice_bframes();
+        }
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for (track, packet) in packets.drain(..) {
+            let sender = match track {
+                Track::Video => self.video,
+                Track::Audio => self.audio,
+            };
+            let Some(mut sender) = sender.and_then(|id| self.peer.rtp_sender(id)) else { continue };
+            let size = packet.payload.len() as u64 + 12;
+            match sender.write_rtp(now, packet) {
+                Ok(()) => {
+                    count += 1;
+                    bytes += size;
+                }
+                Err(error) => tracing::trace!(stream = %self.key, %error, "whep: RTP not sent"),
+            }
+        }
+        self.packets = packets;
+        let stats = &self.registration.webrtc.stats.whep;
+        stats.rtp_packets_sent.inc_by(count);
+        stats.rtp_bytes_sent.inc_by(bytes);
+    }
+
+    /// The stream has B-frames: said once per stream (see docs/webrtc.md).
+    fn notice_bframes(&self) {
+        let first = {
+            let mut noticed = self.webrtc().bframe_streams.lock();
+            if noticed.len() >= MAX_BFRAME_NOTICES {
+                noticed.clear();
+            }
+            noticed.insert(self.key.clone())
+        };
+        if first {
+            tracing::warn!(stream = %self.key, "whep: this stream has B-frames: Chromium decodes only its keyframes over WebRTC (about one picture per GOP) and keeps asking for more; publish without B-frames for WebRTC viewers (x264: -bf 0; OBS: no B-frames). See docs/webrtc.md");
+        }
+    }
+}
+
+/// Stream names whose B-frames were reported (see [`WhepSession`]).
+pub(super) type BframeNotices = parking_lot::Mutex<HashSet<StreamKey>>;
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use zenlive_media::MediaTime;
+
+    use super::*;
+
+    fn h264() -> MediaFrame {
+        let t = MediaTime::ZERO;
+        MediaFrame::video(Codec::H264, t, t, true, Bytes::from_static(&[0, 0, 0, 1, 0x65]), None)
+    }
+
+    #[test]
+    fn the_sink_takes_h264_and_opus_until_full_and_refuses_the_rest() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut sink = WhepSink { tx };
+        let opus = MediaFrame::audio(Codec::Opus, MediaTime::ZERO, Bytes::from_static(&[1]), None);
+        let aac = MediaFrame::audio(Codec::Aac, MediaTime::ZERO, Bytes::from_static(&[1]), None);
+        let data = MediaFrame::data(MediaTime::ZERO, Bytes::from_static(&[2]));
+        assert_eq!(sink.offer(&aac), Offer::Unsupported, "AAC waits for a transcoder");
+        assert_eq!(sink.offer(&data), Offer::Accepted(0), "script data is dropped quietly");
+        assert_eq!(sink.offer(&h264()), Offer::Accepted(5));
+        assert_eq!(sink.offer(&opus), Offer::Accepted(1));
+        // The queue is bounded: a slow viewer's session is told, and skips ahead.
+        assert_eq!(sink.offer(&h264()), Offer::Full);
+        let config =
+            CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), MediaTime::ZERO);
+        assert_eq!(sink.offer_config(&config), Offer::Unsupported);
+        rx.close();
+        while rx.try_recv().is_ok() {}
+        drop(rx);
+        assert_eq!(sink.offer(&h264()), Offer::Closed);
+    }
+}

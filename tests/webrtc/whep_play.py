@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""A scripted WHEP player (aiortc) for ZenLive's tests.
+
+Offers to receive video (and, with --audio, audio) from a WHEP endpoint on loopback,
+decodes what arrives, and reports on stdout, one line each, what happened:
+
+    STATUS <http status>          the answer to the offer
+    BODY <json>                   the refusal's body (when not 201)
+    LOCATION <path>               the session's resource (201)
+    CONNECTED                     the peer connection is up
+    FIRST <width>x<height>        the first decoded video frame
+    AUDIO <frames>                audio frames decoded (with --audio, once --frames video
+                                  frames were decoded)
+    FRAMES <n> ERRORS <m>         n video frames decoded, m decoder errors, when --frames
+                                  were decoded (or at --seconds)
+    DELETED <http status>         the answer to DELETE (--delete)
+    DONE
+
+It stops after --frames decoded video frames, after --seconds, or when stdin closes.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+
+import aioice.ice
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+
+# aioice leaves out loopback addresses when it gathers host candidates; the node under
+# test listens on 127.0.0.1 only.
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+class DecodeErrors(logging.Handler):
+    """Counts what aiortc's H.264 decoder logs when a packet does not decode."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record):
+        self.count += 1
+
+
+def say(*words):
+    print(*words, flush=True)
+
+
+def http(method, url, body=None, headers=None):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url", help="http://127.0.0.1:PORT/whep/live/NAME")
+    parser.add_argument("--token")
+    parser.add_argument("--frames", type=int, default=60, help="stop after this many")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--audio", action="store_true")
+    parser.add_argument("--delete", action="store_true", help="DELETE the session at the end")
+    args = parser.parse_args()
+
+    errors = DecodeErrors()
+    logging.getLogger("aiortc.codecs.h264").addHandler(errors)
+
+    pc = RTCPeerConnection()
+    video = pc.addTransceiver("video", direction="recvonly")
+    h264 = [c for c in RTCRtpReceiver.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    video.setCodecPreferences(h264)
+    if args.audio:
+        pc.addTransceiver("audio", direction="recvonly")
+
+    connected = asyncio.Event()
+    enough = asyncio.Event()
+    counts = {"video": 0, "audio": 0}
+
+    @pc.on("connectionstatechange")
+    def on_state():
+        if pc.connectionState == "connected":
+            connected.set()
+
+    async def consume(track):
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            counts[track.kind] += 1
+            if track.kind == "video":
+                if counts["video"] == 1:
+                    say("FIRST", f"{frame.width}x{frame.height}")
+                if counts["video"] >= args.frames:
+                    enough.set()
+
+    @pc.on("track")
+    def on_track(track):
+        asyncio.ensure_future(consume(track))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    headers = {"Content-Type": "application/sdp"}
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    loop = asyncio.get_running_loop()
+    status, response_headers, body = await loop.run_in_executor(
+        None, http, "POST", args.url, pc.localDescription.sdp.encode(), headers
+    )
+    say("STATUS", status)
+    if status != 201:
+        say("BODY", json.dumps(json.loads(body or b"null")))
+        await pc.close()
+        say("DONE")
+        return
+    location = response_headers.get("Location") or response_headers.get("location")
+    say("LOCATION", location)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=body.decode(), type="answer"))
+    await asyncio.wait_for(connected.wait(), timeout=15)
+    say("CONNECTED")
+
+    stdin_closed = loop.create_future()
+
+    def on_stdin():
+        if not sys.stdin.readline() and not stdin_closed.done():
+            stdin_closed.set_result(None)
+
+    try:
+        loop.add_reader(sys.stdin, on_stdin)
+    except (OSError, ValueError):
+        pass  # stdin is not pollable (/dev/null): stop on the frames or the timer
+    waits = [asyncio.ensure_future(enough.wait()), asyncio.shield(stdin_closed)]
+    await asyncio.wait(waits, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
+    if args.audio:
+        say("AUDIO", counts["audio"])
+    say("FRAMES", counts["video"], "ERRORS", errors.count)
+    if args.delete:
+        base = args.url.split("/whep/")[0]
+        status, _, _ = await loop.run_in_executor(None, http, "DELETE", base + location)
+        say("DELETED", status)
+    await pc.close()
+    say("DONE")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,409 @@
+//! WHEP playback end to end: FFmpeg publishes RTMP (or aiortc publishes WHIP) to a node on
+//! loopback, and real WebRTC players (aiortc, scripted in `tests/webrtc/whep_play.py`, and
+//! headless Chromium with `tests/webrtc/whep_play.html`) play it over WHEP and decode it.
+//! Hostile offers, tokens, names and deletes get their refusals and harm nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use parking_lot::Mutex;
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
+use zenlive::auth::Role;
+use zenlive::hooks::ViewerEvent;
+use zenlive::{Config, Node, NodeBuilder, StreamKey};
+use zenlive_actors::Protocol;
+
+const SECRET: &str = "whep-test-secret-whep-test-secret";
+
+/// A hand-written offer to receive H.264: valid enough for the node's first look.
+const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+    m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n\
+    a=rtpmap:102 H264/90000\r\n";
+
+fn require_aiortc() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import aiortc"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "aiortc is required for this test: run scripts/test, which installs it"
+    );
+}
+
+/// An aiortc script of `tests/webrtc/` on `url` with `args`, and its report lines.
+fn aiortc(script: &str, url: &str, args: &[&str]) -> (Child, StdoutLines) {
+    require_aiortc();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc").join(script);
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn an aiortc script");
+    let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    (child, lines)
+}
+
+fn whep_url(node: &Node, name: &str) -> String {
+    http_url(node, &format!("/whep/live/{name}"))
+}
+
+/// FFmpeg publishing `file` in a loop, in realtime, to `url` (killed on drop).
+fn publish_file_looped(file: &Path, url: &str) -> Child {
+    require("ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg publisher")
+}
+
+/// `FRAMES <n> ERRORS <m>` → (n, m).
+fn frames_and_errors(line: &str) -> (u64, u64) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words[..] {
+        [n, "ERRORS", m] => (n.parse().expect("a count"), m.parse().expect("a count")),
+        _ => panic!("unexpected report {line:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn an_rtmp_stream_plays_in_aiortc_over_whep_from_a_keyframe() {
+    let events: Arc<Mutex<Vec<ViewerEvent>>> = Arc::default();
+    let (joins, leaves) = (Arc::clone(&events), Arc::clone(&events));
+    let node = NodeBuilder::new(test_config())
+        .on_viewer_join(move |e| joins.lock().push(e.clone()))
+        .on_viewer_leave(move |e| leaves.lock().push(e.clone()))
+        .start()
+        .await
+        .expect("node starts");
+    let _publisher = publish_looped(&rtmp_url(&node, "rtmp"));
+    wait_live(&node, "rtmp").await;
+    let (_player, mut lines) =
+        aiortc("whep_play.py", &whep_url(&node, "rtmp"), &["--frames", "90", "--delete"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    let location = line_starting(&mut lines, "LOCATION").await;
+    assert!(location.starts_with("/whep/sessions/"), "{location}");
+    line_starting(&mut lines, "CONNECTED").await;
+    assert_eq!(line_starting(&mut lines, "FIRST").await, "320x240");
+    let (frames, errors) = frames_and_errors(&line_starting(&mut lines, "FRAMES").await);
+    assert!(frames >= 90, "only {frames} frames decoded");
+    // The first packet a viewer gets starts a keyframe with its SPS and PPS: the decoder
+    // never saw a frame it could not decode.
+    assert_eq!(errors, 0, "decoder errors");
+
+    let text = node.metrics_text();
+    let sent = sample(&text, "zenlive_webrtc_rtp_packets_sent_total", &[("protocol", "whep")]);
+    assert!(sent.is_some_and(|n| n > 90.0), "{sent:?}");
+    assert_eq!(sample(&text, "zenlive_webrtc_sessions", &[("protocol", "whep")]), Some(1.0));
+    let viewers = [("stream", "live/rtmp"), ("protocol", "whep")];
+    assert_eq!(sample(&text, "zenlive_stream_viewers", &viewers), Some(1.0));
+    assert_eq!(line_starting(&mut lines, "DELETED").await, "200");
+    line_starting(&mut lines, "DONE").await;
+    wait_for("the whep session to end", Duration::from_secs(15), || {
+        sample(&node.metrics_text(), "zenlive_webrtc_sessions", &[("protocol", "whep")])
+            == Some(0.0)
+    })
+    .await;
+    wait_for("the viewer to leave", Duration::from_secs(15), || events.lock().len() == 2).await;
+    let events = events.lock().clone();
+    assert!(
+        matches!(&events[0], ViewerEvent::Joined { protocol: Protocol::Whep, .. }),
+        "{events:?}"
+    );
+    assert!(matches!(&events[1], ViewerEvent::Left { protocol: Protocol::Whep, .. }), "{events:?}");
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_whip_publisher_plays_in_a_whep_viewer_with_opus_passed_through() {
+    let node = start_node(test_config()).await;
+    let (_publisher, mut published) = aiortc(
+        "whip_publish.py",
+        &http_url(&node, "/whip/live/relay"),
+        &["--audio", "--seconds", "60"],
+    );
+    assert_eq!(line_starting(&mut published, "STATUS").await, "201");
+    line_starting(&mut published, "CONNECTED").await;
+    wait_live(&node, "relay").await;
+    let (_player, mut lines) =
+        aiortc("whep_play.py", &whep_url(&node, "relay"), &["--frames", "60", "--audio"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    assert_eq!(line_starting(&mut lines, "FIRST").await, "320x240");
+    let audio: u64 = line_starting(&mut lines, "AUDIO").await.parse().expect("a count");
+    assert!(audio > 0, "no Opus decoded");
+    let (frames, errors) = frames_and_errors(&line_starting(&mut lines, "FRAMES").await);
+    assert!(frames >= 60, "only {frames} frames decoded");
+    assert_eq!(errors, 0, "decoder errors");
+    node.shutdown().await;
+}
+
+/// Headless Chromium with a fresh profile and remote debugging on a free port, opening
+/// `url`; its DevTools address once it listens.
+async fn chromium(url: &str, profile: &Path) -> (Child, String) {
+    let found = std::process::Command::new("chromium").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "chromium is required for this test: run scripts/test, which installs it"
+    );
+    let browser = Command::new("chromium")
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+        .args(["--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"])
+        .arg("--remote-debugging-port=0")
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chromium");
+    let port_file: PathBuf = profile.join("DevToolsActivePort");
+    wait_for("chromium's DevTools port", Duration::from_secs(30), || port_file.exists()).await;
+    let mut port = String::new();
+    wait_for("chromium's DevTools port", Duration::from_secs(10), || {
+        port = std::fs::read_to_string(&port_file).unwrap_or_default();
+        port.lines().next().is_some_and(|l| l.parse::<u16>().is_ok())
+    })
+    .await;
+    let port = port.lines().next().unwrap_or_default().to_owned();
+    (browser, format!("http://127.0.0.1:{port}"))
+}
+
+/// The title of the page Chromium shows (its report, see whep_play.html).
+async fn page_title(devtools: &str) -> String {
+    let Ok(response) = reqwest::get(format!("{devtools}/json/list")).await else {
+        return String::new();
+    };
+    let pages: serde_json::Value = response.json().await.unwrap_or_default();
+    pages
+        .as_array()
+        .and_then(|pages| pages.iter().find(|p| p["type"] == "page"))
+        .and_then(|page| page["title"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Waits until the page reports `getStats()` that `done` accepts; the last report.
+async fn chromium_stats(
+    devtools: &str,
+    limit: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        last = page_title(devtools).await;
+        if let Some(json) = last.strip_prefix("STATS ") {
+            // DevTools lists titles HTML-escaped.
+            let json = json.replace("&quot;", "\"").replace("&amp;", "&");
+            let stats: serde_json::Value = serde_json::from_str(&json)
+                .unwrap_or_else(|e| panic!("JSON stats ({e}): {json:?}"));
+            if done(&stats) {
+                return stats;
+            }
+        }
+        assert!(!last.starts_with("ERROR"), "the page failed: {last}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("chromium did not get there in time; its last report: {last}");
+}
+
+fn whep_page(node: &Node, name: &str) -> String {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whep_play.html");
+    format!("file://{}#{}", page.display(), whep_url(node, name))
+}
+
+#[actix_rt::test]
+async fn headless_chromium_plays_an_rtmp_stream_over_whep() {
+    let node = start_node(test_config()).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "browser"));
+    wait_live(&node, "browser").await;
+    let profile = tempfile::tempdir().expect("tempdir");
+    let (_browser, devtools) = chromium(&whep_page(&node, "browser"), profile.path()).await;
+    let stats = chromium_stats(&devtools, Duration::from_secs(60), |s| {
+        s["framesDecoded"].as_u64().is_some_and(|n| n >= 60)
+    })
+    .await;
+    assert_eq!(stats["codec"], "video/H264", "{stats}");
+    assert_eq!((stats["width"].as_u64(), stats["height"].as_u64()), (Some(320), Some(240)));
+    assert!(stats["keyFramesDecoded"].as_u64().is_some_and(|n| n >= 1), "{stats}");
+    node.shutdown().await;
+}
+
+/// What WebRTC players do with H.264 B-frames (FFmpeg's x264 default). Measured with
+/// Chromium 156: it decodes only the keyframes (every other frame fails in its decoder,
+/// which then asks for a keyframe with a PLI several times a second), so a B-frame stream
+/// plays at the keyframe rate; the node passes the stream on unchanged, warns once per
+/// stream, and docs/webrtc.md says to publish without B-frames. aiortc (FFmpeg's decoder)
+/// decodes every frame. The figures are printed, not asserted beyond "pictures arrive".
+#[actix_rt::test]
+async fn a_stream_with_b_frames_reaches_chromium_at_its_keyframes_and_aiortc_whole() {
+    let node = start_node(test_config()).await;
+    let _publisher = publish_file_looped(&fixture(true), &rtmp_url(&node, "bframes"));
+    wait_live(&node, "bframes").await;
+    let (_player, mut lines) =
+        aiortc("whep_play.py", &whep_url(&node, "bframes"), &["--frames", "90"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    let (frames, errors) = frames_and_errors(&line_starting(&mut lines, "FRAMES").await);
+    eprintln!("aiortc with B-frames: {frames} frames decoded, {errors} decoder errors");
+    assert!(frames >= 90, "only {frames} frames decoded");
+    let profile = tempfile::tempdir().expect("tempdir");
+    let (_browser, devtools) = chromium(&whep_page(&node, "bframes"), profile.path()).await;
+    let stats = chromium_stats(&devtools, Duration::from_secs(60), |s| {
+        s["keyFramesDecoded"].as_u64().is_some_and(|n| n >= 5)
+    })
+    .await;
+    eprintln!("chromium with B-frames: {stats}");
+    // Its keyframe requests arrive and are passed on to the publisher, rate-limited (an
+    // RTMP publisher cannot act on them).
+    let text = node.metrics_text();
+    let plis = sample(&text, "zenlive_webrtc_plis_received_total", &[("protocol", "whep")]);
+    let passed = sample(&text, "zenlive_webrtc_keyframe_requests_total", &[("protocol", "whep")]);
+    assert!(plis.is_some_and(|n| n >= 1.0), "{plis:?}");
+    assert!(passed.is_some_and(|n| n >= 1.0 && Some(n) <= plis), "{passed:?} of {plis:?}");
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn hostile_whep_requests_are_refused_with_reasons() {
+    let node = start_node(test_config()).await;
+    let client = reqwest::Client::new();
+    let url = whep_url(&node, "nothing");
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        client.post(&url).header("Content-Type", content_type).body(body).send()
+    };
+    let media_less = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_vec();
+    let audio_only = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+    for (body, content_type, status, code) in [
+        (OFFER.as_bytes().to_vec(), "application/sdp", 404, "stream_not_found"),
+        (b"not an offer".to_vec(), "application/sdp", 400, "invalid_sdp"),
+        (vec![b'v'; 100 * 1024], "application/sdp", 413, "offer_too_large"),
+        (media_less, "application/sdp", 400, "no_media"),
+        (audio_only.as_bytes().to_vec(), "application/sdp", 400, "unsupported_codecs"),
+        (OFFER.as_bytes().to_vec(), "text/plain", 415, "unsupported_media_type"),
+    ] {
+        let response = post(body, content_type).await.expect("request");
+        assert_eq!(response.status(), status, "{code}");
+        let body: serde_json::Value = response.json().await.expect("a JSON refusal");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    let text = node.metrics_text();
+    assert_eq!(sample(&text, "zenlive_webrtc_refused_total", &[("protocol", "whep")]), Some(6.0));
+
+    // A live stream, a WHIP session and a WHEP session: neither's resource can be deleted
+    // through the other protocol's path, nor can a made-up one.
+    let (_publisher, mut published) =
+        aiortc("whip_publish.py", &http_url(&node, "/whip/live/live"), &["--seconds", "60"]);
+    assert_eq!(line_starting(&mut published, "STATUS").await, "201");
+    let whip = line_starting(&mut published, "LOCATION").await;
+    line_starting(&mut published, "CONNECTED").await;
+    wait_live(&node, "live").await;
+    let (_player, mut lines) =
+        aiortc("whep_play.py", &whep_url(&node, "live"), &["--frames", "1000", "--seconds", "60"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    let whep = line_starting(&mut lines, "LOCATION").await;
+    line_starting(&mut lines, "FIRST").await;
+    let whip_id = whip.trim_start_matches("/whip/sessions/");
+    let whep_id = whep.trim_start_matches("/whep/sessions/");
+    for path in [
+        format!("/whep/sessions/{whip_id}"),
+        format!("/whip/sessions/{whep_id}"),
+        "/whep/sessions/00000000000000000000000000000000".to_owned(),
+        "/whep/sessions/..%2F..%2Fwhip".to_owned(),
+    ] {
+        let response = client.delete(http_url(&node, &path)).send().await.expect("request");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let patch = client.patch(http_url(&node, &whep)).send().await.expect("request");
+    assert_eq!(patch.status(), 405);
+    let preflight = client.request(reqwest::Method::OPTIONS, &url).send().await.expect("request");
+    assert_eq!(preflight.status(), 204);
+    // Both sessions still run.
+    let text = node.metrics_text();
+    assert_eq!(sample(&text, "zenlive_webrtc_sessions", &[("protocol", "whep")]), Some(1.0));
+    assert_eq!(sample(&text, "zenlive_webrtc_sessions", &[("protocol", "whip")]), Some(1.0));
+    assert!(node.stream(&StreamKey::new("live", "live").expect("name")).is_some());
+    node.shutdown().await;
+}
+
+/// A viewer's token for `stream` only.
+fn scoped_token(stream: &str) -> String {
+    let mut config = Config::default();
+    config.auth.jwt_secret = SECRET.to_owned();
+    let auth = zenlive::auth::Auth::new(&config.auth).expect("auth");
+    let now = zenlive::auth::unix_now();
+    auth.mint(&zenlive::auth::Claims {
+        sub: "scoped".to_owned(),
+        name: None,
+        roles: vec![Role::Viewer],
+        stream: Some(stream.to_owned()),
+        exp: now + 600,
+        nbf: None,
+        iat: Some(now),
+        iss: None,
+        aud: None,
+    })
+    .expect("mint")
+}
+
+#[actix_rt::test]
+async fn whep_goes_through_the_viewer_auth() {
+    let mut config: Config = test_config();
+    config.auth.jwt_secret = SECRET.to_owned();
+    config.auth.require_play = true;
+    let node = start_node(config).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "paid"));
+    wait_live(&node, "paid").await;
+    let client = reqwest::Client::new();
+    let url = whep_url(&node, "paid");
+    let offer = |token: Option<String>| {
+        let mut request = client.post(&url).header("Content-Type", "application/sdp").body(OFFER);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let response = offer(None).await.expect("request");
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert!(body["error"]["code"].is_string(), "{body}");
+    // A token without a role that plays, and one for another stream.
+    for token in [mint_token(SECRET, "nobody", None, &[]), scoped_token("live/other")] {
+        let response = offer(Some(token)).await.expect("request");
+        assert_eq!(response.status(), 403);
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    let text = node.metrics_text();
+    let failures = sample(&text, "zenlive_auth_failures_total", &[("protocol", "whep")]);
+    assert_eq!(failures, Some(3.0));
+
+    let viewer = mint_token(SECRET, "watcher", None, &[Role::Viewer]);
+    let (_player, mut lines) =
+        aiortc("whep_play.py", &url, &["--token", &viewer, "--frames", "30"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    let (frames, _) = frames_and_errors(&line_starting(&mut lines, "FRAMES").await);
+    assert!(frames >= 30, "only {frames} frames decoded");
+    node.shutdown().await;
+}
