@@ -12,12 +12,14 @@
 //!   is claimed.
 //! - [`udp`]: the shared UDP socket: a task routes each datagram to its session (by STUN
 //!   username, then by source address).
-//! - [`ingest`]: one received track (H.264 or Opus RTP) → neutral frames (sans-IO).
+//! - [`ingest`]: one received track (H.264 or Opus RTP) → neutral frames (sans-IO); Opus
+//!   is also transcoded to AAC there (`zenlive-transcode`), for every non-WebRTC output.
 //! - [`session`]: one publisher's peer connection: negotiation, then the task that feeds
 //!   it datagrams and time and pushes its frames into the stream.
 //! - [`whip`]: the HTTP handlers (`POST`, `DELETE`, `OPTIONS`), through
 //!   [`crate::admission`] like every publisher.
 //! - [`stats`]: the Prometheus series.
+//! - [`transcode`]: the audio transcoders' Prometheus series.
 //!
 //! The path of a WHIP frame: UDP socket → [`udp::run`] → the session's queue →
 //! `rtc` (SRTP) → [`ingest::TrackIngest`] → [`StreamPublisher`](zenlive_actors::StreamPublisher)
@@ -27,6 +29,7 @@ pub mod ingest;
 pub mod offer;
 pub mod session;
 pub mod stats;
+pub mod transcode;
 pub mod udp;
 pub mod whip;
 
@@ -63,6 +66,8 @@ pub struct WebRtc {
     sessions: Mutex<HashMap<SessionId, CancellationToken>>,
     /// The Prometheus series.
     pub stats: Arc<WebRtcStats>,
+    /// The audio transcoders' series (`zenlive_transcode_*`).
+    pub transcode: Arc<transcode::TranscodeStats>,
 }
 
 impl WebRtc {
@@ -84,6 +89,7 @@ impl WebRtc {
             reader: Mutex::new(Some(reader)),
             sessions: Mutex::new(HashMap::new()),
             stats: Arc::new(WebRtcStats::new()),
+            transcode: Arc::new(transcode::TranscodeStats::new()),
         })
     }
 

@@ -46,6 +46,7 @@ use bytes::Bytes;
 use zenlive_media::{CodecConfig, MediaFrame};
 
 
+pub use aac_to_opus::{AacToOpus, AacToOpusSettings};
 pub use opus_to_aac::{OpusToAac, OpusToAacSettings};
 
 /// Samples per second of Opus (and of the AAC made from it).
