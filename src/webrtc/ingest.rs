@@ -247,8 +247,10 @@ mod tests {
         assert_eq!((opus[0], opus[1]), (start, start + MediaTime::from_millis(20)));
         // AAC: its configuration before its first frame, then 1024-sample frames from the
         // same clock (the first one 2048 samples early: the encoder's priming).
-        let first_aac = out.iter().position(|o| matches!(o, Ingested::Frame(f) if f.codec() == Codec::Aac));
-        let aac_config = out.iter().position(|o| matches!(o, Ingested::Config(c) if c.codec() == Codec::Aac));
+        let first_aac =
+            out.iter().position(|o| matches!(o, Ingested::Frame(f) if f.codec() == Codec::Aac));
+        let aac_config =
+            out.iter().position(|o| matches!(o, Ingested::Config(c) if c.codec() == Codec::Aac));
         assert!(aac_config.is_some() && aac_config < first_aac, "{aac_config:?} {first_aac:?}");
         let aac = times(Codec::Aac);
         assert_eq!(aac.len(), 100 * 960 / 1024);

@@ -96,7 +96,9 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    for (rate, name) in [(44_100, "aac_to_opus/1s_44.1k_stereo"), (48_000, "aac_to_opus/1s_48k_stereo")] {
+    for (rate, name) in
+        [(44_100, "aac_to_opus/1s_44.1k_stereo"), (48_000, "aac_to_opus/1s_48k_stereo")]
+    {
         let aac = aac_frames(rate, 3);
         let per_second = rate as usize / 1024;
         for complexity in [5, 10] {

@@ -447,7 +447,7 @@ mod tests {
 
         let pcm = decode_opus(&out);
         let reference = tone(48_000, 0, 48_000);
-        let (snr, offset) = best_snr(&reference, &pcm[48_000 * 2..], 48_00);
+        let (snr, offset) = best_snr(&reference, &pcm[48_000 * 2..], 4_800);
         assert!(snr > 10.0, "SNR {snr:.1} dB at offset {offset}");
     }
 
@@ -519,7 +519,8 @@ mod tests {
             out.extend(transcoder.push(&frame));
         }
         transcoder.push(&MediaFrame::audio(Codec::Aac, MediaTime::ZERO, Bytes::new(), None));
-        let bogus = CodecConfig::new(Codec::Aac, Bytes::from_static(&[0xff, 0xff]), MediaTime::ZERO);
+        let bogus =
+            CodecConfig::new(Codec::Aac, Bytes::from_static(&[0xff, 0xff]), MediaTime::ZERO);
         let at = rtmp_time(0, aac.len(), 44_100);
         transcoder.push(&MediaFrame::audio(Codec::Aac, at, Bytes::from_static(&[1]), Some(bogus)));
         let counters = transcoder.counters();

@@ -45,7 +45,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use zenlive_media::{CodecConfig, MediaFrame};
 
-
 pub use aac_to_opus::{AacToOpus, AacToOpusSettings};
 pub use opus_to_aac::{OpusToAac, OpusToAacSettings};
 

@@ -264,8 +264,7 @@ mod tests {
     /// `count` 20 ms Opus packets of the test tone, the first one starting at `from`
     /// packets.
     fn opus_packets(from: usize, count: usize) -> Vec<Bytes> {
-        let mut encoder =
-            OpusEncoder::new(48_000, 2, Application::Audio).expect("an Opus encoder");
+        let mut encoder = OpusEncoder::new(48_000, 2, Application::Audio).expect("an Opus encoder");
         encoder.bitrate_bps = 96_000;
         let pcm = tone(48_000, from * 960, count * 960);
         let mut packet = vec![0u8; 4000];
