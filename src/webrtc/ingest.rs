@@ -11,8 +11,8 @@
 //!   frames follow the Opus frames into the stream, so RTMP, HTTP-FLV, HLS, recordings and
 //!   relays, which skip Opus, carry AAC. The transcoder runs inline, for every WHIP
 //!   publish that sends audio (every non-WebRTC output needs it, and HLS runs for every
-//!   stream): about a quarter of a millisecond per 20 ms packet (BENCHMARKS.md, "Audio
-//!   transcoding"), on the session's own task.
+//!   stream): about 0.17 ms per 20 ms packet (BENCHMARKS.md, "Audio transcoding"), on
+//!   the session's own task.
 //!
 //! Times: each track's RTP clock ([`RtpClock`]) is anchored at its first packet's arrival
 //! on the session's clock, so video and audio start aligned to within their arrival jitter

@@ -62,8 +62,8 @@ pub struct AacToOpusSettings {
 }
 
 impl Default for AacToOpusSettings {
-    /// 64 kbit/s stereo; complexity 5, which halves the encoder's time against 10
-    /// (BENCHMARKS.md, "Audio transcoding").
+    /// 64 kbit/s stereo; complexity 5 (10 % to 20 % less time than 10; BENCHMARKS.md,
+    /// "Audio transcoding").
     fn default() -> Self {
         Self { bitrate: 64_000, complexity: 5 }
     }
