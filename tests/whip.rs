@@ -1,7 +1,9 @@
 //! WHIP ingest end to end: aiortc (a real WebRTC stack, scripted in
-//! `tests/webrtc/whip_publish.py`) publishes H.264 and Opus to a node on loopback; FFmpeg
-//! reads the stream back over HTTP-FLV and RTMP and decodes it without an error. Hostile
-//! offers, tokens, names and datagrams get their refusals and harm nothing.
+//! `tests/webrtc/whip_publish.py`) publishes H.264 and Opus to a node on loopback; the node
+//! transcodes the Opus to AAC, and FFmpeg reads the stream back over RTMP, HTTP-FLV and HLS
+//! as H.264 + AAC and decodes it without an error. Headless Chromium publishes its fake
+//! camera and microphone the same way. Hostile offers, tokens, names and datagrams get
+//! their refusals and harm nothing.
 
 mod common;
 
@@ -90,19 +92,40 @@ async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() 
     let video = streams.iter().find(|s| s["codec_type"] == "video").expect("video");
     assert_eq!(video["codec_name"], "h264");
     assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(320), Some(240)));
-    // Opus cannot travel in FLV: the audio track is skipped, not mangled.
-    assert!(streams.iter().all(|s| s["codec_type"] != "audio"), "{info}");
+    // The Opus track, transcoded: AAC-LC, 48 kHz stereo.
+    assert_aac(&info);
     let errors = decode_errors(&rtmp).await;
     assert!(errors.trim().is_empty(), "decoding printed errors:\n{errors}");
     let frames = count_frames(&rtmp).await;
     assert!(frames >= 45, "only {frames} video frames over RTMP");
-    // HTTP-FLV: FFmpeg 5.1 waits forever for the audio its header announces on a stream
-    // without audio (so with any video-only stream), so the bytes are read here and judged.
+    // 3 s of 1024-sample frames at 48 kHz is 140; the publisher's first second may be cut.
+    let audio = count_audio_frames(&rtmp).await;
+    assert!(audio >= 100, "only {audio} AAC frames over RTMP");
+    // HTTP-FLV: read for 3 s and judged (the bytes, not a live FFmpeg reader).
     let flv = dir.path().join("whip.flv");
     std::fs::write(&flv, http_flv_bytes(&node, "/live/cam.flv", Duration::from_secs(3)).await)
         .expect("write");
     let frames = count_frames(&flv).await;
     assert!(frames >= 45, "only {frames} video frames over HTTP-FLV");
+    assert_aac(&probe(&flv).await);
+    let audio = count_audio_frames(&flv).await;
+    assert!(audio >= 100, "only {audio} AAC frames over HTTP-FLV");
+    let errors = decode_errors(&flv).await;
+    assert!(errors.trim().is_empty(), "decoding HTTP-FLV printed errors:\n{errors}");
+    // HLS: the packager's MPEG-TS segments carry the AAC too.
+    let hls = http_url(&node, "/live/cam/index.m3u8");
+    wait_for_async("an HLS segment", Duration::from_secs(20), || hls_has_segments(&hls)).await;
+    let ts = dir.path().join("whip-hls.ts");
+    let out = record(&hls, 3, &ts).await;
+    assert!(out.status.success(), "ffmpeg read HLS: {}", String::from_utf8_lossy(&out.stderr));
+    let info = probe(&ts).await;
+    assert_aac(&info);
+    assert!(info["streams"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|s| s["codec_name"] == "h264")));
+    let errors = decode_errors(&ts).await;
+    assert!(errors.trim().is_empty(), "decoding HLS printed errors:\n{errors}");
+    assert!(count_audio_frames(&ts).await >= 50, "AAC frames over HLS");
 
     let text = metrics(&node).await;
     assert_eq!(sample(&text, "zenlive_webrtc_sessions", &[("protocol", "whip")]), Some(1.0));
@@ -112,6 +135,13 @@ async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() 
     let unroutable = sample(&text, "zenlive_webrtc_udp_dropped_total", &[("reason", "unroutable")]);
     // The kernel may drop part of a 500-datagram burst before the node reads it.
     assert!(unroutable.is_some_and(|n| n > 0.0), "garbage counted: {unroutable:?}");
+    let direction = [("direction", "opus_to_aac")];
+    assert_eq!(sample(&text, "zenlive_transcode_active", &direction), Some(1.0));
+    let made = sample(&text, "zenlive_transcode_frames_out_total", &direction);
+    assert!(made.is_some_and(|n| n > 200.0), "AAC frames made: {made:?}");
+    let cpu = sample(&text, "zenlive_transcode_cpu_seconds_total", &direction);
+    assert!(cpu.is_some_and(|s| s > 0.0), "transcoder CPU time: {cpu:?}");
+    assert_eq!(sample(&text, "zenlive_transcode_errors_total", &direction), Some(0.0));
 
     // The publisher leaves (its stdin closes): the stream ends.
     drop(publisher.stdin.take());
@@ -136,6 +166,35 @@ async fn http_flv_bytes(node: &Node, path: &str, span: Duration) -> Vec<u8> {
         body.extend_from_slice(&chunk);
     }
     body
+}
+
+/// Whether the HLS playlist at `url` lists two segments or more.
+async fn hls_has_segments(url: &str) -> bool {
+    let Ok(response) = reqwest::get(url).await else { return false };
+    response.text().await.is_ok_and(|p| p.matches("#EXTINF").count() >= 2)
+}
+
+/// Asserts that ffprobe's description `info` has an AAC-LC track at 48 kHz, stereo (the
+/// transcoded Opus).
+fn assert_aac(info: &serde_json::Value) {
+    let streams = info["streams"].as_array().expect("streams");
+    let audio = streams.iter().find(|s| s["codec_type"] == "audio").expect("an audio track");
+    assert_eq!(audio["codec_name"], "aac", "{info}");
+    assert_eq!(audio["profile"], "LC", "{info}");
+    assert_eq!(audio["sample_rate"], "48000", "{info}");
+    assert_eq!(audio["channels"], 2, "{info}");
+}
+
+/// How many audio frames FFmpeg decodes from `file`.
+async fn count_audio_frames(file: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0", "-count_frames"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .await
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
 }
 
 /// How many video frames FFmpeg decodes from `file`.
@@ -278,8 +337,20 @@ async fn headless_chromium_publishes_its_fake_camera_over_whip() {
     let info = probe(&flv).await;
     let streams = info["streams"].as_array().expect("streams");
     assert!(streams.iter().any(|s| s["codec_name"] == "h264"), "{info}");
+    // The fake microphone's Opus, transcoded.
+    assert_aac(&info);
     let errors = decode_errors(&flv).await;
     assert!(errors.trim().is_empty(), "decoding printed errors:\n{errors}");
     assert!(count_frames(&flv).await >= 30, "too few frames");
+    assert!(count_audio_frames(&flv).await >= 100, "too few AAC frames");
+    // And over HLS.
+    let hls = http_url(&node, "/live/browser/index.m3u8");
+    wait_for_async("an HLS segment", Duration::from_secs(20), || hls_has_segments(&hls)).await;
+    let ts = dir.path().join("chromium-hls.ts");
+    let out = record(&hls, 3, &ts).await;
+    assert!(out.status.success(), "ffmpeg read HLS: {}", String::from_utf8_lossy(&out.stderr));
+    assert_aac(&probe(&ts).await);
+    let errors = decode_errors(&ts).await;
+    assert!(errors.trim().is_empty(), "decoding HLS printed errors:\n{errors}");
     node.shutdown().await;
 }

@@ -4,6 +4,11 @@
 //! metadata and the frames since the last video keyframe (the GOP cache), bounded in bytes
 //! and frames. Codec configurations travel with the frames that use them; the core keeps
 //! each track's current one as stream state. It also keeps the stream's input counters.
+//!
+//! Audio may come in two codecs at once: a WHIP publisher's Opus goes on as it came (for
+//! WebRTC viewers) beside the AAC transcoded from it (for RTMP, FLV, HLS, recording), and
+//! each output takes the codec it can carry. The core keeps one current configuration per
+//! audio codec, so the two do not replace each other on every frame.
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +40,8 @@ pub struct IngestStats {
 pub struct StreamCore {
     metadata: Option<MediaFrame>,
     video_config: Option<CodecConfig>,
-    audio_config: Option<CodecConfig>,
+    /// One per audio codec, the most recently changed last.
+    audio_configs: Vec<CodecConfig>,
     gop: Vec<MediaFrame>,
     gop_bytes: usize,
     /// True while the cache holds a GOP that starts on a keyframe.
@@ -53,7 +59,7 @@ impl StreamCore {
         Self {
             metadata: None,
             video_config: None,
-            audio_config: None,
+            audio_configs: Vec::new(),
             gop: Vec::new(),
             gop_bytes: 0,
             gop_valid: false,
@@ -68,27 +74,26 @@ impl StreamCore {
     pub fn on_frame(&mut self, frame: &MediaFrame) -> bool {
         self.stats.frames += 1;
         self.stats.bytes += frame.payload().len() as u64;
-        let track = match frame.kind() {
+        let new_config = match frame.kind() {
             FrameKind::Data => {
                 self.metadata = Some(frame.clone());
                 return false;
             }
             FrameKind::Video => {
                 self.stats.video_frames += 1;
-                &mut self.video_config
+                match (frame.config(), self.video_config.as_ref()) {
+                    (Some(config), Some(current)) if config.same(current) => false,
+                    (Some(config), _) => {
+                        self.video_config = Some(config.clone());
+                        true
+                    }
+                    (None, _) => false,
+                }
             }
             FrameKind::Audio => {
                 self.stats.audio_frames += 1;
-                &mut self.audio_config
+                frame.config().is_some_and(|config| self.set_audio_config(config))
             }
-        };
-        let new_config = match (frame.config(), track.as_ref()) {
-            (Some(config), Some(current)) if config.same(current) => false,
-            (Some(config), _) => {
-                *track = Some(config.clone());
-                true
-            }
-            (None, _) => false,
         };
         self.last_time = Some(frame.dts());
         if frame.keyframe() {
@@ -116,15 +121,34 @@ impl StreamCore {
     pub fn set_config(&mut self, config: &CodecConfig) {
         match config.codec().kind() {
             FrameKind::Video => self.video_config = Some(config.clone()),
-            FrameKind::Audio => self.audio_config = Some(config.clone()),
+            FrameKind::Audio => {
+                self.set_audio_config(config);
+            }
             FrameKind::Data => {}
         }
     }
 
-    /// The tracks' current configurations (video first), which a new viewer receives before
-    /// the snapshot.
+    /// Makes `config` its codec's current audio configuration; answers whether it is new.
+    fn set_audio_config(&mut self, config: &CodecConfig) -> bool {
+        let same_codec = self.audio_configs.iter().position(|c| c.codec() == config.codec());
+        match same_codec {
+            Some(i) if self.audio_configs[i].same(config) => false,
+            Some(i) => {
+                self.audio_configs.remove(i);
+                self.audio_configs.push(config.clone());
+                true
+            }
+            None => {
+                self.audio_configs.push(config.clone());
+                true
+            }
+        }
+    }
+
+    /// The tracks' current configurations (video first, then one per audio codec), which a
+    /// new viewer receives before the snapshot.
     pub fn configs(&self) -> Vec<CodecConfig> {
-        [&self.video_config, &self.audio_config].into_iter().flatten().cloned().collect()
+        self.video_config.iter().chain(&self.audio_configs).cloned().collect()
     }
 
     fn clear_gop(&mut self) {
@@ -157,9 +181,10 @@ impl StreamCore {
         self.video_config.as_ref()
     }
 
-    /// The audio track's current configuration, if any.
+    /// The audio track's current configuration, if any (of the codec whose configuration
+    /// changed last, when audio comes in two codecs).
     pub fn audio_config(&self) -> Option<&CodecConfig> {
-        self.audio_config.as_ref()
+        self.audio_configs.last()
     }
 
     /// Bytes held by the GOP cache.
@@ -249,5 +274,31 @@ mod tests {
             core.on_frame(&audio(i));
         }
         assert!(core.snapshot().len() <= MAX_GOP_FRAMES);
+    }
+
+    #[test]
+    fn opus_and_the_aac_made_from_it_keep_one_configuration_each() {
+        let mut core = StreamCore::new(Instant::now());
+        let opus = CodecConfig::new(Codec::Opus, Bytes::from_static(b"OpusHead"), at(0));
+        let aac = CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x11, 0x90]), at(0));
+        let frame = |codec, ms, config: &CodecConfig| {
+            MediaFrame::audio(codec, at(ms), Bytes::from_static(&[0]), Some(config.clone()))
+        };
+        assert!(core.on_frame(&frame(Codec::Opus, 0, &opus)), "new");
+        assert!(core.on_frame(&frame(Codec::Aac, 0, &aac)), "new");
+        for ms in 1..100 {
+            assert!(!core.on_frame(&frame(Codec::Opus, 20 * ms, &opus)), "not new again");
+            assert!(!core.on_frame(&frame(Codec::Aac, 20 * ms, &aac)), "not new again");
+        }
+        let configs = core.configs();
+        assert_eq!(configs.len(), 2);
+        assert!(configs[0].same(&opus) && configs[1].same(&aac));
+        assert!(core.audio_config().is_some_and(|c| c.same(&aac)));
+        // A new AAC configuration replaces the old one, not Opus's.
+        let aac2 = CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), at(5));
+        core.set_config(&aac2);
+        let configs = core.configs();
+        assert_eq!(configs.len(), 2);
+        assert!(configs[0].same(&opus) && configs[1].same(&aac2));
     }
 }

@@ -6,8 +6,13 @@
 //!   new [`CodecConfig`] (an `AVCDecoderConfigurationRecord`), announced before the frame
 //!   that uses it, and every frame points at the configuration in force, as RTMP ingest does.
 //! - Opus: one packet is one frame, with an `OpusHead` configuration (48 kHz, stereo, as
-//!   WebRTC negotiates it). Outputs that cannot carry Opus (RTMP, HTTP-FLV, HLS, recording)
-//!   skip the track; transcoding to AAC is not done yet.
+//!   WebRTC negotiates it), which goes on as it came for WebRTC viewers. Each packet is
+//!   also transcoded to AAC-LC (48 kHz stereo, [`OpusToAac`]): the AAC configuration and
+//!   frames follow the Opus frames into the stream, so RTMP, HTTP-FLV, HLS, recordings and
+//!   relays, which skip Opus, carry AAC. The transcoder runs inline, for every WHIP
+//!   publish that sends audio (every non-WebRTC output needs it, and HLS runs for every
+//!   stream): about 0.17 ms per 20 ms packet (BENCHMARKS.md, "Audio transcoding"), on
+//!   the session's own task.
 //!
 //! Times: each track's RTP clock ([`RtpClock`]) is anchored at its first packet's arrival
 //! on the session's clock, so video and audio start aligned to within their arrival jitter
@@ -17,6 +22,7 @@ use bytes::Bytes;
 use zenlive_media::rtp_clock::RtpClock;
 use zenlive_media::rtp_h264::{Depacketized, DropCounts, H264Depacketizer};
 use zenlive_media::{Codec, CodecConfig, MediaFrame, MediaTime};
+use zenlive_transcode::{Counters, OpusToAac, OpusToAacSettings, Transcoded, OPUS_HEAD};
 
 /// What a track carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,18 +71,44 @@ pub struct TrackIngest {
     clock: RtpClock,
     depacketizer: Option<H264Depacketizer>,
     config: Option<CodecConfig>,
+    /// Opus → AAC (Opus tracks; `None` if the encoder could not start).
+    transcoder: Option<OpusToAac>,
+    transcode_error: Option<String>,
 }
-
-/// `OpusHead` (RFC 7845 §5.1) for WebRTC's Opus: version 1, 2 channels, no pre-skip,
-/// 48 kHz, no gain, mapping family 0.
-const OPUS_HEAD: [u8; 19] =
-    [b'O', b'p', b'u', b's', b'H', b'e', b'a', b'd', 1, 2, 0, 0, 0x80, 0xbb, 0, 0, 0, 0, 0];
 
 impl TrackIngest {
     /// A track of `codec` that has received nothing yet.
     pub fn new(codec: TrackCodec) -> Self {
         let depacketizer = (codec == TrackCodec::H264).then(H264Depacketizer::new);
-        Self { codec, clock: RtpClock::new(codec.clock_rate()), depacketizer, config: None }
+        let (transcoder, transcode_error) = match codec {
+            TrackCodec::H264 => (None, None),
+            TrackCodec::Opus => match OpusToAac::new(OpusToAacSettings::default()) {
+                Ok(transcoder) => (Some(transcoder), None),
+                Err(error) => (None, Some(error.to_string())),
+            },
+        };
+        Self {
+            codec,
+            clock: RtpClock::new(codec.clock_rate()),
+            depacketizer,
+            config: None,
+            transcoder,
+            transcode_error,
+        }
+    }
+
+    /// Whether the track is transcoded (Opus → AAC), or why not.
+    pub fn transcoding(&self) -> Result<bool, &str> {
+        match (&self.transcoder, &self.transcode_error) {
+            (Some(_), _) => Ok(true),
+            (None, Some(error)) => Err(error),
+            (None, None) => Ok(false),
+        }
+    }
+
+    /// What the transcoder did so far (Opus tracks).
+    pub fn transcode_counters(&self) -> Option<Counters> {
+        self.transcoder.as_ref().map(OpusToAac::counters)
     }
 
     /// The track's codec.
@@ -110,7 +142,17 @@ impl TrackIngest {
                 });
                 let frame =
                     MediaFrame::audio(Codec::Opus, at, payload.clone(), Some(config.clone()));
-                out.push(Ingested::Frame(frame));
+                if let Some(transcoder) = &mut self.transcoder {
+                    let mut aac = Vec::new();
+                    transcoder.push(&frame, &mut aac);
+                    out.push(Ingested::Frame(frame));
+                    out.extend(aac.into_iter().map(|t| match t {
+                        Transcoded::Config(config) => Ingested::Config(config),
+                        Transcoded::Frame(frame) => Ingested::Frame(frame),
+                    }));
+                } else {
+                    out.push(Ingested::Frame(frame));
+                }
             }
             TrackCodec::H264 => {
                 let Some(depacketizer) = self.depacketizer.as_mut() else { return };
@@ -181,22 +223,40 @@ mod tests {
     }
 
     #[test]
-    fn opus_packets_are_frames_with_an_opus_head() {
+    fn opus_packets_are_frames_with_an_opus_head_followed_by_their_aac() {
         let mut track = TrackIngest::new(TrackCodec::Opus);
+        assert_eq!(track.transcoding(), Ok(true));
         let mut out = Vec::new();
-        for (i, ts) in [5_000u32, 5_960].into_iter().enumerate() {
-            let payload = Bytes::from_static(&[0xfc, 0xff, 0xfe]);
-            track.packet(i as u16, ts, false, &payload, MediaTime::ZERO, &mut out);
+        // 100 packets of 20 ms: the Opus "silence" frame (CELT, 20 ms, stereo).
+        let payload = Bytes::from_static(&[0xfc, 0xff, 0xfe]);
+        let start = MediaTime::from_millis(500);
+        for i in 0..100u32 {
+            track.packet(i as u16, 5_000 + 960 * i, false, &payload, start, &mut out);
         }
         assert!(matches!(&out[0], Ingested::Config(c) if c.record().starts_with(b"OpusHead")));
-        let times: Vec<MediaTime> = out
-            .iter()
-            .filter_map(|o| match o {
-                Ingested::Frame(f) => Some(f.pts()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(times, [MediaTime::ZERO, MediaTime::from_millis(20)]);
+        let times = |codec| -> Vec<MediaTime> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Ingested::Frame(f) if f.codec() == codec => Some(f.pts()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let opus = times(Codec::Opus);
+        assert_eq!(opus.len(), 100);
+        assert_eq!((opus[0], opus[1]), (start, start + MediaTime::from_millis(20)));
+        // AAC: its configuration before its first frame, then 1024-sample frames from the
+        // same clock (the first one 2048 samples early: the encoder's priming).
+        let first_aac =
+            out.iter().position(|o| matches!(o, Ingested::Frame(f) if f.codec() == Codec::Aac));
+        let aac_config =
+            out.iter().position(|o| matches!(o, Ingested::Config(c) if c.codec() == Codec::Aac));
+        assert!(aac_config.is_some() && aac_config < first_aac, "{aac_config:?} {first_aac:?}");
+        let aac = times(Codec::Aac);
+        assert_eq!(aac.len(), 100 * 960 / 1024);
+        assert_eq!(aac[0], start - MediaTime::from_ticks(2048, 48_000));
+        let counters = track.transcode_counters().expect("transcoding");
+        assert_eq!((counters.frames_in, counters.errors), (100, 0));
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!   is claimed.
 //! - [`udp`]: the shared UDP socket: a task routes each datagram to its session (by STUN
 //!   username, then by source address).
-//! - [`ingest`]: one received track (H.264 or Opus RTP) → neutral frames (sans-IO).
+//! - [`ingest`]: one received track (H.264 or Opus RTP) → neutral frames (sans-IO); Opus
+//!   is also transcoded to AAC there (`zenlive-transcode`), for every non-WebRTC output.
 //! - [`session`]: one publisher's peer connection: negotiation, then the task that feeds
 //!   it datagrams and time and pushes its frames into the stream.
 //! - [`whip`]: the HTTP handlers (`POST`, `DELETE`, `OPTIONS`), through
@@ -26,6 +27,7 @@
 //! - [`feedback`]: the `rtc` interceptor that lets viewers' PLI/FIR/NACK reach the session.
 //! - [`whep`]: the WHEP HTTP handlers, through [`crate::admission`] like every viewer.
 //! - [`stats`]: the Prometheus series.
+//! - [`transcode`]: the audio transcoders' Prometheus series.
 //!
 //! The path of a WHIP frame: UDP socket → [`udp::run`] → the session's queue →
 //! `rtc` (SRTP) → [`ingest::TrackIngest`] → [`StreamPublisher`](zenlive_actors::StreamPublisher)
@@ -40,6 +42,7 @@ pub mod offer;
 pub mod playback;
 pub mod session;
 pub mod stats;
+pub mod transcode;
 pub mod udp;
 pub mod whep;
 pub mod whep_session;
@@ -81,6 +84,8 @@ pub struct WebRtc {
     bframe_streams: whep_session::BframeNotices,
     /// The Prometheus series.
     pub stats: Arc<WebRtcStats>,
+    /// The audio transcoders' series (`zenlive_transcode_*`).
+    pub transcode: Arc<transcode::TranscodeStats>,
 }
 
 impl WebRtc {
@@ -103,6 +108,7 @@ impl WebRtc {
             sessions: Mutex::new(HashMap::new()),
             bframe_streams: Default::default(),
             stats: Arc::new(WebRtcStats::new()),
+            transcode: Arc::new(transcode::TranscodeStats::new()),
         })
     }
 

@@ -243,6 +243,8 @@ struct Track {
     last_keyframe: Option<Instant>,
     last_request: Option<Instant>,
     reported: zenlive_media::rtp_h264::DropCounts,
+    /// Opus → AAC: counted as running while the track lives, and what was last reported.
+    transcode: Option<(super::transcode::Active, zenlive_transcode::Counters)>,
 }
 
 /// Releases a session's registration when it ends, however it ends.
@@ -506,6 +508,7 @@ impl Session {
                 self.request_keyframe(&track_id, Instant::now());
             }
             self.report_drops(&track_id);
+            self.report_transcode(&track_id);
         }
         None
     }
@@ -519,10 +522,20 @@ impl Session {
                 .rtp_receiver(receiver)
                 .and_then(|r| r.track().codec(ssrc).map(|c| c.mime_type.clone()));
             let ingest = mime.as_deref().and_then(TrackCodec::from_mime).map(TrackIngest::new);
+            let mut transcode = None;
             match &ingest {
-                Some(ingest) => {
-                    tracing::info!(stream = %self.key, codec = ?ingest.codec(), "whip track")
-                }
+                Some(ingest) => match ingest.transcoding() {
+                    Ok(transcoding) => {
+                        tracing::info!(stream = %self.key, codec = ?ingest.codec(), transcoding, "whip track");
+                        if transcoding {
+                            let stats = &self.registration.webrtc.transcode.opus_to_aac;
+                            transcode = Some((stats.start(), Default::default()));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(stream = %self.key, codec = ?ingest.codec(), error, "whip track: no AAC transcoder; RTMP, FLV, HLS and recording get no audio");
+                    }
+                },
                 None => tracing::warn!(stream = %self.key, ?mime, "whip track not ingested"),
             }
             let track = Track {
@@ -532,6 +545,7 @@ impl Session {
                 last_keyframe: None,
                 last_request: None,
                 reported: Default::default(),
+                transcode,
             };
             self.tracks.insert(id.clone(), track);
         }
@@ -588,6 +602,21 @@ impl Session {
                 Err(error) => tracing::debug!(stream = %self.key, %error, "whip: PLI not sent"),
             }
         }
+    }
+
+    /// Adds what the track's transcoder did since the last report to the metrics.
+    fn report_transcode(&mut self, id: &MediaStreamTrackId) {
+        let Some(track) = self.tracks.get_mut(id) else { return };
+        let (Some(ingest), Some((_, reported))) = (&track.ingest, &mut track.transcode) else {
+            return;
+        };
+        let Some(now) = ingest.transcode_counters() else { return };
+        let before = std::mem::replace(reported, now);
+        self.registration.webrtc.transcode.opus_to_aac.report(
+            &before,
+            &now,
+            zenlive_transcode::OPUS_RATE,
+        );
     }
 
     /// Adds what the track's depacketizer dropped since the last report to the metrics.
