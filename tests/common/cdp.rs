@@ -75,6 +75,17 @@ impl Browser {
     /// Sends `method` (to `tab`'s session, or the browser) and answers its result; panics
     /// on a protocol error.
     pub async fn call(&mut self, tab: Option<&Tab>, method: &str, params: Value) -> Value {
+        let answer = self.try_call(tab, method, params).await;
+        answer.unwrap_or_else(|error| panic!("{method}: {error}"))
+    }
+
+    /// Like [`Browser::call`], with a protocol error as the `Err` (the whole answer).
+    pub async fn try_call(
+        &mut self,
+        tab: Option<&Tab>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut command = json!({ "id": id, "method": method, "params": params });
@@ -95,8 +106,10 @@ impl Browser {
         })
         .await
         .unwrap_or_else(|_| panic!("no answer to {method} in time"));
-        assert!(answer.get("error").is_none(), "{method}: {answer}");
-        answer["result"].clone()
+        if answer.get("error").is_some() {
+            return Err(answer);
+        }
+        Ok(answer["result"].clone())
     }
 
     /// Opens `url` in a new tab (its own session storage) of `width`×`height` CSS pixels.
@@ -153,7 +166,11 @@ impl Browser {
         // Until the page has loaded, the expression may throw: that counts as not yet.
         let guarded = format!("(() => {{ try {{ return ({expression}) === true; }} catch (e) {{ return false; }} }})()");
         loop {
-            if self.eval(tab, &guarded).await == Value::Bool(true) {
+            // A page that navigates meanwhile (a form, a redirect) ends the evaluation with
+            // a protocol error: that counts as not yet too.
+            let params = json!({ "expression": guarded, "returnByValue": true });
+            let answer = self.try_call(Some(tab), "Runtime.evaluate", params).await;
+            if answer.is_ok_and(|result| result["result"]["value"] == Value::Bool(true)) {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
