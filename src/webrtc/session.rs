@@ -409,32 +409,12 @@ impl Session {
     fn read(&mut self, datagram: Datagram) {
         self.last_datagram = datagram.at;
         let local_addr = self.webrtc().local_addr();
-        let input = TaggedBytesMut {
-            now: datagram.at,
-            transport: TransportContext {
-                local_addr,
-                peer_addr: datagram.from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: datagram.data,
-        };
-        if let Err(error) = self.peer.handle_read(input) {
-            // Garbage, a replay, a packet for a closed context: the stack dropped it.
-            tracing::debug!(stream = %self.key, %error, "whip: datagram refused");
-        }
+        feed(&mut self.peer, local_addr, datagram, &self.key, "whip");
     }
 
     /// Sends what the connection wants to send.
     fn flush(&mut self) {
-        while let Some(out) = self.peer.poll_write() {
-            let message: BytesMut = out.message;
-            let socket = &self.registration.webrtc.socket;
-            if let Err(error) = socket.send_to(&message, out.transport.peer_addr) {
-                // A full send buffer drops the packet, as a congested network would.
-                tracing::trace!(stream = %self.key, %error, "whip: send failed");
-            }
-        }
+        send_pending(&mut self.peer, &self.registration.webrtc.socket, &self.key, "whip");
     }
 
     /// Handles the connection's events; `Some(reason)` when the session is over.
@@ -634,6 +614,46 @@ impl Session {
             ("waiting_keyframe", now.waiting, before.waiting),
         ] {
             stats.frames_dropped("whip", reason, n.saturating_sub(was));
+        }
+    }
+}
+
+/// Hands one datagram to a peer connection (WHIP or WHEP, `what` in the log). What the
+/// stack refuses (garbage, a replay, a packet for a closed context) is dropped and logged.
+pub(super) fn feed(
+    peer: &mut RTCPeerConnection,
+    local_addr: SocketAddr,
+    datagram: Datagram,
+    key: &StreamKey,
+    what: &str,
+) {
+    let input = TaggedBytesMut {
+        now: datagram.at,
+        transport: TransportContext {
+            local_addr,
+            peer_addr: datagram.from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
+        message: datagram.data,
+    };
+    if let Err(error) = peer.handle_read(input) {
+        tracing::debug!(stream = %key, %error, "{what}: datagram refused");
+    }
+}
+
+/// Sends from the shared socket what a peer connection wants to send. A full send buffer
+/// drops the packet, as a congested network would.
+pub(super) fn send_pending(
+    peer: &mut RTCPeerConnection,
+    socket: &std::net::UdpSocket,
+    key: &StreamKey,
+    what: &str,
+) {
+    while let Some(out) = peer.poll_write() {
+        let message: BytesMut = out.message;
+        if let Err(error) = socket.send_to(&message, out.transport.peer_addr) {
+            tracing::trace!(stream = %key, %error, "{what}: send failed");
         }
     }
 }

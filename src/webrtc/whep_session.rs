@@ -26,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -38,7 +37,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol as _;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +46,7 @@ use zenlive_actors::{CodecConfig, FrameSink, MediaFrame, Offer, Protocol, Stream
 use zenlive_media::{Codec, FrameKind};
 
 use super::playback::{Feedback, Playback, Skipped, Track, TrackParams};
-use super::session::{answer_with, NegotiateError, Negotiated, DATAGRAM_QUEUE};
+use super::session::{answer_with, feed, send_pending, NegotiateError, Negotiated, DATAGRAM_QUEUE};
 use super::udp::{Datagram, SessionId};
 use super::WebRtc;
 use crate::admission::Ticket;
@@ -379,31 +377,13 @@ impl WhepSession {
     /// Feeds one datagram to the connection.
     fn read(&mut self, datagram: Datagram) {
         self.last_datagram = datagram.at;
-        let input = TaggedBytesMut {
-            now: datagram.at,
-            transport: TransportContext {
-                local_addr: self.webrtc().local_addr(),
-                peer_addr: datagram.from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: datagram.data,
-        };
-        if let Err(error) = self.peer.handle_read(input) {
-            tracing::debug!(stream = %self.key, %error, "whep: datagram refused");
-        }
+        let local_addr = self.webrtc().local_addr();
+        feed(&mut self.peer, local_addr, datagram, &self.key, "whep");
     }
 
     /// Sends what the connection wants to send.
     fn flush(&mut self) {
-        while let Some(out) = self.peer.poll_write() {
-            let message: BytesMut = out.message;
-            let socket = &self.registration.webrtc.socket;
-            if let Err(error) = socket.send_to(&message, out.transport.peer_addr) {
-                // A full send buffer drops the packet, as a congested network would.
-                tracing::trace!(stream = %self.key, %error, "whep: send failed");
-            }
-        }
+        send_pending(&mut self.peer, &self.registration.webrtc.socket, &self.key, "whep");
     }
 
     /// Handles the connection's events; `Some(reason)` when the session is over.
