@@ -40,7 +40,7 @@ fn media_server(
         // The address the client reached: WHIP's fallback ICE candidate.
         let tcp = connection.downcast_ref::<actix_web::rt::net::TcpStream>();
         if let Some(local) = tcp.and_then(|s| s.local_addr().ok()) {
-            extensions.insert(crate::webrtc::whip::LocalAddr(local.ip()));
+            extensions.insert(crate::webrtc::resource::LocalAddr(local.ip()));
         }
     })
     .workers(context.pool.len())

@@ -1,8 +1,8 @@
 //! Cluster mode end to end: `zenlive` processes on 127.0.0.1 sharing one real
 //! `redis-server` on a free port. FFmpeg publishes to one node and plays RTMP, HTTP-FLV and
-//! HLS from the others; WebSocket chat members on every node share one room; then a node is
-//! killed (`kill -9`), paused (`SIGSTOP`) and Redis restarted, each outcome checked within a
-//! bound.
+//! HLS from the others; aiortc plays over WHEP and publishes over WHIP on any node;
+//! WebSocket chat members on every node share one room; then a node is killed (`kill -9`),
+//! paused (`SIGSTOP`) and Redis restarted, each outcome checked within a bound.
 
 mod common;
 
@@ -599,4 +599,58 @@ async fn a_second_process_with_the_same_node_id_refuses_to_start() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(first.node_ids().await, ["n1"], "the first node carries on");
     assert!(!first.log_text().contains("declared this node dead"), "and was never disturbed");
+}
+
+/// A hand-written WHIP offer: enough for the node to reach the name claim, never connected.
+const WHIP_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+    m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:102 H264/90000\r\n";
+
+/// WebRTC on any node: a WHEP viewer on one node plays a stream published on the other
+/// (through the relay, on its own node's UDP port); a WHIP publisher claims its name in the
+/// whole cluster, and its stream plays from the other node.
+#[actix_rt::test]
+async fn webrtc_publishers_and_viewers_work_on_any_node() {
+    let (_redis, n1, n2) = two_nodes("webrtc").await;
+    wait_for_async("two nodes in /api/v1/nodes", Duration::from_secs(10), || async {
+        n2.node_ids().await == ["n1", "n2"]
+    })
+    .await;
+
+    // RTMP in on n1, WHEP out on n2.
+    let _publisher = publish_live(&n1, "live/rtc").await;
+    let whep = format!("http://{}/whep/live/rtc", n2.http);
+    let (_player, mut lines) = webrtc::aiortc("whep_play.py", &whep, &["--frames", "60"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    assert_eq!(line_starting(&mut lines, "FIRST").await, "320x240");
+    let report = line_starting(&mut lines, "FRAMES").await;
+    let (frames, errors) = webrtc::frames_and_errors(&report);
+    assert!(frames >= 60, "only {frames} frames decoded on the edge");
+    assert_eq!(errors, 0, "decoder errors on the edge");
+
+    // A WHIP publisher of the name live on the other node is told it is taken.
+    let client = reqwest::Client::new();
+    let second = client
+        .post(format!("http://{}/whip/live/rtc", n2.http))
+        .header("Content-Type", "application/sdp")
+        .body(WHIP_OFFER)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(second.status(), 409);
+    let body: Value = second.json().await.expect("a JSON refusal");
+    assert_eq!(body["error"]["code"], "publish_refused", "{body}");
+
+    // WHIP in on n2 (H.264 + Opus), RTMP out on n1 as H.264 + AAC.
+    let whip = format!("http://{}/whip/live/cam", n2.http);
+    let (_camera, mut published) =
+        webrtc::aiortc("whip_publish.py", &whip, &["--audio", "--seconds", "60"]);
+    assert_eq!(line_starting(&mut published, "STATUS").await, "201");
+    line_starting(&mut published, "CONNECTED").await;
+    wait_for_async("live/cam on n2", Duration::from_secs(15), || n2.has_stream("live/cam")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cam.flv");
+    let out = record(&n1.rtmp_url("live/cam"), 4, &file).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_plays(&file, 3.0, "a WHIP stream of n2 over RTMP on n1").await;
 }

@@ -254,7 +254,7 @@ async fn hostile_offers_are_refused_with_reasons_and_claim_nothing() {
     let response = client.delete(&unknown).send().await.expect("request");
     assert_eq!(response.status(), 404);
     let response = client.patch(&unknown).send().await.expect("request");
-    assert_eq!(response.status(), 405);
+    assert_eq!(response.status(), 404);
     let response = client.request(reqwest::Method::OPTIONS, &url).send().await.expect("preflight");
     assert_eq!(response.status(), 204);
     let allowed = response.headers()["access-control-allow-methods"].to_str().expect("ascii");
@@ -262,6 +262,79 @@ async fn hostile_offers_are_refused_with_reasons_and_claim_nothing() {
 
     let refused = sample(&node.metrics_text(), "zenlive_webrtc_refused_total", &[]);
     assert_eq!(refused, Some(5.0));
+    node.shutdown().await;
+}
+
+/// Trickle ICE (RFC 9725 §4.3): aiortc sends its candidates again in a `PATCH` after the
+/// answer, as a trickling client does; the ICE-lite node takes them (`204`). An ICE
+/// restart, a stale `If-Match` and hostile fragments are refused with reasons, and the
+/// session carries on.
+#[actix_rt::test]
+async fn trickled_candidates_are_taken_and_ice_restarts_refused() {
+    let node = start_node(test_config()).await;
+    let (_publisher, mut lines) =
+        whip_publisher(&whip_url(&node, "trickle"), &["--trickle", "--seconds", "60"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    let location = line_starting(&mut lines, "LOCATION").await;
+    let etag = line_starting(&mut lines, "ETAG").await;
+    assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2, "{etag}");
+    assert_eq!(line_starting(&mut lines, "TRICKLED").await, "204");
+    line_starting(&mut lines, "CONNECTED").await;
+    wait_live(&node, "trickle").await;
+    let text = node.metrics_text();
+    let trickled =
+        sample(&text, "zenlive_webrtc_trickled_candidates_total", &[("protocol", "whip")]);
+    assert!(trickled.is_some_and(|n| n >= 1.0), "{trickled:?}");
+
+    let client = reqwest::Client::new();
+    let resource = http_url(&node, &location);
+    let fragment = "application/trickle-ice-sdpfrag";
+    let restart = "a=ice-ufrag:newU\r\na=ice-pwd:aNewPasswordOfTwentyTwoCh\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+        a=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n";
+    let candidate = "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n";
+    for (body, content_type, if_match, status, code) in [
+        (restart.to_owned(), fragment, "*", 422, "ice_restart_not_supported"),
+        (candidate.to_owned(), fragment, "\"stale\"", 412, "ice_session_changed"),
+        ("not a fragment".to_owned(), fragment, "*", 400, "invalid_fragment"),
+        ("a=candidate:1 1 udp\r\n".to_owned(), fragment, "*", 400, "invalid_fragment"),
+        ("a".repeat(20 * 1024), fragment, "*", 413, "fragment_too_large"),
+        (candidate.to_owned(), "application/sdp", "*", 415, "unsupported_media_type"),
+    ] {
+        let response = client
+            .patch(&resource)
+            .header("Content-Type", content_type)
+            .header("If-Match", if_match)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), status, "{code}");
+        let body: serde_json::Value = response.json().await.expect("a JSON refusal");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    // The same session on the WHEP path is no resource.
+    let whep = resource.replace("/whip/sessions/", "/whep/sessions/");
+    let response = client
+        .patch(&whep)
+        .header("Content-Type", fragment)
+        .body(candidate)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 404);
+    // A late candidate with the session's own tag is taken, and the session carries on.
+    let response = client
+        .patch(&resource)
+        .header("Content-Type", fragment)
+        .header("If-Match", &etag)
+        .body(candidate)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 204);
+    let text = node.metrics_text();
+    assert_eq!(sample(&text, "zenlive_webrtc_sessions", &[("protocol", "whip")]), Some(1.0));
+    assert!(node.stream(&zenlive::StreamKey::new("live", "trickle").expect("name")).is_some());
     node.shutdown().await;
 }
 

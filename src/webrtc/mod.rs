@@ -18,8 +18,11 @@
 //!   is also transcoded to AAC there (`zenlive-transcode`), for every non-WebRTC output.
 //! - [`session`]: one publisher's peer connection: negotiation, then the task that feeds
 //!   it datagrams and time and pushes its frames into the stream.
-//! - [`whip`]: the HTTP handlers (`POST`, `DELETE`, `OPTIONS`), through
+//! - [`whip`]: the HTTP handlers (`POST`, `DELETE`, `PATCH`, `OPTIONS`), through
 //!   [`crate::admission`] like every publisher.
+//! - [`resource`]: what WHIP's and WHEP's HTTP sides share (the offer's type and size,
+//!   the session's resource: `201`, `DELETE`, `PATCH`, CORS).
+//! - [`trickle`]: trickle ICE fragments (`PATCH`) and the session's `ETag` (sans-IO).
 //! - [`playback`]: one viewer's frames → RTP packets, RTCP feedback → keyframe requests
 //!   (sans-IO; the packetizer is `zenlive_media::rtp_h264_pack`).
 //! - [`whep_session`]: one viewer's peer connection: negotiation, then the task that
@@ -40,9 +43,11 @@ pub mod feedback;
 pub mod ingest;
 pub mod offer;
 pub mod playback;
+pub mod resource;
 pub mod session;
 pub mod stats;
 pub mod transcode;
+pub mod trickle;
 pub mod udp;
 pub mod whep;
 pub mod whep_session;
@@ -60,10 +65,19 @@ use zenlive_actors::Protocol;
 use crate::config::WebRtcConfig;
 use crate::start_error::BindError;
 use stats::WebRtcStats;
+use trickle::IceIdentity;
 use udp::{Control, SessionId};
 
 /// Registrations queued for the UDP task (it drains them before every read).
 const CONTROL_QUEUE: usize = 1024;
+
+/// What the node keeps of an open session outside its task.
+struct OpenSession {
+    protocol: Protocol,
+    /// Ends the session.
+    cancel: CancellationToken,
+    ice: IceIdentity,
+}
 
 /// The node's WebRTC service: the UDP socket, the sessions, the settings. One per node,
 /// in [`NodeContext::webrtc`](crate::context::NodeContext::webrtc) when `[webrtc]` is on.
@@ -79,7 +93,7 @@ pub struct WebRtc {
     /// Open sessions, for `DELETE` and the session cap. A plain mutex: held for a map
     /// operation on `POST`, `DELETE` and a session's end, never on the media path and
     /// never across an await.
-    sessions: Mutex<HashMap<SessionId, (Protocol, CancellationToken)>>,
+    sessions: Mutex<HashMap<SessionId, OpenSession>>,
     /// Streams whose B-frames WHEP reported (once per stream name).
     bframe_streams: whep_session::BframeNotices,
     /// The Prometheus series.
@@ -155,21 +169,33 @@ impl WebRtc {
     }
 
     /// Adds a session of `protocol` unless `max_sessions` are open; its token ends it.
-    fn open_session(&self, id: SessionId, protocol: Protocol, cancel: CancellationToken) -> bool {
+    fn open_session(
+        &self,
+        id: SessionId,
+        protocol: Protocol,
+        cancel: CancellationToken,
+        ice: IceIdentity,
+    ) -> bool {
         let mut sessions = self.sessions.lock();
         if sessions.len() >= self.config.max_sessions {
             return false;
         }
-        sessions.insert(id, (protocol, cancel));
+        sessions.insert(id, OpenSession { protocol, cancel, ice });
         true
+    }
+
+    /// The ICE session of the `protocol` session `id`, if it is open.
+    pub fn ice_identity(&self, protocol: Protocol, id: &str) -> Option<IceIdentity> {
+        let sessions = self.sessions.lock();
+        sessions.get(id).filter(|open| open.protocol == protocol).map(|open| open.ice.clone())
     }
 
     /// Ends the `protocol` session `id` (a `DELETE` on its resource); false if there is
     /// none (a WHIP session's id on the WHEP path is none).
     pub fn close_session(&self, protocol: Protocol, id: &str) -> bool {
         match self.sessions.lock().get(id) {
-            Some((kind, cancel)) if *kind == protocol => {
-                cancel.cancel();
+            Some(open) if open.protocol == protocol => {
+                open.cancel.cancel();
                 true
             }
             _ => false,

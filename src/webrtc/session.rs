@@ -54,6 +54,7 @@ use zenlive_actors::StreamKey;
 use zenlive_media::MediaTime;
 
 use super::ingest::{Ingested, TrackCodec, TrackIngest};
+use super::trickle::IceIdentity;
 use super::udp::{Datagram, SessionId};
 use super::WebRtc;
 use crate::admission::Publishing;
@@ -93,6 +94,8 @@ pub struct Negotiated {
     pub answer: String,
     /// The answer's `ice-ufrag`.
     pub ufrag: String,
+    /// The ICE session, for trickle ICE ([`super::trickle`]).
+    pub ice: IceIdentity,
 }
 
 /// ICE characters (RFC 8839 `ice-char`): letters and digits.
@@ -186,6 +189,7 @@ pub(super) fn answer_with(
     }
     let refused = |e: rtc::shared::error::Error| NegotiateError::Refused(e.to_string());
     let ufrag = ice_string(16);
+    let ice = IceIdentity::new(&ufrag, &offer);
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(ufrag.clone(), ice_string(32))
@@ -231,7 +235,7 @@ pub(super) fn answer_with(
         .local_description()
         .map(|d| d.sdp)
         .ok_or_else(|| NegotiateError::Refused("no local description".to_owned()))?;
-    Ok(Negotiated { peer, answer, ufrag })
+    Ok(Negotiated { peer, answer, ufrag, ice })
 }
 
 /// A received track.
@@ -297,7 +301,13 @@ impl Session {
         now: Instant,
     ) -> Result<Self, Publishing> {
         let cancel = CancellationToken::new();
-        if !webrtc.open_session(Arc::clone(&id), zenlive_actors::Protocol::Whip, cancel.clone()) {
+        let ice = negotiated.ice.clone();
+        if !webrtc.open_session(
+            Arc::clone(&id),
+            zenlive_actors::Protocol::Whip,
+            cancel.clone(),
+            ice,
+        ) {
             return Err(publishing);
         }
         webrtc.stats.whip.sessions.inc();

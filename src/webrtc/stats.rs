@@ -15,6 +15,8 @@
 //! - `zenlive_webrtc_keyframe_requests_total{protocol}`: keyframe requests sent: by a
 //!   `whip` session to its publisher (PLI), by `whep` sessions to the stream's publisher
 //!   (rate-limited, and only a WHIP publisher can act on one).
+//! - `zenlive_webrtc_trickled_candidates_total{protocol}`: ICE candidates clients sent
+//!   after their offer (`PATCH`; accepted, and needing nothing of an ICE-lite node).
 //! - `zenlive_webrtc_frames_dropped_total{protocol,reason}`: access units the depacketizer
 //!   dropped (gap, malformed, unsupported, too_large, waiting for a keyframe).
 //! - `zenlive_webrtc_udp_dropped_total{reason}`: datagrams no session took (`unroutable`,
@@ -35,6 +37,7 @@ pub struct WebRtcStats {
     rtp_bytes_sent: IntCounterVec,
     nacks: IntCounterVec,
     plis: IntCounterVec,
+    trickled: IntCounterVec,
     frames_dropped: IntCounterVec,
     udp_dropped: IntCounterVec,
     /// `whip` children, resolved once.
@@ -64,6 +67,8 @@ pub struct ProtocolStats {
     pub nacks: IntCounter,
     /// Keyframe requests received (PLI, FIR).
     pub plis: IntCounter,
+    /// Candidates trickled by clients.
+    pub trickled_candidates: IntCounter,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -130,6 +135,11 @@ impl WebRtcStats {
             "Keyframe requests (RTCP PLI or FIR) received from WebRTC viewers, by protocol.",
             &["protocol"],
         );
+        let trickled = counter_vec(
+            "zenlive_webrtc_trickled_candidates_total",
+            "ICE candidates WebRTC clients trickled after their offer (PATCH), by protocol.",
+            &["protocol"],
+        );
         let frames_dropped = counter_vec(
             "zenlive_webrtc_frames_dropped_total",
             "Video access units dropped at ingest (lost packets, malformed or oversized input, waiting for a keyframe), by protocol and reason.",
@@ -153,6 +163,7 @@ impl WebRtcStats {
             rtp_bytes_sent: rtp_bytes_sent.with_label_values(&[protocol]),
             nacks: nacks.with_label_values(&[protocol]),
             plis: plis.with_label_values(&[protocol]),
+            trickled_candidates: trickled.with_label_values(&[protocol]),
         };
         let (whip, whep) = (children("whip"), children("whep"));
         Self {
@@ -166,6 +177,7 @@ impl WebRtcStats {
             rtp_bytes_sent,
             nacks,
             plis,
+            trickled,
             frames_dropped,
             udp_dropped,
             whip,
@@ -186,6 +198,7 @@ impl WebRtcStats {
             Box::new(self.rtp_bytes_sent.clone()),
             Box::new(self.nacks.clone()),
             Box::new(self.plis.clone()),
+            Box::new(self.trickled.clone()),
             Box::new(self.frames_dropped.clone()),
             Box::new(self.udp_dropped.clone()),
         ]

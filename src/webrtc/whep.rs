@@ -1,8 +1,9 @@
 //! WHEP's HTTP side (WebRTC-HTTP egress, draft-ietf-wish-whep): `POST /whep/{app}/{key}`
 //! with an SDP offer (receive-only audio/video) answers `201 Created`, the SDP answer, and
-//! `Location: /whep/sessions/{id}`; `DELETE` on that location ends the session; `OPTIONS`
-//! answers CORS preflights. Trickle ICE and ICE restarts (`PATCH`) are not supported
-//! (`405`), as for WHIP.
+//! `Location: /whep/sessions/{id}` and an `ETag`; `DELETE` on that location ends the
+//! session; `PATCH` takes trickled candidates (an ICE restart is refused with `422`, see
+//! [`super::trickle`]); `OPTIONS` answers CORS preflights ([`super::resource`], shared with
+//! WHIP).
 //!
 //! A viewer goes through [`admission::admit_play`] like an RTMP or HTTP-FLV player: the
 //! token (`Authorization: Bearer`, viewer role and stream scope), the `on_play` deciders,
@@ -14,40 +15,26 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use zenlive_actors::Protocol;
 
 use super::offer::{self, OfferError};
+use super::resource::{self, service, session_id, too_many_sessions, LocalAddr};
 use super::session::NegotiateError;
 use super::whep_session::{negotiate, WhepSession};
-use super::whip::{read_offer, service, session_id, LocalAddr};
-use super::WebRtc;
 use crate::admission::{self, Request};
 use crate::context::NodeContext;
-use crate::http::common::{request_token, stream_key, with_cors, ApiError};
+use crate::http::common::{request_token, stream_key, ApiError};
 
 /// The WHEP routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use actix_web::http::Method;
     cfg.route("/whep/sessions/{id}", web::delete().to(delete))
-        .route("/whep/sessions/{id}", web::method(Method::OPTIONS).to(super::whip::preflight))
-        .route("/whep/sessions/{id}", web::patch().to(super::whip::patch))
+        .route("/whep/sessions/{id}", web::method(Method::OPTIONS).to(resource::preflight))
+        .route("/whep/sessions/{id}", web::patch().to(patch))
         .route("/whep/{app}/{key}", web::post().to(play))
-        .route("/whep/{app}/{key}", web::method(Method::OPTIONS).to(super::whip::preflight));
-}
-
-fn refused(webrtc: &WebRtc, error: ApiError, code: &str) -> ApiError {
-    webrtc.stats.refused("whep", code);
-    error
-}
-
-fn too_many_sessions() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "too_many_sessions",
-        "this node has as many WebRTC sessions as it takes (webrtc.max_sessions)",
-    )
+        .route("/whep/{app}/{key}", web::method(Method::OPTIONS).to(resource::preflight));
 }
 
 /// `POST /whep/{app}/{key}`
@@ -58,21 +45,13 @@ pub async fn play(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let webrtc = service(&node)?;
+    let refused = |error, code: &str| resource::refused(webrtc, Protocol::Whep, error, code);
     let (app, key) = path.into_inner();
-    let key = stream_key(&app, &key).map_err(|e| refused(webrtc, e, "invalid_stream_name"))?;
-    let sdp = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    if !sdp.is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/sdp")) {
-        let error = ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "a WHEP offer is Content-Type: application/sdp",
-        );
-        return Err(refused(webrtc, error, "unsupported_media_type"));
-    }
-    let body = read_offer(payload).await.map_err(|e| refused(webrtc, e, "offer_too_large"))?;
+    let key = stream_key(&app, &key).map_err(|e| refused(e, "invalid_stream_name"))?;
+    let body = resource::read_offer(webrtc, Protocol::Whep, &req, payload).await?;
     let bad_offer = |error: OfferError| {
         let api = ApiError::new(StatusCode::BAD_REQUEST, error.code(), error.to_string());
-        refused(webrtc, api, error.code())
+        refused(api, error.code())
     };
     let (offer, summary) = offer::check(&body).map_err(&bad_offer)?;
     if !summary.h264 {
@@ -80,7 +59,7 @@ pub async fn play(
         return Err(bad_offer(OfferError::NoSupportedCodec));
     }
     if webrtc.session_count() >= webrtc.config().max_sessions {
-        return Err(refused(webrtc, too_many_sessions(), "too_many_sessions"));
+        return Err(refused(too_many_sessions(), "too_many_sessions"));
     }
     let token = request_token(&req);
     let context = node.clone().into_inner();
@@ -92,7 +71,7 @@ pub async fn play(
     };
     let ticket = admission::admit_play(&context, request).await.map_err(|refusal| {
         let code = refusal.code();
-        refused(webrtc, ApiError::from(refusal), code)
+        refused(ApiError::from(refusal), code)
     })?;
     let local = req.conn_data::<LocalAddr>().map(|l| l.0);
     let now = Instant::now();
@@ -105,30 +84,21 @@ pub async fn play(
             };
             tracing::warn!(stream = %key, %error, "whep offer refused");
             let api = ApiError::new(status, "offer_refused", error.to_string());
-            return Err(refused(webrtc, api, "offer_refused"));
+            return Err(refused(api, "offer_refused"));
         }
     };
     let answer = playing.negotiated.answer.clone();
+    let etag = playing.negotiated.ice.etag();
     let id: Arc<str> = Arc::from(session_id());
     let directory = context.directory.clone();
     let session =
         WhepSession::register(webrtc, Arc::clone(&id), playing, ticket, directory, now).await;
     let Ok(session) = session else {
-        return Err(refused(webrtc, too_many_sessions(), "too_many_sessions"));
+        return Err(refused(too_many_sessions(), "too_many_sessions"));
     };
     tracing::info!(stream = %key, session = %id, peer = ?req.peer_addr(), "whep offer answered");
     actix_rt::spawn(context.until_shutdown(session.run()));
-    let location = format!("/whep/sessions/{id}");
-    let mut response = with_cors(HttpResponse::Created());
-    response
-        .content_type("application/sdp")
-        .insert_header((header::LOCATION, location))
-        .insert_header((header::ACCESS_CONTROL_EXPOSE_HEADERS, "Location, Link"))
-        .insert_header((header::CACHE_CONTROL, "no-store"));
-    for url in &webrtc.config().ice_servers {
-        response.append_header((header::LINK, format!("<{url}>; rel=\"ice-server\"")));
-    }
-    Ok(response.body(answer))
+    Ok(resource::created(webrtc, Protocol::Whep, &id, &etag, answer))
 }
 
 /// `DELETE /whep/sessions/{id}`: ends the viewer's session.
@@ -136,10 +106,15 @@ pub async fn delete(
     node: web::Data<NodeContext>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let webrtc = service(&node)?;
-    if webrtc.close_session(Protocol::Whep, &id) {
-        Ok(with_cors(HttpResponse::Ok()).finish())
-    } else {
-        Err(ApiError::not_found("session_not_found", "no such WHEP session"))
-    }
+    resource::delete(&node, Protocol::Whep, &id).await
+}
+
+/// `PATCH /whep/sessions/{id}`: trickle ICE.
+pub async fn patch(
+    node: web::Data<NodeContext>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    resource::patch(&node, Protocol::Whep, &id, &req, payload).await
 }

@@ -242,7 +242,8 @@ impl WhepSession {
         now: Instant,
     ) -> Result<Self, Ticket> {
         let cancel = CancellationToken::new();
-        if !webrtc.open_session(Arc::clone(&id), Protocol::Whep, cancel.clone()) {
+        let ice = playing.negotiated.ice.clone();
+        if !webrtc.open_session(Arc::clone(&id), Protocol::Whep, cancel.clone(), ice) {
             return Err(ticket);
         }
         webrtc.stats.whep.sessions.inc();

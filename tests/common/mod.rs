@@ -10,6 +10,7 @@ pub mod recorded;
 pub mod rtmp;
 pub mod s3;
 pub mod webhooks;
+pub mod webrtc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

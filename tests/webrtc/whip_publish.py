@@ -7,6 +7,8 @@ WHIP endpoint on loopback, and reports on stdout, one line each, what happened:
     STATUS <http status>          the answer to the offer
     BODY <json>                   the refusal's body (when not 201)
     LOCATION <path>               the session's resource (201)
+    ETAG <tag>                    the session's entity tag (201)
+    TRICKLED <http status>        the answer to the trickle PATCH (--trickle)
     CONNECTED                     the peer connection is up
     DELETED <http status>         the answer to DELETE (--delete-after)
     DONE
@@ -43,6 +45,19 @@ def http(method, url, body=None, headers=None):
         return error.code, dict(error.headers), error.read()
 
 
+def trickle_fragment(sdp):
+    """The offer's ICE credentials, first media section and candidates, as a trickling
+    client sends them (an RFC 8840 fragment)."""
+    lines = sdp.splitlines()
+    keep = [l for l in lines if l.startswith(("a=ice-ufrag:", "a=ice-pwd:"))][:2]
+    first_m = next(i for i, l in enumerate(lines) if l.startswith("m="))
+    keep.append(lines[first_m])
+    keep += [l for l in lines[first_m:] if l.startswith("a=mid:")][:1]
+    keep += [l for l in lines if l.startswith("a=candidate:")]
+    keep.append("a=end-of-candidates")
+    return "\r\n".join(keep) + "\r\n"
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("url", help="http://127.0.0.1:PORT/whip/live/NAME")
@@ -51,6 +66,11 @@ async def main():
     parser.add_argument("--audio", action="store_true")
     parser.add_argument("--delete-after", type=float, help="DELETE the session after this long")
     parser.add_argument("--size", default="320x240")
+    parser.add_argument(
+        "--trickle",
+        action="store_true",
+        help="also send the offer's candidates in a PATCH (trickle ICE, RFC 9725 4.3)",
+    )
     args = parser.parse_args()
 
     pc = RTCPeerConnection()
@@ -85,7 +105,17 @@ async def main():
         return
     location = response_headers.get("Location") or response_headers.get("location")
     say("LOCATION", location)
+    etag = response_headers.get("ETag") or response_headers.get("etag")
+    say("ETAG", etag)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body.decode(), type="answer"))
+    if args.trickle:
+        base = args.url.split("/whip/")[0]
+        patch_headers = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": etag}
+        fragment = trickle_fragment(pc.localDescription.sdp).encode()
+        status, _, _ = await loop.run_in_executor(
+            None, http, "PATCH", base + location, fragment, patch_headers
+        )
+        say("TRICKLED", status)
     await asyncio.wait_for(connected.wait(), timeout=15)
     say("CONNECTED")
 
