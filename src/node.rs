@@ -30,7 +30,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::events::{EventSink, NodeCounters, StreamEvent};
-use zenlive_actors::stream::{GetInfo, GetStats, Kick, SetOutput, StreamInfo};
+use zenlive_actors::stream::{GetInfo, GetStats, Kick, RequestKeyframe, SetOutput, StreamInfo};
 use zenlive_actors::supervisor::Shutdown;
 use zenlive_actors::{
     ArbiterPool, Directory, NamedActor, Output, OutputChange, Outputs, StatsSnapshot, StreamActor,
@@ -580,7 +580,8 @@ fn routes(
         Routes::new(node.clone(), book.clone(), cluster.cloned(), locate_stream)
             .message::<Kick>()
             .message::<GetStats>()
-            .message::<SetOutput>(),
+            .message::<SetOutput>()
+            .message::<RequestKeyframe>(),
     );
     let rooms = chat.clone();
     let locate_room = Arc::new(move |name: &str| rooms.get(name));
@@ -959,8 +960,9 @@ impl Node {
 
     /// A typed reference to the stream `key` wherever it is published: `send` reaches its
     /// owner (the node holding its registry lease; never an edge's relayed copy) with the
-    /// messages in `zenlive_actors::remote` (`Kick`, `GetStats`). Nothing is looked up or
-    /// started until a message is sent. See [`crate::refs`].
+    /// messages of `zenlive_actors::stream` that are remote (`Kick`, `GetStats`, `SetOutput`,
+    /// `RequestKeyframe`). Nothing is looked up or started until a message is sent. See
+    /// [`crate::refs`].
     pub fn stream_ref(&self, key: &StreamKey) -> ActorRef<StreamActor> {
         self.context.stream_routes.get(&key.to_string())
     }

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use zenlive::auth::Role;
 use zenlive::cluster::wire::{Codec, Message as LinkMessage};
 use zenlive_actors::chat::SystemMessage;
+use zenlive_actors::stream::RequestKeyframe;
 use zenlive_registry::testsuite::RedisServer;
 use zenlive_registry::{ActorKey, ActorKind, RedisRegistry, Registry};
 
@@ -653,4 +654,47 @@ async fn webrtc_publishers_and_viewers_work_on_any_node() {
     let out = record(&n1.rtmp_url("live/cam"), 4, &file).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_plays(&file, 3.0, "a WHIP stream of n2 over RTMP on n1").await;
+}
+
+/// A WHEP viewer's keyframe request on an edge (its PLI, which the viewer's session turns
+/// into a `RequestKeyframe` to the relayed copy) travels to the origin, whose WHIP session
+/// asks the publisher's encoder with a PLI.
+#[actix_rt::test]
+async fn an_edge_passes_keyframe_requests_on_to_the_origin() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (origin, edge) = tokio::join!(
+        embedded_node("kf-origin", &url, SECRET),
+        embedded_node("kf-edge", &url, SECRET),
+    );
+    let whip = http_url(&origin, "/whip/live/kf");
+    let (_camera, mut published) = webrtc::aiortc("whip_publish.py", &whip, &["--seconds", "60"]);
+    assert_eq!(line_starting(&mut published, "STATUS").await, "201");
+    line_starting(&mut published, "CONNECTED").await;
+    wait_live(&origin, "kf").await;
+    let whep = http_url(&edge, "/whep/live/kf");
+    let (_player, mut lines) =
+        webrtc::aiortc("whep_play.py", &whep, &["--frames", "100000", "--seconds", "60"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "FIRST").await;
+    let key = zenlive::StreamKey::new("live", "kf").expect("name");
+    let copy = edge.stream(&key).expect("the relayed copy on the edge");
+
+    let count = |node: &zenlive::Node, name: &str, labels: &[(&str, &str)]| {
+        sample(&node.metrics_text(), name, labels).unwrap_or(0.0)
+    };
+    let plis = |node: &zenlive::Node| {
+        count(node, "zenlive_webrtc_keyframe_requests_total", &[("protocol", "whip")])
+    };
+    let calls = |node: &zenlive::Node| count(node, "zenlive_registry_calls_received_total", &[]);
+    let (plis_before, calls_before) = (plis(&origin), calls(&origin));
+    // Asked again until it arrives: the relay passes on one request per 500 ms, and the
+    // WHIP session sends one PLI per 500 ms.
+    wait_for_async("the origin to ask its publisher", Duration::from_secs(20), || async {
+        copy.actor().send(RequestKeyframe).await.expect("the copy takes it");
+        calls(&origin) > calls_before && plis(&origin) > plis_before
+    })
+    .await;
+    edge.shutdown().await;
+    origin.shutdown().await;
 }

@@ -408,3 +408,35 @@ async fn whep_goes_through_the_viewer_auth() {
     assert!(frames >= 30, "only {frames} frames decoded");
     node.shutdown().await;
 }
+
+/// Packet loss: a UDP relay between aiortc and the node (`--drop-every` in
+/// `tests/webrtc/whep_play.py`) drops every 25th RTP packet the node sends; aiortc asks for
+/// them again (RTCP NACK), the node counts the NACKs and its NACK responder sends the
+/// packets again, and the player decodes the stream.
+#[actix_rt::test]
+async fn lost_packets_are_asked_for_and_sent_again() {
+    let node = start_node(test_config()).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "lossy"));
+    wait_live(&node, "lossy").await;
+    let (_player, mut lines) = aiortc(
+        "whep_play.py",
+        &whep_url(&node, "lossy"),
+        &["--frames", "150", "--drop-every", "25"],
+    );
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    let loss = line_starting(&mut lines, "LOSS").await;
+    let (frames, errors) = frames_and_errors(&line_starting(&mut lines, "FRAMES").await);
+    eprintln!("with loss: {loss}; {frames} frames decoded, {errors} decoder errors");
+    let words: Vec<&str> = loss.split_whitespace().collect();
+    let (dropped, resent): (u64, u64) = match words[..] {
+        ["DROPPED", d, "RESENT", r] => (d.parse().expect("a count"), r.parse().expect("a count")),
+        _ => panic!("unexpected report {loss:?}"),
+    };
+    assert!(dropped > 0, "the relay dropped nothing");
+    assert!(resent > 0, "no dropped packet was sent again: {loss}");
+    assert!(frames >= 150, "only {frames} frames decoded");
+    let nacks = sample(&node.metrics_text(), "zenlive_webrtc_nacks_received_total", &[]);
+    assert!(nacks.is_some_and(|n| n >= 1.0), "{nacks:?}");
+    node.shutdown().await;
+}

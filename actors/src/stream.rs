@@ -288,10 +288,15 @@ impl RemoteMessage for Kick {
 
 /// Passes a viewer's keyframe request on to the publisher's connection
 /// ([`PublisherCommand::KeyframeRequest`]); dropped when its command queue is full (it
-/// has one pending already) or there is no publisher.
-#[derive(Debug, Clone, Copy, Message)]
+/// has one pending already) or there is no publisher. Remote: `stream.keyframe` (an edge's
+/// relay passes its viewers' requests on to the origin).
+#[derive(Debug, Clone, Copy, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub struct RequestKeyframe;
+
+impl RemoteMessage for RequestKeyframe {
+    const NAME: &'static str = "stream.keyframe";
+}
 
 /// Asks for the stream's statistics (what the admin API shows). Remote: `stream.stats`.
 #[derive(Debug, Clone, Copy, Message, serde::Serialize, serde::Deserialize)]

@@ -8,6 +8,10 @@
 //! without disturbing local viewers (timestamps are rebased so they keep growing). A relay
 //! that nobody here watched for `cluster.relay_idle` ends.
 //!
+//! A keyframe request from a viewer here (a WHEP viewer's PLI) goes on to the origin's
+//! stream (`stream.keyframe`, at most one per [`KEYFRAME_FORWARD_INTERVAL`] per relay),
+//! whose WHIP publisher can act on it.
+//!
 //! A stream *kicked* at its origin (by the SDK or the admin API, from any node) is not
 //! followed: the origin tells every other node ([`announce_kicked`], a `relay.end` call) and
 //! each edge ends its copy at once ([`serve_relay_ends`]), so its viewers end with the
@@ -21,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use zenlive_actors::directory::StreamEntry;
 use zenlive_actors::publisher::Rebase;
-use zenlive_actors::stream::{Kick, PublisherCommand};
+use zenlive_actors::stream::{Kick, PublisherCommand, RequestKeyframe, StreamActor};
 use zenlive_actors::Directory;
 use zenlive_actors::{StreamKey, StreamPublisher};
 use zenlive_media::flv::{FlvDemuxer, TagType};
@@ -33,6 +37,7 @@ use super::relay::{Relay, NOT_LIVE_FOR, NOT_LIVE_MAX};
 use super::wire::Message;
 use super::Cluster;
 use crate::context::NodeContext;
+use crate::refs::ActorRef;
 
 /// How long a viewer waits for a relay to deliver its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +49,8 @@ const RESOLVE_PAUSE: Duration = Duration::from_millis(250);
 const HINTED_RESOLVE_PAUSE: Duration = Duration::from_secs(2);
 /// How often an idle relay is noticed.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Least time between two keyframe requests a relay passes on to the origin.
+pub const KEYFRAME_FORWARD_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The live stream `key` on this node: local, or, in a cluster, relayed from the node that
 /// owns it (started on demand). `None` when no node has it live.
@@ -125,12 +132,23 @@ struct Replica {
     rebase: Rebase,
     /// The current origin's tags as frames (its clock and codec configurations).
     frames: FlvToFrames,
+    /// The stream's owner, wherever it is, for keyframe requests.
+    owner: ActorRef<StreamActor>,
+    /// When the last keyframe request went to the owner.
+    last_keyframe_request: Option<Instant>,
 }
 
 impl Replica {
-    fn new(key: StreamKey) -> Self {
-        let (publisher, commands) = (None, None);
-        Self { key, publisher, commands, rebase: Rebase::default(), frames: FlvToFrames::new() }
+    fn new(key: StreamKey, owner: ActorRef<StreamActor>) -> Self {
+        Self {
+            key,
+            publisher: None,
+            commands: None,
+            rebase: Rebase::default(),
+            frames: FlvToFrames::new(),
+            owner,
+            last_keyframe_request: None,
+        }
     }
 
     /// The next tags come from another origin.
@@ -175,16 +193,28 @@ impl Replica {
     }
 
     /// The next command for the replica's publisher (a kick); pending until it has one.
-    /// Keyframe requests are skipped: a relay cannot ask the origin's publisher (yet).
+    /// Keyframe requests are passed on to the stream's owner on the way (rate-limited; the
+    /// answer is not awaited).
     async fn command(&mut self) -> Option<PublisherCommand> {
-        match &mut self.commands {
-            Some(rx) => loop {
-                match rx.recv().await {
-                    Some(PublisherCommand::KeyframeRequest) => continue,
-                    other => break other,
+        let Some(rx) = &mut self.commands else { return std::future::pending().await };
+        loop {
+            match rx.recv().await {
+                Some(PublisherCommand::KeyframeRequest) => {
+                    let recent = self.last_keyframe_request;
+                    if recent.is_some_and(|at| at.elapsed() < KEYFRAME_FORWARD_INTERVAL) {
+                        continue;
+                    }
+                    self.last_keyframe_request = Some(Instant::now());
+                    let owner = self.owner.clone();
+                    let key = self.key.clone();
+                    actix_rt::spawn(async move {
+                        if let Err(error) = owner.send(RequestKeyframe).await {
+                            tracing::debug!(stream = %key, %error, "keyframe request not passed to the origin");
+                        }
+                    });
                 }
-            },
-            None => std::future::pending().await,
+                other => return other,
+            }
         }
     }
 
@@ -198,7 +228,7 @@ impl Replica {
 async fn run(node: &Arc<NodeContext>, key: &StreamKey, first_owner: Owner, relay: &Relay) {
     let Some(cluster) = node.cluster.as_ref() else { return };
     cluster.counters.relays_started.inc();
-    let mut replica = Replica::new(key.clone());
+    let mut replica = Replica::new(key.clone(), node.stream_routes.get(&key.to_string()));
     let mut owner = Some(first_owner);
     let grace = node.live().cluster.relay_grace;
     // The last origin that failed, so a dead one (whose lease has not expired yet) is

@@ -11,6 +11,8 @@ decodes what arrives, and reports on stdout, one line each, what happened:
     FIRST <width>x<height>        the first decoded video frame
     AUDIO <frames>                audio frames decoded (with --audio, once --frames video
                                   frames were decoded)
+    LOSS DROPPED <n> RESENT <m>   RTP packets the relay dropped, and how many of them came
+                                  again (--drop-every)
     FRAMES <n> ERRORS <m>         n video frames decoded, m decoder errors, when --frames
                                   were decoded (or at --seconds)
     DELETED <http status>         the answer to DELETE (--delete)
@@ -46,6 +48,69 @@ class DecodeErrors(logging.Handler):
         self.count += 1
 
 
+def is_rtp(data):
+    """RTP, not RTCP, STUN or DTLS (RFC 7983 demultiplexing; RTCP types 192-223)."""
+    return len(data) >= 12 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
+
+
+class LossyRelay(asyncio.DatagramProtocol):
+    """A UDP relay between this player and the node that drops every Nth RTP packet the
+    node sends (STUN, DTLS and RTCP pass), and counts the dropped packets that come again
+    (the same SSRC and sequence number: a NACK answered)."""
+
+    def __init__(self, node, every):
+        self.node = node
+        self.every = every
+        self.client = None
+        self.transport = None
+        self.rtp = 0
+        self.dropped = set()
+        self.resent = 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        if addr != self.node:
+            self.client = addr
+            self.transport.sendto(data, self.node)
+            return
+        if self.client is None:
+            return
+        if is_rtp(data):
+            packet = (data[8:12], data[2:4])
+            if packet in self.dropped:
+                self.dropped.discard(packet)
+                self.resent += 1
+            else:
+                self.rtp += 1
+                if self.rtp % self.every == 0:
+                    self.dropped.add(packet)
+                    return
+        self.transport.sendto(data, self.client)
+
+
+async def lossy_answer(answer, every):
+    """Starts a LossyRelay to the answer's first candidate; the answer with every candidate
+    pointing at the relay, and the relay."""
+    lines = answer.splitlines()
+    candidate = next(l for l in lines if l.startswith("a=candidate:")).split()
+    node = (candidate[4], int(candidate[5]))
+    loop = asyncio.get_running_loop()
+    transport, relay = await loop.create_datagram_endpoint(
+        lambda: LossyRelay(node, every), local_addr=("127.0.0.1", 0)
+    )
+    port = transport.get_extra_info("sockname")[1]
+    rewritten = []
+    for line in lines:
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            fields[4], fields[5] = "127.0.0.1", str(port)
+            line = " ".join(fields)
+        rewritten.append(line)
+    return "\r\n".join(rewritten) + "\r\n", relay
+
+
 def say(*words):
     print(*words, flush=True)
 
@@ -67,6 +132,12 @@ async def main():
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--audio", action="store_true")
     parser.add_argument("--delete", action="store_true", help="DELETE the session at the end")
+    parser.add_argument(
+        "--drop-every",
+        type=int,
+        default=0,
+        help="relay the media through a UDP relay that drops every Nth RTP packet",
+    )
     args = parser.parse_args()
 
     errors = DecodeErrors()
@@ -121,7 +192,10 @@ async def main():
         return
     location = response_headers.get("Location") or response_headers.get("location")
     say("LOCATION", location)
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=body.decode(), type="answer"))
+    answer, relay = body.decode(), None
+    if args.drop_every:
+        answer, relay = await lossy_answer(answer, args.drop_every)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     await asyncio.wait_for(connected.wait(), timeout=15)
     say("CONNECTED")
 
@@ -139,6 +213,8 @@ async def main():
     await asyncio.wait(waits, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
     if args.audio:
         say("AUDIO", counts["audio"])
+    if relay is not None:
+        say("LOSS", "DROPPED", relay.resent + len(relay.dropped), "RESENT", relay.resent)
     say("FRAMES", counts["video"], "ERRORS", errors.count)
     if args.delete:
         base = args.url.split("/whep/")[0]
