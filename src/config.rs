@@ -859,7 +859,8 @@ impl ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UiConfig {
-    /// Whether the pages (`/`, `/watch/{app}/{key}`, `/console`) and their assets are served.
+    /// Whether the pages (`/`, `/watch/{app}/{key}`, `/publish/{app}/{key}`, `/console`) and
+    /// their assets are served.
     pub enabled: bool,
     /// The name the pages show in their heading and title.
     pub title: String,

@@ -1,11 +1,17 @@
 //! The web pages in a real browser: headless Chromium (driven over the DevTools protocol,
-//! `tests/common/cdp.rs`) against a node on loopback with FFmpeg publishing over RTMP. The
-//! home page lists the stream; the watch page plays it over HLS (frames decoded and
-//! advancing, an audio level above zero) and chats with a WebSocket member started here,
-//! markup shown as text; the console lists the stream, turns its recording on and off and
-//! kicks it, and says so when the node refuses its calls. Screenshots of each page at
-//! desktop and phone sizes go to `target/tmp/process-logs/ui/` (kept, not compared).
-//! Hostile paths and the headers are checked with plain HTTP.
+//! `tests/common/cdp.rs`, with a fake camera and microphone and WebRTC allowed on loopback)
+//! against a node on loopback with FFmpeg publishing over RTMP. The home page lists the
+//! stream; the watch page plays it over WebRTC (WHEP) first (frames decoded and advancing,
+//! the browser's statistics, a note that an RTMP stream has no sound over WebRTC), then over
+//! HLS when the viewer picks it (an audio level above zero), and chats with a WebSocket
+//! member started here, markup shown as text; the console lists the stream, turns its
+//! recording on and off and kicks it, and says so when the node refuses its calls. The
+//! go-live page publishes the fake camera over WHIP with a token from its address (FFmpeg
+//! reads H.264 + AAC back over RTMP, the watch page plays it over WebRTC with sound, Stop
+//! ends it) and says in words why the node refused it without one. The watch page falls
+//! back to HLS on a node without WebRTC and when WebRTC does not connect. Screenshots of
+//! each page at desktop and phone sizes go to `target/tmp/process-logs/ui/` (kept, not
+//! compared). Hostile paths and the headers are checked with plain HTTP.
 
 #[path = "common/cdp.rs"]
 mod cdp;
@@ -98,6 +104,17 @@ fn js(text: &str) -> String {
 }
 
 const PAGE_STATE: &str = "document.body ? document.body.innerText.slice(0, 2000) : 'no body'";
+
+/// The watch page's statistics list, whose `data-` attributes say what plays.
+const STATS: &str = "document.querySelector('#player-stats')";
+
+/// What the watch page's player shows: the protocol, frames, status lines, statistics.
+const PLAYER_STATE: &str = "JSON.stringify({ protocol: document.querySelector('#player-stats').dataset.protocol, \
+     frames: document.querySelector('#player-stats').dataset.frames, \
+     status: document.querySelector('#player-status').textContent, \
+     note: document.querySelector('#player-note').textContent, \
+     stats: document.querySelector('#player-stats').innerText, \
+     error: document.querySelector('#video').error && document.querySelector('#video').error.message })";
 
 #[actix_rt::test]
 async fn the_pages_list_play_chat_and_administer_a_live_stream() {
@@ -277,17 +294,74 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
         )
         .await;
 
-    // HLS plays in the page: frames decoded and the position advancing.
+    // WebRTC (WHEP) plays first: frames decoded by the browser and advancing, its own
+    // statistics shown.
     browser
         .wait(
             &watch,
-            "the video to play",
+            "the video to play over WebRTC",
             PAGE_LIMIT,
-            "document.querySelector('#video').currentTime > 1 && \
-             document.querySelector('#video').getVideoPlaybackQuality().totalVideoFrames > 10",
-            "JSON.stringify({ t: document.querySelector('#video').currentTime, \
-             error: document.querySelector('#video').error && document.querySelector('#video').error.message, \
-             status: document.querySelector('#player-status').textContent })",
+            &format!("{STATS}.dataset.protocol === 'whep' && Number({STATS}.dataset.frames) > 10"),
+            PLAYER_STATE,
+        )
+        .await;
+    let frames = browser.eval(&watch, &format!("Number({STATS}.dataset.frames)")).await;
+    let frames = frames.as_f64().expect("frames");
+    browser
+        .wait(
+            &watch,
+            "the WebRTC picture to keep coming",
+            PAGE_LIMIT,
+            &format!("{STATS}.dataset.protocol === 'whep' && Number({STATS}.dataset.frames) > {frames} + 10"),
+            PLAYER_STATE,
+        )
+        .await;
+    assert_eq!(
+        browser.eval(&watch, "document.querySelector('#stat-protocol').textContent").await,
+        "WebRTC (WHEP)"
+    );
+    browser
+        .wait(
+            &watch,
+            "the WebRTC statistics",
+            PAGE_LIMIT,
+            "document.querySelector('#stat-resolution').textContent === '320×240' && \
+             / ms /.test(document.querySelector('#stat-latency').textContent) && \
+             /fps/.test(document.querySelector('#stat-fps').textContent)",
+            PLAYER_STATE,
+        )
+        .await;
+    // An RTMP stream's AAC does not reach WebRTC viewers (docs/webrtc.md): the page says so.
+    browser
+        .wait(
+            &watch,
+            "the page to say there is no sound over WebRTC",
+            PAGE_LIMIT,
+            "document.querySelector('#stat-audio').textContent.includes('choose HLS')",
+            PLAYER_STATE,
+        )
+        .await;
+    screenshots(&mut browser, &watch, "watch").await;
+
+    // HLS when the viewer picks it: frames decoded and the position advancing.
+    browser
+        .eval(
+            &watch,
+            "(() => { const choice = document.querySelector('#protocol'); choice.value = 'hls'; \
+             choice.dispatchEvent(new Event('change')); return true; })()",
+        )
+        .await;
+    browser
+        .wait(
+            &watch,
+            "the video to play over HLS",
+            PAGE_LIMIT,
+            &format!(
+                "{STATS}.dataset.protocol === 'hls' && \
+                 document.querySelector('#video').currentTime > 1 && \
+                 document.querySelector('#video').getVideoPlaybackQuality().totalVideoFrames > 10"
+            ),
+            PLAYER_STATE,
         )
         .await;
     let (t, frames) = {
@@ -323,7 +397,6 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
             "document.querySelector('#stat-audio').textContent",
         )
         .await;
-    screenshots(&mut browser, &watch, "watch").await;
 
     // A viewer whose token has no name is told why it cannot post, in words.
     let nameless = token("carol", None, &[Role::Viewer]);
@@ -457,6 +530,214 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
     node.shutdown().await;
 }
 
+/// Waits until the go-live page `tab` shows `state` (`offline`, `connecting`, `live`).
+async fn golive_state(browser: &mut Browser, tab: &Tab, state: &str, what: &str) {
+    browser
+        .wait(
+            tab,
+            what,
+            PAGE_LIMIT,
+            &format!("document.querySelector('#state').dataset.state === '{state}'"),
+            PAGE_STATE,
+        )
+        .await;
+}
+
+#[actix_rt::test]
+async fn the_go_live_page_publishes_over_whip_and_the_watch_page_plays_it_over_whep() {
+    let mut config = config();
+    config.auth.require_publish = true;
+    let node = start_node(config).await;
+    let key = StreamKey::new("live", "cam").expect("name");
+    let mut browser = Browser::start().await;
+    let base = http_url(&node, "");
+
+    // Home's form opens the go-live page.
+    let home = browser.open(&format!("{base}/"), DESKTOP.0, DESKTOP.1).await;
+    browser
+        .wait(
+            &home,
+            "the home page's script",
+            PAGE_LIMIT,
+            "document.querySelector('#status').textContent.startsWith('Nothing is live')",
+            PAGE_STATE,
+        )
+        .await;
+    browser
+        .eval(
+            &home,
+            "document.querySelector('#pick-key').value = 'cam'; \
+             document.querySelector('#pick').requestSubmit(document.querySelector('#pick-publish')); true",
+        )
+        .await;
+    browser
+        .wait(
+            &home,
+            "the form to open the go-live page",
+            PAGE_LIMIT,
+            "location.pathname === '/publish/live/cam' && \
+             document.querySelector('#status').textContent.startsWith('Camera ready')",
+            PAGE_STATE,
+        )
+        .await;
+
+    // Without a token the node refuses, and the page says why in words.
+    let refused =
+        browser.open(&format!("{base}/publish/live/cam?autostart=1"), PHONE.0, PHONE.1).await;
+    browser
+        .wait(
+            &refused,
+            "the refusal in words",
+            PAGE_LIMIT,
+            "document.querySelector('#status').textContent.includes('wants a token') && \
+             document.querySelector('#state').dataset.state === 'offline'",
+            PAGE_STATE,
+        )
+        .await;
+    assert!(node.stream(&key).is_none(), "nothing went live without a token");
+
+    // With a publisher token in the address: live at once, the token taken off the address.
+    let publisher = token("caster", Some("Caster"), &[Role::Publisher]);
+    let golive = browser
+        .open(
+            &format!("{base}/publish/live/cam?autostart=1&token={publisher}"),
+            DESKTOP.0,
+            DESKTOP.1,
+        )
+        .await;
+    golive_state(&mut browser, &golive, "live", "the go-live page to say it is live").await;
+    live(&node, &key).await;
+    assert_eq!(browser.eval(&golive, "document.querySelector('#state').textContent").await, "Live");
+    let href = browser.eval(&golive, "location.href").await;
+    let href = href.as_str().expect("href");
+    assert!(!href.contains("token") && href.ends_with("/publish/live/cam?autostart=1"), "{href}");
+    // The page shows what it sends and what OBS would need.
+    browser
+        .wait(
+            &golive,
+            "the sending statistics",
+            PAGE_LIMIT,
+            "document.querySelector('#stat-video').textContent.includes('H264') && \
+             /b\\/s/.test(document.querySelector('#stat-bitrate').textContent)",
+            PAGE_STATE,
+        )
+        .await;
+    let rtmp =
+        browser.eval(&golive, "document.querySelector('#url-rtmp-server').textContent").await;
+    assert_eq!(rtmp, format!("rtmp://127.0.0.1:{}/live", node.rtmp_addr().expect("rtmp").port()));
+    assert_eq!(
+        browser.eval(&golive, "document.querySelector('#rtmp-key').textContent").await,
+        "cam"
+    );
+    let whip = browser.eval(&golive, "document.querySelector('#url-whip').textContent").await;
+    assert_eq!(whip, format!("{base}/whip/live/cam"));
+
+    // FFmpeg reads it over RTMP: H.264, and the browser's Opus transcoded to AAC.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = dir.path().join("golive.flv");
+    let out = record(&rtmp_url(&node, "cam"), 3, &flv).await;
+    assert!(out.status.success(), "ffmpeg read RTMP: {}", String::from_utf8_lossy(&out.stderr));
+    let info = probe(&flv).await;
+    let streams = info["streams"].as_array().expect("streams");
+    assert!(streams.iter().any(|s| s["codec_name"] == "h264"), "{info}");
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "{info}");
+    screenshots(&mut browser, &golive, "golive").await;
+
+    // The watch page plays it over WebRTC, with its sound (Opus passes through).
+    let watch = browser.open(&format!("{base}/watch/live/cam"), DESKTOP.0, DESKTOP.1).await;
+    browser
+        .wait(
+            &watch,
+            "the browser's stream to play over WebRTC",
+            PAGE_LIMIT,
+            &format!("{STATS}.dataset.protocol === 'whep' && Number({STATS}.dataset.frames) > 10"),
+            PLAYER_STATE,
+        )
+        .await;
+    // Unmuted (the browser measures what it plays), the microphone's sound is heard.
+    browser.eval(&watch, "document.querySelector('#video').muted = false; true").await;
+    browser
+        .wait(
+            &watch,
+            "the browser's sound over WebRTC",
+            PAGE_LIMIT,
+            "Number(document.querySelector('#stat-audio').dataset.level) > 0.01",
+            PLAYER_STATE,
+        )
+        .await;
+
+    // Stop: DELETE on the session, the stream ends, the page says offline.
+    browser.eval(&golive, "document.querySelector('#stop').click(); true").await;
+    wait_for("the stopped stream to end", PAGE_LIMIT, || node.stream(&key).is_none()).await;
+    golive_state(&mut browser, &golive, "offline", "the go-live page to say it is offline").await;
+    drop(browser);
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_watch_page_falls_back_to_hls_when_webrtc_is_off_or_does_not_connect() {
+    let mut browser = Browser::start().await;
+
+    // A node without WebRTC: HLS, and the page says why.
+    let mut without_webrtc = config();
+    without_webrtc.webrtc.enabled = false;
+    let node = start_node(without_webrtc).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "show"));
+    live(&node, &StreamKey::new("live", "show").expect("name")).await;
+    let base = http_url(&node, "");
+    let watch = browser.open(&format!("{base}/watch/live/show"), PHONE.0, PHONE.1).await;
+    browser
+        .wait(
+            &watch,
+            "HLS playback on a node without WebRTC",
+            PAGE_LIMIT,
+            &format!(
+                "{STATS}.dataset.protocol === 'hls' && Number({STATS}.dataset.frames) > 10 && \
+                 document.querySelector('#player-note').textContent.includes('WebRTC is off')"
+            ),
+            PLAYER_STATE,
+        )
+        .await;
+    // Its go-live page points to RTMP instead.
+    let golive = browser.open(&format!("{base}/publish/live/mine"), PHONE.0, PHONE.1).await;
+    browser
+        .wait(
+            &golive,
+            "the go-live page to say WebRTC is off",
+            PAGE_LIMIT,
+            "document.querySelector('#status').textContent.includes('WebRTC is off') && \
+             document.querySelector('#start').disabled && \
+             document.querySelector('#url-rtmp-server').textContent.startsWith('rtmp://')",
+            PAGE_STATE,
+        )
+        .await;
+    node.shutdown().await;
+
+    // A node whose WebRTC candidate leads nowhere (a UDP socket that never answers): the
+    // WHEP offer is answered, ICE never connects, and the page falls back to HLS.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    let mut nowhere = config();
+    nowhere.webrtc.public_addrs = vec![silent.local_addr().expect("address").to_string()];
+    let node = start_node(nowhere).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "show"));
+    live(&node, &StreamKey::new("live", "show").expect("name")).await;
+    let watch = browser.open(&http_url(&node, "/watch/live/show"), DESKTOP.0, DESKTOP.1).await;
+    browser
+        .wait(
+            &watch,
+            "HLS playback after WebRTC did not connect",
+            PAGE_LIMIT,
+            &format!(
+                "{STATS}.dataset.protocol === 'hls' && Number({STATS}.dataset.frames) > 10 && \
+                 document.querySelector('#player-note').textContent.includes('did not connect')"
+            ),
+            PLAYER_STATE,
+        )
+        .await;
+    drop(browser);
+    node.shutdown().await;
+}
+
 /// A raw HTTP/1.1 GET of `target` exactly as written (no client normalizing `..`):
 /// the status and the body.
 fn raw_get(node: &Node, target: &str) -> (u16, String) {
@@ -478,7 +759,7 @@ fn raw_get(node: &Node, target: &str) -> (u16, String) {
 async fn pages_carry_strict_headers_and_refuse_unknown_and_climbing_paths() {
     let node = start_node(config()).await;
     let client = reqwest::Client::new();
-    for path in ["/", "/watch/live/show", "/console"] {
+    for path in ["/", "/watch/live/show", "/publish/live/show", "/console"] {
         let resp = client.get(http_url(&node, path)).send().await.expect("GET");
         assert_eq!(resp.status(), 200, "{path}");
         let headers = resp.headers().clone();
@@ -508,13 +789,22 @@ async fn pages_carry_strict_headers_and_refuse_unknown_and_climbing_paths() {
     assert_eq!(again.status(), 304);
 
     // Unknown pages and assets, bad names, climbing paths: refused, nothing from disk.
-    for path in ["/nope", "/console/x", "/watch/live", "/ui/nope.js", "/ui/", "/ui/style.css/x"] {
+    for path in [
+        "/nope",
+        "/console/x",
+        "/watch/live",
+        "/publish/live",
+        "/ui/nope.js",
+        "/ui/",
+        "/ui/style.css/x",
+    ] {
         let resp = client.get(http_url(&node, path)).send().await.expect("GET");
         assert_eq!(resp.status(), 404, "{path}");
     }
-    let resp =
-        client.get(http_url(&node, "/watch/live/..%2F..%2FCargo.toml")).send().await.expect("GET");
-    assert_eq!(resp.status(), 400, "a stream name that climbs is not a name");
+    for path in ["/watch/live/..%2F..%2FCargo.toml", "/publish/..%2F..%2FCargo.toml/x"] {
+        let resp = client.get(http_url(&node, path)).send().await.expect("GET");
+        assert_eq!(resp.status(), 400, "a stream name that climbs is not a name: {path}");
+    }
     for target in [
         "/ui/../Cargo.toml",
         "/ui/../../Cargo.toml",
@@ -574,7 +864,9 @@ async fn the_public_listing_shows_what_a_viewer_may_see() {
     let mut config = test_config();
     config.ui.enabled = false;
     let node = start_node(config).await;
-    for path in ["/", "/console", "/watch/live/show", "/ui/style.css", "/api/v1/live"] {
+    for path in
+        ["/", "/console", "/watch/live/show", "/publish/live/show", "/ui/style.css", "/api/v1/live"]
+    {
         let resp = client.get(http_url(&node, path)).send().await.expect("GET");
         assert_eq!(resp.status(), 404, "{path}");
     }

@@ -1,7 +1,8 @@
 //! The web pages the node serves on its HTTP port: home (`/`), watch
-//! (`/watch/{app}/{key}`) and the admin console (`/console`), with their scripts and style
-//! under `/ui/`. They sit beside the other front-ends and use only the node's public
-//! interfaces (`/api/v1`, HLS, the chat WebSocket), so they double as examples of them.
+//! (`/watch/{app}/{key}`), go live (`/publish/{app}/{key}`) and the admin console
+//! (`/console`), with their scripts and style under `/ui/`. They sit beside the other
+//! front-ends and use only the node's public interfaces (`/api/v1`, WHIP, WHEP, HLS, the
+//! chat WebSocket), so they double as examples of them.
 //!
 //! The files are plain HTML, CSS and JavaScript modules in `src/ui/assets/`, built into
 //! the binary with `include_str!` (a handful of files with fixed names: a table of
@@ -15,8 +16,10 @@
 //! upgraded node never serves a stale script. `[ui] enabled = false` answers 404 for all of
 //! it.
 //!
-//! The watch page plays HLS only for now (the browser's own player); `watch.js`'s `PLAYERS`
-//! list is where a WebRTC (WHEP) player goes, first, once the node serves `/whep/...`.
+//! The watch page plays over WebRTC (WHEP) first and falls back to HLS (the browser's own
+//! player) when WebRTC is off, refused, or does not connect; the go-live page publishes the
+//! browser's camera and microphone over WHIP. Both only use the node's own URLs, so the
+//! policy needs nothing beyond `connect-src 'self'` (WebRTC media is not a fetch).
 
 use std::sync::Arc;
 
@@ -57,7 +60,10 @@ const ASSETS: &[Asset] = &[
     asset("common.js", JS, include_str!("assets/common.js")),
     asset("chat.js", JS, include_str!("assets/chat.js")),
     asset("home.js", JS, include_str!("assets/home.js")),
+    asset("webrtc.js", JS, include_str!("assets/webrtc.js")),
+    asset("players.js", JS, include_str!("assets/players.js")),
     asset("watch.js", JS, include_str!("assets/watch.js")),
+    asset("golive.js", JS, include_str!("assets/golive.js")),
     asset("console.js", JS, include_str!("assets/console.js")),
 ];
 
@@ -66,6 +72,7 @@ const ASSETS: &[Asset] = &[
 const HOME: &str = include_str!("assets/home.html");
 const WATCH: &str = include_str!("assets/watch.html");
 const CONSOLE: &str = include_str!("assets/console.html");
+const GOLIVE: &str = include_str!("assets/golive.html");
 
 /// What the pages are rendered from: the configuration and the bound listeners, fixed at
 /// start.
@@ -76,6 +83,9 @@ pub struct Pages {
     title: String,
     rtmp_port: Option<u16>,
     metrics_port: Option<u16>,
+    /// `webrtc.ice_servers`, space-separated and HTML-escaped (the URLs hold no spaces:
+    /// the configuration checks them).
+    ice_servers: String,
     /// Each asset's `ETag`, in `ASSETS` order.
     etags: Arc<[String]>,
 }
@@ -95,13 +105,26 @@ impl Pages {
             title: escape_html(&config.ui.title),
             rtmp_port,
             metrics_port,
+            ice_servers: escape_html(&config.webrtc.ice_servers.join(" ")),
             etags,
         }
     }
 
-    /// `template` with the title and the page's data filled in.
-    fn render(&self, template: &str, auth_on: bool, stream: Option<(&str, &str)>) -> String {
-        let mut data = format!("data-auth=\"{}\"", if auth_on { "on" } else { "off" });
+    /// `template` with the title and the page's data filled in: whether tokens are
+    /// checked, whether WHIP and WHEP are served, the ports, and the stream.
+    fn render(
+        &self,
+        template: &str,
+        auth_on: bool,
+        webrtc_on: bool,
+        stream: Option<(&str, &str)>,
+    ) -> String {
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        let mut data =
+            format!("data-auth=\"{}\" data-webrtc=\"{}\"", on_off(auth_on), on_off(webrtc_on));
+        if webrtc_on && !self.ice_servers.is_empty() {
+            data.push_str(&format!(" data-ice-servers=\"{}\"", self.ice_servers));
+        }
         if let Some(port) = self.rtmp_port {
             data.push_str(&format!(" data-rtmp-port=\"{port}\""));
         }
@@ -137,7 +160,8 @@ fn escape_html(text: &str) -> String {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/console", web::get().to(console))
-        .route("/watch/{app}/{stream}", web::get().to(watch));
+        .route("/watch/{app}/{stream}", web::get().to(watch))
+        .route("/publish/{app}/{stream}", web::get().to(publish));
     for (index, asset) in ASSETS.iter().enumerate() {
         cfg.route(
             &format!("/ui/{}", asset.name),
@@ -175,9 +199,10 @@ fn page(
         return Err(disabled());
     }
     let auth_on = node.auth.load().configured();
+    let webrtc_on = node.webrtc.is_some();
     Ok(secured(StatusCode::OK)
         .content_type("text/html; charset=utf-8")
-        .body(pages.render(template, auth_on, stream)))
+        .body(pages.render(template, auth_on, webrtc_on, stream)))
 }
 
 async fn home(
@@ -199,12 +224,29 @@ async fn watch(
     node: web::Data<NodeContext>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (app, stream) = path.into_inner();
+    stream_page(&pages, &node, WATCH, path.into_inner())
+}
+
+async fn publish(
+    pages: web::Data<Pages>,
+    node: web::Data<NodeContext>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    stream_page(&pages, &node, GOLIVE, path.into_inner())
+}
+
+/// A page about one stream, whose name must be a stream name.
+fn stream_page(
+    pages: &Pages,
+    node: &NodeContext,
+    template: &str,
+    (app, stream): (String, String),
+) -> Result<HttpResponse, ApiError> {
     if !pages.enabled {
         return Err(disabled());
     }
     let key = stream_key(&app, &stream)?;
-    page(&pages, &node, WATCH, Some((key.app(), key.name())))
+    page(pages, node, template, Some((key.app(), key.name())))
 }
 
 fn serve_asset(pages: &Pages, index: usize, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -237,17 +279,22 @@ mod tests {
     fn the_title_is_escaped_and_the_data_filled_in() {
         let mut config = Config::default();
         config.ui.title = "<b>\"Town\" & 'hall'</b>".into();
+        config.webrtc.ice_servers = vec!["stun:stun.example.net:3478".into()];
         let pages = Pages::new(&config, Some(1935), None);
-        let html = pages.render(WATCH, true, Some(("live", "show")));
+        let html = pages.render(WATCH, true, true, Some(("live", "show")));
         assert!(
             html.contains("&lt;b&gt;&quot;Town&quot; &amp; &#39;hall&#39;&lt;/b&gt;"),
             "{html}"
         );
         assert!(!html.contains("<b>"), "{html}");
-        assert!(html.contains("data-auth=\"on\""), "{html}");
+        assert!(html.contains("data-auth=\"on\" data-webrtc=\"on\""), "{html}");
+        assert!(html.contains("data-ice-servers=\"stun:stun.example.net:3478\""), "{html}");
         assert!(html.contains("data-rtmp-port=\"1935\""), "{html}");
         assert!(html.contains("data-app=\"live\" data-key=\"show\""), "{html}");
         assert!(!html.contains("{{"), "{html}");
+        let off = pages.render(GOLIVE, false, false, Some(("live", "show")));
+        assert!(off.contains("data-auth=\"off\" data-webrtc=\"off\""), "{off}");
+        assert!(!off.contains("data-ice-servers"), "{off}");
     }
 
     /// Whether `html` has an ` on...=` attribute.
@@ -261,7 +308,7 @@ mod tests {
 
     #[test]
     fn pages_have_no_inline_script_or_style() {
-        for template in [HOME, WATCH, CONSOLE] {
+        for template in [HOME, WATCH, CONSOLE, GOLIVE] {
             let lower = template.to_ascii_lowercase();
             assert!(!lower.contains("<script>"), "inline script in a page");
             assert!(!lower.contains("<style"), "inline style in a page");

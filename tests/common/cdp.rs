@@ -44,6 +44,8 @@ impl Browser {
         let mut child = Command::new("chromium")
             .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"])
             .args(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+            // WebRTC to the node on 127.0.0.1 (Chromium leaves loopback candidates out).
+            .arg("--allow-loopback-in-peer-connection")
             .args(["--autoplay-policy=no-user-gesture-required", "--mute-audio"])
             .args(["--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"])
             .arg(format!("--user-data-dir={}", profile.path().display()))

@@ -1,5 +1,5 @@
 // Home: the live streams from `GET /api/v1/live` (refreshed every 2 s) and a form to
-// open one.
+// watch a stream or go live as one.
 
 import {
   NAME, api, el, every, formatBitrate, formatDuration, formatVideo, say, page,
@@ -56,7 +56,8 @@ document.getElementById('pick').addEventListener('submit', (event) => {
     say('status', 'Names are letters, digits, ".", "_" and "-" (not starting with a dot).', 'error');
     return;
   }
-  window.location.assign(`/watch/${app}/${key}`);
+  const target = event.submitter?.value === 'publish' ? 'publish' : 'watch';
+  window.location.assign(`/${target}/${app}/${key}`);
 });
 
 if (page.rtmpPort) {

@@ -1,21 +1,23 @@
 // Watch: plays `app/key` and shows the chat room beside it.
 //
-// Playback is HLS today: natively where the browser plays HLS in a <video> (Safari, and
-// Chromium, whose built-in HLS player plays the node's MPEG-TS playlists); elsewhere the
-// page offers the playlist and RTMP URLs for VLC. PLAYERS is the seam for WebRTC playback:
-// a WHEP player goes first in the list once the node serves `/whep/{app}/{key}`.
+// Playback tries WebRTC (WHEP) first, the lowest latency, and falls back to HLS when
+// WebRTC is off on the node, refused, or does not bring a picture within a few seconds
+// (players.js); the viewer can also pick one. Where neither plays, the page offers the
+// playlist and RTMP URLs for VLC. The statistics are the browser's own.
 
 import {
   NAME, claims, el, every, getToken, page, rtmpUrl, say, takeTokenFromAddress, tokenField,
 } from './common.js';
 import { connect, explain } from './chat.js';
+import { RETRY_MS, hlsPlayer, whepPlayer } from './players.js';
 
 takeTokenFromAddress();
 
 const app = page.app || '';
 const key = page.key || '';
 const video = document.getElementById('video');
-const RETRY_MS = 3000;
+const statsList = document.getElementById('player-stats');
+const choice = document.getElementById('protocol');
 
 function hlsUrl(withToken) {
   const token = withToken ? getToken() : '';
@@ -23,75 +25,90 @@ function hlsUrl(withToken) {
   return `/${app}/${key}/index.m3u8${query}`;
 }
 
-/** HLS in the <video> element itself. */
-const nativeHls = {
-  name: 'HLS',
-  available: () => video.canPlayType('application/vnd.apple.mpegurl') !== '',
-  async start(current) {
-    // Wait for the playlist: the stream may not be live yet, or not produced a segment.
-    for (;;) {
-      if (!current()) return;
-      let response = null;
-      try {
-        response = await fetch(hlsUrl(true), { cache: 'no-store' });
-      } catch {
-        // The node did not answer: try again.
-      }
-      if (response && response.ok) break;
-      if (response && (response.status === 401 || response.status === 403)) {
-        say('player-status', 'The node refused to play this stream with your token. Paste another at the top.', 'error');
-      } else {
-        say('player-status', 'Waiting for the stream to go live…');
-      }
-      await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
-    }
-    if (!current()) return;
-    video.src = hlsUrl(true);
-    try {
-      await video.play();
-    } catch {
-      say('player-status', 'Press play to start.');
-    }
-  },
-};
+const whepUrl = () => `/whep/${app}/${key}`;
 
-/** Players in order of preference; the first available one plays. */
-const PLAYERS = [nativeHls];
+const whep = whepPlayer(video, whepUrl, (why) => {
+  say('player-status', `${why} Reconnecting…`, 'error');
+  startPlayback();
+});
+const hls = hlsPlayer(video, hlsUrl);
 
+/** Players in order of preference, by the viewer's choice. */
+const PLAYERS = { auto: [whep, hls], whep: [whep], hls: [hls] };
+
+/** The player that plays now, or null. */
 let player = null;
-/** Bumped by each (re)start, so an older start's waiting loop gives up. */
+/** Bumped by each (re)start, so an older start gives up. */
 let generation = 0;
+/** When the current player started playing (for the note about sound). */
+let playingSince = 0;
+
+function showProtocol(current) {
+  say('stat-protocol', current ? current.name : '–');
+  statsList.dataset.protocol = current ? current.protocol : '';
+  if (current) return;
+  for (const id of ['stat-latency', 'stat-resolution', 'stat-fps', 'stat-frames', 'stat-dropped']) say(id, '–');
+  statsList.dataset.frames = '';
+}
 
 async function startPlayback() {
   generation += 1;
   const mine = generation;
-  player = PLAYERS.find((p) => p.available()) || null;
-  if (!player) {
-    say('player-status', 'This browser cannot play HLS by itself: open the playlist below in VLC (or any HLS player).', 'error');
-    document.querySelector('.elsewhere').open = true;
-    return;
+  const current = () => mine === generation;
+  player = null;
+  whep.stop();
+  hls.stop();
+  showProtocol(null);
+  say('player-note', '');
+  const reasons = [];
+  for (const candidate of PLAYERS[choice.value] || PLAYERS.auto) {
+    if (!candidate.available()) {
+      reasons.push(candidate.unavailable());
+      continue;
+    }
+    const outcome = await candidate.start(current);
+    if (!current()) return;
+    if (outcome.ok) {
+      player = candidate;
+      playingSince = performance.now();
+      showProtocol(candidate);
+      if (reasons.length > 0) say('player-note', `Not over WebRTC: ${reasons.join(' ')} Playing over ${candidate.name} instead.`);
+      return;
+    }
+    reasons.push(outcome.reason);
   }
-  say('stat-protocol', player.name);
-  await player.start(() => mine === generation);
+  say('player-status', `Cannot play here: ${reasons.join(' ')}`, 'error');
+  if (choice.value !== 'auto') {
+    say('player-note', 'Choose "Automatic" to let the page pick what works.');
+  } else {
+    say('player-note', 'Open the playlist below in VLC (or any HLS player).');
+    document.querySelector('.elsewhere').open = true;
+  }
 }
 
+choice.addEventListener('change', () => startPlayback());
 video.addEventListener('playing', () => say('player-status', 'Live.'));
 video.addEventListener('waiting', () => say('player-status', 'Buffering…'));
 video.addEventListener('error', () => {
+  if (player !== hls) return;
   say('player-status', 'Playback stopped (the stream may have ended); trying again…', 'error');
-  setTimeout(startPlayback, RETRY_MS);
+  const mine = generation;
+  setTimeout(() => mine === generation && startPlayback(), RETRY_MS);
 });
 video.addEventListener('ended', () => {
+  if (player !== hls) return;
   say('player-status', 'The stream ended; waiting for it to come back…');
-  setTimeout(startPlayback, RETRY_MS);
+  const mine = generation;
+  setTimeout(() => mine === generation && startPlayback(), RETRY_MS);
 });
 
-/** The audio's peak level, read through Web Audio once the viewer unmutes (the meter
- * carries the sound from then on, so it is only made when someone listens). */
+/** The HLS audio's peak level, read through Web Audio once the viewer unmutes (the meter
+ * carries the sound from then on, so it is only made when someone listens). WebRTC's
+ * level comes from `getStats()` instead. */
 let meter = null;
 
 function audioPeak() {
-  if (video.muted) return null;
+  if (video.muted || player !== hls) return null;
   if (!meter) {
     if (!window.AudioContext) return null;
     const context = new AudioContext();
@@ -111,35 +128,48 @@ function audioPeak() {
 
 video.addEventListener('volumechange', () => audioPeak());
 
-// The browser's own statistics.
-let lastFrames = null;
-let lastAt = 0;
-every(1000, () => {
-  const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
-  if (video.videoWidth) say('stat-resolution', `${video.videoWidth}×${video.videoHeight}`);
-  if (video.seekable.length > 0 && video.readyState >= 2) {
-    const behind = video.seekable.end(video.seekable.length - 1) - video.currentTime;
-    say('stat-latency', `${Math.max(0, behind).toFixed(1)} s behind the newest segment`);
-  } else if (video.readyState >= 2) {
-    say('stat-latency', 'not reported by this browser');
-  }
-  if (quality) {
-    const now = performance.now();
-    if (lastFrames !== null && now > lastAt) {
-      const fps = ((quality.totalVideoFrames - lastFrames) * 1000) / (now - lastAt);
-      say('stat-fps', `${fps.toFixed(1)} fps`);
-    }
-    lastFrames = quality.totalVideoFrames;
-    lastAt = now;
-    say('stat-frames', String(quality.totalVideoFrames));
-    say('stat-dropped', String(quality.droppedVideoFrames));
-  }
-  const peak = audioPeak();
+const dB = (level) => (20 * Math.log10(level)).toFixed(0);
+
+function showAudio(stats) {
   const audio = document.getElementById('stat-audio');
-  audio.dataset.level = peak === null ? '' : String(peak);
-  audio.textContent = peak === null
-    ? 'muted'
-    : peak > 0 ? `peak ${(20 * Math.log10(peak)).toFixed(0)} dBFS` : 'silent';
+  let level = null;
+  let text;
+  if (player === whep && stats) {
+    // The browser measures what it plays: nothing while the element is muted.
+    level = video.muted ? null : stats.audioLevel;
+    if (stats.audioPackets === 0 && performance.now() - playingSince > 4000) {
+      text = 'none over WebRTC for this stream (an RTMP stream\'s AAC audio is not sent to WebRTC viewers yet): choose HLS to hear it';
+    } else if (video.muted) {
+      text = 'muted';
+    } else if (level === null) {
+      text = '–';
+    } else {
+      text = level > 0 ? `level ${dB(level)} dBFS` : 'silent';
+    }
+  } else {
+    level = audioPeak();
+    text = level === null ? 'muted' : level > 0 ? `peak ${dB(level)} dBFS` : 'silent';
+  }
+  audio.dataset.level = level === null ? '' : String(level);
+  audio.textContent = text;
+}
+
+// The browser's own statistics, every second.
+every(1000, async () => {
+  const playing = player;
+  const stats = playing ? await playing.stats() : null;
+  if (playing !== player) return;
+  if (stats) {
+    say('stat-latency', stats.latency || '–');
+    if (stats.width) say('stat-resolution', `${stats.width}×${stats.height}`);
+    if (stats.fps !== null) say('stat-fps', `${stats.fps.toFixed(1)} fps`);
+    if (stats.frames !== null) {
+      say('stat-frames', String(stats.frames));
+      statsList.dataset.frames = String(stats.frames);
+    }
+    if (stats.dropped !== null) say('stat-dropped', String(stats.dropped));
+  }
+  showAudio(stats);
 });
 
 // Chat.
@@ -274,7 +304,10 @@ if (NAME.test(app) && NAME.test(key)) {
   document.title = `${app}/${key} · ${document.title}`;
   say('stream-name', `${app}/${key}`);
   say('url-hls', new URL(hlsUrl(false), location.href).href);
+  say('url-whep', new URL(whepUrl(), location.href).href);
   say('url-rtmp', rtmpUrl(app, key) || 'RTMP is off on this node');
+  const requested = new URLSearchParams(location.search).get('protocol');
+  if (requested && PLAYERS[requested]) choice.value = requested;
   tokenField(() => {
     joinChat();
     startPlayback();
