@@ -106,6 +106,12 @@ impl Ticket {
         &self.key
     }
 
+    /// The lineage of the stream instance the viewer will watch (a restarted instance
+    /// keeps it; a new publisher of the same name starts another).
+    pub fn lineage(&self) -> u64 {
+        self.entry.lineage
+    }
+
     /// The stream's live statistics, including its tracks' current configurations.
     pub fn stats(&self) -> &Arc<StreamStats> {
         &self.entry.stats

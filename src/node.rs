@@ -433,7 +433,15 @@ impl NodeBuilder {
         };
         let apps = AppActors::start(parts, self.kinds)?;
         let webrtc = match config.webrtc.enabled {
-            true => Some(Arc::new(crate::webrtc::WebRtc::bind(&config.webrtc)?)),
+            true => {
+                let feeds = crate::webrtc::audio_feed::FeedHost {
+                    directory: directory.clone(),
+                    counters: Arc::clone(&counters),
+                    pool: pool.clone(),
+                    max_behind: OUTPUT_MAX_BEHIND,
+                };
+                Some(Arc::new(crate::webrtc::WebRtc::bind(&config.webrtc, feeds)?))
+            }
             false => None,
         };
         for collector in webrtc.iter().flat_map(|w| w.stats.collectors()) {

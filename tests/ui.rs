@@ -2,7 +2,7 @@
 //! `tests/common/cdp.rs`, with a fake camera and microphone and WebRTC allowed on loopback)
 //! against a node on loopback with FFmpeg publishing over RTMP. The home page lists the
 //! stream; the watch page plays it over WebRTC (WHEP) first (frames decoded and advancing,
-//! the browser's statistics, a note that an RTMP stream has no sound over WebRTC), then over
+//! the browser's statistics, the RTMP stream's sound transcoded to Opus), then over
 //! HLS when the viewer picks it (an audio level above zero), and chats with a WebSocket
 //! member started here, markup shown as text; the console lists the stream, turns its
 //! recording on and off and kicks it, and says so when the node refuses its calls. The
@@ -331,17 +331,20 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
             PLAYER_STATE,
         )
         .await;
-    // An RTMP stream's AAC does not reach WebRTC viewers (docs/webrtc.md): the page says so.
+    screenshots(&mut browser, &watch, "watch").await;
+    // An RTMP stream's AAC reaches WebRTC viewers as Opus (transcoded once on the node):
+    // unmuted (the browser measures what it plays), its tone is heard.
+    browser.eval(&watch, "document.querySelector('#video').muted = false; true").await;
     browser
         .wait(
             &watch,
-            "the page to say there is no sound over WebRTC",
+            "the RTMP stream's sound over WebRTC",
             PAGE_LIMIT,
-            "document.querySelector('#stat-audio').textContent.includes('choose HLS')",
+            "Number(document.querySelector('#stat-audio').dataset.level) > 0.01",
             PLAYER_STATE,
         )
         .await;
-    screenshots(&mut browser, &watch, "watch").await;
+    browser.eval(&watch, "document.querySelector('#video').muted = true; true").await;
 
     // HLS when the viewer picks it: frames decoded and the position advancing.
     browser

@@ -84,6 +84,18 @@ fn frames_and_errors(line: &str) -> (u64, u64) {
     }
 }
 
+/// The `AUDIO <frames>` and `LEVEL <peak>` lines of a `--audio` player.
+async fn audio_and_level(lines: &mut StdoutLines) -> (u64, u64) {
+    let audio = line_starting(lines, "AUDIO").await.parse().expect("a count");
+    let level = line_starting(lines, "LEVEL").await.parse().expect("a level");
+    (audio, level)
+}
+
+/// The AAC → Opus transcoders' series `name` (0 when absent).
+fn transcode(text: &str, name: &str) -> f64 {
+    sample(text, name, &[("direction", "aac_to_opus")]).unwrap_or(0.0)
+}
+
 #[actix_rt::test]
 async fn an_rtmp_stream_plays_in_aiortc_over_whep_from_a_keyframe() {
     let events: Arc<Mutex<Vec<ViewerEvent>>> = Arc::default();
@@ -96,13 +108,20 @@ async fn an_rtmp_stream_plays_in_aiortc_over_whep_from_a_keyframe() {
         .expect("node starts");
     let _publisher = publish_looped(&rtmp_url(&node, "rtmp"));
     wait_live(&node, "rtmp").await;
-    let (_player, mut lines) =
-        aiortc("whep_play.py", &whep_url(&node, "rtmp"), &["--frames", "90", "--delete"]);
+    let (_player, mut lines) = aiortc(
+        "whep_play.py",
+        &whep_url(&node, "rtmp"),
+        &["--frames", "90", "--audio", "--delete"],
+    );
     assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
     let location = line_starting(&mut lines, "LOCATION").await;
     assert!(location.starts_with("/whep/sessions/"), "{location}");
     line_starting(&mut lines, "CONNECTED").await;
     assert_eq!(line_starting(&mut lines, "FIRST").await, "320x240");
+    // The AAC tone arrives as Opus (transcoded on the node) that aiortc decodes.
+    let (audio, level) = audio_and_level(&mut lines).await;
+    assert!(audio >= 50, "only {audio} Opus frames decoded");
+    assert!(level >= 1000, "the tone's peak is {level}: silence?");
     let (frames, errors) = frames_and_errors(&line_starting(&mut lines, "FRAMES").await);
     assert!(frames >= 90, "only {frames} frames decoded");
     // The first packet a viewer gets starts a keyframe with its SPS and PPS: the decoder
@@ -123,6 +142,10 @@ async fn an_rtmp_stream_plays_in_aiortc_over_whep_from_a_keyframe() {
     })
     .await;
     wait_for("the viewer to leave", Duration::from_secs(15), || events.lock().len() == 2).await;
+    wait_for("the transcoder to stop", Duration::from_secs(15), || {
+        transcode(&node.metrics_text(), "zenlive_transcode_active") == 0.0
+    })
+    .await;
     let events = events.lock().clone();
     assert!(
         matches!(&events[0], ViewerEvent::Joined { protocol: Protocol::Whep, .. }),
@@ -148,11 +171,83 @@ async fn a_whip_publisher_plays_in_a_whep_viewer_with_opus_passed_through() {
     assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
     line_starting(&mut lines, "CONNECTED").await;
     assert_eq!(line_starting(&mut lines, "FIRST").await, "320x240");
-    let audio: u64 = line_starting(&mut lines, "AUDIO").await.parse().expect("a count");
+    let (audio, level) = audio_and_level(&mut lines).await;
     assert!(audio > 0, "no Opus decoded");
+    assert!(level > 0, "silence");
     let (frames, errors) = frames_and_errors(&line_starting(&mut lines, "FRAMES").await);
     assert!(frames >= 60, "only {frames} frames decoded");
     assert_eq!(errors, 0, "decoder errors");
+    // The publisher's Opus went through as it came: no AAC → Opus transcoder ran (the
+    // stream also carries AAC, made from that Opus for the other outputs).
+    let text = node.metrics_text();
+    assert_eq!(transcode(&text, "zenlive_transcode_active"), 0.0);
+    assert_eq!(transcode(&text, "zenlive_transcode_frames_in_total"), 0.0);
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn whep_viewers_of_an_rtmp_stream_share_one_transcoder_while_they_need_it() {
+    let node = start_node(test_config()).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "shared"));
+    wait_live(&node, "shared").await;
+    let url = whep_url(&node, "shared");
+    let args = ["--audio", "--frames", "1000000", "--seconds", "120", "--delete"];
+    let (mut first, mut first_lines) = aiortc("whep_play.py", &url, &args);
+    let (mut second, mut second_lines) = aiortc("whep_play.py", &url, &args);
+    for lines in [&mut first_lines, &mut second_lines] {
+        assert_eq!(line_starting(lines, "STATUS").await, "201");
+        line_starting(lines, "FIRST").await;
+    }
+    let text = || node.metrics_text();
+    let out = || transcode(&text(), "zenlive_transcode_frames_out_total");
+    wait_for("both viewers watching", Duration::from_secs(15), || {
+        sample(
+            &text(),
+            "zenlive_stream_viewers",
+            &[("stream", "live/shared"), ("protocol", "whep")],
+        ) == Some(2.0)
+    })
+    .await;
+    wait_for("Opus frames made", Duration::from_secs(30), || out() >= 100.0).await;
+    assert_eq!(transcode(&text(), "zenlive_transcode_active"), 1.0, "one transcoder for two");
+
+    // A panic inside the transcoder is caught and counted; the audio goes on, the stream
+    // and its viewers never notice.
+    zenlive_actors::faults::arm(zenlive_actors::faults::Fault::TranscoderPanic);
+    wait_for("the panic counted", Duration::from_secs(30), || {
+        transcode(&text(), "zenlive_transcode_errors_total") >= 1.0
+    })
+    .await;
+    let made = out();
+    wait_for("Opus after the panic", Duration::from_secs(30), || out() >= made + 100.0).await;
+    assert_eq!(transcode(&text(), "zenlive_transcode_active"), 1.0);
+    assert!(node.stream(&StreamKey::new("live", "shared").expect("name")).is_some());
+
+    // The first viewer leaves: the other still needs the transcoder.
+    drop(first.stdin.take());
+    let (audio, level) = audio_and_level(&mut first_lines).await;
+    assert!(audio >= 100 && level >= 1000, "{audio} Opus frames decoded, peak {level}");
+    let (_, errors) = frames_and_errors(&line_starting(&mut first_lines, "FRAMES").await);
+    assert_eq!(errors, 0, "video decoder errors");
+    assert_eq!(line_starting(&mut first_lines, "DELETED").await, "200");
+    wait_for("one viewer left", Duration::from_secs(15), || {
+        sample(&text(), "zenlive_webrtc_sessions", &[("protocol", "whep")]) == Some(1.0)
+    })
+    .await;
+    let made = out();
+    wait_for("Opus for the other", Duration::from_secs(30), || out() >= made + 50.0).await;
+    assert_eq!(transcode(&text(), "zenlive_transcode_active"), 1.0);
+
+    // The last one leaves: the transcoder stops.
+    drop(second.stdin.take());
+    let (audio, level) = audio_and_level(&mut second_lines).await;
+    assert!(audio >= 100 && level >= 1000, "{audio} Opus frames decoded, peak {level}");
+    assert_eq!(line_starting(&mut second_lines, "DELETED").await, "200");
+    wait_for("the transcoder to stop", Duration::from_secs(15), || {
+        transcode(&text(), "zenlive_transcode_active") == 0.0
+    })
+    .await;
+    assert!(node.stream(&StreamKey::new("live", "shared").expect("name")).is_some());
     node.shutdown().await;
 }
 
@@ -240,13 +335,39 @@ async fn headless_chromium_plays_an_rtmp_stream_over_whep() {
     wait_live(&node, "browser").await;
     let profile = tempfile::tempdir().expect("tempdir");
     let (_browser, devtools) = chromium(&whep_page(&node, "browser"), profile.path()).await;
+    let samples = |s: &serde_json::Value| s["totalSamplesReceived"].as_f64().unwrap_or(0.0);
     let stats = chromium_stats(&devtools, Duration::from_secs(60), |s| {
-        s["framesDecoded"].as_u64().is_some_and(|n| n >= 60)
+        s["framesDecoded"].as_u64().is_some_and(|n| n >= 60) && samples(s) >= 48_000.0
     })
     .await;
     assert_eq!(stats["codec"], "video/H264", "{stats}");
     assert_eq!((stats["width"].as_u64(), stats["height"].as_u64()), (Some(320), Some(240)));
     assert!(stats["keyFramesDecoded"].as_u64().is_some_and(|n| n >= 1), "{stats}");
+    // The RTMP stream's AAC tone plays as Opus: decoded samples with energy in them, and
+    // more of them as it plays.
+    assert_eq!(stats["audioCodec"], "audio/opus", "{stats}");
+    let energy = |s: &serde_json::Value| s["totalAudioEnergy"].as_f64().unwrap_or(0.0);
+    assert!(energy(&stats) > 0.0, "silence: {stats}");
+    let before = samples(&stats);
+    let later = chromium_stats(&devtools, Duration::from_secs(30), |s| {
+        samples(s) >= before + 48_000.0 && s["audioLevel"].as_f64().is_some_and(|l| l > 0.0)
+    })
+    .await;
+    assert!(energy(&later) > energy(&stats), "{later}");
+    // Lip sync: the capture instants (NTP, from the RTCP sender reports) of the audio and
+    // the picture playing at the same moment end up close. Measured here: up to 440 ms
+    // apart in the first seconds (the cached GOP's burst), then 10 to 50 ms, the audio
+    // behind (the transcoder sends it a little later than the picture of its instant).
+    let apart = |s: &serde_json::Value| {
+        let playout = |key: &str| s[key].as_f64().filter(|t| *t > 0.0);
+        playout("videoPlayout").zip(playout("audioPlayout")).map(|(v, a)| v - a)
+    };
+    let synced = chromium_stats(&devtools, Duration::from_secs(30), |s| {
+        apart(s).is_some_and(|ms| ms.abs() <= 150.0)
+    })
+    .await;
+    eprintln!("chromium over WHEP, audio {:?} ms behind the picture: {synced}", apart(&synced));
+    assert_eq!(transcode(&node.metrics_text(), "zenlive_transcode_active"), 1.0);
     node.shutdown().await;
 }
 

@@ -1,7 +1,7 @@
 //! Fault injection for tests. With the `fault-injection` feature, a test can make the frame
-//! path of a stream, an output's session or a recorder's writer thread panic, to prove
-//! supervision; without it, every
-//! check here is a constant `false` the compiler removes.
+//! path of a stream, an output's session, a recorder's writer thread or a WHEP audio feed's
+//! transcoder panic, to prove supervision; without it, every check here is a constant
+//! `false` the compiler removes.
 
 /// A panic a test can arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +12,9 @@ pub enum Fault {
     /// The next frame a recorder's writer thread takes panics (the recorder restarts in a
     /// new segment).
     RecorderPanic = 2,
+    /// The next AAC frame a WHEP audio feed (AAC → Opus, `src/webrtc/audio_feed.rs`)
+    /// transcodes panics.
+    TranscoderPanic = 4,
 }
 
 /// The script-data payload that makes a stream's frame path panic when it is taken in (a

@@ -80,6 +80,10 @@ enum Taken {
     Ending,
 }
 
+/// [`ViewerEnd::reason`] of a session that stayed behind longer than its `max_behind` and
+/// was disconnected.
+pub const TOO_SLOW: &str = "viewer too slow";
+
 /// How a viewer's session ended, for the `on_end` callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewerEnd {
@@ -319,7 +323,7 @@ impl ViewerSession {
             stats.viewer_dropped_slow();
         }
         tracing::info!(stream = %self.key, viewer = self.id, protocol = self.protocol.as_str(), "viewer stayed behind; disconnecting");
-        self.end_reason = "viewer too slow";
+        self.end_reason = TOO_SLOW;
         ctx.stop();
     }
 

@@ -1,8 +1,9 @@
 //! WebRTC ingest (WHIP, RFC 9725) and playback (WHEP): a browser, OBS or GStreamer
 //! publishes H.264 (and Opus) with `POST /whip/{app}/{key}` on the HTTP port, and the stream
 //! reaches every output like an RTMP publish; a browser or any WHEP player watches any live
-//! stream (RTMP or WHIP) with `POST /whep/{app}/{key}`: its H.264, and its audio when that
-//! is Opus.
+//! stream (RTMP or WHIP) with `POST /whep/{app}/{key}`: its H.264, and its audio as Opus
+//! (a WHIP publisher's passed through, an RTMP publisher's AAC transcoded once per stream
+//! on each node that has WHEP viewers of it).
 //!
 //! The node is ICE-lite and every session's media shares one UDP port
 //! (`webrtc.udp_addr`). The WebRTC protocols (ICE, DTLS-SRTP, RTP/RTCP) are webrtc-rs's
@@ -27,6 +28,8 @@
 //!   (sans-IO; the packetizer is `zenlive_media::rtp_h264_pack`).
 //! - [`whep_session`]: one viewer's peer connection: negotiation, then the task that
 //!   watches the stream (a viewer session like any player's) and sends its RTP.
+//! - [`audio_feed`]: AAC → Opus for WHEP viewers: one transcoder per stream per node,
+//!   running while a WHEP viewer of the stream needs it, its Opus shared by all of them.
 //! - [`feedback`]: the `rtc` interceptor that lets viewers' PLI/FIR/NACK reach the session.
 //! - [`whep`]: the WHEP HTTP handlers, through [`crate::admission`] like every viewer.
 //! - [`stats`]: the Prometheus series.
@@ -37,8 +40,11 @@
 //! → the stream's outputs and viewers. The path of a frame to a WHEP viewer: the stream's
 //! broadcast ring → the viewer's [`ViewerSession`](zenlive_actors::ViewerSession) →
 //! [`whep_session::WhepSink`] (bounded) → [`playback::Playback`] → `rtc` (SRTP) → the
-//! shared UDP socket.
+//! shared UDP socket; an RTMP stream's AAC: the ring → the stream's
+//! [`audio_feed::FeedSink`] (one per stream on the node) → Opus into each WHEP viewer's
+//! same bounded queue → [`playback::Playback`].
 
+pub mod audio_feed;
 pub mod feedback;
 pub mod ingest;
 pub mod offer;
@@ -100,11 +106,17 @@ pub struct WebRtc {
     pub stats: Arc<WebRtcStats>,
     /// The audio transcoders' series (`zenlive_transcode_*`).
     pub transcode: Arc<transcode::TranscodeStats>,
+    /// AAC → Opus for WHEP viewers, one feed per stream.
+    pub feeds: Arc<audio_feed::OpusFeeds>,
 }
 
 impl WebRtc {
-    /// Binds the UDP port of `config`. Nothing runs until [`WebRtc::start`].
-    pub fn bind(config: &WebRtcConfig) -> Result<Self, crate::start_error::StartError> {
+    /// Binds the UDP port of `config`; WHEP viewers' audio feeds will run on `feeds`.
+    /// Nothing runs until [`WebRtc::start`].
+    pub fn bind(
+        config: &WebRtcConfig,
+        feeds: audio_feed::FeedHost,
+    ) -> Result<Self, crate::start_error::StartError> {
         let addr = config.udp_addr;
         let error = |cause| BindError { what: "webrtc", addr, cause };
         let socket = std::net::UdpSocket::bind(addr).map_err(error)?;
@@ -112,6 +124,13 @@ impl WebRtc {
         let local_addr = socket.local_addr().map_err(error)?;
         let public = config.public_socket_addrs()?;
         let (control, reader) = mpsc::channel(CONTROL_QUEUE);
+        let stats = Arc::new(WebRtcStats::new());
+        let transcode = Arc::new(transcode::TranscodeStats::new());
+        let feeds = Arc::new(audio_feed::OpusFeeds::new(
+            Box::new(feeds),
+            transcode.aac_to_opus.clone(),
+            Arc::clone(&stats),
+        ));
         Ok(Self {
             config: config.clone(),
             socket: Arc::new(socket),
@@ -121,8 +140,9 @@ impl WebRtc {
             reader: Mutex::new(Some(reader)),
             sessions: Mutex::new(HashMap::new()),
             bframe_streams: Default::default(),
-            stats: Arc::new(WebRtcStats::new()),
-            transcode: Arc::new(transcode::TranscodeStats::new()),
+            stats,
+            transcode,
+            feeds,
         })
     }
 

@@ -8,12 +8,18 @@
 //!   payloads with its own sequence numbers, SSRC and timestamps. The first video frame a
 //!   viewer is sent is a keyframe (the viewer session starts it at the stream's cached
 //!   GOP; this core refuses anything else until then).
-//! - **Audio**: Opus frames pass through, one packet each. Other audio (AAC from RTMP) is
-//!   not sent: the sink refuses it ([`super::whep_session`]) until an AAC → Opus transcoder
-//!   offers Opus frames instead.
+//! - **Audio**: Opus frames, one packet each: a WHIP publisher's as they came, or an RTMP
+//!   publisher's AAC transcoded once per stream on this node ([`super::audio_feed`]; the
+//!   viewer's sink takes the AAC frames themselves and drops them,
+//!   [`super::whep_session::WhepSink`]). Other audio has no track here.
 //! - **Clocks**: a packet's RTP timestamp is a random origin plus the frame's presentation
 //!   time in ticks of the track's clock (90 kHz, 48 kHz), computed from the frame's time each
-//!   time (never accumulated), so it cannot drift; it wraps at 2^32 as RTP's does.
+//!   time (never accumulated), so it cannot drift; it wraps at 2^32 as RTP's does. Video and
+//!   audio frames are on the stream's one media clock (transcoded Opus carries the media time
+//!   of the AAC samples it holds), so both tracks' timestamps describe the same instants;
+//!   a player lines them up through the RTCP sender reports, which `rtc` derives from when
+//!   each track's packets were sent (transcoded audio leaves a few tens of milliseconds
+//!   after the video of the same instant: the transcoder waits for 20 ms of samples).
 //! - **Feedback**: a PLI or FIR for the video track becomes a keyframe request for the
 //!   stream's publisher, at most one per [`KEYFRAME_REQUEST_INTERVAL`]; NACKs are counted
 //!   here and answered by the stack's NACK responder (its buffer of the packets last sent).

@@ -18,7 +18,9 @@
 //! - `zenlive_webrtc_trickled_candidates_total{protocol}`: ICE candidates clients sent
 //!   after their offer (`PATCH`; accepted, and needing nothing of an ICE-lite node).
 //! - `zenlive_webrtc_frames_dropped_total{protocol,reason}`: access units the depacketizer
-//!   dropped (gap, malformed, unsupported, too_large, waiting for a keyframe).
+//!   dropped (`whip`: gap, malformed, unsupported, too_large, waiting for a keyframe), and
+//!   frames not sent to WHEP viewers (`whep`: malformed, waiting for a keyframe, and
+//!   `audio_queue_full`: transcoded Opus packets a viewer's full queue lost).
 //! - `zenlive_webrtc_udp_dropped_total{reason}`: datagrams no session took (`unroutable`,
 //!   `queue_full`).
 
@@ -142,7 +144,7 @@ impl WebRtcStats {
         );
         let frames_dropped = counter_vec(
             "zenlive_webrtc_frames_dropped_total",
-            "Video access units dropped at ingest (lost packets, malformed or oversized input, waiting for a keyframe), by protocol and reason.",
+            "Frames dropped, by protocol and reason: H.264 access units at WHIP ingest (lost packets, malformed or oversized input, waiting for a keyframe); frames not sent to WHEP viewers (malformed, waiting for a keyframe, audio_queue_full: transcoded Opus a full viewer queue lost).",
             &["protocol", "reason"],
         );
         let udp_dropped = counter_vec(

@@ -60,6 +60,12 @@ impl DirectionStats {
         Active(self.active.clone())
     }
 
+    /// Counts a failure the transcoder's own counters do not hold (a panic caught around
+    /// it).
+    pub fn failed(&self) {
+        self.errors.inc();
+    }
+
     /// Adds what a transcoder did between the counters `before` and `now`; `rate` is its
     /// input's sample rate (for the concealed seconds).
     pub fn report(&self, before: &Counters, now: &Counters, rate: u32) {

@@ -11,6 +11,12 @@
 //! its viewer session, and disconnected when it stays behind (`play.max_viewer_lag`): the
 //! queue never grows.
 //!
+//! Audio: a stream's Opus (WHIP) passes through. An AAC stream's (RTMP) audio arrives in
+//! the same queue as Opus from the stream's one transcoder on this node
+//! ([`super::audio_feed`]), which the sink subscribes the queue to when the stream's AAC
+//! first shows and which stops when the node's last WHEP viewer that needs it leaves; a
+//! full queue loses that Opus packet (counted), the video's rules above are unchanged.
+//!
 //! RTCP from the viewer (let through `rtc`'s interceptors by [`super::feedback`]): PLI/FIR
 //! become rate-limited keyframe requests to the stream's publisher ([`RequestKeyframe`]: a
 //! WHIP publisher asks its encoder; RTMP cannot be asked, and the viewer waits for the next
@@ -45,6 +51,7 @@ use zenlive_actors::stream::RequestKeyframe;
 use zenlive_actors::{CodecConfig, FrameSink, MediaFrame, Offer, Protocol, StreamKey};
 use zenlive_media::{Codec, FrameKind};
 
+use super::audio_feed::{FeedSubscription, OpusFeeds};
 use super::playback::{Feedback, Playback, Skipped, Track, TrackParams};
 use super::session::{answer_with, feed, send_pending, NegotiateError, Negotiated, DATAGRAM_QUEUE};
 use super::udp::{Datagram, SessionId};
@@ -143,16 +150,83 @@ fn track(kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack 
     )
 }
 
-/// A viewer's frames into its WebRTC task's bounded queue: H.264 video and Opus audio;
-/// other codecs are refused as [`Offer::Unsupported`] (the viewer session skips the track
-/// and logs it once: AAC from RTMP, until it is transcoded to Opus upstream).
+/// A viewer's frames into its WebRTC task's bounded queue: H.264 video and Opus audio.
+///
+/// Audio: a stream's Opus (a WHIP publisher's) goes into the queue as it comes. A stream
+/// whose audio is AAC only (an RTMP publisher's) reaches the viewer as Opus from the
+/// stream's shared transcoder ([`super::audio_feed`]): on the AAC track's first
+/// configuration the sink subscribes its queue to the stream's feed (starting it if this
+/// is the node's first WHEP viewer that needs it), and the AAC frames themselves are taken
+/// and dropped here (or answered `Full` while the queue is, so the slow-viewer rules see
+/// it). A stream with Opus of its own never gets a feed: its AAC (the WHIP
+/// ingest's transcode, for other outputs) is refused. A viewer that took no audio track,
+/// and codecs WebRTC does not carry here, are refused as [`Offer::Unsupported`] (the
+/// viewer session skips the track and logs it once).
 pub struct WhepSink {
     tx: mpsc::Sender<MediaFrame>,
+    /// Where AAC can be transcoded for this viewer (`None`: it took no audio track).
+    aac: Option<AacSource>,
+    audio: AudioRoute,
+}
+
+/// The stream's shared AAC → Opus feed, for a [`WhepSink`] to subscribe to.
+pub struct AacSource {
+    /// The node's feeds.
+    pub feeds: Arc<OpusFeeds>,
+    /// The stream.
+    pub key: StreamKey,
+    /// The lineage of the stream instance the viewer watches.
+    pub lineage: u64,
+}
+
+/// How a viewer gets the stream's audio, decided by the first audio configuration it sees.
+#[derive(Debug)]
+enum AudioRoute {
+    /// No audio seen yet.
+    Undecided,
+    /// The stream has Opus: it passes through; AAC is refused.
+    Opus,
+    /// AAC only: the feed's Opus comes into the queue while this is held.
+    Transcoded { _subscription: FeedSubscription },
+    /// AAC, and no feed for it (no audio track, or the feed cannot run).
+    Unavailable,
 }
 
 impl WhepSink {
-    fn carries(codec: Codec) -> bool {
-        matches!(codec, Codec::H264 | Codec::Opus)
+    /// A sink into `tx`; AAC is transcoded through `aac` when the viewer takes audio.
+    pub fn new(tx: mpsc::Sender<MediaFrame>, aac: Option<AacSource>) -> Self {
+        Self { tx, aac, audio: AudioRoute::Undecided }
+    }
+
+    /// The stream has Opus of its own: pass it through (and leave a feed, if any).
+    fn opus(&mut self) {
+        if !matches!(self.audio, AudioRoute::Opus) {
+            self.audio = AudioRoute::Opus;
+        }
+    }
+
+    /// Whether the stream's AAC reaches this viewer (as the feed's Opus); subscribes on
+    /// the first call.
+    fn aac(&mut self) -> bool {
+        if let AudioRoute::Undecided = self.audio {
+            let subscription = self
+                .aac
+                .as_ref()
+                .and_then(|s| s.feeds.subscribe(&s.key, s.lineage, self.tx.clone()));
+            self.audio = match subscription {
+                Some(subscription) => AudioRoute::Transcoded { _subscription: subscription },
+                None => AudioRoute::Unavailable,
+            };
+        }
+        matches!(self.audio, AudioRoute::Transcoded { .. })
+    }
+
+    fn queue(&mut self, frame: &MediaFrame) -> Offer {
+        match self.tx.try_send(frame.clone()) {
+            Ok(()) => Offer::Accepted(frame.payload().len()),
+            Err(TrySendError::Full(_)) => Offer::Full,
+            Err(TrySendError::Closed(_)) => Offer::Closed,
+        }
     }
 }
 
@@ -162,22 +236,37 @@ impl FrameSink for WhepSink {
             // Script data (metadata, cue points) has no place in WebRTC media.
             return Offer::Accepted(0);
         }
-        if !Self::carries(frame.codec()) {
-            return Offer::Unsupported;
-        }
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => Offer::Accepted(frame.payload().len()),
-            Err(TrySendError::Full(_)) => Offer::Full,
-            Err(TrySendError::Closed(_)) => Offer::Closed,
+        match frame.codec() {
+            Codec::H264 => self.queue(frame),
+            Codec::Opus => {
+                self.opus();
+                self.queue(frame)
+            }
+            // Its Opus comes from the feed, into the same queue: a full queue (the feed's
+            // packets are being lost) says the viewer is behind, as it would for video.
+            Codec::Aac if self.aac() => {
+                if self.tx.is_closed() {
+                    Offer::Closed
+                } else if self.tx.capacity() == 0 {
+                    Offer::Full
+                } else {
+                    Offer::Accepted(0)
+                }
+            }
+            _ => Offer::Unsupported,
         }
     }
 
     fn offer_config(&mut self, config: &CodecConfig) -> Offer {
-        // In-band: the SPS and PPS travel before every keyframe.
-        if Self::carries(config.codec()) {
-            Offer::Accepted(0)
-        } else {
-            Offer::Unsupported
+        match config.codec() {
+            // In-band: the SPS and PPS travel before every keyframe.
+            Codec::H264 => Offer::Accepted(0),
+            Codec::Opus => {
+                self.opus();
+                Offer::Accepted(0)
+            }
+            Codec::Aac if self.aac() => Offer::Accepted(0),
+            _ => Offer::Unsupported,
         }
     }
 
@@ -409,7 +498,12 @@ impl WhepSession {
         tracing::info!(stream = %self.key, session = %self.registration.id, ?took, "whep viewer connected");
         if let Some(ticket) = self.ticket.take() {
             let (tx, rx) = mpsc::channel(FRAME_QUEUE);
-            ticket.watch(Box::new(WhepSink { tx }));
+            let aac = self.audio.is_some().then(|| AacSource {
+                feeds: Arc::clone(&self.webrtc().feeds),
+                key: self.key.clone(),
+                lineage: ticket.lineage(),
+            });
+            ticket.watch(Box::new(WhepSink::new(tx, aac)));
             self.frames = Some(rx);
         }
     }
@@ -500,6 +594,9 @@ mod tests {
     use zenlive_media::MediaTime;
 
     use super::*;
+    use crate::webrtc::audio_feed::{FeedSink, Launch, Restart};
+    use crate::webrtc::stats::WebRtcStats;
+    use crate::webrtc::transcode::TranscodeStats;
 
     fn h264() -> MediaFrame {
         let t = MediaTime::ZERO;
@@ -509,22 +606,99 @@ mod tests {
     #[test]
     fn the_sink_takes_h264_and_opus_until_full_and_refuses_the_rest() {
         let (tx, mut rx) = mpsc::channel(2);
-        let mut sink = WhepSink { tx };
+        let mut sink = WhepSink::new(tx, None);
         let opus = MediaFrame::audio(Codec::Opus, MediaTime::ZERO, Bytes::from_static(&[1]), None);
         let aac = MediaFrame::audio(Codec::Aac, MediaTime::ZERO, Bytes::from_static(&[1]), None);
         let data = MediaFrame::data(MediaTime::ZERO, Bytes::from_static(&[2]));
-        assert_eq!(sink.offer(&aac), Offer::Unsupported, "AAC waits for a transcoder");
+        assert_eq!(sink.offer(&aac), Offer::Unsupported, "no audio track: no transcoder");
         assert_eq!(sink.offer(&data), Offer::Accepted(0), "script data is dropped quietly");
         assert_eq!(sink.offer(&h264()), Offer::Accepted(5));
         assert_eq!(sink.offer(&opus), Offer::Accepted(1));
         // The queue is bounded: a slow viewer's session is told, and skips ahead.
         assert_eq!(sink.offer(&h264()), Offer::Full);
-        let config =
-            CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), MediaTime::ZERO);
-        assert_eq!(sink.offer_config(&config), Offer::Unsupported);
+        assert_eq!(sink.offer_config(&aac_config()), Offer::Unsupported);
         rx.close();
         while rx.try_recv().is_ok() {}
         drop(rx);
         assert_eq!(sink.offer(&h264()), Offer::Closed);
+    }
+
+    fn aac_config() -> CodecConfig {
+        CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), MediaTime::ZERO)
+    }
+
+    /// Counts the feeds it is asked to start, and keeps their sinks running.
+    #[derive(Default)]
+    struct Launches(parking_lot::Mutex<Vec<FeedSink>>);
+
+    impl Launch for Arc<Launches> {
+        fn launch(
+            &self,
+            _key: &StreamKey,
+            _lineage: u64,
+            sink: FeedSink,
+            _restart: Restart,
+        ) -> bool {
+            self.0.lock().push(sink);
+            true
+        }
+    }
+
+    fn source(feeds: &Arc<OpusFeeds>) -> Option<AacSource> {
+        let key = StreamKey::new("live", "sound").expect("a valid name");
+        Some(AacSource { feeds: Arc::clone(feeds), key, lineage: 1 })
+    }
+
+    #[test]
+    fn aac_comes_from_one_shared_feed_and_a_streams_own_opus_passes_through() {
+        let launches = Arc::new(Launches::default());
+        let stats = TranscodeStats::new();
+        let feeds = Arc::new(OpusFeeds::new(
+            Box::new(Arc::clone(&launches)),
+            stats.aac_to_opus.clone(),
+            Arc::new(WebRtcStats::new()),
+        ));
+        // Two viewers of an RTMP stream (H.264 + AAC): one feed; the AAC frames are taken
+        // (their Opus comes from the feed), none is queued.
+        let (tx1, mut rx1) = mpsc::channel(8);
+        let (tx2, _rx2) = mpsc::channel(8);
+        let mut first = WhepSink::new(tx1, source(&feeds));
+        let mut second = WhepSink::new(tx2, source(&feeds));
+        let aac = MediaFrame::audio(
+            Codec::Aac,
+            MediaTime::ZERO,
+            Bytes::from_static(&[1]),
+            Some(aac_config()),
+        );
+        for sink in [&mut first, &mut second] {
+            assert_eq!(sink.offer_config(&aac_config()), Offer::Accepted(0));
+            assert_eq!(sink.offer(&aac), Offer::Accepted(0));
+        }
+        assert!(rx1.try_recv().is_err(), "AAC is not queued");
+        // A full queue (the feed's Opus filled it) makes the AAC frame count as not taken,
+        // so the viewer session's slow-viewer rules see it.
+        let opus = MediaFrame::audio(Codec::Opus, MediaTime::ZERO, Bytes::from_static(&[1]), None);
+        while second.tx.try_send(opus.clone()).is_ok() {}
+        assert_eq!(second.offer(&aac), Offer::Full);
+        assert_eq!(launches.0.lock().len(), 1, "one transcoder for the stream");
+        assert_eq!(stats.aac_to_opus.active.get(), 1);
+        drop(first);
+        assert_eq!(feeds.len(), 1);
+        drop(second);
+        assert!(feeds.is_empty(), "the last viewer stopped the feed");
+        launches.0.lock().clear();
+        assert_eq!(stats.aac_to_opus.active.get(), 0);
+
+        // A WHIP stream: its Opus configuration comes first, then the AAC made from it,
+        // which is refused: no feed.
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut sink = WhepSink::new(tx, source(&feeds));
+        let head = CodecConfig::new(Codec::Opus, Bytes::from_static(b"OpusHead"), MediaTime::ZERO);
+        assert_eq!(sink.offer_config(&head), Offer::Accepted(0));
+        assert_eq!(sink.offer_config(&aac_config()), Offer::Unsupported);
+        let opus = MediaFrame::audio(Codec::Opus, MediaTime::ZERO, Bytes::from_static(&[1]), None);
+        assert_eq!(sink.offer(&opus), Offer::Accepted(1));
+        assert!(rx.try_recv().is_ok_and(|f| f.codec() == Codec::Opus));
+        assert!(launches.0.lock().is_empty() && feeds.is_empty());
     }
 }

@@ -11,6 +11,7 @@ decodes what arrives, and reports on stdout, one line each, what happened:
     FIRST <width>x<height>        the first decoded video frame
     AUDIO <frames>                audio frames decoded (with --audio, once --frames video
                                   frames were decoded)
+    LEVEL <peak>                  the largest absolute 16-bit sample decoded (with --audio)
     LOSS DROPPED <n> RESENT <m>   RTP packets the relay dropped, and how many of them came
                                   again (--drop-every)
     FRAMES <n> ERRORS <m>         n video frames decoded, m decoder errors, when --frames
@@ -22,6 +23,7 @@ It stops after --frames decoded video frames, after --seconds, or when stdin clo
 """
 
 import argparse
+import array
 import asyncio
 import json
 import logging
@@ -153,6 +155,7 @@ async def main():
     connected = asyncio.Event()
     enough = asyncio.Event()
     counts = {"video": 0, "audio": 0}
+    peak = [0]
 
     @pc.on("connectionstatechange")
     def on_state():
@@ -166,6 +169,11 @@ async def main():
             except Exception:
                 return
             counts[track.kind] += 1
+            if track.kind == "audio" and frame.format.name == "s16":
+                # Packed 16-bit samples (aiortc's Opus decoder): the loudest one so far.
+                samples = array.array("h", bytes(frame.planes[0]))
+                if samples:
+                    peak[0] = max(peak[0], max(samples), -min(samples))
             if track.kind == "video":
                 if counts["video"] == 1:
                     say("FIRST", f"{frame.width}x{frame.height}")
@@ -213,6 +221,7 @@ async def main():
     await asyncio.wait(waits, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
     if args.audio:
         say("AUDIO", counts["audio"])
+        say("LEVEL", peak[0])
     if relay is not None:
         say("LOSS", "DROPPED", relay.resent + len(relay.dropped), "RESENT", relay.resent)
     say("FRAMES", counts["video"], "ERRORS", errors.count)

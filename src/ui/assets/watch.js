@@ -138,7 +138,7 @@ function showAudio(stats) {
     // The browser measures what it plays: nothing while the element is muted.
     level = video.muted ? null : stats.audioLevel;
     if (stats.audioPackets === 0 && performance.now() - playingSince > 4000) {
-      text = 'none over WebRTC for this stream (an RTMP stream\'s AAC audio is not sent to WebRTC viewers yet): choose HLS to hear it';
+      text = 'none received (the stream may have no sound)';
     } else if (video.muted) {
       text = 'muted';
     } else if (level === null) {
