@@ -118,6 +118,11 @@ async fn an_rtmp_stream_plays_in_aiortc_over_whep_from_a_keyframe() {
     assert!(location.starts_with("/whep/sessions/"), "{location}");
     line_starting(&mut lines, "CONNECTED").await;
     assert_eq!(line_starting(&mut lines, "FIRST").await, "320x240");
+    // Checked while the player plays: it deletes its session once it has its frames.
+    let text = node.metrics_text();
+    assert_eq!(sample(&text, "zenlive_webrtc_sessions", &[("protocol", "whep")]), Some(1.0));
+    let viewers = [("stream", "live/rtmp"), ("protocol", "whep")];
+    assert_eq!(sample(&text, "zenlive_stream_viewers", &viewers), Some(1.0));
     // The AAC tone arrives as Opus (transcoded on the node) that aiortc decodes.
     let (audio, level) = audio_and_level(&mut lines).await;
     assert!(audio >= 50, "only {audio} Opus frames decoded");
@@ -131,9 +136,6 @@ async fn an_rtmp_stream_plays_in_aiortc_over_whep_from_a_keyframe() {
     let text = node.metrics_text();
     let sent = sample(&text, "zenlive_webrtc_rtp_packets_sent_total", &[("protocol", "whep")]);
     assert!(sent.is_some_and(|n| n > 90.0), "{sent:?}");
-    assert_eq!(sample(&text, "zenlive_webrtc_sessions", &[("protocol", "whep")]), Some(1.0));
-    let viewers = [("stream", "live/rtmp"), ("protocol", "whep")];
-    assert_eq!(sample(&text, "zenlive_stream_viewers", &viewers), Some(1.0));
     assert_eq!(line_starting(&mut lines, "DELETED").await, "200");
     line_starting(&mut lines, "DONE").await;
     wait_for("the whep session to end", Duration::from_secs(15), || {
