@@ -617,13 +617,18 @@ async fn webrtc_publishers_and_viewers_work_on_any_node() {
     })
     .await;
 
-    // RTMP in on n1, WHEP out on n2.
+    // RTMP in on n1, WHEP out on n2, the AAC transcoded to Opus on n2 (its relayed copy).
     let _publisher = publish_live(&n1, "live/rtc").await;
     let whep = format!("http://{}/whep/live/rtc", n2.http);
-    let (_player, mut lines) = webrtc::aiortc("whep_play.py", &whep, &["--frames", "60"]);
+    let (_player, mut lines) =
+        webrtc::aiortc("whep_play.py", &whep, &["--frames", "60", "--audio"]);
     assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
     line_starting(&mut lines, "CONNECTED").await;
     assert_eq!(line_starting(&mut lines, "FIRST").await, "320x240");
+    let audio: u64 = line_starting(&mut lines, "AUDIO").await.parse().expect("a count");
+    assert!(audio > 0, "no Opus decoded on the edge");
+    let level: u64 = line_starting(&mut lines, "LEVEL").await.parse().expect("a peak");
+    assert!(level >= 1000, "the tone's peak on the edge is {level}: silence?");
     let report = line_starting(&mut lines, "FRAMES").await;
     let (frames, errors) = webrtc::frames_and_errors(&report);
     assert!(frames >= 60, "only {frames} frames decoded on the edge");

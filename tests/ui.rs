@@ -7,8 +7,8 @@
 //! member started here, markup shown as text; the console lists the stream, turns its
 //! recording on and off and kicks it, and says so when the node refuses its calls. The
 //! go-live page publishes the fake camera over WHIP with a token from its address (FFmpeg
-//! reads H.264 + AAC back over RTMP, the watch page plays it over WebRTC with sound, Stop
-//! ends it) and says in words why the node refused it without one. The watch page falls
+//! reads H.264 + AAC back over RTMP and HLS, the console lists it beside an FFmpeg stream,
+//! the watch page plays it over WebRTC with sound, Stop ends it) and says in words why the node refused it without one. The watch page falls
 //! back to HLS on a node without WebRTC and when WebRTC does not connect. Screenshots of
 //! each page at desktop and phone sizes go to `target/tmp/process-logs/ui/` (kept, not
 //! compared). Hostile paths and the headers are checked with plain HTTP.
@@ -644,7 +644,36 @@ async fn the_go_live_page_publishes_over_whip_and_the_watch_page_plays_it_over_w
     let streams = info["streams"].as_array().expect("streams");
     assert!(streams.iter().any(|s| s["codec_name"] == "h264"), "{info}");
     assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "{info}");
+    // And over HLS.
+    let ts = dir.path().join("golive.ts");
+    let out = record(&http_url(&node, "/live/cam/index.m3u8"), 3, &ts).await;
+    assert!(out.status.success(), "ffmpeg read HLS: {}", String::from_utf8_lossy(&out.stderr));
+    let info = probe(&ts).await;
+    let streams = info["streams"].as_array().expect("streams");
+    assert!(streams.iter().any(|s| s["codec_name"] == "h264"), "{info}");
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "{info}");
     screenshots(&mut browser, &golive, "golive").await;
+
+    // Beside an FFmpeg publisher, the console lists both streams with their statistics.
+    let rtmp_token = token("encoder", None, &[Role::Publisher]);
+    let _ffmpeg = publish_looped(&format!("{}?token={rtmp_token}", rtmp_url(&node, "show")));
+    live(&node, &StreamKey::new("live", "show").expect("name")).await;
+    let admin = token("ops", None, &[Role::Admin]);
+    let console =
+        browser.open(&format!("{base}/console?token={admin}"), DESKTOP.0, DESKTOP.1).await;
+    let listed = |name: &str| {
+        let row = format!("document.querySelector('tr[data-stream=\"live/{name}\"]')");
+        format!("(!!{row} && {row}.innerText.includes('h264'))")
+    };
+    browser
+        .wait(
+            &console,
+            "the console to list the browser's and FFmpeg's streams",
+            PAGE_LIMIT,
+            &format!("{} && {}", listed("cam"), listed("show")),
+            PAGE_STATE,
+        )
+        .await;
 
     // The watch page plays it over WebRTC, with its sound (Opus passes through).
     let watch = browser.open(&format!("{base}/watch/live/cam"), DESKTOP.0, DESKTOP.1).await;

@@ -231,6 +231,11 @@ impl Segmenter {
         }
     }
 
+    /// The elementary streams its segments carry.
+    pub fn tracks(&self) -> Tracks {
+        self.muxer.tracks()
+    }
+
     /// A fresh segmenter that carries this one's finished segments and numbering on, for
     /// `tracks`, starting a new timeline (`EXT-X-DISCONTINUITY`) with a fresh muxer: what a
     /// packager restarted after a crash continues from. The segment being built is not

@@ -268,11 +268,26 @@ impl HlsSink {
         }
     }
 
+    /// A track the segmenter was made without has a configuration now (a WHIP publisher's
+    /// audio or video can start after the other): the segmenter goes on as a successor that
+    /// carries both (its finished segments kept, a new timeline after
+    /// `EXT-X-DISCONTINUITY`; the segment being built is dropped).
+    fn widen(&mut self) {
+        let tracks = Tracks { video: self.avc.is_some(), audio: self.aac.is_some() };
+        let Some(segmenter) = &self.segmenter else { return };
+        let current = segmenter.tracks();
+        if (tracks.video && !current.video) || (tracks.audio && !current.audio) {
+            tracing::info!(stream = %self.key, ?tracks, "hls: a track started late; a new timeline carries it");
+            self.segmenter = Some(segmenter.successor(tracks));
+        }
+    }
+
     fn video(&mut self, frame: &MediaFrame, now: SystemTime) {
         if frame.codec() != Codec::H264 {
             return self.warn("MPEG-TS HLS carries H.264 video only", frame.codec().as_str());
         }
         self.configure(frame.config());
+        self.widen();
         let Some((_, config)) = &self.avc else { return };
         self.annexb.clear();
         if let Err(e) = to_annexb(config, frame.payload(), frame.keyframe(), &mut self.annexb) {
@@ -295,6 +310,7 @@ impl HlsSink {
             return self.warn("MPEG-TS HLS carries AAC audio only", frame.codec().as_str());
         }
         self.configure(frame.config());
+        self.widen();
         let Some((_, config)) = &self.aac else { return };
         let header = match adts_header(config, frame.payload().len()) {
             Ok(h) => h,
