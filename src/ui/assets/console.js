@@ -47,7 +47,8 @@ function actions(name) {
   })));
   const [app, key] = name.split('/');
   return el('td', { class: 'actions' },
-    el('a', { href: `/watch/${app}/${key}`, text: 'Watch' }), ' ', kick, ' ', record);
+    // The watch page takes this tab's admin token, which may moderate its chat.
+    el('a', { href: `/watch/${app}/${key}`, text: 'Watch and moderate chat' }), ' ', kick, ' ', record);
 }
 
 function sum(byProtocol) {
