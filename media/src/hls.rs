@@ -252,6 +252,20 @@ impl Segmenter {
         next
     }
 
+    /// A fresh segmenter for `tracks` that numbers on from this one but holds none of its
+    /// segments: what a stream continues with once a track it lacked starts (a WHIP
+    /// publisher's video after its audio). Its old segments leave the playlist at once, so
+    /// no player starts from a segment without the track; the window moves on as if they
+    /// had slid out (media and discontinuity sequences), and the next segment starts a new
+    /// timeline (`EXT-X-DISCONTINUITY`).
+    pub fn restart_for(&self, tracks: Tracks) -> Self {
+        let mut next = self.successor(tracks);
+        let window = self.window();
+        next.discontinuity_sequence += window.iter().filter(|s| s.discontinuity).count() as u64;
+        next.segments.clear();
+        next
+    }
+
     /// The publisher reconnected (a new timeline): the current segment ends, and the next
     /// one starts with `EXT-X-DISCONTINUITY`.
     pub fn mark_discontinuity(&mut self) {
@@ -551,6 +565,32 @@ mod tests {
         assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
         assert!(numbers.contains(&3) && numbers.contains(&4), "{numbers:?}");
         assert_eq!(playlist.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{playlist}");
+        assert!(playlist.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"), "{playlist}");
+    }
+
+    #[test]
+    fn a_restart_for_a_late_track_drops_the_old_segments_and_numbers_on() {
+        // Audio alone first: segments cut on time.
+        let mut s = Segmenter::new(config(1, 6), Tracks { video: false, audio: true });
+        let epoch = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        for i in 0..130u32 {
+            let ms = i * 1024 * 1000 / 44_100;
+            s.push_audio(ms, ADTS, epoch + Duration::from_millis(u64::from(ms)));
+        }
+        let old: Vec<u64> = s.segment_numbers().collect();
+        assert!(!old.is_empty(), "audio-only segments were cut");
+        let mut next = s.restart_for(Tracks { video: true, audio: true });
+        assert_eq!(next.tracks(), Tracks { video: true, audio: true });
+        assert!(next.playlist().is_none(), "no segment without video is listed");
+        feed(&mut next, 3_000, 4, 30);
+        let numbers: Vec<u64> = next.segment_numbers().collect();
+        assert!(numbers.iter().all(|n| !old.contains(n)), "{old:?} then {numbers:?}");
+        assert!(numbers[0] > *old.last().expect("old"), "{numbers:?}");
+        let playlist = next.playlist().expect("segments");
+        assert!(
+            playlist.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{}\n", numbers[0])),
+            "{playlist}"
+        );
         assert!(playlist.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"), "{playlist}");
     }
 

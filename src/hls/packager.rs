@@ -269,16 +269,17 @@ impl HlsSink {
     }
 
     /// A track the segmenter was made without has a configuration now (a WHIP publisher's
-    /// audio or video can start after the other): the segmenter goes on as a successor that
-    /// carries both (its finished segments kept, a new timeline after
-    /// `EXT-X-DISCONTINUITY`; the segment being built is dropped).
+    /// audio or video can start after the other): the segmenter restarts with both
+    /// ([`Segmenter::restart_for`]: the segments without the track leave the playlist, so a
+    /// player never starts from one and misses the track; numbering goes on after
+    /// `EXT-X-DISCONTINUITY`).
     fn widen(&mut self) {
         let tracks = Tracks { video: self.avc.is_some(), audio: self.aac.is_some() };
         let Some(segmenter) = &self.segmenter else { return };
         let current = segmenter.tracks();
         if (tracks.video && !current.video) || (tracks.audio && !current.audio) {
             tracing::info!(stream = %self.key, ?tracks, "hls: a track started late; a new timeline carries it");
-            self.segmenter = Some(segmenter.successor(tracks));
+            self.segmenter = Some(segmenter.restart_for(tracks));
         }
     }
 
