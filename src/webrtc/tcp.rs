@@ -263,6 +263,7 @@ async fn serve(
     let writer = write_all(FramedWrite::new(write, framing()), outgoing);
     tokio::select! {
         _ = shared.shutdown.cancelled() => Ok(()),
+        () = queue.closed() => Ok(()), // The session ended.
         read = reader => read,
         () = writer => Ok(()),
     }
