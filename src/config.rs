@@ -722,6 +722,14 @@ pub struct WebRtcConfig {
     pub idle_timeout: Duration,
     /// Most WHIP and WHEP sessions on the node at once, together (connected or not).
     pub max_sessions: usize,
+    /// ICE-TCP (RFC 6544), for clients on networks that block UDP: the one TCP port every
+    /// session may also use (`HOST:PORT`, e.g. `0.0.0.0:8189`). Empty (the default): off.
+    /// When set, every answer also advertises passive TCP host candidates (lower priority
+    /// than the UDP ones) on the same addresses as UDP, with this port.
+    pub tcp_addr: String,
+    /// Whether answers advertise the UDP candidates. `false` offers only ICE-TCP (it needs
+    /// `tcp_addr`): for a node behind a network that passes no UDP at all.
+    pub udp_candidates: bool,
 }
 
 impl Default for WebRtcConfig {
@@ -734,11 +742,25 @@ impl Default for WebRtcConfig {
             connect_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(30),
             max_sessions: 1000,
+            tcp_addr: String::new(),
+            udp_candidates: true,
         }
     }
 }
 
 impl WebRtcConfig {
+    /// The ICE-TCP listening address, `None` when `tcp_addr` is empty (ICE-TCP off), or an
+    /// error when it is not an address.
+    pub fn tcp_socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.tcp_addr.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        parse_listen_addr(text)
+            .map(Some)
+            .map_err(|expected| invalid("webrtc.tcp_addr", format!("{text:?}"), expected))
+    }
+
     /// The advertised candidate addresses (`public_addrs` resolved against the UDP port),
     /// or an error naming the entry that is neither `IP` nor `IP:PORT`.
     pub fn public_socket_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
@@ -764,6 +786,13 @@ impl WebRtcConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.public_socket_addrs()?;
+        if self.tcp_socket_addr()?.is_none() && !self.udp_candidates {
+            return Err(invalid(
+                "webrtc.udp_candidates",
+                "false".to_owned(),
+                "with no webrtc.tcp_addr a client would have no candidate at all",
+            ));
+        }
         let schemes = ["stun:", "stuns:", "turn:", "turns:"];
         if let Some(url) = self.ice_servers.iter().find(|url| {
             !schemes.iter().any(|s| url.starts_with(s)) || url.contains(['<', '>', '"', ',', ' '])
@@ -1973,9 +2002,14 @@ mod tests {
                 ("ZENLIVE_WEBRTC_UDP_ADDR", "127.0.0.1:9000"),
                 ("ZENLIVE_WEBRTC_PUBLIC_ADDRS", "203.0.113.7, 198.51.100.1:40000"),
                 ("ZENLIVE_WEBRTC_ICE_SERVERS", "stun:stun.example.net:3478"),
+                ("ZENLIVE_WEBRTC_TCP_ADDR", "127.0.0.1:9001"),
+                ("ZENLIVE_WEBRTC_UDP_CANDIDATES", "false"),
             ]),
         )
         .expect("valid");
+        assert_eq!(c.webrtc.tcp_socket_addr().expect("valid"), "127.0.0.1:9001".parse().ok());
+        assert!(!c.webrtc.udp_candidates);
+        assert_eq!(Config::default().webrtc.tcp_socket_addr().expect("valid"), None, "off");
         let public = c.webrtc.public_socket_addrs().expect("valid addresses");
         let public: Vec<String> = public.iter().map(ToString::to_string).collect();
         assert_eq!(public, ["203.0.113.7:9000", "198.51.100.1:40000"]);
@@ -1985,6 +2019,8 @@ mod tests {
             ("ZENLIVE_WEBRTC_ICE_SERVERS", "http://stun.example.net", "webrtc.ice_servers"),
             ("ZENLIVE_WEBRTC_MAX_SESSIONS", "0", "webrtc.max_sessions"),
             ("ZENLIVE_WEBRTC_CONNECT_TIMEOUT", "0", "webrtc.connect_timeout"),
+            ("ZENLIVE_WEBRTC_TCP_ADDR", "no port", "webrtc.tcp_addr"),
+            ("ZENLIVE_WEBRTC_UDP_CANDIDATES", "false", "webrtc.udp_candidates"),
         ] {
             let err = Config::load(None, env(&[(k, v)])).expect_err(k);
             assert!(err.to_string().contains(expected), "{k}: {err}");

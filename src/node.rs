@@ -833,6 +833,11 @@ impl Node {
         self.context.webrtc.as_ref().map(|w| w.local_addr())
     }
 
+    /// The ICE-TCP port of WebRTC media (when `webrtc.tcp_addr` is set).
+    pub fn webrtc_tcp_addr(&self) -> Option<SocketAddr> {
+        self.context.webrtc.as_ref().and_then(|w| w.tcp_addr())
+    }
+
     /// Where other cluster nodes connect to this one (cluster mode only).
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
         self.listeners.cluster_addr

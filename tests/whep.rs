@@ -373,6 +373,29 @@ async fn headless_chromium_plays_an_rtmp_stream_over_whep() {
     node.shutdown().await;
 }
 
+/// ICE-TCP: a node that offers no UDP candidate (`webrtc.udp_candidates = false`), only a
+/// passive TCP one; Chromium plays over TCP.
+#[actix_rt::test]
+async fn headless_chromium_plays_over_ice_tcp_when_no_udp_is_offered() {
+    let mut config = test_config();
+    config.webrtc.tcp_addr = "127.0.0.1:0".to_owned();
+    config.webrtc.udp_candidates = false;
+    let node = start_node(config).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "tcp"));
+    wait_live(&node, "tcp").await;
+    let profile = tempfile::tempdir().expect("tempdir");
+    let (_browser, devtools) = chromium(&whep_page(&node, "tcp"), profile.path()).await;
+    let stats = chromium_stats(&devtools, Duration::from_secs(60), |s| {
+        s["framesDecoded"].as_u64().is_some_and(|n| n >= 30)
+    })
+    .await;
+    assert_eq!(stats["codec"], "video/H264", "{stats}");
+    let text = node.metrics_text();
+    let tcp = sample(&text, "zenlive_webrtc_tcp_connections", &[]).unwrap_or(0.0);
+    assert!(tcp >= 1.0, "the viewer is not on ICE-TCP: {text}");
+    node.shutdown().await;
+}
+
 /// What WebRTC players do with H.264 B-frames (FFmpeg's x264 default). Measured with
 /// Chromium 156: it decodes only the keyframes (every other frame fails in its decoder,
 /// which then asks for a keyframe with a PLI several times a second), so a B-frame stream

@@ -378,18 +378,18 @@ async fn whip_goes_through_the_publisher_auth_and_the_name_claim() {
     node.shutdown().await;
 }
 
-#[actix_rt::test]
-async fn headless_chromium_publishes_its_fake_camera_over_whip() {
+/// Headless Chromium publishing its fake camera and microphone to `name` on `node` with
+/// `tests/webrtc/whip_publish.html`; it stops when the returned child is dropped.
+fn chromium_publisher(node: &Node, name: &str) -> (Child, tempfile::TempDir) {
     let found = std::process::Command::new("chromium").arg("--version").output();
     assert!(
         found.is_ok_and(|o| o.status.success()),
         "chromium is required for this test: run scripts/test, which installs it"
     );
-    let node = start_node(test_config()).await;
     let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.html");
-    let url = format!("file://{}#{}", page.display(), whip_url(&node, "browser"));
+    let url = format!("file://{}#{}", page.display(), whip_url(node, name));
     let profile = tempfile::tempdir().expect("tempdir");
-    let _browser = Command::new("chromium")
+    let browser = Command::new("chromium")
         .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"])
         .args(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
         .arg("--allow-loopback-in-peer-connection")
@@ -401,6 +401,125 @@ async fn headless_chromium_publishes_its_fake_camera_over_whip() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn chromium");
+    (browser, profile)
+}
+
+/// A node whose answers offer ICE-TCP on a free loopback port and no UDP candidate.
+fn tcp_only_config() -> Config {
+    let mut config = test_config();
+    config.webrtc.tcp_addr = "127.0.0.1:0".to_owned();
+    config.webrtc.udp_candidates = false;
+    config
+}
+
+#[actix_rt::test]
+async fn headless_chromium_publishes_over_ice_tcp_when_no_udp_is_offered() {
+    let node = start_node(tcp_only_config()).await;
+    let _browser = chromium_publisher(&node, "tcp");
+    let key = zenlive::StreamKey::new("live", "tcp").expect("name");
+    wait_for("chromium's stream over ICE-TCP to go live", Duration::from_secs(60), || {
+        node.stream(&key).is_some()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = dir.path().join("chromium-tcp.flv");
+    let out = record(&rtmp_url(&node, "tcp"), 4, &flv).await;
+    assert!(out.status.success(), "ffmpeg read RTMP: {}", String::from_utf8_lossy(&out.stderr));
+    let info = probe(&flv).await;
+    let streams = info["streams"].as_array().expect("streams");
+    assert!(streams.iter().any(|s| s["codec_name"] == "h264"), "{info}");
+    // That frames arrive, not how fast: Chromium starts slowly over TCP on a busy host.
+    let frames = count_frames(&flv).await;
+    assert!(frames >= 10, "only {frames} video frames over RTMP");
+    let text = metrics(&node).await;
+    let sample = |name: &str, labels: &[(&str, &str)]| sample(&text, name, labels).unwrap_or(0.0);
+    assert!(sample("zenlive_webrtc_tcp_connections_total", &[]) >= 1.0, "{text}");
+    assert!(sample("zenlive_webrtc_tcp_connections", &[]) >= 1.0, "{text}");
+    // Nothing came by UDP: the node offered none.
+    assert_eq!(sample("zenlive_webrtc_udp_dropped_total", &[("reason", "unroutable")]), 0.0);
+    node.shutdown().await;
+}
+
+/// Reads `stream` until the node closes it (end of file or reset); false if it stays open
+/// for `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 512];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[actix_rt::test]
+async fn hostile_ice_tcp_clients_are_closed_counted_and_harm_no_session() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let mut config = test_config();
+    config.webrtc.tcp_addr = "127.0.0.1:0".to_owned();
+    let node = start_node(config).await;
+    let tcp = node.webrtc_tcp_addr().expect("ICE-TCP on");
+    let refused = |text: &str, reason: &str| {
+        sample(text, "zenlive_webrtc_tcp_refused_total", &[("reason", reason)]).unwrap_or(0.0)
+    };
+    let bound = Duration::from_secs(15);
+
+    // Garbage in a frame, an HTTP request (its first bytes read as a length longer than any
+    // packet), a binding request naming no session: each closed at once and counted.
+    let unknown: &[u8] = &[
+        0, 28, 0, 1, 0, 8, 0x21, 0x12, 0xa4, 0x42, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 0, 6, 0, 3,
+        b'x', b':', b'y', 0,
+    ];
+    let cases: [(&[u8], &str); 3] = [
+        (b"\x00\x05hello", "not_stun"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "oversized"),
+        (unknown, "unknown_session"),
+    ];
+    for (bytes, reason) in cases {
+        let mut stream = TcpStream::connect(tcp).await.expect("connect");
+        stream.write_all(bytes).await.expect("write");
+        assert!(closed_within(&mut stream, bound).await, "{reason}: left open");
+        wait_for_async(reason, bound, || async { refused(&metrics(&node).await, reason) >= 1.0 })
+            .await;
+    }
+
+    // 1000 connections that send nothing (slowloris): all but the first few refused at
+    // once, those closed when their handshake time is up.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect(tcp).await.expect("connect"));
+    }
+    // Meanwhile a publisher over UDP is unaffected.
+    let (mut publisher, mut lines) = whip_publisher(&whip_url(&node, "calm"), &["--seconds", "30"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    wait_live(&node, "calm").await;
+    for stream in &mut idle {
+        assert!(closed_within(stream, bound).await, "an idle connection was left open");
+    }
+    let text = metrics(&node).await;
+    let (too_many, timeout) = (refused(&text, "too_many"), refused(&text, "timeout"));
+    assert_eq!(too_many + timeout, 1000.0, "{text}");
+    assert!(too_many >= 900.0 && timeout >= 1.0, "{text}");
+    wait_for_async("the connections gauge to fall", bound, || async {
+        sample(&metrics(&node).await, "zenlive_webrtc_tcp_connections", &[]) == Some(0.0)
+    })
+    .await;
+    assert!(node.stream(&zenlive::StreamKey::new("live", "calm").expect("name")).is_some());
+    let _ = publisher.kill().await;
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn headless_chromium_publishes_its_fake_camera_over_whip() {
+    let node = start_node(test_config()).await;
+    let _browser = chromium_publisher(&node, "browser");
     let key = zenlive::StreamKey::new("live", "browser").expect("name");
     wait_for("chromium's stream to go live", Duration::from_secs(60), || {
         node.stream(&key).is_some()

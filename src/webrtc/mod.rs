@@ -6,7 +6,8 @@
 //! on each node that has WHEP viewers of it).
 //!
 //! The node is ICE-lite and every session's media shares one UDP port
-//! (`webrtc.udp_addr`). The WebRTC protocols (ICE, DTLS-SRTP, RTP/RTCP) are webrtc-rs's
+//! (`webrtc.udp_addr`), or, for clients on networks without UDP, one TCP port
+//! (`webrtc.tcp_addr`, ICE-TCP, off by default). The WebRTC protocols (ICE, DTLS-SRTP, RTP/RTCP) are webrtc-rs's
 //! sans-IO core (`rtc`): its async wrapper (`webrtc`) binds a socket per peer connection,
 //! so this module owns the socket and drives each `rtc` peer connection itself.
 //!
@@ -15,6 +16,10 @@
 //!   is claimed.
 //! - [`udp`]: the shared UDP socket: a task routes each datagram to its session (by STUN
 //!   username, then by source address).
+//! - [`tcp`]: the optional ICE-TCP port: RFC 4571 frames, each connection routed to its
+//!   session by its first STUN request's username.
+//! - [`transport`]: a session's ways back to its client (UDP or its TCP connections), so
+//!   sessions do not care which a packet came by.
 //! - [`ingest`]: one received track (H.264 or Opus RTP) → neutral frames (sans-IO); Opus
 //!   is also transcoded to AAC there (`zenlive-transcode`), for every non-WebRTC output.
 //! - [`session`]: one publisher's peer connection: negotiation, then the task that feeds
@@ -52,7 +57,9 @@ pub mod playback;
 pub mod resource;
 pub mod session;
 pub mod stats;
+pub mod tcp;
 pub mod transcode;
+pub mod transport;
 pub mod trickle;
 pub mod udp;
 pub mod whep;
@@ -71,8 +78,9 @@ use zenlive_actors::Protocol;
 use crate::config::WebRtcConfig;
 use crate::start_error::BindError;
 use stats::WebRtcStats;
+use transport::Candidates;
 use trickle::IceIdentity;
-use udp::{Control, SessionId};
+use udp::{Control, Datagram, SessionId};
 
 /// Registrations queued for the UDP task (it drains them before every read).
 const CONTROL_QUEUE: usize = 1024;
@@ -96,6 +104,11 @@ pub struct WebRtc {
     public: Vec<SocketAddr>,
     control: mpsc::Sender<Control>,
     reader: Mutex<Option<mpsc::Receiver<Control>>>,
+    /// The ICE-TCP listener until [`WebRtc::start`] takes it, and its address.
+    tcp_listener: Mutex<Option<std::net::TcpListener>>,
+    tcp_addr: Option<SocketAddr>,
+    /// Which session an ICE-TCP connection's first frame names.
+    tcp_routes: Arc<tcp::Routes>,
     /// Open sessions, for `DELETE` and the session cap. A plain mutex: held for a map
     /// operation on `POST`, `DELETE` and a session's end, never on the media path and
     /// never across an await.
@@ -123,6 +136,16 @@ impl WebRtc {
         socket.set_nonblocking(true).map_err(error)?;
         let local_addr = socket.local_addr().map_err(error)?;
         let public = config.public_socket_addrs()?;
+        let (tcp_listener, tcp_addr) = match config.tcp_socket_addr()? {
+            Some(addr) => {
+                let error = |cause| BindError { what: "webrtc tcp", addr, cause };
+                let listener = std::net::TcpListener::bind(addr).map_err(error)?;
+                listener.set_nonblocking(true).map_err(error)?;
+                let bound = listener.local_addr().map_err(error)?;
+                (Some(listener), Some(bound))
+            }
+            None => (None, None),
+        };
         let (control, reader) = mpsc::channel(CONTROL_QUEUE);
         let stats = Arc::new(WebRtcStats::new());
         let transcode = Arc::new(transcode::TranscodeStats::new());
@@ -138,6 +161,9 @@ impl WebRtc {
             public,
             control,
             reader: Mutex::new(Some(reader)),
+            tcp_listener: Mutex::new(tcp_listener),
+            tcp_addr,
+            tcp_routes: Default::default(),
             sessions: Mutex::new(HashMap::new()),
             bframe_streams: Default::default(),
             stats,
@@ -151,15 +177,39 @@ impl WebRtc {
         self.local_addr
     }
 
+    /// The bound ICE-TCP address, when `webrtc.tcp_addr` is set.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
     /// The settings.
     pub fn config(&self) -> &WebRtcConfig {
         &self.config
     }
 
-    /// Starts the UDP task on the current arbiter; it ends when `shutdown` is cancelled.
-    /// A second call does nothing.
+    /// Starts the UDP task (and the ICE-TCP listener) on the current arbiter; it ends when
+    /// `shutdown` is cancelled. A second call does nothing.
     pub fn start(&self, shutdown: CancellationToken) -> Option<actix_rt::task::JoinHandle<()>> {
         let reader = self.reader.lock().take()?;
+        let tcp = self.tcp_listener.lock().take().and_then(|listener| {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => Some(listener),
+                Err(error) => {
+                    tracing::error!(%error, "webrtc: the TCP listener cannot be used; ICE-TCP is off");
+                    None
+                }
+            }
+        });
+        if let Some(listener) = tcp {
+            actix_rt::spawn(tcp::run(
+                listener,
+                Arc::clone(&self.tcp_routes),
+                Arc::clone(&self.stats),
+                self.config.max_sessions,
+                self.config.idle_timeout,
+                shutdown.clone(),
+            ));
+        }
         let socket = match self.socket.try_clone().and_then(tokio::net::UdpSocket::from_std) {
             Ok(socket) => socket,
             Err(error) => {
@@ -178,9 +228,33 @@ impl WebRtc {
 
     /// The addresses to advertise as host candidates: `public_addrs`, else the UDP
     /// address when it is not a wildcard, else `request_local` (the address the client's
-    /// HTTP request reached) with the UDP port.
-    pub fn candidates(&self, request_local: Option<IpAddr>) -> Vec<SocketAddr> {
-        candidates(&self.public, self.local_addr, request_local)
+    /// HTTP request reached) with the UDP port; none for UDP when `webrtc.udp_candidates`
+    /// is off. With ICE-TCP, the same addresses' IPs with the TCP port, as passive TCP
+    /// candidates.
+    pub fn candidates(&self, request_local: Option<IpAddr>) -> Candidates {
+        let udp = match self.config.udp_candidates {
+            true => candidates(&self.public, self.local_addr, request_local),
+            false => Vec::new(),
+        };
+        let tcp = self
+            .tcp_addr
+            .map(|bound| {
+                let public: Vec<SocketAddr> =
+                    self.public.iter().map(|p| SocketAddr::new(p.ip(), bound.port())).collect();
+                candidates(&public, bound, request_local)
+            })
+            .unwrap_or_default();
+        Candidates { udp, tcp }
+    }
+
+    /// Routes the datagrams (UDP) and connections (ICE-TCP) that name `ufrag` to session
+    /// `id`'s `queue`; false when the UDP task is gone (shutdown).
+    async fn route(&self, id: &SessionId, ufrag: String, queue: mpsc::Sender<Datagram>) -> bool {
+        if self.tcp_addr.is_some() {
+            self.tcp_routes.register(Arc::clone(id), ufrag.clone(), queue.clone());
+        }
+        let control = Control::Register { session: Arc::clone(id), ufrag, queue };
+        self.control.send(control).await.is_ok()
     }
 
     /// How many sessions are open.
@@ -225,6 +299,7 @@ impl WebRtc {
     /// Forgets a session that ended.
     fn forget_session(&self, id: &SessionId) {
         self.sessions.lock().remove(id);
+        self.tcp_routes.unregister(id);
         // The UDP task may be gone at shutdown; then there is nothing to unregister from.
         let _ = self.control.try_send(Control::Unregister { session: Arc::clone(id) });
     }

@@ -18,11 +18,10 @@
 //! task ends this session only (its registration and stream are released on drop).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -46,7 +45,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol as _;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zenlive_actors::stream::PublisherCommand;
@@ -54,6 +52,7 @@ use zenlive_actors::StreamKey;
 use zenlive_media::MediaTime;
 
 use super::ingest::{Ingested, TrackCodec, TrackIngest};
+use super::transport::{Candidates, Links};
 use super::trickle::IceIdentity;
 use super::udp::{Datagram, SessionId};
 use super::WebRtc;
@@ -81,7 +80,10 @@ pub enum NegotiateError {
     #[error("the offer could not be answered: {0}")]
     Refused(String),
     /// No address to advertise (set `webrtc.public_addrs`).
-    #[error("no address to advertise: set webrtc.public_addrs or a specific webrtc.udp_addr")]
+    #[error(
+        "no address to advertise: set webrtc.public_addrs or a specific webrtc.udp_addr \
+         (or webrtc.tcp_addr)"
+    )]
     NoCandidates,
 }
 
@@ -96,6 +98,8 @@ pub struct Negotiated {
     pub ufrag: String,
     /// The ICE session, for trickle ICE ([`super::trickle`]).
     pub ice: IceIdentity,
+    /// The host candidates advertised.
+    pub candidates: Candidates,
 }
 
 /// ICE characters (RFC 8839 `ice-char`): letters and digits.
@@ -156,10 +160,10 @@ pub(super) fn codecs() -> Result<MediaEngine, rtc::shared::error::Error> {
 }
 
 /// Answers `offer` with an ICE-lite peer connection that advertises `candidates` (host
-/// candidates on the shared UDP port) and only receives.
+/// candidates on the shared UDP port, and ICE-TCP's) and only receives.
 pub fn negotiate(
     offer: String,
-    candidates: &[SocketAddr],
+    candidates: &Candidates,
     now: Instant,
 ) -> Result<Negotiated, NegotiateError> {
     answer_with(offer, candidates, now, false, |peer| {
@@ -179,7 +183,7 @@ pub fn negotiate(
 /// `feedback`, the peer's PLI/FIR/NACK reach `poll_read` ([`super::feedback`]).
 pub(super) fn answer_with(
     offer: String,
-    candidates: &[SocketAddr],
+    candidates: &Candidates,
     now: Instant,
     feedback: bool,
     prepare: impl FnOnce(&mut RTCPeerConnection) -> Result<(), rtc::shared::error::Error>,
@@ -211,16 +215,19 @@ pub(super) fn answer_with(
     prepare(&mut peer).map_err(refused)?;
     let offer = RTCSessionDescription::offer(offer).map_err(refused)?;
     peer.set_remote_description(now, offer).map_err(refused)?;
-    for addr in candidates {
+    // UDP first; passive TCP (RFC 6544) ones get a lower priority from the stack.
+    let udp = candidates.udp.iter().map(|addr| ("udp", TcpType::Unspecified, addr));
+    let tcp = candidates.tcp.iter().map(|addr| ("tcp", TcpType::Passive, addr));
+    for (network, tcp_type, addr) in udp.chain(tcp) {
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
-                network: "udp".to_owned(),
+                network: network.to_owned(),
                 address: addr.ip().to_string(),
                 port: addr.port(),
                 component: 1,
                 ..Default::default()
             },
-            ..Default::default()
+            tcp_type,
         }
         .new_candidate_host()
         .map_err(refused)?;
@@ -235,7 +242,7 @@ pub(super) fn answer_with(
         .local_description()
         .map(|d| d.sdp)
         .ok_or_else(|| NegotiateError::Refused("no local description".to_owned()))?;
-    Ok(Negotiated { peer, answer, ufrag, ice })
+    Ok(Negotiated { peer, answer, ufrag, ice, candidates: candidates.clone() })
 }
 
 /// A received track.
@@ -286,6 +293,7 @@ pub struct Session {
     receivers: HashMap<MediaStreamTrackId, RTCRtpReceiverId>,
     ingested: Vec<Ingested>,
     commands_open: bool,
+    links: Links,
     registration: Registration,
 }
 
@@ -314,12 +322,8 @@ impl Session {
         webrtc.stats.whip.sessions_total.inc();
         let registration = Registration { webrtc: Arc::clone(webrtc), id: Arc::clone(&id) };
         let (queue, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
-        let control = super::udp::Control::Register {
-            session: Arc::clone(&id),
-            ufrag: negotiated.ufrag,
-            queue,
-        };
-        if webrtc.control.send(control).await.is_err() {
+        let links = Links::new(negotiated.candidates);
+        if !webrtc.route(&id, negotiated.ufrag, queue).await {
             // The UDP task is gone (shutdown): the session would never hear its client.
             cancel.cancel();
         }
@@ -336,6 +340,7 @@ impl Session {
             receivers: HashMap::new(),
             ingested: Vec::new(),
             commands_open: true,
+            links,
             registration,
         })
     }
@@ -418,13 +423,14 @@ impl Session {
     /// Feeds one datagram to the connection.
     fn read(&mut self, datagram: Datagram) {
         self.last_datagram = datagram.at;
-        let local_addr = self.webrtc().local_addr();
-        feed(&mut self.peer, local_addr, datagram, &self.key, "whip");
+        let udp_bound = self.registration.webrtc.local_addr();
+        self.links.feed(&mut self.peer, udp_bound, datagram, &self.key, "whip");
     }
 
     /// Sends what the connection wants to send.
     fn flush(&mut self) {
-        send_pending(&mut self.peer, &self.registration.webrtc.socket, &self.key, "whip");
+        let socket = &self.registration.webrtc.socket;
+        self.links.send_pending(&mut self.peer, socket, &self.key, "whip");
     }
 
     /// Handles the connection's events; `Some(reason)` when the session is over.
@@ -624,46 +630,6 @@ impl Session {
             ("waiting_keyframe", now.waiting, before.waiting),
         ] {
             stats.frames_dropped("whip", reason, n.saturating_sub(was));
-        }
-    }
-}
-
-/// Hands one datagram to a peer connection (WHIP or WHEP, `what` in the log). What the
-/// stack refuses (garbage, a replay, a packet for a closed context) is dropped and logged.
-pub(super) fn feed(
-    peer: &mut RTCPeerConnection,
-    local_addr: SocketAddr,
-    datagram: Datagram,
-    key: &StreamKey,
-    what: &str,
-) {
-    let input = TaggedBytesMut {
-        now: datagram.at,
-        transport: TransportContext {
-            local_addr,
-            peer_addr: datagram.from,
-            ecn: None,
-            transport_protocol: TransportProtocol::UDP,
-        },
-        message: datagram.data,
-    };
-    if let Err(error) = peer.handle_read(input) {
-        tracing::debug!(stream = %key, %error, "{what}: datagram refused");
-    }
-}
-
-/// Sends from the shared socket what a peer connection wants to send. A full send buffer
-/// drops the packet, as a congested network would.
-pub(super) fn send_pending(
-    peer: &mut RTCPeerConnection,
-    socket: &std::net::UdpSocket,
-    key: &StreamKey,
-    what: &str,
-) {
-    while let Some(out) = peer.poll_write() {
-        let message: BytesMut = out.message;
-        if let Err(error) = socket.send_to(&message, out.transport.peer_addr) {
-            tracing::trace!(stream = %key, %error, "{what}: send failed");
         }
     }
 }

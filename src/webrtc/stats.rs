@@ -23,6 +23,12 @@
 //!   `audio_queue_full`: transcoded Opus packets a viewer's full queue lost).
 //! - `zenlive_webrtc_udp_dropped_total{reason}`: datagrams no session took (`unroutable`,
 //!   `queue_full`).
+//! - `zenlive_webrtc_tcp_connections`: ICE-TCP connections open now (`webrtc.tcp_addr`).
+//! - `zenlive_webrtc_tcp_connections_total`: ICE-TCP connections accepted (refusals at the
+//!   connection caps not included).
+//! - `zenlive_webrtc_tcp_refused_total{reason}`: ICE-TCP connections closed early:
+//!   `too_many`, `timeout` (no first frame in time), `oversized` (a frame longer than a
+//!   packet), `not_stun`, `unknown_session` (the first frame names no session), `idle`.
 
 use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
@@ -42,6 +48,11 @@ pub struct WebRtcStats {
     trickled: IntCounterVec,
     frames_dropped: IntCounterVec,
     udp_dropped: IntCounterVec,
+    tcp_refused: IntCounterVec,
+    /// ICE-TCP connections open now.
+    pub tcp_connections: IntGauge,
+    /// ICE-TCP connections accepted.
+    pub tcp_connections_total: IntCounter,
     /// `whip` children, resolved once.
     pub whip: ProtocolStats,
     /// `whep` children, resolved once.
@@ -155,6 +166,24 @@ impl WebRtcStats {
         for reason in ["unroutable", "queue_full"] {
             udp_dropped.with_label_values(&[reason]);
         }
+        let tcp_refused = counter_vec(
+            "zenlive_webrtc_tcp_refused_total",
+            "ICE-TCP connections closed early (too_many, timeout, oversized, not_stun, unknown_session, idle), by reason.",
+            &["reason"],
+        );
+        for refusal in super::tcp::Refusal::ALL {
+            tcp_refused.with_label_values(&[refusal.reason()]);
+        }
+        let tcp_connections = IntGauge::new(
+            "zenlive_webrtc_tcp_connections",
+            "ICE-TCP connections open now on the WebRTC TCP port.",
+        )
+        .expect("valid metric options");
+        let tcp_connections_total = IntCounter::new(
+            "zenlive_webrtc_tcp_connections_total",
+            "ICE-TCP connections accepted on the WebRTC TCP port.",
+        )
+        .expect("valid metric options");
         let children = |protocol: &str| ProtocolStats {
             sessions: sessions.with_label_values(&[protocol]),
             sessions_total: sessions_total.with_label_values(&[protocol]),
@@ -182,6 +211,9 @@ impl WebRtcStats {
             trickled,
             frames_dropped,
             udp_dropped,
+            tcp_refused,
+            tcp_connections,
+            tcp_connections_total,
             whip,
             whep,
         }
@@ -203,6 +235,9 @@ impl WebRtcStats {
             Box::new(self.trickled.clone()),
             Box::new(self.frames_dropped.clone()),
             Box::new(self.udp_dropped.clone()),
+            Box::new(self.tcp_refused.clone()),
+            Box::new(self.tcp_connections.clone()),
+            Box::new(self.tcp_connections_total.clone()),
         ]
     }
 
@@ -229,5 +264,10 @@ impl WebRtcStats {
     /// Counts a datagram no session took.
     pub fn udp_dropped(&self, reason: &str) {
         self.udp_dropped.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts an ICE-TCP connection closed early for `reason`.
+    pub fn tcp_refused(&self, reason: &str) {
+        self.tcp_refused.with_label_values(&[reason]).inc();
     }
 }

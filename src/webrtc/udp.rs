@@ -20,6 +20,7 @@ use bytes::BytesMut;
 use tokio::sync::mpsc;
 
 use super::stats::WebRtcStats;
+use super::transport::Via;
 
 /// Largest datagram read (an Ethernet MTU with room; SRTP packets are smaller).
 const MAX_DATAGRAM: usize = 2048;
@@ -39,6 +40,8 @@ pub struct Datagram {
     pub at: Instant,
     /// Its bytes.
     pub data: BytesMut,
+    /// How it came (the UDP socket, or an ICE-TCP connection: [`super::tcp`]).
+    pub via: Via,
 }
 
 /// What the control channel tells the UDP task.
@@ -207,7 +210,12 @@ pub async fn run(
                     stats.udp_dropped("unroutable");
                     continue;
                 };
-                let datagram = Datagram { from, at: Instant::now(), data: BytesMut::from(data) };
+                let datagram = Datagram {
+                    from,
+                    at: Instant::now(),
+                    data: BytesMut::from(data),
+                    via: Via::Udp,
+                };
                 match queue.try_send(datagram) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => stats.udp_dropped("queue_full"),

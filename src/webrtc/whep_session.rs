@@ -28,7 +28,6 @@
 //! viewer stayed behind), when the peer connection fails or closes, or at shutdown.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +52,8 @@ use zenlive_media::{Codec, FrameKind};
 
 use super::audio_feed::{FeedSubscription, OpusFeeds};
 use super::playback::{Feedback, Playback, Skipped, Track, TrackParams};
-use super::session::{answer_with, feed, send_pending, NegotiateError, Negotiated, DATAGRAM_QUEUE};
+use super::session::{answer_with, NegotiateError, Negotiated, DATAGRAM_QUEUE};
+use super::transport::{Candidates, Links};
 use super::udp::{Datagram, SessionId};
 use super::WebRtc;
 use crate::admission::Ticket;
@@ -84,7 +84,7 @@ pub struct Playing {
 /// and sends H.264 video (and Opus audio when `audio`).
 pub fn negotiate(
     offer: String,
-    candidates: &[SocketAddr],
+    candidates: &Candidates,
     audio: bool,
     now: Instant,
 ) -> Result<Playing, NegotiateError> {
@@ -302,6 +302,7 @@ pub struct WhepSession {
     key: StreamKey,
     peer: RTCPeerConnection,
     datagrams: mpsc::Receiver<Datagram>,
+    links: Links,
     cancel: CancellationToken,
     started: Instant,
     connected: bool,
@@ -360,12 +361,8 @@ impl WhepSession {
         let audio = params(&mut peer, audio, MIME_TYPE_OPUS);
         let playback = Playback::new(video.map(|v| v.1), audio.map(|a| a.1));
         let (queue, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
-        let control = super::udp::Control::Register {
-            session: Arc::clone(&id),
-            ufrag: negotiated.ufrag,
-            queue,
-        };
-        if webrtc.control.send(control).await.is_err() {
+        let links = Links::new(negotiated.candidates);
+        if !webrtc.route(&id, negotiated.ufrag, queue).await {
             // The UDP task is gone (shutdown): the session would never hear its client.
             cancel.cancel();
         }
@@ -373,6 +370,7 @@ impl WhepSession {
             key: ticket.key().clone(),
             peer,
             datagrams,
+            links,
             cancel,
             started: now,
             connected: false,
@@ -467,13 +465,14 @@ impl WhepSession {
     /// Feeds one datagram to the connection.
     fn read(&mut self, datagram: Datagram) {
         self.last_datagram = datagram.at;
-        let local_addr = self.webrtc().local_addr();
-        feed(&mut self.peer, local_addr, datagram, &self.key, "whep");
+        let udp_bound = self.registration.webrtc.local_addr();
+        self.links.feed(&mut self.peer, udp_bound, datagram, &self.key, "whep");
     }
 
     /// Sends what the connection wants to send.
     fn flush(&mut self) {
-        send_pending(&mut self.peer, &self.registration.webrtc.socket, &self.key, "whep");
+        let socket = &self.registration.webrtc.socket;
+        self.links.send_pending(&mut self.peer, socket, &self.key, "whep");
     }
 
     /// Handles the connection's events; `Some(reason)` when the session is over.
