@@ -235,12 +235,13 @@ async fn hostile_offers_are_refused_with_reasons_and_claim_nothing() {
         client.post(&url).header("Content-Type", content_type).body(body).send()
     };
     let media_less = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_vec();
-    let vp8_only = OFFER.replace("H264", "VP8").into_bytes();
+    // A codec no node ingests (VP8 and H.264 are taken).
+    let unknown_codec = OFFER.replace("H264", "XV99").into_bytes();
     for (body, content_type, status, code) in [
         (b"not an offer".to_vec(), "application/sdp", 400, "invalid_sdp"),
         (vec![b'v'; 100 * 1024], "application/sdp", 413, "offer_too_large"),
         (media_less, "application/sdp", 400, "no_media"),
-        (vp8_only, "application/sdp", 400, "unsupported_codecs"),
+        (unknown_codec, "application/sdp", 400, "unsupported_codecs"),
         (OFFER.as_bytes().to_vec(), "text/plain", 415, "unsupported_media_type"),
     ] {
         let response = post(body, content_type).await.expect("request");

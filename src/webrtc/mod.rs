@@ -55,6 +55,7 @@ pub mod stats;
 pub mod transcode;
 pub mod trickle;
 pub mod udp;
+pub mod vp8;
 pub mod whep;
 pub mod whep_session;
 pub mod whip;
