@@ -2,8 +2,8 @@
 //! `tests/webrtc/whip_publish.py`) publishes H.264 and Opus to a node on loopback; the node
 //! transcodes the Opus to AAC, and FFmpeg reads the stream back over RTMP, HTTP-FLV and HLS
 //! as H.264 + AAC and decodes it without an error. Headless Chromium publishes its fake
-//! camera and microphone the same way. Hostile offers, tokens, names and datagrams get
-//! their refusals and harm nothing.
+//! camera and microphone the same way, and as VP8, which an aiortc WHEP viewer decodes.
+//! Hostile offers, tokens, names and datagrams get their refusals and harm nothing.
 
 mod common;
 
@@ -38,8 +38,13 @@ fn require_aiortc() {
 
 /// The aiortc publisher on `url` with `args`, and its report lines.
 fn whip_publisher(url: &str, args: &[&str]) -> (Child, StdoutLines) {
+    aiortc_script("whip_publish.py", url, args)
+}
+
+/// An aiortc script of `tests/webrtc/` on `url` with `args`, and its report lines.
+fn aiortc_script(script: &str, url: &str, args: &[&str]) -> (Child, StdoutLines) {
     require_aiortc();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc").join(script);
     let mut child = Command::new("python3")
         .arg(script)
         .arg(url)
@@ -49,7 +54,7 @@ fn whip_publisher(url: &str, args: &[&str]) -> (Child, StdoutLines) {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn the aiortc publisher");
+        .expect("spawn an aiortc script");
     let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     (child, lines)
 }
@@ -381,27 +386,9 @@ async fn whip_goes_through_the_publisher_auth_and_the_name_claim() {
 
 #[actix_rt::test]
 async fn headless_chromium_publishes_its_fake_camera_over_whip() {
-    let found = std::process::Command::new("chromium").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "chromium is required for this test: run scripts/test, which installs it"
-    );
     let node = start_node(test_config()).await;
-    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.html");
-    let url = format!("file://{}#{}", page.display(), whip_url(&node, "browser"));
     let profile = tempfile::tempdir().expect("tempdir");
-    let _browser = Command::new("chromium")
-        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-        .args(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
-        .arg("--allow-loopback-in-peer-connection")
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chromium");
+    let _browser = chromium_publisher(&whip_url(&node, "browser"), "h264", profile.path());
     let key = zenlive::StreamKey::new("live", "browser").expect("name");
     wait_for("chromium's stream to go live", Duration::from_secs(60), || {
         node.stream(&key).is_some()
@@ -431,5 +418,55 @@ async fn headless_chromium_publishes_its_fake_camera_over_whip() {
     assert_aac(&probe(&ts).await);
     let errors = decode_errors(&ts).await;
     assert!(errors.trim().is_empty(), "decoding HLS printed errors:\n{errors}");
+    node.shutdown().await;
+}
+
+/// Headless Chromium publishing its fake camera (as `codec`: `h264` or `vp8`) and
+/// microphone to `url` (killed on drop).
+fn chromium_publisher(url: &str, codec: &str, profile: &Path) -> Child {
+    let found = std::process::Command::new("chromium").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "chromium is required for this test: run scripts/test, which installs it"
+    );
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.html");
+    let url = format!("file://{}?codec={codec}#{url}", page.display());
+    Command::new("chromium")
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+        .arg("--allow-loopback-in-peer-connection")
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chromium")
+}
+
+/// Chromium publishes VP8 (its fake camera, `setCodecPreferences`) over WHIP, and an aiortc
+/// WHEP viewer offering VP8 decodes it with no decoder error.
+#[actix_rt::test]
+async fn headless_chromium_publishes_vp8_that_aiortc_plays_over_whep() {
+    let node = start_node(test_config()).await;
+    let profile = tempfile::tempdir().expect("tempdir");
+    let _browser = chromium_publisher(&whip_url(&node, "vp8"), "vp8", profile.path());
+    let key = zenlive::StreamKey::new("live", "vp8").expect("name");
+    wait_for("chromium's VP8 stream", Duration::from_secs(60), || {
+        node.stream(&key).and_then(|s| s.stats().media.video).is_some_and(|v| v.codec == "vp8")
+    })
+    .await;
+    let whep = http_url(&node, "/whep/live/vp8");
+    let (_player, mut lines) =
+        aiortc_script("whep_play.py", &whep, &["--codec", "vp8", "--frames", "60"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    line_starting(&mut lines, "FIRST").await;
+    let report = line_starting(&mut lines, "FRAMES").await;
+    let words: Vec<&str> = report.split_whitespace().collect();
+    let [frames, "ERRORS", errors] = words[..] else { panic!("unexpected report {report:?}") };
+    assert!(frames.parse::<u64>().is_ok_and(|n| n >= 60), "{report}");
+    assert_eq!(errors, "0", "decoder errors: {report}");
     node.shutdown().await;
 }
