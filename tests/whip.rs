@@ -125,9 +125,8 @@ async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() 
     assert!(out.status.success(), "ffmpeg read HLS: {}", String::from_utf8_lossy(&out.stderr));
     let info = probe(&ts).await;
     assert_aac(&info);
-    assert!(info["streams"]
-        .as_array()
-        .is_some_and(|s| s.iter().any(|s| s["codec_name"] == "h264")));
+    let h264 = info["streams"].as_array().is_some_and(|s| s.iter().any(|s| s["codec_name"] == "h264"));
+    assert!(h264, "no H.264 over HLS: {info}");
     let errors = decode_errors(&ts).await;
     assert!(errors.trim().is_empty(), "decoding HLS printed errors:\n{errors}");
     let audio = count_audio_frames(&ts).await;
@@ -435,7 +434,7 @@ fn chromium_publisher(url: &str, codec: &str, profile: &Path) -> Child {
         .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"])
         .args(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
         .arg("--allow-loopback-in-peer-connection")
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--user-data-dir={}", profile.display()))
         .arg(&url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
