@@ -125,7 +125,8 @@ async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() 
     assert!(out.status.success(), "ffmpeg read HLS: {}", String::from_utf8_lossy(&out.stderr));
     let info = probe(&ts).await;
     assert_aac(&info);
-    let h264 = info["streams"].as_array().is_some_and(|s| s.iter().any(|s| s["codec_name"] == "h264"));
+    let h264 =
+        info["streams"].as_array().is_some_and(|s| s.iter().any(|s| s["codec_name"] == "h264"));
     assert!(h264, "no H.264 over HLS: {info}");
     let errors = decode_errors(&ts).await;
     assert!(errors.trim().is_empty(), "decoding HLS printed errors:\n{errors}");
