@@ -187,6 +187,67 @@ async fn a_whip_publisher_plays_in_a_whep_viewer_with_opus_passed_through() {
     node.shutdown().await;
 }
 
+/// aiortc publishes VP8 over WHIP (its default codec when H.264 is not preferred): the
+/// stream's stats name VP8, an aiortc WHEP viewer offering VP8 decodes it without an
+/// error, an offer that takes H.264 only is refused with `406 codec_not_offered`, and an
+/// RTMP player gets the stream's audio (AAC transcoded from the Opus) and no video track.
+#[actix_rt::test]
+async fn a_vp8_whip_stream_plays_in_a_vp8_whep_viewer_and_h264_only_offers_are_refused() {
+    let node = start_node(test_config()).await;
+    let (_publisher, mut published) = aiortc(
+        "whip_publish.py",
+        &http_url(&node, "/whip/live/vp8"),
+        &["--codec", "vp8", "--audio", "--seconds", "60"],
+    );
+    assert_eq!(line_starting(&mut published, "STATUS").await, "201");
+    line_starting(&mut published, "CONNECTED").await;
+    wait_live(&node, "vp8").await;
+    let key = StreamKey::new("live", "vp8").expect("name");
+    wait_for("the stream's video codec", Duration::from_secs(20), || {
+        node.stream(&key).and_then(|s| s.stats().media.video).is_some_and(|v| v.codec == "vp8")
+    })
+    .await;
+
+    let (_player, mut lines) = aiortc(
+        "whep_play.py",
+        &whep_url(&node, "vp8"),
+        &["--codec", "vp8", "--frames", "60", "--audio"],
+    );
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    assert_eq!(line_starting(&mut lines, "FIRST").await, "320x240");
+    let (audio, level) = audio_and_level(&mut lines).await;
+    assert!(audio > 0 && level > 0, "audio {audio}, level {level}");
+    let (frames, errors) = frames_and_errors(&line_starting(&mut lines, "FRAMES").await);
+    assert!(frames >= 60, "only {frames} VP8 frames decoded");
+    assert_eq!(errors, 0, "decoder errors");
+
+    // An offer that takes H.264 only: the stream's VP8 is not transcoded, so it is refused.
+    let (_h264, mut refused) = aiortc("whep_play.py", &whep_url(&node, "vp8"), &["--frames", "1"]);
+    assert_eq!(line_starting(&mut refused, "STATUS").await, "406");
+    let body: serde_json::Value =
+        serde_json::from_str(&line_starting(&mut refused, "BODY").await).expect("JSON");
+    assert_eq!(body["error"]["code"], "codec_not_offered", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("vp8")), "{body}");
+
+    // RTMP cannot carry VP8: a player gets the audio only.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = dir.path().join("vp8-rtmp.flv");
+    let out = record(&rtmp_url(&node, "vp8"), 3, &flv).await;
+    assert!(out.status.success(), "ffmpeg read RTMP: {}", String::from_utf8_lossy(&out.stderr));
+    let info = probe(&flv).await;
+    let kinds: Vec<&str> = info["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter_map(|s| s["codec_type"].as_str())
+        .collect();
+    assert_eq!(kinds, ["audio"], "{info}");
+    assert_eq!(info["streams"][0]["codec_name"], "aac", "{info}");
+    assert!(node.stream(&key).is_some(), "the stream runs on");
+    node.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn whep_viewers_of_an_rtmp_stream_share_one_transcoder_while_they_need_it() {
     let node = start_node(test_config()).await;

@@ -2,8 +2,8 @@
 //! `tests/webrtc/whip_publish.py`) publishes H.264 and Opus to a node on loopback; the node
 //! transcodes the Opus to AAC, and FFmpeg reads the stream back over RTMP, HTTP-FLV and HLS
 //! as H.264 + AAC and decodes it without an error. Headless Chromium publishes its fake
-//! camera and microphone the same way. Hostile offers, tokens, names and datagrams get
-//! their refusals and harm nothing.
+//! camera and microphone the same way, and as VP8, which an aiortc WHEP viewer decodes.
+//! Hostile offers, tokens, names and datagrams get their refusals and harm nothing.
 
 mod common;
 
@@ -38,8 +38,13 @@ fn require_aiortc() {
 
 /// The aiortc publisher on `url` with `args`, and its report lines.
 fn whip_publisher(url: &str, args: &[&str]) -> (Child, StdoutLines) {
+    aiortc_script("whip_publish.py", url, args)
+}
+
+/// An aiortc script of `tests/webrtc/` on `url` with `args`, and its report lines.
+fn aiortc_script(script: &str, url: &str, args: &[&str]) -> (Child, StdoutLines) {
     require_aiortc();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc").join(script);
     let mut child = Command::new("python3")
         .arg(script)
         .arg(url)
@@ -49,7 +54,7 @@ fn whip_publisher(url: &str, args: &[&str]) -> (Child, StdoutLines) {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn the aiortc publisher");
+        .expect("spawn an aiortc script");
     let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     (child, lines)
 }
@@ -120,9 +125,9 @@ async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() 
     assert!(out.status.success(), "ffmpeg read HLS: {}", String::from_utf8_lossy(&out.stderr));
     let info = probe(&ts).await;
     assert_aac(&info);
-    assert!(info["streams"]
-        .as_array()
-        .is_some_and(|s| s.iter().any(|s| s["codec_name"] == "h264")));
+    let h264 =
+        info["streams"].as_array().is_some_and(|s| s.iter().any(|s| s["codec_name"] == "h264"));
+    assert!(h264, "no H.264 over HLS: {info}");
     let errors = decode_errors(&ts).await;
     assert!(errors.trim().is_empty(), "decoding HLS printed errors:\n{errors}");
     let audio = count_audio_frames(&ts).await;
@@ -235,12 +240,13 @@ async fn hostile_offers_are_refused_with_reasons_and_claim_nothing() {
         client.post(&url).header("Content-Type", content_type).body(body).send()
     };
     let media_less = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_vec();
-    let vp8_only = OFFER.replace("H264", "VP8").into_bytes();
+    // A codec no node ingests (VP8 and H.264 are taken).
+    let unknown_codec = OFFER.replace("H264", "XV99").into_bytes();
     for (body, content_type, status, code) in [
         (b"not an offer".to_vec(), "application/sdp", 400, "invalid_sdp"),
         (vec![b'v'; 100 * 1024], "application/sdp", 413, "offer_too_large"),
         (media_less, "application/sdp", 400, "no_media"),
-        (vp8_only, "application/sdp", 400, "unsupported_codecs"),
+        (unknown_codec, "application/sdp", 400, "unsupported_codecs"),
         (OFFER.as_bytes().to_vec(), "text/plain", 415, "unsupported_media_type"),
     ] {
         let response = post(body, content_type).await.expect("request");
@@ -379,15 +385,16 @@ async fn whip_goes_through_the_publisher_auth_and_the_name_claim() {
 }
 
 /// Headless Chromium publishing its fake camera and microphone to `name` on `node` with
-/// `tests/webrtc/whip_publish.html`; it stops when the returned child is dropped.
-fn chromium_publisher(node: &Node, name: &str) -> (Child, tempfile::TempDir) {
+/// `tests/webrtc/whip_publish.html`, preferring `codec` (`h264`, `vp8`); it stops when the
+/// returned child is dropped.
+fn chromium_publisher(node: &Node, name: &str, codec: &str) -> (Child, tempfile::TempDir) {
     let found = std::process::Command::new("chromium").arg("--version").output();
     assert!(
         found.is_ok_and(|o| o.status.success()),
         "chromium is required for this test: run scripts/test, which installs it"
     );
     let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.html");
-    let url = format!("file://{}#{}", page.display(), whip_url(node, name));
+    let url = format!("file://{}?codec={codec}#{}", page.display(), whip_url(node, name));
     let profile = tempfile::tempdir().expect("tempdir");
     let browser = Command::new("chromium")
         .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"])
@@ -415,7 +422,7 @@ fn tcp_only_config() -> Config {
 #[actix_rt::test]
 async fn headless_chromium_publishes_over_ice_tcp_when_no_udp_is_offered() {
     let node = start_node(tcp_only_config()).await;
-    let _browser = chromium_publisher(&node, "tcp");
+    let _browser = chromium_publisher(&node, "tcp", "h264");
     let key = zenlive::StreamKey::new("live", "tcp").expect("name");
     wait_for("chromium's stream over ICE-TCP to go live", Duration::from_secs(60), || {
         node.stream(&key).is_some()
@@ -519,7 +526,7 @@ async fn hostile_ice_tcp_clients_are_closed_counted_and_harm_no_session() {
 #[actix_rt::test]
 async fn headless_chromium_publishes_its_fake_camera_over_whip() {
     let node = start_node(test_config()).await;
-    let _browser = chromium_publisher(&node, "browser");
+    let _browser = chromium_publisher(&node, "browser", "h264");
     let key = zenlive::StreamKey::new("live", "browser").expect("name");
     wait_for("chromium's stream to go live", Duration::from_secs(60), || {
         node.stream(&key).is_some()
@@ -549,5 +556,30 @@ async fn headless_chromium_publishes_its_fake_camera_over_whip() {
     assert_aac(&probe(&ts).await);
     let errors = decode_errors(&ts).await;
     assert!(errors.trim().is_empty(), "decoding HLS printed errors:\n{errors}");
+    node.shutdown().await;
+}
+
+/// Chromium publishes VP8 (its fake camera, `setCodecPreferences`) over WHIP, and an aiortc
+/// WHEP viewer offering VP8 decodes it with no decoder error.
+#[actix_rt::test]
+async fn headless_chromium_publishes_vp8_that_aiortc_plays_over_whep() {
+    let node = start_node(test_config()).await;
+    let (_browser, _profile) = chromium_publisher(&node, "vp8", "vp8");
+    let key = zenlive::StreamKey::new("live", "vp8").expect("name");
+    wait_for("chromium's VP8 stream", Duration::from_secs(60), || {
+        node.stream(&key).and_then(|s| s.stats().media.video).is_some_and(|v| v.codec == "vp8")
+    })
+    .await;
+    let whep = http_url(&node, "/whep/live/vp8");
+    let (_player, mut lines) =
+        aiortc_script("whep_play.py", &whep, &["--codec", "vp8", "--frames", "60"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    line_starting(&mut lines, "FIRST").await;
+    let report = line_starting(&mut lines, "FRAMES").await;
+    let words: Vec<&str> = report.split_whitespace().collect();
+    let [frames, "ERRORS", errors] = words[..] else { panic!("unexpected report {report:?}") };
+    assert!(frames.parse::<u64>().is_ok_and(|n| n >= 60), "{report}");
+    assert_eq!(errors, "0", "decoder errors: {report}");
     node.shutdown().await;
 }

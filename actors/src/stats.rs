@@ -151,10 +151,11 @@ impl RateMeter {
     }
 }
 
-/// The video track, from the AVC sequence header's SPS.
+/// The video track: from the AVC sequence header's SPS (H.264); VP8 has no sequence
+/// header, so its size, profile and level read 0 (unknown).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VideoInfo {
-    /// Always `h264` today.
+    /// `h264` or `vp8`.
     pub codec: &'static str,
     /// Pixels, after cropping.
     pub width: u32,
@@ -213,6 +214,9 @@ impl MediaInfo {
 }
 
 fn video_info(config: &CodecConfig) -> Option<VideoInfo> {
+    if config.codec() == Codec::Vp8 {
+        return Some(VideoInfo { codec: "vp8", width: 0, height: 0, profile: 0, level: 0 });
+    }
     if config.codec() != Codec::H264 {
         return None;
     }
@@ -670,6 +674,10 @@ mod tests {
         let config = CodecConfig::new(Codec::Aac, Bytes::from_static(&[0x12, 0x10]), at(0));
         assert!(info.update(&config));
         assert_eq!(info.audio, Some(AudioInfo { codec: "aac", sample_rate: 44_100, channels: 2 }));
+
+        // VP8 (a WHIP publisher's): its codec, no sequence header to read a size from.
+        assert!(info.update(&CodecConfig::new(Codec::Vp8, Bytes::new(), at(0))));
+        assert_eq!(info.video.as_ref().map(|v| (v.codec, v.width)), Some(("vp8", 0)));
     }
 
     #[test]

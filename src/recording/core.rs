@@ -355,6 +355,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_vp8_stream_records_its_aac_audio_only() {
+        let (_, a) = configs();
+        let vp8 = CodecConfig::new(Codec::Vp8, Bytes::new(), MediaTime::ZERO);
+        let mut core = recorder();
+        core.declare(&vp8);
+        core.declare(&a);
+        let mut frames = Vec::new();
+        for i in 0..100 {
+            let at = MediaTime::from_millis(i * 40);
+            let data = Bytes::from_static(&[0x50, 0, 0]);
+            frames.push(MediaFrame::video(
+                Codec::Vp8,
+                at,
+                at,
+                i % 25 == 0,
+                data,
+                Some(vp8.clone()),
+            ));
+            frames.push(audio(&a, i * 40));
+        }
+        let (opens, _, drops) = run(&mut core, &frames);
+        assert_eq!(opens, 1, "an audio-only segment");
+        assert_eq!(drops.len(), 100, "every VP8 frame dropped");
+        assert!(drops.iter().all(|d| *d == "only H.264 and AAC are recorded"), "{drops:?}");
+    }
+
+    #[test]
     fn a_configuration_change_starts_a_new_segment_at_its_keyframe() {
         let (v, a) = configs();
         let mut core = recorder();

@@ -5,6 +5,9 @@
 //! - H.264: depacketized into access units ([`H264Depacketizer`]); a new SPS/PPS becomes a
 //!   new [`CodecConfig`] (an `AVCDecoderConfigurationRecord`), announced before the frame
 //!   that uses it, and every frame points at the configuration in force, as RTMP ingest does.
+//! - VP8: depacketized into whole frames ([`Vp8Depacketizer`]); VP8 has no out-of-band
+//!   configuration, so the track's [`CodecConfig`] (an empty record) is announced once,
+//!   before its first frame, for the stream to know its codec.
 //! - Opus: one packet is one frame, with an `OpusHead` configuration (48 kHz, stereo, as
 //!   WebRTC negotiates it), which goes on as it came for WebRTC viewers. Each packet is
 //!   also transcoded to AAC-LC (48 kHz stereo, [`OpusToAac`]): the AAC configuration and
@@ -18,6 +21,7 @@
 //! on the session's clock, so video and audio start aligned to within their arrival jitter
 //! (RTCP sender reports would align them exactly; not used yet).
 
+use super::vp8::{self, Vp8Depacketizer};
 use bytes::Bytes;
 use zenlive_media::rtp_clock::RtpClock;
 use zenlive_media::rtp_h264::{Depacketized, DropCounts, H264Depacketizer};
@@ -29,6 +33,8 @@ use zenlive_transcode::{Counters, OpusToAac, OpusToAacSettings, Transcoded, OPUS
 pub enum TrackCodec {
     /// H.264 video (90 kHz).
     H264,
+    /// VP8 video (90 kHz).
+    Vp8,
     /// Opus audio (48 kHz).
     Opus,
 }
@@ -38,6 +44,8 @@ impl TrackCodec {
     pub fn from_mime(mime: &str) -> Option<Self> {
         if mime.eq_ignore_ascii_case("video/h264") {
             Some(Self::H264)
+        } else if mime.eq_ignore_ascii_case("video/vp8") {
+            Some(Self::Vp8)
         } else if mime.eq_ignore_ascii_case("audio/opus") {
             Some(Self::Opus)
         } else {
@@ -45,9 +53,14 @@ impl TrackCodec {
         }
     }
 
+    /// Whether it is a video track.
+    pub fn is_video(self) -> bool {
+        matches!(self, Self::H264 | Self::Vp8)
+    }
+
     fn clock_rate(self) -> u32 {
         match self {
-            Self::H264 => 90_000,
+            Self::H264 | Self::Vp8 => 90_000,
             Self::Opus => 48_000,
         }
     }
@@ -70,6 +83,7 @@ pub struct TrackIngest {
     codec: TrackCodec,
     clock: RtpClock,
     depacketizer: Option<H264Depacketizer>,
+    vp8: Option<Vp8Depacketizer>,
     config: Option<CodecConfig>,
     /// Opus → AAC (Opus tracks; `None` if the encoder could not start).
     transcoder: Option<OpusToAac>,
@@ -80,8 +94,9 @@ impl TrackIngest {
     /// A track of `codec` that has received nothing yet.
     pub fn new(codec: TrackCodec) -> Self {
         let depacketizer = (codec == TrackCodec::H264).then(H264Depacketizer::new);
+        let vp8 = (codec == TrackCodec::Vp8).then(Vp8Depacketizer::new);
         let (transcoder, transcode_error) = match codec {
-            TrackCodec::H264 => (None, None),
+            TrackCodec::H264 | TrackCodec::Vp8 => (None, None),
             TrackCodec::Opus => match OpusToAac::new(OpusToAacSettings::default()) {
                 Ok(transcoder) => (Some(transcoder), None),
                 Err(error) => (None, Some(error.to_string())),
@@ -91,6 +106,7 @@ impl TrackIngest {
             codec,
             clock: RtpClock::new(codec.clock_rate()),
             depacketizer,
+            vp8,
             config: None,
             transcoder,
             transcode_error,
@@ -118,7 +134,11 @@ impl TrackIngest {
 
     /// What the depacketizer dropped so far (video only).
     pub fn dropped(&self) -> DropCounts {
-        self.depacketizer.as_ref().map(H264Depacketizer::dropped).unwrap_or_default()
+        match (&self.depacketizer, &self.vp8) {
+            (Some(h264), _) => h264.dropped(),
+            (_, Some(vp8)) => vp8.dropped(),
+            _ => DropCounts::default(),
+        }
     }
 
     /// Takes one RTP packet that arrived at `arrival` (on the session's clock), appending
@@ -152,6 +172,31 @@ impl TrackIngest {
                     }));
                 } else {
                     out.push(Ingested::Frame(frame));
+                }
+            }
+            TrackCodec::Vp8 => {
+                let Some(depacketizer) = self.vp8.as_mut() else { return };
+                depacketizer.push(seq, timestamp, marker, payload);
+                while let Some(output) = depacketizer.poll() {
+                    match output {
+                        vp8::Depacketized::KeyframeNeeded => out.push(Ingested::KeyframeNeeded),
+                        vp8::Depacketized::Frame(frame) => {
+                            let at = self.clock.time(frame.timestamp, arrival);
+                            let config = self.config.get_or_insert_with(|| {
+                                let config = CodecConfig::new(Codec::Vp8, Bytes::new(), at);
+                                out.push(Ingested::Config(config.clone()));
+                                config
+                            });
+                            out.push(Ingested::Frame(MediaFrame::video(
+                                Codec::Vp8,
+                                at,
+                                at,
+                                frame.keyframe,
+                                frame.data,
+                                Some(config.clone()),
+                            )));
+                        }
+                    }
                 }
             }
             TrackCodec::H264 => {
@@ -260,9 +305,28 @@ mod tests {
     }
 
     #[test]
-    fn only_h264_and_opus_are_ingested() {
+    fn vp8_packets_become_a_configuration_and_frames() {
+        let mut track = TrackIngest::new(TrackCodec::Vp8);
+        let mut out = Vec::new();
+        let arrival = MediaTime::from_millis(100);
+        let key = Bytes::from_static(&[0x10, 0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01]);
+        track.packet(1, 9_000, true, &key, arrival, &mut out);
+        track.packet(2, 12_000, true, &Bytes::from_static(&[0x10, 0x51, 1, 2]), arrival, &mut out);
+        let [Ingested::Config(config), Ingested::Frame(k), Ingested::Frame(d)] = &out[..] else {
+            panic!("a config and two frames: {out:?}");
+        };
+        assert_eq!((config.codec(), k.codec(), d.codec()), (Codec::Vp8, Codec::Vp8, Codec::Vp8));
+        assert!(k.keyframe() && !d.keyframe());
+        assert_eq!(k.payload().as_ref(), &key[1..]);
+        assert_eq!(d.dts(), arrival + MediaTime::from_ticks(3_000, 90_000));
+        assert!(d.config().is_some_and(|c| c.same(config)));
+    }
+
+    #[test]
+    fn h264_vp8_and_opus_are_ingested() {
         assert_eq!(TrackCodec::from_mime("video/H264"), Some(TrackCodec::H264));
+        assert_eq!(TrackCodec::from_mime("video/vp8"), Some(TrackCodec::Vp8));
         assert_eq!(TrackCodec::from_mime("audio/OPUS"), Some(TrackCodec::Opus));
-        assert_eq!(TrackCodec::from_mime("video/VP8"), None);
+        assert_eq!(TrackCodec::from_mime("video/VP9"), None);
     }
 }

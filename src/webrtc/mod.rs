@@ -62,6 +62,7 @@ pub mod transcode;
 pub mod transport;
 pub mod trickle;
 pub mod udp;
+pub mod vp8;
 pub mod whep;
 pub mod whep_session;
 pub mod whip;

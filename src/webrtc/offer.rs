@@ -1,5 +1,6 @@
 //! The first look at a WHIP offer, before it reaches the WebRTC stack or admission: size,
-//! text, and at least one media section this node can ingest (H.264 video or Opus audio).
+//! text, and at least one media section this node can ingest (H.264 or VP8 video, or Opus
+//! audio).
 //! Sans-IO and cheap, so a hostile or useless offer is refused with a reason before any
 //! stream name is claimed or any key is generated.
 
@@ -26,7 +27,7 @@ pub enum OfferError {
     TooManySections,
     /// Media, but none in a codec the node ingests.
     #[error(
-        "no offered codec is supported: send H.264 (packetization-mode=1) video or Opus audio"
+        "no offered codec is supported: send H.264 (packetization-mode=1) or VP8 video, or Opus audio"
     )]
     NoSupportedCodec,
 }
@@ -49,8 +50,31 @@ impl OfferError {
 pub struct OfferSummary {
     /// It offers H.264 video.
     pub h264: bool,
+    /// It offers VP8 video.
+    pub vp8: bool,
     /// It offers Opus audio.
     pub opus: bool,
+}
+
+impl OfferSummary {
+    /// The video codec to receive from a publisher: H.264 when offered (every output
+    /// carries it), else VP8; H.264 when it offers neither (audio only).
+    pub fn publish_video(&self) -> zenlive_media::Codec {
+        if self.vp8 && !self.h264 {
+            zenlive_media::Codec::Vp8
+        } else {
+            zenlive_media::Codec::H264
+        }
+    }
+
+    /// Whether it offers `codec` (video).
+    pub fn offers_video(&self, codec: zenlive_media::Codec) -> bool {
+        match codec {
+            zenlive_media::Codec::H264 => self.h264,
+            zenlive_media::Codec::Vp8 => self.vp8,
+            _ => false,
+        }
+    }
 }
 
 /// Checks an offer's body. See the module docs.
@@ -64,7 +88,7 @@ pub fn check(body: &[u8]) -> Result<(String, OfferSummary), OfferError> {
     }
     let mut sections = 0;
     let mut kind = "";
-    let mut summary = OfferSummary { h264: false, opus: false };
+    let mut summary = OfferSummary { h264: false, vp8: false, opus: false };
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(media) = line.strip_prefix("m=") {
@@ -77,6 +101,7 @@ pub fn check(body: &[u8]) -> Result<(String, OfferSummary), OfferError> {
             let codec = rtpmap.split([' ', '/']).nth(1).unwrap_or("");
             match kind {
                 "video" if codec.eq_ignore_ascii_case("H264") => summary.h264 = true,
+                "video" if codec.eq_ignore_ascii_case("VP8") => summary.vp8 = true,
                 "audio" if codec.eq_ignore_ascii_case("opus") => summary.opus = true,
                 _ => {}
             }
@@ -86,7 +111,7 @@ pub fn check(body: &[u8]) -> Result<(String, OfferSummary), OfferError> {
     if !has_media {
         return Err(OfferError::NoMedia);
     }
-    if !summary.h264 && !summary.opus {
+    if !summary.h264 && !summary.vp8 && !summary.opus {
         return Err(OfferError::NoSupportedCodec);
     }
     Ok((text.to_owned(), summary))
@@ -105,17 +130,20 @@ mod tests {
     #[test]
     fn a_browser_like_offer_passes() {
         let (_, summary) = check(OFFER.as_bytes()).expect("valid");
-        assert_eq!(summary, OfferSummary { h264: true, opus: true });
+        assert_eq!(summary, OfferSummary { h264: true, vp8: true, opus: true });
+        assert_eq!(summary.publish_video(), zenlive_media::Codec::H264, "H.264 preferred");
+        let (_, vp8) = check(OFFER.replace("H264", "X").as_bytes()).expect("valid");
+        assert_eq!(vp8.publish_video(), zenlive_media::Codec::Vp8);
     }
 
     #[test]
     fn useless_offers_are_refused_with_a_reason() {
-        let vp8_only = OFFER.replace("H264", "AV1X").replace("opus", "PCMU");
+        let vp9_only = OFFER.replace("H264", "AV1X").replace("VP8", "VP9").replace("opus", "PCMU");
         let cases: [(&[u8], OfferError); 5] = [
             (&[0xff, 0xfe, 0x00], OfferError::NotSdp),
             (b"hello", OfferError::NotSdp),
             (b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n", OfferError::NoMedia),
-            (vp8_only.as_bytes(), OfferError::NoSupportedCodec),
+            (vp9_only.as_bytes(), OfferError::NoSupportedCodec),
             (&[b'v'; MAX_OFFER_BYTES + 1], OfferError::TooLarge),
         ];
         for (body, expected) in cases {

@@ -2,9 +2,11 @@
 //! video and audio tracks come out; RTCP feedback goes in, keyframe requests come out. The
 //! counterpart of [`super::ingest`], which turns a WHIP publisher's RTP into frames.
 //!
-//! - **Video** (H.264): each frame is packetized once per node
-//!   ([`zenlive_media::rtp_h264_pack`], cached on the frame in an [`EncodingSlot`]) with the
-//!   SPS and PPS of its configuration before every keyframe, and every viewer stamps the
+//! - **Video** (H.264 or VP8, the one the session negotiated: [`Playback::with_video`]):
+//!   each frame is packetized once per node, cached on the frame in an [`EncodingSlot`]
+//!   (one slot for both: a frame has one codec): H.264 by [`zenlive_media::rtp_h264_pack`]
+//!   with the SPS and PPS of its configuration before every keyframe, VP8 by `rtc`'s
+//!   [`Vp8Payloader`] (RFC 7741, no picture id); every viewer stamps the
 //!   payloads with its own sequence numbers, SSRC and timestamps. The first video frame a
 //!   viewer is sent is a keyframe (the viewer session starts it at the stream's cached
 //!   GOP; this core refuses anything else until then).
@@ -32,8 +34,10 @@ use bytes::{Bytes, BytesMut};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
+use rtc::rtp::packetizer::Payloader as _;
 use std::sync::LazyLock;
 use zenlive_media::avc::AvcDecoderConfig;
 use zenlive_media::rtp_h264_pack::{packetize, PayloadList, DEFAULT_MAX_PAYLOAD};
@@ -42,7 +46,7 @@ use zenlive_media::{Codec, EncodingSlot, FrameKind, MediaFrame, MediaTime};
 /// Least time between two keyframe requests from one viewer.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Frames as H.264 RTP payloads, shared by every WHEP viewer.
+/// Frames as H.264 or VP8 RTP payloads, shared by every WHEP viewer.
 static RTP_PAYLOADS: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::register);
 
 /// Which track a packet is for.
@@ -120,6 +124,7 @@ pub enum Skipped {
 #[derive(Debug)]
 pub struct Playback {
     video: Option<TrackOut>,
+    video_codec: Codec,
     audio: Option<TrackOut>,
     keyframe_sent: bool,
     last_request: Option<Instant>,
@@ -138,11 +143,19 @@ impl Playback {
         };
         Self {
             video: video.map(|p| track(p, 90_000)),
+            video_codec: Codec::H264,
             audio: audio.map(|p| track(p, 48_000)),
             keyframe_sent: false,
             last_request: None,
             bframes: false,
         }
+    }
+
+    /// The video track carries `codec` (H.264, the default, or VP8); other video frames
+    /// have no track.
+    pub fn with_video(mut self, codec: Codec) -> Self {
+        self.video_codec = codec;
+        self
     }
 
     /// Whether a video frame with B-frame reordering (presentation ≠ decode time) has
@@ -158,7 +171,7 @@ impl Playback {
         out: &mut Vec<(Track, Packet)>,
     ) -> Result<(), Skipped> {
         match (frame.kind(), frame.codec()) {
-            (FrameKind::Video, Codec::H264) => self.video_frame(frame, out),
+            (FrameKind::Video, codec) if codec == self.video_codec => self.video_frame(frame, out),
             (FrameKind::Audio, Codec::Opus) => {
                 let track = self.audio.as_mut().ok_or(Skipped::NoTrack)?;
                 let header = track.header(frame.pts(), false);
@@ -181,7 +194,11 @@ impl Playback {
         if frame.pts() != frame.dts() {
             self.bframes = true;
         }
-        let list = PayloadList::new(frame.encoded(*RTP_PAYLOADS, encode_h264));
+        let encode = match frame.codec() {
+            Codec::Vp8 => encode_vp8,
+            _ => encode_h264,
+        };
+        let list = PayloadList::new(frame.encoded(*RTP_PAYLOADS, encode));
         if list.is_empty() {
             return Err(Skipped::Malformed);
         }
@@ -249,6 +266,20 @@ fn encode_h264(frame: &MediaFrame) -> Bytes {
     }
 }
 
+/// A VP8 frame's RTP payloads ([`PayloadList`]); empty when it cannot be packetized.
+fn encode_vp8(frame: &MediaFrame) -> Bytes {
+    let payloads = Vp8Payloader::default().payload(DEFAULT_MAX_PAYLOAD, frame.payload());
+    let Ok(payloads) = payloads else { return Bytes::new() };
+    let size: usize = payloads.iter().map(|p| p.len() + 2).sum();
+    let mut out = BytesMut::with_capacity(size);
+    for payload in payloads {
+        let Ok(len) = u16::try_from(payload.len()) else { return Bytes::new() };
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&payload);
+    }
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
@@ -310,6 +341,29 @@ mod tests {
         playback.frame(&video(80, 80, false, 10), &mut out).expect("a delta frame");
         assert_eq!(out.len(), 1, "no parameter sets before a delta frame");
         assert!(!playback.bframes_seen());
+    }
+
+    #[test]
+    fn vp8_frames_are_packetized_on_a_vp8_track_and_h264_has_none_there() {
+        let mut playback = playback().with_video(Codec::Vp8);
+        let mut out = Vec::new();
+        assert_eq!(playback.frame(&video(0, 0, true, 10), &mut out), Err(Skipped::NoTrack));
+        let at = MediaTime::from_millis(40);
+        let vp8 = |key: bool, len: usize| {
+            let data = Bytes::from(vec![if key { 0x50 } else { 0x51 }; len]);
+            MediaFrame::video(Codec::Vp8, at, at, key, data, None)
+        };
+        assert_eq!(playback.frame(&vp8(false, 10), &mut out), Err(Skipped::WaitingKeyframe));
+        playback.frame(&vp8(true, 3000), &mut out).expect("sent");
+        assert_eq!(out.len(), 3, "3000 bytes in three packets");
+        // The payload descriptor: S=1 on the first packet only, then the frame's bytes.
+        let starts: Vec<u8> = out.iter().map(|(_, p)| p.payload[0]).collect();
+        assert_eq!(starts, [0x10, 0, 0]);
+        assert_eq!(out[0].1.payload[1], 0x50);
+        let total: usize = out.iter().map(|(_, p)| p.payload.len() - 1).sum();
+        assert_eq!(total, 3000);
+        let markers: Vec<bool> = out.iter().map(|(_, p)| p.header.marker).collect();
+        assert_eq!(markers, [false, false, true]);
     }
 
     #[test]

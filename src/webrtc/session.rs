@@ -26,7 +26,7 @@ use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS,
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -49,7 +49,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zenlive_actors::stream::PublisherCommand;
 use zenlive_actors::StreamKey;
-use zenlive_media::MediaTime;
+use zenlive_media::{Codec, MediaTime};
 
 use super::ingest::{Ingested, TrackCodec, TrackIngest};
 use super::transport::{Candidates, Links};
@@ -110,7 +110,10 @@ pub(super) fn ice_string(len: usize) -> String {
     (0..len).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
 }
 
-pub(super) fn codecs() -> Result<MediaEngine, rtc::shared::error::Error> {
+/// The media engine: Opus, and `video` (H.264 or VP8) as the one video codec, so the
+/// answer names exactly the codec the node means to receive or send (an offer lists its
+/// codecs in its own order of preference, and the answer follows it).
+pub(super) fn codecs(video: Codec) -> Result<MediaEngine, rtc::shared::error::Error> {
     let mut engine = MediaEngine::default();
     let feedback = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
@@ -135,6 +138,22 @@ pub(super) fn codecs() -> Result<MediaEngine, rtc::shared::error::Error> {
         },
         RtpCodecKind::Audio,
     )?;
+    if video == Codec::Vp8 {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_VP8.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: video_feedback,
+                },
+                payload_type: 96,
+            },
+            RtpCodecKind::Video,
+        )?;
+        return Ok(engine);
+    }
     // Packetization mode 1, the profiles publishers offer: constrained baseline, baseline,
     // main, high.
     for (payload_type, profile) in
@@ -160,13 +179,15 @@ pub(super) fn codecs() -> Result<MediaEngine, rtc::shared::error::Error> {
 }
 
 /// Answers `offer` with an ICE-lite peer connection that advertises `candidates` (host
-/// candidates on the shared UDP port, and ICE-TCP's) and only receives.
+/// candidates on the shared UDP port, and ICE-TCP's) and only receives, `video` (H.264 or
+/// VP8) as its video codec.
 pub fn negotiate(
     offer: String,
     candidates: &Candidates,
+    video: Codec,
     now: Instant,
 ) -> Result<Negotiated, NegotiateError> {
-    answer_with(offer, candidates, now, false, |peer| {
+    answer_with(offer, candidates, video, now, false, |peer| {
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             let init = RTCRtpTransceiverInit {
                 direction: RTCRtpTransceiverDirection::Recvonly,
@@ -178,12 +199,13 @@ pub fn negotiate(
     })
 }
 
-/// Answers `offer` with a fresh ICE-lite peer connection that advertises `candidates`;
-/// `prepare` adds its transceivers or tracks before the offer is applied. With
+/// Answers `offer` with a fresh ICE-lite peer connection that advertises `candidates`,
+/// with Opus and `video` as its codecs ([`codecs`]); `prepare` adds its transceivers or tracks before the offer is applied. With
 /// `feedback`, the peer's PLI/FIR/NACK reach `poll_read` ([`super::feedback`]).
 pub(super) fn answer_with(
     offer: String,
     candidates: &Candidates,
+    video: Codec,
     now: Instant,
     feedback: bool,
     prepare: impl FnOnce(&mut RTCPeerConnection) -> Result<(), rtc::shared::error::Error>,
@@ -198,7 +220,7 @@ pub(super) fn answer_with(
         .with_lite(true)
         .with_ice_credentials(ufrag.clone(), ice_string(32))
         .build();
-    let mut engine = codecs().map_err(refused)?;
+    let mut engine = codecs(video).map_err(refused)?;
     let mut interceptors =
         register_default_interceptors(Registry::new(), &mut engine).map_err(refused)?;
     if feedback {
@@ -556,7 +578,7 @@ impl Session {
         let due: Vec<MediaStreamTrackId> = self
             .tracks
             .iter()
-            .filter(|(_, t)| t.ingest.as_ref().is_some_and(|i| i.codec() == TrackCodec::H264))
+            .filter(|(_, t)| t.ingest.as_ref().is_some_and(|i| i.codec().is_video()))
             .filter(|(_, t)| {
                 let since = t.last_keyframe.unwrap_or(self.started);
                 now.saturating_duration_since(since) >= KEYFRAME_INTERVAL
@@ -576,7 +598,7 @@ impl Session {
         let video: Vec<MediaStreamTrackId> = self
             .tracks
             .iter()
-            .filter(|(_, t)| t.ingest.as_ref().is_some_and(|i| i.codec() == TrackCodec::H264))
+            .filter(|(_, t)| t.ingest.as_ref().is_some_and(|i| i.codec().is_video()))
             .map(|(id, _)| id.clone())
             .collect();
         for id in video {

@@ -9,7 +9,10 @@
 //! token (`Authorization: Bearer`, viewer role and stream scope), the `on_play` deciders,
 //! then the stream must be live (`404` with a reason otherwise); its join and leave are
 //! announced with protocol `whep` once it connects and when it ends. The offer is checked
-//! first ([`super::offer`]): it must take H.264 video. The session id is 128 random bits,
+//! first ([`super::offer`]), then, once admitted, it must take the stream's video codec
+//! (H.264 or VP8, from its current configuration; H.264 while the stream has declared no
+//! video yet): an offer without it is refused with `406` and `codec_not_offered`, naming
+//! the codec. The session id is 128 random bits,
 //! and a WHIP session's id is no WHEP resource: only the URL's holder can delete it.
 
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use zenlive_actors::Protocol;
+use zenlive_media::{Codec, FrameKind};
 
 use super::offer::{self, OfferError};
 use super::resource::{self, service, session_id, too_many_sessions, LocalAddr};
@@ -54,8 +58,8 @@ pub async fn play(
         refused(api, error.code())
     };
     let (offer, summary) = offer::check(&body).map_err(&bad_offer)?;
-    if !summary.h264 {
-        // WHEP sends the stream's H.264; an offer without it could receive nothing.
+    if !summary.h264 && !summary.vp8 {
+        // WHEP sends video; an offer with no video codec it sends could receive nothing.
         return Err(bad_offer(OfferError::NoSupportedCodec));
     }
     if webrtc.session_count() >= webrtc.config().max_sessions {
@@ -73,9 +77,23 @@ pub async fn play(
         let code = refusal.code();
         refused(ApiError::from(refusal), code)
     })?;
+    let video = match ticket.stats().config(FrameKind::Video).map(|c| c.codec()) {
+        Some(Codec::Vp8) => Codec::Vp8,
+        _ => Codec::H264,
+    };
+    if !summary.offers_video(video) {
+        // The stream's video is sent as it came: an offer without its codec gets none.
+        let api = ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "codec_not_offered",
+            format!("the stream's video is {}; the offer does not take it", video.as_str()),
+        );
+        tracing::info!(stream = %key, codec = video.as_str(), "whep offer refused: codec not offered");
+        return Err(refused(api, "codec_not_offered"));
+    }
     let local = req.conn_data::<LocalAddr>().map(|l| l.0);
     let now = Instant::now();
-    let playing = match negotiate(offer, &webrtc.candidates(local), summary.opus, now) {
+    let playing = match negotiate(offer, &webrtc.candidates(local), video, summary.opus, now) {
         Ok(playing) => playing,
         Err(error) => {
             let status = match error {

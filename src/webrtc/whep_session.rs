@@ -1,5 +1,6 @@
 //! One WHEP viewer's session: [`negotiate`] answers its offer with an ICE-lite `rtc` peer
-//! connection that sends H.264 (and Opus, when the offer takes audio), and
+//! connection that sends the stream's video codec (H.264 or VP8; and Opus, when the offer
+//! takes audio), and
 //! [`WhepSession::run`] drives it until it ends.
 //!
 //! The session is a viewer of the stream like an RTMP or HTTP-FLV player: once the peer
@@ -32,7 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -78,13 +81,15 @@ pub struct Playing {
     pub negotiated: Negotiated,
     video: Option<(RTCRtpSenderId, u32)>,
     audio: Option<(RTCRtpSenderId, u32)>,
+    video_codec: Codec,
 }
 
 /// Answers a WHEP `offer` with an ICE-lite peer connection that advertises `candidates`
-/// and sends H.264 video (and Opus audio when `audio`).
+/// and sends `video_codec` (H.264 or VP8) video (and Opus audio when `audio`).
 pub fn negotiate(
     offer: String,
     candidates: &Candidates,
+    video_codec: Codec,
     audio: bool,
     now: Instant,
 ) -> Result<Playing, NegotiateError> {
@@ -92,8 +97,8 @@ pub fn negotiate(
     let mut rng = rand::rng();
     let (video_ssrc, audio_ssrc): (u32, u32) = (rng.random(), rng.random());
     let mut ids = (None, None);
-    let negotiated = answer_with(offer, candidates, now, true, |peer| {
-        let video = track(RtpCodecKind::Video, video_ssrc, video_codec());
+    let negotiated = answer_with(offer, candidates, video_codec, now, true, |peer| {
+        let video = track(RtpCodecKind::Video, video_ssrc, rtp_video_codec(video_codec));
         ids.0 = Some(peer.add_track(video)?);
         if audio {
             let audio = track(RtpCodecKind::Audio, audio_ssrc, audio_codec());
@@ -105,10 +110,20 @@ pub fn negotiate(
         negotiated,
         video: ids.0.map(|id| (id, video_ssrc)),
         audio: ids.1.map(|id| (id, audio_ssrc)),
+        video_codec,
     })
 }
 
-fn video_codec() -> RTCRtpCodec {
+fn rtp_video_codec(codec: Codec) -> RTCRtpCodec {
+    if codec == Codec::Vp8 {
+        return RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        };
+    }
     RTCRtpCodec {
         mime_type: MIME_TYPE_H264.to_owned(),
         clock_rate: 90_000,
@@ -237,7 +252,7 @@ impl FrameSink for WhepSink {
             return Offer::Accepted(0);
         }
         match frame.codec() {
-            Codec::H264 => self.queue(frame),
+            Codec::H264 | Codec::Vp8 => self.queue(frame),
             Codec::Opus => {
                 self.opus();
                 self.queue(frame)
@@ -259,8 +274,8 @@ impl FrameSink for WhepSink {
 
     fn offer_config(&mut self, config: &CodecConfig) -> Offer {
         match config.codec() {
-            // In-band: the SPS and PPS travel before every keyframe.
-            Codec::H264 => Offer::Accepted(0),
+            // In-band: H.264's SPS and PPS travel before every keyframe; VP8 has none.
+            Codec::H264 | Codec::Vp8 => Offer::Accepted(0),
             Codec::Opus => {
                 self.opus();
                 Offer::Accepted(0)
@@ -339,7 +354,7 @@ impl WhepSession {
         webrtc.stats.whep.sessions.inc();
         webrtc.stats.whep.sessions_total.inc();
         let registration = Registration { webrtc: Arc::clone(webrtc), id: Arc::clone(&id) };
-        let Playing { negotiated, video, audio } = playing;
+        let Playing { negotiated, video, audio, video_codec } = playing;
         let mut peer = negotiated.peer;
         let params = |peer: &mut RTCPeerConnection, sender: Option<(RTCRtpSenderId, u32)>, mime| {
             use rand::Rng;
@@ -357,9 +372,11 @@ impl WhepSession {
                 TrackParams { ssrc, payload_type, first_seq: rng.random(), origin: rng.random() };
             Some((id, params))
         };
-        let video = params(&mut peer, video, MIME_TYPE_H264);
+        let video_mime = if video_codec == Codec::Vp8 { MIME_TYPE_VP8 } else { MIME_TYPE_H264 };
+        let video = params(&mut peer, video, video_mime);
         let audio = params(&mut peer, audio, MIME_TYPE_OPUS);
-        let playback = Playback::new(video.map(|v| v.1), audio.map(|a| a.1));
+        let playback =
+            Playback::new(video.map(|v| v.1), audio.map(|a| a.1)).with_video(video_codec);
         let (queue, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
         let links = Links::new(negotiated.candidates);
         if !webrtc.route(&id, negotiated.ufrag, queue).await {

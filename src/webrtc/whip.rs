@@ -47,7 +47,7 @@ pub async fn publish(
     let (app, key) = path.into_inner();
     let key = stream_key(&app, &key).map_err(|e| refused(e, "invalid_stream_name"))?;
     let body = resource::read_offer(webrtc, Protocol::Whip, &req, payload).await?;
-    let (offer, _) = offer::check(&body).map_err(|error| {
+    let (offer, summary) = offer::check(&body).map_err(|error| {
         let api = ApiError::new(StatusCode::BAD_REQUEST, error.code(), error.to_string());
         refused(api, error.code())
     })?;
@@ -68,7 +68,8 @@ pub async fn publish(
     })?;
     let local = req.conn_data::<LocalAddr>().map(|l| l.0);
     let now = Instant::now();
-    let negotiated = match negotiate(offer, &webrtc.candidates(local), now) {
+    let negotiated = match negotiate(offer, &webrtc.candidates(local), summary.publish_video(), now)
+    {
         Ok(negotiated) => negotiated,
         Err(error) => {
             publishing.publisher.finish("offer not answered");

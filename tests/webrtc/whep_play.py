@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A scripted WHEP player (aiortc) for ZenLive's tests.
 
-Offers to receive video (and, with --audio, audio) from a WHEP endpoint on loopback,
+Offers to receive video (H.264, or VP8 with --codec vp8; and, with --audio, audio) from a WHEP endpoint on loopback,
 decodes what arrives, and reports on stdout, one line each, what happened:
 
     STATUS <http status>          the answer to the offer
@@ -40,14 +40,16 @@ aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 
 class DecodeErrors(logging.Handler):
-    """Counts what aiortc's H.264 decoder logs when a packet does not decode."""
+    """Counts what aiortc logs when a frame does not decode (its H.264 decoder, and its
+    receiver's "failed to decode" warning, which covers every codec)."""
 
     def __init__(self):
         super().__init__(logging.WARNING)
         self.count = 0
 
     def emit(self, record):
-        self.count += 1
+        if record.name != "aiortc.rtcrtpreceiver" or "failed to decode" in record.getMessage():
+            self.count += 1
 
 
 def is_rtp(data):
@@ -133,6 +135,7 @@ async def main():
     parser.add_argument("--frames", type=int, default=60, help="stop after this many")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--audio", action="store_true")
+    parser.add_argument("--codec", choices=["h264", "vp8"], default="h264")
     parser.add_argument("--delete", action="store_true", help="DELETE the session at the end")
     parser.add_argument(
         "--drop-every",
@@ -144,11 +147,13 @@ async def main():
 
     errors = DecodeErrors()
     logging.getLogger("aiortc.codecs.h264").addHandler(errors)
+    logging.getLogger("aiortc.rtcrtpreceiver").addHandler(errors)
 
     pc = RTCPeerConnection()
     video = pc.addTransceiver("video", direction="recvonly")
-    h264 = [c for c in RTCRtpReceiver.getCapabilities("video").codecs if c.mimeType == "video/H264"]
-    video.setCodecPreferences(h264)
+    mime = {"h264": "video/H264", "vp8": "video/VP8"}[args.codec]
+    codecs = [c for c in RTCRtpReceiver.getCapabilities("video").codecs if c.mimeType == mime]
+    video.setCodecPreferences(codecs)
     if args.audio:
         pc.addTransceiver("audio", direction="recvonly")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A scripted WHIP publisher (aiortc) for ZenLive's tests.
 
-Publishes FFmpeg's test picture as H.264 (and, with --audio, a sine tone as Opus) to a
+Publishes FFmpeg's test picture as H.264 (or, with --codec vp8, VP8) (and, with --audio, a sine tone as Opus) to a
 WHIP endpoint on loopback, and reports on stdout, one line each, what happened:
 
     STATUS <http status>          the answer to the offer
@@ -66,6 +66,7 @@ async def main():
     parser.add_argument("--audio", action="store_true")
     parser.add_argument("--delete-after", type=float, help="DELETE the session after this long")
     parser.add_argument("--size", default="320x240")
+    parser.add_argument("--codec", choices=["h264", "vp8"], default="h264")
     parser.add_argument(
         "--trickle",
         action="store_true",
@@ -76,8 +77,9 @@ async def main():
     pc = RTCPeerConnection()
     video = MediaPlayer(f"testsrc=size={args.size}:rate=30", format="lavfi")
     transceiver = pc.addTransceiver(video.video, direction="sendonly")
-    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
-    transceiver.setCodecPreferences(h264)
+    mime = {"h264": "video/H264", "vp8": "video/VP8"}[args.codec]
+    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == mime]
+    transceiver.setCodecPreferences(codecs)
     if args.audio:
         audio = MediaPlayer("sine=frequency=440:sample_rate=48000", format="lavfi")
         pc.addTransceiver(audio.audio, direction="sendonly")
