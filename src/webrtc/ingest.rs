@@ -85,6 +85,8 @@ pub struct TrackIngest {
     depacketizer: Option<H264Depacketizer>,
     vp8: Option<Vp8Depacketizer>,
     config: Option<CodecConfig>,
+    /// The last video frame's time in whole milliseconds (see [`monotonic_millis`]).
+    last_video_ms: Option<i64>,
     /// Opus → AAC (Opus tracks; `None` if the encoder could not start).
     transcoder: Option<OpusToAac>,
     transcode_error: Option<String>,
@@ -108,6 +110,7 @@ impl TrackIngest {
             depacketizer,
             vp8,
             config: None,
+            last_video_ms: None,
             transcoder,
             transcode_error,
         }
@@ -182,6 +185,7 @@ impl TrackIngest {
                         vp8::Depacketized::KeyframeNeeded => out.push(Ingested::KeyframeNeeded),
                         vp8::Depacketized::Frame(frame) => {
                             let at = self.clock.time(frame.timestamp, arrival);
+                            let at = monotonic_millis(&mut self.last_video_ms, at);
                             let config = self.config.get_or_insert_with(|| {
                                 let config = CodecConfig::new(Codec::Vp8, Bytes::new(), at);
                                 out.push(Ingested::Config(config.clone()));
@@ -207,6 +211,7 @@ impl TrackIngest {
                         Depacketized::KeyframeNeeded => out.push(Ingested::KeyframeNeeded),
                         Depacketized::AccessUnit(unit) => {
                             let at = self.clock.time(unit.timestamp, arrival);
+                            let at = monotonic_millis(&mut self.last_video_ms, at);
                             if let Some(record) = unit.config {
                                 let config = CodecConfig::new(Codec::H264, record.to_record(), at);
                                 out.push(Ingested::Config(config.clone()));
@@ -229,8 +234,44 @@ impl TrackIngest {
     }
 }
 
+/// How far back a video frame may be and still be moved just after the previous one.
+const NUDGE_LIMIT_MS: i64 = 100;
+
+/// A video frame's time, moved to a millisecond after the previous frame's when it would
+/// round to the same millisecond or just before it: RTMP, FLV and their players count in
+/// milliseconds and refuse two frames with one timestamp, and a browser's first frames can
+/// come less than a millisecond apart. A frame further back (a new timeline) is left as it
+/// is.
+fn monotonic_millis(last: &mut Option<i64>, at: MediaTime) -> MediaTime {
+    let ms = at.as_millis();
+    let at = match *last {
+        Some(previous) if ms <= previous && previous - ms < NUDGE_LIMIT_MS => {
+            MediaTime::from_millis(previous + 1)
+        }
+        _ => at,
+    };
+    *last = Some(at.as_millis());
+    at
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn video_times_are_a_millisecond_apart_at_least() {
+        use super::monotonic_millis;
+        use zenlive_media::MediaTime;
+        let mut last = None;
+        let micros = |us: i64| MediaTime::from_nanos(us * 1000);
+        assert_eq!(monotonic_millis(&mut last, micros(5_000)).as_millis(), 5);
+        // 0.3 ms later rounds to the same millisecond: moved to the next.
+        assert_eq!(monotonic_millis(&mut last, micros(5_300)).as_millis(), 6);
+        // Normal spacing is left alone.
+        assert_eq!(monotonic_millis(&mut last, micros(38_333)), micros(38_333));
+        // A jump back of 100 ms or more is a new timeline, left as it is.
+        assert_eq!(monotonic_millis(&mut last, micros(500_000)), micros(500_000));
+        assert_eq!(monotonic_millis(&mut last, micros(1_000)), micros(1_000));
+    }
+
     use zenlive_media::avc::AvcDecoderConfig;
 
     use super::*;
