@@ -34,7 +34,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
@@ -434,6 +434,9 @@ impl Session {
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                     self.receivers.insert(init.track_id, init.receiver_id);
                 }
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                    RTCIceConnectionState::Connected,
+                ) => start_dtls_now(&mut self.peer),
                 _ => {}
             }
         }
@@ -615,6 +618,19 @@ impl Session {
         ] {
             stats.frames_dropped("whip", reason, n.saturating_sub(was));
         }
+    }
+}
+
+/// Sends the DTLS handshake's first flight now; call it when ICE has just connected.
+///
+/// This node answers as the DTLS client, and `rtc` 0.21 starts the handshake when ICE
+/// selects the pair, but queues the ClientHello where only the connection's next timeout
+/// hands it out: the ICE agent's next tick, up to 200 ms later, which every WHIP and WHEP
+/// session would wait before its media flows. A timeout handled now flushes it (the timers
+/// that are not due yet do nothing).
+pub(super) fn start_dtls_now(peer: &mut RTCPeerConnection) {
+    if let Err(error) = peer.handle_timeout(Instant::now()) {
+        tracing::debug!(%error, "webrtc: timeout handling failed");
     }
 }
 

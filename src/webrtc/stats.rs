@@ -19,9 +19,15 @@
 //!   dropped (gap, malformed, unsupported, too_large, waiting for a keyframe).
 //! - `zenlive_webrtc_udp_dropped_total{reason}`: datagrams no session took (`unroutable`,
 //!   `queue_full`).
+//! - `zenlive_webrtc_frame_send_delay_seconds{protocol="whep"}`: a histogram of the time
+//!   from a frame's arrival at a WHEP viewer's session (its viewer session handing it over)
+//!   until the batch holding its first RTP packet was written to the UDP socket. One clock
+//!   reading per frame and one per flush, not per packet.
 
 use prometheus::core::Collector;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 /// The series. See the module docs.
 pub struct WebRtcStats {
@@ -37,6 +43,9 @@ pub struct WebRtcStats {
     plis: IntCounterVec,
     frames_dropped: IntCounterVec,
     udp_dropped: IntCounterVec,
+    frame_send_delay: HistogramVec,
+    /// WHEP: a frame's arrival at a viewer's session → its first RTP packet sent, seconds.
+    pub whep_frame_send_delay: Histogram,
     /// `whip` children, resolved once.
     pub whip: ProtocolStats,
     /// `whep` children, resolved once.
@@ -140,6 +149,19 @@ impl WebRtcStats {
             "UDP datagrams on the WebRTC port that no session took, by reason.",
             &["reason"],
         );
+        let frame_send_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "zenlive_webrtc_frame_send_delay_seconds",
+                "Time from a frame's arrival at a WebRTC viewer's session until its first RTP packet was sent, by protocol.",
+            )
+            .buckets(vec![
+                0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1,
+                0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["protocol"],
+        )
+        .expect("valid histogram options");
+        let whep_frame_send_delay = frame_send_delay.with_label_values(&["whep"]);
         for reason in ["unroutable", "queue_full"] {
             udp_dropped.with_label_values(&[reason]);
         }
@@ -168,6 +190,8 @@ impl WebRtcStats {
             plis,
             frames_dropped,
             udp_dropped,
+            frame_send_delay,
+            whep_frame_send_delay,
             whip,
             whep,
         }
@@ -188,6 +212,7 @@ impl WebRtcStats {
             Box::new(self.plis.clone()),
             Box::new(self.frames_dropped.clone()),
             Box::new(self.udp_dropped.clone()),
+            Box::new(self.frame_send_delay.clone()),
         ]
     }
 

@@ -30,7 +30,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -46,7 +46,9 @@ use zenlive_actors::{CodecConfig, FrameSink, MediaFrame, Offer, Protocol, Stream
 use zenlive_media::{Codec, FrameKind};
 
 use super::playback::{Feedback, Playback, Skipped, Track, TrackParams};
-use super::session::{answer_with, feed, send_pending, NegotiateError, Negotiated, DATAGRAM_QUEUE};
+use super::session::{
+    answer_with, feed, send_pending, start_dtls_now, NegotiateError, Negotiated, DATAGRAM_QUEUE,
+};
 use super::udp::{Datagram, SessionId};
 use super::WebRtc;
 use crate::admission::Ticket;
@@ -147,7 +149,8 @@ fn track(kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack 
 /// other codecs are refused as [`Offer::Unsupported`] (the viewer session skips the track
 /// and logs it once: AAC from RTMP, until it is transcoded to Opus upstream).
 pub struct WhepSink {
-    tx: mpsc::Sender<MediaFrame>,
+    /// Each frame with when it arrived (for `zenlive_webrtc_frame_send_delay_seconds`).
+    tx: mpsc::Sender<(Instant, MediaFrame)>,
 }
 
 impl WhepSink {
@@ -165,7 +168,7 @@ impl FrameSink for WhepSink {
         if !Self::carries(frame.codec()) {
             return Offer::Unsupported;
         }
-        match self.tx.try_send(frame.clone()) {
+        match self.tx.try_send((Instant::now(), frame.clone())) {
             Ok(()) => Offer::Accepted(frame.payload().len()),
             Err(TrySendError::Full(_)) => Offer::Full,
             Err(TrySendError::Closed(_)) => Offer::Closed,
@@ -204,7 +207,7 @@ impl Drop for Registration {
 enum Wake {
     Cancelled,
     Datagram(Option<Datagram>),
-    Frame(Option<MediaFrame>),
+    Frame(Option<(Instant, MediaFrame)>),
     Timer,
 }
 
@@ -219,13 +222,15 @@ pub struct WhepSession {
     last_datagram: Instant,
     /// Until connected: the admission's ticket, to start watching with.
     ticket: Option<Ticket>,
-    /// Once watching: the viewer session's frames.
-    frames: Option<mpsc::Receiver<MediaFrame>>,
+    /// Once watching: the viewer session's frames, with when each arrived.
+    frames: Option<mpsc::Receiver<(Instant, MediaFrame)>>,
     playback: Playback,
     video: Option<RTCRtpSenderId>,
     audio: Option<RTCRtpSenderId>,
     directory: Directory,
     packets: Vec<(Track, rtc::rtp::packet::Packet)>,
+    /// When the frames whose packets wait for the next flush arrived.
+    unsent: Vec<Instant>,
     bframes_noticed: bool,
     registration: Registration,
 }
@@ -294,6 +299,7 @@ impl WhepSession {
             audio: audio.map(|a| a.0),
             directory,
             packets: Vec::new(),
+            unsent: Vec::new(),
             bframes_noticed: false,
             registration,
         })
@@ -352,13 +358,13 @@ impl WhepSession {
                     }
                 }
                 Wake::Frame(None) => return "viewer session ended",
-                Wake::Frame(Some(frame)) => {
+                Wake::Frame(Some((arrived, frame))) => {
                     let now = Instant::now();
-                    self.send(&frame, now);
+                    self.send(&frame, arrived, now);
                     for _ in 1..BATCH {
                         let Some(frames) = self.frames.as_mut() else { break };
                         match frames.try_recv() {
-                            Ok(frame) => self.send(&frame, now),
+                            Ok((arrived, frame)) => self.send(&frame, arrived, now),
                             Err(_) => break,
                         }
                     }
@@ -381,21 +387,33 @@ impl WhepSession {
         feed(&mut self.peer, local_addr, datagram, &self.key, "whep");
     }
 
-    /// Sends what the connection wants to send.
+    /// Sends what the connection wants to send, and observes how long the frames whose
+    /// packets went out waited since they arrived (one clock reading per flush).
     fn flush(&mut self) {
         send_pending(&mut self.peer, &self.registration.webrtc.socket, &self.key, "whep");
+        if !self.unsent.is_empty() {
+            let now = Instant::now();
+            let delay = &self.registration.webrtc.stats.whep_frame_send_delay;
+            for arrived in self.unsent.drain(..) {
+                delay.observe(now.saturating_duration_since(arrived).as_secs_f64());
+            }
+        }
     }
 
     /// Handles the connection's events; `Some(reason)` when the session is over.
     fn events(&mut self) -> Option<&'static str> {
         while let Some(event) = self.peer.poll_event() {
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
-                match state {
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                     RTCPeerConnectionState::Connected => self.on_connected(),
                     RTCPeerConnectionState::Failed => return Some("connection failed"),
                     RTCPeerConnectionState::Closed => return Some("connection closed"),
                     _ => {}
-                }
+                },
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                    RTCIceConnectionState::Connected,
+                ) => start_dtls_now(&mut self.peer),
+                _ => {}
             }
         }
         None
@@ -436,8 +454,9 @@ impl WhepSession {
         }
     }
 
-    /// Sends one frame's packets.
-    fn send(&mut self, frame: &MediaFrame, now: Instant) {
+    /// Hands one frame's packets to the connection (the next flush sends them); `arrived`
+    /// is when the frame reached this session.
+    fn send(&mut self, frame: &MediaFrame, arrived: Instant, now: Instant) {
         let mut packets = std::mem::take(&mut self.packets);
         match self.playback.frame(frame, &mut packets) {
             Ok(()) => {}
@@ -470,6 +489,9 @@ impl WhepSession {
             }
         }
         self.packets = packets;
+        if count > 0 {
+            self.unsent.push(arrived);
+        }
         let stats = &self.registration.webrtc.stats.whep;
         stats.rtp_packets_sent.inc_by(count);
         stats.rtp_bytes_sent.inc_by(bytes);
