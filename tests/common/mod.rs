@@ -323,6 +323,23 @@ pub fn example_binary(name: &str) -> PathBuf {
     profile_dir.join("examples").join(name)
 }
 
+/// The path of the load-test swarm (`zenlive-swarm`, loadtest/), built first in the tests'
+/// own profile (a no-op when it is fresh). Built with the workspace's features, so its
+/// dependencies are the ones the tests' build compiled already.
+pub fn swarm_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let release = profile_dir.ends_with("release");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--workspace", "--bin", "zenlive-swarm"])
+        .args(release.then_some("--release"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo build -p zenlive-loadtest");
+    assert!(status.success(), "building zenlive-swarm");
+    profile_dir.join("zenlive-swarm")
+}
+
 /// The stdout lines of a child process.
 pub type StdoutLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
 
