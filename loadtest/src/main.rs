@@ -7,17 +7,20 @@
 //! zenlive-swarm play --url rtmp://127.0.0.1:1935/live/bench --count 500 --duration 30
 //! zenlive-swarm play --url http://127.0.0.1:8080/live/bench.flv --count 500 --duration 30
 //! zenlive-swarm whep --url http://127.0.0.1:8080/whep/live/bench --count 500 --ramp-up 5 --duration 30
+//! zenlive-swarm whip --url http://127.0.0.1:8080/whip/live/bench --count 10 --file in.flv --duration 30
 //! zenlive-swarm chat --url ws://127.0.0.1:8080/chat/live/bench --members 2000 --senders 20 \
 //!     --rate 5 --secret "$ZENLIVE_AUTH_JWT_SECRET" --duration 30
 //! ```
 
 mod chat;
 mod client;
+mod peer;
 mod player;
 mod publisher;
 mod rtp;
 mod stats;
 mod whep;
+mod whip;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +52,21 @@ enum Command {
     Chat(ChatArgs),
     /// M WebRTC players over WHEP (http://HOST:8080/whep/{app}/{key}).
     Whep(WhepArgs),
+    /// N realtime WebRTC publishers over WHIP (http://HOST:8080/whip/{app}/{key}) of an
+    /// FLV file's H.264 video (its audio is not sent).
+    Whip(WhipArgs),
+}
+
+#[derive(Args)]
+struct WhipArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The FLV file whose H.264 video is published, looped.
+    #[arg(long)]
+    file: std::path::PathBuf,
+    /// A bearer token for the POST (when the node's auth is on).
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -232,7 +250,8 @@ async fn play(common: Common) -> Result<()> {
 
 async fn whep_run(args: WhepArgs) -> Result<()> {
     let common = args.common;
-    let shared = Arc::new(whep::Shared::new(&common.url, args.token, args.audio)?);
+    let shared = Arc::new(peer::Shared::new(&common.url, args.token)?);
+    let audio = args.audio;
     let begin = Instant::now();
     let deadline = begin + Duration::from_secs_f64(common.duration);
     let mut tasks = JoinSet::new();
@@ -241,7 +260,7 @@ async fn whep_run(args: WhepArgs) -> Result<()> {
         let (shared, offset) = (Arc::clone(&shared), start_offset(&common, i));
         tasks.spawn(async move {
             tokio::time::sleep(offset).await;
-            whep::run(shared, url, deadline).await
+            whep::run(shared, url, audio, deadline).await
         });
     }
     eprintln!("zenlive-swarm: {} WHEP players started", common.count);
@@ -281,7 +300,7 @@ async fn whep_run(args: WhepArgs) -> Result<()> {
                 summary.keyframes += s.keyframes;
                 summary.stalls += s.stalls;
                 summary.players_with_stalls += usize::from(s.stalls > 0);
-                summary.ended_early += usize::from(played.ended_early.is_some());
+                summary.ended_early += usize::from(played.ended_early);
                 connect.extend(s.connected.map(ms));
                 if let Some(joined) = s.join {
                     summary.players_with_video += 1;
@@ -298,6 +317,49 @@ async fn whep_run(args: WhepArgs) -> Result<()> {
     summary.join_ms = Tail::of(join);
     summary.connect_ms = Tail::of(connect);
     summary.mbps_per_player = Spread::of(mbps);
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+async fn whip_run(args: WhipArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let video = Arc::new(whip::Video::new(&publisher::Source::parse(&bytes)?)?);
+    let common = args.common;
+    let shared = Arc::new(peer::Shared::new(&common.url, args.token)?);
+    let begin = Instant::now();
+    let deadline = begin + Duration::from_secs_f64(common.duration);
+    let mut tasks = JoinSet::new();
+    for i in 0..common.count {
+        let url = client_url(&common.url, i, common.count, true);
+        let (shared, video, offset) =
+            (Arc::clone(&shared), Arc::clone(&video), start_offset(&common, i));
+        tasks.spawn(async move {
+            tokio::time::sleep(offset).await;
+            whip::run(shared, url, video, deadline).await
+        });
+    }
+    eprintln!("zenlive-swarm: {} WHIP publishers started", common.count);
+    let (mut completed, mut bytes_sent, mut fell_behind) = (0, 0, 0);
+    let mut errors = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("WHIP publisher task")? {
+            Ok(stats) => {
+                completed += 1;
+                bytes_sent += stats.bytes;
+                fell_behind += usize::from(stats.max_lag > Duration::from_secs(1));
+            }
+            Err(error) => *errors.entry(error_kind(&error)).or_insert(0) += 1,
+        }
+    }
+    let summary = PublishSummary {
+        publishers: common.count,
+        completed,
+        duration_secs: begin.elapsed().as_secs_f64(),
+        bytes: bytes_sent,
+        fell_behind,
+        errors,
+    };
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }
@@ -387,6 +449,7 @@ async fn main() -> Result<()> {
             Command::Play(common) => play(common).await,
             Command::Chat(args) => chat_run(args).await,
             Command::Whep(args) => whep_run(args).await,
+            Command::Whip(args) => whip_run(args).await,
         }
     };
     tokio::select! {
