@@ -206,7 +206,13 @@ pub async fn open(
     let response = request.send().await.context("http request")?;
     let status = response.status();
     if status != reqwest::StatusCode::CREATED {
-        bail!("HTTP status {status}");
+        // The node's refusals are JSON with a `code` ("stream_not_found", ...).
+        let body = response.text().await.unwrap_or_default();
+        let code = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        bail!("HTTP status {status} {code}");
     }
     let location = response
         .headers()

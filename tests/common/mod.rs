@@ -307,13 +307,28 @@ pub async fn assert_good_recording(file: &Path, seconds: f64, label: &str) {
     assert!(errors.trim().is_empty(), "{label}: decoding printed errors:\n{errors}");
 }
 
+/// Cargo, to build a binary from a test, without the variables Cargo sets for the test
+/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...): build scripts that read one (ring's does)
+/// would see it changed and run again, and everything above them would be rebuilt, here
+/// and in the next ordinary build.
+fn nested_cargo() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO"));
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_") && !matches!(key, "CARGO_HOME" | "CARGO_TARGET_DIR") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// The path of example `name`, built first in the tests' own profile (a no-op when it is
 /// fresh).
 pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
     let release = profile_dir.ends_with("release");
-    let status = std::process::Command::new(env!("CARGO"))
+    let status = nested_cargo()
         .args(["build", "--example", name])
         .args(release.then_some("--release"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -330,7 +345,7 @@ pub fn swarm_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
     let release = profile_dir.ends_with("release");
-    let status = std::process::Command::new(env!("CARGO"))
+    let status = nested_cargo()
         .args(["build", "--workspace", "--bin", "zenlive-swarm"])
         .args(release.then_some("--release"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
