@@ -79,7 +79,14 @@ impl Shared {
             params,
         )
         .map_err(|e| anyhow!("generating a certificate: {e}"))?;
-        let http = reqwest::Client::builder().tcp_nodelay(true).timeout(HTTP_TIMEOUT).build()?;
+        // A connection per request, as each browser has its own: the node answers an offer on
+        // the HTTP worker its connection landed on, and runs the session there, so one
+        // keep-alive connection for the swarm would put every session on one thread.
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .timeout(HTTP_TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .build()?;
         Ok(Self { http, certificate, token, local_ip: local_ip_towards(url)? })
     }
 }
