@@ -57,7 +57,7 @@ use crate::admission::Ticket;
 /// of 2 s at 60 fps with audio, which a new viewer receives at once.
 pub const FRAME_QUEUE: usize = 512;
 
-/// Frames handled in one go before the connection's output is flushed.
+/// Frames handled in one go before the session looks at its datagrams and timers again.
 const BATCH: usize = 32;
 
 /// How often the session checks its timers when the connection asks for nothing sooner.
@@ -359,12 +359,17 @@ impl WhepSession {
                 }
                 Wake::Frame(None) => return "viewer session ended",
                 Wake::Frame(Some((arrived, frame))) => {
-                    let now = Instant::now();
-                    self.send(&frame, arrived, now);
+                    // Each frame's packets leave before the next frame's are made (the last
+                    // one's at the top of the loop): the stack's queues then hold one frame,
+                    // not a joining viewer's whole GOP, and keep the capacity they grew to.
+                    self.send(&frame, arrived, Instant::now());
                     for _ in 1..BATCH {
                         let Some(frames) = self.frames.as_mut() else { break };
                         match frames.try_recv() {
-                            Ok((arrived, frame)) => self.send(&frame, arrived, now),
+                            Ok((arrived, frame)) => {
+                                self.flush();
+                                self.send(&frame, arrived, Instant::now());
+                            }
                             Err(_) => break,
                         }
                     }
