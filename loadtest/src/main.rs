@@ -1,20 +1,26 @@
-//! `zenlive-swarm`: realtime RTMP publishers and RTMP / HTTP-FLV players in one process, for
-//! load-testing ZenLive and its peers (nginx-rtmp, SRS...). Prints a JSON summary on
-//! stdout; progress goes to stderr.
+//! `zenlive-swarm`: realtime RTMP publishers, RTMP / HTTP-FLV players and WHEP (WebRTC)
+//! players in one process, for load-testing ZenLive and its peers (nginx-rtmp, SRS...).
+//! Prints a JSON summary on stdout; progress goes to stderr.
 //!
 //! ```text
 //! zenlive-swarm publish --url rtmp://127.0.0.1:1935/live/bench --count 100 --file in.flv --duration 30
 //! zenlive-swarm play --url rtmp://127.0.0.1:1935/live/bench --count 500 --duration 30
 //! zenlive-swarm play --url http://127.0.0.1:8080/live/bench.flv --count 500 --duration 30
+//! zenlive-swarm whep --url http://127.0.0.1:8080/whep/live/bench --count 500 --ramp-up 5 --duration 30
+//! zenlive-swarm whip --url http://127.0.0.1:8080/whip/live/bench --count 10 --file in.flv --duration 30
 //! zenlive-swarm chat --url ws://127.0.0.1:8080/chat/live/bench --members 2000 --senders 20 \
 //!     --rate 5 --secret "$ZENLIVE_AUTH_JWT_SECRET" --duration 30
 //! ```
 
 mod chat;
 mod client;
+mod peer;
 mod player;
 mod publisher;
+mod rtp;
 mod stats;
+mod whep;
+mod whip;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,9 +32,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::RtmpUrl;
-use crate::stats::{PlaySummary, PublishSummary, Spread};
+use crate::stats::{PlaySummary, PublishSummary, Spread, Tail, WhepSummary};
 
-/// Realtime RTMP publishers and RTMP/HTTP-FLV players for load tests.
+/// Realtime RTMP publishers and RTMP/HTTP-FLV/WHEP players for load tests.
 #[derive(Parser)]
 #[command(name = "zenlive-swarm", version)]
 struct Cli {
@@ -44,6 +50,35 @@ enum Command {
     Play(Common),
     /// Chat members reading a room and senders posting to it, with delivery latency.
     Chat(ChatArgs),
+    /// M WebRTC players over WHEP (http://HOST:8080/whep/{app}/{key}).
+    Whep(WhepArgs),
+    /// N realtime WebRTC publishers over WHIP (http://HOST:8080/whip/{app}/{key}) of an
+    /// FLV file's H.264 video (its audio is not sent).
+    Whip(WhipArgs),
+}
+
+#[derive(Args)]
+struct WhipArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The FLV file whose H.264 video is published, looped.
+    #[arg(long)]
+    file: std::path::PathBuf,
+    /// A bearer token for the POST (when the node's auth is on).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+struct WhepArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A bearer token for the POST (when the node's auth is on).
+    #[arg(long)]
+    token: Option<String>,
+    /// Offer to receive Opus audio too (sent when the stream has Opus).
+    #[arg(long)]
+    audio: bool,
 }
 
 #[derive(Args)]
@@ -213,6 +248,122 @@ async fn play(common: Common) -> Result<()> {
     Ok(())
 }
 
+async fn whep_run(args: WhepArgs) -> Result<()> {
+    let common = args.common;
+    let shared = Arc::new(peer::Shared::new(&common.url, args.token)?);
+    let audio = args.audio;
+    let begin = Instant::now();
+    let deadline = begin + Duration::from_secs_f64(common.duration);
+    let mut tasks = JoinSet::new();
+    for i in 0..common.count {
+        let url = client_url(&common.url, i, common.count, false);
+        let (shared, offset) = (Arc::clone(&shared), start_offset(&common, i));
+        tasks.spawn(async move {
+            tokio::time::sleep(offset).await;
+            whep::run(shared, url, audio, deadline).await
+        });
+    }
+    eprintln!("zenlive-swarm: {} WHEP players started", common.count);
+    let end = deadline.into_std();
+    let mut summary = WhepSummary {
+        players: common.count,
+        connected: 0,
+        players_with_video: 0,
+        duration_secs: 0.0,
+        packets: 0,
+        bytes: 0,
+        mbps_per_player: None,
+        audio_packets: 0,
+        lost_packets: 0,
+        frames: 0,
+        keyframes: 0,
+        fps: None,
+        join_ms: None,
+        connect_ms: None,
+        stalls: 0,
+        players_with_stalls: 0,
+        ended_early: 0,
+        errors: BTreeMap::new(),
+    };
+    let (mut fps, mut join, mut connect, mut mbps) = (vec![], vec![], vec![], vec![]);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("WHEP player task")? {
+            Ok(played) => {
+                let s = played.stats;
+                summary.connected += usize::from(s.connected.is_some());
+                summary.packets += s.packets;
+                summary.bytes += s.bytes;
+                summary.audio_packets += s.audio_packets;
+                summary.lost_packets += s.lost;
+                summary.frames += s.frames;
+                summary.keyframes += s.keyframes;
+                summary.stalls += s.stalls;
+                summary.players_with_stalls += usize::from(s.stalls > 0);
+                summary.ended_early += usize::from(played.ended_early);
+                connect.extend(s.connected.map(ms));
+                if let Some(joined) = s.join {
+                    summary.players_with_video += 1;
+                    join.push(ms(joined));
+                    fps.extend(s.fps(end));
+                    mbps.extend(s.mbps(end));
+                }
+            }
+            Err(error) => *summary.errors.entry(error_kind(&error)).or_insert(0) += 1,
+        }
+    }
+    summary.duration_secs = begin.elapsed().as_secs_f64();
+    summary.fps = Spread::of(fps);
+    summary.join_ms = Tail::of(join);
+    summary.connect_ms = Tail::of(connect);
+    summary.mbps_per_player = Spread::of(mbps);
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+async fn whip_run(args: WhipArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let video = Arc::new(whip::Video::new(&publisher::Source::parse(&bytes)?)?);
+    let common = args.common;
+    let shared = Arc::new(peer::Shared::new(&common.url, args.token)?);
+    let begin = Instant::now();
+    let deadline = begin + Duration::from_secs_f64(common.duration);
+    let mut tasks = JoinSet::new();
+    for i in 0..common.count {
+        let url = client_url(&common.url, i, common.count, true);
+        let (shared, video, offset) =
+            (Arc::clone(&shared), Arc::clone(&video), start_offset(&common, i));
+        tasks.spawn(async move {
+            tokio::time::sleep(offset).await;
+            whip::run(shared, url, video, deadline).await
+        });
+    }
+    eprintln!("zenlive-swarm: {} WHIP publishers started", common.count);
+    let (mut completed, mut bytes_sent, mut fell_behind) = (0, 0, 0);
+    let mut errors = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("WHIP publisher task")? {
+            Ok(stats) => {
+                completed += 1;
+                bytes_sent += stats.bytes;
+                fell_behind += usize::from(stats.max_lag > Duration::from_secs(1));
+            }
+            Err(error) => *errors.entry(error_kind(&error)).or_insert(0) += 1,
+        }
+    }
+    let summary = PublishSummary {
+        publishers: common.count,
+        completed,
+        duration_secs: begin.elapsed().as_secs_f64(),
+        bytes: bytes_sent,
+        fell_behind,
+        errors,
+    };
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(index).map_or(0.0, |us| f64::from(*us) / 1000.0)
@@ -297,6 +448,8 @@ async fn main() -> Result<()> {
             Command::Publish(args) => publish(args).await,
             Command::Play(common) => play(common).await,
             Command::Chat(args) => chat_run(args).await,
+            Command::Whep(args) => whep_run(args).await,
+            Command::Whip(args) => whip_run(args).await,
         }
     };
     tokio::select! {

@@ -95,6 +95,73 @@ impl Spread {
     }
 }
 
+/// Min / median / 99th percentile / max of a sample (nearest rank).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Tail {
+    /// Smallest.
+    pub min: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Tail {
+    /// The tail of `values`, or `None` when empty.
+    pub fn of(mut values: Vec<f64>) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = |p: f64| values[((values.len() - 1) as f64 * p).round() as usize];
+        Some(Self { min: values[0], p50: rank(0.5), p99: rank(0.99), max: rank(1.0) })
+    }
+}
+
+/// The summary `whep` prints.
+#[derive(Debug, Serialize)]
+pub struct WhepSummary {
+    /// How many players were asked for.
+    pub players: usize,
+    /// How many connected (ICE, DTLS).
+    pub connected: usize,
+    /// How many received a keyframe.
+    pub players_with_video: usize,
+    /// Seconds the run lasted.
+    pub duration_secs: f64,
+    /// RTP packets received, all players.
+    pub packets: u64,
+    /// RTP bytes received (payload plus the 12-byte fixed header), all players.
+    pub bytes: u64,
+    /// Received bitrate per player with video, Mbit/s from its first keyframe to the end.
+    pub mbps_per_player: Option<Spread>,
+    /// Audio packets among the packets.
+    pub audio_packets: u64,
+    /// Video packets missing by sequence number, all players.
+    pub lost_packets: u64,
+    /// Video frames (distinct RTP timestamps), all players.
+    pub frames: u64,
+    /// Keyframes, all players.
+    pub keyframes: u64,
+    /// Video fps per player, counted from 2 s after its first keyframe (the cached GOP's
+    /// burst left out) to the end.
+    pub fps: Option<Spread>,
+    /// POST → the first packet of the first keyframe, ms.
+    pub join_ms: Option<Tail>,
+    /// POST → the peer connection connected (ICE and DTLS done), ms.
+    pub connect_ms: Option<Tail>,
+    /// Gaps of more than 500 ms between video packets, all players.
+    pub stalls: u64,
+    /// Players with at least one stall.
+    pub players_with_stalls: usize,
+    /// Players whose connection failed or closed before the end.
+    pub ended_early: usize,
+    /// Errors (players that never connected) by kind.
+    pub errors: BTreeMap<String, usize>,
+}
+
 /// The summary `play` prints.
 #[derive(Debug, Serialize)]
 pub struct PlaySummary {
@@ -167,6 +234,13 @@ mod tests {
         assert_eq!(s.started_on_keyframe, Some(true));
         assert_eq!(s.media_ms, 2000);
         assert!((s.fps(Duration::from_secs(2)) - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn tails() {
+        assert_eq!(Tail::of(vec![]), None);
+        let values: Vec<f64> = (1..=200).rev().map(f64::from).collect();
+        assert_eq!(Tail::of(values), Some(Tail { min: 1.0, p50: 101.0, p99: 198.0, max: 200.0 }));
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Launch for FeedHost {
 /// One subscriber: its viewer's frame queue.
 struct Subscriber {
     id: u64,
-    queue: mpsc::Sender<MediaFrame>,
+    queue: mpsc::Sender<(Instant, MediaFrame)>,
 }
 
 /// A feed's subscribers, shared by its registry entry and its sink.
@@ -177,7 +177,7 @@ impl OpusFeeds {
         self: &Arc<Self>,
         key: &StreamKey,
         lineage: u64,
-        queue: mpsc::Sender<MediaFrame>,
+        queue: mpsc::Sender<(Instant, MediaFrame)>,
     ) -> Option<FeedSubscription> {
         let viewer = self.next_id();
         let subscriber = Subscriber { id: viewer, queue };
@@ -366,7 +366,7 @@ impl FeedSink {
         let mut full = 0;
         self.subscribers.lock().retain(|subscriber| {
             for frame in opus {
-                match subscriber.queue.try_send(frame.clone()) {
+                match subscriber.queue.try_send((Instant::now(), frame.clone())) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => full += 1,
                     Err(TrySendError::Closed(_)) => return false,
@@ -498,8 +498,8 @@ mod tests {
         value(stats.collectors(), &format!("zenlive_transcode_{name}{{direction=\"aac_to_opus\"}}"))
     }
 
-    fn drain(rx: &mut mpsc::Receiver<MediaFrame>) -> Vec<MediaFrame> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    fn drain(rx: &mut mpsc::Receiver<(Instant, MediaFrame)>) -> Vec<MediaFrame> {
+        std::iter::from_fn(|| rx.try_recv().ok().map(|(_, frame)| frame)).collect()
     }
 
     #[test]

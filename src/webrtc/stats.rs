@@ -29,9 +29,15 @@
 //! - `zenlive_webrtc_tcp_refused_total{reason}`: ICE-TCP connections closed early:
 //!   `too_many`, `timeout` (no first frame in time), `oversized` (a frame longer than a
 //!   packet), `not_stun`, `unknown_session` (the first frame names no session), `idle`.
+//! - `zenlive_webrtc_frame_send_delay_seconds{protocol="whep"}`: a histogram of the time
+//!   from a frame's arrival at a WHEP viewer's session (its viewer session handing it over)
+//!   until the batch holding its first RTP packet was written to the UDP socket. One clock
+//!   reading per frame and one per flush, not per packet.
 
 use prometheus::core::Collector;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 /// The series. See the module docs.
 pub struct WebRtcStats {
@@ -53,6 +59,9 @@ pub struct WebRtcStats {
     pub tcp_connections: IntGauge,
     /// ICE-TCP connections accepted.
     pub tcp_connections_total: IntCounter,
+    frame_send_delay: HistogramVec,
+    /// WHEP: a frame's arrival at a viewer's session → its first RTP packet sent, seconds.
+    pub whep_frame_send_delay: Histogram,
     /// `whip` children, resolved once.
     pub whip: ProtocolStats,
     /// `whep` children, resolved once.
@@ -163,6 +172,19 @@ impl WebRtcStats {
             "UDP datagrams on the WebRTC port that no session took, by reason.",
             &["reason"],
         );
+        let frame_send_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "zenlive_webrtc_frame_send_delay_seconds",
+                "Time from a frame's arrival at a WebRTC viewer's session until its first RTP packet was sent, by protocol.",
+            )
+            .buckets(vec![
+                0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1,
+                0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["protocol"],
+        )
+        .expect("valid histogram options");
+        let whep_frame_send_delay = frame_send_delay.with_label_values(&["whep"]);
         for reason in ["unroutable", "queue_full"] {
             udp_dropped.with_label_values(&[reason]);
         }
@@ -214,6 +236,8 @@ impl WebRtcStats {
             tcp_refused,
             tcp_connections,
             tcp_connections_total,
+            frame_send_delay,
+            whep_frame_send_delay,
             whip,
             whep,
         }
@@ -238,6 +262,7 @@ impl WebRtcStats {
             Box::new(self.tcp_refused.clone()),
             Box::new(self.tcp_connections.clone()),
             Box::new(self.tcp_connections_total.clone()),
+            Box::new(self.frame_send_delay.clone()),
         ]
     }
 

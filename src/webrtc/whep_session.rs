@@ -38,7 +38,7 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -55,7 +55,7 @@ use zenlive_media::{Codec, FrameKind};
 
 use super::audio_feed::{FeedSubscription, OpusFeeds};
 use super::playback::{Feedback, Playback, Skipped, Track, TrackParams};
-use super::session::{answer_with, NegotiateError, Negotiated, DATAGRAM_QUEUE};
+use super::session::{answer_with, start_dtls_now, NegotiateError, Negotiated, DATAGRAM_QUEUE};
 use super::transport::{Candidates, Links};
 use super::udp::{Datagram, SessionId};
 use super::WebRtc;
@@ -65,7 +65,7 @@ use crate::admission::Ticket;
 /// of 2 s at 60 fps with audio, which a new viewer receives at once.
 pub const FRAME_QUEUE: usize = 512;
 
-/// Frames handled in one go before the connection's output is flushed.
+/// Frames handled in one go before the session looks at its datagrams and timers again.
 const BATCH: usize = 32;
 
 /// How often the session checks its timers when the connection asks for nothing sooner.
@@ -178,7 +178,8 @@ fn track(kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack 
 /// and codecs WebRTC does not carry here, are refused as [`Offer::Unsupported`] (the
 /// viewer session skips the track and logs it once).
 pub struct WhepSink {
-    tx: mpsc::Sender<MediaFrame>,
+    /// Each frame with when it arrived (for `zenlive_webrtc_frame_send_delay_seconds`).
+    tx: mpsc::Sender<(Instant, MediaFrame)>,
     /// Where AAC can be transcoded for this viewer (`None`: it took no audio track).
     aac: Option<AacSource>,
     audio: AudioRoute,
@@ -209,7 +210,7 @@ enum AudioRoute {
 
 impl WhepSink {
     /// A sink into `tx`; AAC is transcoded through `aac` when the viewer takes audio.
-    pub fn new(tx: mpsc::Sender<MediaFrame>, aac: Option<AacSource>) -> Self {
+    pub fn new(tx: mpsc::Sender<(Instant, MediaFrame)>, aac: Option<AacSource>) -> Self {
         Self { tx, aac, audio: AudioRoute::Undecided }
     }
 
@@ -237,7 +238,7 @@ impl WhepSink {
     }
 
     fn queue(&mut self, frame: &MediaFrame) -> Offer {
-        match self.tx.try_send(frame.clone()) {
+        match self.tx.try_send((Instant::now(), frame.clone())) {
             Ok(()) => Offer::Accepted(frame.payload().len()),
             Err(TrySendError::Full(_)) => Offer::Full,
             Err(TrySendError::Closed(_)) => Offer::Closed,
@@ -308,7 +309,7 @@ impl Drop for Registration {
 enum Wake {
     Cancelled,
     Datagram(Option<Datagram>),
-    Frame(Option<MediaFrame>),
+    Frame(Option<(Instant, MediaFrame)>),
     Timer,
 }
 
@@ -324,13 +325,15 @@ pub struct WhepSession {
     last_datagram: Instant,
     /// Until connected: the admission's ticket, to start watching with.
     ticket: Option<Ticket>,
-    /// Once watching: the viewer session's frames.
-    frames: Option<mpsc::Receiver<MediaFrame>>,
+    /// Once watching: the viewer session's frames, with when each arrived.
+    frames: Option<mpsc::Receiver<(Instant, MediaFrame)>>,
     playback: Playback,
     video: Option<RTCRtpSenderId>,
     audio: Option<RTCRtpSenderId>,
     directory: Directory,
     packets: Vec<(Track, rtc::rtp::packet::Packet)>,
+    /// When the frames whose packets wait for the next flush arrived.
+    unsent: Vec<Instant>,
     bframes_noticed: bool,
     registration: Registration,
 }
@@ -399,6 +402,7 @@ impl WhepSession {
             audio: audio.map(|a| a.0),
             directory,
             packets: Vec::new(),
+            unsent: Vec::new(),
             bframes_noticed: false,
             registration,
         })
@@ -457,13 +461,18 @@ impl WhepSession {
                     }
                 }
                 Wake::Frame(None) => return "viewer session ended",
-                Wake::Frame(Some(frame)) => {
-                    let now = Instant::now();
-                    self.send(&frame, now);
+                Wake::Frame(Some((arrived, frame))) => {
+                    // Each frame's packets leave before the next frame's are made (the last
+                    // one's at the top of the loop): the stack's queues then hold one frame,
+                    // not a joining viewer's whole GOP, and keep the capacity they grew to.
+                    self.send(&frame, arrived, Instant::now());
                     for _ in 1..BATCH {
                         let Some(frames) = self.frames.as_mut() else { break };
                         match frames.try_recv() {
-                            Ok(frame) => self.send(&frame, now),
+                            Ok((arrived, frame)) => {
+                                self.flush();
+                                self.send(&frame, arrived, Instant::now());
+                            }
                             Err(_) => break,
                         }
                     }
@@ -486,22 +495,34 @@ impl WhepSession {
         self.links.feed(&mut self.peer, udp_bound, datagram, &self.key, "whep");
     }
 
-    /// Sends what the connection wants to send.
+    /// Sends what the connection wants to send, and observes how long the frames whose
+    /// packets went out waited since they arrived (one clock reading per flush).
     fn flush(&mut self) {
         let socket = &self.registration.webrtc.socket;
         self.links.send_pending(&mut self.peer, socket, &self.key, "whep");
+        if !self.unsent.is_empty() {
+            let now = Instant::now();
+            let delay = &self.registration.webrtc.stats.whep_frame_send_delay;
+            for arrived in self.unsent.drain(..) {
+                delay.observe(now.saturating_duration_since(arrived).as_secs_f64());
+            }
+        }
     }
 
     /// Handles the connection's events; `Some(reason)` when the session is over.
     fn events(&mut self) -> Option<&'static str> {
         while let Some(event) = self.peer.poll_event() {
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
-                match state {
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                     RTCPeerConnectionState::Connected => self.on_connected(),
                     RTCPeerConnectionState::Failed => return Some("connection failed"),
                     RTCPeerConnectionState::Closed => return Some("connection closed"),
                     _ => {}
-                }
+                },
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                    RTCIceConnectionState::Connected,
+                ) => start_dtls_now(&mut self.peer),
+                _ => {}
             }
         }
         None
@@ -547,8 +568,9 @@ impl WhepSession {
         }
     }
 
-    /// Sends one frame's packets.
-    fn send(&mut self, frame: &MediaFrame, now: Instant) {
+    /// Hands one frame's packets to the connection (the next flush sends them); `arrived`
+    /// is when the frame reached this session.
+    fn send(&mut self, frame: &MediaFrame, arrived: Instant, now: Instant) {
         let mut packets = std::mem::take(&mut self.packets);
         match self.playback.frame(frame, &mut packets) {
             Ok(()) => {}
@@ -581,6 +603,9 @@ impl WhepSession {
             }
         }
         self.packets = packets;
+        if count > 0 {
+            self.unsent.push(arrived);
+        }
         let stats = &self.registration.webrtc.stats.whep;
         stats.rtp_packets_sent.inc_by(count);
         stats.rtp_bytes_sent.inc_by(bytes);
@@ -694,7 +719,7 @@ mod tests {
         // A full queue (the feed's Opus filled it) makes the AAC frame count as not taken,
         // so the viewer session's slow-viewer rules see it.
         let opus = MediaFrame::audio(Codec::Opus, MediaTime::ZERO, Bytes::from_static(&[1]), None);
-        while second.tx.try_send(opus.clone()).is_ok() {}
+        while second.tx.try_send((Instant::now(), opus.clone())).is_ok() {}
         assert_eq!(second.offer(&aac), Offer::Full);
         assert_eq!(launches.0.lock().len(), 1, "one transcoder for the stream");
         assert_eq!(stats.aac_to_opus.active.get(), 1);
@@ -714,7 +739,7 @@ mod tests {
         assert_eq!(sink.offer_config(&aac_config()), Offer::Unsupported);
         let opus = MediaFrame::audio(Codec::Opus, MediaTime::ZERO, Bytes::from_static(&[1]), None);
         assert_eq!(sink.offer(&opus), Offer::Accepted(1));
-        assert!(rx.try_recv().is_ok_and(|f| f.codec() == Codec::Opus));
+        assert!(rx.try_recv().is_ok_and(|(_, f)| f.codec() == Codec::Opus));
         assert!(launches.0.lock().is_empty() && feeds.is_empty());
     }
 }

@@ -308,13 +308,28 @@ pub async fn assert_good_recording(file: &Path, seconds: f64, label: &str) {
     assert!(errors.trim().is_empty(), "{label}: decoding printed errors:\n{errors}");
 }
 
+/// Cargo, to build a binary from a test, without the variables Cargo sets for the test
+/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...): build scripts that read one (ring's does)
+/// would see it changed and run again, and everything above them would be rebuilt, here
+/// and in the next ordinary build.
+fn nested_cargo() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO"));
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_") && !matches!(key, "CARGO_HOME" | "CARGO_TARGET_DIR") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// The path of example `name`, built first in the tests' own profile (a no-op when it is
 /// fresh).
 pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
     let release = profile_dir.ends_with("release");
-    let status = std::process::Command::new(env!("CARGO"))
+    let status = nested_cargo()
         .args(["build", "--example", name])
         .args(release.then_some("--release"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -322,6 +337,23 @@ pub fn example_binary(name: &str) -> PathBuf {
         .expect("cargo build --example");
     assert!(status.success(), "building example {name}");
     profile_dir.join("examples").join(name)
+}
+
+/// The path of the load-test swarm (`zenlive-swarm`, loadtest/), built first in the tests'
+/// own profile (a no-op when it is fresh). Built with the workspace's features, so its
+/// dependencies are the ones the tests' build compiled already.
+pub fn swarm_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let release = profile_dir.ends_with("release");
+    let status = nested_cargo()
+        .args(["build", "--workspace", "--bin", "zenlive-swarm"])
+        .args(release.then_some("--release"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo build -p zenlive-loadtest");
+    assert!(status.success(), "building zenlive-swarm");
+    profile_dir.join("zenlive-swarm")
 }
 
 /// The stdout lines of a child process.
