@@ -21,8 +21,8 @@
 //! RTCP from the viewer (let through `rtc`'s interceptors by [`super::feedback`]): PLI/FIR
 //! become rate-limited keyframe requests to the stream's publisher ([`RequestKeyframe`]: a
 //! WHIP publisher asks its encoder; RTMP cannot be asked, and the viewer waits for the next
-//! keyframe); NACKs are answered by `rtc`'s NACK
-//! responder, which keeps the last 1024 packets each track sent.
+//! keyframe); NACKs are answered by `rtc`'s NACK responder, which keeps the last 512
+//! packets each track sent.
 //!
 //! A session ends when it is deleted, not connected within `webrtc.connect_timeout`,
 //! silent for `webrtc.idle_timeout`, when its viewer session ends (the stream ended, or the
