@@ -10,9 +10,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::webrtc::{aiortc, frames_and_errors};
 use common::*;
 use parking_lot::Mutex;
-use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 use zenlive::auth::Role;
 use zenlive::hooks::ViewerEvent;
@@ -25,36 +25,6 @@ const SECRET: &str = "whep-test-secret-whep-test-secret";
 const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
     m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n\
     a=rtpmap:102 H264/90000\r\n";
-
-fn require_aiortc() {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import aiortc"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "aiortc is required for this test: run scripts/test, which installs it"
-    );
-}
-
-/// An aiortc script of `tests/webrtc/` on `url` with `args`, and its report lines.
-fn aiortc(script: &str, url: &str, args: &[&str]) -> (Child, StdoutLines) {
-    require_aiortc();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc").join(script);
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(url)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn an aiortc script");
-    let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    (child, lines)
-}
 
 fn whep_url(node: &Node, name: &str) -> String {
     http_url(node, &format!("/whep/live/{name}"))
@@ -73,15 +43,6 @@ fn publish_file_looped(file: &Path, url: &str) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn ffmpeg publisher")
-}
-
-/// `FRAMES <n> ERRORS <m>` → (n, m).
-fn frames_and_errors(line: &str) -> (u64, u64) {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words[..] {
-        [n, "ERRORS", m] => (n.parse().expect("a count"), m.parse().expect("a count")),
-        _ => panic!("unexpected report {line:?}"),
-    }
 }
 
 /// The `AUDIO <frames>` and `LEVEL <peak>` lines of a `--audio` player.

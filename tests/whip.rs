@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::webrtc::aiortc;
 use common::*;
-use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 use zenlive::auth::Role;
 use zenlive::{Config, Node};
@@ -24,39 +24,9 @@ const SECRET: &str = "whip-test-secret-whip-test-secret";
 const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
     m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:102 H264/90000\r\n";
 
-fn require_aiortc() {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import aiortc"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "aiortc is required for this test: run scripts/test, which installs it"
-    );
-}
-
 /// The aiortc publisher on `url` with `args`, and its report lines.
 fn whip_publisher(url: &str, args: &[&str]) -> (Child, StdoutLines) {
-    aiortc_script("whip_publish.py", url, args)
-}
-
-/// An aiortc script of `tests/webrtc/` on `url` with `args`, and its report lines.
-fn aiortc_script(script: &str, url: &str, args: &[&str]) -> (Child, StdoutLines) {
-    require_aiortc();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc").join(script);
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(url)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn an aiortc script");
-    let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    (child, lines)
+    aiortc("whip_publish.py", url, args)
 }
 
 fn whip_url(node: &Node, name: &str) -> String {
@@ -571,8 +541,7 @@ async fn headless_chromium_publishes_vp8_that_aiortc_plays_over_whep() {
     })
     .await;
     let whep = http_url(&node, "/whep/live/vp8");
-    let (_player, mut lines) =
-        aiortc_script("whep_play.py", &whep, &["--codec", "vp8", "--frames", "60"]);
+    let (_player, mut lines) = aiortc("whep_play.py", &whep, &["--codec", "vp8", "--frames", "60"]);
     assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
     line_starting(&mut lines, "CONNECTED").await;
     line_starting(&mut lines, "FIRST").await;
