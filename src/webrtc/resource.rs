@@ -145,6 +145,27 @@ pub fn created(
     response.body(answer)
 }
 
+/// The routes of `protocol`'s sessions: `DELETE`, `PATCH` and `OPTIONS` on
+/// `/{whip,whep}/sessions/{id}`, and `OPTIONS` on the offer's path.
+pub fn session_routes(cfg: &mut web::ServiceConfig, protocol: Protocol) {
+    use actix_web::http::Method;
+    let prefix = label(protocol);
+    let delete = move |node: web::Data<NodeContext>, id: web::Path<String>| async move {
+        self::delete(&node, protocol, &id).await
+    };
+    let patch = move |node: web::Data<NodeContext>,
+                      id: web::Path<String>,
+                      req: HttpRequest,
+                      payload: web::Payload| async move {
+        self::patch(&node, protocol, &id, &req, payload).await
+    };
+    let session = format!("/{prefix}/sessions/{{id}}");
+    cfg.route(&session, web::delete().to(delete))
+        .route(&session, web::patch().to(patch))
+        .route(&session, web::method(Method::OPTIONS).to(preflight))
+        .route(&format!("/{prefix}/{{app}}/{{key}}"), web::method(Method::OPTIONS).to(preflight));
+}
+
 /// `DELETE /{whip,whep}/sessions/{id}`: ends the session.
 pub async fn delete(
     node: &NodeContext,

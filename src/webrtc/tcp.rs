@@ -300,6 +300,7 @@ fn ended(error: &std::io::Error) -> Result<(), Refusal> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::udp::tests::binding_request;
     use proptest::prelude::*;
     use tokio_util::codec::{Decoder, Encoder};
 
@@ -396,22 +397,5 @@ mod tests {
         assert!(routes.find(&binding_request("other:peer")).is_none());
         routes.unregister(&"s".into());
         assert!(routes.find(&request).is_none());
-    }
-
-    /// A STUN binding request with `USERNAME` = `username`.
-    fn binding_request(username: &str) -> Vec<u8> {
-        let mut attributes = Vec::new();
-        attributes.extend_from_slice(&0x0006u16.to_be_bytes());
-        attributes.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        attributes.extend_from_slice(username.as_bytes());
-        while attributes.len() % 4 != 0 {
-            attributes.push(0);
-        }
-        let mut message = vec![0x00, 0x01];
-        message.extend_from_slice(&(attributes.len() as u16).to_be_bytes());
-        message.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-        message.extend_from_slice(&[9; 12]);
-        message.extend_from_slice(&attributes);
-        message
     }
 }

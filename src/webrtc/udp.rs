@@ -231,13 +231,13 @@ pub async fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use proptest::prelude::*;
 
     use super::*;
 
     /// A STUN binding request with `USERNAME` = `username` (and another attribute first).
-    fn binding_request(username: &str) -> Vec<u8> {
+    pub(in crate::webrtc) fn binding_request(username: &str) -> Vec<u8> {
         let mut attributes = vec![0x80, 0x2a, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]; // ICE-CONTROLLING
         attributes.extend_from_slice(&0x0006u16.to_be_bytes());
         attributes.extend_from_slice(&(username.len() as u16).to_be_bytes());

@@ -33,12 +33,8 @@ use crate::http::common::{request_token, stream_key, ApiError};
 
 /// The WHEP routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use actix_web::http::Method;
-    cfg.route("/whep/sessions/{id}", web::delete().to(delete))
-        .route("/whep/sessions/{id}", web::method(Method::OPTIONS).to(resource::preflight))
-        .route("/whep/sessions/{id}", web::patch().to(patch))
-        .route("/whep/{app}/{key}", web::post().to(play))
-        .route("/whep/{app}/{key}", web::method(Method::OPTIONS).to(resource::preflight));
+    cfg.route("/whep/{app}/{key}", web::post().to(play));
+    resource::session_routes(cfg, Protocol::Whep);
 }
 
 /// `POST /whep/{app}/{key}`
@@ -117,22 +113,4 @@ pub async fn play(
     tracing::info!(stream = %key, session = %id, peer = ?req.peer_addr(), "whep offer answered");
     actix_rt::spawn(context.until_shutdown(session.run()));
     Ok(resource::created(webrtc, Protocol::Whep, &id, &etag, answer))
-}
-
-/// `DELETE /whep/sessions/{id}`: ends the viewer's session.
-pub async fn delete(
-    node: web::Data<NodeContext>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    resource::delete(&node, Protocol::Whep, &id).await
-}
-
-/// `PATCH /whep/sessions/{id}`: trickle ICE.
-pub async fn patch(
-    node: web::Data<NodeContext>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    resource::patch(&node, Protocol::Whep, &id, &req, payload).await
 }

@@ -27,12 +27,8 @@ use crate::http::common::{request_token, stream_key, ApiError};
 
 /// The WHIP routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use actix_web::http::Method;
-    cfg.route("/whip/sessions/{id}", web::delete().to(delete))
-        .route("/whip/sessions/{id}", web::method(Method::OPTIONS).to(resource::preflight))
-        .route("/whip/sessions/{id}", web::patch().to(patch))
-        .route("/whip/{app}/{key}", web::post().to(publish))
-        .route("/whip/{app}/{key}", web::method(Method::OPTIONS).to(resource::preflight));
+    cfg.route("/whip/{app}/{key}", web::post().to(publish));
+    resource::session_routes(cfg, Protocol::Whip);
 }
 
 /// `POST /whip/{app}/{key}`
@@ -97,22 +93,4 @@ pub async fn publish(
     tracing::info!(stream = %key, session = %id, peer = ?req.peer_addr(), "whip offer answered");
     actix_rt::spawn(context.until_shutdown(session.run()));
     Ok(resource::created(webrtc, Protocol::Whip, &id, &etag, answer))
-}
-
-/// `DELETE /whip/sessions/{id}`: ends the session and its stream.
-pub async fn delete(
-    node: web::Data<NodeContext>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    resource::delete(&node, Protocol::Whip, &id).await
-}
-
-/// `PATCH /whip/sessions/{id}`: trickle ICE.
-pub async fn patch(
-    node: web::Data<NodeContext>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    resource::patch(&node, Protocol::Whip, &id, &req, payload).await
 }
