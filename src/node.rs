@@ -358,7 +358,8 @@ impl NodeBuilder {
         ));
         if config.recording.enabled {
             let events = Arc::clone(&hooks) as Arc<dyn RecordingListener>;
-            let (storage, indexer) = recording_storage(&config, recording.clone(), events)?;
+            let (storage, indexer) =
+                recording_storage(&config, &catalog, recording.clone(), events)?;
             let claims = Claims {
                 recordings: recordings.clone(),
                 registry: Arc::clone(&registry),
@@ -530,6 +531,7 @@ type RecordingStorage = (Arc<dyn Storage>, Option<Arc<dyn SegmentIndexer>>);
 /// The recordings' storage `[storage]` names, telling `events` of segments and ends.
 fn recording_storage(
     config: &Config,
+    catalog: &Catalog,
     counters: RecordingCounters,
     events: Arc<dyn RecordingListener>,
 ) -> Result<RecordingStorage, StartError> {
@@ -540,6 +542,8 @@ fn recording_storage(
         StorageKind::Local => {
             // Before retention's scan, which then counts them.
             let recovered = crate::recording::files::recover_parts(std::path::Path::new(base));
+            // Then the segments a crash kept from the catalog, cut short or not.
+            let mut indexed = catalog.index_interrupted();
             let mut storage = LocalStorage::new(base).with_events(events);
             let rules = RetentionRules {
                 delete_after: config.recording.delete_after,
@@ -553,7 +557,12 @@ fn recording_storage(
             }
             tracing::info!(base_path = %base, format = %config.recording.format, "recording streams to local disk");
             for (path, bytes) in recovered {
-                storage.recovered(&path, bytes);
+                let known = indexed.iter().position(|s| s.path == path).map(|i| indexed.remove(i));
+                storage.recovered(&path, bytes, known.as_ref());
+            }
+            // Finished, but not announced before the crash.
+            for segment in indexed {
+                storage.recovered(&segment.path, segment.bytes, Some(&segment));
             }
             Ok((Arc::new(storage), None))
         }

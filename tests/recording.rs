@@ -142,7 +142,14 @@ async fn kill_9_mid_segment_leaves_finished_segments_intact_and_the_open_one_rea
 
     // The next start finishes it: cut to its last complete fragment, renamed, and whole.
     drop(node);
-    let node = start_recording_node("recording-kill9-restarted", dir.path(), "fmp4").await;
+    const SECRET: &str = "kill9-listing-secret";
+    let node = start_recording_node_with(
+        "recording-kill9-restarted",
+        dir.path(),
+        "fmp4",
+        &[("ZENLIVE_AUTH_JWT_SECRET", SECRET)],
+    )
+    .await;
     let recovered = parts[0].with_extension("");
     assert!(!parts[0].exists() && recovered.exists(), "{} finished", recovered.display());
     let bytes = std::fs::metadata(&recovered).expect("the recovered segment").len();
@@ -155,6 +162,26 @@ async fn kill_9_mid_segment_leaves_finished_segments_intact_and_the_open_one_rea
     for segment in &finished {
         assert!(segment.exists(), "{} untouched", segment.display());
     }
+    // And it is listed for playback, after the finished ones, with the duration it holds.
+    let admin = mint_token(SECRET, "ops", None, &[zenlive::auth::Role::Admin]);
+    let listing: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/recordings/live/crash", node.http))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("listing")
+        .json()
+        .await
+        .expect("JSON");
+    let recordings = listing["recordings"].as_array().expect("recordings");
+    assert_eq!(recordings.len(), 1, "{listing}");
+    let segments = recordings[0]["segments"].as_array().expect("segments");
+    assert_eq!(segments.len(), finished.len() + 1, "{listing}");
+    let last = segments.last().expect("the recovered segment");
+    let name = recovered.file_name().expect("name").to_string_lossy().into_owned();
+    assert!(last["path"].as_str().is_some_and(|p| p.ends_with(&name)), "{listing}");
+    let listed = last["duration"].as_f64().expect("duration");
+    assert!((listed - after).abs() <= FRAME + 0.001, "listed {listed} s, ffprobe {after} s");
 }
 
 /// A tmpfs mounted on a directory, unmounted on drop. Mounting needs root (or

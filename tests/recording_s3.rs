@@ -278,7 +278,9 @@ async fn node_killed_mid_recording_uploads_its_spool_after_restart() {
     s3.thaw();
     let client = s3.client().await;
     let before = list(&client, "live/crash/").await.len();
-    let node = start_node("s3-kill9-restarted", &spool, &s3, &[]).await;
+    const SECRET: &str = "s3-kill9-listing-secret";
+    let node =
+        start_node("s3-kill9-restarted", &spool, &s3, &[("ZENLIVE_AUTH_JWT_SECRET", SECRET)]).await;
     // Every segment left (the .part too, as written) is uploaded, and the spool empties.
     wait_for("an empty spool", Duration::from_secs(60), || files_under(&spool, "").is_empty())
         .await;
@@ -291,11 +293,33 @@ async fn node_killed_mid_recording_uploads_its_spool_after_restart() {
     assert!(log.contains("queued for upload"), "the restart queues the spool");
     assert!(log.contains("a segment cut by a crash"), "the .part is finalized");
     let dl = tempfile::tempdir().expect("tempdir");
+    let mut durations = Vec::new();
     for (key, _) in &objects {
         let file = download(&client, key, dl.path()).await;
         let (_, duration) = video_span(&file).await;
         assert!(duration >= 1.0, "{key}: {duration} s");
+        durations.push(duration);
     }
+    // Every uploaded segment is listed in the recording's manifest, the one a crash cut
+    // short too (its times read from the media), and the recording is over.
+    let admin = mint_token(SECRET, "ops", None, &[zenlive::auth::Role::Admin]);
+    let listing: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/recordings/live/crash", node.http))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("listing")
+        .json()
+        .await
+        .expect("JSON");
+    let recordings = listing["recordings"].as_array().expect("recordings");
+    assert_eq!(recordings.len(), 1, "{listing}");
+    assert_eq!(recordings[0]["live"], false, "{listing}");
+    let segments = recordings[0]["segments"].as_array().expect("segments");
+    assert_eq!(segments.len(), objects.len(), "{listing}");
+    let last = segments.last().expect("a segment")["duration"].as_f64().expect("duration");
+    let probed = durations.last().copied().unwrap_or_default();
+    assert!((last - probed).abs() <= FRAME + 0.001, "listed {last} s, ffprobe {probed} s");
 }
 
 #[actix_rt::test]

@@ -44,6 +44,7 @@ pub mod rtp_clock;
 pub mod rtp_h264;
 pub mod rtp_h264_pack;
 pub mod segment;
+pub mod span;
 #[cfg(test)]
 mod testdata;
 pub mod time;

@@ -319,7 +319,7 @@ impl Catalog {
         let dir = self.recording_dir(&stream, id);
         let live = self.live.guard(stream, id);
         let indexer = self.indexer.clone();
-        CatalogWriter { inner, indexer, dir, id, format, _live: live }
+        CatalogWriter { inner, indexer, dir, id, format, open: Mutex::new(None), _live: live }
     }
 
     fn recording_dir(&self, stream: &StreamKey, id: RecordingId) -> PathBuf {
@@ -361,6 +361,104 @@ impl Catalog {
     pub fn recording(&self, stream: &StreamKey, id: RecordingId) -> io::Result<Option<Recording>> {
         let recording = self.read_recording(stream, id)?;
         Ok((recording.live || !recording.segments.is_empty()).then_some(recording))
+    }
+
+    /// Indexes the segments a crash kept from being indexed: each open marker left in the
+    /// catalog (see [`CatalogWriter`]) whose segment is on disk (finished, or cut short
+    /// and finished by [`super::files::recover_parts`], which runs first) and not yet
+    /// listed gets its sidecar, with times read from the media. Markers of segments that
+    /// are gone or already listed are removed; a marker whose `.part` is still there
+    /// (being written by another process, or not recoverable) is left. Answers the
+    /// segments indexed. Blocks (reads the segments): call it at start.
+    pub fn index_interrupted(&self) -> Vec<FinishedSegment> {
+        let mut indexed = Vec::new();
+        let base = self.root.join(CATALOG_DIR);
+        let dirs = |dir: &Path| names(dir).unwrap_or_default();
+        for app in dirs(&base) {
+            for key in dirs(&base.join(&app)) {
+                let Ok(stream) = StreamKey::new(&app, &key) else { continue };
+                for id in dirs(&base.join(&app).join(&key)) {
+                    let Some(id) = RecordingId::parse(&id) else { continue };
+                    let dir = self.recording_dir(&stream, id);
+                    indexed.extend(self.index_markers(&dir, &stream, id));
+                }
+            }
+        }
+        indexed
+    }
+
+    /// [`Catalog::index_interrupted`] in one recording's directory.
+    fn index_markers(
+        &self,
+        dir: &Path,
+        stream: &StreamKey,
+        id: RecordingId,
+    ) -> Vec<FinishedSegment> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let markers: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.') && n.ends_with(OPEN_SUFFIX))
+            })
+            .collect();
+        if markers.is_empty() {
+            return Vec::new();
+        }
+        let listed: Vec<String> = names(dir)
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| n.ends_with(".json"))
+            .filter_map(|n| read_record(&dir.join(n)).ok())
+            .map(|r| r.path)
+            .collect();
+        let mut indexed = Vec::new();
+        for marker in markers {
+            let remove = || {
+                if let Err(error) = std::fs::remove_file(&marker) {
+                    tracing::warn!(marker = %marker.display(), %error, "recording catalog: cannot remove an open marker");
+                }
+            };
+            let entry = read_record(&marker).ok().and_then(|r| {
+                let entry = SegmentEntry::from_record(&r)?;
+                (r.stream == stream.to_string() && r.recording == id.to_string())
+                    .then_some((r, entry))
+            });
+            let Some((record, entry)) = entry else {
+                tracing::warn!(marker = %marker.display(), "recording catalog: an unreadable open marker is removed");
+                remove();
+                continue;
+            };
+            let path = self.root.join(&entry.path);
+            if listed.contains(&record.path) {
+                remove();
+                continue;
+            }
+            if !path.exists() {
+                if !super::files::part_name(&path).exists() {
+                    remove();
+                }
+                continue;
+            }
+            match recovered_record(stream, id, entry.format, &entry.path, &path, entry.wall_start) {
+                Ok(Some((segment, record))) => match write_sidecar(dir, &record) {
+                    Ok(()) => {
+                        tracing::warn!(segment = %path.display(), duration_ms = segment.duration.as_millis() as u64, "recording catalog: a segment a crash left unlisted is indexed");
+                        remove();
+                        indexed.push(segment);
+                    }
+                    Err(error) => {
+                        tracing::error!(segment = %path.display(), %error, "recording catalog: a segment a crash left unlisted could not be indexed")
+                    }
+                },
+                Ok(None) => remove(),
+                Err(error) => {
+                    tracing::error!(segment = %path.display(), %error, "recording catalog: a segment a crash left unlisted could not be read")
+                }
+            }
+        }
+        indexed
     }
 
     fn read_recording(&self, stream: &StreamKey, id: RecordingId) -> io::Result<Recording> {
@@ -412,6 +510,12 @@ fn read_record(path: &Path) -> io::Result<SegmentRecord> {
 
 /// A recorder's storage: the sidecar of each finished segment, then the storage it wraps.
 /// See the module docs.
+///
+/// With local storage, a segment being written has an **open marker** in the recording's
+/// catalog directory (its record without times), removed once its sidecar is written. A
+/// marker left by a crash is how the next start finds the segment to index
+/// ([`Catalog::index_interrupted`]). S3 storage keeps the same in its spool sidecar
+/// ([`SegmentIndexer::opened_indexed`]).
 pub struct CatalogWriter {
     inner: Arc<dyn Storage>,
     /// S3: takes finished segments and ends (with their records) instead of `inner`.
@@ -419,6 +523,8 @@ pub struct CatalogWriter {
     dir: PathBuf,
     id: RecordingId,
     format: SegmentFormat,
+    /// The open segment's marker.
+    open: Mutex<Option<PathBuf>>,
     _live: LiveGuard,
 }
 
@@ -428,56 +534,114 @@ impl std::fmt::Debug for CatalogWriter {
     }
 }
 
-impl CatalogWriter {
-    fn record(&self, segment: &FinishedSegment) -> io::Result<SegmentRecord> {
-        let (init_bytes, init_digest) = match self.format {
-            SegmentFormat::Fmp4 => init_of(&segment.path)?,
-            _ => (None, None),
-        };
-        let path = segment.relative.to_str().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "a path that is not UTF-8")
-        })?;
-        Ok(SegmentRecord {
-            version: RECORD_VERSION,
-            stream: segment.stream.to_string(),
-            recording: self.id.to_string(),
-            path: path.replace('\\', "/"),
-            format: format_name(self.format).to_owned(),
-            wall_start_ms: segment
-                .wall_start
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            media_start_us: segment.media_start.as_micros() as u64,
-            duration_us: segment.duration.as_micros() as u64,
-            bytes: segment.bytes,
-            init_bytes,
-            init_digest,
-        })
-    }
+/// The record of `segment`, a finished segment of recording `id` in `format`.
+fn record_of(
+    id: RecordingId,
+    format: SegmentFormat,
+    segment: &FinishedSegment,
+) -> io::Result<SegmentRecord> {
+    let (init_bytes, init_digest) = match format {
+        SegmentFormat::Fmp4 => init_of(&segment.path)?,
+        _ => (None, None),
+    };
+    let path = segment
+        .relative
+        .to_str()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a path that is not UTF-8"))?;
+    Ok(SegmentRecord {
+        version: RECORD_VERSION,
+        stream: segment.stream.to_string(),
+        recording: id.to_string(),
+        path: path.replace('\\', "/"),
+        format: format_name(format).to_owned(),
+        wall_start_ms: unix_ms(segment.wall_start),
+        media_start_us: segment.media_start.as_micros() as u64,
+        duration_us: segment.duration.as_micros() as u64,
+        bytes: segment.bytes,
+        init_bytes,
+        init_digest,
+    })
+}
 
-    /// Writes the sidecar: `.tmp`, fsync, rename, fsync the directory.
-    fn index(&self, segment: &FinishedSegment) -> io::Result<()> {
-        let record = self.record(segment)?;
-        std::fs::create_dir_all(&self.dir)?;
-        let stem = format!("{:013}", record.wall_start_ms);
-        let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        for n in 0..1000u32 {
-            let name = if n == 0 { format!("{stem}.json") } else { format!("{stem}-{n}.json") };
-            let path = self.dir.join(&name);
-            if path.exists() {
-                continue;
-            }
-            let tmp = self.dir.join(format!(".{name}.tmp"));
-            let mut file = File::create(&tmp)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            drop(file);
-            std::fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()?;
-            return Ok(());
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes `record` as a sidecar in `dir`: `.tmp`, fsync, rename, fsync the directory.
+fn write_sidecar(dir: &Path, record: &SegmentRecord) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let stem = format!("{:013}", record.wall_start_ms);
+    let json = serde_json::to_vec(record).map_err(io::Error::other)?;
+    for n in 0..1000u32 {
+        let name = if n == 0 { format!("{stem}.json") } else { format!("{stem}-{n}.json") };
+        let path = dir.join(&name);
+        if path.exists() {
+            continue;
         }
-        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free sidecar name"))
+        write_atomically(dir, &path, &json)?;
+        return Ok(());
     }
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free sidecar name"))
+}
+
+/// Writes `bytes` to `path` in `dir` through a temporary file, fsynced, renamed, and the
+/// directory fsynced.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// The open marker of a segment begun at `wall_start_ms` (see [`CatalogWriter`]): a dot
+/// name, so listings skip it.
+fn open_marker(dir: &Path, wall_start_ms: u64) -> PathBuf {
+    dir.join(format!(".{wall_start_ms:013}{OPEN_SUFFIX}"))
+}
+
+/// The open markers' suffix.
+const OPEN_SUFFIX: &str = ".open";
+/// Largest segment read back whole to index it after a crash.
+const MAX_RECOVER_BYTES: u64 = 512 << 20;
+
+/// The record of a segment file a crash kept from being indexed (cut short and finished
+/// at start, or finished just before its record was written), with its times read from
+/// the media itself ([`zenlive_media::span`]): `stream`'s recording `id`, at `path`
+/// (`relative` to the storage root), begun at `wall_start`. `Ok(None)` when it holds no
+/// timed frame or is too large to read.
+pub(crate) fn recovered_record(
+    stream: &StreamKey,
+    id: RecordingId,
+    format: SegmentFormat,
+    relative: &Path,
+    path: &Path,
+    wall_start: SystemTime,
+) -> io::Result<Option<(FinishedSegment, SegmentRecord)>> {
+    let bytes = std::fs::metadata(path)?.len();
+    if bytes > MAX_RECOVER_BYTES {
+        tracing::warn!(path = %path.display(), bytes, "a recovered segment too large to read back is kept but not listed for playback");
+        return Ok(None);
+    }
+    let file = bytes::Bytes::from(std::fs::read(path)?);
+    let Some(span) = zenlive_media::span::media_span(format, &file) else {
+        tracing::warn!(path = %path.display(), "a recovered segment with no timed frame is kept but not listed for playback");
+        return Ok(None);
+    };
+    let segment = FinishedSegment {
+        stream: stream.clone(),
+        relative: relative.to_owned(),
+        path: path.to_owned(),
+        wall_start,
+        media_start: span.start.to_duration(),
+        duration: span.duration.to_duration(),
+        bytes: file.len() as u64,
+    };
+    let record = record_of(id, format, &segment)?;
+    Ok(Some((segment, record)))
 }
 
 /// The length and digest of an fMP4 file's init section. Reads its first
@@ -504,6 +668,44 @@ fn init_of(path: &Path) -> io::Result<(Option<u64>, Option<String>)> {
     Ok((Some(len), Some(hex::encode(&digest[..12]))))
 }
 
+impl CatalogWriter {
+    /// Writes the open marker of a segment at `relative` begun at `wall` (see the type's
+    /// docs).
+    fn mark_open(&self, stream: &StreamKey, relative: &Path, wall: SystemTime) -> io::Result<()> {
+        let path = relative.to_str().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "a path that is not UTF-8")
+        })?;
+        let record = SegmentRecord {
+            version: RECORD_VERSION,
+            stream: stream.to_string(),
+            recording: self.id.to_string(),
+            path: path.replace('\\', "/"),
+            format: format_name(self.format).to_owned(),
+            wall_start_ms: unix_ms(wall),
+            media_start_us: 0,
+            duration_us: 0,
+            bytes: 0,
+            init_bytes: None,
+            init_digest: None,
+        };
+        std::fs::create_dir_all(&self.dir)?;
+        let marker = open_marker(&self.dir, record.wall_start_ms);
+        let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        write_atomically(&self.dir, &marker, &json)?;
+        *self.open.lock() = Some(marker);
+        Ok(())
+    }
+
+    /// Removes the open segment's marker, its sidecar written.
+    fn unmark_open(&self) {
+        if let Some(marker) = self.open.lock().take() {
+            if let Err(error) = std::fs::remove_file(&marker) {
+                tracing::warn!(marker = %marker.display(), %error, "recording catalog: an open marker could not be removed; the next start removes it");
+            }
+        }
+    }
+}
+
 impl Storage for CatalogWriter {
     fn root(&self) -> &Path {
         self.inner.root()
@@ -512,8 +714,9 @@ impl Storage for CatalogWriter {
     fn finished(&self, segment: FinishedSegment) {
         // The segment is safe on disk whatever happens here: a missing record costs its
         // listing, not its media.
+        let record = record_of(self.id, self.format, &segment);
         if let Some(indexer) = &self.indexer {
-            let record = match self.record(&segment) {
+            let record = match record {
                 Ok(record) => Some(record),
                 Err(error) => {
                     tracing::error!(stream = %segment.stream, path = %segment.path.display(), %error, "recording catalog: the segment could not be indexed; it is uploaded but not listed for playback");
@@ -523,17 +726,28 @@ impl Storage for CatalogWriter {
             indexer.finished_indexed(segment, self.id, record);
             return;
         }
-        if let Err(error) = self.index(&segment) {
-            tracing::error!(stream = %segment.stream, path = %segment.path.display(), %error, "recording catalog: the segment could not be indexed; it is on disk but not listed for playback");
+        match record.and_then(|record| write_sidecar(&self.dir, &record)) {
+            Ok(()) => self.unmark_open(),
+            Err(error) => {
+                tracing::error!(stream = %segment.stream, path = %segment.path.display(), %error, "recording catalog: the segment could not be indexed; it is on disk but not listed for playback");
+            }
         }
         self.inner.finished(segment);
     }
 
-    // Every other call goes to the storage unchanged: the catalog only adds sidecars.
     fn opened(&self, stream: &StreamKey, relative: &Path, path: &Path, wall: SystemTime) {
+        if let Some(indexer) = &self.indexer {
+            indexer.opened_indexed(stream, relative, path, wall, self.id);
+            return;
+        }
+        if let Err(error) = self.mark_open(stream, relative, wall) {
+            // Costs the segment's listing only if the node then crashes.
+            tracing::warn!(%stream, path = %path.display(), %error, "recording catalog: no open marker for a segment; a crash would leave it unlisted");
+        }
         self.inner.opened(stream, relative, path, wall);
     }
 
+    // Every other call goes to the storage unchanged: the catalog only adds sidecars.
     fn has_room(&self) -> bool {
         self.inner.has_room()
     }
@@ -552,6 +766,17 @@ impl Storage for CatalogWriter {
 /// these *instead of* [`Storage::finished`] and [`Storage::ended`]: each must do all its
 /// plain counterpart does. No method has a default (see [`Storage`]).
 pub trait SegmentIndexer: Send + Sync + 'static {
+    /// [`Storage::opened`] for a segment of recording `id`: what it must keep so that a
+    /// segment a crash cut short is still indexed after the next start.
+    fn opened_indexed(
+        &self,
+        stream: &StreamKey,
+        relative: &Path,
+        path: &Path,
+        wall: SystemTime,
+        id: RecordingId,
+    );
+
     /// [`Storage::finished`] for a segment of recording `id`, with its record (`None` when
     /// it could not be made: the segment is stored but not listed).
     fn finished_indexed(
@@ -672,6 +897,17 @@ mod tests {
     }
 
     impl SegmentIndexer for Indexed {
+        fn opened_indexed(
+            &self,
+            stream: &StreamKey,
+            relative: &Path,
+            _path: &Path,
+            _wall: SystemTime,
+            id: RecordingId,
+        ) {
+            self.calls.lock().push(format!("opened {stream} {id} {}", relative.display()));
+        }
+
         fn finished_indexed(
             &self,
             segment: FinishedSegment,
@@ -698,6 +934,8 @@ mod tests {
         let writer = catalog.writer(key.clone(), id, SegmentFormat::Fmp4, inner);
         assert!(catalog.live().is_live(&key, id));
         assert!(writer.has_room());
+        let relative = Path::new("live/cam/a.mp4");
+        writer.opened(&key, relative, &dir.path().join(relative), UNIX_EPOCH);
         writer.finished(segment(dir.path(), &key, "a.mp4", 0));
         writer.ended(RecordingEvent::Ended {
             stream: key.clone(),
@@ -713,11 +951,122 @@ mod tests {
         assert_eq!(
             calls,
             [
+                format!("opened live/cam {id} live/cam/a.mp4"),
                 format!("finished live/cam {id} Some((\"live/cam/a.mp4\", Some(16)))"),
                 format!("ended live/cam {id}"),
             ]
         );
         assert!(!dir.path().join(CATALOG_DIR).exists(), "no sidecar beside the spool");
+    }
+
+    /// A real fMP4 segment of `seconds` from `start_ms` (30 fps video, a keyframe a
+    /// second, and audio), written at `root/relative`.
+    fn media_segment(root: &Path, relative: &str, start_ms: i64, seconds: i64) -> PathBuf {
+        use crate::recording::core::tests::{audio, configs, video};
+        use zenlive_media::segment::SegmentWriter;
+        use zenlive_media::time::MediaTime;
+        let (v, a) = configs();
+        let mut writer = SegmentWriter::new(
+            SegmentFormat::Fmp4,
+            Some(&v),
+            Some(&a),
+            MediaTime::from_millis(1000),
+        )
+        .expect("writer");
+        let mut frames: Vec<_> = (0..seconds * 30)
+            .map(|i| video(&v, start_ms + i * 1000 / 30, i % 30 == 0))
+            .chain((0..seconds * 43).map(|i| audio(&a, start_ms + i * 1000 / 43)))
+            .collect();
+        frames.sort_by_key(|f| f.dts());
+        let mut out = Vec::new();
+        for frame in &frames {
+            out.extend(writer.push(frame).expect("push").map(|c| c.to_bytes()));
+        }
+        out.extend(writer.finish(None).expect("finish").map(|c| c.to_bytes()));
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, out.concat()).expect("write");
+        path
+    }
+
+    #[test]
+    fn segments_a_crash_left_unlisted_are_indexed_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::new(dir.path());
+        let key = StreamKey::new("live", "cam").expect("key");
+        let id = RecordingId::from_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let inner: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+        let writer = catalog.writer(key.clone(), id, SegmentFormat::Fmp4, inner);
+        let wall = |s: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
+        // a: finished and indexed; its marker goes.
+        let a = Path::new("live/cam/a.mp4");
+        writer.opened(&key, a, &dir.path().join(a), wall(0));
+        let path = media_segment(dir.path(), "live/cam/a.mp4", 0, 4);
+        let bytes = std::fs::metadata(&path).expect("stat").len();
+        writer.finished(FinishedSegment {
+            stream: key.clone(),
+            relative: a.to_owned(),
+            path,
+            wall_start: wall(0),
+            media_start: Duration::ZERO,
+            duration: Duration::from_secs(4),
+            bytes,
+        });
+        // b: on disk when the node died (finished by recover_parts), never indexed.
+        let b = Path::new("live/cam/b.mp4");
+        writer.opened(&key, b, &dir.path().join(b), wall(4));
+        media_segment(dir.path(), "live/cam/b.mp4", 4_000, 3);
+        drop(writer);
+        // c: its .part held nothing and was deleted; d: another process still writes it.
+        let c = Path::new("live/cam/c.mp4");
+        let writer = catalog.writer(
+            key.clone(),
+            id,
+            SegmentFormat::Fmp4,
+            Arc::new(LocalStorage::new(dir.path())),
+        );
+        writer.opened(&key, c, &dir.path().join(c), wall(10));
+        let d = Path::new("live/cam/d.mp4");
+        let writer2 = catalog.writer(
+            key.clone(),
+            id,
+            SegmentFormat::Fmp4,
+            Arc::new(LocalStorage::new(dir.path())),
+        );
+        writer2.opened(&key, d, &dir.path().join(d), wall(20));
+        std::fs::write(dir.path().join("live/cam/d.mp4.part"), b"").expect("write");
+        drop((writer, writer2));
+        let before = catalog.recording(&key, id).expect("read").expect("exists");
+        assert_eq!(before.segments.len(), 1);
+
+        let indexed = catalog.index_interrupted();
+        assert_eq!(indexed.len(), 1);
+        assert_eq!(indexed[0].relative, b);
+        let recording = catalog.recording(&key, id).expect("read").expect("exists");
+        let names: Vec<_> = recording.segments.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(names, [PathBuf::from(a), PathBuf::from(b)]);
+        let b_entry = &recording.segments[1];
+        assert_eq!(b_entry.wall_start, wall(4));
+        assert_eq!(b_entry.media_start, Duration::from_secs(4));
+        let ms = b_entry.duration.as_millis();
+        assert!((2_900..=3_100).contains(&ms), "{ms} ms");
+        assert_eq!(b_entry.init_bytes, recording.segments[0].init_bytes);
+        // Only d's marker is left; a second pass changes nothing.
+        let markers = |dir: &Path| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .expect("dir")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(OPEN_SUFFIX))
+                .collect()
+        };
+        let rec = catalog.recording_dir(&key, id);
+        assert_eq!(markers(&rec), [format!(".{:013}{OPEN_SUFFIX}", 1_700_000_020_000u64)]);
+        assert!(catalog.index_interrupted().is_empty());
+        // A hostile marker is removed, and nothing else happens.
+        std::fs::write(rec.join(format!(".1{OPEN_SUFFIX}")), b"{not json").expect("write");
+        assert!(catalog.index_interrupted().is_empty());
+        assert_eq!(markers(&rec).len(), 1);
     }
 
     #[test]

@@ -241,6 +241,22 @@ impl Storage for S3Storage {
 }
 
 impl SegmentIndexer for S3Storage {
+    fn opened_indexed(
+        &self,
+        stream: &StreamKey,
+        _relative: &Path,
+        path: &Path,
+        wall: SystemTime,
+        id: RecordingId,
+    ) {
+        // With its recording named, a segment a crash cuts short is still indexed once
+        // uploaded after the restart (`spool::scan` reads its times from the media).
+        let meta = SegmentMeta { recording: Some(id.to_string()), ..meta(stream, wall) };
+        if let Err(error) = spool::write_sidecar(path, &meta) {
+            tracing::error!(%stream, path = %path.display(), %error, "cannot write a spool sidecar");
+        }
+    }
+
     fn finished_indexed(
         &self,
         segment: FinishedSegment,

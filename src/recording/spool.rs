@@ -28,9 +28,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::catalog::{RecordingId, SegmentRecord};
+use zenlive_actors::StreamKey;
+
+use super::catalog::{recovered_record, RecordingId, SegmentRecord};
 use super::events::RecordingEvent;
-use super::files::{part_name, recover_part, Recovery};
+use super::files::{format_of, part_name, recover_part, Recovery};
 
 /// First wait after a failed upload.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -310,7 +312,36 @@ pub fn scan(root: &Path, exts: &[&str], now: Instant) -> Recovered {
         .collect();
     listed.sort_by(|a, b| (&a.0, a.1, &a.2.relative).cmp(&(&b.0, b.1, &b.2.relative)));
     found.pending = listed.into_iter().map(|(_, _, p)| p).collect();
+    for pending in &mut found.pending {
+        index_interrupted(pending);
+    }
     found
+}
+
+/// Gives `pending`, a segment of a recording indexed for playback whose sidecar was
+/// written when it began but not when it finished (a crash came between), its record,
+/// with times read from the media: the manifest then lists it once it is uploaded.
+fn index_interrupted(pending: &mut Pending) {
+    let Some(meta) = &mut pending.meta else { return };
+    let Some(id) = meta.recording.as_deref().and_then(RecordingId::parse) else { return };
+    let (None, Ok(stream), Some(format)) =
+        (&meta.record, StreamKey::parse(&meta.stream), format_of(&pending.path))
+    else {
+        return;
+    };
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_millis(meta.wall_start_ms);
+    let relative = Path::new(&pending.relative);
+    match recovered_record(&stream, id, format, relative, &pending.path, wall) {
+        Ok(Some((segment, record))) => {
+            meta.media_start_ms = Some(segment.media_start.as_millis() as u64);
+            meta.duration_ms = Some(segment.duration.as_millis() as u64);
+            meta.record = Some(record);
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(path = %pending.path.display(), %error, "a segment a crash left unindexed could not be read; it is uploaded but not listed for playback");
+        }
+    }
 }
 
 #[cfg(test)]

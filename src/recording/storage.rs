@@ -86,13 +86,29 @@ impl LocalStorage {
 }
 
 impl LocalStorage {
-    /// Announces a segment a crash cut short, finished when the node started
-    /// ([`super::files::recover_parts`]) at `path`, `bytes` long: a segment event with
-    /// `recovered` set and no start or duration (the crash took them). Its stream is read
-    /// from its directory, as the default `recording.path` (`{app}/{key}/...`) lays it
-    /// out; a segment elsewhere stays on disk unannounced (logged).
-    pub fn recovered(&self, path: &Path, bytes: u64) {
+    /// Announces a segment a crash kept from being announced: cut short and finished when
+    /// the node started ([`super::files::recover_parts`]), or finished just before the
+    /// crash. `known` is what the catalog read back of it ([`super::catalog::Catalog::index_interrupted`]):
+    /// its stream and times. Without it, the event has no start or duration and its
+    /// stream is read from its directory, as the default `recording.path`
+    /// (`{app}/{key}/...`) lays it out; a segment elsewhere stays on disk unannounced
+    /// (logged).
+    pub fn recovered(&self, path: &Path, bytes: u64, known: Option<&FinishedSegment>) {
         let relative = path.strip_prefix(&self.base).unwrap_or(path);
+        let event = |stream: StreamKey| RecordingEvent::Segment {
+            stream,
+            path: relative.to_string_lossy().into_owned(),
+            location: SegmentLocation::Local(path.to_owned()),
+            start: known.map(|s| s.wall_start),
+            media_start: known.map(|s| s.media_start),
+            duration: known.map(|s| s.duration),
+            bytes,
+            recovered: true,
+        };
+        if let Some(known) = known {
+            self.events.recording_event(&event(known.stream.clone()));
+            return;
+        }
         let dir: Vec<String> = relative
             .parent()
             .map(|d| d.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect())
@@ -101,16 +117,7 @@ impl LocalStorage {
             tracing::warn!(path = %path.display(), "a recovered segment whose directory names no stream: kept, not announced");
             return;
         };
-        self.events.recording_event(&RecordingEvent::Segment {
-            stream,
-            path: relative.to_string_lossy().into_owned(),
-            location: SegmentLocation::Local(path.to_owned()),
-            start: None,
-            media_start: None,
-            duration: None,
-            bytes,
-            recovered: true,
-        });
+        self.events.recording_event(&event(stream));
     }
 }
 
