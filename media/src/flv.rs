@@ -1,8 +1,11 @@
 //! FLV tags: the headers of audio and video tag bodies (what RTMP carries), and the FLV
 //! file/stream writer used by HTTP-FLV.
 //!
-//! The tag headers are a few bit fields; `scuffle-flv` parses them too but demands owned
-//! buffers and pulls in a dependency tree larger than these forty lines, so they are here.
+//! The tag headers are a few bit fields; `scuffle-flv` parses them too (Enhanced RTMP's
+//! extended video header included) but demands owned buffers and pulls in a dependency
+//! tree larger than these lines, so they are here: [`parse_video_tag`] for the legacy
+//! header, [`parse_ex_video_tag`] for Enhanced RTMP's (v1 and v2: HEVC, AV1, VP9 and H.264
+//! by FourCC, `ModEx` prefixes followed; multitrack refused).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -19,9 +22,13 @@ pub enum FlvError {
         /// The body's length.
         len: usize,
     },
-    /// An Enhanced RTMP (extended) video header, which this reader does not handle.
-    #[error("enhanced RTMP video headers are not supported")]
+    /// An Enhanced RTMP (extended) video header: read it with [`parse_ex_video_tag`].
+    #[error("an Enhanced RTMP video header (read it with parse_ex_video_tag)")]
     EnhancedHeader,
+    /// An Enhanced RTMP header this reader does not take (multitrack, a reserved packet
+    /// type).
+    #[error("unsupported Enhanced RTMP video packet type {0}")]
+    ExPacketType(u8),
     /// The stream does not start with an FLV header.
     #[error("not an FLV stream (bad signature)")]
     BadSignature,
@@ -198,6 +205,77 @@ pub fn parse_video_tag(body: &[u8]) -> Result<VideoTag<'_>, FlvError> {
     })
 }
 
+/// Enhanced RTMP video packet types: the low nibble of an extended video tag header.
+pub mod ex_packet {
+    /// The codec's configuration record (`hvcC`, `av1C`, `vpcC`, `avcC`).
+    pub const SEQUENCE_START: u8 = 0;
+    /// Coded frames; for HEVC and H.264 a composition time offset comes first.
+    pub const CODED_FRAMES: u8 = 1;
+    /// The end of the sequence.
+    pub const SEQUENCE_END: u8 = 2;
+    /// Coded frames with no composition time offset (it is 0).
+    pub const CODED_FRAMES_X: u8 = 3;
+    /// AMF metadata (colour information, HDR).
+    pub const METADATA: u8 = 4;
+    /// An MPEG-2 TS-style AV1 sequence start.
+    pub const MPEG2TS_SEQUENCE_START: u8 = 5;
+    /// Several tracks in one tag (refused).
+    pub const MULTITRACK: u8 = 6;
+    /// A modifier before the real packet type.
+    pub const MOD_EX: u8 = 7;
+}
+
+/// A parsed Enhanced RTMP video tag header and the data after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExVideoTag<'a> {
+    /// 1 keyframe, 2 inter frame, 3 disposable, 4 generated keyframe, 5 info/command.
+    pub frame_type: u8,
+    /// One of [`ex_packet`] (never `MOD_EX` or `MULTITRACK`).
+    pub packet_type: u8,
+    /// The codec: `hvc1`, `av01`, `vp09`, `avc1`, ...
+    pub fourcc: [u8; 4],
+    /// PTS minus DTS in milliseconds (signed 24-bit), for coded frames of HEVC and H.264.
+    pub composition_time: i32,
+    /// What follows the header.
+    pub data: &'a [u8],
+}
+
+/// Reads an Enhanced RTMP video tag body's header (the first byte's top bit set).
+pub fn parse_ex_video_tag(body: &[u8]) -> Result<ExVideoTag<'_>, FlvError> {
+    let truncated = |len| FlvError::Truncated { kind: "video", len };
+    let Some((&first, mut rest)) = body.split_first() else { return Err(truncated(0)) };
+    let frame_type = (first >> 4) & 0x07;
+    let mut packet_type = first & 0x0f;
+    // Modifiers: [size - 1 (u8; 255 then u16 + 1)] [data] [modExType << 4 | next type].
+    let mut hops = 0;
+    while packet_type == ex_packet::MOD_EX {
+        hops += 1;
+        let (size, after) = match rest {
+            [0xff, hi, lo, after @ ..] => (usize::from(u16::from_be_bytes([*hi, *lo])) + 1, after),
+            [n, after @ ..] => (usize::from(*n) + 1, after),
+            [] => return Err(truncated(body.len())),
+        };
+        let (Some(next), true) = (after.get(size), hops <= 8) else {
+            return Err(truncated(body.len()));
+        };
+        packet_type = next & 0x0f;
+        rest = &after[size + 1..];
+    }
+    if packet_type == ex_packet::MULTITRACK || packet_type > ex_packet::MOD_EX {
+        return Err(FlvError::ExPacketType(packet_type));
+    }
+    let [f0, f1, f2, f3, rest @ ..] = rest else { return Err(truncated(body.len())) };
+    let fourcc = [*f0, *f1, *f2, *f3];
+    let with_cts = packet_type == ex_packet::CODED_FRAMES && matches!(&fourcc, b"hvc1" | b"avc1");
+    let (composition_time, data) = if with_cts {
+        let [c0, c1, c2, data @ ..] = rest else { return Err(truncated(body.len())) };
+        ((i32::from_be_bytes([0, *c0, *c1, *c2]) << 8) >> 8, data)
+    } else {
+        (0, rest)
+    };
+    Ok(ExVideoTag { frame_type, packet_type, fourcc, composition_time, data })
+}
+
 /// A parsed audio tag header and the data after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioTag<'a> {
@@ -304,6 +382,47 @@ mod tests {
     }
 
     #[test]
+    fn reads_enhanced_headers_as_ffmpeg_8_writes_them() {
+        // HEVC sequence start, then a keyframe with a composition time of 67 ms (bytes
+        // from FFmpeg 8's FLV muxer).
+        let start = parse_ex_video_tag(b"\x90hvc1\x01\x01\x60").expect("valid");
+        assert_eq!((start.frame_type, start.packet_type), (1, ex_packet::SEQUENCE_START));
+        assert_eq!((&start.fourcc, start.data), (b"hvc1", &[1u8, 1, 0x60][..]));
+        let frame = parse_ex_video_tag(b"\x91hvc1\x00\x00\x43\x00\x00\x0d").expect("valid");
+        assert_eq!((frame.frame_type, frame.packet_type), (1, ex_packet::CODED_FRAMES));
+        assert_eq!((frame.composition_time, frame.data), (67, &[0u8, 0, 0x0d][..]));
+        // AV1 and VP9 coded frames carry no composition time; CodedFramesX says it is 0.
+        let av1 = parse_ex_video_tag(b"\xa1av01\x12\x00").expect("valid");
+        assert_eq!((av1.frame_type, av1.composition_time, av1.data), (2, 0, &[0x12u8, 0][..]));
+        let x = parse_ex_video_tag(b"\xa3hvc1\x07").expect("valid");
+        assert_eq!((x.packet_type, x.composition_time, x.data), (3, 0, &[7u8][..]));
+        // Metadata (a command frame), and a negative composition time.
+        assert_eq!(parse_ex_video_tag(b"\xd4hvc1\x02").expect("valid").frame_type, 5);
+        let neg = parse_ex_video_tag(b"\xa1avc1\xff\xff\xd8\x09").expect("valid");
+        assert_eq!(neg.composition_time, -40);
+    }
+
+    #[test]
+    fn follows_mod_ex_prefixes_and_refuses_multitrack() {
+        // ModEx with 2 bytes of data (size - 1 = 1), then CodedFrames.
+        let tag = parse_ex_video_tag(b"\x97\x01\xaa\xbb\x01av01\x05").expect("valid");
+        assert_eq!((tag.packet_type, &tag.fourcc, tag.data), (1, b"av01", &[5u8][..]));
+        // A 16-bit size: 0xff, then 0x0001 + 1 = 2 bytes.
+        let long = parse_ex_video_tag(b"\x97\xff\x00\x01\xaa\xbb\x00vp09\x01").expect("valid");
+        assert_eq!((long.packet_type, &long.fourcc), (0, b"vp09"));
+        assert_eq!(parse_ex_video_tag(b"\x96\x00hvc1"), Err(FlvError::ExPacketType(6)));
+        assert_eq!(parse_ex_video_tag(b"\x9fhvc1"), Err(FlvError::ExPacketType(15)));
+        // Truncated anywhere: an error, never a panic.
+        let whole = b"\x97\x01\xaa\xbb\x01hvc1\x00\x00\x43\x09";
+        for len in 0..whole.len() - 1 {
+            assert!(parse_ex_video_tag(&whole[..len]).is_err(), "{len} bytes");
+        }
+        // A chain of modifiers is bounded.
+        let chain: Vec<u8> = std::iter::once(0x97).chain((0..20).flat_map(|_| [0, 0, 7])).collect();
+        assert!(parse_ex_video_tag(&chain).is_err());
+    }
+
+    #[test]
     fn reads_aac_headers() {
         let tag = parse_audio_tag(&[0xaf, 0, 0x12, 0x10]).expect("valid");
         assert_eq!(
@@ -388,6 +507,7 @@ mod tests {
         #[test]
         fn tag_parsers_never_panic(body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = parse_video_tag(&body);
+            let _ = parse_ex_video_tag(&body);
             let _ = parse_audio_tag(&body);
         }
     }

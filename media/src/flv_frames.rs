@@ -10,8 +10,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::flv::{
-    parse_audio_tag, parse_video_tag, write_tag_head, write_tag_parts, FlvError, TagType,
-    FLV_AUDIO_FORMAT_AAC, FLV_VIDEO_CODEC_AVC,
+    ex_packet, parse_audio_tag, parse_ex_video_tag, parse_video_tag, write_tag_head,
+    write_tag_parts, FlvError, TagType, FLV_AUDIO_FORMAT_AAC, FLV_VIDEO_CODEC_AVC,
 };
 use crate::frame::{Codec, CodecConfig, FrameKind, MediaFrame};
 use crate::time::{MediaTime, Unwrapper};
@@ -22,9 +22,12 @@ pub enum Unsupported {
     /// A legacy FLV video codec other than H.264.
     #[error("unsupported video codec (FLV codec id {0}); only H.264 is accepted")]
     VideoCodec(u8),
-    /// An Enhanced RTMP video header (HEVC, AV1, VP9).
-    #[error("unsupported video codec (Enhanced RTMP: HEVC/AV1/VP9); only H.264 is accepted")]
-    EnhancedVideo,
+    /// An Enhanced RTMP video codec other than H.264, HEVC, AV1 and VP9 (its FourCC).
+    #[error("unsupported video codec (Enhanced RTMP FourCC {0:?}); H.264, HEVC, AV1 and VP9 are accepted")]
+    EnhancedCodec(String),
+    /// An Enhanced RTMP packet type this server does not take (multitrack).
+    #[error("unsupported Enhanced RTMP video packet type {0} (multitrack is not supported)")]
+    EnhancedPacket(u8),
     /// An audio format other than AAC.
     #[error("unsupported audio codec (FLV sound format {0}); only AAC is accepted")]
     AudioFormat(u8),
@@ -92,7 +95,7 @@ impl FlvToFrames {
     fn video(&mut self, timestamp_ms: u32, mut body: Bytes) -> Result<Ingested, Unsupported> {
         let tag = match parse_video_tag(&body) {
             Ok(tag) => tag,
-            Err(FlvError::EnhancedHeader) => return Err(Unsupported::EnhancedVideo),
+            Err(FlvError::EnhancedHeader) => return self.ex_video(timestamp_ms, body),
             Err(_) => return Ok(Ingested::Skipped("video tag shorter than its header")),
         };
         if tag.codec_id != FLV_VIDEO_CODEC_AVC {
@@ -118,6 +121,41 @@ impl FlvToFrames {
                     self.video.clone(),
                 )))
             }
+            _ => Ok(Ingested::Skipped("end of sequence")),
+        }
+    }
+
+    /// An Enhanced RTMP video tag (see [`parse_ex_video_tag`]).
+    fn ex_video(&mut self, timestamp_ms: u32, mut body: Bytes) -> Result<Ingested, Unsupported> {
+        let tag = match parse_ex_video_tag(&body) {
+            Ok(tag) => tag,
+            Err(FlvError::ExPacketType(kind)) => return Err(Unsupported::EnhancedPacket(kind)),
+            Err(_) => return Ok(Ingested::Skipped("video tag shorter than its header")),
+        };
+        let Some(codec) = codec_of_fourcc(&tag.fourcc) else {
+            return Err(Unsupported::EnhancedCodec(String::from_utf8_lossy(&tag.fourcc).into()));
+        };
+        let (packet_type, frame_type, cts) =
+            (tag.packet_type, tag.frame_type, tag.composition_time);
+        body.advance(body.len() - tag.data.len());
+        if frame_type == 5 {
+            return Ok(Ingested::Skipped("video info or command frame"));
+        }
+        let at = MediaTime::from_millis(self.clock.extend(timestamp_ms));
+        match packet_type {
+            ex_packet::SEQUENCE_START => Ok(replace_config(&mut self.video, codec, body, at)),
+            ex_packet::CODED_FRAMES | ex_packet::CODED_FRAMES_X => {
+                let pts = at + MediaTime::from_millis(i64::from(cts));
+                Ok(Ingested::Frame(MediaFrame::video(
+                    codec,
+                    at,
+                    pts,
+                    frame_type == 1,
+                    body,
+                    self.video.clone(),
+                )))
+            }
+            ex_packet::METADATA => Ok(Ingested::Skipped("enhanced video metadata")),
             _ => Ok(Ingested::Skipped("end of sequence")),
         }
     }
@@ -153,17 +191,41 @@ fn replace_config(
     Ingested::Config { config, changed: true }
 }
 
+/// The codec of an Enhanced RTMP FourCC this server takes.
+fn codec_of_fourcc(fourcc: &[u8; 4]) -> Option<Codec> {
+    match fourcc {
+        b"avc1" => Some(Codec::H264),
+        b"hvc1" => Some(Codec::Hevc),
+        b"av01" => Some(Codec::Av1),
+        b"vp09" => Some(Codec::Vp9),
+        _ => None,
+    }
+}
+
+/// The Enhanced RTMP FourCC of a video codec sent the enhanced way.
+fn fourcc_of(codec: Codec) -> Option<&'static [u8; 4]> {
+    match codec {
+        Codec::Hevc => Some(b"hvc1"),
+        Codec::Av1 => Some(b"av01"),
+        Codec::Vp9 => Some(b"vp09"),
+        _ => None,
+    }
+}
+
+/// The longest body header: Enhanced RTMP's first byte, FourCC and composition time.
+const MAX_BODY_HEADER: usize = 8;
+
 /// The few bytes an FLV tag body starts with, before the codec's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyHeader {
-    bytes: [u8; 5],
+    bytes: [u8; MAX_BODY_HEADER],
     len: u8,
 }
 
 impl BodyHeader {
     fn new(bytes: &[u8]) -> Self {
-        let mut out = [0; 5];
-        let len = bytes.len().min(5);
+        let mut out = [0; MAX_BODY_HEADER];
+        let len = bytes.len().min(MAX_BODY_HEADER);
         out[..len].copy_from_slice(&bytes[..len]);
         Self { bytes: out, len: len as u8 }
     }
@@ -183,9 +245,11 @@ pub fn tag_type(kind: FrameKind) -> TagType {
     }
 }
 
-/// Whether FLV (and so RTMP play) can carry `codec`.
+/// Whether FLV (and so RTMP play) can carry `codec`: HEVC, AV1 and VP9 the Enhanced RTMP
+/// way, which players that predate it (FFmpeg before 6.1, most Flash-era players) cannot
+/// read.
 pub fn carries(codec: Codec) -> bool {
-    matches!(codec, Codec::H264 | Codec::Aac | Codec::Amf0)
+    matches!(codec, Codec::H264 | Codec::Hevc | Codec::Av1 | Codec::Vp9 | Codec::Aac | Codec::Amf0)
 }
 
 /// The tag body header that goes before `frame`'s payload, or `None` when FLV cannot carry
@@ -206,7 +270,20 @@ pub fn frame_body_header(frame: &MediaFrame) -> Option<BodyHeader> {
         }
         Codec::Aac => Some(BodyHeader::new(&[0xaf, 1])),
         Codec::Amf0 => Some(BodyHeader::new(&[])),
-        _ => None,
+        codec => {
+            let fourcc = fourcc_of(codec)?;
+            let frame_type: u8 = if frame.keyframe() { 1 } else { 2 };
+            let mut head = [0u8; MAX_BODY_HEADER];
+            head[0] = 0x80 | frame_type << 4 | ex_packet::CODED_FRAMES;
+            head[1..5].copy_from_slice(fourcc);
+            if codec != Codec::Hevc {
+                return Some(BodyHeader::new(&head[..5]));
+            }
+            // HEVC's coded frames carry a composition time offset, as H.264's do.
+            let cts = (frame.pts() - frame.dts()).as_millis().clamp(-(1 << 23), (1 << 23) - 1);
+            head[5..8].copy_from_slice(&(cts as i32).to_be_bytes()[1..]);
+            Some(BodyHeader::new(&head))
+        }
     }
 }
 
@@ -216,7 +293,11 @@ pub fn config_body_header(config: &CodecConfig) -> Option<BodyHeader> {
         Codec::H264 => Some(BodyHeader::new(&[0x10 | FLV_VIDEO_CODEC_AVC, 0, 0, 0, 0])),
         // AAC in FLV always says 44 kHz, 16-bit, stereo: the AudioSpecificConfig rules.
         Codec::Aac => Some(BodyHeader::new(&[0xaf, 0])),
-        _ => None,
+        codec => {
+            let fourcc = fourcc_of(codec)?;
+            let first = 0x80 | 1 << 4 | ex_packet::SEQUENCE_START;
+            Some(BodyHeader::new(&[first, fourcc[0], fourcc[1], fourcc[2], fourcc[3]]))
+        }
     }
 }
 
@@ -312,11 +393,66 @@ mod tests {
         let mut ingest = FlvToFrames::new();
         let vp6 = ingest.push(TagType::Video, 0, Bytes::from_static(&[0x14, 0]));
         assert!(vp6.unwrap_err().to_string().contains("codec id 4"));
-        let hevc =
-            ingest.push(TagType::Video, 0, Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1']));
-        assert_eq!(hevc, Err(Unsupported::EnhancedVideo));
+        let vvc = ingest.push(TagType::Video, 0, Bytes::from_static(b"\x90vvc1\x01"));
+        assert_eq!(vvc, Err(Unsupported::EnhancedCodec("vvc1".into())));
+        let multitrack = ingest.push(TagType::Video, 0, Bytes::from_static(b"\x96\x00hvc1"));
+        assert_eq!(multitrack, Err(Unsupported::EnhancedPacket(6)));
         let mp3 = ingest.push(TagType::Audio, 0, Bytes::from_static(&[0x2f, 0]));
         assert!(mp3.unwrap_err().to_string().contains("sound format 2"));
+    }
+
+    #[test]
+    fn enhanced_rtmp_tracks_come_in_and_go_out_the_same_way() {
+        for (codec, fourcc) in
+            [(Codec::Hevc, b"hvc1"), (Codec::Av1, b"av01"), (Codec::Vp9, b"vp09")]
+        {
+            let mut ingest = FlvToFrames::new();
+            let mut start = vec![0x90];
+            start.extend_from_slice(fourcc);
+            start.extend_from_slice(&[1, 2, 3]);
+            let Ok(Ingested::Config { config, changed: true }) =
+                ingest.push(TagType::Video, 1000, Bytes::from(start.clone()))
+            else {
+                panic!("{codec:?}: a configuration");
+            };
+            assert_eq!((config.codec(), &config.record()[..]), (codec, &[1u8, 2, 3][..]));
+            assert!(carries(codec));
+            let head = config_body_header(&config).expect("carried");
+            assert_eq!(
+                head.as_slice(),
+                &start[..5],
+                "{codec:?}: the sequence start goes out as it came"
+            );
+            // A keyframe, 40 ms late on display for HEVC.
+            let mut body = vec![0x91];
+            body.extend_from_slice(fourcc);
+            if codec == Codec::Hevc {
+                body.extend_from_slice(&[0, 0, 40]);
+            }
+            body.extend_from_slice(&[9, 8, 7]);
+            let Ok(Ingested::Frame(frame)) =
+                ingest.push(TagType::Video, 1033, Bytes::from(body.clone()))
+            else {
+                panic!("{codec:?}: a frame");
+            };
+            assert_eq!(
+                (frame.codec(), frame.keyframe(), &frame.payload()[..]),
+                (codec, true, &[9u8, 8, 7][..])
+            );
+            let cts = if codec == Codec::Hevc { 40 } else { 0 };
+            assert_eq!(frame.pts() - frame.dts(), MediaTime::from_millis(cts));
+            let head = frame_body_header(&frame).expect("carried");
+            assert_eq!(
+                head.as_slice(),
+                &body[..body.len() - 3],
+                "{codec:?}: the header goes out as it came"
+            );
+            // Metadata and the end of the sequence are not frames.
+            let mut meta = vec![0xd4];
+            meta.extend_from_slice(fourcc);
+            let out = ingest.push(TagType::Video, 1066, Bytes::from(meta));
+            assert!(matches!(out, Ok(Ingested::Skipped(_))), "{out:?}");
+        }
     }
 
     #[test]

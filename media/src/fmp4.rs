@@ -1,4 +1,5 @@
-//! A fragmented MP4 writer for one H.264 and one AAC track, sans-IO: frames in, bytes out.
+//! A fragmented MP4 writer for one video track (H.264 `avc1`, HEVC `hvc1`, AV1 `av01` or
+//! VP9 `vp09`) and one AAC track, sans-IO: frames in, bytes out.
 //!
 //! A file is an init segment (`ftyp` + `moov` with `mvex`) followed by fragments (`moof` +
 //! `mdat`), each handed out as one [`Chunk`] (the `moof`, then the samples' own buffers:
@@ -14,9 +15,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use mp4_atom::{
-    Atom, Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Mdhd, Mdia, Mfhd, Minf, Moof,
-    Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun,
-    TrunEntry, Url, Visual, Vmhd,
+    Atom, Audio, Av01, Av1c, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdhd,
+    Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf,
+    Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd, Vp09, VpcC,
 };
 
 use crate::aac::AudioSpecificConfig;
@@ -186,14 +187,14 @@ pub struct Fmp4Writer {
 }
 
 impl Fmp4Writer {
-    /// A file with a track for each configuration given (H.264 video, AAC audio), cutting
-    /// fragments of about `fragment` each.
+    /// A file with a track for each configuration given (H.264, HEVC, AV1 or VP9 video;
+    /// AAC audio; see [`carries`]), cutting fragments of about `fragment` each.
     pub fn new(
         video: Option<&CodecConfig>,
         audio: Option<&CodecConfig>,
         fragment: MediaTime,
     ) -> Result<Self, Fmp4Error> {
-        let video = video.filter(|c| c.codec() == Codec::H264);
+        let video = video.filter(|c| carries(c.codec()));
         let audio = audio.filter(|c| c.codec() == Codec::Aac);
         let mut traks = Vec::new();
         let mut trex = Vec::new();
@@ -217,7 +218,12 @@ impl Fmp4Writer {
         let ftyp = Ftyp {
             major_brand: b"iso6".into(),
             minor_version: 0,
-            compatible_brands: vec![b"iso6".into(), b"isom".into(), b"avc1".into(), b"mp41".into()],
+            compatible_brands: match video.map(|c| c.codec()) {
+                Some(Codec::H264) => {
+                    vec![b"iso6".into(), b"isom".into(), b"avc1".into(), b"mp41".into()]
+                }
+                _ => vec![b"iso6".into(), b"isom".into(), b"mp41".into()],
+            },
         };
         let moov = Moov {
             mvhd: Mvhd {
@@ -386,36 +392,75 @@ fn dinf() -> Dinf {
     Dinf { dref: Dref { entries: vec![Url { location: String::new() }.into()] } }
 }
 
-fn video_trak(config: &CodecConfig) -> Result<Trak, Fmp4Error> {
-    let parsed = AvcDecoderConfig::parse(config.record())
-        .map_err(|e| Fmp4Error::BadConfig("H.264", e.to_string()))?;
-    let (width, height) = parsed
-        .sps_info()
-        .map(|i| (u16::try_from(i.width).unwrap_or(0), u16::try_from(i.height).unwrap_or(0)))
-        .unwrap_or((0, 0));
-    // The record as the publisher sent it (high-profile extension included).
+/// Whether the writer takes `codec`.
+pub fn carries(codec: Codec) -> bool {
+    matches!(codec, Codec::H264 | Codec::Hevc | Codec::Av1 | Codec::Vp9 | Codec::Aac)
+}
+
+/// A visual sample entry's common part.
+fn visual(width: u16, height: u16) -> Visual {
+    Visual {
+        data_reference_index: 1,
+        width,
+        height,
+        horizresolution: 72.into(),
+        vertresolution: 72.into(),
+        frame_count: 1,
+        compressor: "".into(),
+        depth: 24,
+    }
+}
+
+/// The video sample entry of `config` (the record as the publisher sent it), and the
+/// picture's size where it is read here (H.264's SPS; the others leave it to the decoder,
+/// which reads it from the record or the first keyframe: 0 × 0 in `tkhd`).
+fn video_entry(config: &CodecConfig) -> Result<(mp4_atom::Codec, u16, u16), Fmp4Error> {
     let mut record = &config.record()[..];
-    let avcc =
-        Avcc::decode_body(&mut record).map_err(|e| Fmp4Error::BadConfig("H.264", e.to_string()))?;
-    let avc1 = Avc1 {
-        visual: Visual {
-            data_reference_index: 1,
-            width,
-            height,
-            horizresolution: 72.into(),
-            vertresolution: 72.into(),
-            frame_count: 1,
-            compressor: "".into(),
-            depth: 24,
-        },
-        avcc,
-        btrt: None,
-        colr: None,
-        pasp: None,
-        taic: None,
-        fiel: None,
-        spatial: None,
-    };
+    let bad =
+        |codec: &'static str| move |e: mp4_atom::Error| Fmp4Error::BadConfig(codec, e.to_string());
+    match config.codec() {
+        Codec::H264 => {
+            let parsed = AvcDecoderConfig::parse(config.record())
+                .map_err(|e| Fmp4Error::BadConfig("H.264", e.to_string()))?;
+            let (width, height) = parsed
+                .sps_info()
+                .map(|i| {
+                    (u16::try_from(i.width).unwrap_or(0), u16::try_from(i.height).unwrap_or(0))
+                })
+                .unwrap_or((0, 0));
+            // The record as the publisher sent it (high-profile extension included).
+            let avcc = Avcc::decode_body(&mut record).map_err(bad("H.264"))?;
+            let avc1 = Avc1 {
+                visual: visual(width, height),
+                avcc,
+                btrt: None,
+                colr: None,
+                pasp: None,
+                taic: None,
+                fiel: None,
+                spatial: None,
+            };
+            Ok((avc1.into(), width, height))
+        }
+        Codec::Hevc => {
+            let hvcc = Hvcc::decode_body(&mut record).map_err(bad("HEVC"))?;
+            Ok((Hvc1 { visual: visual(0, 0), hvcc, ..Default::default() }.into(), 0, 0))
+        }
+        Codec::Av1 => {
+            let av1c = Av1c::decode_body(&mut record).map_err(bad("AV1"))?;
+            Ok((Av01 { visual: visual(0, 0), av1c, ..Default::default() }.into(), 0, 0))
+        }
+        Codec::Vp9 => {
+            // Enhanced RTMP's VP9 record is the `vpcC` box's body: version, flags, record.
+            let vpcc = VpcC::decode_body(&mut record).map_err(bad("VP9"))?;
+            Ok((Vp09 { visual: visual(0, 0), vpcc, ..Default::default() }.into(), 0, 0))
+        }
+        other => Err(Fmp4Error::BadConfig("video", format!("{other:?} is not carried"))),
+    }
+}
+
+fn video_trak(config: &CodecConfig) -> Result<Trak, Fmp4Error> {
+    let (entry, width, height) = video_entry(config)?;
     Ok(Trak {
         tkhd: Tkhd {
             track_id: VIDEO_TRACK,
@@ -432,7 +477,7 @@ fn video_trak(config: &CodecConfig) -> Result<Trak, Fmp4Error> {
                 vmhd: Some(Vmhd::default()),
                 dinf: dinf(),
                 stbl: Stbl {
-                    stsd: Stsd { codecs: vec![avc1.into()] },
+                    stsd: Stsd { codecs: vec![entry] },
                     stco: Some(Stco::default()),
                     ..Default::default()
                 },

@@ -45,6 +45,16 @@ impl SegmentFormat {
             Self::Flv => "flv",
         }
     }
+
+    /// Whether this container holds `codec`: fMP4 and FLV (Enhanced RTMP) take H.264, HEVC,
+    /// AV1 and VP9 video; MPEG-TS here takes H.264 only; all take AAC.
+    pub fn carries(self, codec: Codec) -> bool {
+        match self {
+            Self::Fmp4 => crate::fmp4::carries(codec),
+            Self::Ts => matches!(codec, Codec::H264 | Codec::Aac),
+            Self::Flv => crate::flv_frames::carries(codec) && codec != Codec::Amf0,
+        }
+    }
 }
 
 /// Why a segment could not be started or a frame not written to it.
@@ -114,15 +124,18 @@ fn track_index(kind: FrameKind) -> usize {
 }
 
 impl SegmentWriter {
-    /// A segment in `format` with the tracks whose configurations are given (H.264 video,
-    /// AAC audio; others are left out), handing out chunks of about `fragment` of media.
+    /// A segment in `format` with the tracks whose configurations are given (the video
+    /// codecs [`SegmentFormat::carries`], AAC audio; others are left out), handing out
+    /// chunks of about `fragment` of media.
     pub fn new(
         format: SegmentFormat,
         video: Option<&CodecConfig>,
         audio: Option<&CodecConfig>,
         fragment: MediaTime,
     ) -> Result<Self, SegmentError> {
-        let video = video.filter(|c| c.codec() == Codec::H264).cloned();
+        let video =
+            video.filter(|c| c.codec().kind() == FrameKind::Video && format.carries(c.codec()));
+        let video = video.cloned();
         let audio = audio.filter(|c| c.codec() == Codec::Aac).cloned();
         if video.is_none() && audio.is_none() {
             return Err(SegmentError::NoTracks);

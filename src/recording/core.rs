@@ -19,10 +19,14 @@
 
 use std::time::SystemTime;
 
-use zenlive_actors::{Codec, CodecConfig, FrameKind, MediaFrame};
+use zenlive_actors::{CodecConfig, FrameKind, MediaFrame};
 use zenlive_media::chunk::Chunk;
 use zenlive_media::segment::{SegmentFormat, SegmentWriter};
 use zenlive_media::MediaTime;
+
+/// Why a frame of a codec the recording format cannot hold is dropped.
+const NOT_CARRIED: &str =
+    "the recording format cannot hold this codec (fMP4 and FLV: H.264, HEVC, AV1, VP9 and AAC; MPEG-TS: H.264 and AAC)";
 
 /// A jump forward of more than this (in either track) is a new timeline.
 pub const MAX_TIMESTAMP_JUMP: MediaTime = MediaTime::from_millis(10_000);
@@ -92,10 +96,13 @@ impl RecorderCore {
     /// A track's configuration as the publisher declared it (before its first frame, so a
     /// segment that starts on a video keyframe already has the audio track).
     pub fn declare(&mut self, config: &CodecConfig) {
-        match config.codec() {
-            Codec::H264 => self.video = Some(config.clone()),
-            Codec::Aac => self.audio = Some(config.clone()),
-            _ => {}
+        if !self.format.carries(config.codec()) {
+            return;
+        }
+        match config.codec().kind() {
+            FrameKind::Video => self.video = Some(config.clone()),
+            FrameKind::Audio => self.audio = Some(config.clone()),
+            FrameKind::Data => {}
         }
     }
 
@@ -110,8 +117,8 @@ impl RecorderCore {
         if kind == FrameKind::Data {
             return;
         }
-        if !matches!(frame.codec(), Codec::H264 | Codec::Aac) {
-            return out.push(Effect::Dropped("only H.264 and AAC are recorded"));
+        if !self.format.carries(frame.codec()) {
+            return out.push(Effect::Dropped(NOT_CARRIED));
         }
         let Some(config) = frame.config() else {
             return out.push(Effect::Dropped("a frame without its codec configuration"));
@@ -238,6 +245,7 @@ impl RecorderCore {
 #[cfg(test)]
 pub(crate) mod tests {
     use bytes::Bytes;
+    use zenlive_actors::Codec;
 
     use super::*;
 
@@ -378,7 +386,7 @@ pub(crate) mod tests {
         let (opens, _, drops) = run(&mut core, &frames);
         assert_eq!(opens, 1, "an audio-only segment");
         assert_eq!(drops.len(), 100, "every VP8 frame dropped");
-        assert!(drops.iter().all(|d| *d == "only H.264 and AAC are recorded"), "{drops:?}");
+        assert!(drops.iter().all(|d| *d == NOT_CARRIED), "{drops:?}");
     }
 
     #[test]

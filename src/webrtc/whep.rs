@@ -75,7 +75,17 @@ pub async fn play(
     })?;
     let video = match ticket.stats().config(FrameKind::Video).map(|c| c.codec()) {
         Some(Codec::Vp8) => Codec::Vp8,
-        _ => Codec::H264,
+        None | Some(Codec::H264) => Codec::H264,
+        Some(other) => {
+            // HEVC, AV1 and VP9 from Enhanced RTMP: not sent over WebRTC (yet).
+            let api = ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "codec_not_supported",
+                format!("the stream's video is {}; WHEP sends H.264 and VP8 only", other.as_str()),
+            );
+            tracing::info!(stream = %key, codec = other.as_str(), "whep refused: the stream's video codec is not sent over WebRTC");
+            return Err(refused(api, "codec_not_supported"));
+        }
     };
     if !summary.offers_video(video) {
         // The stream's video is sent as it came: an offer without its codec gets none.

@@ -568,7 +568,7 @@ fn acknowledgements_follow_the_peers_window() {
 fn unsupported_codecs_are_rejected_with_the_reason() {
     let cases: [(bool, &'static [u8], Unsupported); 3] = [
         (true, &[0x14, 0], Unsupported::VideoCodec(4)),
-        (true, &[0x90, b'h', b'v', b'c', b'1'], Unsupported::EnhancedVideo),
+        (true, b"\x90vvc1\x01", Unsupported::EnhancedCodec("vvc1".into())),
         (false, &[0x2f, 0], Unsupported::AudioFormat(2)),
     ];
     for (video, body, expected) in cases {
