@@ -132,6 +132,69 @@ async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() 
     node.shutdown().await;
 }
 
+#[actix_rt::test]
+async fn a_whip_stream_is_recorded_as_h264_and_aac_in_fragmented_mp4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config();
+    config.recording.enabled = true;
+    config.recording.format = zenlive::config::RecordingFormat::Fmp4;
+    config.recording.segment_duration = Duration::from_secs(4);
+    config.storage.base_path = dir.path().to_str().expect("utf-8 path").to_owned();
+    let node = start_node(config).await;
+    let (_publisher, mut lines) =
+        whip_publisher(&whip_url(&node, "rec"), &["--audio", "--seconds", "12"]);
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    line_starting(&mut lines, "DONE").await;
+    // The session's end ends the stream, which finishes the open segment.
+    let segments = || {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.path().join("live/rec")];
+        while let Some(at) = stack.pop() {
+            for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        found
+    };
+    wait_for("the recording to be finished", Duration::from_secs(40), || {
+        let files = segments();
+        !files.is_empty()
+            && files.iter().all(|f| f.extension().is_some_and(|e| e == "mp4"))
+            && node.stream(&zenlive::StreamKey::new("live", "rec").expect("name")).is_none()
+    })
+    .await;
+    let files = segments();
+    assert!(files.len() >= 2, "12 s in 4 s segments: {files:?}");
+    let mut total = 0.0;
+    for file in &files {
+        let info = probe(file).await;
+        let codecs: Vec<&str> = info["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .filter_map(|s| s["codec_name"].as_str())
+            .collect();
+        assert!(
+            codecs.contains(&"h264") && codecs.contains(&"aac"),
+            "{}: {codecs:?}",
+            file.display()
+        );
+        let errors = decode_errors(file).await;
+        assert!(errors.trim().is_empty(), "{}: decoding printed:\n{errors}", file.display());
+        total += common::recorded::video_span(file).await.1;
+    }
+    // aiortc's first second may go to ICE and DTLS.
+    assert!((9.0..=12.5).contains(&total), "{total} s recorded: {files:?}");
+    node.shutdown().await;
+}
+
 /// What `path` of the node's HTTP port sends in `span`.
 async fn http_flv_bytes(node: &Node, path: &str, span: Duration) -> Vec<u8> {
     let mut response = reqwest::get(http_url(node, path)).await.expect("GET");

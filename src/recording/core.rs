@@ -4,9 +4,13 @@
 //!
 //! Rules:
 //! - A segment starts on a sync point: a video keyframe, or any audio frame when the
-//!   stream has no video. Frames before the first sync point are dropped, except audio
-//!   waiting for a video track: it is held (up to [`AUDIO_ONLY_AFTER`] of it) and starts
-//!   an audio-only segment if no video configuration comes meanwhile.
+//!   stream has no video. Frames before the first sync point are dropped.
+//! - The first segment waits for both tracks: while only one is configured, its frames
+//!   (from a sync point) are held, up to [`ONE_TRACK_AFTER`] of them. Audio that comes
+//!   before video is then dropped and the segment starts on the video keyframe; video that
+//!   comes before audio (a WebRTC publisher's Opus goes through a transcoder first) starts
+//!   the segment with the audio; if the other track does not come, the held frames start a
+//!   segment of one track.
 //! - A segment is cut at the first sync point once `segment_duration` of media has passed
 //!   since its start (so it is a minimum).
 //! - A frame that does not fit the open segment (its track is missing, its codec
@@ -15,7 +19,8 @@
 //!   a jump forward of more than [`MAX_TIMESTAMP_JUMP`]) ends the segment at once; audio a
 //!   little out of order is dropped. An interruption (the writer's queue overflowed, so
 //!   frames were lost) also ends it: the gap falls between two files, never inside one.
-//! - Only H.264 and AAC are recorded; frames without a configuration are dropped.
+//! - Only the codecs the format holds are recorded ([`SegmentFormat::carries`]); frames
+//!   without a configuration are dropped.
 
 use std::time::SystemTime;
 
@@ -32,10 +37,11 @@ const NOT_CARRIED: &str =
 pub const MAX_TIMESTAMP_JUMP: MediaTime = MediaTime::from_millis(10_000);
 /// Audio going back by less than this is dropped; by more, a new timeline.
 const AUDIO_REORDER: MediaTime = MediaTime::from_millis(1000);
-/// Audio with no video configuration for this long is an audio-only stream. Publishers
-/// send a little audio before their first video frame; without this wait the recording
-/// would begin with a short audio-only segment.
-pub const AUDIO_ONLY_AFTER: MediaTime = MediaTime::from_millis(1000);
+/// One track with no configuration of the other for this long is recorded alone.
+/// Publishers send a little audio before their first video frame, and a WebRTC publisher's
+/// audio comes out of its transcoder after the first video frames; without this wait the
+/// recording would begin with a short segment of one track.
+pub const ONE_TRACK_AFTER: MediaTime = MediaTime::from_millis(1000);
 
 /// What the recorder's shell is to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,10 +75,12 @@ pub struct RecorderCore {
     open: Option<SegmentWriter>,
     cut_pending: bool,
     last: [Option<MediaTime>; 2],
-    /// Audio held while it is not yet known whether video comes, and when it came.
+    /// Frames of one track held while it is not yet known whether the other comes, and
+    /// when they came.
     held: Vec<(MediaFrame, SystemTime)>,
-    /// The held audio was released: the stream is audio-only (until video shows up).
-    audio_only: bool,
+    /// The held frames were released: the stream is recorded with the tracks it has (a
+    /// track that shows up later cuts a new segment).
+    settled: bool,
 }
 
 impl RecorderCore {
@@ -89,7 +97,7 @@ impl RecorderCore {
             cut_pending: false,
             last: [None, None],
             held: Vec::new(),
-            audio_only: false,
+            settled: false,
         }
     }
 
@@ -137,6 +145,7 @@ impl RecorderCore {
             }
             if jumped || (video && dts <= last) || dts < last {
                 // A new timeline for both tracks.
+                self.release_held(out);
                 self.close(None, out);
                 self.last = [None, None];
             }
@@ -155,17 +164,29 @@ impl RecorderCore {
             }
         }
         if self.open.is_none() {
-            if self.video.is_some() {
-                self.held.clear();
-                self.audio_only = false;
-            } else if !video && !self.audio_only {
+            let other_known = if video { self.audio.is_some() } else { self.video.is_some() };
+            let held_video = self.held.first().is_some_and(|(f, _)| f.kind() == FrameKind::Video);
+            if !other_known && !self.settled {
+                if self.held.is_empty() && !sync {
+                    return out.push(Effect::Dropped("waiting for a keyframe"));
+                }
                 let first = self.held.first().map_or(dts, |(f, _)| f.dts());
                 self.held.push((frame.clone(), wall));
-                if dts - first >= AUDIO_ONLY_AFTER {
+                if dts - first >= ONE_TRACK_AFTER {
                     self.release_held(out);
                 }
                 return;
             }
+            if held_video {
+                // The audio is known now: the segment starts with the held video.
+                self.release_held(out);
+                if self.open.is_some() {
+                    self.write(frame, out);
+                }
+                return;
+            }
+            // The video came: held audio is dropped, the segment starts on its keyframe.
+            self.held.clear();
             if !sync {
                 return out.push(Effect::Dropped("waiting for a keyframe"));
             }
@@ -193,11 +214,11 @@ impl RecorderCore {
         }
     }
 
-    /// Starts an audio-only segment with the held audio.
+    /// Starts a segment with the held frames (and the tracks known now).
     fn release_held(&mut self, out: &mut Vec<Effect>) {
         let held = std::mem::take(&mut self.held);
         let Some((_, wall)) = held.first() else { return };
-        self.audio_only = true;
+        self.settled = true;
         if self.start(*wall, out) {
             for (frame, _) in &held {
                 self.write(frame, out);
@@ -216,11 +237,12 @@ impl RecorderCore {
 
     /// Frames were lost before the next one: the open segment ends here.
     pub fn interrupt(&mut self, out: &mut Vec<Effect>) {
+        self.release_held(out);
         self.close(None, out);
     }
 
-    /// The stream ended: the open segment ends (a short audio-only stream's held audio
-    /// is written first).
+    /// The stream ended: the open segment ends (a short stream's held frames are written
+    /// first).
     pub fn finish(&mut self, out: &mut Vec<Effect>) {
         if self.open.is_none() {
             self.release_held(out);
@@ -333,8 +355,9 @@ pub(crate) mod tests {
 
     #[test]
     fn frames_before_the_first_keyframe_or_without_configuration_are_dropped() {
-        let (v, _) = configs();
+        let (v, a) = configs();
         let mut core = recorder();
+        core.declare(&a);
         let bare = MediaFrame::video(
             Codec::H264,
             MediaTime::ZERO,
@@ -420,11 +443,12 @@ pub(crate) mod tests {
     fn a_new_audio_track_waits_for_the_next_keyframe() {
         let (v, a) = configs();
         let mut core = recorder();
-        let mut frames = gops(&v, 0, 1);
-        frames.push(audio(&a, 990));
-        frames.extend(gops(&v, 1000, 1));
+        // Past the first segment's wait for a second track (see the next test).
+        let mut frames = gops(&v, 0, 2);
+        frames.push(audio(&a, 1990));
+        frames.extend(gops(&v, 2000, 1));
         let (opens, closes, drops) = run(&mut core, &frames);
-        assert_eq!((opens, closes), (2, vec![(0, 1000)]));
+        assert_eq!((opens, closes), (2, vec![(0, 2000)]));
         assert_eq!(drops.len(), 1);
     }
 
@@ -454,6 +478,28 @@ pub(crate) mod tests {
         assert!(!core.recording());
         let (opens, _, drops) = run(&mut core, &[video(&v, 2040, false), video(&v, 3000, true)]);
         assert_eq!((opens, drops), (1, vec!["waiting for a keyframe"]));
+    }
+
+    #[test]
+    fn audio_configured_after_the_first_video_frames_starts_the_first_segment_with_both() {
+        // A WHIP publisher: video at once, its Opus out of the transcoder as AAC 300 ms in.
+        let (v, a) = configs();
+        let mut core = recorder();
+        let mut frames = gops(&v, 0, 6);
+        frames.extend((13..260).map(|i| audio(&a, i * 23)));
+        frames.sort_by_key(|f| f.dts());
+        let (opens, closes, drops) = run(&mut core, &frames);
+        assert_eq!(opens, 2, "{closes:?}");
+        assert_eq!(closes, [(0, 4000)], "the first segment starts at the first keyframe");
+        assert!(drops.is_empty(), "no frame waits for a keyframe to add the audio: {drops:?}");
+        // Video alone for longer than the wait: recorded alone, the audio cuts a new one.
+        let mut core = recorder();
+        let mut frames = gops(&v, 0, 3);
+        frames.extend((70..130).map(|i| audio(&a, i * 23)));
+        frames.sort_by_key(|f| f.dts());
+        let (opens, closes, drops) = run(&mut core, &frames);
+        assert_eq!((opens, closes), (2, vec![(0, 2000)]));
+        assert!(drops.iter().all(|d| d.starts_with("a new track")), "{drops:?}");
     }
 
     #[test]
