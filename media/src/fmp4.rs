@@ -184,6 +184,16 @@ pub struct Fmp4Writer {
     sequence: u32,
     fragment: MediaTime,
     fragment_start: Option<MediaTime>,
+    last_fragment: Option<FragmentInfo>,
+}
+
+/// What the last fragment handed out holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentInfo {
+    /// Its media duration (its longest track's samples).
+    pub duration: MediaTime,
+    /// Whether its video starts with a sync sample (true without video).
+    pub independent: bool,
 }
 
 impl Fmp4Writer {
@@ -247,6 +257,7 @@ impl Fmp4Writer {
             sequence: 0,
             fragment,
             fragment_start: None,
+            last_fragment: None,
         })
     }
 
@@ -289,6 +300,20 @@ impl Fmp4Writer {
         self.fragment()
     }
 
+    /// Hands out a fragment of the samples whose durations are known now, whatever its
+    /// length, and starts the next at `at` (the decode time of the frame just pushed,
+    /// whose duration is not known yet): how a caller cuts where it must (a segment
+    /// boundary at a keyframe).
+    pub fn cut(&mut self, at: MediaTime) -> Result<Option<Chunk>, Fmp4Error> {
+        self.fragment_start = Some(at);
+        self.fragment()
+    }
+
+    /// What the last fragment handed out holds.
+    pub fn last_fragment(&self) -> Option<FragmentInfo> {
+        self.last_fragment
+    }
+
     /// Ends the file: the last samples get their durations (video: the gap to
     /// `next_video`, the decode time of the frame that starts the next file, if known)
     /// and go out in a last fragment.
@@ -315,6 +340,17 @@ impl Fmp4Writer {
         if runs.is_empty() {
             return Ok(None);
         }
+        let mut info = FragmentInfo { duration: MediaTime::ZERO, independent: true };
+        for (id, samples) in &runs {
+            let track = if *id == VIDEO_TRACK { self.video.as_ref() } else { self.audio.as_ref() };
+            let Some(track) = track else { continue };
+            let ticks: i64 = samples.iter().map(|s| i64::from(s.duration.unwrap_or(0))).sum();
+            info.duration = info.duration.max(MediaTime::from_ticks(ticks, track.timescale));
+            if *id == VIDEO_TRACK {
+                info.independent = samples.first().is_some_and(|s| s.sync);
+            }
+        }
+        self.last_fragment = Some(info);
         self.sequence += 1;
         encode_fragment(self.sequence, &runs).map(Some)
     }

@@ -40,6 +40,7 @@ pub mod fmp4;
 pub mod fmp4_cut;
 pub mod frame;
 pub mod hls;
+pub mod llhls;
 pub mod rtp_clock;
 pub mod rtp_h264;
 pub mod rtp_h264_pack;
