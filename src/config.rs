@@ -252,6 +252,16 @@ pub struct HlsConfig {
     /// continues the same playlist (with a discontinuity).
     #[serde(with = "duration")]
     pub reconnect_grace: Duration,
+    /// Low-Latency HLS beside the MPEG-TS playlist: `/{app}/{key}/ll.m3u8`, fMP4 parts
+    /// (when `enabled`). Off by default: its parts are held in memory (the playlist's
+    /// span of media per stream), not in the segment spool.
+    pub ll: bool,
+    /// LL-HLS part target duration.
+    #[serde(with = "duration")]
+    pub part_duration: Duration,
+    /// LL-HLS segment target duration (segments are cut on keyframes).
+    #[serde(with = "duration")]
+    pub ll_segment_duration: Duration,
 }
 
 impl Default for HlsConfig {
@@ -261,6 +271,9 @@ impl Default for HlsConfig {
             segment_duration: Duration::from_secs(6),
             window: 6,
             reconnect_grace: Duration::from_secs(30),
+            ll: false,
+            part_duration: Duration::from_millis(333),
+            ll_segment_duration: Duration::from_secs(2),
         }
     }
 }
@@ -1467,6 +1480,8 @@ impl Config {
             ("play.write_delay", self.play.write_delay, zero..=ms(500)),
             ("hls.segment_duration", self.hls.segment_duration, ms(500)..=s(60)),
             ("hls.reconnect_grace", self.hls.reconnect_grace, zero..=day),
+            ("hls.part_duration", self.hls.part_duration, ms(100)..=s(2)),
+            ("hls.ll_segment_duration", self.hls.ll_segment_duration, ms(500)..=s(10)),
             ("recording.segment_duration", self.recording.segment_duration, s(1)..=hour),
             ("recording.max_download", self.recording.max_download, s(1)..=day),
             ("recording.delete_after", self.recording.delete_after, zero..=day * 36_500),
@@ -1482,6 +1497,12 @@ impl Config {
             ("webrtc.idle_timeout", self.webrtc.idle_timeout, s(1)..=hour),
         ] {
             duration_within(key, value, range)?;
+        }
+        if self.hls.part_duration * 2 > self.hls.ll_segment_duration {
+            return Err(ConfigError::Invalid(format!(
+                "hls.part_duration ({:?}) must be at most half of hls.ll_segment_duration ({:?})",
+                self.hls.part_duration, self.hls.ll_segment_duration
+            )));
         }
         for (key, value) in
             [("auth.leeway", self.auth.leeway), ("auth.session_ttl", self.auth.session_ttl)]

@@ -54,6 +54,8 @@ pub struct NodeContext {
     pub pool: ArbiterPool,
     /// HLS playlists and segments.
     pub hls: Arc<HlsManager>,
+    /// LL-HLS playlists, parts and segments.
+    pub llhls: Arc<crate::hls::ll::LlManager>,
     /// Recordings for playback (those under `storage.base_path`, recorded now or before).
     pub playback: Arc<crate::recording::playback::Playback>,
     /// Who owns which actor name (in memory on a single node).

@@ -46,6 +46,7 @@ use crate::cluster::instrumented::Instrumented;
 use crate::cluster::Cluster;
 use crate::config::{Config, OnFailure, StorageKind};
 use crate::context::NodeContext;
+use crate::hls::ll::{LlManager, LlOutput};
 use crate::hls::packager::{HlsManager, HlsOutput};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
@@ -287,7 +288,9 @@ impl NodeBuilder {
         let directory = Directory::default();
         let counters = Arc::new(NodeCounters::default());
         let hls = Arc::new(HlsManager::new(&config.hls, pool.clone()));
-        let mut outputs: Vec<Arc<dyn Output>> = vec![Arc::new(HlsOutput(Arc::clone(&hls)))];
+        let llhls = Arc::new(LlManager::new(&config.hls, pool.clone()));
+        let mut outputs: Vec<Arc<dyn Output>> =
+            vec![Arc::new(HlsOutput(Arc::clone(&hls))), Arc::new(LlOutput(Arc::clone(&llhls)))];
         let recording = RecordingCounters::default();
         let recordings = Recordings::default();
         let catalog = Arc::new(Catalog::new(&config.storage.base_path));
@@ -463,6 +466,7 @@ impl NodeBuilder {
             counters,
             pool,
             hls,
+            llhls,
             playback,
             registry,
             metrics,

@@ -19,9 +19,9 @@
 //!   is bad (a part without a segment number, a segment more than two past the last: 400,
 //!   as the spec says). Once the stream has ended every wait is over.
 //!
-//! URIs are relative to the playlist: `{msn}.{part}.m4s` (a part), `{msn}.m4s` (a whole
-//! segment), `init{n}.mp4` (an init section; `n` counts init changes), each followed by
-//! the caller's `query` (an HLS session).
+//! URIs are relative to the playlist, after the caller's prefix: `{msn}.{part}.m4s` (a
+//! part), `{msn}.m4s` (a whole segment), `init{n}.mp4` (an init section; `n` counts init
+//! changes), each followed by the caller's `query` (an HLS session).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -397,9 +397,10 @@ impl LlPlaylist {
             .map(|(_, bytes)| bytes.clone())
     }
 
-    /// The media playlist (a delta update with `skip`), each URI followed by `query`
+    /// The media playlist (a delta update with `skip`), each URI after `prefix` (where the
+    /// media is served relative to the playlist, `""` or `ll/`) and followed by `query`
     /// (`""`, or `?s=...`); `None` before the first part.
-    pub fn render(&self, skip: bool, query: &str) -> Option<String> {
+    pub fn render(&self, skip: bool, prefix: &str, query: &str) -> Option<String> {
         let complete: Vec<&Segment> =
             self.segments.iter().filter(|s| s.duration.is_some()).collect();
         let window_start = complete.len().saturating_sub(self.config.window_segments);
@@ -449,7 +450,11 @@ impl LlPlaylist {
         for (i, segment) in listed.iter().enumerate() {
             if map != Some(segment.init.0) {
                 if i >= skipped {
-                    let _ = writeln!(text, "#EXT-X-MAP:URI=\"init{}.mp4{query}\"", segment.init.0);
+                    let _ = writeln!(
+                        text,
+                        "#EXT-X-MAP:URI=\"{prefix}init{}.mp4{query}\"",
+                        segment.init.0
+                    );
                 }
                 map = Some(segment.init.0);
             }
@@ -464,7 +469,7 @@ impl LlPlaylist {
                 for (n, part) in segment.parts.iter().enumerate() {
                     let _ = writeln!(
                         text,
-                        "#EXT-X-PART:DURATION={:.3},URI=\"{}.{n}.m4s{query}\"{}",
+                        "#EXT-X-PART:DURATION={:.3},URI=\"{prefix}{}.{n}.m4s{query}\"{}",
                         part.duration.as_secs_f64(),
                         segment.msn,
                         if part.independent { ",INDEPENDENT=YES" } else { "" }
@@ -474,7 +479,7 @@ impl LlPlaylist {
             if let Some(duration) = segment.duration {
                 let _ = writeln!(
                     text,
-                    "#EXTINF:{:.3},\n{}.m4s{query}",
+                    "#EXTINF:{:.3},\n{prefix}{}.m4s{query}",
                     duration.as_secs_f64(),
                     segment.msn
                 );
@@ -487,7 +492,10 @@ impl LlPlaylist {
                 None => (last.msn, last.parts.len()),
                 Some(_) => (last.msn + 1, 0),
             };
-            let _ = writeln!(text, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{msn}.{part}.m4s{query}\"");
+            let _ = writeln!(
+                text,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{prefix}{msn}.{part}.m4s{query}\""
+            );
         }
         Some(text)
     }
@@ -528,7 +536,7 @@ mod tests {
     #[test]
     fn segments_start_on_keyframes_and_are_made_of_parts() {
         let playlist = fed(7);
-        let text = playlist.render(false, "").expect("a playlist");
+        let text = playlist.render(false, "", "").expect("a playlist");
         // 0..2, 2..4, 4..6 complete; 6.. being built.
         assert!(text.contains("#EXT-X-TARGETDURATION:2\n"), "{text}");
         assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.333\n"), "{text}");
@@ -578,7 +586,7 @@ mod tests {
             Err(LlRequestError::TooFarAhead { asked: 4, last: 1 })
         );
         // The hinted part may be waited for; a part far ahead is not.
-        let next = playlist.render(false, "").expect("playlist");
+        let next = playlist.render(false, "", "").expect("playlist");
         let hint =
             next.lines().find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""));
         let (msn, part) = hint
@@ -595,7 +603,7 @@ mod tests {
         assert!(playlist.version() > version);
         assert_eq!(playlist.check(&ask(3, Some(0))), Ok(Blocking::Ready));
         assert!(!playlist.part_pending(msn, part));
-        let text = playlist.render(false, "?s=abc").expect("playlist");
+        let text = playlist.render(false, "", "?s=abc").expect("playlist");
         assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
         assert!(text.contains("1.m4s?s=abc\n") && text.contains("init1.mp4?s=abc"), "{text}");
     }
@@ -608,8 +616,8 @@ mod tests {
         for frame in av(&v, &a, 0, 31) {
             playlist.push(&frame, T0 + frame.dts().to_duration()).expect("push");
         }
-        let full = playlist.render(false, "").expect("playlist");
-        let delta = playlist.render(true, "").expect("playlist");
+        let full = playlist.render(false, "", "").expect("playlist");
+        let delta = playlist.render(true, "", "").expect("playlist");
         // 15 complete segments of 2 s; the last 12 s (CAN-SKIP-UNTIL) and more stay.
         assert!(full.contains("CAN-SKIP-UNTIL=12.0"), "{full}");
         let skipped: usize = delta
@@ -631,7 +639,7 @@ mod tests {
         for frame in av(&v, &a, 50_000, 3) {
             playlist.push(&frame, T0 + frame.dts().to_duration()).expect("push");
         }
-        let text = playlist.render(false, "").expect("playlist");
+        let text = playlist.render(false, "", "").expect("playlist");
         let map2 = text.find("init2.mp4").expect("the new init");
         let discontinuity = text.find("#EXT-X-DISCONTINUITY").expect("a discontinuity");
         assert!(text.find("init1.mp4").is_some_and(|m1| m1 < discontinuity), "{text}");
@@ -661,7 +669,7 @@ mod tests {
         for frame in av(&avc_config(), &a, 0, 5).iter().filter(|f| f.kind() == FrameKind::Audio) {
             playlist.push(frame, T0).expect("push");
         }
-        let text = playlist.render(false, "").expect("playlist");
+        let text = playlist.render(false, "", "").expect("playlist");
         assert!(text.contains("0.m4s") && text.contains("1.m4s"), "{text}");
         assert!(!text.contains("INDEPENDENT=YES") || text.matches("INDEPENDENT=YES").count() > 3);
     }

@@ -1,5 +1,8 @@
 //! HLS: the packager of every live stream ([`packager`]) and the HTTP handlers that serve
-//! its playlists and segments ([`serve`]).
+//! its playlists and segments ([`serve`]); beside them Low-Latency HLS, its packager
+//! ([`ll`]) and handlers ([`ll_serve`]).
 
+pub mod ll;
+pub mod ll_serve;
 pub mod packager;
 pub mod serve;

@@ -188,7 +188,11 @@ fn with_session(playlist: &Bytes, session: &str) -> Bytes {
 
 /// Checks a segment request's `?s=` session for `key`: 401 when missing, forged, for
 /// another stream or expired.
-fn check_session(node: &NodeContext, req: &HttpRequest, key: &StreamKey) -> Result<(), ApiError> {
+pub(crate) fn check_session(
+    node: &NodeContext,
+    req: &HttpRequest,
+    key: &StreamKey,
+) -> Result<(), ApiError> {
     let session = req
         .query_string()
         .split('&')

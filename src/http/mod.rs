@@ -33,6 +33,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(crate::webrtc::whip::routes);
     cfg.configure(crate::webrtc::whep::routes);
     cfg.route("/{app}/{stream}/index.m3u8", web::get().to(crate::hls::serve::playlist))
+        .route("/{app}/{stream}/ll.m3u8", web::get().to(crate::hls::ll_serve::playlist))
+        .route("/{app}/{stream}/ll/{name}", web::get().to(crate::hls::ll_serve::media))
         .route("/{app}/{stream}/{segment}.ts", web::get().to(crate::hls::serve::segment))
         .route("/{app}/{file}", web::get().to(crate::http_flv::play))
         .default_service(web::to(|| async {

@@ -1,0 +1,238 @@
+//! The Low-Latency HLS packager: one per live stream, an output of the stream
+//! ([`LlOutput`]) beside the MPEG-TS packager, feeding the sans-IO
+//! [`zenlive_media::llhls::LlPlaylist`] with the stream's frames as they come (fMP4 parts
+//! need no conversion: the frames' own payloads are the samples). HTTP handlers
+//! ([`super::ll_serve`]) read the playlist under a short lock and wait for its changes on
+//! a watch channel, so thousands of blocked playlist requests cost no thread each.
+//!
+//! The parts and segments are held in memory (the window's media), unlike the MPEG-TS
+//! segments' spool. A stream that ends keeps its playlist (with `EXT-X-ENDLIST`) for
+//! `hls.reconnect_grace`; a publisher that comes back starts a new timeline in it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+use zenlive_actors::{
+    ArbiterPool, CodecConfig, FrameKind, FrameSink, MediaFrame, Offer, Output, OutputStream,
+    StreamKey, StreamStats,
+};
+use zenlive_media::llhls::{LlConfig, LlPlaylist};
+
+use crate::config::HlsConfig;
+
+/// One stream's LL-HLS state.
+pub(crate) struct LlStream {
+    playlist: Mutex<LlPlaylist>,
+    /// The playlist's version after every change; blocked requests wait on it.
+    changed: watch::Sender<u64>,
+    /// Bumped on every start and end, so a grace timer knows whether it is stale.
+    generation: AtomicU64,
+}
+
+impl LlStream {
+    /// Runs `read` on the playlist (a short lock: no waiting inside).
+    pub(crate) fn read<T>(&self, read: impl FnOnce(&LlPlaylist) -> T) -> T {
+        read(&self.playlist.lock())
+    }
+
+    /// A receiver of the playlist's changes.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn changed(&self, playlist: &LlPlaylist) {
+        self.changed.send_if_modified(|version| {
+            let new = playlist.version();
+            (*version != new).then(|| *version = new).is_some()
+        });
+    }
+}
+
+/// All LL-HLS streams of the node.
+pub struct LlManager {
+    enabled: bool,
+    config: LlConfig,
+    grace: Duration,
+    pool: ArbiterPool,
+    streams: RwLock<HashMap<StreamKey, Arc<LlStream>>>,
+}
+
+impl LlManager {
+    /// A manager packaging with `config` (`hls.enabled` and `hls.ll`).
+    pub fn new(config: &HlsConfig, pool: ArbiterPool) -> Self {
+        Self {
+            enabled: config.enabled && config.ll,
+            config: LlConfig {
+                target_duration: config.ll_segment_duration,
+                part_target: config.part_duration,
+                window_segments: ll_window(config),
+            },
+            grace: config.reconnect_grace,
+            pool,
+            streams: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Whether LL-HLS is on.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The target segment duration.
+    pub fn target_duration(&self) -> Duration {
+        self.config.target_duration
+    }
+
+    /// The part target duration.
+    pub fn part_target(&self) -> Duration {
+        self.config.part_target
+    }
+
+    /// The LL-HLS state of `key` (a live stream, or one in its grace).
+    pub(crate) fn get(&self, key: &StreamKey) -> Option<Arc<LlStream>> {
+        self.streams.read().get(key).cloned()
+    }
+
+    fn open_packager(&self, stream: &OutputStream) -> Box<dyn FrameSink> {
+        let config = self.config.clone();
+        let ll = Arc::clone(self.streams.write().entry(stream.key.clone()).or_insert_with(|| {
+            Arc::new(LlStream {
+                playlist: Mutex::new(LlPlaylist::new(config)),
+                changed: watch::Sender::new(0),
+                generation: AtomicU64::new(0),
+            })
+        }));
+        ll.generation.fetch_add(1, Ordering::Relaxed);
+        Box::new(LlSink {
+            key: stream.key.clone(),
+            stream: ll,
+            stats: Arc::clone(&stream.stats),
+            tracks: (None, None),
+            warned: false,
+        })
+    }
+
+    /// The stream ended: its playlist stays for `hls.reconnect_grace`.
+    fn schedule_expiry(self: &Arc<Self>, key: &StreamKey) {
+        let Some(stream) = self.get(key) else { return };
+        let generation = stream.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let manager = Arc::clone(self);
+        let key = key.clone();
+        let grace = self.grace;
+        self.pool.next().spawn(async move {
+            tokio::time::sleep(grace).await;
+            let mut streams = manager.streams.write();
+            let stale = streams
+                .get(&key)
+                .is_some_and(|s| s.generation.load(Ordering::Relaxed) == generation);
+            if stale {
+                streams.remove(&key);
+            }
+        });
+    }
+}
+
+/// Segments in the LL-HLS playlist: as much time as the MPEG-TS playlist's (`hls.window`
+/// segments of `hls.segment_duration`), in segments of `hls.ll_segment_duration`.
+fn ll_window(config: &HlsConfig) -> usize {
+    let span = config.segment_duration.as_secs_f64() * config.window as f64;
+    let segments = (span / config.ll_segment_duration.as_secs_f64()).ceil() as usize;
+    segments.max(config.window)
+}
+
+/// The LL-HLS packager as an output of every stream.
+pub struct LlOutput(pub Arc<LlManager>);
+
+impl Output for LlOutput {
+    fn name(&self) -> &'static str {
+        "llhls"
+    }
+
+    fn open(&self, stream: &OutputStream) -> Option<Box<dyn FrameSink>> {
+        self.0.enabled.then(|| self.0.open_packager(stream))
+    }
+
+    fn ended(&self, key: &StreamKey) {
+        if self.0.enabled {
+            self.0.schedule_expiry(key);
+        }
+    }
+}
+
+/// Whether two track configurations are the same (the same object, or equal bytes).
+fn same(a: &Option<CodecConfig>, b: &Option<CodecConfig>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same(b) || a == b,
+        _ => false,
+    }
+}
+
+/// The packager's end of its viewer session.
+struct LlSink {
+    key: StreamKey,
+    stream: Arc<LlStream>,
+    stats: Arc<StreamStats>,
+    /// The configurations the playlist's init was made of.
+    tracks: (Option<CodecConfig>, Option<CodecConfig>),
+    warned: bool,
+}
+
+impl LlSink {
+    /// The stream's tracks now, of the codecs fMP4 carries.
+    fn current_tracks(&self) -> (Option<CodecConfig>, Option<CodecConfig>) {
+        let carried =
+            |kind| self.stats.config(kind).filter(|c| zenlive_media::fmp4::carries(c.codec()));
+        (carried(FrameKind::Video), carried(FrameKind::Audio))
+    }
+
+    fn warn(&mut self, what: &str, detail: impl std::fmt::Display) {
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(stream = %self.key, %detail, "ll-hls: {what}");
+        }
+    }
+}
+
+impl FrameSink for LlSink {
+    fn offer(&mut self, frame: &MediaFrame) -> Offer {
+        let accepted = Offer::Accepted(frame.payload().len());
+        if frame.kind() == FrameKind::Data || !zenlive_media::fmp4::carries(frame.codec()) {
+            return accepted;
+        }
+        let tracks = self.current_tracks();
+        let stream = Arc::clone(&self.stream);
+        let mut playlist = stream.playlist.lock();
+        // A new or changed track: a new init (and timeline), at a sync point.
+        let unchanged = same(&tracks.0, &self.tracks.0) && same(&tracks.1, &self.tracks.1);
+        if !unchanged || !playlist.started() {
+            let sync = frame.kind() == FrameKind::Audio && tracks.0.is_none() || frame.keyframe();
+            if !sync {
+                return accepted;
+            }
+            if let Err(error) = playlist.start(tracks.0.as_ref(), tracks.1.as_ref()) {
+                drop(playlist);
+                self.warn("the stream's tracks cannot be packaged", error);
+                return accepted;
+            }
+            self.tracks = tracks;
+        }
+        if let Err(error) = playlist.push(frame, SystemTime::now()) {
+            drop(playlist);
+            self.warn("a frame could not be packaged", error);
+            return accepted;
+        }
+        stream.changed(&playlist);
+        accepted
+    }
+
+    fn finish(&mut self, _reason: &str) {
+        let mut playlist = self.stream.playlist.lock();
+        playlist.finish();
+        self.stream.changed(&playlist);
+    }
+}

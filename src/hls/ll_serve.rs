@@ -1,0 +1,265 @@
+//! LL-HLS over HTTP: `GET /{app}/{stream}/ll.m3u8` (with blocking reloads and delta
+//! updates) and `GET /{app}/{stream}/ll/{name}` (an init section, a part, a whole segment),
+//! reading the packager's playlist ([`super::ll`]) under a short lock.
+//!
+//! A blocked request waits on the playlist's watch channel (no thread, no polling) for at
+//! most three target durations, then gets `503`; every waiter wakes when the stream ends.
+//! A request for the part a preload hint names waits for it the same way.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use zenlive_actors::{Protocol, StreamKey};
+use zenlive_media::llhls::{Blocking, Directives, LlPlaylist};
+
+use super::ll::LlStream;
+use crate::admission::{self, Refusal, Request};
+use crate::auth::{unix_now, Action};
+use crate::context::NodeContext;
+use crate::http::common::{request_token, stream_key, with_cors, ApiError};
+use crate::metrics::HlsRequest;
+
+/// Counts bytes served for the live stream `key` and the request's latency.
+fn served(node: &NodeContext, key: &StreamKey, bytes: usize, kind: HlsRequest, started: Instant) {
+    if let Some(entry) = node.directory.get(key) {
+        entry.stats.bytes_out(Protocol::Hls, bytes as u64);
+    }
+    node.metrics.hls_request(kind, started.elapsed());
+}
+
+fn bad_request(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_ll_hls_request", error.to_string())
+}
+
+/// Waits for `ll`'s playlist to change, until `deadline`; false when the deadline passed.
+async fn changed_by(changes: &mut tokio::sync::watch::Receiver<u64>, deadline: Instant) -> bool {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    matches!(tokio::time::timeout_at(deadline, changes.changed()).await, Ok(Ok(())))
+}
+
+/// `GET /{app}/{stream}/ll.m3u8[?_HLS_msn=&_HLS_part=&_HLS_skip=YES]`
+pub async fn playlist(
+    node: web::Data<NodeContext>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let (app, stream) = path.into_inner();
+    let key = stream_key(&app, &stream)?;
+    if !node.llhls.enabled() {
+        return Err(ApiError::not_found(
+            "ll_hls_disabled",
+            "LL-HLS is off on this node (hls.enabled, hls.ll)",
+        ));
+    }
+    let directives = Directives::parse(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(bad_request)?;
+    let token = request_token(&req);
+    let context = node.clone().into_inner();
+    let request = Request {
+        key: key.clone(),
+        protocol: Protocol::Hls,
+        peer: req.peer_addr(),
+        token: token.as_deref(),
+    };
+    let viewer = admission::admit_viewer(&context, request).await.map_err(ApiError::from)?;
+    match viewer.find().await {
+        Ok(_ticket) => {}
+        Err(Refusal::NotLive(_)) if node.llhls.get(&key).is_some() => {}
+        Err(refusal) => return Err(refusal.into()),
+    }
+    let ll = current(&node, &key).await?;
+    let target = node.llhls.target_duration();
+    // Blocking reload: until the playlist holds what was asked, for three targets at most.
+    let deadline = Instant::now() + target * 3;
+    let mut changes = ll.changes();
+    loop {
+        match ll.read(|p| p.check(&directives)).map_err(bad_request)? {
+            Blocking::Ready => break,
+            Blocking::Wait if changed_by(&mut changes, deadline).await => {}
+            Blocking::Wait => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ll_hls_not_ready",
+                    "the asked segment or part did not come in three target durations",
+                ))
+            }
+        }
+    }
+    let session = token.zip(viewer.identity.as_ref().map(|i| i.expires));
+    let query = match session.filter(|_| node.auth.load().required(Action::Play)) {
+        Some((token, expires)) => {
+            let auth = node.auth.load();
+            let id = auth.sessions().id_for(&token);
+            format!("?s={}", auth.sessions().issue(&key, &id, unix_now(), expires))
+        }
+        None => String::new(),
+    };
+    // The first part may not be there yet (the request above asked for nothing).
+    let first = Instant::now() + target * 2 + Duration::from_secs(1);
+    let text = loop {
+        if let Some(text) = ll.read(|p| p.render(directives.skip, "ll/", &query)) {
+            break text;
+        }
+        if !changed_by(&mut changes, first).await {
+            return Err(ApiError::not_found(
+                "playlist_not_ready",
+                "the first part is not complete yet",
+            ));
+        }
+    };
+    served(&node, &key, text.len(), HlsRequest::Playlist, started);
+    Ok(with_cors(HttpResponse::Ok())
+        .content_type("application/vnd.apple.mpegurl")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(text))
+}
+
+/// The LL-HLS state of `key`, which admission found live: a stream that has just started
+/// may not have its packager for an instant.
+async fn current(node: &NodeContext, key: &StreamKey) -> Result<Arc<LlStream>, ApiError> {
+    match node.llhls.get(key) {
+        Some(ll) => Ok(ll),
+        None if node.directory.get(key).is_some() => Err(ApiError::not_found(
+            "playlist_not_ready",
+            "the stream's LL-HLS packager is starting",
+        )),
+        None => Err(ApiError::not_found("stream_not_found", format!("stream {key} is not live"))),
+    }
+}
+
+/// What a media name asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    Init(u64),
+    Part(u64, u64),
+    Segment(u64),
+}
+
+/// `init{n}.mp4`, `{msn}.{part}.m4s` or `{msn}.m4s`; anything else is `None`.
+fn media_name(name: &str) -> Option<Media> {
+    let number = |s: &str| {
+        (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    if let Some(n) = name.strip_prefix("init").and_then(|n| n.strip_suffix(".mp4")) {
+        return number(n).map(Media::Init);
+    }
+    let stem = name.strip_suffix(".m4s")?;
+    match stem.split_once('.') {
+        Some((msn, part)) => Some(Media::Part(number(msn)?, number(part)?)),
+        None => number(stem).map(Media::Segment),
+    }
+}
+
+/// The bytes of `media`, if the playlist holds them.
+fn bytes_of(playlist: &LlPlaylist, media: Media) -> Option<Vec<Bytes>> {
+    match media {
+        Media::Init(n) => playlist.init(n).map(|b| vec![b]),
+        Media::Part(msn, part) => playlist.part(msn, part).map(|p| p.bytes.parts().to_vec()),
+        Media::Segment(msn) => playlist.segment(msn),
+    }
+}
+
+/// `GET /{app}/{stream}/ll/{name}`
+pub async fn media(
+    node: web::Data<NodeContext>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let (app, stream, name) = path.into_inner();
+    let key = stream_key(&app, &stream)?;
+    let protected = node.auth.load().required(Action::Play);
+    if protected {
+        super::serve::check_session(&node, &req, &key)?;
+    }
+    let not_found =
+        || ApiError::not_found("segment_not_found", format!("{name} expired or does not exist"));
+    let media = media_name(&name).ok_or_else(not_found)?;
+    let ll = node.llhls.get(&key).ok_or_else(not_found)?;
+    // The part a preload hint names is waited for (a part target or three at most).
+    let deadline = Instant::now() + node.llhls.part_target() * 3 + Duration::from_millis(500);
+    let mut changes = ll.changes();
+    let chunks = loop {
+        let (found, pending) = ll.read(|p| {
+            let pending = match media {
+                Media::Part(msn, part) => p.part_pending(msn, part),
+                _ => false,
+            };
+            (bytes_of(p, media), pending)
+        });
+        match found {
+            Some(chunks) => break chunks,
+            None if pending && changed_by(&mut changes, deadline).await => {}
+            None => return Err(not_found()),
+        }
+    };
+    let body = Chunks { len: chunks.iter().map(Bytes::len).sum(), chunks, next: 0 };
+    served(&node, &key, body.len, HlsRequest::Segment, started);
+    let cache = if protected { "private, max-age=60" } else { "public, max-age=60" };
+    Ok(with_cors(HttpResponse::Ok())
+        .content_type("video/mp4")
+        .insert_header((header::CACHE_CONTROL, cache))
+        .body(body))
+}
+
+/// Shared buffers as a response body, with its length up front.
+struct Chunks {
+    chunks: Vec<Bytes>,
+    len: usize,
+    next: usize,
+}
+
+impl MessageBody for Chunks {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.len as u64)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        let chunk = this.chunks.get(this.next).cloned();
+        this.next += 1;
+        Poll::Ready(chunk.map(Ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_names_parse_strictly() {
+        assert_eq!(media_name("init1.mp4"), Some(Media::Init(1)));
+        assert_eq!(media_name("12.3.m4s"), Some(Media::Part(12, 3)));
+        assert_eq!(media_name("12.m4s"), Some(Media::Segment(12)));
+        for bad in [
+            "init.mp4",
+            "initx.mp4",
+            "1.2.3.m4s",
+            ".m4s",
+            "1..m4s",
+            "-1.m4s",
+            "1.ts",
+            "../1.m4s",
+            "99999999999999999999999.m4s",
+            "1.m4s.m4s",
+        ] {
+            assert_eq!(media_name(bad), None, "{bad}");
+        }
+    }
+}
