@@ -8,8 +8,11 @@
 //!   on A and one on B (relayed from A) note when each video tag arrives; the difference per
 //!   tag is what the relay costs.
 //!
-//! - the same round trip and throughput through a typed reference (`Node::room_ref`:
-//!   `SystemMessage` to a room whose home is the other node);
+//! - the same round trip and throughput through a typed reference, to two targets on the
+//!   other node, reported apart: a chat room (`Node::room_ref`, `SystemMessage`: the room's
+//!   handler does real work) and an application actor that answers what it is sent
+//!   (`Node::actor_ref`, `Say`: the typed path's own cost). The throughput runs also give
+//!   the round trip's p50 and p99 under that load.
 //!
 //! Run: `cargo bench --bench cluster` (needs `redis-server` and `ffmpeg` on PATH;
 //! `ZENLIVE_BENCH_SKIP_EDGE=1` skips the edge latency and FFmpeg).
@@ -17,9 +20,16 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use zenlive::app_actors::{AppActorKind, StartInfo};
+use zenlive::chat::SystemMessage;
+use zenlive::refs::ActorRef;
 use zenlive::{Config, Node, NodeBuilder};
+use zenlive_actors::{NamedActor, RemoteMessage};
 use zenlive_media::flv::{FlvDemuxer, TagType};
 use zenlive_registry::testsuite::RedisServer;
+use zenlive_registry::{app_kind, ActorKind};
 
 fn config(id: &str, redis: &str) -> Config {
     let any = || "127.0.0.1:0".parse().expect("address");
@@ -97,20 +107,49 @@ async fn round_trips(a: &Node, b: &Node) {
     );
 }
 
-/// The same two measures through a typed reference (`zenlive::refs`): node A sends
-/// `SystemMessage` to a chat room whose home is node B (a room with no members, so the
-/// handler's work is small), as a bincode envelope fenced by epoch on receipt.
-async fn typed_round_trips(a: &Node, b: &Node) {
-    use zenlive_actors::chat::SystemMessage;
-    let room = "bench/typed";
-    let _home = b.chat_room(room);
-    let target = a.room_ref(room);
-    let message = || SystemMessage { text: "x".repeat(48) };
-    // The room's claim resolves on B: until then A finds no owner.
+/// An application actor that answers what it is sent (`Node::actor_ref`): the typed
+/// path's own cost, without a chat room's work behind it.
+struct Echo;
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+impl NamedActor for Echo {
+    const KIND: ActorKind = app_kind!("bench-echo");
+}
+
+/// Answered with its text.
+#[derive(Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "String")]
+struct Say(String);
+
+impl RemoteMessage for Say {
+    const NAME: &'static str = "bench.say";
+}
+
+impl Handler<Say> for Echo {
+    type Result = String;
+
+    fn handle(&mut self, msg: Say, _ctx: &mut Self::Context) -> String {
+        msg.0
+    }
+}
+
+/// The same two measures through a typed reference (`zenlive::refs`), as a bincode
+/// envelope fenced by epoch on receipt: `target` is on the other node, `what` says which.
+async fn typed_round_trips<A, M>(what: &str, target: ActorRef<A>, message: fn() -> M)
+where
+    A: NamedActor,
+    M: RemoteMessage,
+    A: Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+{
+    // The actor's claim resolves on B: until then A finds no owner.
     while target.send(message()).await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!target.is_local(), "the room's home is B");
+    assert!(!target.is_local(), "the target runs on the other node");
     for _ in 0..2_000 {
         target.send(message()).await.expect("warm-up message");
     }
@@ -122,7 +161,7 @@ async fn typed_round_trips(a: &Node, b: &Node) {
     }
     times.sort();
     println!(
-        "typed remote send round trip, one at a time (SystemMessage to a room on the other node, 20,000 messages): p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us",
+        "typed remote send round trip, one at a time ({what}, 20,000 messages): p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us",
         micros(percentile(&times, 0.5)),
         micros(percentile(&times, 0.99)),
         micros(percentile(&times, 0.999)),
@@ -134,22 +173,30 @@ async fn typed_round_trips(a: &Node, b: &Node) {
             let target = target.clone();
             actix_rt::spawn(async move {
                 let mut done = 0u64;
+                let mut latencies = Vec::with_capacity(100_000);
                 while started.elapsed() < window {
+                    let sent = Instant::now();
                     if target.send(message()).await.is_ok() {
+                        latencies.push(sent.elapsed());
                         done += 1;
                     }
                 }
-                done
+                (done, latencies)
             })
         })
         .collect();
-    let mut total = 0;
+    let (mut total, mut times) = (0, Vec::new());
     for task in tasks {
-        total += task.await.expect("task");
+        let (done, latencies) = task.await.expect("task");
+        total += done;
+        times.extend(latencies);
     }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    times.sort();
     println!(
-        "typed remote send throughput, 64 callers over one link: {:.0} messages/s",
-        total as f64 / started.elapsed().as_secs_f64()
+        "typed remote send throughput, 64 callers over one link ({what}): {rate:.0} messages/s; round trip under that load p50 {:.0} us, p99 {:.0} us",
+        micros(percentile(&times, 0.5)),
+        micros(percentile(&times, 0.99)),
     );
 }
 
@@ -223,11 +270,28 @@ fn main() {
     }
     actix_rt::System::new().block_on(async {
         let redis = RedisServer::start();
-        let a = NodeBuilder::new(config("a", &redis.url())).start().await.expect("node a");
-        let b = NodeBuilder::new(config("b", &redis.url())).start().await.expect("node b");
+        let echo = || AppActorKind::new(|_: &StartInfo| Echo).message::<Say>();
+        let a = NodeBuilder::new(config("a", &redis.url())).actor_kind(echo()).start().await;
+        let a = a.expect("node a");
+        let b = NodeBuilder::new(config("b", &redis.url())).actor_kind(echo()).start().await;
+        let b = b.expect("node b");
         b.cluster().expect("cluster").refresh_members().await.expect("members");
         round_trips(&a, &b).await;
-        typed_round_trips(&a, &b).await;
+        // A chat room whose home is B, sent `SystemMessage` (a room with no members, so the
+        // handler's work is small: the event serialized, the history, the hooks).
+        let room = "bench/typed";
+        let _home = b.chat_room(room);
+        let text = || SystemMessage { text: "x".repeat(48) };
+        typed_round_trips("SystemMessage to a chat room on the other node", a.room_ref(room), text)
+            .await;
+        b.spawn_named::<Echo>("echo").await.expect("spawn the echo actor on B");
+        let say = || Say("x".repeat(48));
+        typed_round_trips(
+            "Say to an application actor on the other node",
+            a.actor_ref::<Echo>("echo"),
+            say,
+        )
+        .await;
         if std::env::var_os("ZENLIVE_BENCH_SKIP_EDGE").is_none() {
             edge_latency(&a, &b).await;
         }

@@ -133,6 +133,8 @@ pub struct Routes<A: NamedActor> {
     cluster: Option<Arc<Cluster>>,
     locate: Locate<A>,
     messages: HashMap<&'static str, Dispatch<A>>,
+    /// [`call_kind`] of `A`, made once.
+    kind: String,
 }
 
 impl<A: NamedActor> Routes<A> {
@@ -143,7 +145,7 @@ impl<A: NamedActor> Routes<A> {
         cluster: Option<Arc<Cluster>>,
         locate: Locate<A>,
     ) -> Self {
-        Self { node, book, cluster, locate, messages: HashMap::new() }
+        Self { node, book, cluster, locate, messages: HashMap::new(), kind: call_kind(A::KIND) }
     }
 
     /// Lets other nodes send `M` to this kind (registered under `M::NAME`).
@@ -288,7 +290,6 @@ impl<A: NamedActor> ActorRef<A> {
         let envelope = Envelope { message: M::NAME.to_owned(), payload };
         let body =
             encode_payload(&envelope).map_err(|_| RefError::Refused(Refusal::BadEncoding))?;
-        let kind = call_kind(A::KIND);
         // The first attempt may use the cached owner; the second always looks it up.
         for attempt in 0..2 {
             let cached = if attempt == 0 { self.owner.lock().clone() } else { None };
@@ -311,7 +312,12 @@ impl<A: NamedActor> ActorRef<A> {
                 *self.owner.lock() = None;
                 continue;
             }
-            let call = cluster.new_call(&kind, &self.key.name, Some(owner.epoch), body.clone());
+            let call = cluster.new_call(
+                &self.routes.kind,
+                &self.key.name,
+                Some(owner.epoch),
+                body.clone(),
+            );
             let result = cluster.call_node(&owner.node, call).await;
             let error = match result {
                 Ok(reply) => {

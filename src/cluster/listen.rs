@@ -174,20 +174,31 @@ async fn write_to_edge(socket: &mut TcpStream, bytes: &[u8]) -> Result<(), LinkE
 /// answered (back-pressure on the sender).
 const MAX_CALLS_IN_FLIGHT: usize = 1024;
 
+/// Answers written to a link before it is flushed even though more are ready (the rest
+/// wait for the next write; bounds how long a busy link holds answers back).
+const MAX_UNFLUSHED: usize = 64;
+
 /// Handles the calls of one link and answers each as it completes. Every call is polled
 /// once as soon as it arrives, before the next one is read, so the synchronous part of each
 /// (decoding, the fencing check, the message entering the actor's mailbox) runs in arrival
 /// order: calls from one sender reach an actor in the order sent, while their answers,
 /// matched by correlation id, may go back in any order and many are awaited at once.
+/// Answers are written to the link's buffer as they come and flushed when nothing else is
+/// ready (or after [`MAX_UNFLUSHED`]): one write to the socket for a burst of answers.
 async fn serve_calls(cluster: &Cluster, link: Link, first: Call) -> Result<(), LinkError> {
     let codec = Arc::clone(&cluster.codec);
     let (mut sink, mut stream) = link.split();
     let mut in_flight = FuturesUnordered::new();
     let mut next = Some(first);
+    // Answers written to the sink's buffer and not flushed yet.
+    let mut unflushed = 0;
     // Idleness is checked on a timer rather than with a timeout per read (a timer armed
     // and disarmed per call was a measurable part of a call's cost): a link that carried
     // nothing for a whole period and owes no answer is closed after one to two periods.
     let mut idle_check = tokio::time::interval(cluster.link_idle);
+    // Ticks missed while busy are not made up in a burst (two at once would close a link
+    // that just carried a call).
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     idle_check.tick().await;
     let mut active = true;
     loop {
@@ -199,26 +210,31 @@ async fn serve_calls(cluster: &Cluster, link: Link, first: Call) -> Result<(), L
             match futures_util::poll!(answer.as_mut()) {
                 Poll::Ready(result) => {
                     let reply = codec.encode(&Message::Reply { correlation, result })?;
-                    sink.send(Bytes::from(reply)).await?;
+                    sink.feed(Bytes::from(reply)).await?;
+                    unflushed += 1;
                 }
                 Poll::Pending => in_flight.push(answer.map(move |result| (correlation, result))),
             }
         }
+        if unflushed >= MAX_UNFLUSHED {
+            sink.flush().await?;
+            unflushed = 0;
+        }
         let reading = in_flight.len() < MAX_CALLS_IN_FLIGHT;
+        // In this order: answers ready, calls ready, then (nothing else ready) the flush.
         tokio::select! {
+            biased;
             Some((correlation, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 let reply = codec.encode(&Message::Reply { correlation, result })?;
-                sink.send(Bytes::from(reply)).await?;
-            }
-            _ = idle_check.tick() => {
-                if !std::mem::take(&mut active) && in_flight.is_empty() {
-                    tracing::debug!("idle cluster call link closed");
-                    return Ok(());
-                }
+                sink.feed(Bytes::from(reply)).await?;
+                unflushed += 1;
             }
             received = stream.next(), if reading => {
                 match received {
-                    None => return Ok(()),
+                    None => {
+                        let _ = sink.flush().await;
+                        return Ok(());
+                    }
                     Some(Ok(bytes)) => match codec.decode(&bytes) {
                         Ok(Message::Call(call)) => next = Some(call),
                         Ok(other) => {
@@ -232,6 +248,7 @@ async fn serve_calls(cluster: &Cluster, link: Link, first: Call) -> Result<(), L
                         }
                         Err(error) => {
                             cluster.counters.refuse("bad_frame");
+                            let _ = sink.flush().await;
                             return Err(error.into());
                         }
                     },
@@ -239,8 +256,20 @@ async fn serve_calls(cluster: &Cluster, link: Link, first: Call) -> Result<(), L
                     // is closed, nothing else is touched.
                     Some(Err(error)) => {
                         cluster.counters.refuse("bad_frame");
+                        let _ = sink.flush().await;
                         return Err(error.into());
                     }
+                }
+            }
+            flushed = sink.flush(), if unflushed > 0 => {
+                flushed?;
+                unflushed = 0;
+            }
+            _ = idle_check.tick() => {
+                if !std::mem::take(&mut active) && in_flight.is_empty() {
+                    sink.flush().await?;
+                    tracing::debug!("idle cluster call link closed");
+                    return Ok(());
                 }
             }
         }
