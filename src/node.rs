@@ -454,6 +454,9 @@ impl NodeBuilder {
         for collector in webrtc.iter().flat_map(|w| w.transcode.collectors()) {
             metrics.register(collector);
         }
+        for collector in webrtc.iter().flat_map(|w| w.quality.collectors()) {
+            metrics.register(collector);
+        }
         let context = Arc::new(NodeContext {
             live: ArcSwap::from_pointee(config.clone()),
             config,

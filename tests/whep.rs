@@ -608,3 +608,51 @@ async fn lost_packets_are_asked_for_and_sent_again() {
     assert!(nacks.is_some_and(|n| n >= 1.0), "{nacks:?}");
     node.shutdown().await;
 }
+
+/// The stream's WebRTC round trip and losses: a relay between aiortc and the node drops
+/// every 20th RTP packet the node sends, and its retransmissions too (`--lose-every`), so
+/// aiortc's RTCP receiver reports count them lost; the node computes each report's round
+/// trip (RFC 3550 `A - LSR - DLSR`). Both appear as the stream's series while the viewer
+/// watches, and go with it.
+#[actix_rt::test]
+async fn a_whep_viewers_round_trip_and_losses_are_the_streams_series() {
+    let node = start_node(test_config()).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "quality"));
+    wait_live(&node, "quality").await;
+    let (mut player, mut lines) = aiortc(
+        "whep_play.py",
+        &whep_url(&node, "quality"),
+        &["--frames", "100000", "--seconds", "60", "--lose-every", "20", "--delete"],
+    );
+    assert_eq!(line_starting(&mut lines, "STATUS").await, "201");
+    line_starting(&mut lines, "CONNECTED").await;
+    let labels = [("stream", "live/quality"), ("protocol", "whep")];
+    let value = |name: &str| sample(&node.metrics_text(), name, &labels);
+    wait_for("a round trip and a loss in the stream's series", Duration::from_secs(30), || {
+        value("zenlive_webrtc_stream_rtt_last_seconds").is_some_and(|rtt| rtt > 0.0)
+            && value("zenlive_webrtc_stream_packets_lost_total").is_some_and(|n| n > 0.0)
+    })
+    .await;
+    let text = node.metrics_text();
+    let rtt = sample(&text, "zenlive_webrtc_stream_rtt_last_seconds", &labels).unwrap_or(-1.0);
+    let measured = sample(&text, "zenlive_webrtc_stream_rtt_seconds_count", &labels);
+    let lost = sample(&text, "zenlive_webrtc_stream_packets_lost_total", &labels);
+    let fraction = sample(&text, "zenlive_webrtc_stream_fraction_lost", &labels);
+    eprintln!("rtt {rtt} s ({measured:?} measurements), lost {lost:?}, fraction {fraction:?}");
+    // Loopback and a Python relay on a loaded machine: milliseconds, and not nothing.
+    assert!(rtt > 0.0 && rtt < 5.0, "implausible round trip {rtt}");
+    assert!(measured.is_some_and(|n| n >= 1.0), "{measured:?}");
+    assert!(fraction.is_some_and(|f| (0.0..=1.0).contains(&f)), "{fraction:?}");
+
+    // The player stops (stdin closed) and deletes its session: the series go with it.
+    drop(player.stdin.take());
+    let loss = line_starting(&mut lines, "LOSS").await;
+    eprintln!("relay: {loss}");
+    assert_eq!(line_starting(&mut lines, "DELETED").await, "200");
+    wait_for("the stream's WebRTC quality series to go", Duration::from_secs(10), || {
+        value("zenlive_webrtc_stream_rtt_last_seconds").is_none()
+            && value("zenlive_webrtc_stream_packets_lost_total").is_none()
+    })
+    .await;
+    node.shutdown().await;
+}

@@ -118,6 +118,10 @@ async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() 
     let cpu = sample(&text, "zenlive_transcode_cpu_seconds_total", &direction);
     assert!(cpu.is_some_and(|s| s > 0.0), "transcoder CPU time: {cpu:?}");
     assert_eq!(sample(&text, "zenlive_transcode_errors_total", &direction), Some(0.0));
+    // The stream's loss series (the node's receive statistics; loopback loses nothing).
+    let quality = [("stream", "live/cam"), ("protocol", "whip")];
+    let lost = sample(&text, "zenlive_webrtc_stream_packets_lost_total", &quality);
+    assert!(lost.is_some_and(|n| n >= 0.0), "the stream's loss series: {lost:?}");
 
     // The publisher leaves (its stdin closes): the stream ends.
     drop(publisher.stdin.take());
@@ -129,6 +133,8 @@ async fn an_aiortc_publish_plays_over_http_flv_and_rtmp_without_decode_errors() 
             == Some(0.0)
     })
     .await;
+    let lost = sample(&node.metrics_text(), "zenlive_webrtc_stream_packets_lost_total", &quality);
+    assert_eq!(lost, None, "the stream's loss series went with its session");
     node.shutdown().await;
 }
 

@@ -1,11 +1,12 @@
 //! [`FeedbackTap`]: an `rtc` interceptor that lets a viewer's keyframe requests (RTCP PLI,
-//! FIR) and retransmission requests (NACK) through to the session.
+//! FIR), retransmission requests (NACK) and receiver reports (RR) through to the session.
 //!
 //! `rtc` 0.21 ends the inbound RTCP path at the last interceptor of every chain
 //! (`NoopInterceptor`): control traffic is for its interceptors (the NACK responder has
 //! answered a NACK by the time it gets there), and only packets an interceptor marks
 //! `DeliverToApplication` reach `poll_read`. A WHEP session needs the PLIs and FIRs (to ask
-//! the publisher for a keyframe) and counts the NACKs, so this interceptor, the last before
+//! the publisher for a keyframe), counts the NACKs and reads the receiver reports (round
+//! trip and loss, [`super::quality`]), so this interceptor, the last before
 //! that terminus, marks RTCP compounds that hold one. It forwards everything else unchanged
 //! and emits nothing of its own.
 
@@ -15,6 +16,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 /// Where the tap sits: application-ward of every interceptor `rtc` ships (the highest named
@@ -36,6 +38,7 @@ fn wanted(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>()
         || any.is::<FullIntraRequest>()
         || any.is::<TransportLayerNack>()
+        || any.is::<ReceiverReport>()
 }
 
 impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
@@ -79,7 +82,7 @@ impl Interceptor for FeedbackTap {
 #[cfg(test)]
 mod tests {
     use rtc::interceptor::AttributedPacket;
-    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::rtcp::source_description::SourceDescription;
     use rtc::sansio::Protocol as _;
     use rtc::shared::TransportContext;
 
@@ -94,16 +97,19 @@ mod tests {
     }
 
     #[test]
-    fn keyframe_requests_and_nacks_are_marked_for_the_session_and_reports_are_not() {
+    fn feedback_and_receiver_reports_are_marked_for_the_session_and_the_rest_is_not() {
         let mut tap = FeedbackTap::default();
         let pli = PictureLossIndication { sender_ssrc: 1, media_ssrc: 2 };
-        tap.handle_read(rtcp(vec![Box::new(ReceiverReport::default()), Box::new(pli)]))
+        tap.handle_read(rtcp(vec![Box::new(SourceDescription::default()), Box::new(pli)]))
             .expect("read");
         tap.handle_read(rtcp(vec![Box::new(ReceiverReport::default())])).expect("read");
+        tap.handle_read(rtcp(vec![Box::new(SourceDescription::default())])).expect("read");
         let marked = tap.poll_read().expect("passed on");
         assert!(marked.message.has(&Attribute::DeliverToApplication));
         let report = tap.poll_read().expect("passed on");
-        assert!(!report.message.has(&Attribute::DeliverToApplication));
+        assert!(report.message.has(&Attribute::DeliverToApplication));
+        let other = tap.poll_read().expect("passed on");
+        assert!(!other.message.has(&Attribute::DeliverToApplication));
         assert!(tap.poll_read().is_none());
     }
 }

@@ -16,6 +16,8 @@
 //!   is claimed.
 //! - [`udp`]: the shared UDP socket: a task routes each datagram to its session (by STUN
 //!   username, then by source address).
+//! - [`udp_send`]: sessions' sends on that socket, batched: one GSO `sendmsg` (or one
+//!   `sendmmsg`) per run of packets to one peer.
 //! - [`tcp`]: the optional ICE-TCP port: RFC 4571 frames, each connection routed to its
 //!   session by its first STUN request's username.
 //! - [`transport`]: a session's ways back to its client (UDP or its TCP connections), so
@@ -38,6 +40,8 @@
 //! - [`feedback`]: the `rtc` interceptor that lets viewers' PLI/FIR/NACK reach the session.
 //! - [`whep`]: the WHEP HTTP handlers, through [`crate::admission`] like every viewer.
 //! - [`stats`]: the Prometheus series.
+//! - [`quality`]: per-stream round-trip time and packet loss (RTCP receiver reports, `rtc`'s
+//!   receive statistics).
 //! - [`transcode`]: the audio transcoders' Prometheus series.
 //!
 //! The path of a WHIP frame: UDP socket → [`udp::run`] → the session's queue →
@@ -45,7 +49,7 @@
 //! → the stream's outputs and viewers. The path of a frame to a WHEP viewer: the stream's
 //! broadcast ring → the viewer's [`ViewerSession`](zenlive_actors::ViewerSession) →
 //! [`whep_session::WhepSink`] (bounded) → [`playback::Playback`] → `rtc` (SRTP) → the
-//! shared UDP socket; an RTMP stream's AAC: the ring → the stream's
+//! shared UDP socket ([`udp_send`]); an RTMP stream's AAC: the ring → the stream's
 //! [`audio_feed::FeedSink`] (one per stream on the node) → Opus into each WHEP viewer's
 //! same bounded queue → [`playback::Playback`].
 
@@ -54,6 +58,7 @@ pub mod feedback;
 pub mod ingest;
 pub mod offer;
 pub mod playback;
+pub mod quality;
 pub mod resource;
 pub mod session;
 pub mod stats;
@@ -62,6 +67,7 @@ pub mod transcode;
 pub mod transport;
 pub mod trickle;
 pub mod udp;
+pub mod udp_send;
 pub mod vp8;
 pub mod whep;
 pub mod whep_session;
@@ -98,9 +104,9 @@ struct OpenSession {
 /// in [`NodeContext::webrtc`](crate::context::NodeContext::webrtc) when `[webrtc]` is on.
 pub struct WebRtc {
     config: WebRtcConfig,
-    /// Sessions send from this socket (non-blocking: a full send buffer drops the packet,
-    /// as the network would); the UDP task reads from a clone of it.
-    socket: Arc<std::net::UdpSocket>,
+    /// Sessions send from this socket, in batches (non-blocking: a full send buffer drops
+    /// the packet, as the network would); the UDP task reads from a clone of it.
+    sender: udp_send::UdpSender,
     local_addr: SocketAddr,
     public: Vec<SocketAddr>,
     control: mpsc::Sender<Control>,
@@ -120,6 +126,8 @@ pub struct WebRtc {
     pub stats: Arc<WebRtcStats>,
     /// The audio transcoders' series (`zenlive_transcode_*`).
     pub transcode: Arc<transcode::TranscodeStats>,
+    /// Per-stream round-trip time and packet loss.
+    pub quality: Arc<quality::StreamQuality>,
     /// AAC → Opus for WHEP viewers, one feed per stream.
     pub feeds: Arc<audio_feed::OpusFeeds>,
 }
@@ -157,7 +165,7 @@ impl WebRtc {
         ));
         Ok(Self {
             config: config.clone(),
-            socket: Arc::new(socket),
+            sender: udp_send::UdpSender::new(Arc::new(socket)),
             local_addr,
             public,
             control,
@@ -169,6 +177,7 @@ impl WebRtc {
             bframe_streams: Default::default(),
             stats,
             transcode,
+            quality: Arc::new(quality::StreamQuality::new()),
             feeds,
         })
     }
@@ -211,13 +220,14 @@ impl WebRtc {
                 shutdown.clone(),
             ));
         }
-        let socket = match self.socket.try_clone().and_then(tokio::net::UdpSocket::from_std) {
-            Ok(socket) => socket,
-            Err(error) => {
-                tracing::error!(%error, "webrtc: the UDP socket cannot be read; WHIP is off");
-                return None;
-            }
-        };
+        let socket =
+            match self.sender.socket().try_clone().and_then(tokio::net::UdpSocket::from_std) {
+                Ok(socket) => socket,
+                Err(error) => {
+                    tracing::error!(%error, "webrtc: the UDP socket cannot be read; WHIP is off");
+                    return None;
+                }
+            };
         let stats = Arc::clone(&self.stats);
         Some(actix_rt::spawn(async move {
             tokio::select! {

@@ -45,6 +45,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol as _;
+use rtc::statistics::StatsSelector;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zenlive_actors::stream::PublisherCommand;
@@ -52,6 +53,7 @@ use zenlive_actors::StreamKey;
 use zenlive_media::{Codec, MediaTime};
 
 use super::ingest::{Ingested, TrackCodec, TrackIngest};
+use super::quality::{self, InboundLoss, QualityHandle};
 use super::transport::{Candidates, Links};
 use super::trickle::IceIdentity;
 use super::udp::{Datagram, SessionId};
@@ -337,6 +339,8 @@ pub struct Session {
     ingested: Vec<Ingested>,
     commands_open: bool,
     links: Links,
+    /// Once connected: the stream's loss series, and when `rtc`'s statistics are read next.
+    quality: Option<(QualityHandle, InboundLoss, Instant)>,
     registration: Registration,
 }
 
@@ -384,6 +388,7 @@ impl Session {
             ingested: Vec::new(),
             commands_open: true,
             links,
+            quality: None,
             registration,
         })
     }
@@ -420,6 +425,7 @@ impl Session {
                 return "idle";
             }
             self.request_keyframes(now);
+            self.poll_quality(now);
             let housekeeping = now + HOUSEKEEPING;
             let deadline = self.peer.poll_timeout().map_or(housekeeping, |t| t.min(housekeeping));
             let wake = tokio::select! {
@@ -470,10 +476,24 @@ impl Session {
         self.links.feed(&mut self.peer, udp_bound, datagram, &self.key, "whip");
     }
 
+    /// Every [`quality::POLL`]: the publisher's packets lost, from `rtc`'s inbound-rtp
+    /// statistics (what the node's receiver reports said), into the stream's series.
+    fn poll_quality(&mut self, now: Instant) {
+        let Some((handle, loss, next)) = self.quality.as_mut() else { return };
+        if now < *next {
+            return;
+        }
+        *next = now + quality::POLL;
+        let report = self.peer.get_stats(now, StatsSelector::None);
+        let total: i64 =
+            report.inbound_rtp_streams().map(|s| s.received_rtp_stream_stats.packets_lost).sum();
+        handle.lost(loss.update(total));
+    }
+
     /// Sends what the connection wants to send.
     fn flush(&mut self) {
-        let socket = &self.registration.webrtc.socket;
-        self.links.send_pending(&mut self.peer, socket, &self.key, "whip");
+        let sender = &self.registration.webrtc.sender;
+        self.links.send_pending(&mut self.peer, sender, &self.key, "whip");
     }
 
     /// Handles the connection's events; `Some(reason)` when the session is over.
@@ -483,6 +503,11 @@ impl Session {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                     RTCPeerConnectionState::Connected => {
                         self.connected = true;
+                        if self.quality.is_none() {
+                            let handle = self.webrtc().quality.join(&self.key, "whip");
+                            let next = Instant::now() + quality::POLL;
+                            self.quality = Some((handle, InboundLoss::default(), next));
+                        }
                         let took = self.started.elapsed();
                         tracing::info!(stream = %self.key, ?took, "whip publisher connected");
                     }

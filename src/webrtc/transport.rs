@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use zenlive_actors::StreamKey;
 
 use super::udp::Datagram;
+use super::udp_send::UdpSender;
 
 /// TCP connections remembered per session (a client's candidate pairs that reached it).
 const MAX_TCP_LINKS: usize = 8;
@@ -75,12 +76,16 @@ pub enum Via {
 pub struct Links {
     candidates: Candidates,
     tcp: Vec<(SocketAddr, TcpLink)>,
+    /// UDP datagrams collected for one batch, and where they go (kept between flushes for
+    /// their capacity).
+    udp: Vec<BytesMut>,
+    udp_to: Option<SocketAddr>,
 }
 
 impl Links {
     /// Links of a session that advertised `candidates`.
     pub fn new(candidates: Candidates) -> Self {
-        Self { candidates, tcp: Vec::new() }
+        Self { candidates, tcp: Vec::new(), udp: Vec::new(), udp_to: None }
     }
 
     /// Remembers the way back to the sender of a packet that came by TCP.
@@ -132,12 +137,13 @@ impl Links {
     }
 
     /// Sends what a peer connection wants to send: from the shared UDP socket, or onto the
-    /// TCP connection of its remote. A full send buffer or queue drops the packet, as a
-    /// congested network would.
+    /// TCP connection of its remote. UDP packets are collected and go out in batches, one
+    /// system call per run to one address ([`UdpSender`]). A full send buffer or queue
+    /// drops the packet, as a congested network would.
     pub fn send_pending(
         &mut self,
         peer: &mut RTCPeerConnection,
-        socket: &std::net::UdpSocket,
+        sender: &UdpSender,
         key: &StreamKey,
         what: &str,
     ) {
@@ -154,12 +160,23 @@ impl Links {
                     }
                 }
                 _ => {
-                    if let Err(error) = socket.send_to(&out.message, to) {
-                        tracing::trace!(stream = %key, %error, "{what}: send failed");
+                    if self.udp_to != Some(to) {
+                        self.send_udp(sender);
+                        self.udp_to = Some(to);
                     }
+                    self.udp.push(out.message);
                 }
             }
         }
+        self.send_udp(sender);
+    }
+
+    /// Sends the collected UDP datagrams (all to `udp_to`).
+    fn send_udp(&mut self, sender: &UdpSender) {
+        if let (Some(to), false) = (self.udp_to, self.udp.is_empty()) {
+            sender.send(to, &self.udp);
+        }
+        self.udp.clear();
     }
 }
 

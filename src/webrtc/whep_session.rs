@@ -22,7 +22,8 @@
 //! become rate-limited keyframe requests to the stream's publisher ([`RequestKeyframe`]: a
 //! WHIP publisher asks its encoder; RTMP cannot be asked, and the viewer waits for the next
 //! keyframe); NACKs are answered by `rtc`'s NACK responder, which keeps the last 512
-//! packets each track sent.
+//! packets each track sent; receiver reports give the stream's round-trip and loss series
+//! ([`super::quality`]).
 //!
 //! A session ends when it is deleted, not connected within `webrtc.connect_timeout`,
 //! silent for `webrtc.idle_timeout`, when its viewer session ends (the stream ended, or the
@@ -40,6 +41,7 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -55,6 +57,7 @@ use zenlive_media::{Codec, FrameKind};
 
 use super::audio_feed::{FeedSubscription, OpusFeeds};
 use super::playback::{Feedback, Playback, Skipped, Track, TrackParams};
+use super::quality::{ntp32_now, QualityHandle, Reading, ReportReader};
 use super::session::{answer_with, start_dtls_now, NegotiateError, Negotiated, DATAGRAM_QUEUE};
 use super::transport::{Candidates, Links};
 use super::udp::{Datagram, SessionId};
@@ -334,6 +337,10 @@ pub struct WhepSession {
     packets: Vec<(Track, rtc::rtp::packet::Packet)>,
     /// When the frames whose packets wait for the next flush arrived.
     unsent: Vec<Instant>,
+    /// The viewer's receiver reports → round trip and loss ([`super::quality`]).
+    reports: ReportReader,
+    /// Once connected: the stream's round-trip and loss series.
+    quality: Option<QualityHandle>,
     bframes_noticed: bool,
     registration: Registration,
 }
@@ -380,6 +387,7 @@ impl WhepSession {
         let audio = params(&mut peer, audio, MIME_TYPE_OPUS);
         let playback =
             Playback::new(video.map(|v| v.1), audio.map(|a| a.1)).with_video(video_codec);
+        let reports = ReportReader::new(video.iter().chain(&audio).map(|(_, p)| p.ssrc));
         let (queue, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
         let links = Links::new(negotiated.candidates);
         if !webrtc.route(&id, negotiated.ufrag, queue).await {
@@ -403,6 +411,8 @@ impl WhepSession {
             directory,
             packets: Vec::new(),
             unsent: Vec::new(),
+            reports,
+            quality: None,
             bframes_noticed: false,
             registration,
         })
@@ -498,8 +508,8 @@ impl WhepSession {
     /// Sends what the connection wants to send, and observes how long the frames whose
     /// packets went out waited since they arrived (one clock reading per flush).
     fn flush(&mut self) {
-        let socket = &self.registration.webrtc.socket;
-        self.links.send_pending(&mut self.peer, socket, &self.key, "whep");
+        let sender = &self.registration.webrtc.sender;
+        self.links.send_pending(&mut self.peer, sender, &self.key, "whep");
         if !self.unsent.is_empty() {
             let now = Instant::now();
             let delay = &self.registration.webrtc.stats.whep_frame_send_delay;
@@ -531,6 +541,9 @@ impl WhepSession {
     /// The peer connection is up: start watching the stream.
     fn on_connected(&mut self) {
         self.connected = true;
+        if self.quality.is_none() {
+            self.quality = Some(self.webrtc().quality.join(&self.key, "whep"));
+        }
         let took = self.started.elapsed();
         tracing::info!(stream = %self.key, session = %self.registration.id, ?took, "whep viewer connected");
         if let Some(ticket) = self.ticket.take() {
@@ -546,14 +559,26 @@ impl WhepSession {
     }
 
     /// Reads the viewer's RTCP: keyframe requests go to the publisher, NACKs are counted
-    /// (the stack's NACK responder has retransmitted already).
+    /// (the stack's NACK responder has retransmitted already), receiver reports give the
+    /// round trip and losses.
     fn reads(&mut self, now: Instant) {
         let mut feedback = Feedback::default();
         let mut request = false;
+        let mut reading = Reading::default();
+        let mut ntp32 = None;
         while let Some(TaggedRTCMessage { message, .. }) = self.peer.poll_read() {
             if let RTCMessage::RtcpPacket(_, packets) = message {
                 request |= self.playback.rtcp(&packets, now, &mut feedback);
+                for packet in &packets {
+                    if let Some(report) = packet.as_any().downcast_ref::<ReceiverReport>() {
+                        let now_ntp32 = *ntp32.get_or_insert_with(ntp32_now);
+                        self.reports.read(report, now_ntp32, &mut reading);
+                    }
+                }
             }
+        }
+        if let (Some(quality), true) = (&self.quality, ntp32.is_some()) {
+            quality.record(&reading);
         }
         let stats = &self.registration.webrtc.stats.whep;
         stats.plis.inc_by(feedback.keyframe_requests);

@@ -13,7 +13,7 @@ decodes what arrives, and reports on stdout, one line each, what happened:
                                   frames were decoded)
     LEVEL <peak>                  the largest absolute 16-bit sample decoded (with --audio)
     LOSS DROPPED <n> RESENT <m>   RTP packets the relay dropped, and how many of them came
-                                  again (--drop-every)
+                                  again (--drop-every; with --lose-every none passes)
     FRAMES <n> ERRORS <m>         n video frames decoded, m decoder errors, when --frames
                                   were decoded (or at --seconds)
     DELETED <http status>         the answer to DELETE (--delete)
@@ -60,11 +60,13 @@ def is_rtp(data):
 class LossyRelay(asyncio.DatagramProtocol):
     """A UDP relay between this player and the node that drops every Nth RTP packet the
     node sends (STUN, DTLS and RTCP pass), and counts the dropped packets that come again
-    (the same SSRC and sequence number: a NACK answered)."""
+    (the same SSRC and sequence number: a NACK answered). With `forever`, those are dropped
+    again: the packets are lost for good, as the player's receiver reports then say."""
 
-    def __init__(self, node, every):
+    def __init__(self, node, every, forever=False):
         self.node = node
         self.every = every
+        self.forever = forever
         self.client = None
         self.transport = None
         self.rtp = 0
@@ -84,8 +86,10 @@ class LossyRelay(asyncio.DatagramProtocol):
         if is_rtp(data):
             packet = (data[8:12], data[2:4])
             if packet in self.dropped:
-                self.dropped.discard(packet)
                 self.resent += 1
+                if self.forever:
+                    return
+                self.dropped.discard(packet)
             else:
                 self.rtp += 1
                 if self.rtp % self.every == 0:
@@ -94,7 +98,7 @@ class LossyRelay(asyncio.DatagramProtocol):
         self.transport.sendto(data, self.client)
 
 
-async def lossy_answer(answer, every):
+async def lossy_answer(answer, every, forever=False):
     """Starts a LossyRelay to the answer's first candidate; the answer with every candidate
     pointing at the relay, and the relay."""
     lines = answer.splitlines()
@@ -102,7 +106,7 @@ async def lossy_answer(answer, every):
     node = (candidate[4], int(candidate[5]))
     loop = asyncio.get_running_loop()
     transport, relay = await loop.create_datagram_endpoint(
-        lambda: LossyRelay(node, every), local_addr=("127.0.0.1", 0)
+        lambda: LossyRelay(node, every, forever), local_addr=("127.0.0.1", 0)
     )
     port = transport.get_extra_info("sockname")[1]
     rewritten = []
@@ -142,6 +146,12 @@ async def main():
         type=int,
         default=0,
         help="relay the media through a UDP relay that drops every Nth RTP packet",
+    )
+    parser.add_argument(
+        "--lose-every",
+        type=int,
+        default=0,
+        help="as --drop-every, and the relay drops the packets sent again too (lost for good)",
     )
     args = parser.parse_args()
 
@@ -206,8 +216,9 @@ async def main():
     location = response_headers.get("Location") or response_headers.get("location")
     say("LOCATION", location)
     answer, relay = body.decode(), None
-    if args.drop_every:
-        answer, relay = await lossy_answer(answer, args.drop_every)
+    if args.drop_every or args.lose_every:
+        every = args.lose_every or args.drop_every
+        answer, relay = await lossy_answer(answer, every, forever=bool(args.lose_every))
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     await asyncio.wait_for(connected.wait(), timeout=15)
     say("CONNECTED")
@@ -228,7 +239,8 @@ async def main():
         say("AUDIO", counts["audio"])
         say("LEVEL", peak[0])
     if relay is not None:
-        say("LOSS", "DROPPED", relay.resent + len(relay.dropped), "RESENT", relay.resent)
+        dropped = len(relay.dropped) if relay.forever else relay.resent + len(relay.dropped)
+        say("LOSS", "DROPPED", dropped, "RESENT", relay.resent)
     say("FRAMES", counts["video"], "ERRORS", errors.count)
     if args.delete:
         base = args.url.split("/whep/")[0]
