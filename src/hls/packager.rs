@@ -31,7 +31,7 @@ use zenlive_media::ts::Tracks;
 use super::store::{SegmentStore, SegmentWriter, StoredSegment};
 use crate::config::HlsConfig;
 
-/// Largest segment kept in memory; a longer GOP is cut early.
+/// Largest segment; a longer GOP is cut early.
 const MAX_SEGMENT_BYTES: usize = 32 * 1024 * 1024;
 
 /// What HTTP handlers read: replaced whole after every completed segment.
@@ -80,6 +80,7 @@ impl HlsStream {
     /// Publishes what `segmenter` holds: segments new since the last snapshot go to
     /// `store`; those that left the segmenter (their grace is over) are let go, which
     /// deletes a file once no response reads it.
+    ///
     /// A segment that `building` (the writer of the segment being built, if any) took
     /// bytes of while it was built is finished by it.
     fn publish(
