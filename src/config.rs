@@ -262,6 +262,14 @@ pub struct HlsConfig {
     /// LL-HLS segment target duration (segments are cut on keyframes).
     #[serde(with = "duration")]
     pub ll_segment_duration: Duration,
+    /// Where finished segments are kept: `files` (the default: in `spool_dir`, paged and
+    /// cached by the kernel, off the node's heap) or `memory` (in the node's heap).
+    pub storage: HlsStorage,
+    /// The spool directory of `storage = "files"` (created when needed); each running node
+    /// keeps its segments in a subdirectory of its own, and a node that starts removes the
+    /// subdirectories that no running node holds. Empty: `zenlive-hls` in the system's
+    /// temporary directory (`$TMPDIR`, else `/tmp`).
+    pub spool_dir: String,
 }
 
 impl Default for HlsConfig {
@@ -274,8 +282,31 @@ impl Default for HlsConfig {
             ll: false,
             part_duration: Duration::from_millis(333),
             ll_segment_duration: Duration::from_secs(2),
+            storage: HlsStorage::Files,
+            spool_dir: String::new(),
         }
     }
+}
+
+impl HlsConfig {
+    /// The spool directory `spool_dir` names, or the default one.
+    pub fn spool_path(&self) -> std::path::PathBuf {
+        if self.spool_dir.is_empty() {
+            std::env::temp_dir().join("zenlive-hls")
+        } else {
+            std::path::PathBuf::from(&self.spool_dir)
+        }
+    }
+}
+
+/// `hls.storage`: where finished HLS segments are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HlsStorage {
+    /// Files in `hls.spool_dir`: the kernel's page cache holds them, not the heap.
+    Files,
+    /// The node's heap.
+    Memory,
 }
 
 /// `[recording]`: streams recorded to segment files (see `src/recording/`). Off by default.
@@ -1923,6 +1954,25 @@ mod tests {
             let err = Config::load(None, env(&[(var, value)])).expect_err(value).to_string();
             assert!(err.contains(says) && err.contains(var), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn hls_storage_keys_come_from_the_file_and_the_environment() {
+        let c = Config::load(None, env(&[])).expect("defaults");
+        assert_eq!(c.hls.storage, HlsStorage::Files);
+        assert_eq!(c.hls.spool_path(), std::env::temp_dir().join("zenlive-hls"));
+        let c = Config::load(
+            None,
+            env(&[("ZENLIVE_HLS_STORAGE", "memory"), ("ZENLIVE_HLS_SPOOL_DIR", "/dev/shm/z")]),
+        )
+        .expect("env");
+        assert_eq!(c.hls.storage, HlsStorage::Memory);
+        assert_eq!(c.hls.spool_path(), std::path::PathBuf::from("/dev/shm/z"));
+        let (c, _) =
+            load_file("[hls]\nstorage = \"files\"\nspool_dir = \"/srv/hls\"\n", &[]).expect("file");
+        assert_eq!((c.hls.storage, c.hls.spool_dir.as_str()), (HlsStorage::Files, "/srv/hls"));
+        let err = Config::load(None, env(&[("ZENLIVE_HLS_STORAGE", "disk")])).expect_err("disk");
+        assert!(err.to_string().contains("ZENLIVE_HLS_STORAGE"), "{err}");
     }
 
     #[test]

@@ -44,10 +44,12 @@ use crate::app_actors::{AppActorKind, AppActors, Parts, Registration, SpawnError
 use crate::auth::Auth;
 use crate::cluster::instrumented::Instrumented;
 use crate::cluster::Cluster;
-use crate::config::{Config, OnFailure, StorageKind};
+use crate::config::{Config, HlsStorage, OnFailure, StorageKind};
 use crate::context::NodeContext;
 use crate::hls::ll::{LlManager, LlOutput};
 use crate::hls::packager::{HlsManager, HlsOutput};
+use crate::hls::spool::{Spool, SpoolCounters};
+use crate::hls::store::{MemoryStore, SegmentStore};
 use crate::hooks::{decider, Decision, HookSet, Hooks, PlayRequest, PublishRequest, ViewerEvent};
 use crate::metrics::Metrics;
 use crate::recording::actor::{GetRecording, RecorderActor, Recordings, StopRecording};
@@ -287,7 +289,16 @@ impl NodeBuilder {
         };
         let directory = Directory::default();
         let counters = Arc::new(NodeCounters::default());
-        let hls = Arc::new(HlsManager::new(&config.hls, pool.clone()));
+        let spool_counters = SpoolCounters::default();
+        let segment_store: Arc<dyn SegmentStore> = match config.hls.storage {
+            HlsStorage::Files if config.hls.enabled => Arc::new(Spool::open(
+                &config.hls.spool_path(),
+                node_id.as_str(),
+                spool_counters.clone(),
+            )),
+            HlsStorage::Files | HlsStorage::Memory => Arc::new(MemoryStore),
+        };
+        let hls = Arc::new(HlsManager::new(&config.hls, pool.clone(), segment_store));
         let llhls = Arc::new(LlManager::new(&config.hls, pool.clone()));
         let mut outputs: Vec<Arc<dyn Output>> =
             vec![Arc::new(HlsOutput(Arc::clone(&hls))), Arc::new(LlOutput(Arc::clone(&llhls)))];
@@ -318,6 +329,9 @@ impl NodeBuilder {
         ));
         if let Some(timings) = timings {
             metrics.register(Box::new(timings));
+        }
+        for collector in spool_counters.collectors() {
+            metrics.register(collector);
         }
         let refusals = Refusals::new();
         metrics.register(refusals.collector());

@@ -78,6 +78,12 @@ pub struct SegmentBytes {
 }
 
 impl SegmentBytes {
+    /// A segment made of `chunks`, in order.
+    pub fn from_chunks(chunks: Vec<Bytes>) -> Self {
+        let len = chunks.iter().map(Bytes::len).sum();
+        Self { chunks: chunks.into(), len }
+    }
+
     /// Total bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -126,11 +132,18 @@ impl ChunkWriter {
         self.len += self.current.len() - before;
     }
 
+    /// The bytes not taken by [`ChunkWriter::take_full`] yet (all of them when it was
+    /// never called).
     fn finish(mut self) -> SegmentBytes {
         if !self.current.is_empty() {
             self.full.push(self.current.freeze());
         }
-        SegmentBytes { chunks: self.full.into(), len: self.len }
+        SegmentBytes::from_chunks(self.full)
+    }
+
+    /// Takes the chunks already full (the one being filled stays); `len` still counts them.
+    fn take_full(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.full)
     }
 }
 
@@ -464,6 +477,24 @@ impl Segmenter {
         self.segments.iter().find(|s| s.sequence == sequence).map(|s| s.data.clone())
     }
 
+    /// The segment being built, for a caller that stores it as it grows (a file, say): its
+    /// sequence number and its bytes written since the last call, in whole chunks (the
+    /// chunk being filled stays). Bytes taken here are not in the complete segment's
+    /// [`Segment::data`] (nor [`Segmenter::segment`]) later: those hold the rest only.
+    /// `None` while no segment is being built.
+    pub fn take_building(&mut self) -> Option<(u64, Vec<Bytes>)> {
+        let building = self.building.as_mut()?;
+        Some((building.sequence, building.data.take_full()))
+    }
+
+    /// Moves a complete segment's bytes out (to a store of the caller's: a file, say),
+    /// leaving its entry (duration, numbering) in the playlist; [`Segmenter::segment`]
+    /// returns empty bytes for it from then on. `None` when no such segment is held.
+    pub fn take_segment(&mut self, sequence: u64) -> Option<SegmentBytes> {
+        let segment = self.segments.iter_mut().find(|s| s.sequence == sequence)?;
+        Some(std::mem::take(&mut segment.data))
+    }
+
     /// The sequence numbers of every segment still held.
     pub fn segment_numbers(&self) -> impl Iterator<Item = u64> + '_ {
         self.segments.iter().map(|s| s.sequence)
@@ -607,6 +638,46 @@ mod tests {
         let first = s.segment(0).expect("segment 0").to_vec();
         assert_eq!(first[0], 0x47);
         assert_eq!(first.len() % 188, 0);
+    }
+
+    #[test]
+    fn bytes_taken_while_building_and_the_rest_make_the_whole_segment() {
+        let tracks = Tracks { video: true, audio: false };
+        let mut whole = Segmenter::new(config(1, 6), tracks);
+        let mut taken = Segmenter::new(config(1, 6), tracks);
+        let mut drained: std::collections::HashMap<u64, Vec<u8>> = Default::default();
+        // 20 KB frames: several 64 KB chunks fill up within each one-second segment.
+        let mut frame = vec![0, 0, 0, 1, 0x65];
+        frame.resize(20_000, 0x88);
+        for i in 0..120u32 {
+            for s in [&mut whole, &mut taken] {
+                s.push_video(i * 33, 0, i % 30 == 0, &frame, UNIX_EPOCH);
+            }
+            if let Some((sequence, chunks)) = taken.take_building() {
+                chunks
+                    .iter()
+                    .for_each(|c| drained.entry(sequence).or_default().extend_from_slice(c));
+            }
+        }
+        assert!(drained.values().any(|d| !d.is_empty()), "something was taken while building");
+        for n in whole.segment_numbers().collect::<Vec<_>>() {
+            let mut bytes = drained.remove(&n).unwrap_or_default();
+            bytes.extend_from_slice(&taken.segment(n).expect("held").to_vec());
+            assert_eq!(bytes, whole.segment(n).expect("held").to_vec(), "segment {n}");
+        }
+    }
+
+    #[test]
+    fn a_taken_segment_stays_listed_without_its_bytes() {
+        let mut s = Segmenter::new(config(2, 6), Tracks { video: true, audio: true });
+        feed(&mut s, 0, 7, 30);
+        let first = s.segment_numbers().next().expect("a segment");
+        let before = s.playlist();
+        let taken = s.take_segment(first).expect("held");
+        assert!(!taken.is_empty());
+        assert!(s.segment(first).expect("still listed").is_empty());
+        assert_eq!(s.playlist(), before, "the playlist does not change");
+        assert!(s.take_segment(first + 100).is_none());
     }
 
     #[test]

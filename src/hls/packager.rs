@@ -1,6 +1,8 @@
 //! The HLS packager: one per live stream, an output of the stream ([`HlsOutput`]). Its
-//! snapshots (playlist text plus the window's segments, shared `Bytes`) are what the HTTP
-//! handlers ([`super::serve`]) read, without touching the packager.
+//! snapshots (playlist text plus the window's segments as the node's [`SegmentStore`]
+//! keeps them: files or shared `Bytes`) are what the HTTP handlers ([`super::serve`])
+//! read, without touching the packager. Each finished segment's bytes move out of the
+//! segmenter into the store once; the segmenter keeps only its place in the playlist.
 //!
 //! The packager is started and supervised by the stream's life like any [`Output`]: an
 //! internal viewer whose `HlsSink` converts the codec-neutral frames to H.264 Annex B and
@@ -23,12 +25,13 @@ use zenlive_actors::{
 };
 use zenlive_media::aac::{adts_header, AudioSpecificConfig};
 use zenlive_media::avc::{to_annexb, AvcDecoderConfig};
-use zenlive_media::hls::{HlsConfig as SegmenterConfig, SegmentBytes, Segmenter};
+use zenlive_media::hls::{HlsConfig as SegmenterConfig, Segmenter};
 use zenlive_media::ts::Tracks;
 
+use super::store::{SegmentStore, SegmentWriter, StoredSegment};
 use crate::config::HlsConfig;
 
-/// Largest segment kept in memory; a longer GOP is cut early.
+/// Largest segment; a longer GOP is cut early.
 const MAX_SEGMENT_BYTES: usize = 32 * 1024 * 1024;
 
 /// What HTTP handlers read: replaced whole after every completed segment.
@@ -37,7 +40,7 @@ pub(crate) struct Published {
     /// The playlist, once a segment is complete.
     pub(crate) playlist: Option<Bytes>,
     /// The segments it names, and those in their grace after leaving it.
-    pub(crate) segments: HashMap<u64, SegmentBytes>,
+    pub(crate) segments: HashMap<u64, StoredSegment>,
 }
 
 /// One stream's HLS state.
@@ -74,15 +77,48 @@ impl HlsStream {
         }
     }
 
-    fn publish(&self, segmenter: &Segmenter) {
+    /// Publishes what `segmenter` holds: segments new since the last snapshot go to
+    /// `store`; those that left the segmenter (their grace is over) are let go, which
+    /// deletes a file once no response reads it.
+    ///
+    /// A segment that `building` (the writer of the segment being built, if any) took
+    /// bytes of while it was built is finished by it.
+    fn publish(
+        &self,
+        key: &StreamKey,
+        segmenter: &mut Segmenter,
+        store: &dyn SegmentStore,
+        building: &mut Option<Building>,
+    ) {
         let playlist = segmenter.playlist().map(Bytes::from);
-        let segments = segmenter
-            .segment_numbers()
-            .filter_map(|n| segmenter.segment(n).map(|s| (n, s)))
-            .collect();
+        let previous = self.published();
+        let numbers: Vec<u64> = segmenter.segment_numbers().collect();
+        let mut segments = HashMap::with_capacity(numbers.len());
+        for n in numbers {
+            if let Some(stored) = previous.segments.get(&n) {
+                segments.insert(n, stored.clone());
+                continue;
+            }
+            let Some(rest) = segmenter.take_segment(n) else { continue };
+            let stored = match building.take_if(|b| b.sequence == n) {
+                Some(building) => building.writer.finish(rest),
+                None if rest.is_empty() => None,
+                None => store.put(key, n, rest),
+            };
+            if let Some(stored) = stored {
+                segments.insert(n, stored);
+            }
+        }
+        drop(previous);
         *self.published.write() = Arc::new(Published { playlist, segments });
         self.fresh.notify_waiters();
     }
+}
+
+/// The segment being built and the writer its bytes go to as it grows.
+struct Building {
+    sequence: u64,
+    writer: Box<dyn SegmentWriter>,
 }
 
 /// All HLS streams of the node.
@@ -92,13 +128,15 @@ pub struct HlsManager {
     grace: Duration,
     pool: ArbiterPool,
     streams: RwLock<HashMap<StreamKey, Arc<HlsStream>>>,
+    /// Where finished segments go (`hls.storage`).
+    store: Arc<dyn SegmentStore>,
     /// Segments produced, node-wide.
     pub segments_produced: Arc<AtomicU64>,
 }
 
 impl HlsManager {
-    /// A manager packaging with `config`.
-    pub fn new(config: &HlsConfig, pool: ArbiterPool) -> Self {
+    /// A manager packaging with `config`, keeping finished segments in `store`.
+    pub fn new(config: &HlsConfig, pool: ArbiterPool, store: Arc<dyn SegmentStore>) -> Self {
         Self {
             enabled: config.enabled,
             segmenter: SegmenterConfig {
@@ -109,6 +147,7 @@ impl HlsManager {
             grace: config.reconnect_grace,
             pool,
             streams: RwLock::new(HashMap::new()),
+            store,
             segments_produced: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -155,6 +194,8 @@ impl HlsManager {
         Box::new(HlsSink {
             key: key.clone(),
             stream: hls,
+            store: Arc::clone(&self.store),
+            building: None,
             segmenter,
             config: self.segmenter.clone(),
             avc: None,
@@ -212,6 +253,9 @@ impl Output for HlsOutput {
 struct HlsSink {
     key: StreamKey,
     stream: Arc<HlsStream>,
+    store: Arc<dyn SegmentStore>,
+    /// The segment being built, as far as the store has it (a file store only).
+    building: Option<Building>,
     segmenter: Option<Segmenter>,
     config: SegmenterConfig,
     avc: Option<(CodecConfig, AvcDecoderConfig)>,
@@ -280,6 +324,9 @@ impl HlsSink {
         if (tracks.video && !current.video) || (tracks.audio && !current.audio) {
             tracing::info!(stream = %self.key, ?tracks, "hls: a track started late; a new timeline carries it");
             self.segmenter = Some(segmenter.restart_for(tracks));
+            // The new segmenter numbers its first segment as the one being built was: that
+            // one's bytes are thrown away.
+            self.building = None;
         }
     }
 
@@ -326,7 +373,7 @@ impl HlsSink {
     }
 
     fn publish_if_new(&mut self) {
-        let Some(segmenter) = &self.segmenter else { return };
+        let Some(segmenter) = &mut self.segmenter else { return };
         let latest = segmenter.last_sequence();
         if latest != self.published_sequence {
             if latest.is_some() {
@@ -334,9 +381,32 @@ impl HlsSink {
                 self.stats.hls_segment();
             }
             self.published_sequence = latest;
-            self.stream.publish(segmenter);
+            self.stream.publish(&self.key, segmenter, self.store.as_ref(), &mut self.building);
             let tracks = Tracks { video: self.avc.is_some(), audio: self.aac.is_some() };
             *self.stream.resume.lock() = Some(segmenter.successor(tracks));
+        }
+    }
+}
+
+impl HlsSink {
+    /// Hands the bytes of the segment being built to the store as they fill chunks, when
+    /// it keeps segments out of the heap: the heap then holds one chunk per stream, not a
+    /// whole segment.
+    fn spool_building(&mut self) {
+        if !self.store.streams() {
+            return;
+        }
+        let Some(segmenter) = &mut self.segmenter else { return };
+        let Some((sequence, chunks)) = segmenter.take_building() else { return };
+        if chunks.is_empty() {
+            return;
+        }
+        if self.building.as_ref().is_none_or(|b| b.sequence != sequence) {
+            let writer = self.store.begin(&self.key, sequence);
+            self.building = Some(Building { sequence, writer });
+        }
+        if let Some(building) = &mut self.building {
+            building.writer.append(&chunks);
         }
     }
 }
@@ -353,13 +423,14 @@ impl FrameSink for HlsSink {
             FrameKind::Data => {}
         }
         self.publish_if_new();
+        self.spool_building();
         Offer::Accepted(frame.payload().len())
     }
 
     fn finish(&mut self, _reason: &str) {
         if let Some(mut segmenter) = self.segmenter.take() {
             segmenter.finish();
-            self.stream.publish(&segmenter);
+            self.stream.publish(&self.key, &mut segmenter, self.store.as_ref(), &mut self.building);
             *self.stream.parked.lock() = Some(segmenter);
         }
     }

@@ -1,19 +1,14 @@
 //! HLS over HTTP: the playlist and segment handlers, which read the packager's snapshots
 //! ([`super::packager`]) and never touch a packager.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use zenlive_actors::{Protocol, StreamKey};
-use zenlive_media::hls::SegmentBytes;
 
 use super::packager::HlsStream;
 use crate::admission::{self, Refusal, Request};
@@ -130,45 +125,28 @@ pub async fn segment(
     let sequence = name
         .parse::<u64>()
         .map_err(|_| ApiError::not_found("segment_not_found", "no such segment"))?;
-    let published = hls.published();
-    let bytes = published.segments.get(&sequence).cloned().ok_or_else(|| {
+    let stored = hls.published().segments.get(&sequence).cloned().ok_or_else(|| {
         ApiError::not_found(
             "segment_not_found",
             format!("segment {sequence} expired or does not exist"),
         )
     })?;
-    served(&node, &key, bytes.len(), HlsRequest::Segment, started);
+    let body = stored.body().map_err(|error| {
+        tracing::error!(stream = %key, sequence, %error, "hls: a spooled segment cannot be read");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "segment_unreadable",
+            format!("segment {sequence} cannot be read"),
+        )
+    })?;
+    served(&node, &key, stored.len() as usize, HlsRequest::Segment, started);
     // A segment behind auth must not be kept by a shared cache (a CDN that ignores the
     // query string would hand it to anyone).
     let cache = if protected { "private, max-age=60" } else { "public, max-age=60" };
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/mp2t")
         .insert_header((header::CACHE_CONTROL, cache))
-        .body(SegmentBody { segment: bytes, next: 0 }))
-}
-
-/// A segment as a response body: its chunks in turn, shared, with its length up front.
-struct SegmentBody {
-    segment: SegmentBytes,
-    next: usize,
-}
-
-impl MessageBody for SegmentBody {
-    type Error = Infallible;
-
-    fn size(&self) -> BodySize {
-        BodySize::Sized(self.segment.len() as u64)
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let this = self.get_mut();
-        let chunk = this.segment.chunks().get(this.next).cloned();
-        this.next += 1;
-        Poll::Ready(chunk.map(Ok))
-    }
+        .body(body))
 }
 
 /// The playlist with `?s=session` appended to every segment URI.
