@@ -114,7 +114,7 @@ impl Spool {
             error
         });
         if let Ok(dir) = &dir {
-            tracing::info!(dir = %dir.dir.display(), "hls: segments are spooled to files");
+            tracing::debug!(dir = %dir.dir.display(), "hls: segments are spooled to files");
         }
         let failing = AtomicBool::new(dir.is_err());
         Self(Arc::new(Shared { dir, next: AtomicU64::new(0), failing, counters }))

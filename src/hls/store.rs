@@ -127,7 +127,7 @@ pub enum SegmentBody {
         /// The next chunk to hand out.
         next: usize,
     },
-    /// The rest of a mapped file, handed out [`BODY_CHUNK`] bytes at a time.
+    /// The rest of a mapped file, handed out `BODY_CHUNK` bytes at a time.
     Mapped(Bytes),
 }
 
