@@ -200,6 +200,12 @@ impl LlPlaylist {
     ) -> Result<(), Fmp4Error> {
         let fragment = MediaTime::from_duration(self.config.part_target);
         let writer = Fmp4Writer::new(video, audio, fragment)?;
+        // The old init's last samples end its segment.
+        if let Some(mut old) = self.writer.take() {
+            if let Ok(Some(part)) = old.finish(None) {
+                self.add_part(part, old.last_fragment());
+            }
+        }
         self.close_segment(None);
         if !self.segments.is_empty() {
             self.discontinuity = true;
