@@ -105,13 +105,8 @@ async fn ll_hls_plays_blocks_skips_and_refuses_bad_requests() {
     let out = record(&url, 4, &file).await;
     assert!(out.status.success(), "ffmpeg read LL-HLS: {}", String::from_utf8_lossy(&out.stderr));
     let info = probe(&file).await;
-    let codecs: Vec<&str> = info["streams"]
-        .as_array()
-        .expect("streams")
-        .iter()
-        .filter_map(|s| s["codec_name"].as_str())
-        .collect();
-    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{codecs:?}");
+    let codecs = common::recorded::codec_names(&info);
+    assert!(codecs.iter().any(|c| c == "h264") && codecs.iter().any(|c| c == "aac"), "{codecs:?}");
     let errors = decode_errors(&file).await;
     assert!(errors.trim().is_empty(), "decoding LL-HLS printed:\n{errors}");
     let duration: f64 =

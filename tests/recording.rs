@@ -163,16 +163,7 @@ async fn kill_9_mid_segment_leaves_finished_segments_intact_and_the_open_one_rea
         assert!(segment.exists(), "{} untouched", segment.display());
     }
     // And it is listed for playback, after the finished ones, with the duration it holds.
-    let admin = mint_token(SECRET, "ops", None, &[zenlive::auth::Role::Admin]);
-    let listing: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/recordings/live/crash", node.http))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("listing")
-        .json()
-        .await
-        .expect("JSON");
+    let listing = recordings_of(&node.http, "live/crash", SECRET).await;
     let recordings = listing["recordings"].as_array().expect("recordings");
     assert_eq!(recordings.len(), 1, "{listing}");
     let segments = recordings[0]["segments"].as_array().expect("segments");

@@ -302,16 +302,7 @@ async fn node_killed_mid_recording_uploads_its_spool_after_restart() {
     }
     // Every uploaded segment is listed in the recording's manifest, the one a crash cut
     // short too (its times read from the media), and the recording is over.
-    let admin = mint_token(SECRET, "ops", None, &[zenlive::auth::Role::Admin]);
-    let listing: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/recordings/live/crash", node.http))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("listing")
-        .json()
-        .await
-        .expect("JSON");
+    let listing = recordings_of(&node.http, "live/crash", SECRET).await;
     let recordings = listing["recordings"].as_array().expect("recordings");
     assert_eq!(recordings.len(), 1, "{listing}");
     assert_eq!(recordings[0]["live"], false, "{listing}");

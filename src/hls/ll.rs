@@ -33,6 +33,12 @@ pub(crate) struct LlStream {
     generation: AtomicU64,
 }
 
+impl super::grace::Generation for LlStream {
+    fn generation(&self) -> &AtomicU64 {
+        &self.generation
+    }
+}
+
 impl LlStream {
     /// Runs `read` on the playlist (a short lock: no waiting inside).
     pub(crate) fn read<T>(&self, read: impl FnOnce(&LlPlaylist) -> T) -> T {
@@ -118,21 +124,7 @@ impl LlManager {
 
     /// The stream ended: its playlist stays for `hls.reconnect_grace`.
     fn schedule_expiry(self: &Arc<Self>, key: &StreamKey) {
-        let Some(stream) = self.get(key) else { return };
-        let generation = stream.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let manager = Arc::clone(self);
-        let key = key.clone();
-        let grace = self.grace;
-        self.pool.next().spawn(async move {
-            tokio::time::sleep(grace).await;
-            let mut streams = manager.streams.write();
-            let stale = streams
-                .get(&key)
-                .is_some_and(|s| s.generation.load(Ordering::Relaxed) == generation);
-            if stale {
-                streams.remove(&key);
-            }
-        });
+        super::grace::expire(self, |m| &m.streams, &self.pool, key, self.grace);
     }
 }
 

@@ -16,23 +16,15 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use zenlive_actors::{Protocol, StreamKey};
+use zenlive_actors::StreamKey;
 use zenlive_media::llhls::{Blocking, Directives, LlPlaylist};
 
 use super::ll::LlStream;
-use crate::admission::{self, Refusal, Request};
-use crate::auth::{unix_now, Action};
+use super::serve::{admit, served};
+use crate::auth::Action;
 use crate::context::NodeContext;
-use crate::http::common::{request_token, stream_key, with_cors, ApiError};
+use crate::http::common::{stream_key, with_cors, ApiError};
 use crate::metrics::HlsRequest;
-
-/// Counts bytes served for the live stream `key` and the request's latency.
-fn served(node: &NodeContext, key: &StreamKey, bytes: usize, kind: HlsRequest, started: Instant) {
-    if let Some(entry) = node.directory.get(key) {
-        entry.stats.bytes_out(Protocol::Hls, bytes as u64);
-    }
-    node.metrics.hls_request(kind, started.elapsed());
-}
 
 fn bad_request(error: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_ll_hls_request", error.to_string())
@@ -62,20 +54,7 @@ pub async fn playlist(
     }
     let directives = Directives::parse(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(bad_request)?;
-    let token = request_token(&req);
-    let context = node.clone().into_inner();
-    let request = Request {
-        key: key.clone(),
-        protocol: Protocol::Hls,
-        peer: req.peer_addr(),
-        token: token.as_deref(),
-    };
-    let viewer = admission::admit_viewer(&context, request).await.map_err(ApiError::from)?;
-    match viewer.find().await {
-        Ok(_ticket) => {}
-        Err(Refusal::NotLive(_)) if node.llhls.get(&key).is_some() => {}
-        Err(refusal) => return Err(refusal.into()),
-    }
+    let session = admit(&node, &req, &key, node.llhls.get(&key).is_some()).await?;
     let ll = current(&node, &key).await?;
     let target = node.llhls.target_duration();
     // Blocking reload: until the playlist holds what was asked, for three targets at most.
@@ -94,15 +73,7 @@ pub async fn playlist(
             }
         }
     }
-    let session = token.zip(viewer.identity.as_ref().map(|i| i.expires));
-    let query = match session.filter(|_| node.auth.load().required(Action::Play)) {
-        Some((token, expires)) => {
-            let auth = node.auth.load();
-            let id = auth.sessions().id_for(&token);
-            format!("?s={}", auth.sessions().issue(&key, &id, unix_now(), expires))
-        }
-        None => String::new(),
-    };
+    let query = session.map_or_else(String::new, |session| format!("?s={session}"));
     // The first part may not be there yet (the request above asked for nothing).
     let first = Instant::now() + target * 2 + Duration::from_secs(1);
     let text = loop {

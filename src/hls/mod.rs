@@ -3,6 +3,7 @@
 //! handlers that serve its playlists and segments ([`serve`]); beside them Low-Latency HLS,
 //! its packager ([`ll`]) and handlers ([`ll_serve`]).
 
+mod grace;
 pub mod ll;
 pub mod ll_serve;
 pub mod packager;

@@ -57,6 +57,12 @@ pub(crate) struct HlsStream {
     resume: Mutex<Option<Segmenter>>,
 }
 
+impl super::grace::Generation for HlsStream {
+    fn generation(&self) -> &AtomicU64 {
+        &self.generation
+    }
+}
+
 impl HlsStream {
     /// The latest snapshot.
     pub(crate) fn published(&self) -> Arc<Published> {
@@ -211,22 +217,7 @@ impl HlsManager {
 
     /// The stream ended: its playlist and segments stay for `hls.reconnect_grace`.
     fn schedule_expiry(self: &Arc<Self>, key: &StreamKey) {
-        let Some(stream) = self.get(key) else { return };
-        let generation = stream.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let manager = Arc::clone(self);
-        let key = key.clone();
-        let grace = self.grace;
-        self.pool.next().spawn(async move {
-            tokio::time::sleep(grace).await;
-            let mut streams = manager.streams.write();
-            let stale = streams
-                .get(&key)
-                .is_some_and(|s| s.generation.load(Ordering::Relaxed) == generation);
-            if stale {
-                streams.remove(&key);
-                tracing::debug!(stream = %key, "hls playlist expired");
-            }
-        });
+        super::grace::expire(self, |m| &m.streams, &self.pool, key, self.grace);
     }
 }
 

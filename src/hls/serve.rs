@@ -31,7 +31,13 @@ fn lookup(
 
 /// Counts bytes served over HLS for the live stream `key` (not during a reconnect grace,
 /// when no stream is live), and the request's latency.
-fn served(node: &NodeContext, key: &StreamKey, bytes: usize, kind: HlsRequest, started: Instant) {
+pub(crate) fn served(
+    node: &NodeContext,
+    key: &StreamKey,
+    bytes: usize,
+    kind: HlsRequest,
+    started: Instant,
+) {
     if let Some(entry) = node.directory.get(key) {
         entry.stats.bytes_out(Protocol::Hls, bytes as u64);
     }
@@ -50,7 +56,31 @@ pub async fn playlist(
     if !node.hls.enabled() {
         return Err(ApiError::not_found("hls_disabled", "HLS is off on this node (hls.enabled)"));
     }
-    let token = request_token(&req);
+    let session = admit(&node, &req, &key, node.hls.get(&key).is_some()).await?;
+    let text = current_playlist(&node, &key).await?;
+    let text = match session {
+        Some(session) => with_session(&text, &session),
+        None => text,
+    };
+    served(&node, &key, text.len(), HlsRequest::Playlist, started);
+    Ok(with_cors(HttpResponse::Ok())
+        .content_type("application/vnd.apple.mpegurl")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(text))
+}
+
+/// Admits an HLS viewer of `key` for a playlist request (`in_grace`: the stream is between
+/// publishers but keeps its playlist) and answers the session its media URIs carry when
+/// play needs a token: short-lived, for this viewer instead of the JWT, good until the JWT
+/// expires at the latest. HLS viewers read the stream's packager: the ticket starts no
+/// session of its own.
+pub(crate) async fn admit(
+    node: &web::Data<NodeContext>,
+    req: &HttpRequest,
+    key: &StreamKey,
+    in_grace: bool,
+) -> Result<Option<String>, ApiError> {
+    let token = request_token(req);
     let context = node.clone().into_inner();
     let request = Request {
         key: key.clone(),
@@ -59,31 +89,17 @@ pub async fn playlist(
         token: token.as_deref(),
     };
     let viewer = admission::admit_viewer(&context, request).await.map_err(ApiError::from)?;
-    // HLS viewers read the stream's packager: the ticket starts no session of its own. A
-    // stream between publishers (the reconnect grace) is not live but keeps its playlist.
     match viewer.find().await {
         Ok(_ticket) => {}
-        Err(Refusal::NotLive(_)) if node.hls.get(&key).is_some() => {}
+        Err(Refusal::NotLive(_)) if in_grace => {}
         Err(refusal) => return Err(refusal.into()),
     }
-    let token_expires = viewer.identity.as_ref().map(|i| i.expires);
-    let text = current_playlist(&node, &key).await?;
-    let session = request_token(&req).zip(token_expires);
-    let text = match session.filter(|_| node.auth.load().required(Action::Play)) {
-        // Segment URLs carry a short-lived session for this viewer instead of the JWT,
-        // good until the JWT expires at the latest.
-        Some((token, expires)) => {
-            let auth = node.auth.load();
-            let id = auth.sessions().id_for(&token);
-            with_session(&text, &auth.sessions().issue(&key, &id, unix_now(), expires))
-        }
-        None => text,
-    };
-    served(&node, &key, text.len(), HlsRequest::Playlist, started);
-    Ok(with_cors(HttpResponse::Ok())
-        .content_type("application/vnd.apple.mpegurl")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(text))
+    let session = token.zip(viewer.identity.as_ref().map(|i| i.expires));
+    Ok(session.filter(|_| node.auth.load().required(Action::Play)).map(|(token, expires)| {
+        let auth = node.auth.load();
+        let id = auth.sessions().id_for(&token);
+        auth.sessions().issue(key, &id, unix_now(), expires)
+    }))
 }
 
 /// The playlist of `key`, which admission found live (here, or relayed from its owner). A

@@ -113,3 +113,26 @@ pub async fn wait_publisher(publisher: &mut Child, limit: Duration) {
         .expect("ffmpeg ran");
     assert!(status.success(), "the publisher succeeded");
 }
+
+/// The codec names of the streams ffprobe found (`probe`'s answer).
+pub fn codec_names(info: &Value) -> Vec<String> {
+    info["streams"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["codec_name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// `GET /api/v1/recordings/{stream}` on the node whose HTTP address is `http`, as an admin
+/// of a node whose JWT secret is `secret`.
+pub async fn recordings_of(http: &str, stream: &str, secret: &str) -> Value {
+    let admin = super::mint_token(secret, "ops", None, &[zenlive::auth::Role::Admin]);
+    reqwest::Client::new()
+        .get(format!("http://{http}/api/v1/recordings/{stream}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("listing")
+        .json()
+        .await
+        .expect("JSON")
+}
