@@ -253,8 +253,8 @@ pub struct HlsConfig {
     #[serde(with = "duration")]
     pub reconnect_grace: Duration,
     /// Low-Latency HLS beside the MPEG-TS playlist: `/{app}/{key}/ll.m3u8`, fMP4 parts
-    /// (when `enabled`). Off by default: its parts are held in memory (the playlist's
-    /// span of media per stream), not in the segment spool.
+    /// (when `enabled`). On by default; with `storage = "files"` only the segment being
+    /// built is in memory, complete ones go to the spool.
     pub ll: bool,
     /// LL-HLS part target duration.
     #[serde(with = "duration")]
@@ -279,7 +279,7 @@ impl Default for HlsConfig {
             segment_duration: Duration::from_secs(6),
             window: 6,
             reconnect_grace: Duration::from_secs(30),
-            ll: false,
+            ll: true,
             part_duration: Duration::from_millis(333),
             ll_segment_duration: Duration::from_secs(2),
             storage: HlsStorage::Files,

@@ -298,8 +298,8 @@ impl NodeBuilder {
             )),
             HlsStorage::Files | HlsStorage::Memory => Arc::new(MemoryStore),
         };
-        let hls = Arc::new(HlsManager::new(&config.hls, pool.clone(), segment_store));
-        let llhls = Arc::new(LlManager::new(&config.hls, pool.clone()));
+        let hls = Arc::new(HlsManager::new(&config.hls, pool.clone(), Arc::clone(&segment_store)));
+        let llhls = Arc::new(LlManager::new(&config.hls, pool.clone(), segment_store));
         let mut outputs: Vec<Arc<dyn Output>> =
             vec![Arc::new(HlsOutput(Arc::clone(&hls))), Arc::new(LlOutput(Arc::clone(&llhls)))];
         let recording = RecordingCounters::default();

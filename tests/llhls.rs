@@ -113,6 +113,41 @@ async fn ll_hls_plays_blocks_skips_and_refuses_bad_requests() {
         info["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
     assert!(duration >= 4.0 - 2.0 * FRAME, "{duration} s read");
 
+    // A complete segment (in the spool by now, hls.storage = "files") is its parts in order.
+    let (_, now) = get(&url).await;
+    let complete = now
+        .lines()
+        .filter_map(|l| l.strip_prefix("ll/").and_then(|l| l.split(".m4s").next()))
+        .filter_map(|l| l.parse::<u64>().ok())
+        .max()
+        .expect("a complete segment");
+    let fetch = |name: String| {
+        let url = http_url(&node, &format!("/live/cam/ll/{name}"));
+        async move {
+            let response = reqwest::get(&url).await.expect("media");
+            (response.status().as_u16(), response.bytes().await.expect("bytes"))
+        }
+    };
+    let (status, segment) = fetch(format!("{complete}.m4s")).await;
+    assert_eq!(status, 200);
+    let mut parts = Vec::new();
+    for n in 0.. {
+        let (status, part) = fetch(format!("{complete}.{n}.m4s")).await;
+        if status != 200 {
+            break;
+        }
+        parts.extend_from_slice(&part);
+    }
+    assert!(segment.len() > 10_000 && &segment[4..8] == b"moof", "{} bytes", segment.len());
+    assert!(
+        parts == segment,
+        "segment {complete}: its parts are {} bytes of {}",
+        parts.len(),
+        segment.len()
+    );
+    let metrics = node.metrics_text();
+    assert!(metrics.lines().any(|l| l == "zenlive_hls_spool_fallbacks_total 0"), "{metrics}");
+
     // A delta update once the playlist is longer than CAN-SKIP-UNTIL (12 s).
     wait_for_async("a delta update", Duration::from_secs(40), || {
         let url = format!("{url}?_HLS_skip=YES");

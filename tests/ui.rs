@@ -3,13 +3,15 @@
 //! against a node on loopback with FFmpeg publishing over RTMP. The home page lists the
 //! stream; the watch page plays it over WebRTC (WHEP) first (frames decoded and advancing,
 //! the browser's statistics, the RTMP stream's sound transcoded to Opus), then over
-//! HLS when the viewer picks it (an audio level above zero), and chats with a WebSocket
+//! HLS when the viewer picks it (an audio level above zero), then LL-HLS (hls.js through
+//! Media Source Extensions: frames advancing, its latency reported), and chats with a WebSocket
 //! member started here, markup shown as text; the console lists the stream, turns its
 //! recording on and off and kicks it, and says so when the node refuses its calls. The
 //! go-live page publishes the fake camera over WHIP with a token from its address (FFmpeg
 //! reads H.264 + AAC back over RTMP and HLS, the console lists it beside an FFmpeg stream,
 //! the watch page plays it over WebRTC with sound, Stop ends it) and says in words why the node refused it without one. The watch page falls
-//! back to HLS on a node without WebRTC and when WebRTC does not connect. Screenshots of
+//! back to the browser's own HLS player on a node without WebRTC and LL-HLS, and to LL-HLS
+//! when WebRTC does not connect. Screenshots of
 //! each page at desktop and phone sizes go to `target/tmp/process-logs/ui/` (kept, not
 //! compared). Hostile paths and the headers are checked with plain HTTP.
 
@@ -401,6 +403,44 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
         )
         .await;
 
+    // LL-HLS when the viewer picks it (hls.js through Media Source Extensions): frames
+    // decoded and advancing, and its distance from the node's clock reported.
+    browser.eval(&watch, "document.querySelector('#video').muted = true; true").await;
+    browser
+        .eval(
+            &watch,
+            "(() => { const choice = document.querySelector('#protocol'); choice.value = 'llhls'; \
+             choice.dispatchEvent(new Event('change')); return true; })()",
+        )
+        .await;
+    browser
+        .wait(
+            &watch,
+            "the video to play over LL-HLS",
+            PAGE_LIMIT,
+            &format!(
+                "{STATS}.dataset.protocol === 'llhls' && Number({STATS}.dataset.frames) > 10 && \
+                 Number({STATS}.dataset.latencyMs) > 0"
+            ),
+            PLAYER_STATE,
+        )
+        .await;
+    let frames = browser.eval(&watch, &format!("Number({STATS}.dataset.frames)")).await;
+    let frames = frames.as_f64().expect("frames");
+    browser
+        .wait(
+            &watch,
+            "LL-HLS to keep playing",
+            PAGE_LIMIT,
+            &format!("Number({STATS}.dataset.frames) > {frames} + 30"),
+            PLAYER_STATE,
+        )
+        .await;
+    assert_eq!(
+        browser.eval(&watch, "document.querySelector('#stat-protocol').textContent").await,
+        "LL-HLS"
+    );
+
     // A viewer whose token has no name is told why it cannot post, in words.
     let nameless = token("carol", None, &[Role::Viewer]);
     let quiet =
@@ -710,9 +750,10 @@ async fn the_go_live_page_publishes_over_whip_and_the_watch_page_plays_it_over_w
 async fn the_watch_page_falls_back_to_hls_when_webrtc_is_off_or_does_not_connect() {
     let mut browser = Browser::start().await;
 
-    // A node without WebRTC: HLS, and the page says why.
+    // A node without WebRTC or LL-HLS: the browser's own HLS player, and the page says why.
     let mut without_webrtc = config();
     without_webrtc.webrtc.enabled = false;
+    without_webrtc.hls.ll = false;
     let node = start_node(without_webrtc).await;
     let _publisher = publish_looped(&rtmp_url(&node, "show"));
     live(&node, &StreamKey::new("live", "show").expect("name")).await;
@@ -746,7 +787,7 @@ async fn the_watch_page_falls_back_to_hls_when_webrtc_is_off_or_does_not_connect
     node.shutdown().await;
 
     // A node whose WebRTC candidate leads nowhere (a UDP socket that never answers): the
-    // WHEP offer is answered, ICE never connects, and the page falls back to HLS.
+    // WHEP offer is answered, ICE never connects, and the page falls back to LL-HLS.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
     let mut nowhere = config();
     nowhere.webrtc.public_addrs = vec![silent.local_addr().expect("address").to_string()];
@@ -757,10 +798,10 @@ async fn the_watch_page_falls_back_to_hls_when_webrtc_is_off_or_does_not_connect
     browser
         .wait(
             &watch,
-            "HLS playback after WebRTC did not connect",
+            "LL-HLS playback after WebRTC did not connect",
             PAGE_LIMIT,
             &format!(
-                "{STATS}.dataset.protocol === 'hls' && Number({STATS}.dataset.frames) > 10 && \
+                "{STATS}.dataset.protocol === 'llhls' && Number({STATS}.dataset.frames) > 10 && \
                  document.querySelector('#player-note').textContent.includes('did not connect')"
             ),
             PLAYER_STATE,
@@ -930,4 +971,75 @@ async fn the_binary_takes_the_ui_settings_from_the_environment() {
         ZenliveProcess::start("ui-off", "ui-off", &[], &[("ZENLIVE_UI_ENABLED", "false")]).await;
     let page = client.get(format!("http://{}/", node.http)).send().await.expect("GET /");
     assert_eq!(page.status(), 404, "no pages with ZENLIVE_UI_ENABLED=false");
+}
+
+/// LL-HLS latency in Chromium, for BENCHMARKS.md: a benchmark, not run by default (it
+/// samples for a minute). FFmpeg publishes the fixture in real time (`-re`, copied, no
+/// encoder delay), so a frame reaches the node at its publisher's time; the watch page
+/// plays `ll.m3u8` (300 ms parts) through hls.js and reports how far the frame on screen is
+/// behind the node's clock (its program date-time). Run:
+/// `cargo test --release --test ui -- --ignored ll_hls_latency --nocapture`.
+#[actix_rt::test]
+#[ignore = "a benchmark (BENCHMARKS.md, LL-HLS latency), run by hand"]
+async fn ll_hls_latency() {
+    let mut browser = Browser::start().await;
+    let mut config = config();
+    config.hls.part_duration = Duration::from_millis(300);
+    let node = start_node(config).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "show"));
+    live(&node, &StreamKey::new("live", "show").expect("name")).await;
+    let url = http_url(&node, "/watch/live/show?protocol=llhls");
+    let watch = browser.open(&url, DESKTOP.0, DESKTOP.1).await;
+    browser
+        .wait(
+            &watch,
+            "the video to play over LL-HLS",
+            PAGE_LIMIT,
+            &format!(
+                "{STATS}.dataset.protocol === 'llhls' && Number({STATS}.dataset.latencyMs) > 0"
+            ),
+            PLAYER_STATE,
+        )
+        .await;
+    // Ten seconds to settle at its hold-back, then a sample a second for a minute.
+    let mut samples = Vec::new();
+    for n in 0..70 {
+        let latency = browser_latency(&mut browser, &watch).await;
+        if n >= 10 {
+            samples.extend(latency);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let frames = browser.eval(&watch, &format!("Number({STATS}.dataset.frames)")).await;
+    let dropped = browser
+        .eval(
+            &watch,
+            "document.querySelector('#video').getVideoPlaybackQuality().droppedVideoFrames",
+        )
+        .await;
+    let shown = browser.eval(&watch, "document.querySelector('#stat-latency').textContent").await;
+    println!("the page says: {shown}; samples in order: {samples:?}");
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    assert!(!samples.is_empty(), "no latency samples");
+    println!(
+        "ll-hls latency over {} samples: min {} ms, median {} ms, p90 {} ms, max {} ms; frames decoded {frames}, dropped {dropped}",
+        samples.len(),
+        at(0.0),
+        at(0.5),
+        at(0.9),
+        at(1.0)
+    );
+    drop(browser);
+    node.shutdown().await;
+}
+
+/// The watch page's reported latency in ms, if it reports one.
+async fn browser_latency(browser: &mut Browser, tab: &Tab) -> Option<u64> {
+    browser
+        .eval(tab, &format!("Number({STATS}.dataset.latencyMs) || 0"))
+        .await
+        .as_f64()
+        .filter(|&ms| ms > 0.0)
+        .map(|ms| ms as u64)
 }

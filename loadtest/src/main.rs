@@ -8,12 +8,14 @@
 //! zenlive-swarm play --url http://127.0.0.1:8080/live/bench.flv --count 500 --duration 30
 //! zenlive-swarm whep --url http://127.0.0.1:8080/whep/live/bench --count 500 --ramp-up 5 --duration 30
 //! zenlive-swarm whip --url http://127.0.0.1:8080/whip/live/bench --count 10 --file in.flv --duration 30
+//! zenlive-swarm llhls --url http://127.0.0.1:8080/live/bench/ll.m3u8 --count 1000 --rounds 20
 //! zenlive-swarm chat --url ws://127.0.0.1:8080/chat/live/bench --members 2000 --senders 20 \
 //!     --rate 5 --secret "$ZENLIVE_AUTH_JWT_SECRET" --duration 30
 //! ```
 
 mod chat;
 mod client;
+mod llhls;
 mod peer;
 mod player;
 mod publisher;
@@ -55,6 +57,23 @@ enum Command {
     /// N realtime WebRTC publishers over WHIP (http://HOST:8080/whip/{app}/{key}) of an
     /// FLV file's H.264 video (its audio is not sent).
     Whip(WhipArgs),
+    /// M clients blocked on each coming part of an LL-HLS playlist
+    /// (http://HOST:8080/{app}/{key}/ll.m3u8), round after round: how long after the first
+    /// answer the others come.
+    Llhls(LlhlsArgs),
+}
+
+#[derive(Args)]
+struct LlhlsArgs {
+    /// The LL-HLS playlist.
+    #[arg(long)]
+    url: String,
+    /// Clients blocked in each round.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Rounds (one part each).
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
 }
 
 #[derive(Args)]
@@ -450,6 +469,11 @@ async fn main() -> Result<()> {
             Command::Chat(args) => chat_run(args).await,
             Command::Whep(args) => whep_run(args).await,
             Command::Whip(args) => whip_run(args).await,
+            Command::Llhls(args) => {
+                let summary = llhls::run(&args.url, args.count, args.rounds).await?;
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+                Ok(())
+            }
         }
     };
     tokio::select! {

@@ -19,12 +19,19 @@
 //!   is bad (a part without a segment number, a segment more than two past the last: 400,
 //!   as the spec says). Once the stream has ended every wait is over.
 //!
+//! - **Off the heap.** A complete segment's parts can move out of the heap: the caller
+//!   takes each newly complete segment's bytes ([`LlPlaylist::take_complete`]), keeps
+//!   them where it likes (a spool file the kernel pages) and hands back a
+//!   [`KeptSegment`] ([`LlPlaylist::keep`]); its parts are then ranges of it. Only the
+//!   segment being built stays in the heap.
+//!
 //! URIs are relative to the playlist, after the caller's prefix: `{msn}.{part}.m4s` (a
 //! part), `{msn}.m4s` (a whole segment), `init{n}.mp4` (an init section; `n` counts init
 //! changes), each followed by the caller's `query` (an HLS session).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -63,15 +70,103 @@ impl Default for LlConfig {
     }
 }
 
-/// One part: its bytes (a `moof` + `mdat`) and what the playlist says of it.
+/// Response bodies are handed out in pieces of at most this many bytes.
+const BODY_PIECE: usize = 64 * 1024;
+
+/// A complete segment's bytes, kept by the caller outside the heap (see the module docs).
+pub trait KeptSegment: Send + Sync + std::fmt::Debug {
+    /// Its length in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether it is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All its bytes (e.g. a mapping of its file), or why they cannot be read.
+    fn bytes(&self) -> std::io::Result<Bytes>;
+}
+
+/// One part (a `moof` + `mdat`) and what the playlist says of it.
 #[derive(Debug, Clone)]
-pub struct Part {
-    /// The fragment.
-    pub bytes: Chunk,
-    /// Its media duration.
-    pub duration: Duration,
+struct Part {
+    bytes: PartBytes,
+    duration: Duration,
     /// Whether it starts with a keyframe (or the stream has no video).
-    pub independent: bool,
+    independent: bool,
+}
+
+/// Where a part's bytes are.
+#[derive(Debug, Clone)]
+enum PartBytes {
+    /// In the heap.
+    Held(Chunk),
+    /// At `offset` in its segment's [`KeptSegment`].
+    Kept { offset: usize, len: usize },
+}
+
+/// The bytes of a part or segment, as [`LlPlaylist::part`] and [`LlPlaylist::segment`]
+/// find them: cheap to take under a lock; [`Media::read`] does the reading.
+#[derive(Debug, Clone)]
+pub enum Media {
+    /// Buffers in the heap, in order.
+    Held(Vec<Bytes>),
+    /// `len` bytes at `offset` of a kept segment.
+    Kept {
+        /// The segment.
+        segment: Arc<dyn KeptSegment>,
+        /// Where the bytes start.
+        offset: usize,
+        /// How many.
+        len: usize,
+    },
+}
+
+impl Media {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Held(buffers) => buffers.iter().map(Bytes::len).sum(),
+            Self::Kept { len, .. } => *len,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its bytes, as buffers of at most 64 KiB (a kept segment is read, e.g. mapped, the
+    /// first time; that may fail).
+    pub fn read(self) -> std::io::Result<Vec<Bytes>> {
+        let buffers = match self {
+            Self::Held(buffers) => buffers,
+            Self::Kept { segment, offset, len } => {
+                let all = segment.bytes()?;
+                let end =
+                    offset.checked_add(len).filter(|&end| end <= all.len()).ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "a kept segment of {} bytes has no {len} at {offset}",
+                                all.len()
+                            ),
+                        )
+                    })?;
+                vec![all.slice(offset..end)]
+            }
+        };
+        let mut pieces = Vec::with_capacity(buffers.len());
+        for mut buffer in buffers {
+            while buffer.len() > BODY_PIECE {
+                pieces.push(buffer.split_to(BODY_PIECE));
+            }
+            if !buffer.is_empty() {
+                pieces.push(buffer);
+            }
+        }
+        Ok(pieces)
+    }
 }
 
 /// A segment: complete, or the one being built.
@@ -79,6 +174,8 @@ pub struct Part {
 struct Segment {
     msn: u64,
     parts: Vec<Part>,
+    /// Where its bytes went once complete, if they left the heap.
+    kept: Option<Arc<dyn KeptSegment>>,
     /// The init section its parts need, and its number.
     init: (u64, Bytes),
     wall: SystemTime,
@@ -166,6 +263,8 @@ pub struct LlPlaylist {
     init: Option<(u64, Bytes)>,
     inits: u64,
     segments: VecDeque<Segment>,
+    /// Complete segments not yet handed out by [`LlPlaylist::take_complete`].
+    untaken: Vec<u64>,
     next_msn: u64,
     /// The next segment starts a new timeline.
     discontinuity: bool,
@@ -183,6 +282,7 @@ impl LlPlaylist {
             init: None,
             inits: 0,
             segments: VecDeque::new(),
+            untaken: Vec::new(),
             next_msn: 0,
             discontinuity: false,
             ended: false,
@@ -278,6 +378,7 @@ impl LlPlaylist {
         self.segments.push_back(Segment {
             msn: self.next_msn,
             parts: Vec::new(),
+            kept: None,
             init,
             wall,
             start,
@@ -295,7 +396,11 @@ impl LlPlaylist {
         let Some(info) = info else { return };
         segment.bytes += bytes.len();
         let duration = info.duration.to_duration();
-        segment.parts.push(Part { bytes, duration, independent: info.independent });
+        segment.parts.push(Part {
+            bytes: PartBytes::Held(bytes),
+            duration,
+            independent: info.independent,
+        });
         self.version += 1;
     }
 
@@ -312,12 +417,66 @@ impl LlPlaylist {
         if segment.parts.is_empty() {
             self.segments.pop_back();
             self.next_msn -= 1;
+        } else {
+            self.untaken.push(segment.msn);
         }
         self.version += 1;
         let keep = self.config.window_segments + 2;
         while self.segments.iter().filter(|s| s.duration.is_some()).count() > keep {
             self.segments.pop_front();
         }
+        if let Some(first) = self.segments.front().map(|s| s.msn) {
+            self.untaken.retain(|&msn| msn >= first);
+        }
+    }
+
+    /// The segments completed since the last call (still held), each as its number and
+    /// bytes: for the caller to keep elsewhere and hand back with [`LlPlaylist::keep`].
+    pub fn take_complete(&mut self) -> Vec<(u64, Vec<Bytes>)> {
+        let untaken = std::mem::take(&mut self.untaken);
+        untaken
+            .into_iter()
+            .filter_map(|msn| {
+                let segment = self.segments.iter().find(|s| s.msn == msn && s.kept.is_none())?;
+                let mut bytes = Vec::new();
+                for part in &segment.parts {
+                    if let PartBytes::Held(chunk) = &part.bytes {
+                        bytes.extend_from_slice(chunk.parts());
+                    }
+                }
+                Some((msn, bytes))
+            })
+            .collect()
+    }
+
+    /// Complete segment `msn`'s bytes are now `kept` (all of them, its parts in order):
+    /// its parts leave the heap. False (nothing changes) when the playlist no longer holds
+    /// that segment, or `kept`'s length is not the segment's.
+    pub fn keep(&mut self, msn: u64, kept: Arc<dyn KeptSegment>) -> bool {
+        let Some(segment) = self.segments.iter_mut().find(|s| s.msn == msn && s.duration.is_some())
+        else {
+            return false;
+        };
+        if segment.kept.is_some() || kept.len() != segment.bytes as u64 {
+            return false;
+        }
+        let mut offset = 0;
+        for part in &mut segment.parts {
+            let len = match &part.bytes {
+                PartBytes::Held(chunk) => chunk.len(),
+                PartBytes::Kept { len, .. } => *len,
+            };
+            part.bytes = PartBytes::Kept { offset, len };
+            offset += len;
+        }
+        segment.kept = Some(kept);
+        true
+    }
+
+    /// Bytes of media held in the heap (the segment being built, and complete ones not
+    /// kept elsewhere).
+    pub fn held_bytes(&self) -> usize {
+        self.segments.iter().filter(|s| s.kept.is_none()).map(|s| s.bytes).sum()
     }
 
     /// Bumped at every change a blocked request may wait for.
@@ -369,9 +528,16 @@ impl LlPlaylist {
     }
 
     /// Part `part` of segment `msn`, if held and complete.
-    pub fn part(&self, msn: u64, part: u64) -> Option<&Part> {
+    pub fn part(&self, msn: u64, part: u64) -> Option<Media> {
         let segment = self.segments.iter().find(|s| s.msn == msn)?;
-        segment.parts.get(usize::try_from(part).ok()?)
+        let part = segment.parts.get(usize::try_from(part).ok()?)?;
+        Some(match (&part.bytes, &segment.kept) {
+            (PartBytes::Kept { offset, len }, Some(kept)) => {
+                Media::Kept { segment: Arc::clone(kept), offset: *offset, len: *len }
+            }
+            (PartBytes::Held(chunk), _) => Media::Held(chunk.parts().to_vec()),
+            (PartBytes::Kept { .. }, None) => return None,
+        })
     }
 
     /// Whether part `part` of segment `msn` may still come (it is the next one, the one a
@@ -388,9 +554,18 @@ impl LlPlaylist {
     }
 
     /// Complete segment `msn`'s bytes (its parts in order), if held.
-    pub fn segment(&self, msn: u64) -> Option<Vec<Bytes>> {
+    pub fn segment(&self, msn: u64) -> Option<Media> {
         let segment = self.segments.iter().find(|s| s.msn == msn && s.duration.is_some())?;
-        Some(segment.parts.iter().flat_map(|p| p.bytes.parts().iter().cloned()).collect())
+        if let Some(kept) = &segment.kept {
+            return Some(Media::Kept { segment: Arc::clone(kept), offset: 0, len: segment.bytes });
+        }
+        let mut bytes = Vec::new();
+        for part in &segment.parts {
+            if let PartBytes::Held(chunk) = &part.bytes {
+                bytes.extend_from_slice(chunk.parts());
+            }
+        }
+        Some(Media::Held(bytes))
     }
 
     /// Init section `n`, if a held segment needs it.
@@ -563,7 +738,7 @@ mod tests {
             .collect();
         assert!(durations.iter().all(|d| (0.2..=0.45).contains(d)), "{durations:?}");
         let mut file = playlist.init(1).expect("init").to_vec();
-        for bytes in playlist.segment(1).expect("segment 1") {
+        for bytes in playlist.segment(1).expect("segment 1").read().expect("held") {
             file.extend_from_slice(&bytes);
         }
         let read = Fmp4File::read(&Bytes::from(file)).expect("a whole file");
@@ -572,6 +747,72 @@ mod tests {
         let (first, _, sync) = read.sample(video, 0).expect("sample");
         assert_eq!((first, sync), (MediaTime::from_millis(2000), true));
         assert!(playlist.segment(3).is_none(), "segment 3 is not complete");
+    }
+
+    /// A kept segment in memory, for the tests.
+    #[derive(Debug)]
+    struct InMemory(Bytes);
+
+    impl KeptSegment for InMemory {
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+
+        fn bytes(&self) -> std::io::Result<Bytes> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn joined(media: Media) -> Vec<u8> {
+        media.read().expect("readable").concat()
+    }
+
+    #[test]
+    fn complete_segments_leave_the_heap_and_read_the_same() {
+        let mut playlist = fed(7);
+        let held_before = playlist.held_bytes();
+        let parts_before: Vec<Vec<u8>> =
+            (0..6).map_while(|n| playlist.part(1, n)).map(joined).collect();
+        assert!(parts_before.len() >= 5, "{}", parts_before.len());
+        let whole_before = joined(playlist.segment(1).expect("segment 1"));
+        let complete = playlist.take_complete();
+        assert_eq!(complete.iter().map(|(msn, _)| *msn).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(playlist.take_complete().is_empty(), "each segment is handed out once");
+        for (msn, bytes) in complete {
+            let kept = Arc::new(InMemory(Bytes::from(bytes.concat())));
+            // A length that is not the segment's is refused.
+            let short = Arc::new(InMemory(kept.0.slice(1..)));
+            assert!(!playlist.keep(msn, short));
+            assert!(playlist.keep(msn, kept));
+        }
+        assert!(playlist.held_bytes() < held_before / 2, "only the open segment is held");
+        let parts_after: Vec<Vec<u8>> =
+            (0..6).map_while(|n| playlist.part(1, n)).map(joined).collect();
+        assert_eq!(parts_after, parts_before);
+        assert!(matches!(playlist.part(1, 0), Some(Media::Kept { .. })));
+        assert_eq!(joined(playlist.segment(1).expect("segment 1")), whole_before);
+        assert!(matches!(playlist.part(3, 0), Some(Media::Held(_))), "being built");
+        assert!(!playlist.keep(3, Arc::new(InMemory(Bytes::new()))), "not complete");
+    }
+
+    #[test]
+    fn a_kept_segment_that_shrank_is_an_error_not_a_panic() {
+        let mut playlist = fed(3);
+        let (msn, bytes) = playlist.take_complete().pop().expect("segment 0");
+        #[derive(Debug)]
+        struct Shrinking(u64);
+        impl KeptSegment for Shrinking {
+            fn len(&self) -> u64 {
+                self.0
+            }
+            fn bytes(&self) -> std::io::Result<Bytes> {
+                Ok(Bytes::from_static(b"short"))
+            }
+        }
+        let len = bytes.iter().map(Bytes::len).sum::<usize>() as u64;
+        assert!(playlist.keep(msn, Arc::new(Shrinking(len))));
+        assert!(playlist.segment(msn).expect("kept").read().is_err());
+        assert!(playlist.part(msn, 1).expect("kept").read().is_err());
     }
 
     #[test]

@@ -5,23 +5,30 @@
 //! ([`super::ll_serve`]) read the playlist under a short lock and wait for its changes on
 //! a watch channel, so thousands of blocked playlist requests cost no thread each.
 //!
-//! The parts and segments are held in memory (the window's media), unlike the MPEG-TS
-//! segments' spool. A stream that ends keeps its playlist (with `EXT-X-ENDLIST`) for
-//! `hls.reconnect_grace`; a publisher that comes back starts a new timeline in it.
+//! With `hls.storage = "files"` each complete segment goes to the node's segment spool
+//! (one file, written outside the playlist's lock) and its parts become ranges of that
+//! file, mapped when first asked for: the heap holds only the segment being built. With
+//! `"memory"`, or when the spool cannot take a segment, its parts stay in the heap. A
+//! stream that ends keeps its playlist (with `EXT-X-ENDLIST`) for `hls.reconnect_grace`;
+//! a publisher that comes back starts a new timeline in it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use zenlive_actors::{
     ArbiterPool, CodecConfig, FrameKind, FrameSink, MediaFrame, Offer, Output, OutputStream,
     StreamKey, StreamStats,
 };
-use zenlive_media::llhls::{LlConfig, LlPlaylist};
+use zenlive_media::hls::SegmentBytes;
+use zenlive_media::llhls::{KeptSegment, LlConfig, LlPlaylist};
 
+use super::spool::SpoolFile;
+use super::store::{SegmentStore, StoredSegment};
 use crate::config::HlsConfig;
 
 /// One stream's LL-HLS state.
@@ -64,12 +71,15 @@ pub struct LlManager {
     config: LlConfig,
     grace: Duration,
     pool: ArbiterPool,
+    /// Where complete segments go, when it keeps them off the heap.
+    store: Option<Arc<dyn SegmentStore>>,
     streams: RwLock<HashMap<StreamKey, Arc<LlStream>>>,
 }
 
 impl LlManager {
-    /// A manager packaging with `config` (`hls.enabled` and `hls.ll`).
-    pub fn new(config: &HlsConfig, pool: ArbiterPool) -> Self {
+    /// A manager packaging with `config` (`hls.enabled` and `hls.ll`), keeping complete
+    /// segments in `store` when it keeps them off the heap (the spool).
+    pub fn new(config: &HlsConfig, pool: ArbiterPool, store: Arc<dyn SegmentStore>) -> Self {
         Self {
             enabled: config.enabled && config.ll,
             config: LlConfig {
@@ -79,6 +89,7 @@ impl LlManager {
             },
             grace: config.reconnect_grace,
             pool,
+            store: store.streams().then_some(store),
             streams: RwLock::new(HashMap::new()),
         }
     }
@@ -117,6 +128,7 @@ impl LlManager {
             key: stream.key.clone(),
             stream: ll,
             stats: Arc::clone(&stream.stats),
+            store: self.store.clone(),
             tracks: (None, None),
             warned: false,
         })
@@ -169,6 +181,8 @@ struct LlSink {
     key: StreamKey,
     stream: Arc<LlStream>,
     stats: Arc<StreamStats>,
+    /// Where complete segments go (the spool), if anywhere.
+    store: Option<Arc<dyn SegmentStore>>,
     /// The configurations the playlist's init was made of.
     tracks: (Option<CodecConfig>, Option<CodecConfig>),
     warned: bool,
@@ -180,6 +194,22 @@ impl LlSink {
         let carried =
             |kind| self.stats.config(kind).filter(|c| zenlive_media::fmp4::carries(c.codec()));
         (carried(FrameKind::Video), carried(FrameKind::Audio))
+    }
+
+    /// Moves the segments completed since the last call out of the heap, into the store
+    /// (the writing happens outside the playlist's lock). A segment the store keeps in
+    /// memory instead (it counts and logs that) stays in the playlist's heap.
+    fn keep_complete(&self) {
+        let Some(store) = &self.store else { return };
+        let complete = self.stream.playlist.lock().take_complete();
+        for (msn, bytes) in complete {
+            let Some(StoredSegment::File(file)) =
+                store.put(&self.key, msn, SegmentBytes::from_chunks(bytes))
+            else {
+                continue;
+            };
+            self.stream.playlist.lock().keep(msn, Arc::new(KeptFile(file)));
+        }
     }
 
     fn warn(&mut self, what: &str, detail: impl std::fmt::Display) {
@@ -219,6 +249,8 @@ impl FrameSink for LlSink {
             return accepted;
         }
         stream.changed(&playlist);
+        drop(playlist);
+        self.keep_complete();
         accepted
     }
 
@@ -226,5 +258,26 @@ impl FrameSink for LlSink {
         let mut playlist = self.stream.playlist.lock();
         playlist.finish();
         self.stream.changed(&playlist);
+        drop(playlist);
+        self.keep_complete();
+    }
+}
+
+/// A complete LL-HLS segment in the spool.
+struct KeptFile(Arc<SpoolFile>);
+
+impl std::fmt::Debug for KeptFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("KeptFile").field(&self.0.path()).finish()
+    }
+}
+
+impl KeptSegment for KeptFile {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn bytes(&self) -> std::io::Result<Bytes> {
+        self.0.bytes()
     }
 }

@@ -17,7 +17,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use zenlive_actors::StreamKey;
-use zenlive_media::llhls::{Blocking, Directives, LlPlaylist};
+use zenlive_media::llhls::{Blocking, Directives, LlPlaylist, Media};
 
 use super::ll::LlStream;
 use super::serve::{admit, served};
@@ -109,35 +109,35 @@ async fn current(node: &NodeContext, key: &StreamKey) -> Result<Arc<LlStream>, A
 
 /// What a media name asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Media {
+enum MediaName {
     Init(u64),
     Part(u64, u64),
     Segment(u64),
 }
 
 /// `init{n}.mp4`, `{msn}.{part}.m4s` or `{msn}.m4s`; anything else is `None`.
-fn media_name(name: &str) -> Option<Media> {
+fn media_name(name: &str) -> Option<MediaName> {
     let number = |s: &str| {
         (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
             .then(|| s.parse::<u64>().ok())
             .flatten()
     };
     if let Some(n) = name.strip_prefix("init").and_then(|n| n.strip_suffix(".mp4")) {
-        return number(n).map(Media::Init);
+        return number(n).map(MediaName::Init);
     }
     let stem = name.strip_suffix(".m4s")?;
     match stem.split_once('.') {
-        Some((msn, part)) => Some(Media::Part(number(msn)?, number(part)?)),
-        None => number(stem).map(Media::Segment),
+        Some((msn, part)) => Some(MediaName::Part(number(msn)?, number(part)?)),
+        None => number(stem).map(MediaName::Segment),
     }
 }
 
-/// The bytes of `media`, if the playlist holds them.
-fn bytes_of(playlist: &LlPlaylist, media: Media) -> Option<Vec<Bytes>> {
-    match media {
-        Media::Init(n) => playlist.init(n).map(|b| vec![b]),
-        Media::Part(msn, part) => playlist.part(msn, part).map(|p| p.bytes.parts().to_vec()),
-        Media::Segment(msn) => playlist.segment(msn),
+/// Where the bytes of `name` are, if the playlist holds them.
+fn media_of(playlist: &LlPlaylist, name: MediaName) -> Option<Media> {
+    match name {
+        MediaName::Init(n) => playlist.init(n).map(|b| Media::Held(vec![b])),
+        MediaName::Part(msn, part) => playlist.part(msn, part),
+        MediaName::Segment(msn) => playlist.segment(msn),
     }
 }
 
@@ -161,20 +161,25 @@ pub async fn media(
     // The part a preload hint names is waited for (a part target or three at most).
     let deadline = Instant::now() + node.llhls.part_target() * 3 + Duration::from_millis(500);
     let mut changes = ll.changes();
-    let chunks = loop {
+    let found = loop {
         let (found, pending) = ll.read(|p| {
             let pending = match media {
-                Media::Part(msn, part) => p.part_pending(msn, part),
+                MediaName::Part(msn, part) => p.part_pending(msn, part),
                 _ => false,
             };
-            (bytes_of(p, media), pending)
+            (media_of(p, media), pending)
         });
         match found {
-            Some(chunks) => break chunks,
+            Some(found) => break found,
             None if pending && changed_by(&mut changes, deadline).await => {}
             None => return Err(not_found()),
         }
     };
+    // A kept segment is mapped from the spool (outside the playlist's lock).
+    let chunks = found.read().map_err(|error| {
+        tracing::error!(stream = %key, %name, %error, "ll-hls: a spooled segment cannot be read");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "segment_unreadable", error.to_string())
+    })?;
     let body = Chunks { len: chunks.iter().map(Bytes::len).sum(), chunks, next: 0 };
     served(&node, &key, body.len, HlsRequest::Segment, started);
     let cache = if protected { "private, max-age=60" } else { "public, max-age=60" };
@@ -215,9 +220,9 @@ mod tests {
 
     #[test]
     fn media_names_parse_strictly() {
-        assert_eq!(media_name("init1.mp4"), Some(Media::Init(1)));
-        assert_eq!(media_name("12.3.m4s"), Some(Media::Part(12, 3)));
-        assert_eq!(media_name("12.m4s"), Some(Media::Segment(12)));
+        assert_eq!(media_name("init1.mp4"), Some(MediaName::Init(1)));
+        assert_eq!(media_name("12.3.m4s"), Some(MediaName::Part(12, 3)));
+        assert_eq!(media_name("12.m4s"), Some(MediaName::Segment(12)));
         for bad in [
             "init.mp4",
             "initx.mp4",

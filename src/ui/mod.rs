@@ -16,8 +16,9 @@
 //! upgraded node never serves a stale script. `[ui] enabled = false` answers 404 for all of
 //! it.
 //!
-//! The watch page plays over WebRTC (WHEP) first and falls back to HLS (the browser's own
-//! player) when WebRTC is off, refused, or does not connect; the go-live page publishes the
+//! The watch page plays over WebRTC (WHEP) first and falls back to LL-HLS (hls.js, the
+//! one file not written here), then HLS (the browser's own player) when WebRTC is off,
+//! refused, or does not connect; the go-live page publishes the
 //! browser's camera and microphone over WHIP. Both only use the node's own URLs, so the
 //! policy needs nothing beyond `connect-src 'self'` (WebRTC media is not a fetch).
 
@@ -62,6 +63,10 @@ const ASSETS: &[Asset] = &[
     asset("home.js", JS, include_str!("assets/home.js")),
     asset("webrtc.js", JS, include_str!("assets/webrtc.js")),
     asset("players.js", JS, include_str!("assets/players.js")),
+    asset("llhls.js", JS, include_str!("assets/llhls.js")),
+    // hls.js (Apache-2.0, vendored from npm: see the file's first line), the LL-HLS
+    // player's engine; loaded only when a viewer plays over LL-HLS.
+    asset("hls.mjs", JS, include_str!("assets/vendor/hls.mjs")),
     asset("watch.js", JS, include_str!("assets/watch.js")),
     asset("golive.js", JS, include_str!("assets/golive.js")),
     asset("console.js", JS, include_str!("assets/console.js")),
@@ -86,6 +91,8 @@ pub struct Pages {
     /// `webrtc.ice_servers`, space-separated and HTML-escaped (the URLs hold no spaces:
     /// the configuration checks them).
     ice_servers: String,
+    /// Whether the node serves LL-HLS playlists (`hls.enabled` and `hls.ll`).
+    ll_hls: bool,
     /// Each asset's `ETag`, in `ASSETS` order.
     etags: Arc<[String]>,
 }
@@ -106,12 +113,14 @@ impl Pages {
             rtmp_port,
             metrics_port,
             ice_servers: escape_html(&config.webrtc.ice_servers.join(" ")),
+            ll_hls: config.hls.enabled && config.hls.ll,
             etags,
         }
     }
 
     /// `template` with the title and the page's data filled in: whether tokens are
-    /// checked, whether WHIP and WHEP are served, the ports, and the stream.
+    /// checked, whether WHIP and WHEP are served, whether LL-HLS is, the ports, and the
+    /// stream.
     fn render(
         &self,
         template: &str,
@@ -120,8 +129,12 @@ impl Pages {
         stream: Option<(&str, &str)>,
     ) -> String {
         let on_off = |on: bool| if on { "on" } else { "off" };
-        let mut data =
-            format!("data-auth=\"{}\" data-webrtc=\"{}\"", on_off(auth_on), on_off(webrtc_on));
+        let mut data = format!(
+            "data-auth=\"{}\" data-webrtc=\"{}\" data-llhls=\"{}\"",
+            on_off(auth_on),
+            on_off(webrtc_on),
+            on_off(self.ll_hls)
+        );
         if webrtc_on && !self.ice_servers.is_empty() {
             data.push_str(&format!(" data-ice-servers=\"{}\"", self.ice_servers));
         }
@@ -287,7 +300,7 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<b>"), "{html}");
-        assert!(html.contains("data-auth=\"on\" data-webrtc=\"on\""), "{html}");
+        assert!(html.contains("data-auth=\"on\" data-webrtc=\"on\" data-llhls=\"on\""), "{html}");
         assert!(html.contains("data-ice-servers=\"stun:stun.example.net:3478\""), "{html}");
         assert!(html.contains("data-rtmp-port=\"1935\""), "{html}");
         assert!(html.contains("data-app=\"live\" data-key=\"show\""), "{html}");

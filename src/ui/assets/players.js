@@ -1,6 +1,7 @@
 // The watch page's players, in the order it tries them: WebRTC (WHEP, `POST
-// /whep/{app}/{key}`), the lowest latency, then HLS in the <video> element itself (Safari,
-// and Chromium's built-in HLS player, which plays the node's MPEG-TS playlists).
+// /whep/{app}/{key}`), the lowest latency, then LL-HLS (llhls.js, through Media Source
+// Extensions), then HLS in the <video> element itself (Safari, and Chromium's built-in HLS
+// player, which plays the node's MPEG-TS playlists).
 //
 // `start(current)` resolves `{ok: true}` once the picture plays, or `{ok: false, reason}`
 // (words) when this protocol cannot play here, so the page tries the next one; while the
@@ -215,30 +216,34 @@ export function whepPlayer(video, url, lost) {
   };
 }
 
+/** Resolves true once the playlist `url(true)` answers (the stream may not be live yet, or
+ * not have made a segment), trying every RETRY_MS; false once `current()` no longer holds. */
+export async function playlistReady(url, current) {
+  for (;;) {
+    if (!current()) return false;
+    let response = null;
+    try {
+      response = await fetch(url(true), { cache: 'no-store' });
+    } catch {
+      // The node did not answer: try again.
+    }
+    if (response && response.ok) return current();
+    if (response && (response.status === 401 || response.status === 403)) {
+      say('player-status', 'The node refused to play this stream with your token. Paste another at the top.', 'error');
+    } else {
+      say('player-status', 'Waiting for the stream to go live…');
+    }
+    await delay(RETRY_MS);
+  }
+}
+
 /** The player over HLS, in the <video> element itself; `url(withToken)` is the playlist. */
 export function hlsPlayer(video, url) {
   let lastFrames = null;
   let lastAt = 0;
 
   async function start(current) {
-    // Wait for the playlist: the stream may not be live yet, or not produced a segment.
-    for (;;) {
-      if (!current()) return STALE;
-      let response = null;
-      try {
-        response = await fetch(url(true), { cache: 'no-store' });
-      } catch {
-        // The node did not answer: try again.
-      }
-      if (response && response.ok) break;
-      if (response && (response.status === 401 || response.status === 403)) {
-        say('player-status', 'The node refused to play this stream with your token. Paste another at the top.', 'error');
-      } else {
-        say('player-status', 'Waiting for the stream to go live…');
-      }
-      await delay(RETRY_MS);
-    }
-    if (!current()) return STALE;
+    if (!(await playlistReady(url, current))) return STALE;
     lastFrames = null;
     video.src = url(true);
     try {

@@ -1,15 +1,17 @@
 // Watch: plays `app/key` and shows the chat room beside it.
 //
-// Playback tries WebRTC (WHEP) first, the lowest latency, and falls back to HLS when
-// WebRTC is off on the node, refused, or does not bring a picture within a few seconds
-// (players.js); the viewer can also pick one. Where neither plays, the page offers the
+// Playback tries WebRTC (WHEP) first, the lowest latency, and falls back to LL-HLS
+// (about a second behind; llhls.js), then to the browser's own HLS player, when WebRTC is
+// off on the node, refused, or does not bring a picture within a few seconds (players.js);
+// the viewer can also pick one. Where neither plays, the page offers the
 // playlist and RTMP URLs for VLC. The statistics are the browser's own.
 
 import {
   NAME, claims, el, every, getToken, page, rtmpUrl, say, takeTokenFromAddress, tokenField,
 } from './common.js';
 import { connect, explain } from './chat.js';
-import { RETRY_MS, hlsPlayer, whepPlayer } from './players.js';
+import { llhlsPlayer } from './llhls.js';
+import { RETRY_MS, hlsPlayer, playlistReady, whepPlayer } from './players.js';
 
 takeTokenFromAddress();
 
@@ -25,6 +27,12 @@ function hlsUrl(withToken) {
   return `/${app}/${key}/index.m3u8${query}`;
 }
 
+function llUrl(withToken) {
+  const token = withToken ? getToken() : '';
+  const query = token ? `?token=${encodeURIComponent(token)}` : '';
+  return `/${app}/${key}/ll.m3u8${query}`;
+}
+
 const whepUrl = () => `/whep/${app}/${key}`;
 
 const whep = whepPlayer(video, whepUrl, (why) => {
@@ -32,9 +40,19 @@ const whep = whepPlayer(video, whepUrl, (why) => {
   startPlayback();
 });
 const hls = hlsPlayer(video, hlsUrl);
+const llhls = llhlsPlayer(video, llUrl, (current) => playlistReady(llUrl, current), (why) => {
+  say('player-status', `${why} Starting again…`, 'error');
+  const mine = generation;
+  setTimeout(() => mine === generation && startPlayback(), RETRY_MS);
+});
 
 /** Players in order of preference, by the viewer's choice. */
-const PLAYERS = { auto: [whep, hls], whep: [whep], hls: [hls] };
+const PLAYERS = {
+  auto: [whep, llhls, hls], whep: [whep], llhls: [llhls], hls: [hls],
+};
+
+/** Whether `p` plays in the <video> element itself (an HLS player). */
+const inElement = (p) => p === hls || p === llhls;
 
 /** The player that plays now, or null. */
 let player = null;
@@ -49,6 +67,7 @@ function showProtocol(current) {
   if (current) return;
   for (const id of ['stat-latency', 'stat-resolution', 'stat-fps', 'stat-frames', 'stat-dropped']) say(id, '–');
   statsList.dataset.frames = '';
+  statsList.dataset.latencyMs = '';
 }
 
 async function startPlayback() {
@@ -57,6 +76,7 @@ async function startPlayback() {
   const current = () => mine === generation;
   player = null;
   whep.stop();
+  llhls.stop();
   hls.stop();
   showProtocol(null);
   say('player-note', '');
@@ -90,13 +110,13 @@ choice.addEventListener('change', () => startPlayback());
 video.addEventListener('playing', () => say('player-status', 'Live.'));
 video.addEventListener('waiting', () => say('player-status', 'Buffering…'));
 video.addEventListener('error', () => {
-  if (player !== hls) return;
+  if (!inElement(player)) return;
   say('player-status', 'Playback stopped (the stream may have ended); trying again…', 'error');
   const mine = generation;
   setTimeout(() => mine === generation && startPlayback(), RETRY_MS);
 });
 video.addEventListener('ended', () => {
-  if (player !== hls) return;
+  if (!inElement(player)) return;
   say('player-status', 'The stream ended; waiting for it to come back…');
   const mine = generation;
   setTimeout(() => mine === generation && startPlayback(), RETRY_MS);
@@ -108,7 +128,7 @@ video.addEventListener('ended', () => {
 let meter = null;
 
 function audioPeak() {
-  if (video.muted || player !== hls) return null;
+  if (video.muted || !inElement(player)) return null;
   if (!meter) {
     if (!window.AudioContext) return null;
     const context = new AudioContext();
@@ -161,6 +181,7 @@ every(1000, async () => {
   if (playing !== player) return;
   if (stats) {
     say('stat-latency', stats.latency || '–');
+    statsList.dataset.latencyMs = stats.latencyMs == null ? '' : String(Math.round(stats.latencyMs));
     if (stats.width) say('stat-resolution', `${stats.width}×${stats.height}`);
     if (stats.fps !== null) say('stat-fps', `${stats.fps.toFixed(1)} fps`);
     if (stats.frames !== null) {
@@ -304,6 +325,7 @@ if (NAME.test(app) && NAME.test(key)) {
   document.title = `${app}/${key} · ${document.title}`;
   say('stream-name', `${app}/${key}`);
   say('url-hls', new URL(hlsUrl(false), location.href).href);
+  say('url-llhls', page.llhls === 'on' ? new URL(llUrl(false), location.href).href : 'LL-HLS is off on this node');
   say('url-whep', new URL(whepUrl(), location.href).href);
   say('url-rtmp', rtmpUrl(app, key) || 'RTMP is off on this node');
   const requested = new URLSearchParams(location.search).get('protocol');
