@@ -1,6 +1,7 @@
 //! Low-Latency HLS end to end: FFmpeg publishes over RTMP (a keyframe a second); the node
 //! serves `/{app}/{key}/ll.m3u8` with 333 ms parts of 2 s fMP4 segments beside the MPEG-TS
-//! playlist. FFmpeg reads the LL playlist and decodes it without an error; a blocking
+//! playlist. FFmpeg reads the LL playlist and decodes it without an error, its video
+//! timestamps continuous; a complete segment (spooled) is its parts; a blocking
 //! reload for the hinted part is answered once the part exists and lists it; a delta
 //! update skips; malformed and too-far requests get 400; hundreds of blocked requests are
 //! all answered when the stream ends.
@@ -112,6 +113,9 @@ async fn ll_hls_plays_blocks_skips_and_refuses_bad_requests() {
     let duration: f64 =
         info["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
     assert!(duration >= 4.0 - 2.0 * FRAME, "{duration} s read");
+    // Continuous: no frame further from the one before than a frame and a half.
+    let step = common::recorded::largest_video_step(&file).await;
+    assert!(step > 0.0 && step <= 1.5 * FRAME, "a {step} s step between frames read from LL-HLS");
 
     // A complete segment (in the spool by now, hls.storage = "files") is its parts in order.
     let (_, now) = get(&url).await;

@@ -70,6 +70,25 @@ pub async fn video_span(file: &Path) -> (f64, f64) {
     let streams = info["streams"].as_array().expect("streams");
     let kinds: Vec<&str> = streams.iter().filter_map(|s| s["codec_type"].as_str()).collect();
     assert!(kinds.contains(&"video") && kinds.contains(&"audio"), "{}: {kinds:?}", file.display());
+    let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (pts, duration) in video_packets(file).await {
+        start = start.min(pts);
+        end = end.max(pts + duration);
+    }
+    assert!(start.is_finite(), "{}: no video packets", file.display());
+    (start, end - start)
+}
+
+/// The largest step, in seconds, between consecutive presentation times of `file`'s video
+/// (in presentation order): a frame's duration when the timestamps are continuous.
+pub async fn largest_video_step(file: &Path) -> f64 {
+    let mut times: Vec<f64> = video_packets(file).await.into_iter().map(|(pts, _)| pts).collect();
+    times.sort_by(f64::total_cmp);
+    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+}
+
+/// `file`'s video packets as ffprobe reads them: (presentation time, duration), seconds.
+async fn video_packets(file: &Path) -> Vec<(f64, f64)> {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-of", "json"])
         .args(["-show_entries", "packet=pts_time,duration_time"])
@@ -81,16 +100,15 @@ pub async fn video_span(file: &Path) -> (f64, f64) {
         .expect("ffprobe ends")
         .expect("run ffprobe");
     let packets: Value = serde_json::from_slice(&out.stdout).expect("ffprobe prints JSON");
-    let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
-    for packet in packets["packets"].as_array().expect("packets") {
-        let pts = seconds(&packet["pts_time"]);
-        let duration = seconds(&packet["duration_time"]);
-        let duration = if duration > 0.0 { duration } else { FRAME };
-        start = start.min(pts);
-        end = end.max(pts + duration);
-    }
-    assert!(start.is_finite(), "{}: no video packets", file.display());
-    (start, end - start)
+    let packets = packets["packets"].as_array().expect("packets");
+    packets
+        .iter()
+        .map(|packet| {
+            let duration = seconds(&packet["duration_time"]);
+            (seconds(&packet["pts_time"]), if duration > 0.0 { duration } else { FRAME })
+        })
+        .filter(|(pts, _)| pts.is_finite())
+        .collect()
 }
 
 /// Runs `program` with `args` (bounded in time); answers (success, stdout, stderr).
