@@ -38,6 +38,16 @@ pub(crate) struct LlStream {
     changed: watch::Sender<u64>,
     /// Bumped on every start and end, so a grace timer knows whether it is stale.
     generation: AtomicU64,
+    /// The last text rendered, full and delta: a change wakes every blocked request at
+    /// once, and (but for the HLS session in their URIs) they all want the same text.
+    rendered: Mutex<[Option<Rendered>; 2]>,
+}
+
+/// A rendered playlist and what it was rendered for.
+struct Rendered {
+    version: u64,
+    query: String,
+    text: Bytes,
 }
 
 impl super::grace::Generation for LlStream {
@@ -50,6 +60,24 @@ impl LlStream {
     /// Runs `read` on the playlist (a short lock: no waiting inside).
     pub(crate) fn read<T>(&self, read: impl FnOnce(&LlPlaylist) -> T) -> T {
         read(&self.playlist.lock())
+    }
+
+    /// The playlist's text (a delta update with `skip`), its URIs followed by `query`,
+    /// rendered once per change and shared; `None` before the first part.
+    pub(crate) fn render(&self, skip: bool, query: &str) -> Option<Bytes> {
+        let playlist = self.playlist.lock();
+        let version = playlist.version();
+        let slot = usize::from(skip);
+        if let Some(cached) = &self.rendered.lock()[slot] {
+            if cached.version == version && cached.query == query {
+                return Some(cached.text.clone());
+            }
+        }
+        let text = Bytes::from(playlist.render(skip, "ll/", query)?);
+        drop(playlist);
+        self.rendered.lock()[slot] =
+            Some(Rendered { version, query: query.to_owned(), text: text.clone() });
+        Some(text)
     }
 
     /// A receiver of the playlist's changes.
@@ -121,6 +149,7 @@ impl LlManager {
                 playlist: Mutex::new(LlPlaylist::new(config)),
                 changed: watch::Sender::new(0),
                 generation: AtomicU64::new(0),
+                rendered: Mutex::new([None, None]),
             })
         }));
         ll.generation.fetch_add(1, Ordering::Relaxed);

@@ -77,7 +77,7 @@ pub async fn playlist(
     // The first part may not be there yet (the request above asked for nothing).
     let first = Instant::now() + target * 2 + Duration::from_secs(1);
     let text = loop {
-        if let Some(text) = ll.read(|p| p.render(directives.skip, "ll/", &query)) {
+        if let Some(text) = ll.render(directives.skip, &query) {
             break text;
         }
         if !changed_by(&mut changes, first).await {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
+use actix_web::guard::{self, GuardContext};
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
@@ -20,8 +21,50 @@ use self::common::ApiError;
 use crate::api;
 use crate::context::NodeContext;
 
+/// The first path segments of the HTTP port's routes other than the live media's.
+///
+/// The live media routes (HLS, LL-HLS) come first for every other path: actix-web matches
+/// routes in order, each dynamic pattern by a regular expression, and a playlist request
+/// that ran every earlier route's pattern spent a fifth of its CPU there (BENCHMARKS.md,
+/// "LL-HLS blocking reloads"). A path that begins with one of these goes through the routes
+/// in their order, as before; a route with a new first segment must be added here.
+const OTHER_ROUTES: &[&str] = &[
+    "api",
+    "chat",
+    "console",
+    "healthz",
+    "publish",
+    "readyz",
+    "recordings",
+    "ui",
+    "watch",
+    "whep",
+    "whip",
+];
+
+/// Whether the request's path may be live media (see [`OTHER_ROUTES`]).
+fn live_media(ctx: &GuardContext<'_>) -> bool {
+    let first = ctx.head().uri.path().trim_start_matches('/').split('/').next().unwrap_or("");
+    !OTHER_ROUTES.contains(&first)
+}
+
+/// The HLS and LL-HLS routes.
+fn hls_routes(cfg: &mut web::ServiceConfig, first: bool) {
+    let routes = [
+        ("/{app}/{stream}/index.m3u8", web::get().to(crate::hls::serve::playlist)),
+        ("/{app}/{stream}/ll.m3u8", web::get().to(crate::hls::ll_serve::playlist)),
+        ("/{app}/{stream}/ll/{name}", web::get().to(crate::hls::ll_serve::media)),
+        ("/{app}/{stream}/{segment}.ts", web::get().to(crate::hls::serve::segment)),
+    ];
+    for (path, route) in routes {
+        let resource = web::resource(path).route(route);
+        cfg.service(if first { resource.guard(guard::fn_guard(live_media)) } else { resource });
+    }
+}
+
 /// Media, health and admin API routes on the HTTP port.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    hls_routes(cfg, true);
     health_routes(cfg);
     cfg.app_data(web::Data::new(api::Access::Admin)).configure(api::routes);
     // Before the live routes, whose patterns would take `/recordings/...` for a stream.
@@ -32,14 +75,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(crate::ui::routes);
     cfg.configure(crate::webrtc::whip::routes);
     cfg.configure(crate::webrtc::whep::routes);
-    cfg.route("/{app}/{stream}/index.m3u8", web::get().to(crate::hls::serve::playlist))
-        .route("/{app}/{stream}/ll.m3u8", web::get().to(crate::hls::ll_serve::playlist))
-        .route("/{app}/{stream}/ll/{name}", web::get().to(crate::hls::ll_serve::media))
-        .route("/{app}/{stream}/{segment}.ts", web::get().to(crate::hls::serve::segment))
-        .route("/{app}/{file}", web::get().to(crate::http_flv::play))
-        .default_service(web::to(|| async {
-            ApiError::not_found("not_found", "no such resource").error_response()
-        }));
+    // The same again for the paths `OTHER_ROUTES` kept from them, after the other routes.
+    hls_routes(cfg, false);
+    cfg.route("/{app}/{file}", web::get().to(crate::http_flv::play)).default_service(web::to(
+        || async { ApiError::not_found("not_found", "no such resource").error_response() },
+    ));
 }
 
 /// Health routes (served on both the HTTP and the metrics port).
