@@ -43,7 +43,11 @@ fn spooled(root: &Path) -> BTreeSet<PathBuf> {
 }
 
 fn segments(files: &BTreeSet<PathBuf>) -> usize {
-    files.iter().filter(|f| f.extension().is_some_and(|e| e == "ts")).count()
+    with_extension(files, "ts")
+}
+
+fn with_extension(files: &BTreeSet<PathBuf>, extension: &str) -> usize {
+    files.iter().filter(|f| f.extension().is_some_and(|e| e == extension)).count()
 }
 
 /// FFmpeg reads 4 s of the HLS playlist (once it lists a few segments); the copy must be
@@ -103,19 +107,23 @@ async fn files_mode_serves_segments_from_files_that_follow_the_window() {
         let now = spooled(&root);
         most = most.max(segments(&now));
         assert!(
-            now.iter().all(|f| f.extension().is_some_and(|e| e == "ts" || e == "tmp")),
+            now.iter()
+                .all(|f| f.extension().is_some_and(|e| e == "ts" || e == "m4s" || e == "tmp")),
             "{now:?}"
         );
         first.iter().all(|f| !now.contains(f))
     })
     .await;
     assert!(most <= MOST_HELD, "{most} segments held, the window and its grace are {MOST_HELD}");
+    // LL-HLS (on by default) keeps its complete fMP4 segments in the spool too.
+    assert!(with_extension(&spooled(&root), "m4s") > 0, "no LL-HLS segment in the spool");
     assert_eq!(metric(&node, "zenlive_hls_spool_fallbacks_total").await, 0.0);
 
     // The stream ends: after its grace, nothing is left.
     let _ = publisher.kill().await;
     wait_for("the spool to empty after the grace", Duration::from_secs(20), || {
-        segments(&spooled(&root)) == 0
+        let left = spooled(&root);
+        segments(&left) == 0 && with_extension(&left, "m4s") == 0
     })
     .await;
     wait_metric(&node, "zenlive_hls_spool_files", Duration::from_secs(10), |v| v == 0.0).await;

@@ -233,7 +233,7 @@ impl LlSink {
         let complete = self.stream.playlist.lock().take_complete();
         for (msn, bytes) in complete {
             let Some(StoredSegment::File(file)) =
-                store.put(&self.key, msn, SegmentBytes::from_chunks(bytes))
+                store.put_fmp4(&self.key, msn, SegmentBytes::from_chunks(bytes))
             else {
                 continue;
             };

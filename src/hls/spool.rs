@@ -4,7 +4,8 @@
 //! Layout: each running node owns `{spool_dir}/{name}/` and holds an exclusive lock on
 //! `{spool_dir}/{name}.lock` for its lifetime (`{name}` is the node's id, the process id
 //! and a counter, so two nodes on one machine, or in one process, never share one). A
-//! segment is written to `{n}.tmp` and renamed to `{n}.ts` before anyone can read it, so a
+//! segment is written to `{n}.tmp` and renamed to `{n}.ts` (an LL-HLS one to `{n}.m4s`)
+//! before anyone can read it, so a
 //! published file is complete and never changes; it is deleted when the packager and every
 //! response are done with it ([`SpoolFile`]'s drop). At start, a node removes every
 //! `{name}/` whose lock no process holds (what a crash left) and leaves the others alone;
@@ -149,13 +150,29 @@ impl Spool {
     }
 }
 
-impl SegmentStore for Spool {
-    fn begin(&self, key: &StreamKey, sequence: u64) -> Box<dyn SegmentWriter> {
+impl Spool {
+    /// A writer whose file is published as `{n}.{extension}`.
+    fn begin_as(&self, key: &StreamKey, sequence: u64, extension: &'static str) -> SpoolWriter {
         let state = match self.create() {
             Ok((file, tmp, n)) => Writing::File { file, tmp, n, len: 0 },
             Err(error) => Writing::Memory { chunks: Vec::new(), error },
         };
-        Box::new(SpoolWriter { spool: self.clone(), key: key.clone(), sequence, state })
+        SpoolWriter { spool: self.clone(), key: key.clone(), sequence, extension, state }
+    }
+}
+
+impl SegmentStore for Spool {
+    fn begin(&self, key: &StreamKey, sequence: u64) -> Box<dyn SegmentWriter> {
+        Box::new(self.begin_as(key, sequence, "ts"))
+    }
+
+    fn put_fmp4(
+        &self,
+        key: &StreamKey,
+        sequence: u64,
+        data: SegmentBytes,
+    ) -> Option<StoredSegment> {
+        Box::new(self.begin_as(key, sequence, "m4s")).finish(data)
     }
 
     fn streams(&self) -> bool {
@@ -178,6 +195,8 @@ struct SpoolWriter {
     spool: Spool,
     key: StreamKey,
     sequence: u64,
+    /// The published file's extension.
+    extension: &'static str,
     state: Writing,
 }
 
@@ -244,7 +263,7 @@ impl SegmentWriter for SpoolWriter {
         self.append(rest.chunks());
         match std::mem::replace(&mut self.state, Writing::Lost) {
             Writing::File { file, tmp, n, len } => {
-                let path = tmp.with_file_name(format!("{n}.ts"));
+                let path = tmp.with_file_name(format!("{n}.{}", self.extension));
                 if let Err(error) = std::fs::rename(&tmp, &path) {
                     self.fall_back((&file, &tmp, len), error, &[]);
                     return self.finish(SegmentBytes::default());

@@ -40,6 +40,17 @@ pub trait SegmentStore: Send + Sync {
     fn put(&self, key: &StreamKey, sequence: u64, data: SegmentBytes) -> Option<StoredSegment> {
         self.begin(key, sequence).finish(data)
     }
+
+    /// [`SegmentStore::put`] for a fragmented MP4 segment (LL-HLS's), which a file store
+    /// names `.m4s` rather than `.ts`.
+    fn put_fmp4(
+        &self,
+        key: &StreamKey,
+        sequence: u64,
+        data: SegmentBytes,
+    ) -> Option<StoredSegment> {
+        self.put(key, sequence, data)
+    }
 }
 
 /// One segment on its way into a store. Dropped without [`SegmentWriter::finish`], it
