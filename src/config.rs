@@ -774,6 +774,23 @@ pub struct WebRtcConfig {
     /// Whether answers advertise the UDP candidates. `false` offers only ICE-TCP (it needs
     /// `tcp_addr`): for a node behind a network that passes no UDP at all.
     pub udp_candidates: bool,
+    /// How the UDP port sends: `gso` (the default: batches of equal-size datagrams in one
+    /// system call with UDP GSO on Linux, falling back by itself where the kernel refuses
+    /// it), `sendmmsg` (batches without GSO) or `sendto` (one system call per datagram).
+    pub udp_send: UdpSend,
+}
+
+/// `webrtc.udp_send`: how media datagrams leave the UDP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpSend {
+    /// Batches with UDP generic segmentation offload (Linux), else as `Sendmmsg`.
+    #[default]
+    Gso,
+    /// Batches of datagrams in one `sendmmsg`.
+    Sendmmsg,
+    /// One `sendto` per datagram.
+    Sendto,
 }
 
 impl Default for WebRtcConfig {
@@ -788,6 +805,7 @@ impl Default for WebRtcConfig {
             max_sessions: 1000,
             tcp_addr: String::new(),
             udp_candidates: true,
+            udp_send: UdpSend::Gso,
         }
     }
 }
@@ -2075,11 +2093,15 @@ mod tests {
                 ("ZENLIVE_WEBRTC_ICE_SERVERS", "stun:stun.example.net:3478"),
                 ("ZENLIVE_WEBRTC_TCP_ADDR", "127.0.0.1:9001"),
                 ("ZENLIVE_WEBRTC_UDP_CANDIDATES", "false"),
+                ("ZENLIVE_WEBRTC_UDP_SEND", "sendto"),
             ]),
         )
         .expect("valid");
         assert_eq!(c.webrtc.tcp_socket_addr().expect("valid"), "127.0.0.1:9001".parse().ok());
         assert!(!c.webrtc.udp_candidates);
+        assert_eq!(c.webrtc.udp_send, UdpSend::Sendto);
+        assert_eq!(Config::default().webrtc.udp_send, UdpSend::Gso);
+        assert!(Config::load(None, env(&[("ZENLIVE_WEBRTC_UDP_SEND", "carrier-pigeon")])).is_err());
         assert_eq!(Config::default().webrtc.tcp_socket_addr().expect("valid"), None, "off");
         let public = c.webrtc.public_socket_addrs().expect("valid addresses");
         let public: Vec<String> = public.iter().map(ToString::to_string).collect();

@@ -165,7 +165,7 @@ impl WebRtc {
         ));
         Ok(Self {
             config: config.clone(),
-            sender: udp_send::UdpSender::new(Arc::new(socket)),
+            sender: udp_send::UdpSender::new(Arc::new(socket), config.udp_send),
             local_addr,
             public,
             control,

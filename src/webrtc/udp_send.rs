@@ -17,9 +17,10 @@
 //! `recv_from` here cannot take apart), and `socket2`/`std` have neither call. `nix` wraps
 //! both safely; this module only decides the batches.
 //!
-//! For comparisons (BENCHMARKS.md) the environment variable `ZENLIVE_WEBRTC_UDP_SEND` picks
-//! the way, read once when the node binds its port: `gso` (the default), `sendmmsg` (no
-//! GSO), or `sendto` (one system call per datagram, as before batching).
+//! `webrtc.udp_send` picks the way (`ZENLIVE_WEBRTC_UDP_SEND` in the environment, as every
+//! key): `gso` (the default), `sendmmsg` (no GSO), or `sendto` (one system call per
+//! datagram, as before batching), for a kernel or virtual NIC that mishandles GSO, and for
+//! comparisons (BENCHMARKS.md).
 //!
 //! A full send buffer (`EAGAIN`) drops what was not sent, as a congested network would (the
 //! receiver's NACKs and keyframe requests recover); the socket is non-blocking.
@@ -28,6 +29,8 @@ use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::UdpSend;
 
 use bytes::BytesMut;
 use nix::errno::Errno;
@@ -79,17 +82,16 @@ pub fn gso_run(sizes: impl IntoIterator<Item = usize>) -> usize {
 }
 
 impl UdpSender {
-    /// Sends from `socket` (non-blocking), with GSO until the kernel refuses it (or as
-    /// `ZENLIVE_WEBRTC_UDP_SEND` says: see the module docs).
-    pub fn new(socket: std::sync::Arc<UdpSocket>) -> Self {
-        let mode = std::env::var("ZENLIVE_WEBRTC_UDP_SEND").unwrap_or_default();
-        let (gso, batch) = match mode.as_str() {
-            "sendmmsg" => (false, true),
-            "sendto" => (false, false),
-            _ => (true, true),
+    /// Sends from `socket` (non-blocking) as `mode` says, with GSO (when asked for) until
+    /// the kernel refuses it.
+    pub fn new(socket: std::sync::Arc<UdpSocket>, mode: UdpSend) -> Self {
+        let (gso, batch) = match mode {
+            UdpSend::Gso => (true, true),
+            UdpSend::Sendmmsg => (false, true),
+            UdpSend::Sendto => (false, false),
         };
-        if !mode.is_empty() {
-            tracing::info!(mode, gso, batch, "webrtc: UDP send mode from ZENLIVE_WEBRTC_UDP_SEND");
+        if mode != UdpSend::Gso {
+            tracing::info!(?mode, "webrtc: UDP send mode (webrtc.udp_send)");
         }
         Self { socket, gso: AtomicBool::new(gso && cfg!(target_os = "linux")), batch }
     }
@@ -203,7 +205,7 @@ mod tests {
         receiver.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
         socket.set_nonblocking(true).expect("non-blocking");
-        (UdpSender::new(Arc::new(socket)), receiver)
+        (UdpSender::new(Arc::new(socket), UdpSend::Gso), receiver)
     }
 
     fn datagrams(sizes: &[usize]) -> Vec<BytesMut> {
