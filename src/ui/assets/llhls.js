@@ -61,10 +61,14 @@ export function llhlsPlayer(video, url, wait, lost) {
       maxLiveSyncPlaybackRate: 1.05,
     });
     hls = mine;
+    // Once a picture played, a failure is `lost` (the page starts again); before that it is
+    // this start's answer (the page tries the next player).
+    let played = false;
     const outcome = new Promise((resolve) => {
       const timer = setTimeout(() => resolve({ ok: false, reason: 'LL-HLS brought no picture in time.' }), FIRST_FRAME_MS);
       video.addEventListener('playing', () => {
         clearTimeout(timer);
+        played = true;
         resolve({ ok: true });
       }, { once: true });
       mine.on(Hls.Events.ERROR, (_event, data) => {
@@ -76,9 +80,9 @@ export function llhlsPlayer(video, url, wait, lost) {
         } else {
           clearTimeout(timer);
           const why = `LL-HLS stopped (${data.details}).`;
-          resolve({ ok: false, reason: why });
           stop();
-          lost(why);
+          if (played) lost(why);
+          else resolve({ ok: false, reason: why });
         }
       });
     });
