@@ -9,6 +9,7 @@
 // media error resets the media pipeline); what it cannot recover calls `lost(why)`.
 
 import { say } from './common.js';
+import { elementCounters } from './players.js';
 
 /** How long from the playlist's first answer to the first frame. */
 const FIRST_FRAME_MS = 15000;
@@ -23,8 +24,7 @@ const mseInBrowser = Boolean(window.ManagedMediaSource || window.MediaSource);
  * (false when `current()` no longer holds). */
 export function llhlsPlayer(video, url, wait, lost) {
   let hls = null;
-  let lastFrames = null;
-  let lastAt = 0;
+  const counters = elementCounters(video);
 
   function stop() {
     if (hls) {
@@ -47,7 +47,7 @@ export function llhlsPlayer(video, url, wait, lost) {
     }
     if (!current()) return STALE;
     if (!Hls.isSupported()) return { ok: false, reason: 'This browser cannot play LL-HLS (no Media Source Extensions).' };
-    lastFrames = null;
+    counters.reset();
     const mine = new Hls({
       lowLatencyMode: true,
       enableWorker: false,
@@ -98,7 +98,6 @@ export function llhlsPlayer(video, url, wait, lost) {
   }
 
   async function stats() {
-    const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
     let latency = '';
     let latencyMs = null;
     // The frame on screen's program date-time (the node's clock when it arrived) against
@@ -109,26 +108,7 @@ export function llhlsPlayer(video, url, wait, lost) {
       latency = `${(latencyMs / 1000).toFixed(2)} s behind the node`;
       if (hls.targetLatency) latency += ` (holding back ${hls.targetLatency.toFixed(2)} s)`;
     }
-    let fps = null;
-    if (quality) {
-      const now = performance.now();
-      if (lastFrames !== null && now > lastAt) {
-        fps = ((quality.totalVideoFrames - lastFrames) * 1000) / (now - lastAt);
-      }
-      lastFrames = quality.totalVideoFrames;
-      lastAt = now;
-    }
-    return {
-      latency,
-      latencyMs,
-      width: video.videoWidth,
-      height: video.videoHeight,
-      fps,
-      frames: quality ? quality.totalVideoFrames : null,
-      dropped: quality ? quality.droppedVideoFrames : null,
-      audioPackets: null,
-      audioLevel: null,
-    };
+    return { latency, latencyMs, ...counters.read() };
   }
 
   return {

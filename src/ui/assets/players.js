@@ -237,14 +237,45 @@ export async function playlistReady(url, current) {
   }
 }
 
-/** The player over HLS, in the <video> element itself; `url(withToken)` is the playlist. */
-export function hlsPlayer(video, url) {
+/** What a <video> element playing by itself says of its picture: `read()` gives the size,
+ * the frames decoded and dropped, and the frame rate since the previous `read()`; `reset()`
+ * forgets the previous one (a new start). */
+export function elementCounters(video) {
   let lastFrames = null;
   let lastAt = 0;
 
+  function read() {
+    const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+    let fps = null;
+    if (quality) {
+      const now = performance.now();
+      if (lastFrames !== null && now > lastAt) {
+        fps = ((quality.totalVideoFrames - lastFrames) * 1000) / (now - lastAt);
+      }
+      lastFrames = quality.totalVideoFrames;
+      lastAt = now;
+    }
+    return {
+      width: video.videoWidth,
+      height: video.videoHeight,
+      fps,
+      frames: quality ? quality.totalVideoFrames : null,
+      dropped: quality ? quality.droppedVideoFrames : null,
+      audioPackets: null,
+      audioLevel: null,
+    };
+  }
+
+  return { read, reset: () => { lastFrames = null; } };
+}
+
+/** The player over HLS, in the <video> element itself; `url(withToken)` is the playlist. */
+export function hlsPlayer(video, url) {
+  const counters = elementCounters(video);
+
   async function start(current) {
     if (!(await playlistReady(url, current))) return STALE;
-    lastFrames = null;
+    counters.reset();
     video.src = url(true);
     try {
       await video.play();
@@ -262,7 +293,6 @@ export function hlsPlayer(video, url) {
   }
 
   async function stats() {
-    const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
     let latency = '';
     if (video.seekable.length > 0 && video.readyState >= 2) {
       const behind = video.seekable.end(video.seekable.length - 1) - video.currentTime;
@@ -270,25 +300,7 @@ export function hlsPlayer(video, url) {
     } else if (video.readyState >= 2) {
       latency = 'not reported by this browser';
     }
-    let fps = null;
-    if (quality) {
-      const now = performance.now();
-      if (lastFrames !== null && now > lastAt) {
-        fps = ((quality.totalVideoFrames - lastFrames) * 1000) / (now - lastAt);
-      }
-      lastFrames = quality.totalVideoFrames;
-      lastAt = now;
-    }
-    return {
-      latency,
-      width: video.videoWidth,
-      height: video.videoHeight,
-      fps,
-      frames: quality ? quality.totalVideoFrames : null,
-      dropped: quality ? quality.droppedVideoFrames : null,
-      audioPackets: null,
-      audioLevel: null,
-    };
+    return { latency, ...counters.read() };
   }
 
   return {
