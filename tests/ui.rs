@@ -307,17 +307,7 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
             PLAYER_STATE,
         )
         .await;
-    let frames = browser.eval(&watch, &format!("Number({STATS}.dataset.frames)")).await;
-    let frames = frames.as_f64().expect("frames");
-    browser
-        .wait(
-            &watch,
-            "the WebRTC picture to keep coming",
-            PAGE_LIMIT,
-            &format!("{STATS}.dataset.protocol === 'whep' && Number({STATS}.dataset.frames) > {frames} + 10"),
-            PLAYER_STATE,
-        )
-        .await;
+    keeps_playing(&mut browser, &watch, "whep", 10).await;
     assert_eq!(
         browser.eval(&watch, "document.querySelector('#stat-protocol').textContent").await,
         "WebRTC (WHEP)"
@@ -349,13 +339,7 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
     browser.eval(&watch, "document.querySelector('#video').muted = true; true").await;
 
     // HLS when the viewer picks it: frames decoded and the position advancing.
-    browser
-        .eval(
-            &watch,
-            "(() => { const choice = document.querySelector('#protocol'); choice.value = 'hls'; \
-             choice.dispatchEvent(new Event('change')); return true; })()",
-        )
-        .await;
+    choose(&mut browser, &watch, "hls").await;
     browser
         .wait(
             &watch,
@@ -406,13 +390,7 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
     // LL-HLS when the viewer picks it (hls.js through Media Source Extensions): frames
     // decoded and advancing, and its distance from the node's clock reported.
     browser.eval(&watch, "document.querySelector('#video').muted = true; true").await;
-    browser
-        .eval(
-            &watch,
-            "(() => { const choice = document.querySelector('#protocol'); choice.value = 'llhls'; \
-             choice.dispatchEvent(new Event('change')); return true; })()",
-        )
-        .await;
+    choose(&mut browser, &watch, "llhls").await;
     browser
         .wait(
             &watch,
@@ -425,17 +403,7 @@ async fn the_pages_list_play_chat_and_administer_a_live_stream() {
             PLAYER_STATE,
         )
         .await;
-    let frames = browser.eval(&watch, &format!("Number({STATS}.dataset.frames)")).await;
-    let frames = frames.as_f64().expect("frames");
-    browser
-        .wait(
-            &watch,
-            "LL-HLS to keep playing",
-            PAGE_LIMIT,
-            &format!("Number({STATS}.dataset.frames) > {frames} + 30"),
-            PLAYER_STATE,
-        )
-        .await;
+    keeps_playing(&mut browser, &watch, "llhls", 30).await;
     assert_eq!(
         browser.eval(&watch, "document.querySelector('#stat-protocol').textContent").await,
         "LL-HLS"
@@ -1032,6 +1000,34 @@ async fn ll_hls_latency() {
     );
     drop(browser);
     node.shutdown().await;
+}
+
+/// Picks `protocol` in the watch page's player menu, as a viewer would.
+async fn choose(browser: &mut Browser, tab: &Tab, protocol: &str) {
+    let pick = format!(
+        "(() => {{ const choice = document.querySelector('#protocol'); choice.value = '{protocol}'; \
+         choice.dispatchEvent(new Event('change')); return true; }})()"
+    );
+    browser.eval(tab, &pick).await;
+}
+
+/// Waits until the watch page, still playing over `protocol`, has decoded `more` frames
+/// beyond those it has now.
+async fn keeps_playing(browser: &mut Browser, tab: &Tab, protocol: &str, more: u32) {
+    let frames = browser.eval(tab, &format!("Number({STATS}.dataset.frames)")).await;
+    let frames = frames.as_f64().expect("frames");
+    browser
+        .wait(
+            tab,
+            &format!("the {protocol} picture to keep coming"),
+            PAGE_LIMIT,
+            &format!(
+                "{STATS}.dataset.protocol === '{protocol}' && \
+                 Number({STATS}.dataset.frames) > {frames} + {more}"
+            ),
+            PLAYER_STATE,
+        )
+        .await;
 }
 
 /// The watch page's reported latency in ms, if it reports one.

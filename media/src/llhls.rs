@@ -70,9 +70,6 @@ impl Default for LlConfig {
     }
 }
 
-/// Response bodies are handed out in pieces of at most this many bytes.
-const BODY_PIECE: usize = 64 * 1024;
-
 /// A complete segment's bytes, kept by the caller outside the heap (see the module docs).
 pub trait KeptSegment: Send + Sync + std::fmt::Debug {
     /// Its length in bytes.
@@ -90,19 +87,13 @@ pub trait KeptSegment: Send + Sync + std::fmt::Debug {
 /// One part (a `moof` + `mdat`) and what the playlist says of it.
 #[derive(Debug, Clone)]
 struct Part {
-    bytes: PartBytes,
+    /// Its bytes while they are in the heap; `None` once its segment is kept elsewhere
+    /// (it is then at the sum of the earlier parts' lengths in the kept segment).
+    held: Option<Chunk>,
+    len: usize,
     duration: Duration,
     /// Whether it starts with a keyframe (or the stream has no video).
     independent: bool,
-}
-
-/// Where a part's bytes are.
-#[derive(Debug, Clone)]
-enum PartBytes {
-    /// In the heap.
-    Held(Chunk),
-    /// At `offset` in its segment's [`KeptSegment`].
-    Kept { offset: usize, len: usize },
 }
 
 /// The bytes of a part or segment, as [`LlPlaylist::part`] and [`LlPlaylist::segment`]
@@ -136,11 +127,11 @@ impl Media {
         self.len() == 0
     }
 
-    /// Its bytes, as buffers of at most 64 KiB (a kept segment is read, e.g. mapped, the
-    /// first time; that may fail).
+    /// Its bytes, in order (a kept segment is read, e.g. mapped, the first time; that may
+    /// fail).
     pub fn read(self) -> std::io::Result<Vec<Bytes>> {
-        let buffers = match self {
-            Self::Held(buffers) => buffers,
+        match self {
+            Self::Held(buffers) => Ok(buffers),
             Self::Kept { segment, offset, len } => {
                 let all = segment.bytes()?;
                 let end =
@@ -153,19 +144,9 @@ impl Media {
                             ),
                         )
                     })?;
-                vec![all.slice(offset..end)]
-            }
-        };
-        let mut pieces = Vec::with_capacity(buffers.len());
-        for mut buffer in buffers {
-            while buffer.len() > BODY_PIECE {
-                pieces.push(buffer.split_to(BODY_PIECE));
-            }
-            if !buffer.is_empty() {
-                pieces.push(buffer);
+                Ok(vec![all.slice(offset..end)])
             }
         }
-        Ok(pieces)
     }
 }
 
@@ -184,6 +165,13 @@ struct Segment {
     duration: Option<Duration>,
     bytes: usize,
     discontinuity: bool,
+}
+
+impl Segment {
+    /// The bytes of its parts that are in the heap, in order (all of them until it is kept).
+    fn held_buffers(&self) -> Vec<Bytes> {
+        self.parts.iter().filter_map(|p| p.held.as_ref()).flat_map(|c| c.parts()).cloned().collect()
+    }
 }
 
 /// What a blocking playlist request is to do.
@@ -397,7 +385,8 @@ impl LlPlaylist {
         segment.bytes += bytes.len();
         let duration = info.duration.to_duration();
         segment.parts.push(Part {
-            bytes: PartBytes::Held(bytes),
+            len: bytes.len(),
+            held: Some(bytes),
             duration,
             independent: info.independent,
         });
@@ -438,13 +427,7 @@ impl LlPlaylist {
             .into_iter()
             .filter_map(|msn| {
                 let segment = self.segments.iter().find(|s| s.msn == msn && s.kept.is_none())?;
-                let mut bytes = Vec::new();
-                for part in &segment.parts {
-                    if let PartBytes::Held(chunk) = &part.bytes {
-                        bytes.extend_from_slice(chunk.parts());
-                    }
-                }
-                Some((msn, bytes))
+                Some((msn, segment.held_buffers()))
             })
             .collect()
     }
@@ -460,14 +443,8 @@ impl LlPlaylist {
         if segment.kept.is_some() || kept.len() != segment.bytes as u64 {
             return false;
         }
-        let mut offset = 0;
         for part in &mut segment.parts {
-            let len = match &part.bytes {
-                PartBytes::Held(chunk) => chunk.len(),
-                PartBytes::Kept { len, .. } => *len,
-            };
-            part.bytes = PartBytes::Kept { offset, len };
-            offset += len;
+            part.held = None;
         }
         segment.kept = Some(kept);
         true
@@ -530,13 +507,15 @@ impl LlPlaylist {
     /// Part `part` of segment `msn`, if held and complete.
     pub fn part(&self, msn: u64, part: u64) -> Option<Media> {
         let segment = self.segments.iter().find(|s| s.msn == msn)?;
-        let part = segment.parts.get(usize::try_from(part).ok()?)?;
-        Some(match (&part.bytes, &segment.kept) {
-            (PartBytes::Kept { offset, len }, Some(kept)) => {
-                Media::Kept { segment: Arc::clone(kept), offset: *offset, len: *len }
-            }
-            (PartBytes::Held(chunk), _) => Media::Held(chunk.parts().to_vec()),
-            (PartBytes::Kept { .. }, None) => return None,
+        let index = usize::try_from(part).ok()?;
+        let part = segment.parts.get(index)?;
+        Some(match &segment.kept {
+            Some(kept) => Media::Kept {
+                segment: Arc::clone(kept),
+                offset: segment.parts[..index].iter().map(|p| p.len).sum(),
+                len: part.len,
+            },
+            None => Media::Held(part.held.as_ref()?.parts().to_vec()),
         })
     }
 
@@ -556,16 +535,10 @@ impl LlPlaylist {
     /// Complete segment `msn`'s bytes (its parts in order), if held.
     pub fn segment(&self, msn: u64) -> Option<Media> {
         let segment = self.segments.iter().find(|s| s.msn == msn && s.duration.is_some())?;
-        if let Some(kept) = &segment.kept {
-            return Some(Media::Kept { segment: Arc::clone(kept), offset: 0, len: segment.bytes });
-        }
-        let mut bytes = Vec::new();
-        for part in &segment.parts {
-            if let PartBytes::Held(chunk) = &part.bytes {
-                bytes.extend_from_slice(chunk.parts());
-            }
-        }
-        Some(Media::Held(bytes))
+        Some(match &segment.kept {
+            Some(kept) => Media::Kept { segment: Arc::clone(kept), offset: 0, len: segment.bytes },
+            None => Media::Held(segment.held_buffers()),
+        })
     }
 
     /// Init section `n`, if a held segment needs it.

@@ -225,12 +225,21 @@ impl LlSink {
         (carried(FrameKind::Video), carried(FrameKind::Audio))
     }
 
-    /// Moves the segments completed since the last call out of the heap, into the store
-    /// (the writing happens outside the playlist's lock). A segment the store keeps in
-    /// memory instead (it counts and logs that) stays in the playlist's heap.
-    fn keep_complete(&self) {
+    /// The segments `playlist` completed since the last call, when they are to leave the
+    /// heap (taken under the lock the caller already holds).
+    fn take_complete(&self, playlist: &mut LlPlaylist) -> Vec<(u64, Vec<Bytes>)> {
+        if self.store.is_some() {
+            playlist.take_complete()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Moves `complete` segments out of the heap, into the store (the writing happens
+    /// outside the playlist's lock). A segment the store keeps in memory instead (it counts
+    /// and logs that) stays in the playlist's heap.
+    fn keep_complete(&self, complete: Vec<(u64, Vec<Bytes>)>) {
         let Some(store) = &self.store else { return };
-        let complete = self.stream.playlist.lock().take_complete();
         for (msn, bytes) in complete {
             let Some(StoredSegment::File(file)) =
                 store.put_fmp4(&self.key, msn, SegmentBytes::from_chunks(bytes))
@@ -278,8 +287,9 @@ impl FrameSink for LlSink {
             return accepted;
         }
         stream.changed(&playlist);
+        let complete = self.take_complete(&mut playlist);
         drop(playlist);
-        self.keep_complete();
+        self.keep_complete(complete);
         accepted
     }
 
@@ -287,8 +297,9 @@ impl FrameSink for LlSink {
         let mut playlist = self.stream.playlist.lock();
         playlist.finish();
         self.stream.changed(&playlist);
+        let complete = self.take_complete(&mut playlist);
         drop(playlist);
-        self.keep_complete();
+        self.keep_complete(complete);
     }
 }
 

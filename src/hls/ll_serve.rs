@@ -6,21 +6,18 @@
 //! most three target durations, then gets `503`; every waiter wakes when the stream ends.
 //! A request for the part a preload hint names waits for it the same way.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
 use zenlive_actors::StreamKey;
+use zenlive_media::hls::SegmentBytes;
 use zenlive_media::llhls::{Blocking, Directives, LlPlaylist, Media};
 
 use super::ll::LlStream;
 use super::serve::{admit, served};
+use super::store::SegmentBody;
 use crate::auth::Action;
 use crate::context::NodeContext;
 use crate::http::common::{stream_key, with_cors, ApiError};
@@ -176,42 +173,17 @@ pub async fn media(
         }
     };
     // A kept segment is mapped from the spool (outside the playlist's lock).
-    let chunks = found.read().map_err(|error| {
+    let buffers = found.read().map_err(|error| {
         tracing::error!(stream = %key, %name, %error, "ll-hls: a spooled segment cannot be read");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "segment_unreadable", error.to_string())
     })?;
-    let body = Chunks { len: chunks.iter().map(Bytes::len).sum(), chunks, next: 0 };
-    served(&node, &key, body.len, HlsRequest::Segment, started);
+    let body = SegmentBody::from_buffers(SegmentBytes::from_chunks(buffers));
+    served(&node, &key, body.len() as usize, HlsRequest::Segment, started);
     let cache = if protected { "private, max-age=60" } else { "public, max-age=60" };
     Ok(with_cors(HttpResponse::Ok())
         .content_type("video/mp4")
         .insert_header((header::CACHE_CONTROL, cache))
         .body(body))
-}
-
-/// Shared buffers as a response body, with its length up front.
-struct Chunks {
-    chunks: Vec<Bytes>,
-    len: usize,
-    next: usize,
-}
-
-impl MessageBody for Chunks {
-    type Error = Infallible;
-
-    fn size(&self) -> BodySize {
-        BodySize::Sized(self.len as u64)
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let this = self.get_mut();
-        let chunk = this.chunks.get(this.next).cloned();
-        this.next += 1;
-        Poll::Ready(chunk.map(Ok))
-    }
 }
 
 #[cfg(test)]

@@ -92,8 +92,8 @@ impl StoredSegment {
     /// response) and its pages go to the socket from the page cache.
     pub fn body(&self) -> std::io::Result<SegmentBody> {
         Ok(match self {
-            Self::Memory(segment) => SegmentBody::Chunks { segment: segment.clone(), next: 0 },
-            Self::File(file) => SegmentBody::Mapped(file.bytes()?),
+            Self::Memory(segment) => SegmentBody::from_buffers(segment.clone()),
+            Self::File(file) => SegmentBody::from_bytes(file.bytes()?),
         })
     }
 }
@@ -129,42 +129,59 @@ impl SegmentWriter for MemoryWriter {
     }
 }
 
-/// A segment as a response body, with its length up front.
-pub enum SegmentBody {
-    /// In-memory chunks, in turn, shared.
-    Chunks {
-        /// The segment.
-        segment: SegmentBytes,
-        /// The next chunk to hand out.
-        next: usize,
-    },
-    /// The rest of a mapped file, handed out `BODY_CHUNK` bytes at a time.
-    Mapped(Bytes),
+/// A segment as a response body, with its length up front: its buffers in turn, each
+/// handed to the HTTP server at most `BODY_CHUNK` bytes at a time (a mapped file is one
+/// buffer). The MPEG-TS and the LL-HLS media responses both use it.
+pub struct SegmentBody {
+    /// What is left of the buffer being handed out.
+    rest: Bytes,
+    /// The buffers after the first (`from_buffers`), and the next one to take.
+    more: Option<SegmentBytes>,
+    next: usize,
+    len: u64,
+}
+
+impl SegmentBody {
+    /// A body of one buffer.
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        Self { len: bytes.len() as u64, rest: bytes, more: None, next: 0 }
+    }
+
+    /// A body of `buffers`, in order.
+    pub fn from_buffers(buffers: SegmentBytes) -> Self {
+        Self { len: buffers.len() as u64, rest: Bytes::new(), more: Some(buffers), next: 0 }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 impl MessageBody for SegmentBody {
     type Error = Infallible;
 
     fn size(&self) -> BodySize {
-        match self {
-            Self::Chunks { segment, .. } => BodySize::Sized(segment.len() as u64),
-            Self::Mapped(rest) => BodySize::Sized(rest.len() as u64),
-        }
+        BodySize::Sized(self.len)
     }
 
     fn poll_next(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let chunk = match self.get_mut() {
-            Self::Chunks { segment, next } => {
-                let chunk = segment.chunks().get(*next).cloned();
-                *next += 1;
-                chunk
-            }
-            Self::Mapped(rest) if rest.is_empty() => None,
-            Self::Mapped(rest) => Some(rest.split_to(rest.len().min(BODY_CHUNK))),
-        };
-        Poll::Ready(chunk.map(Ok))
+        let this = self.get_mut();
+        while this.rest.is_empty() {
+            let next = this.more.as_ref().and_then(|more| more.chunks().get(this.next)).cloned();
+            let Some(next) = next else { return Poll::Ready(None) };
+            this.next += 1;
+            this.rest = next;
+        }
+        let piece = this.rest.split_to(this.rest.len().min(BODY_CHUNK));
+        Poll::Ready(Some(Ok(piece)))
     }
 }

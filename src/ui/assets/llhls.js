@@ -9,7 +9,7 @@
 // media error resets the media pipeline); what it cannot recover calls `lost(why)`.
 
 import { say } from './common.js';
-import { elementCounters } from './players.js';
+import { elementCounters, playlistReady } from './players.js';
 
 /** How long from the playlist's first answer to the first frame. */
 const FIRST_FRAME_MS = 15000;
@@ -20,9 +20,8 @@ const STALE = { ok: false, stale: true };
 const mseInBrowser = Boolean(window.ManagedMediaSource || window.MediaSource);
 
 /** The LL-HLS player; `url(withToken)` is the LL playlist, `lost(why)` is called when
- * playback that started cannot go on; `wait(current)` resolves once the playlist answers
- * (false when `current()` no longer holds). */
-export function llhlsPlayer(video, url, wait, lost) {
+ * playback that started cannot go on. */
+export function llhlsPlayer(video, url, lost) {
   let hls = null;
   const counters = elementCounters(video);
 
@@ -38,7 +37,7 @@ export function llhlsPlayer(video, url, wait, lost) {
   }
 
   async function start(current) {
-    if (!(await wait(current))) return STALE;
+    if (!(await playlistReady(url, current))) return STALE;
     let Hls;
     try {
       ({ default: Hls } = await import('./hls.mjs'));

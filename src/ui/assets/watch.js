@@ -11,7 +11,7 @@ import {
 } from './common.js';
 import { connect, explain } from './chat.js';
 import { llhlsPlayer } from './llhls.js';
-import { RETRY_MS, hlsPlayer, playlistReady, whepPlayer } from './players.js';
+import { RETRY_MS, hlsPlayer, whepPlayer } from './players.js';
 
 takeTokenFromAddress();
 
@@ -21,17 +21,15 @@ const video = document.getElementById('video');
 const statsList = document.getElementById('player-stats');
 const choice = document.getElementById('protocol');
 
-function hlsUrl(withToken) {
+/** The URL of the stream's playlist `name`, with the token when `withToken`. */
+function playlistUrl(name, withToken) {
   const token = withToken ? getToken() : '';
   const query = token ? `?token=${encodeURIComponent(token)}` : '';
-  return `/${app}/${key}/index.m3u8${query}`;
+  return `/${app}/${key}/${name}${query}`;
 }
 
-function llUrl(withToken) {
-  const token = withToken ? getToken() : '';
-  const query = token ? `?token=${encodeURIComponent(token)}` : '';
-  return `/${app}/${key}/ll.m3u8${query}`;
-}
+const hlsUrl = (withToken) => playlistUrl('index.m3u8', withToken);
+const llUrl = (withToken) => playlistUrl('ll.m3u8', withToken);
 
 const whepUrl = () => `/whep/${app}/${key}`;
 
@@ -40,10 +38,9 @@ const whep = whepPlayer(video, whepUrl, (why) => {
   startPlayback();
 });
 const hls = hlsPlayer(video, hlsUrl);
-const llhls = llhlsPlayer(video, llUrl, (current) => playlistReady(llUrl, current), (why) => {
+const llhls = llhlsPlayer(video, llUrl, (why) => {
   say('player-status', `${why} Starting again…`, 'error');
-  const mine = generation;
-  setTimeout(() => mine === generation && startPlayback(), RETRY_MS);
+  restartLater();
 });
 
 /** Players in order of preference, by the viewer's choice. */
@@ -106,20 +103,24 @@ async function startPlayback() {
   }
 }
 
+/** Starts playback again after RETRY_MS, unless something else (re)started it meanwhile. */
+function restartLater() {
+  const mine = generation;
+  setTimeout(() => mine === generation && startPlayback(), RETRY_MS);
+}
+
 choice.addEventListener('change', () => startPlayback());
 video.addEventListener('playing', () => say('player-status', 'Live.'));
 video.addEventListener('waiting', () => say('player-status', 'Buffering…'));
 video.addEventListener('error', () => {
   if (!inElement(player)) return;
   say('player-status', 'Playback stopped (the stream may have ended); trying again…', 'error');
-  const mine = generation;
-  setTimeout(() => mine === generation && startPlayback(), RETRY_MS);
+  restartLater();
 });
 video.addEventListener('ended', () => {
   if (!inElement(player)) return;
   say('player-status', 'The stream ended; waiting for it to come back…');
-  const mine = generation;
-  setTimeout(() => mine === generation && startPlayback(), RETRY_MS);
+  restartLater();
 });
 
 /** The HLS audio's peak level, read through Web Audio once the viewer unmutes (the meter
