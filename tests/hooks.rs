@@ -127,8 +127,6 @@ async fn webhooks_arrive_once_in_order_signed() {
     let mut publisher = publish(&fixture(false), &rtmp_url(&node, "w"));
     wait_live(&node, "w").await;
     assert!(play_rtmp(&rtmp_url(&node, "w"), "1").await);
-    let _ = publisher.kill().await;
-    wait_for("the stream to end", Duration::from_secs(15), || node.streams().is_empty()).await;
     let kinds = || -> Vec<String> {
         log.lock()
             .iter()
@@ -136,6 +134,11 @@ async fn webhooks_arrive_once_in_order_signed() {
             .map(|r| r.body["type"].as_str().unwrap_or("?").to_owned())
             .collect()
     };
+    // FFmpeg has gone, but the node learns of it from the socket: wait for the leave before
+    // stopping the publisher, or the two ends race and either order is right.
+    wait_for("the viewer to leave", Duration::from_secs(20), || kinds().len() >= 3).await;
+    let _ = publisher.kill().await;
+    wait_for("the stream to end", Duration::from_secs(15), || node.streams().is_empty()).await;
     wait_for("four events", Duration::from_secs(20), || kinds().len() >= 4).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // nothing more arrives
     assert_eq!(kinds(), ["stream.start", "viewer.join", "viewer.leave", "stream.end"]);

@@ -5,6 +5,8 @@
 //! camera and microphone the same way, and as VP8, which an aiortc WHEP viewer decodes.
 //! Hostile offers, tokens, names and datagrams get their refusals and harm nothing.
 
+#[path = "common/cdp.rs"]
+mod cdp;
 mod common;
 
 use std::net::UdpSocket;
@@ -419,7 +421,7 @@ async fn whip_goes_through_the_publisher_auth_and_the_name_claim() {
 }
 
 /// Headless Chromium publishing its fake camera and microphone to `name` on `node` with
-/// `tests/webrtc/whip_publish.html`, preferring `codec` (`h264`, `vp8`); it stops when the
+/// `tests/webrtc/whip_publish.html`, preferring `codec` (`h264`, `vp8`, `vp9`, `av1`); it stops when the
 /// returned child is dropped.
 fn chromium_publisher(node: &Node, name: &str, codec: &str) -> (Child, tempfile::TempDir) {
     let found = std::process::Command::new("chromium").arg("--version").output();
@@ -615,4 +617,56 @@ async fn headless_chromium_publishes_vp8_that_aiortc_plays_over_whep() {
     assert!(frames.parse::<u64>().is_ok_and(|n| n >= 60), "{report}");
     assert_eq!(errors, "0", "decoder errors: {report}");
     node.shutdown().await;
+}
+
+/// Chromium publishes `codec` (VP9 or AV1: its fake camera, `setCodecPreferences`) over
+/// WHIP. The stream carries it with the configuration record the node made (`vpcC`,
+/// `av1C`); the watch page plays it over WHEP in a second Chromium; FFmpeg reads it from
+/// the LL-HLS (fMP4) playlist as `probed` and decodes it without an error.
+async fn chromium_codec_end_to_end(codec: &str, probed: &str) {
+    let node = start_node(test_config()).await;
+    let (_publisher, _profile) = chromium_publisher(&node, codec, codec);
+    let key = zenlive::StreamKey::new("live", codec).expect("name");
+    wait_for(&format!("chromium's {codec} stream"), Duration::from_secs(60), || {
+        node.stream(&key).and_then(|s| s.stats().media.video).is_some_and(|v| v.codec == codec)
+    })
+    .await;
+
+    let mut browser = cdp::Browser::start().await;
+    let watch = browser.open(&http_url(&node, &format!("/watch/live/{codec}")), 1280, 800).await;
+    let stats = "document.querySelector('#player-stats')";
+    browser
+        .wait(
+            &watch,
+            &format!("the watch page to play {codec} over WebRTC"),
+            Duration::from_secs(60),
+            &format!("{stats}.dataset.protocol === 'whep' && Number({stats}.dataset.frames) > 30"),
+            &format!("JSON.stringify({{...{stats}.dataset, text: {stats}.innerText}})"),
+        )
+        .await;
+    drop(browser);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mp4 = dir.path().join(format!("{codec}.mp4"));
+    let out = record(&http_url(&node, &format!("/live/{codec}/ll.m3u8")), 3, &mp4).await;
+    assert!(out.status.success(), "ffmpeg read LL-HLS: {}", String::from_utf8_lossy(&out.stderr));
+    let info = probe(&mp4).await;
+    let streams = info["streams"].as_array().expect("streams");
+    assert!(streams.iter().any(|s| s["codec_name"] == probed), "{info}");
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "{info}");
+    let frames = count_frames(&mp4).await;
+    assert!(frames >= 30, "only {frames} {codec} frames over LL-HLS");
+    let errors = decode_errors(&mp4).await;
+    assert!(errors.trim().is_empty(), "decoding {codec} from LL-HLS printed errors:\n{errors}");
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn headless_chromium_publishes_vp9_that_plays_over_whep_and_ll_hls() {
+    chromium_codec_end_to_end("vp9", "vp9").await;
+}
+
+#[actix_rt::test]
+async fn headless_chromium_publishes_av1_that_plays_over_whep_and_ll_hls() {
+    chromium_codec_end_to_end("av1", "av1").await;
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::RwLock;
 use serde::{Deserialize, Deserializer, Serialize};
 use zenlive_media::aac::AudioSpecificConfig;
+use zenlive_media::av1;
 use zenlive_media::avc::AvcDecoderConfig;
 use zenlive_media::{Codec, CodecConfig, FrameKind, MediaFrame};
 
@@ -151,19 +152,22 @@ impl RateMeter {
     }
 }
 
-/// The video track: from the AVC sequence header's SPS (H.264); VP8 has no sequence
-/// header, so its size, profile and level read 0 (unknown).
+/// The video track, from its configuration record: H.264's SPS; AV1's `av1C` (profile,
+/// level, and the sequence header's largest picture size); VP9's `vpcC` and HEVC's `hvcC`
+/// (profile and level; their size reads 0, unknown); VP8 has no record, so all read 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VideoInfo {
-    /// `h264` or `vp8`.
+    /// `h264`, `hevc`, `av1`, `vp9` or `vp8`.
     pub codec: &'static str,
     /// Pixels, after cropping.
     pub width: u32,
     /// Pixels, after cropping.
     pub height: u32,
-    /// `profile_idc` (66 baseline, 77 main, 100 high).
+    /// The codec's profile number: H.264's `profile_idc` (66 baseline, 77 main, 100 high),
+    /// HEVC's `general_profile_idc`, AV1's `seq_profile`, VP9's profile.
     pub profile: u8,
-    /// `level_idc` (31 is level 3.1).
+    /// The codec's level number: H.264's `level_idc` (31 is level 3.1), HEVC's
+    /// `general_level_idc` (93 is 3.1), AV1's `seq_level_idx` (8 is 4.0), VP9's (31 is 3.1).
     pub level: u8,
 }
 
@@ -214,20 +218,37 @@ impl MediaInfo {
 }
 
 fn video_info(config: &CodecConfig) -> Option<VideoInfo> {
-    if config.codec() == Codec::Vp8 {
-        return Some(VideoInfo { codec: "vp8", width: 0, height: 0, profile: 0, level: 0 });
+    let record = config.record();
+    let unsized_info =
+        |codec, profile, level| VideoInfo { codec, width: 0, height: 0, profile, level };
+    match config.codec() {
+        Codec::Vp8 => Some(unsized_info("vp8", 0, 0)),
+        // vpcC body: version, flags (3), profile, level, ...
+        Codec::Vp9 => Some(unsized_info("vp9", *record.get(4)?, *record.get(5)?)),
+        // hvcC: version, profile space/tier/profile_idc, 4 + 6 flag bytes, level_idc.
+        Codec::Hevc => Some(unsized_info("hevc", record.get(1)? & 0x1f, *record.get(12)?)),
+        Codec::Av1 => {
+            let info = av1::record_info(record)?;
+            Some(VideoInfo {
+                codec: "av1",
+                width: info.width,
+                height: info.height,
+                profile: info.profile,
+                level: info.level,
+            })
+        }
+        Codec::H264 => {
+            let sps = AvcDecoderConfig::parse(record).ok()?.sps_info().ok()?;
+            Some(VideoInfo {
+                codec: "h264",
+                width: sps.width,
+                height: sps.height,
+                profile: sps.profile_idc,
+                level: sps.level_idc,
+            })
+        }
+        _ => None,
     }
-    if config.codec() != Codec::H264 {
-        return None;
-    }
-    let sps = AvcDecoderConfig::parse(config.record()).ok()?.sps_info().ok()?;
-    Some(VideoInfo {
-        codec: "h264",
-        width: sps.width,
-        height: sps.height,
-        profile: sps.profile_idc,
-        level: sps.level_idc,
-    })
 }
 
 fn audio_info(config: &CodecConfig) -> Option<AudioInfo> {
@@ -678,6 +699,20 @@ mod tests {
         // VP8 (a WHIP publisher's): its codec, no sequence header to read a size from.
         assert!(info.update(&CodecConfig::new(Codec::Vp8, Bytes::new(), at(0))));
         assert_eq!(info.video.as_ref().map(|v| (v.codec, v.width)), Some(("vp8", 0)));
+
+        // VP9's vpcC: profile 0, level 2.0; AV1's av1C with libaom's 640x480 sequence header.
+        let vpcc = Bytes::from_static(&[1, 0, 0, 0, 0, 20, 0x80, 2, 2, 2, 0, 0]);
+        assert!(info.update(&CodecConfig::new(Codec::Vp9, vpcc, at(0))));
+        let vp9 = info.video.clone().expect("vp9");
+        assert_eq!((vp9.codec, vp9.profile, vp9.level), ("vp9", 0, 20));
+        let header = [0x0a, 0x0b, 0x00, 0x00, 0x00, 0x24, 0xc4, 0xff, 0xdf, 0x36, 0xbe, 0x40, 0x10];
+        let av1c = av1::config_record(&header).expect("av1C");
+        assert!(info.update(&CodecConfig::new(Codec::Av1, av1c, at(0))));
+        let av1 = info.video.clone().expect("av1");
+        assert_eq!((av1.codec, av1.width, av1.height, av1.profile), ("av1", 640, 480, 0));
+        // A record too short to read leaves the info as it was.
+        assert!(!info.update(&CodecConfig::new(Codec::Hevc, Bytes::from_static(&[1]), at(0))));
+        assert_eq!(info.video.as_ref().map(|v| v.codec), Some("av1"));
     }
 
     #[test]

@@ -30,8 +30,11 @@
 //! - [`rtp_clock`]: RTP timestamps (32-bit, wrapping) → [`MediaTime`].
 //! - [`rtp_h264`]: H.264 over RTP (packetization mode 1) → AVCC access units (WHIP ingest).
 //! - [`rtp_h264_pack`]: AVCC access units → H.264 RTP payloads (packetization mode 1, WHEP).
+//! - [`vp9`], [`av1`]: what a VP9 frame or an AV1 temporal unit says of itself (key
+//!   frame, configuration record), for VP9 and AV1 that arrive without a record (WHIP).
 
 pub mod aac;
+pub mod av1;
 pub mod avc;
 pub mod chunk;
 pub mod flv;
@@ -51,6 +54,7 @@ mod testdata;
 pub mod time;
 pub mod torn;
 pub mod ts;
+pub mod vp9;
 
 pub use frame::{Codec, CodecConfig, EncodingSlot, FrameKind, MediaFrame};
 pub use time::MediaTime;

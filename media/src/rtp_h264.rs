@@ -163,6 +163,10 @@ impl H264Depacketizer {
             }
         }
         self.next_seq = Some(seq.wrapping_add(1));
+        if payload.is_empty() {
+            // Padding only (a sender's bandwidth probe): it holds nothing but its number.
+            return;
+        }
         if self.building.as_ref().is_some_and(|b| b.timestamp != timestamp) {
             // The previous access unit lost its marker: it ends here.
             self.finish();
@@ -494,8 +498,7 @@ mod tests {
     fn hostile_payloads_are_dropped_and_counted() {
         let mut d = H264Depacketizer::new();
         d.push(1, 0, true, &stap_a(&[SPS, PPS, &idr(10)]));
-        let bad: [&[u8]; 8] = [
-            &[],
+        let bad: [&[u8]; 7] = [
             &[0x78, 0x00],             // STAP-A cut in a length
             &[0x78, 0x00, 0x05, 0x65], // STAP-A length past the end
             &[0x78, 0x00, 0x00],       // STAP-A empty unit
@@ -510,7 +513,10 @@ mod tests {
         let out = drain(&mut d);
         assert_eq!(units(&out).len(), 1);
         let dropped = d.dropped();
-        assert_eq!(dropped.malformed + dropped.unsupported, 8, "{dropped:?}");
+        assert_eq!(dropped.malformed + dropped.unsupported, 7, "{dropped:?}");
+        // A padding-only packet (empty payload) is not malformed: it is nothing.
+        d.push(9, 3000 * 9, true, &Bytes::new());
+        assert_eq!(d.dropped(), dropped);
     }
 
     #[test]

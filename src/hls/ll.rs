@@ -26,6 +26,7 @@ use zenlive_actors::{
 };
 use zenlive_media::hls::SegmentBytes;
 use zenlive_media::llhls::{KeptSegment, LlConfig, LlPlaylist};
+use zenlive_media::MediaTime;
 
 use super::spool::SpoolFile;
 use super::store::{SegmentStore, StoredSegment};
@@ -159,6 +160,7 @@ impl LlManager {
             stats: Arc::clone(&stream.stats),
             store: self.store.clone(),
             tracks: (None, None),
+            audio_since: None,
             warned: false,
         })
     }
@@ -205,6 +207,9 @@ fn same(a: &Option<CodecConfig>, b: &Option<CodecConfig>) -> bool {
     }
 }
 
+/// How long a stream's audio waits for its video before the playlist starts without it.
+const AUDIO_ALONE: MediaTime = MediaTime::from_millis(2000);
+
 /// The packager's end of its viewer session.
 struct LlSink {
     key: StreamKey,
@@ -214,6 +219,8 @@ struct LlSink {
     store: Option<Arc<dyn SegmentStore>>,
     /// The configurations the playlist's init was made of.
     tracks: (Option<CodecConfig>, Option<CodecConfig>),
+    /// When audio first came with no video yet, before the playlist started.
+    audio_since: Option<MediaTime>,
     warned: bool,
 }
 
@@ -250,6 +257,18 @@ impl LlSink {
         }
     }
 
+    /// Whether an audio frame with no video track can start the playlist: at once when it
+    /// had started already (the video went away), else after [`AUDIO_ALONE`] of audio
+    /// (a publisher's first video keyframe often comes after its first sound, and a first
+    /// init without the video would make players start over at a discontinuity).
+    fn audio_alone_long_enough(&mut self, frame: &MediaFrame, started: bool) -> bool {
+        if started {
+            return true;
+        }
+        let since = *self.audio_since.get_or_insert(frame.pts());
+        frame.pts() - since >= AUDIO_ALONE
+    }
+
     fn warn(&mut self, what: &str, detail: impl std::fmt::Display) {
         if !self.warned {
             self.warned = true;
@@ -270,7 +289,11 @@ impl FrameSink for LlSink {
         // A new or changed track: a new init (and timeline), at a sync point.
         let unchanged = same(&tracks.0, &self.tracks.0) && same(&tracks.1, &self.tracks.1);
         if !unchanged || !playlist.started() {
-            let sync = frame.kind() == FrameKind::Audio && tracks.0.is_none() || frame.keyframe();
+            let sync = if frame.kind() == FrameKind::Audio && tracks.0.is_none() {
+                self.audio_alone_long_enough(frame, playlist.started())
+            } else {
+                frame.keyframe()
+            };
             if !sync {
                 return accepted;
             }

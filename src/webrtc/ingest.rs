@@ -5,9 +5,13 @@
 //! - H.264: depacketized into access units ([`H264Depacketizer`]); a new SPS/PPS becomes a
 //!   new [`CodecConfig`] (an `AVCDecoderConfigurationRecord`), announced before the frame
 //!   that uses it, and every frame points at the configuration in force, as RTMP ingest does.
-//! - VP8: depacketized into whole frames ([`Vp8Depacketizer`]); VP8 has no out-of-band
-//!   configuration, so the track's [`CodecConfig`] (an empty record) is announced once,
-//!   before its first frame, for the stream to know its codec.
+//! - VP8, VP9, AV1: depacketized into whole frames ([`FrameDepacketizer`]). None has an
+//!   out-of-band configuration in WebRTC, so the track's [`CodecConfig`] is made here and
+//!   announced before the first frame that uses it: VP8's is an empty record (nothing
+//!   else carries VP8); VP9's is the `vpcC` record read from a key frame's header, and
+//!   AV1's the `av1C` record made from the sequence header a key frame carries, each
+//!   announced anew when it changes, so fMP4 (LL-HLS, recordings) and Enhanced RTMP
+//!   outputs carry them as they carry a record an RTMP publisher sent.
 //! - Opus: one packet is one frame, with an `OpusHead` configuration (48 kHz, stereo, as
 //!   WebRTC negotiates it), which goes on as it came for WebRTC viewers. Each packet is
 //!   also transcoded to AAC-LC (48 kHz stereo, [`OpusToAac`]): the AAC configuration and
@@ -21,10 +25,13 @@
 //! on the session's clock, so video and audio start aligned to within their arrival jitter
 //! (RTCP sender reports would align them exactly; not used yet).
 
-use super::vp8::{self, Vp8Depacketizer};
+use super::av1_rtp::Av1;
+use super::rtp_frames::{self, FrameDepacketizer, Vp8, Vp9};
 use bytes::Bytes;
+use zenlive_media::av1;
 use zenlive_media::rtp_clock::RtpClock;
 use zenlive_media::rtp_h264::{Depacketized, DropCounts, H264Depacketizer};
+use zenlive_media::vp9::{self, FrameHeader};
 use zenlive_media::{Codec, CodecConfig, MediaFrame, MediaTime};
 use zenlive_transcode::{Counters, OpusToAac, OpusToAacSettings, Transcoded, OPUS_HEAD};
 
@@ -35,6 +42,10 @@ pub enum TrackCodec {
     H264,
     /// VP8 video (90 kHz).
     Vp8,
+    /// VP9 video (90 kHz).
+    Vp9,
+    /// AV1 video (90 kHz).
+    Av1,
     /// Opus audio (48 kHz).
     Opus,
 }
@@ -46,6 +57,10 @@ impl TrackCodec {
             Some(Self::H264)
         } else if mime.eq_ignore_ascii_case("video/vp8") {
             Some(Self::Vp8)
+        } else if mime.eq_ignore_ascii_case("video/vp9") {
+            Some(Self::Vp9)
+        } else if mime.eq_ignore_ascii_case("video/av1") {
+            Some(Self::Av1)
         } else if mime.eq_ignore_ascii_case("audio/opus") {
             Some(Self::Opus)
         } else {
@@ -55,12 +70,12 @@ impl TrackCodec {
 
     /// Whether it is a video track.
     pub fn is_video(self) -> bool {
-        matches!(self, Self::H264 | Self::Vp8)
+        !matches!(self, Self::Opus)
     }
 
     fn clock_rate(self) -> u32 {
         match self {
-            Self::H264 | Self::Vp8 => 90_000,
+            Self::H264 | Self::Vp8 | Self::Vp9 | Self::Av1 => 90_000,
             Self::Opus => 48_000,
         }
     }
@@ -83,7 +98,7 @@ pub struct TrackIngest {
     codec: TrackCodec,
     clock: RtpClock,
     depacketizer: Option<H264Depacketizer>,
-    vp8: Option<Vp8Depacketizer>,
+    frames: Option<Frames>,
     config: Option<CodecConfig>,
     /// The last video frame's time in whole milliseconds (see [`monotonic_millis`]).
     last_video_ms: Option<i64>,
@@ -96,9 +111,14 @@ impl TrackIngest {
     /// A track of `codec` that has received nothing yet.
     pub fn new(codec: TrackCodec) -> Self {
         let depacketizer = (codec == TrackCodec::H264).then(H264Depacketizer::new);
-        let vp8 = (codec == TrackCodec::Vp8).then(Vp8Depacketizer::new);
+        let frames = match codec {
+            TrackCodec::Vp8 => Some(Frames::Vp8(FrameDepacketizer::new())),
+            TrackCodec::Vp9 => Some(Frames::Vp9(FrameDepacketizer::new())),
+            TrackCodec::Av1 => Some(Frames::Av1(FrameDepacketizer::new())),
+            TrackCodec::H264 | TrackCodec::Opus => None,
+        };
         let (transcoder, transcode_error) = match codec {
-            TrackCodec::H264 | TrackCodec::Vp8 => (None, None),
+            TrackCodec::H264 | TrackCodec::Vp8 | TrackCodec::Vp9 | TrackCodec::Av1 => (None, None),
             TrackCodec::Opus => match OpusToAac::new(OpusToAacSettings::default()) {
                 Ok(transcoder) => (Some(transcoder), None),
                 Err(error) => (None, Some(error.to_string())),
@@ -108,7 +128,7 @@ impl TrackIngest {
             codec,
             clock: RtpClock::new(codec.clock_rate()),
             depacketizer,
-            vp8,
+            frames,
             config: None,
             last_video_ms: None,
             transcoder,
@@ -137,9 +157,9 @@ impl TrackIngest {
 
     /// What the depacketizer dropped so far (video only).
     pub fn dropped(&self) -> DropCounts {
-        match (&self.depacketizer, &self.vp8) {
+        match (&self.depacketizer, &self.frames) {
             (Some(h264), _) => h264.dropped(),
-            (_, Some(vp8)) => vp8.dropped(),
+            (_, Some(frames)) => frames.dropped(),
             _ => DropCounts::default(),
         }
     }
@@ -156,6 +176,7 @@ impl TrackIngest {
         out: &mut Vec<Ingested>,
     ) {
         match self.codec {
+            TrackCodec::Opus if payload.is_empty() => {} // padding only
             TrackCodec::Opus => {
                 let at = self.clock.time(timestamp, arrival);
                 let config = self.config.get_or_insert_with(|| {
@@ -177,27 +198,34 @@ impl TrackIngest {
                     out.push(Ingested::Frame(frame));
                 }
             }
-            TrackCodec::Vp8 => {
-                let Some(depacketizer) = self.vp8.as_mut() else { return };
-                depacketizer.push(seq, timestamp, marker, payload);
-                while let Some(output) = depacketizer.poll() {
+            TrackCodec::Vp8 | TrackCodec::Vp9 | TrackCodec::Av1 => {
+                let Some(frames) = self.frames.as_mut() else { return };
+                frames.push(seq, timestamp, marker, payload);
+                while let Some(output) = frames.poll() {
                     match output {
-                        vp8::Depacketized::KeyframeNeeded => out.push(Ingested::KeyframeNeeded),
-                        vp8::Depacketized::Frame(frame) => {
+                        rtp_frames::Depacketized::KeyframeNeeded => {
+                            out.push(Ingested::KeyframeNeeded)
+                        }
+                        rtp_frames::Depacketized::Frame(frame) => {
                             let at = self.clock.time(frame.timestamp, arrival);
                             let at = monotonic_millis(&mut self.last_video_ms, at);
-                            let config = self.config.get_or_insert_with(|| {
-                                let config = CodecConfig::new(Codec::Vp8, Bytes::new(), at);
+                            let codec = frames.codec();
+                            if let Some(record) = new_record(codec, &frame, self.config.as_ref()) {
+                                let config = CodecConfig::new(codec, record, at);
                                 out.push(Ingested::Config(config.clone()));
-                                config
-                            });
+                                self.config = Some(config);
+                            }
+                            if self.config.is_none() {
+                                // AV1 before its first sequence header: nothing can decode it.
+                                continue;
+                            }
                             out.push(Ingested::Frame(MediaFrame::video(
-                                Codec::Vp8,
+                                codec,
                                 at,
                                 at,
                                 frame.keyframe,
                                 frame.data,
-                                Some(config.clone()),
+                                self.config.clone(),
                             )));
                         }
                     }
@@ -231,6 +259,71 @@ impl TrackIngest {
                 }
             }
         }
+    }
+}
+
+/// The frame depacketizer of a VP8, VP9 or AV1 track.
+#[derive(Debug)]
+enum Frames {
+    Vp8(FrameDepacketizer<Vp8>),
+    Vp9(FrameDepacketizer<Vp9>),
+    Av1(FrameDepacketizer<Av1>),
+}
+
+impl Frames {
+    fn codec(&self) -> Codec {
+        match self {
+            Self::Vp8(_) => Codec::Vp8,
+            Self::Vp9(_) => Codec::Vp9,
+            Self::Av1(_) => Codec::Av1,
+        }
+    }
+
+    fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: &Bytes) {
+        match self {
+            Self::Vp8(d) => d.push(seq, timestamp, marker, payload),
+            Self::Vp9(d) => d.push(seq, timestamp, marker, payload),
+            Self::Av1(d) => d.push(seq, timestamp, marker, payload),
+        }
+    }
+
+    fn poll(&mut self) -> Option<rtp_frames::Depacketized> {
+        match self {
+            Self::Vp8(d) => d.poll(),
+            Self::Vp9(d) => d.poll(),
+            Self::Av1(d) => d.poll(),
+        }
+    }
+
+    fn dropped(&self) -> DropCounts {
+        match self {
+            Self::Vp8(d) => d.dropped(),
+            Self::Vp9(d) => d.dropped(),
+            Self::Av1(d) => d.dropped(),
+        }
+    }
+}
+
+/// The configuration record `frame` brings when it differs from the one in force
+/// (`current`): VP8's empty record before its first frame; for a VP9 key frame, the
+/// `vpcC` its header describes; for an AV1 unit with a sequence header, its `av1C`.
+fn new_record(
+    codec: Codec,
+    frame: &rtp_frames::Frame,
+    current: Option<&CodecConfig>,
+) -> Option<Bytes> {
+    let record = match codec {
+        Codec::Vp8 => Bytes::new(),
+        Codec::Vp9 => match vp9::read_header(&frame.data) {
+            Ok(FrameHeader::Key(info)) => info.record(),
+            _ => return None,
+        },
+        Codec::Av1 => av1::config_record(av1::sequence_header(&frame.data)?).ok()?,
+        _ => return None,
+    };
+    match current {
+        Some(config) if config.record() == &record => None,
+        _ => Some(record),
     }
 }
 
@@ -364,10 +457,37 @@ mod tests {
     }
 
     #[test]
-    fn h264_vp8_and_opus_are_ingested() {
+    fn h264_vp8_vp9_av1_and_opus_are_ingested() {
         assert_eq!(TrackCodec::from_mime("video/H264"), Some(TrackCodec::H264));
         assert_eq!(TrackCodec::from_mime("video/vp8"), Some(TrackCodec::Vp8));
+        assert_eq!(TrackCodec::from_mime("video/VP9"), Some(TrackCodec::Vp9));
+        assert_eq!(TrackCodec::from_mime("video/AV1"), Some(TrackCodec::Av1));
         assert_eq!(TrackCodec::from_mime("audio/OPUS"), Some(TrackCodec::Opus));
-        assert_eq!(TrackCodec::from_mime("video/VP9"), None);
+        assert_eq!(TrackCodec::from_mime("video/H265"), None);
+    }
+
+    #[test]
+    fn a_vp9_key_frame_brings_its_vpcc_record_once() {
+        // libvpx's 320x240 key frame start, then an inter frame; one-byte descriptors.
+        let key = [0x0c, 0x82, 0x49, 0x83, 0x42, 0x00, 0x13, 0xf0, 0x0e, 0xf6, 0x08];
+        let inter = [0x4c, 0x86, 0x00, 0x40, 0x92, 0x9c, 0x30, 0x50];
+        let mut track = TrackIngest::new(TrackCodec::Vp9);
+        let mut out = Vec::new();
+        let at = MediaTime::from_millis(1000);
+        track.packet(1, 0, true, &Bytes::copy_from_slice(&key), at, &mut out);
+        track.packet(2, 3000, true, &Bytes::copy_from_slice(&inter), at, &mut out);
+        track.packet(3, 6000, true, &Bytes::copy_from_slice(&key), at, &mut out);
+        let [Ingested::Config(config), Ingested::Frame(k), Ingested::Frame(i), Ingested::Frame(k2)] =
+            &out[..]
+        else {
+            panic!("a configuration and three frames: {out:?}");
+        };
+        assert_eq!(config.codec(), Codec::Vp9);
+        assert_eq!(&config.record()[..], &[1, 0, 0, 0, 0, 20, 0x80, 2, 2, 2, 0, 0]);
+        assert!(k.keyframe() && !i.keyframe() && k2.keyframe());
+        assert!(
+            k2.config().is_some_and(|c| c.same(config)),
+            "the same record: not announced again"
+        );
     }
 }

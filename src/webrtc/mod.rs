@@ -1,7 +1,8 @@
 //! WebRTC ingest (WHIP, RFC 9725) and playback (WHEP): a browser, OBS or GStreamer
-//! publishes H.264 (and Opus) with `POST /whip/{app}/{key}` on the HTTP port, and the stream
-//! reaches every output like an RTMP publish; a browser or any WHEP player watches any live
-//! stream (RTMP or WHIP) with `POST /whep/{app}/{key}`: its H.264, and its audio as Opus
+//! publishes H.264, VP8, VP9 or AV1 (and Opus) with `POST /whip/{app}/{key}` on the HTTP
+//! port, and the stream reaches every output that carries its codec like an RTMP publish;
+//! a browser or any WHEP player watches any live stream (RTMP or WHIP) with
+//! `POST /whep/{app}/{key}`: its video as it came, and its audio as Opus
 //! (a WHIP publisher's passed through, an RTMP publisher's AAC transcoded once per stream
 //! on each node that has WHEP viewers of it).
 //!
@@ -22,8 +23,11 @@
 //!   session by its first STUN request's username.
 //! - [`transport`]: a session's ways back to its client (UDP or its TCP connections), so
 //!   sessions do not care which a packet came by.
-//! - [`ingest`]: one received track (H.264 or Opus RTP) → neutral frames (sans-IO); Opus
-//!   is also transcoded to AAC there (`zenlive-transcode`), for every non-WebRTC output.
+//! - [`ingest`]: one received track (H.264, VP8, VP9, AV1 or Opus RTP) → neutral frames
+//!   (sans-IO); Opus is also transcoded to AAC there (`zenlive-transcode`), for every
+//!   non-WebRTC output.
+//! - [`rtp_frames`]: VP8, VP9 and AV1 RTP → whole frames (one assembler; [`av1_rtp`] reads
+//!   AV1's aggregation headers).
 //! - [`session`]: one publisher's peer connection: negotiation, then the task that feeds
 //!   it datagrams and time and pushes its frames into the stream.
 //! - [`whip`]: the HTTP handlers (`POST`, `DELETE`, `PATCH`, `OPTIONS`), through
@@ -32,7 +36,9 @@
 //!   the session's resource: `201`, `DELETE`, `PATCH`, CORS).
 //! - [`trickle`]: trickle ICE fragments (`PATCH`) and the session's `ETag` (sans-IO).
 //! - [`playback`]: one viewer's frames → RTP packets, RTCP feedback → keyframe requests
-//!   (sans-IO; the packetizer is `zenlive_media::rtp_h264_pack`).
+//!   (sans-IO; the payloads come from [`packetize`]).
+//! - [`packetize`]: a frame → its RTP payloads, once per node for every viewer (H.264,
+//!   VP8, VP9, AV1).
 //! - [`whep_session`]: one viewer's peer connection: negotiation, then the task that
 //!   watches the stream (a viewer session like any player's) and sends its RTP.
 //! - [`audio_feed`]: AAC → Opus for WHEP viewers: one transcoder per stream per node,
@@ -54,12 +60,15 @@
 //! same bounded queue → [`playback::Playback`].
 
 pub mod audio_feed;
+pub mod av1_rtp;
 pub mod feedback;
 pub mod ingest;
 pub mod offer;
+pub mod packetize;
 pub mod playback;
 pub mod quality;
 pub mod resource;
+pub mod rtp_frames;
 pub mod session;
 pub mod stats;
 pub mod tcp;
@@ -68,7 +77,6 @@ pub mod transport;
 pub mod trickle;
 pub mod udp;
 pub mod udp_send;
-pub mod vp8;
 pub mod whep;
 pub mod whep_session;
 pub mod whip;

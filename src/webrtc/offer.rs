@@ -1,6 +1,6 @@
 //! The first look at a WHIP offer, before it reaches the WebRTC stack or admission: size,
-//! text, and at least one media section this node can ingest (H.264 or VP8 video, or Opus
-//! audio).
+//! text, and at least one media section this node can ingest (H.264, VP8, VP9 or AV1
+//! video, or Opus audio).
 //! Sans-IO and cheap, so a hostile or useless offer is refused with a reason before any
 //! stream name is claimed or any key is generated.
 
@@ -27,7 +27,7 @@ pub enum OfferError {
     TooManySections,
     /// Media, but none in a codec the node ingests.
     #[error(
-        "no offered codec is supported: send H.264 (packetization-mode=1) or VP8 video, or Opus audio"
+        "no offered codec is supported: send H.264 (packetization-mode=1), VP8, VP9 or AV1 video, or Opus audio"
     )]
     NoSupportedCodec,
 }
@@ -46,25 +46,31 @@ impl OfferError {
 }
 
 /// What an acceptable offer holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OfferSummary {
     /// It offers H.264 video.
     pub h264: bool,
     /// It offers VP8 video.
     pub vp8: bool,
+    /// It offers VP9 video.
+    pub vp9: bool,
+    /// It offers AV1 video.
+    pub av1: bool,
     /// It offers Opus audio.
     pub opus: bool,
 }
 
 impl OfferSummary {
-    /// The video codec to receive from a publisher: H.264 when offered (every output
-    /// carries it), else VP8; H.264 when it offers neither (audio only).
+    /// The video codec to receive from a publisher, the first offered of H.264 (every
+    /// output carries it), VP9 and AV1 (fMP4 HLS, recordings and Enhanced RTMP carry
+    /// them; MPEG-TS HLS does not), and VP8 (WebRTC viewers only); H.264 when it offers
+    /// none (audio only).
     pub fn publish_video(&self) -> zenlive_media::Codec {
-        if self.vp8 && !self.h264 {
-            zenlive_media::Codec::Vp8
-        } else {
-            zenlive_media::Codec::H264
-        }
+        use zenlive_media::Codec;
+        [Codec::H264, Codec::Vp9, Codec::Av1, Codec::Vp8]
+            .into_iter()
+            .find(|codec| self.offers_video(*codec))
+            .unwrap_or(Codec::H264)
     }
 
     /// Whether it offers `codec` (video).
@@ -72,8 +78,15 @@ impl OfferSummary {
         match codec {
             zenlive_media::Codec::H264 => self.h264,
             zenlive_media::Codec::Vp8 => self.vp8,
+            zenlive_media::Codec::Vp9 => self.vp9,
+            zenlive_media::Codec::Av1 => self.av1,
             _ => false,
         }
+    }
+
+    /// Whether it offers any video codec the node sends or receives.
+    pub fn any_video(&self) -> bool {
+        self.h264 || self.vp8 || self.vp9 || self.av1
     }
 }
 
@@ -88,7 +101,7 @@ pub fn check(body: &[u8]) -> Result<(String, OfferSummary), OfferError> {
     }
     let mut sections = 0;
     let mut kind = "";
-    let mut summary = OfferSummary { h264: false, vp8: false, opus: false };
+    let mut summary = OfferSummary::default();
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(media) = line.strip_prefix("m=") {
@@ -102,6 +115,8 @@ pub fn check(body: &[u8]) -> Result<(String, OfferSummary), OfferError> {
             match kind {
                 "video" if codec.eq_ignore_ascii_case("H264") => summary.h264 = true,
                 "video" if codec.eq_ignore_ascii_case("VP8") => summary.vp8 = true,
+                "video" if codec.eq_ignore_ascii_case("VP9") => summary.vp9 = true,
+                "video" if codec.eq_ignore_ascii_case("AV1") => summary.av1 = true,
                 "audio" if codec.eq_ignore_ascii_case("opus") => summary.opus = true,
                 _ => {}
             }
@@ -111,7 +126,7 @@ pub fn check(body: &[u8]) -> Result<(String, OfferSummary), OfferError> {
     if !has_media {
         return Err(OfferError::NoMedia);
     }
-    if !summary.h264 && !summary.vp8 && !summary.opus {
+    if !summary.any_video() && !summary.opus {
         return Err(OfferError::NoSupportedCodec);
     }
     Ok((text.to_owned(), summary))
@@ -130,20 +145,31 @@ mod tests {
     #[test]
     fn a_browser_like_offer_passes() {
         let (_, summary) = check(OFFER.as_bytes()).expect("valid");
-        assert_eq!(summary, OfferSummary { h264: true, vp8: true, opus: true });
+        assert_eq!(
+            summary,
+            OfferSummary { h264: true, vp8: true, opus: true, ..Default::default() }
+        );
         assert_eq!(summary.publish_video(), zenlive_media::Codec::H264, "H.264 preferred");
         let (_, vp8) = check(OFFER.replace("H264", "X").as_bytes()).expect("valid");
         assert_eq!(vp8.publish_video(), zenlive_media::Codec::Vp8);
+        // VP9 and AV1 reach more outputs than VP8; H.264 still comes first.
+        let (_, vp9) = check(OFFER.replace("H264", "VP9").as_bytes()).expect("valid");
+        assert_eq!(vp9.publish_video(), zenlive_media::Codec::Vp9);
+        let (_, av1) = check(OFFER.replace("H264", "AV1").as_bytes()).expect("valid");
+        assert_eq!(av1.publish_video(), zenlive_media::Codec::Av1);
+        let all = OFFER.replace("VP8/90000", "VP8/90000\r\na=rtpmap:98 VP9/90000");
+        let (_, all) = check(all.as_bytes()).expect("valid");
+        assert_eq!((all.vp9, all.publish_video()), (true, zenlive_media::Codec::H264));
     }
 
     #[test]
     fn useless_offers_are_refused_with_a_reason() {
-        let vp9_only = OFFER.replace("H264", "AV1X").replace("VP8", "VP9").replace("opus", "PCMU");
+        let unknown = OFFER.replace("H264", "AV2").replace("VP8", "VP7").replace("opus", "PCMU");
         let cases: [(&[u8], OfferError); 5] = [
             (&[0xff, 0xfe, 0x00], OfferError::NotSdp),
             (b"hello", OfferError::NotSdp),
             (b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n", OfferError::NoMedia),
-            (vp9_only.as_bytes(), OfferError::NoSupportedCodec),
+            (unknown.as_bytes(), OfferError::NoSupportedCodec),
             (&[b'v'; MAX_OFFER_BYTES + 1], OfferError::TooLarge),
         ];
         for (body, expected) in cases {

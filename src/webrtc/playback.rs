@@ -2,12 +2,11 @@
 //! video and audio tracks come out; RTCP feedback goes in, keyframe requests come out. The
 //! counterpart of [`super::ingest`], which turns a WHIP publisher's RTP into frames.
 //!
-//! - **Video** (H.264 or VP8, the one the session negotiated: [`Playback::with_video`]):
-//!   each frame is packetized once per node, cached on the frame in an [`EncodingSlot`]
-//!   (one slot for both: a frame has one codec): H.264 by [`zenlive_media::rtp_h264_pack`]
-//!   with the SPS and PPS of its configuration before every keyframe, VP8 by `rtc`'s
-//!   [`Vp8Payloader`] (RFC 7741, no picture id); every viewer stamps the
-//!   payloads with its own sequence numbers, SSRC and timestamps. The first video frame a
+//! - **Video** (H.264, VP8, VP9 or AV1, the one the session negotiated:
+//!   [`Playback::with_video`]): each frame is packetized once per node
+//!   ([`super::packetize`]), cached on the frame in an [`EncodingSlot`] (one slot for all:
+//!   a frame has one codec); every viewer stamps the payloads with its own sequence
+//!   numbers, SSRC and timestamps. The first video frame a
 //!   viewer is sent is a keyframe (the viewer session starts it at the stream's cached
 //!   GOP; this core refuses anything else until then).
 //! - **Audio**: Opus frames, one packet each: a WHIP publisher's as they came, or an RTMP
@@ -30,23 +29,21 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
-use rtc::rtp::packetizer::Payloader as _;
 use std::sync::LazyLock;
-use zenlive_media::avc::AvcDecoderConfig;
-use zenlive_media::rtp_h264_pack::{packetize, PayloadList, DEFAULT_MAX_PAYLOAD};
+
+use super::packetize;
+use zenlive_media::rtp_h264_pack::PayloadList;
 use zenlive_media::{Codec, EncodingSlot, FrameKind, MediaFrame, MediaTime};
 
 /// Least time between two keyframe requests from one viewer.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Frames as H.264 or VP8 RTP payloads, shared by every WHEP viewer.
+/// Frames as RTP payloads ([`super::packetize`]), shared by every WHEP viewer.
 static RTP_PAYLOADS: LazyLock<EncodingSlot> = LazyLock::new(EncodingSlot::register);
 
 /// Which track a packet is for.
@@ -194,10 +191,7 @@ impl Playback {
         if frame.pts() != frame.dts() {
             self.bframes = true;
         }
-        let encode = match frame.codec() {
-            Codec::Vp8 => encode_vp8,
-            _ => encode_h264,
-        };
+        let encode = packetize::encoder(frame.codec()).ok_or(Skipped::NoTrack)?;
         let list = PayloadList::new(frame.encoded(*RTP_PAYLOADS, encode));
         if list.is_empty() {
             return Err(Skipped::Malformed);
@@ -253,36 +247,11 @@ impl Playback {
     }
 }
 
-/// A frame's RTP payloads ([`PayloadList`]); empty when it cannot be packetized. The
-/// SPS and PPS of its configuration go before a keyframe.
-fn encode_h264(frame: &MediaFrame) -> Bytes {
-    let config = frame.config().and_then(|c| AvcDecoderConfig::parse(c.record()).ok());
-    let length_size = config.as_ref().map_or(4, |c| c.length_size);
-    let sets = config.as_ref().filter(|_| frame.keyframe());
-    let mut out = BytesMut::with_capacity(frame.payload().len() + frame.payload().len() / 64 + 64);
-    match packetize(frame.payload(), length_size, sets, DEFAULT_MAX_PAYLOAD, &mut out) {
-        Ok(_) => out.freeze(),
-        Err(_) => Bytes::new(),
-    }
-}
-
-/// A VP8 frame's RTP payloads ([`PayloadList`]); empty when it cannot be packetized.
-fn encode_vp8(frame: &MediaFrame) -> Bytes {
-    let payloads = Vp8Payloader::default().payload(DEFAULT_MAX_PAYLOAD, frame.payload());
-    let Ok(payloads) = payloads else { return Bytes::new() };
-    let size: usize = payloads.iter().map(|p| p.len() + 2).sum();
-    let mut out = BytesMut::with_capacity(size);
-    for payload in payloads {
-        let Ok(len) = u16::try_from(payload.len()) else { return Bytes::new() };
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&payload);
-    }
-    out.freeze()
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
+    use zenlive_media::avc::AvcDecoderConfig;
     use zenlive_media::CodecConfig;
 
     use super::*;

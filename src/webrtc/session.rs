@@ -26,7 +26,7 @@ use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+    MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -112,7 +112,49 @@ pub(super) fn ice_string(len: usize) -> String {
     (0..len).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
 }
 
-/// The media engine: Opus, and `video` (H.264 or VP8) as the one video codec, so the
+/// The MIME type of a video codec sent and received over WebRTC (`video/H264`); H.264's
+/// for any other.
+pub(super) fn video_mime(video: Codec) -> &'static str {
+    match video {
+        Codec::Vp8 => MIME_TYPE_VP8,
+        Codec::Vp9 => MIME_TYPE_VP9,
+        Codec::Av1 => MIME_TYPE_AV1,
+        _ => MIME_TYPE_H264,
+    }
+}
+
+/// The payload types and parameters `video` is negotiated with: H.264 in packetization
+/// mode 1 with the profiles publishers offer (constrained baseline, baseline, main,
+/// high), VP9 profile 0 (8-bit 4:2:0, what browsers encode), VP8 and AV1 as offered.
+/// Each has `feedback` as its RTCP feedback.
+pub(super) fn video_codecs(video: Codec, feedback: &[RTCPFeedback]) -> Vec<RTCRtpCodecParameters> {
+    let codec = |payload_type: u8, fmtp: String| RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: video_mime(video).to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: fmtp,
+            rtcp_feedback: feedback.to_vec(),
+        },
+        payload_type,
+    };
+    match video {
+        Codec::Vp8 => vec![codec(96, String::new())],
+        Codec::Vp9 => vec![codec(98, "profile-id=0".to_owned())],
+        Codec::Av1 => vec![codec(45, String::new())],
+        _ => [(102, "42e01f"), (104, "42001f"), (106, "4d001f"), (108, "64001f")]
+            .into_iter()
+            .map(|(payload_type, profile)| {
+                let fmtp = format!(
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
+                );
+                codec(payload_type, fmtp)
+            })
+            .collect(),
+    }
+}
+
+/// The media engine: Opus, and `video` ([`video_codecs`]) as the one video codec, so the
 /// answer names exactly the codec the node means to receive or send (an offer lists its
 /// codecs in its own order of preference, and the answer follows it).
 pub(super) fn codecs(video: Codec) -> Result<MediaEngine, rtc::shared::error::Error> {
@@ -121,7 +163,7 @@ pub(super) fn codecs(video: Codec) -> Result<MediaEngine, rtc::shared::error::Er
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),
     };
-    let video_feedback = vec![
+    let video_feedback = [
         feedback("goog-remb", ""),
         feedback("ccm", "fir"),
         feedback("nack", ""),
@@ -140,49 +182,15 @@ pub(super) fn codecs(video: Codec) -> Result<MediaEngine, rtc::shared::error::Er
         },
         RtpCodecKind::Audio,
     )?;
-    if video == Codec::Vp8 {
-        engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: MIME_TYPE_VP8.to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line: String::new(),
-                    rtcp_feedback: video_feedback,
-                },
-                payload_type: 96,
-            },
-            RtpCodecKind::Video,
-        )?;
-        return Ok(engine);
-    }
-    // Packetization mode 1, the profiles publishers offer: constrained baseline, baseline,
-    // main, high.
-    for (payload_type, profile) in
-        [(102, "42e01f"), (104, "42001f"), (106, "4d001f"), (108, "64001f")]
-    {
-        engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: MIME_TYPE_H264.to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line: format!(
-                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
-                    ),
-                    rtcp_feedback: video_feedback.clone(),
-                },
-                payload_type,
-            },
-            RtpCodecKind::Video,
-        )?;
+    for codec in video_codecs(video, &video_feedback) {
+        engine.register_codec(codec, RtpCodecKind::Video)?;
     }
     Ok(engine)
 }
 
 /// Answers `offer` with an ICE-lite peer connection that advertises `candidates` (host
-/// candidates on the shared UDP port, and ICE-TCP's) and only receives, `video` (H.264 or
-/// VP8) as its video codec.
+/// candidates on the shared UDP port, and ICE-TCP's) and only receives, `video` (H.264,
+/// VP8, VP9 or AV1) as its video codec.
 pub fn negotiate(
     offer: String,
     candidates: &Candidates,

@@ -24,6 +24,7 @@ use zenlive_actors::Protocol;
 use zenlive_media::{Codec, FrameKind};
 
 use super::offer::{self, OfferError};
+use super::packetize;
 use super::resource::{self, service, session_id, too_many_sessions, LocalAddr};
 use super::session::NegotiateError;
 use super::whep_session::{negotiate, WhepSession};
@@ -54,7 +55,7 @@ pub async fn play(
         refused(api, error.code())
     };
     let (offer, summary) = offer::check(&body).map_err(&bad_offer)?;
-    if !summary.h264 && !summary.vp8 {
+    if !summary.any_video() {
         // WHEP sends video; an offer with no video codec it sends could receive nothing.
         return Err(bad_offer(OfferError::NoSupportedCodec));
     }
@@ -74,14 +75,17 @@ pub async fn play(
         refused(ApiError::from(refusal), code)
     })?;
     let video = match ticket.stats().config(FrameKind::Video).map(|c| c.codec()) {
-        Some(Codec::Vp8) => Codec::Vp8,
-        None | Some(Codec::H264) => Codec::H264,
+        None => Codec::H264,
+        Some(codec) if packetize::encoder(codec).is_some() => codec,
         Some(other) => {
-            // HEVC, AV1 and VP9 from Enhanced RTMP: not sent over WebRTC (yet).
+            // HEVC from Enhanced RTMP: browsers do not take it over WebRTC.
             let api = ApiError::new(
                 StatusCode::NOT_ACCEPTABLE,
                 "codec_not_supported",
-                format!("the stream's video is {}; WHEP sends H.264 and VP8 only", other.as_str()),
+                format!(
+                    "the stream's video is {}; WHEP sends H.264, VP8, VP9 and AV1",
+                    other.as_str()
+                ),
             );
             tracing::info!(stream = %key, codec = other.as_str(), "whep refused: the stream's video codec is not sent over WebRTC");
             return Err(refused(api, "codec_not_supported"));

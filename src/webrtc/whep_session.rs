@@ -34,9 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
@@ -58,7 +56,10 @@ use zenlive_media::{Codec, FrameKind};
 use super::audio_feed::{FeedSubscription, OpusFeeds};
 use super::playback::{Feedback, Playback, Skipped, Track, TrackParams};
 use super::quality::{ntp32_now, QualityHandle, Reading, ReportReader};
-use super::session::{answer_with, start_dtls_now, NegotiateError, Negotiated, DATAGRAM_QUEUE};
+use super::session::{
+    answer_with, start_dtls_now, video_codecs, video_mime, NegotiateError, Negotiated,
+    DATAGRAM_QUEUE,
+};
 use super::transport::{Candidates, Links};
 use super::udp::{Datagram, SessionId};
 use super::WebRtc;
@@ -117,24 +118,10 @@ pub fn negotiate(
     })
 }
 
+/// The video track's codec: the first of `codec`'s negotiated forms.
 fn rtp_video_codec(codec: Codec) -> RTCRtpCodec {
-    if codec == Codec::Vp8 {
-        return RTCRtpCodec {
-            mime_type: MIME_TYPE_VP8.to_owned(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: String::new(),
-            rtcp_feedback: vec![],
-        };
-    }
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-            .to_owned(),
-        rtcp_feedback: vec![],
-    }
+    let mut forms = video_codecs(codec, &[]);
+    forms.swap_remove(0).rtp_codec
 }
 
 fn audio_codec() -> RTCRtpCodec {
@@ -256,7 +243,7 @@ impl FrameSink for WhepSink {
             return Offer::Accepted(0);
         }
         match frame.codec() {
-            Codec::H264 | Codec::Vp8 => self.queue(frame),
+            Codec::H264 | Codec::Vp8 | Codec::Vp9 | Codec::Av1 => self.queue(frame),
             Codec::Opus => {
                 self.opus();
                 self.queue(frame)
@@ -278,8 +265,9 @@ impl FrameSink for WhepSink {
 
     fn offer_config(&mut self, config: &CodecConfig) -> Offer {
         match config.codec() {
-            // In-band: H.264's SPS and PPS travel before every keyframe; VP8 has none.
-            Codec::H264 | Codec::Vp8 => Offer::Accepted(0),
+            // In-band: H.264's SPS and PPS and AV1's sequence header travel before every
+            // keyframe; VP8 and VP9 have none.
+            Codec::H264 | Codec::Vp8 | Codec::Vp9 | Codec::Av1 => Offer::Accepted(0),
             Codec::Opus => {
                 self.opus();
                 Offer::Accepted(0)
@@ -382,8 +370,7 @@ impl WhepSession {
                 TrackParams { ssrc, payload_type, first_seq: rng.random(), origin: rng.random() };
             Some((id, params))
         };
-        let video_mime = if video_codec == Codec::Vp8 { MIME_TYPE_VP8 } else { MIME_TYPE_H264 };
-        let video = params(&mut peer, video, video_mime);
+        let video = params(&mut peer, video, video_mime(video_codec));
         let audio = params(&mut peer, audio, MIME_TYPE_OPUS);
         let playback =
             Playback::new(video.map(|v| v.1), audio.map(|a| a.1)).with_video(video_codec);

@@ -263,11 +263,14 @@ pub async fn probe(input: impl AsRef<std::ffi::OsStr>) -> Value {
 }
 
 /// Decodes `file` fully; returns what FFmpeg printed at `-v error` (empty when clean).
+/// Frames keep the file's own time base (`-enc_time_base -1`): a browser's frame rate
+/// varies, and rounding its times to a guessed rate would make two frames' times collide
+/// in FFmpeg's null output, which it prints as an error of ours.
 pub async fn decode_errors(file: &Path) -> String {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(file)
-        .args(["-f", "null", "-"])
+        .args(["-enc_time_base", "-1", "-f", "null", "-"])
         .output()
         .await
         .expect("run ffmpeg decoder");

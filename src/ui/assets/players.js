@@ -11,7 +11,7 @@
 
 import { getToken, say } from './common.js';
 import {
-  exchange, hangUp, iceServers, preferCodec, refusalText, webrtcInBrowser, webrtcOn,
+  exchange, hangUp, iceServers, preferVideo, refusalText, webrtcInBrowser, webrtcOn,
 } from './webrtc.js';
 
 /** Wait between two tries while the stream is not live. */
@@ -116,9 +116,9 @@ export function whepPlayer(video, url, lost) {
       const peer = new RTCPeerConnection({ iceServers: iceServers() });
       const videoIn = peer.addTransceiver('video', { direction: 'recvonly' });
       const capabilities = RTCRtpReceiver.getCapabilities ? RTCRtpReceiver.getCapabilities('video') : null;
-      if (!preferCodec(videoIn, capabilities, 'video/H264')) {
+      if (!preferVideo(videoIn, capabilities)) {
         peer.close();
-        return { ok: false, reason: 'This browser cannot decode H.264 over WebRTC.' };
+        return { ok: false, reason: 'This browser decodes none of H.264, VP9, AV1 and VP8 over WebRTC.' };
       }
       peer.addTransceiver('audio', { direction: 'recvonly' });
       const stream = new MediaStream();

@@ -21,6 +21,28 @@ export function iceServers() {
   return (page.iceServers || '').split(' ').filter(Boolean).map((urls) => ({ urls }));
 }
 
+/** H.264 `codecs` in packetization mode 1 (what the node takes) when there are any,
+ * constrained baseline first. */
+function h264First(codecs) {
+  const mode1 = codecs.filter((c) => /packetization-mode=1/.test(c.sdpFmtpLine || ''));
+  const rank = (c) => {
+    const fmtp = c.sdpFmtpLine || '';
+    if (/profile-level-id=42e0/i.test(fmtp)) return 0;
+    return /profile-level-id=42/i.test(fmtp) ? 1 : 2;
+  };
+  return [...(mode1.length > 0 ? mode1 : codecs)].sort((a, b) => rank(a) - rank(b));
+}
+
+/** Sets `transceiver`'s codecs to `chosen`, where the browser lets a page choose. */
+function setPreferences(transceiver, chosen) {
+  if (typeof transceiver.setCodecPreferences !== 'function') return;
+  try {
+    transceiver.setCodecPreferences(chosen);
+  } catch {
+    // An older browser that refuses the list: it negotiates its default order instead.
+  }
+}
+
 /** Restricts `transceiver` to the codecs of `capabilities` whose type is `mimeType`
  * (`video/H264`, `audio/opus`); for H.264, packetization mode 1 (what the node takes) and
  * constrained baseline first. Answers whether the browser has that codec. */
@@ -28,23 +50,25 @@ export function preferCodec(transceiver, capabilities, mimeType) {
   const wanted = mimeType.toLowerCase();
   const codecs = (capabilities?.codecs || []).filter((c) => c.mimeType.toLowerCase() === wanted);
   if (codecs.length === 0) return false;
-  if (typeof transceiver.setCodecPreferences !== 'function') return true;
-  let chosen = codecs;
-  if (wanted === 'video/h264') {
-    const mode1 = codecs.filter((c) => /packetization-mode=1/.test(c.sdpFmtpLine || ''));
-    if (mode1.length > 0) chosen = mode1;
-    const rank = (c) => {
-      const fmtp = c.sdpFmtpLine || '';
-      if (/profile-level-id=42e0/i.test(fmtp)) return 0;
-      return /profile-level-id=42/i.test(fmtp) ? 1 : 2;
-    };
-    chosen = [...chosen].sort((a, b) => rank(a) - rank(b));
-  }
-  try {
-    transceiver.setCodecPreferences(chosen);
-  } catch {
-    // An older browser that refuses the list: it negotiates its default order instead.
-  }
+  setPreferences(transceiver, wanted === 'video/h264' ? h264First(codecs) : codecs);
+  return true;
+}
+
+/** Restricts a receiving video `transceiver` to the codecs the node sends: H.264 (as
+ * above), VP9 profile 0, AV1 main profile and VP8, in that order; the node answers with
+ * the stream's own. Answers whether the browser decodes any of them. */
+export function preferVideo(transceiver, capabilities) {
+  const all = capabilities?.codecs || [];
+  const of = (type) => all.filter((c) => c.mimeType.toLowerCase() === type);
+  const fmtp = (c) => c.sdpFmtpLine || '';
+  const chosen = [
+    ...h264First(of('video/h264')),
+    ...of('video/vp9').filter((c) => !/profile-id=[1-3]/.test(fmtp(c))),
+    ...of('video/av1').filter((c) => !/profile=[12]/.test(fmtp(c))),
+    ...of('video/vp8'),
+  ];
+  if (chosen.length === 0) return false;
+  setPreferences(transceiver, chosen);
   return true;
 }
 
@@ -126,7 +150,7 @@ const REFUSALS = {
   denied: 'The application behind this node said no.',
   stream_not_found: 'The stream is not live.',
   too_many_sessions: 'The node has as many WebRTC sessions as it takes: try again later.',
-  unsupported_codecs: 'This browser offered no codec the node takes (H.264 video, Opus audio).',
+  unsupported_codecs: 'This browser offered no codec the node takes (H.264, VP8, VP9 or AV1 video, Opus audio).',
 };
 
 /** The node's refusal `answer` (from `exchange`) in words; `role` says what the token
