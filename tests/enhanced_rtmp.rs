@@ -3,7 +3,9 @@
 //! `tests/ertmp/*.py`; Debian's FFmpeg 5.1 cannot write or read such tags): the real
 //! `zenlive` binary takes each codec with AAC, plays it back over RTMP and HTTP-FLV (every
 //! frame decoded, no error), records it in fragmented MP4 (`hvc1`/`av01`/`vp09`, judged by
-//! Debian's ffprobe and FFmpeg), and says why MPEG-TS HLS and WHEP do not carry it.
+//! Debian's ffprobe and FFmpeg), says why MPEG-TS HLS does not carry it, sends AV1 and
+//! VP9 to the watch page over WHEP in headless Chromium, and refuses HEVC to WHEP with the
+//! reason.
 
 mod common;
 
@@ -132,6 +134,79 @@ async fn codec_end_to_end(codec: &str, decoder: &str, probed: &str) {
 #[tokio::test]
 async fn hevc_from_ffmpeg_8_plays_over_rtmp_and_http_flv_and_is_recorded() {
     codec_end_to_end("hevc", "hevc", "hevc").await;
+}
+
+/// An offer to receive H.264, VP8, VP9 and AV1 video, as a browser's WHEP player makes it.
+const WHEP_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+    a=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 98 45 102\r\nc=IN IP4 0.0.0.0\r\n\
+    a=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\n\
+    a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 \
+    00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+    a=setup:actpass\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:98 VP9/90000\r\n\
+    a=fmtp:98 profile-id=0\r\na=rtpmap:45 AV1/90000\r\na=rtpmap:102 H264/90000\r\n\
+    a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+/// FFmpeg 8 publishes AV1 and VP9 over Enhanced RTMP at once; the watch page in headless
+/// Chromium plays each over WHEP (sent as they came, AV1 with its sequence header before
+/// key frames); an HEVC stream is refused to WHEP with the reason (`406`).
+#[tokio::test]
+async fn av1_and_vp9_from_ffmpeg_8_play_over_whep_in_chromium_and_hevc_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_node("ertmp-whep", dir.path()).await;
+    let mut publishers = Vec::new();
+    for codec in ["av1", "vp9", "hevc"] {
+        let (publisher, mut said) =
+            script("publish.py", &[&node.rtmp_url(&format!("live/{codec}")), codec, "60"]);
+        let first = tokio::time::timeout(Duration::from_secs(30), said.next_line()).await;
+        assert!(
+            matches!(&first, Ok(Ok(Some(line))) if line == "PUBLISHING"),
+            "the {codec} publisher connected: {first:?}"
+        );
+        publishers.push((publisher, said));
+    }
+
+    // Once the HEVC stream is live (404 until then), WHEP refuses it.
+    let whep = || async {
+        reqwest::Client::new()
+            .post(format!("http://{}/whep/live/hevc", node.http))
+            .header("Content-Type", "application/sdp")
+            .body(WHEP_OFFER)
+            .send()
+            .await
+            .expect("WHEP POST")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let answer = whep().await;
+        if answer.status() != 404 || tokio::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused.status(), 406);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "codec_not_supported", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("hevc")), "{body}");
+
+    let mut browser = common::cdp::Browser::start().await;
+    let stats = "document.querySelector('#player-stats')";
+    for codec in ["av1", "vp9"] {
+        let url = format!("http://{}/watch/live/{codec}", node.http);
+        let watch = browser.open(&url, 1280, 800).await;
+        browser
+            .wait(
+                &watch,
+                &format!("the watch page to play FFmpeg's {codec} over WebRTC"),
+                Duration::from_secs(60),
+                &format!(
+                    "{stats}.dataset.protocol === 'whep' && Number({stats}.dataset.frames) > 30"
+                ),
+                &format!("JSON.stringify({{...{stats}.dataset, text: {stats}.innerText}})"),
+            )
+            .await;
+    }
+    drop(browser);
+    drop(publishers);
 }
 
 #[tokio::test]

@@ -15,15 +15,13 @@
 //! each page at desktop and phone sizes go to `target/tmp/process-logs/ui/` (kept, not
 //! compared). Hostile paths and the headers are checked with plain HTTP.
 
-#[path = "common/cdp.rs"]
-mod cdp;
 mod common;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cdp::{Browser, Tab};
+use common::cdp::{Browser, Tab};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};

@@ -5,8 +5,6 @@
 //! camera and microphone the same way, and as VP8, which an aiortc WHEP viewer decodes.
 //! Hostile offers, tokens, names and datagrams get their refusals and harm nothing.
 
-#[path = "common/cdp.rs"]
-mod cdp;
 mod common;
 
 use std::net::UdpSocket;
@@ -632,7 +630,7 @@ async fn chromium_codec_end_to_end(codec: &str, probed: &str) {
     })
     .await;
 
-    let mut browser = cdp::Browser::start().await;
+    let mut browser = common::cdp::Browser::start().await;
     let watch = browser.open(&http_url(&node, &format!("/watch/live/{codec}")), 1280, 800).await;
     let stats = "document.querySelector('#player-stats')";
     browser
