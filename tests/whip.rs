@@ -307,10 +307,11 @@ async fn hostile_offers_are_refused_with_reasons_and_claim_nothing() {
 
 /// Trickle ICE (RFC 9725 §4.3): aiortc sends its candidates again in a `PATCH` after the
 /// answer, as a trickling client does; the ICE-lite node takes them (`204`). An ICE
-/// restart, a stale `If-Match` and hostile fragments are refused with reasons, and the
-/// session carries on.
+/// restart without a password, a stale `If-Match` and hostile fragments are refused with
+/// reasons, and the session carries on (Chromium's ICE restart is
+/// `headless_chromium_restarts_ice_on_its_whip_session_and_keeps_publishing`).
 #[actix_rt::test]
-async fn trickled_candidates_are_taken_and_ice_restarts_refused() {
+async fn trickled_candidates_are_taken_and_bad_fragments_refused() {
     let node = start_node(test_config()).await;
     let (_publisher, mut lines) =
         whip_publisher(&whip_url(&node, "trickle"), &["--trickle", "--seconds", "60"]);
@@ -329,11 +330,11 @@ async fn trickled_candidates_are_taken_and_ice_restarts_refused() {
     let client = reqwest::Client::new();
     let resource = http_url(&node, &location);
     let fragment = "application/trickle-ice-sdpfrag";
-    let restart = "a=ice-ufrag:newU\r\na=ice-pwd:aNewPasswordOfTwentyTwoCh\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+    let restart = "a=ice-ufrag:newU\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
         a=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n";
     let candidate = "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n";
     for (body, content_type, if_match, status, code) in [
-        (restart.to_owned(), fragment, "*", 422, "ice_restart_not_supported"),
+        (restart.to_owned(), fragment, "*", 400, "invalid_restart"),
         (candidate.to_owned(), fragment, "\"stale\"", 412, "ice_session_changed"),
         ("not a fragment".to_owned(), fragment, "*", 400, "invalid_fragment"),
         ("a=candidate:1 1 udp\r\n".to_owned(), fragment, "*", 400, "invalid_fragment"),
@@ -667,4 +668,72 @@ async fn headless_chromium_publishes_vp9_that_plays_over_whep_and_ll_hls() {
 #[actix_rt::test]
 async fn headless_chromium_publishes_av1_that_plays_over_whep_and_ll_hls() {
     chromium_codec_end_to_end("av1", "av1").await;
+}
+
+/// Chromium restarts ICE on its WHIP session (`pc.restartIce()`, then `PATCH` with its new
+/// credentials): the node answers `200` with credentials of its own and a new `ETag`,
+/// Chromium's ICE transport connects under the new credentials, and the stream goes on.
+#[actix_rt::test]
+async fn headless_chromium_restarts_ice_on_its_whip_session_and_keeps_publishing() {
+    let node = start_node(test_config()).await;
+    let mut browser = common::cdp::Browser::start().await;
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.html");
+    let url = format!("file://{}?restart=1#{}", page.display(), whip_url(&node, "restart"));
+    let tab = browser.open(&url, 640, 480).await;
+    browser
+        .wait(
+            &tab,
+            "chromium's ICE restart",
+            Duration::from_secs(60),
+            "document.title.startsWith('RESTARTED')",
+            "document.title",
+        )
+        .await;
+    let title = browser.eval(&tab, "document.title").await;
+    let etag = title.as_str().and_then(|t| t.strip_prefix("RESTARTED ")).expect("an ETag");
+    assert!(etag.starts_with('"') && etag.len() > 6, "{title}");
+    let key = zenlive::StreamKey::new("live", "restart").expect("name");
+    let frames = || node.stream(&key).map_or(0, |s| s.stats().frames_in);
+    let after_restart = frames();
+    wait_for("frames after the restart", Duration::from_secs(20), || frames() > after_restart + 60)
+        .await;
+    let text = metrics(&node).await;
+    assert_eq!(
+        sample(&text, "zenlive_webrtc_ice_restarts_total", &[("protocol", "whip")]),
+        Some(1.0),
+        "{text}"
+    );
+    drop(browser);
+    node.shutdown().await;
+}
+
+/// Chromium restarts ICE on its WHEP session (the same page, playing): the node answers
+/// with new credentials, Chromium connects under them and decodes 30 more frames.
+#[actix_rt::test]
+async fn headless_chromium_restarts_ice_on_its_whep_session_and_keeps_playing() {
+    let node = start_node(test_config()).await;
+    let _publisher = publish_looped(&rtmp_url(&node, "replay"));
+    wait_live(&node, "replay").await;
+    let mut browser = common::cdp::Browser::start().await;
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.html");
+    let whep = http_url(&node, "/whep/live/replay");
+    let url = format!("file://{}?play=1&restart=1#{whep}", page.display());
+    let tab = browser.open(&url, 640, 480).await;
+    browser
+        .wait(
+            &tab,
+            "chromium's ICE restart while playing",
+            Duration::from_secs(60),
+            "document.title.startsWith('RESTARTED \"')",
+            "document.title",
+        )
+        .await;
+    let text = metrics(&node).await;
+    assert_eq!(
+        sample(&text, "zenlive_webrtc_ice_restarts_total", &[("protocol", "whep")]),
+        Some(1.0),
+        "{text}"
+    );
+    drop(browser);
+    node.shutdown().await;
 }

@@ -137,9 +137,9 @@ mod tests {
         orphan.extend_from_slice(&KEY_FRAME[4..]);
         d.push(1, 0, true, &Bytes::from(orphan));
         assert!(d.poll().is_none());
-        // A length past the end, and an empty payload: malformed.
+        // A length past the end, and an OBU cut inside its header: malformed.
         d.push(2, 10, true, &Bytes::from_static(&[0x00, 0x09, 0x30]));
-        d.push(3, 20, true, &Bytes::new());
+        d.push(3, 20, true, &Bytes::from_static(&[0x10, 0x36]));
         assert!(d.poll().is_none());
         assert_eq!(d.dropped().malformed, 2);
     }

@@ -35,6 +35,8 @@
 //! - [`resource`]: what WHIP's and WHEP's HTTP sides share (the offer's type and size,
 //!   the session's resource: `201`, `DELETE`, `PATCH`, CORS).
 //! - [`trickle`]: trickle ICE fragments (`PATCH`) and the session's `ETag` (sans-IO).
+//! - [`restart`]: ICE restarts (`PATCH` with new credentials), applied by the session's
+//!   task.
 //! - [`playback`]: one viewer's frames → RTP packets, RTCP feedback → keyframe requests
 //!   (sans-IO; the payloads come from [`packetize`]).
 //! - [`packetize`]: a frame → its RTP payloads, once per node for every viewer (H.264,
@@ -68,6 +70,7 @@ pub mod packetize;
 pub mod playback;
 pub mod quality;
 pub mod resource;
+pub mod restart;
 pub mod rtp_frames;
 pub mod session;
 pub mod stats;
@@ -106,6 +109,8 @@ struct OpenSession {
     /// Ends the session.
     cancel: CancellationToken,
     ice: IceIdentity,
+    /// Reaches the session's task with ICE restarts.
+    restarts: mpsc::Sender<restart::RestartRequest>,
 }
 
 /// The node's WebRTC service: the UDP socket, the sessions, the settings. One per node,
@@ -288,12 +293,13 @@ impl WebRtc {
         protocol: Protocol,
         cancel: CancellationToken,
         ice: IceIdentity,
+        restarts: mpsc::Sender<restart::RestartRequest>,
     ) -> bool {
         let mut sessions = self.sessions.lock();
         if sessions.len() >= self.config.max_sessions {
             return false;
         }
-        sessions.insert(id, OpenSession { protocol, cancel, ice });
+        sessions.insert(id, OpenSession { protocol, cancel, ice, restarts });
         true
     }
 
@@ -301,6 +307,23 @@ impl WebRtc {
     pub fn ice_identity(&self, protocol: Protocol, id: &str) -> Option<IceIdentity> {
         let sessions = self.sessions.lock();
         sessions.get(id).filter(|open| open.protocol == protocol).map(|open| open.ice.clone())
+    }
+
+    /// Where the `protocol` session `id` takes ICE restarts.
+    fn restart_sender(
+        &self,
+        protocol: Protocol,
+        id: &str,
+    ) -> Option<mpsc::Sender<restart::RestartRequest>> {
+        let sessions = self.sessions.lock();
+        sessions.get(id).filter(|open| open.protocol == protocol).map(|open| open.restarts.clone())
+    }
+
+    /// The session `id` restarted its ICE session as `ice`.
+    fn restarted(&self, id: &str, ice: &IceIdentity) {
+        if let Some(open) = self.sessions.lock().get_mut(id) {
+            open.ice = ice.clone();
+        }
     }
 
     /// Ends the `protocol` session `id` (a `DELETE` on its resource); false if there is

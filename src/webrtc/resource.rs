@@ -12,6 +12,7 @@ use futures_util::StreamExt as _;
 use zenlive_actors::Protocol;
 
 use super::offer::{self, MAX_OFFER_BYTES};
+use super::restart::RestartError;
 use super::trickle::{self, Fragment, FragmentError, FRAGMENT_TYPE, MAX_FRAGMENT_BYTES};
 use super::WebRtc;
 use crate::context::NodeContext;
@@ -186,7 +187,8 @@ fn no_session(protocol: Protocol) -> ApiError {
 }
 
 /// `PATCH /{whip,whep}/sessions/{id}`: trickled candidates are accepted (`204`), an ICE
-/// restart is not (`422`); see [`super::trickle`].
+/// restart is made and answered (`200` with the new credentials, [`super::restart`]); see
+/// [`super::trickle`].
 pub async fn patch(
     node: &NodeContext,
     protocol: Protocol,
@@ -224,11 +226,21 @@ pub async fn patch(
             tracing::debug!(session = %id, candidates, end, "trickled candidates accepted");
             Ok(with_cors(HttpResponse::NoContent()).finish())
         }
-        Fragment::Restart => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ice_restart_not_supported",
-            "this server does not restart ICE: start a new session",
-        )),
+        Fragment::Restart { ufrag, pwd } => match webrtc.restart(protocol, id, ufrag, pwd).await {
+            Ok(restarted) => {
+                tracing::info!(session = %id, "ice restarted");
+                Ok(with_cors(HttpResponse::Ok())
+                    .content_type(FRAGMENT_TYPE)
+                    .insert_header((header::ETAG, restarted.ice.etag()))
+                    .insert_header((header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED))
+                    .body(restarted.fragment))
+            }
+            Err(RestartError::NoSession) => Err(no_session(protocol)),
+            Err(RestartError::Failed(reason)) => {
+                tracing::info!(session = %id, %reason, "ice restart failed");
+                Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ice_restart_failed", reason))
+            }
+        },
     }
 }
 

@@ -328,7 +328,7 @@ mod tests {
         d.push(2, 0, false, &Bytes::new()); // a bandwidth probe between a frame's packets
         d.push(3, 0, true, &packet(false, &KEY[5..]));
         d.push(4, 0, false, &Bytes::new());
-        d.push(5, 3000, true, &packet(true, &[0x51, 7]));
+        d.push(5, 3000, true, &packet(true, &[0x51, 7, 7, 7]));
         let out = drain(&mut d);
         assert_eq!(out.len(), 2, "{out:?}");
         assert!(matches!(&out[0], Depacketized::Frame(f) if f.keyframe && &f.data[..] == KEY));

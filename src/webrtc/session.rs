@@ -54,8 +54,9 @@ use zenlive_media::{Codec, MediaTime};
 
 use super::ingest::{Ingested, TrackCodec, TrackIngest};
 use super::quality::{self, InboundLoss, QualityHandle};
+use super::restart::{RestartRequest, Restarts};
 use super::transport::{Candidates, Links};
-use super::trickle::IceIdentity;
+use super::trickle::{self, IceIdentity};
 use super::udp::{Datagram, SessionId};
 use super::WebRtc;
 use crate::admission::Publishing;
@@ -100,16 +101,10 @@ pub struct Negotiated {
     pub ufrag: String,
     /// The ICE session, for trickle ICE ([`super::trickle`]).
     pub ice: IceIdentity,
+    /// The client's offer (an ICE restart is this offer with new credentials).
+    pub offer: String,
     /// The host candidates advertised.
     pub candidates: Candidates,
-}
-
-/// ICE characters (RFC 8839 `ice-char`): letters and digits.
-pub(super) fn ice_string(len: usize) -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..len).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
 }
 
 /// The MIME type of a video codec sent and received over WebRTC (`video/H264`); H.264's
@@ -227,12 +222,9 @@ pub(super) fn answer_with(
         return Err(NegotiateError::NoCandidates);
     }
     let refused = |e: rtc::shared::error::Error| NegotiateError::Refused(e.to_string());
-    let ufrag = ice_string(16);
-    let ice = IceIdentity::new(&ufrag, &offer);
-    let settings = SettingEngineBuilder::new()
-        .with_lite(true)
-        .with_ice_credentials(ufrag.clone(), ice_string(32))
-        .build();
+    // No credentials of ours: `rtc` draws them (16 and 32 letters), and draws new ones when
+    // the client restarts ICE (credentials set here would be kept across a restart).
+    let settings = SettingEngineBuilder::new().with_lite(true).build();
     let mut engine = codecs(video).map_err(refused)?;
     let interceptors = if sender {
         sender_interceptors()
@@ -247,8 +239,8 @@ pub(super) fn answer_with(
         .build(now)
         .map_err(refused)?;
     prepare(&mut peer).map_err(refused)?;
-    let offer = RTCSessionDescription::offer(offer).map_err(refused)?;
-    peer.set_remote_description(now, offer).map_err(refused)?;
+    let remote = RTCSessionDescription::offer(offer.clone()).map_err(refused)?;
+    peer.set_remote_description(now, remote).map_err(refused)?;
     // UDP first; passive TCP (RFC 6544) ones get a lower priority from the stack.
     let udp = candidates.udp.iter().map(|addr| ("udp", TcpType::Unspecified, addr));
     let tcp = candidates.tcp.iter().map(|addr| ("tcp", TcpType::Passive, addr));
@@ -276,7 +268,11 @@ pub(super) fn answer_with(
         .local_description()
         .map(|d| d.sdp)
         .ok_or_else(|| NegotiateError::Refused("no local description".to_owned()))?;
-    Ok(Negotiated { peer, answer, ufrag, ice, candidates: candidates.clone() })
+    let ufrag = trickle::ice_ufrag(&answer)
+        .ok_or_else(|| NegotiateError::Refused("the answer has no ice-ufrag".to_owned()))?
+        .to_owned();
+    let ice = IceIdentity::new(&ufrag, &offer);
+    Ok(Negotiated { peer, answer, ufrag, ice, offer, candidates: candidates.clone() })
 }
 
 /// Packets a WHEP track keeps for retransmission on a NACK: 5 s at 1 Mbit/s, 2 s at
@@ -329,6 +325,7 @@ enum Wake {
     Cancelled,
     Command(Option<PublisherCommand>),
     Datagram(Option<Datagram>),
+    Restart(RestartRequest),
     Timer,
 }
 
@@ -349,6 +346,7 @@ pub struct Session {
     links: Links,
     /// Once connected: the stream's loss series, and when `rtc`'s statistics are read next.
     quality: Option<(QualityHandle, InboundLoss, Instant)>,
+    restarts: Restarts,
     registration: Registration,
 }
 
@@ -365,18 +363,20 @@ impl Session {
     ) -> Result<Self, Publishing> {
         let cancel = CancellationToken::new();
         let ice = negotiated.ice.clone();
+        let (queue, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
+        let (restarts, restart_sender) = Restarts::new(negotiated.offer.clone(), &queue);
         if !webrtc.open_session(
             Arc::clone(&id),
             zenlive_actors::Protocol::Whip,
             cancel.clone(),
             ice,
+            restart_sender,
         ) {
             return Err(publishing);
         }
         webrtc.stats.whip.sessions.inc();
         webrtc.stats.whip.sessions_total.inc();
         let registration = Registration { webrtc: Arc::clone(webrtc), id: Arc::clone(&id) };
-        let (queue, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
         let links = Links::new(negotiated.candidates);
         if !webrtc.route(&id, negotiated.ufrag, queue).await {
             // The UDP task is gone (shutdown): the session would never hear its client.
@@ -397,6 +397,7 @@ impl Session {
             commands_open: true,
             links,
             quality: None,
+            restarts,
             registration,
         })
     }
@@ -443,10 +444,18 @@ impl Session {
                     Wake::Command(command)
                 }
                 datagram = self.datagrams.recv() => Wake::Datagram(datagram),
+                request = self.restarts.next() => Wake::Restart(request),
                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
             };
             match wake {
                 Wake::Cancelled => return "deleted",
+                Wake::Restart(request) => {
+                    let webrtc = Arc::clone(&self.registration.webrtc);
+                    let id = Arc::clone(&self.registration.id);
+                    self.restarts
+                        .apply(request, &mut self.peer, &webrtc, &id, Instant::now())
+                        .await;
+                }
                 Wake::Command(Some(PublisherCommand::Close { reason })) => {
                     tracing::info!(stream = %self.key, %reason, "whip publisher kicked");
                     return "kicked";

@@ -17,6 +17,8 @@
 //!   (rate-limited, and only a WHIP publisher can act on one).
 //! - `zenlive_webrtc_trickled_candidates_total{protocol}`: ICE candidates clients sent
 //!   after their offer (`PATCH`; accepted, and needing nothing of an ICE-lite node).
+//! - `zenlive_webrtc_ice_restarts_total{protocol}`: ICE restarts made (`PATCH` with new
+//!   credentials).
 //! - `zenlive_webrtc_frames_dropped_total{protocol,reason}`: access units the depacketizer
 //!   dropped (`whip`: gap, malformed, unsupported, too_large, waiting for a keyframe), and
 //!   frames not sent to WHEP viewers (`whep`: malformed, waiting for a keyframe, and
@@ -52,6 +54,7 @@ pub struct WebRtcStats {
     nacks: IntCounterVec,
     plis: IntCounterVec,
     trickled: IntCounterVec,
+    ice_restarts: IntCounterVec,
     frames_dropped: IntCounterVec,
     udp_dropped: IntCounterVec,
     tcp_refused: IntCounterVec,
@@ -91,6 +94,8 @@ pub struct ProtocolStats {
     pub plis: IntCounter,
     /// Candidates trickled by clients.
     pub trickled_candidates: IntCounter,
+    /// ICE restarts made.
+    pub ice_restarts: IntCounter,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -162,6 +167,11 @@ impl WebRtcStats {
             "ICE candidates WebRTC clients trickled after their offer (PATCH), by protocol.",
             &["protocol"],
         );
+        let ice_restarts = counter_vec(
+            "zenlive_webrtc_ice_restarts_total",
+            "ICE restarts WebRTC clients asked for (PATCH with new credentials) and got, by protocol.",
+            &["protocol"],
+        );
         let frames_dropped = counter_vec(
             "zenlive_webrtc_frames_dropped_total",
             "Frames dropped, by protocol and reason: H.264 access units at WHIP ingest (lost packets, malformed or oversized input, waiting for a keyframe); frames not sent to WHEP viewers (malformed, waiting for a keyframe, audio_queue_full: transcoded Opus a full viewer queue lost).",
@@ -217,6 +227,7 @@ impl WebRtcStats {
             nacks: nacks.with_label_values(&[protocol]),
             plis: plis.with_label_values(&[protocol]),
             trickled_candidates: trickled.with_label_values(&[protocol]),
+            ice_restarts: ice_restarts.with_label_values(&[protocol]),
         };
         let (whip, whep) = (children("whip"), children("whep"));
         Self {
@@ -231,6 +242,7 @@ impl WebRtcStats {
             nacks,
             plis,
             trickled,
+            ice_restarts,
             frames_dropped,
             udp_dropped,
             tcp_refused,
@@ -257,6 +269,7 @@ impl WebRtcStats {
             Box::new(self.nacks.clone()),
             Box::new(self.plis.clone()),
             Box::new(self.trickled.clone()),
+            Box::new(self.ice_restarts.clone()),
             Box::new(self.frames_dropped.clone()),
             Box::new(self.udp_dropped.clone()),
             Box::new(self.tcp_refused.clone()),

@@ -4,10 +4,11 @@
 //! The node is ICE-lite: it never checks connectivity itself, it answers the client's
 //! checks and learns the client's address from them. The candidates a client trickles
 //! after its offer therefore need nothing more from the node: they are read, counted and
-//! accepted (`204 No Content`). An ICE restart (a fragment with a new `ice-ufrag`) is not
-//! supported (`422`): the client keeps its session as it is, or starts a new one. Each
-//! session's `201` carries an `ETag` naming its ICE session ([`IceIdentity::etag`]); a
-//! `PATCH` whose `If-Match` names another gets `412`.
+//! accepted (`204 No Content`). An ICE restart (a fragment with a new `ice-ufrag` and
+//! `ice-pwd`, RFC 9725 §4.3.2) starts a new ICE session under the same DTLS: the session
+//! answers `200 OK` with its own new credentials ([`answer_fragment`]). Each session's
+//! `201` carries an `ETag` naming its ICE session ([`IceIdentity::etag`]); a `PATCH` whose
+//! `If-Match` names another gets `412`.
 
 /// The media type of a trickle or restart fragment.
 pub const FRAGMENT_TYPE: &str = "application/trickle-ice-sdpfrag";
@@ -33,6 +34,11 @@ impl IceIdentity {
         }
     }
 
+    /// The identity after an ICE restart: `local_ufrag` answering the client's `remote_ufrag`.
+    pub fn restarted(local_ufrag: &str, remote_ufrag: &str) -> Self {
+        Self { local_ufrag: local_ufrag.to_owned(), remote_ufrag: Some(remote_ufrag.to_owned()) }
+    }
+
     /// The session's entity tag (quoted, as the `ETag` header carries it).
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.local_ufrag)
@@ -50,15 +56,67 @@ impl IceIdentity {
 }
 
 /// The first `a=ice-ufrag:` value of an SDP text.
-fn ice_ufrag(sdp: &str) -> Option<&str> {
+pub fn ice_ufrag(sdp: &str) -> Option<&str> {
+    attribute(sdp, "a=ice-ufrag:")
+}
+
+/// The first `a=ice-pwd:` value of an SDP text.
+pub fn ice_pwd(sdp: &str) -> Option<&str> {
+    attribute(sdp, "a=ice-pwd:")
+}
+
+fn attribute<'a>(sdp: &'a str, prefix: &str) -> Option<&'a str> {
     sdp.lines()
-        .find_map(|line| line.trim_end_matches('\r').strip_prefix("a=ice-ufrag:"))
+        .find_map(|line| line.trim_end_matches('\r').strip_prefix(prefix))
         .map(str::trim)
-        .filter(|ufrag| !ufrag.is_empty())
+        .filter(|value| !value.is_empty())
+}
+
+/// `sdp` with every `a=ice-ufrag:` and `a=ice-pwd:` line saying `ufrag` and `pwd`: the
+/// client's offer as it stands after an ICE restart.
+pub fn with_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    for line in sdp.split_inclusive('\n') {
+        let text = line.trim_end_matches(['\r', '\n']);
+        let end = &line[text.len()..];
+        if text.starts_with("a=ice-ufrag:") {
+            out.push_str("a=ice-ufrag:");
+            out.push_str(ufrag);
+            out.push_str(end);
+        } else if text.starts_with("a=ice-pwd:") {
+            out.push_str("a=ice-pwd:");
+            out.push_str(pwd);
+            out.push_str(end);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The `200 OK` body of an ICE restart (RFC 9725 §4.3.2): the session's new credentials
+/// and its candidates, read from its new `answer`.
+pub fn answer_fragment(answer: &str) -> String {
+    let mut out = String::from("a=ice-lite\r\n");
+    let mut ufrags = 0;
+    for line in answer.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.starts_with("a=ice-ufrag:") {
+            ufrags += 1;
+            if ufrags > 1 {
+                break; // the first media section's are the bundle's
+            }
+        }
+        let wanted = ["a=ice-ufrag:", "a=ice-pwd:", "a=candidate:"];
+        if wanted.iter().any(|p| line.starts_with(p)) || line == "a=end-of-candidates" {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out
 }
 
 /// What a fragment asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fragment {
     /// More candidates of the running ICE session (`end` when it says it has no more).
     Trickle {
@@ -67,8 +125,13 @@ pub enum Fragment {
         /// Whether it holds `a=end-of-candidates`.
         end: bool,
     },
-    /// A new ICE session (another `ice-ufrag`).
-    Restart,
+    /// A new ICE session (another `ice-ufrag`), with the client's new credentials.
+    Restart {
+        /// The client's new `ice-ufrag`.
+        ufrag: String,
+        /// The client's new `ice-pwd`.
+        pwd: String,
+    },
 }
 
 /// Why a fragment was not read.
@@ -86,6 +149,10 @@ pub enum FragmentError {
     /// A candidate line with fewer fields than RFC 8839 requires.
     #[error("line {0} of the fragment is not a candidate")]
     BadCandidate(usize),
+    /// A new `ice-ufrag` without an `ice-pwd`, or credentials of characters ICE does not
+    /// allow (RFC 8839: letters, digits, `+` and `/`; 4-256 and 22-256 of them).
+    #[error("an ICE restart needs a new ice-ufrag and ice-pwd of ICE characters")]
+    BadRestart,
 }
 
 impl FragmentError {
@@ -93,6 +160,7 @@ impl FragmentError {
     pub fn code(&self) -> &'static str {
         match self {
             FragmentError::TooLarge => "fragment_too_large",
+            FragmentError::BadRestart => "invalid_restart",
             _ => "invalid_fragment",
         }
     }
@@ -123,9 +191,17 @@ pub fn read(body: &[u8], ice: &IceIdentity) -> Result<Fragment, FragmentError> {
             end = true;
         }
     }
-    let restart = ice_ufrag(text).is_some_and(|ufrag| Some(ufrag) != ice.remote_ufrag.as_deref());
-    if restart {
-        return Ok(Fragment::Restart);
+    let restart = ice_ufrag(text).filter(|ufrag| Some(*ufrag) != ice.remote_ufrag.as_deref());
+    if let Some(ufrag) = restart {
+        let pwd = ice_pwd(text).ok_or(FragmentError::BadRestart)?;
+        let ice_chars = |s: &str, least: usize| {
+            (least..=256).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        };
+        if !ice_chars(ufrag, 4) || !ice_chars(pwd, 22) {
+            return Err(FragmentError::BadRestart);
+        }
+        return Ok(Fragment::Restart { ufrag: ufrag.to_owned(), pwd: pwd.to_owned() });
     }
     Ok(Fragment::Trickle { candidates, end })
 }
@@ -165,7 +241,38 @@ mod tests {
     #[test]
     fn a_new_ufrag_is_a_restart() {
         let fragment = "a=ice-ufrag:ZZZZ\r\na=ice-pwd:anotherpasswordanotherpass\r\n";
-        assert_eq!(read(fragment.as_bytes(), &ice()), Ok(Fragment::Restart));
+        assert_eq!(
+            read(fragment.as_bytes(), &ice()),
+            Ok(Fragment::Restart {
+                ufrag: "ZZZZ".into(),
+                pwd: "anotherpasswordanotherpass".into()
+            })
+        );
+        for bad in [
+            "a=ice-ufrag:ZZZZ\r\n",                                          // no password
+            "a=ice-ufrag:ZZZZ\r\na=ice-pwd:short\r\n",                       // too short
+            "a=ice-ufrag:Z\"Z;\r\na=ice-pwd:anotherpasswordanotherpass\r\n", // not ICE chars
+        ] {
+            assert_eq!(read(bad.as_bytes(), &ice()), Err(FragmentError::BadRestart), "{bad}");
+        }
+        // The restarted offer and the answer's fragment.
+        let restarted = with_credentials(OFFER, "ZZZZ", "anotherpasswordanotherpass");
+        assert_eq!(ice_ufrag(&restarted), Some("ZZZZ"));
+        assert_eq!(ice_pwd(&restarted), Some("anotherpasswordanotherpass"));
+        assert!(restarted.ends_with("a=mid:0\r\n") && restarted.contains("m=video 9"));
+        let answer = "v=0\r\na=ice-lite\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+            a=ice-ufrag:NewServerUfrag16\r\na=ice-pwd:NewServerPassword0123456789ab\r\n\
+            a=candidate:1 1 udp 2130706431 127.0.0.1 8189 typ host\r\na=end-of-candidates\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:NewServerUfrag16\r\n";
+        assert_eq!(
+            answer_fragment(answer),
+            "a=ice-lite\r\na=ice-ufrag:NewServerUfrag16\r\na=ice-pwd:NewServerPassword0123456789ab\r\n\
+             a=candidate:1 1 udp 2130706431 127.0.0.1 8189 typ host\r\na=end-of-candidates\r\n"
+        );
+        let after = IceIdentity::restarted("NewServerUfrag16", "ZZZZ");
+        assert_eq!(after.etag(), "\"NewServerUfrag16\"");
+        let again = "a=ice-ufrag:ZZZZ\r\na=candidate:1 1 udp 1 192.0.2.1 5000 typ host\r\n";
+        assert!(matches!(read(again.as_bytes(), &after), Ok(Fragment::Trickle { .. })));
     }
 
     #[test]

@@ -88,9 +88,17 @@ impl<Q> Default for Router<Q> {
 impl<Q> Router<Q> {
     /// Adds a session (replacing one of the same id).
     pub fn register(&mut self, session: SessionId, ufrag: String, queue: Q) {
-        self.unregister(&session);
+        // A session registered again (an ICE restart: a new username fragment) keeps the
+        // addresses it was reached from, so its media goes on until the new checks come.
+        let peers = match self.sessions.remove(&session) {
+            Some(route) => {
+                self.by_ufrag.remove(&route.ufrag);
+                route.peers
+            }
+            None => Vec::new(),
+        };
         self.by_ufrag.insert(ufrag.clone(), Arc::clone(&session));
-        self.sessions.insert(session, Route { ufrag, queue, peers: Vec::new() });
+        self.sessions.insert(session, Route { ufrag, queue, peers });
     }
 
     /// Removes a session and every address routed to it.

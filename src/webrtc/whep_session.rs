@@ -56,6 +56,7 @@ use zenlive_media::{Codec, FrameKind};
 use super::audio_feed::{FeedSubscription, OpusFeeds};
 use super::playback::{Feedback, Playback, Skipped, Track, TrackParams};
 use super::quality::{ntp32_now, QualityHandle, Reading, ReportReader};
+use super::restart::{RestartRequest, Restarts};
 use super::session::{
     answer_with, start_dtls_now, video_codecs, video_mime, NegotiateError, Negotiated,
     DATAGRAM_QUEUE,
@@ -301,6 +302,7 @@ enum Wake {
     Cancelled,
     Datagram(Option<Datagram>),
     Frame(Option<(Instant, MediaFrame)>),
+    Restart(RestartRequest),
     Timer,
 }
 
@@ -330,6 +332,7 @@ pub struct WhepSession {
     /// Once connected: the stream's round-trip and loss series.
     quality: Option<QualityHandle>,
     bframes_noticed: bool,
+    restarts: Restarts,
     registration: Registration,
 }
 
@@ -346,7 +349,15 @@ impl WhepSession {
     ) -> Result<Self, Ticket> {
         let cancel = CancellationToken::new();
         let ice = playing.negotiated.ice.clone();
-        if !webrtc.open_session(Arc::clone(&id), Protocol::Whep, cancel.clone(), ice) {
+        let (queue, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
+        let (restarts, restart_sender) = Restarts::new(playing.negotiated.offer.clone(), &queue);
+        if !webrtc.open_session(
+            Arc::clone(&id),
+            Protocol::Whep,
+            cancel.clone(),
+            ice,
+            restart_sender,
+        ) {
             return Err(ticket);
         }
         webrtc.stats.whep.sessions.inc();
@@ -375,7 +386,6 @@ impl WhepSession {
         let playback =
             Playback::new(video.map(|v| v.1), audio.map(|a| a.1)).with_video(video_codec);
         let reports = ReportReader::new(video.iter().chain(&audio).map(|(_, p)| p.ssrc));
-        let (queue, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
         let links = Links::new(negotiated.candidates);
         if !webrtc.route(&id, negotiated.ufrag, queue).await {
             // The UDP task is gone (shutdown): the session would never hear its client.
@@ -401,6 +411,7 @@ impl WhepSession {
             reports,
             quality: None,
             bframes_noticed: false,
+            restarts,
             registration,
         })
     }
@@ -443,10 +454,18 @@ impl WhepSession {
                 _ = self.cancel.cancelled() => Wake::Cancelled,
                 datagram = self.datagrams.recv() => Wake::Datagram(datagram),
                 frame = async { frames?.recv().await }, if watching => Wake::Frame(frame),
+                request = self.restarts.next() => Wake::Restart(request),
                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
             };
             match wake {
                 Wake::Cancelled => return "deleted",
+                Wake::Restart(request) => {
+                    let webrtc = Arc::clone(&self.registration.webrtc);
+                    let id = Arc::clone(&self.registration.id);
+                    self.restarts
+                        .apply(request, &mut self.peer, &webrtc, &id, Instant::now())
+                        .await;
+                }
                 Wake::Datagram(None) => return "closed",
                 Wake::Datagram(Some(datagram)) => {
                     self.read(datagram);
