@@ -703,3 +703,43 @@ async fn an_edge_passes_keyframe_requests_on_to_the_origin() {
     edge.shutdown().await;
     origin.shutdown().await;
 }
+
+/// Chromium publishes AV1 over WHIP on one node (a tab of `tests/webrtc/whip_publish.html`);
+/// the watch page on the other node plays it over WHEP (through the relay, which carries
+/// AV1 as Enhanced RTMP does, with its `av1C` record).
+#[actix_rt::test]
+async fn an_av1_whip_stream_plays_over_whep_on_another_node() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (origin, edge) = tokio::join!(
+        embedded_node("av1-origin", &url, SECRET),
+        embedded_node("av1-edge", &url, SECRET),
+    );
+    let mut browser = common::cdp::Browser::start().await;
+    let page =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/whip_publish.html");
+    let whip = http_url(&origin, "/whip/live/av1");
+    let publisher =
+        browser.open(&format!("file://{}?codec=av1#{whip}", page.display()), 640, 480).await;
+    let key = zenlive::StreamKey::new("live", "av1").expect("name");
+    wait_for("chromium's AV1 stream on the origin", Duration::from_secs(60), || {
+        origin.stream(&key).and_then(|s| s.stats().media.video).is_some_and(|v| v.codec == "av1")
+    })
+    .await;
+    let watch = browser.open(&http_url(&edge, "/watch/live/av1"), 1280, 800).await;
+    let stats = "document.querySelector('#player-stats')";
+    browser
+        .wait(
+            &watch,
+            "the edge's watch page to play the origin's AV1 over WebRTC",
+            Duration::from_secs(60),
+            &format!("{stats}.dataset.protocol === 'whep' && Number({stats}.dataset.frames) > 30"),
+            &format!("JSON.stringify({{...{stats}.dataset, text: {stats}.innerText}})"),
+        )
+        .await;
+    let copy = edge.stream(&key).expect("the relayed copy on the edge");
+    assert_eq!(copy.stats().media.video.map(|v| v.codec), Some("av1"));
+    drop((publisher, browser));
+    edge.shutdown().await;
+    origin.shutdown().await;
+}

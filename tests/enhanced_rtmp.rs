@@ -165,7 +165,8 @@ async fn av1_and_vp9_from_ffmpeg_8_play_over_whep_in_chromium_and_hevc_is_refuse
         publishers.push((publisher, said));
     }
 
-    // Once the HEVC stream is live (404 until then), WHEP refuses it.
+    // Once the HEVC stream is live and has declared its video (until then: 404, then an
+    // H.264 answer for a stream with no video yet), WHEP refuses it.
     let whep = || async {
         reqwest::Client::new()
             .post(format!("http://{}/whep/live/hevc", node.http))
@@ -178,7 +179,7 @@ async fn av1_and_vp9_from_ffmpeg_8_play_over_whep_in_chromium_and_hevc_is_refuse
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let refused = loop {
         let answer = whep().await;
-        if answer.status() != 404 || tokio::time::Instant::now() > deadline {
+        if answer.status() == 406 || tokio::time::Instant::now() > deadline {
             break answer;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
