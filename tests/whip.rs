@@ -620,10 +620,23 @@ async fn headless_chromium_publishes_vp8_that_aiortc_plays_over_whep() {
 
 /// Chromium publishes `codec` (VP9 or AV1: its fake camera, `setCodecPreferences`) over
 /// WHIP. The stream carries it with the configuration record the node made (`vpcC`,
-/// `av1C`); the watch page plays it over WHEP in a second Chromium; FFmpeg reads it from
-/// the LL-HLS (fMP4) playlist as `probed` and decodes it without an error.
+/// `av1C`); the watch page, open in a second Chromium before the stream goes live (so
+/// its offer comes as soon as the stream is live, before its first video keyframe), plays
+/// it over WHEP; FFmpeg reads it from the LL-HLS (fMP4) playlist as `probed` and decodes
+/// it without an error.
 async fn chromium_codec_end_to_end(codec: &str, probed: &str) {
     let node = start_node(test_config()).await;
+    let mut browser = common::cdp::Browser::start().await;
+    let watch = browser.open(&http_url(&node, &format!("/watch/live/{codec}")), 1280, 800).await;
+    browser
+        .wait(
+            &watch,
+            "the watch page to wait for the stream",
+            Duration::from_secs(30),
+            "document.querySelector('#player-status').textContent.includes('Waiting')",
+            "document.querySelector('#player-status').textContent",
+        )
+        .await;
     let (_publisher, _profile) = chromium_publisher(&node, codec, codec);
     let key = zenlive::StreamKey::new("live", codec).expect("name");
     wait_for(&format!("chromium's {codec} stream"), Duration::from_secs(60), || {
@@ -631,8 +644,6 @@ async fn chromium_codec_end_to_end(codec: &str, probed: &str) {
     })
     .await;
 
-    let mut browser = common::cdp::Browser::start().await;
-    let watch = browser.open(&http_url(&node, &format!("/watch/live/{codec}")), 1280, 800).await;
     let stats = "document.querySelector('#player-stats')";
     browser
         .wait(

@@ -160,7 +160,7 @@ impl LlManager {
             stats: Arc::clone(&stream.stats),
             store: self.store.clone(),
             tracks: (None, None),
-            audio_since: None,
+            held: Vec::new(),
             warned: false,
         })
     }
@@ -207,8 +207,12 @@ fn same(a: &Option<CodecConfig>, b: &Option<CodecConfig>) -> bool {
     }
 }
 
-/// How long a stream's audio waits for its video before the playlist starts without it.
-const AUDIO_ALONE: MediaTime = MediaTime::from_millis(2000);
+/// How long the first frames of one track wait for the other's configuration before the
+/// playlist starts with one track (the recorder's rule, [`crate::recording::core`]:
+/// publishers send a little audio before their first video keyframe, and a WebRTC
+/// publisher's audio comes out of its transcoder after its first video frames; an init
+/// without the late track would make players start over at a discontinuity).
+const ONE_TRACK_AFTER: MediaTime = MediaTime::from_millis(1000);
 
 /// The packager's end of its viewer session.
 struct LlSink {
@@ -219,8 +223,9 @@ struct LlSink {
     store: Option<Arc<dyn SegmentStore>>,
     /// The configurations the playlist's init was made of.
     tracks: (Option<CodecConfig>, Option<CodecConfig>),
-    /// When audio first came with no video yet, before the playlist started.
-    audio_since: Option<MediaTime>,
+    /// Before the playlist starts: frames of one track, from a sync point, waiting for the
+    /// other track (at most [`ONE_TRACK_AFTER`] of them).
+    held: Vec<MediaFrame>,
     warned: bool,
 }
 
@@ -257,16 +262,32 @@ impl LlSink {
         }
     }
 
-    /// Whether an audio frame with no video track can start the playlist: at once when it
-    /// had started already (the video went away), else after [`AUDIO_ALONE`] of audio
-    /// (a publisher's first video keyframe often comes after its first sound, and a first
-    /// init without the video would make players start over at a discontinuity).
-    fn audio_alone_long_enough(&mut self, frame: &MediaFrame, started: bool) -> bool {
-        if started {
-            return true;
+    /// The frames the playlist starts with, once it can start (`tracks`: the stream's
+    /// now). Audio that came before the video is dropped and the playlist starts on the
+    /// video keyframe; video that came before the audio is held and starts the playlist
+    /// once the audio is known; either alone starts it after [`ONE_TRACK_AFTER`].
+    fn first_frames(
+        &mut self,
+        frame: &MediaFrame,
+        tracks: &(Option<CodecConfig>, Option<CodecConfig>),
+    ) -> Option<Vec<MediaFrame>> {
+        let video = frame.kind() == FrameKind::Video;
+        if tracks.0.is_some() && tracks.1.is_some() {
+            if self.held.first().is_some_and(|f| f.kind() == FrameKind::Video) {
+                let mut first = std::mem::take(&mut self.held);
+                first.push(frame.clone());
+                return Some(first);
+            }
+            self.held.clear();
+            return (video && frame.keyframe()).then(|| vec![frame.clone()]);
         }
-        let since = *self.audio_since.get_or_insert(frame.pts());
-        frame.pts() - since >= AUDIO_ALONE
+        let sync = frame.keyframe() || (!video && tracks.0.is_none());
+        if self.held.is_empty() && !sync {
+            return None;
+        }
+        self.held.push(frame.clone());
+        let first = self.held.first().map_or(frame.dts(), MediaFrame::dts);
+        (frame.dts() - first >= ONE_TRACK_AFTER).then(|| std::mem::take(&mut self.held))
     }
 
     fn warn(&mut self, what: &str, detail: impl std::fmt::Display) {
@@ -286,28 +307,41 @@ impl FrameSink for LlSink {
         let tracks = self.current_tracks();
         let stream = Arc::clone(&self.stream);
         let mut playlist = stream.playlist.lock();
-        // A new or changed track: a new init (and timeline), at a sync point.
-        let unchanged = same(&tracks.0, &self.tracks.0) && same(&tracks.1, &self.tracks.1);
-        if !unchanged || !playlist.started() {
-            let sync = if frame.kind() == FrameKind::Audio && tracks.0.is_none() {
-                self.audio_alone_long_enough(frame, playlist.started())
-            } else {
-                frame.keyframe()
-            };
-            if !sync {
-                return accepted;
-            }
+        if !playlist.started() {
+            let Some(first) = self.first_frames(frame, &tracks) else { return accepted };
             if let Err(error) = playlist.start(tracks.0.as_ref(), tracks.1.as_ref()) {
                 drop(playlist);
                 self.warn("the stream's tracks cannot be packaged", error);
                 return accepted;
             }
             self.tracks = tracks;
-        }
-        if let Err(error) = playlist.push(frame, SystemTime::now()) {
-            drop(playlist);
-            self.warn("a frame could not be packaged", error);
-            return accepted;
+            let now = SystemTime::now();
+            if let Some(error) = first.iter().find_map(|f| playlist.push(f, now).err()) {
+                drop(playlist);
+                self.warn("a frame could not be packaged", error);
+                return accepted;
+            }
+        } else {
+            // A new or changed track: a new init (and timeline), at a sync point.
+            let unchanged = same(&tracks.0, &self.tracks.0) && same(&tracks.1, &self.tracks.1);
+            if !unchanged {
+                let sync =
+                    frame.keyframe() || (frame.kind() == FrameKind::Audio && tracks.0.is_none());
+                if !sync {
+                    return accepted;
+                }
+                if let Err(error) = playlist.start(tracks.0.as_ref(), tracks.1.as_ref()) {
+                    drop(playlist);
+                    self.warn("the stream's tracks cannot be packaged", error);
+                    return accepted;
+                }
+                self.tracks = tracks;
+            }
+            if let Err(error) = playlist.push(frame, SystemTime::now()) {
+                drop(playlist);
+                self.warn("a frame could not be packaged", error);
+                return accepted;
+            }
         }
         stream.changed(&playlist);
         let complete = self.take_complete(&mut playlist);

@@ -16,7 +16,7 @@
 //! and a WHIP session's id is no WHEP resource: only the URL's holder can delete it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -36,6 +36,25 @@ use crate::http::common::{request_token, stream_key, ApiError};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/whep/{app}/{key}", web::post().to(play));
     resource::session_routes(cfg, Protocol::Whep);
+}
+
+/// How long an offer waits for a live stream to declare its video codec: a WebRTC
+/// publisher's stream is live from its first sound, and its first video keyframe (which
+/// says VP9 or AV1) comes a little later; the answer must name the codec the stream sends.
+const VIDEO_DECLARED_WITHIN: Duration = Duration::from_secs(2);
+
+/// The stream's video codec, waiting up to [`VIDEO_DECLARED_WITHIN`] for one to be
+/// declared; `None` for a stream without video by then.
+async fn declared_video(ticket: &admission::Ticket) -> Option<Codec> {
+    let deadline = tokio::time::Instant::now() + VIDEO_DECLARED_WITHIN;
+    loop {
+        let codec = ticket.stats().config(FrameKind::Video).map(|c| c.codec());
+        if codec.is_some() || tokio::time::Instant::now() >= deadline {
+            return codec;
+        }
+        // The stream's statistics have no change notification; a few polls at most.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `POST /whep/{app}/{key}`
@@ -74,7 +93,7 @@ pub async fn play(
         let code = refusal.code();
         refused(ApiError::from(refusal), code)
     })?;
-    let video = match ticket.stats().config(FrameKind::Video).map(|c| c.codec()) {
+    let video = match declared_video(&ticket).await {
         None => Codec::H264,
         Some(codec) if packetize::encoder(codec).is_some() => codec,
         Some(other) => {
