@@ -622,10 +622,16 @@ async fn headless_chromium_publishes_vp8_that_aiortc_plays_over_whep() {
 /// WHIP. The stream carries it with the configuration record the node made (`vpcC`,
 /// `av1C`); the watch page, open in a second Chromium before the stream goes live (so
 /// its offer comes as soon as the stream is live, before its first video keyframe), plays
-/// it over WHEP; FFmpeg reads it from the LL-HLS (fMP4) playlist as `probed` and decodes
-/// it without an error.
+/// it over WHEP; FFmpeg reads it from the LL-HLS (fMP4) playlist and from the recording
+/// (fMP4 segments) as `probed` with AAC and decodes it without an error.
 async fn chromium_codec_end_to_end(codec: &str, probed: &str) {
-    let node = start_node(test_config()).await;
+    let recordings = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config();
+    config.recording.enabled = true;
+    config.recording.format = zenlive::config::RecordingFormat::Fmp4;
+    config.recording.segment_duration = Duration::from_secs(2);
+    config.storage.base_path = recordings.path().to_str().expect("utf-8 path").to_owned();
+    let node = start_node(config).await;
     let mut browser = common::cdp::Browser::start().await;
     let watch = browser.open(&http_url(&node, &format!("/watch/live/{codec}")), 1280, 800).await;
     browser
@@ -668,6 +674,21 @@ async fn chromium_codec_end_to_end(codec: &str, probed: &str) {
     assert!(frames >= 30, "only {frames} {codec} frames over LL-HLS");
     let errors = decode_errors(&mp4).await;
     assert!(errors.trim().is_empty(), "decoding {codec} from LL-HLS printed errors:\n{errors}");
+
+    // A finished recording segment (the one being written ends in .part).
+    let stream_dir = recordings.path().join(format!("live/{codec}"));
+    wait_for("a finished recording segment", Duration::from_secs(30), || {
+        !common::recorded::files_under(&stream_dir, ".mp4").is_empty()
+    })
+    .await;
+    let segment = common::recorded::files_under(&stream_dir, ".mp4").remove(0);
+    let codecs = common::recorded::codec_names(&probe(&segment).await);
+    assert!(
+        codecs.contains(&probed.to_owned()) && codecs.contains(&"aac".to_owned()),
+        "{codecs:?}"
+    );
+    let errors = decode_errors(&segment).await;
+    assert!(errors.trim().is_empty(), "decoding the {codec} recording printed:\n{errors}");
     node.shutdown().await;
 }
 
