@@ -9,7 +9,7 @@ import {
   takeTokenFromAddress, tokenField,
 } from './common.js';
 import {
-  exchange, hangUp, iceServers, preferCodec, refusalText, webrtcInBrowser, webrtcOn,
+  exchange, hangUp, iceServers, preferCodec, preferVideo, refusalText, webrtcInBrowser, webrtcOn,
 } from './webrtc.js';
 
 takeTokenFromAddress();
@@ -209,8 +209,10 @@ async function goLive() {
     sendEncodings: [{ maxBitrate: Number(bitrateChoice.value) }],
   });
   const videoCodecs = RTCRtpSender.getCapabilities ? RTCRtpSender.getCapabilities('video') : null;
-  if (!preferCodec(mine.video, videoCodecs, 'video/H264')) {
-    stop(mine, 'This browser cannot send H.264, the video codec the node takes: use another browser, or OBS (below).', 'error');
+  // H.264 first (every player gets it); a browser without it sends VP9, AV1 or VP8, which
+  // WebRTC viewers get (and LL-HLS and recordings, VP8 aside).
+  if (!preferVideo(mine.video, videoCodecs)) {
+    stop(mine, 'This browser can send none of the video codecs the node takes (H.264, VP9, AV1, VP8): use another browser, or OBS (below).', 'error');
     return;
   }
   if (audioTrack) {

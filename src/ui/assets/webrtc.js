@@ -54,9 +54,10 @@ export function preferCodec(transceiver, capabilities, mimeType) {
   return true;
 }
 
-/** Restricts a receiving video `transceiver` to the codecs the node sends: H.264 (as
- * above), VP9 profile 0, AV1 main profile and VP8, in that order; the node answers with
- * the stream's own. Answers whether the browser decodes any of them. */
+/** Restricts a video `transceiver` to the codecs the node takes and sends: H.264 (as
+ * above), VP9 profile 0, AV1 main profile and VP8, in that order. Receiving, the node
+ * answers with the stream's own; sending, it takes the first of them the offer has.
+ * Answers whether the browser has any of them. */
 export function preferVideo(transceiver, capabilities) {
   const all = capabilities?.codecs || [];
   const of = (type) => all.filter((c) => c.mimeType.toLowerCase() === type);
