@@ -75,6 +75,45 @@ pub enum DropReason {
     TooLarge,
 }
 
+/// Where an RTP packet's sequence number puts it, for a depacketizer that takes packets in
+/// order (16-bit numbers, wrapping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// The next packet, or the first.
+    InOrder,
+    /// After a gap: packets were lost.
+    AfterGap,
+    /// A duplicate or a packet from before: what it belonged to is gone already.
+    Late,
+}
+
+/// The sequence numbers of one RTP stream. See [`Arrival`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sequence {
+    next: Option<u16>,
+}
+
+impl Sequence {
+    /// Places `seq`; the next expected number moves past it unless it is [`Arrival::Late`].
+    pub fn arrive(&mut self, seq: u16) -> Arrival {
+        let arrival = match self.next {
+            Some(expected) => match seq.wrapping_sub(expected) as i16 {
+                ahead if ahead < 0 => return Arrival::Late,
+                0 => Arrival::InOrder,
+                _ => Arrival::AfterGap,
+            },
+            None => Arrival::InOrder,
+        };
+        self.next = Some(seq.wrapping_add(1));
+        arrival
+    }
+
+    /// Forgets the numbers seen (the next packet is taken as the first).
+    pub fn reset(&mut self) {
+        self.next = None;
+    }
+}
+
 /// Counts of what was dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropCounts {
@@ -100,7 +139,7 @@ struct Building {
 /// The depacketizer of one H.264 RTP stream. See the module docs.
 #[derive(Debug)]
 pub struct H264Depacketizer {
-    next_seq: Option<u16>,
+    sequence: Sequence,
     building: Option<Building>,
     /// The NAL header and data of a fragmented unit in progress.
     fragment: Option<(u8, BytesMut)>,
@@ -126,7 +165,7 @@ impl H264Depacketizer {
     /// A depacketizer waiting for its first keyframe.
     pub fn new() -> Self {
         Self {
-            next_seq: None,
+            sequence: Sequence::default(),
             building: None,
             fragment: None,
             broken: false,
@@ -151,18 +190,15 @@ impl H264Depacketizer {
 
     /// Takes one RTP packet: its sequence number, timestamp, marker bit and payload.
     pub fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: &Bytes) {
-        if let Some(expected) = self.next_seq {
-            let ahead = seq.wrapping_sub(expected) as i16;
-            if ahead < 0 {
-                // A duplicate or a late retransmission: its access unit is gone already.
-                return;
-            }
-            if ahead > 0 {
+        match self.sequence.arrive(seq) {
+            // A duplicate or a late retransmission: its access unit is gone already.
+            Arrival::Late => return,
+            Arrival::AfterGap => {
                 self.dropped.gaps += 1;
                 self.fail(DropReason::Gap);
             }
+            Arrival::InOrder => {}
         }
-        self.next_seq = Some(seq.wrapping_add(1));
         if payload.is_empty() {
             // Padding only (a sender's bandwidth probe): it holds nothing but its number.
             return;
@@ -492,6 +528,19 @@ mod tests {
         d.push(0, 3000, true, &Bytes::from(slice(10)));
         assert_eq!(units(&drain(&mut d)).len(), 2);
         assert_eq!(d.dropped(), DropCounts::default());
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_and_place_gaps_and_late_packets() {
+        let mut s = Sequence::default();
+        assert_eq!(s.arrive(65_534), Arrival::InOrder);
+        assert_eq!(s.arrive(65_535), Arrival::InOrder);
+        assert_eq!(s.arrive(0), Arrival::InOrder);
+        assert_eq!(s.arrive(3), Arrival::AfterGap);
+        assert_eq!(s.arrive(2), Arrival::Late);
+        assert_eq!(s.arrive(4), Arrival::InOrder);
+        s.reset();
+        assert_eq!(s.arrive(100), Arrival::InOrder);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::codec::vp9::Vp9Packet;
 use rtc::rtp::packetizer::Depacketizer as _;
-use zenlive_media::rtp_h264::DropCounts;
+use zenlive_media::rtp_h264::{Arrival, DropCounts, Sequence};
 use zenlive_media::vp9::{self, FrameHeader};
 
 /// Largest frame assembled (a 4K keyframe at a high bitrate is well under this).
@@ -115,7 +115,7 @@ struct Building {
 #[derive(Debug)]
 pub struct FrameDepacketizer<P: FramePayload> {
     payload: P,
-    next_seq: Option<u16>,
+    sequence: Sequence,
     building: Option<Building>,
     /// The frame being built lost a packet: drop it when it ends.
     broken: bool,
@@ -135,7 +135,7 @@ impl<P: FramePayload> FrameDepacketizer<P> {
     pub fn new() -> Self {
         Self {
             payload: P::default(),
-            next_seq: None,
+            sequence: Sequence::default(),
             building: None,
             broken: false,
             waiting_keyframe: true,
@@ -156,18 +156,15 @@ impl<P: FramePayload> FrameDepacketizer<P> {
 
     /// Takes one RTP packet.
     pub fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: &Bytes) {
-        if let Some(expected) = self.next_seq {
-            let ahead = seq.wrapping_sub(expected) as i16;
-            if ahead < 0 {
-                // A duplicate or a late retransmission: its frame is gone already.
-                return;
-            }
-            if ahead > 0 {
+        match self.sequence.arrive(seq) {
+            // A duplicate or a late retransmission: its frame is gone already.
+            Arrival::Late => return,
+            Arrival::AfterGap => {
                 self.dropped.gaps += 1;
                 self.fail();
             }
+            Arrival::InOrder => {}
         }
-        self.next_seq = Some(seq.wrapping_add(1));
         if payload.is_empty() {
             // Padding only (a sender's bandwidth probe): it holds nothing but its number.
             return;
@@ -315,7 +312,7 @@ mod tests {
         let mut d = FrameDepacketizer::<Vp8>::new();
         for bad in [&[0x10][..], &[0x90, 0xff], &[0x90, 0x80, 0x80]] {
             d.push(0, 0, true, &Bytes::copy_from_slice(bad));
-            d.next_seq = None;
+            d.sequence.reset();
         }
         assert!(drain(&mut d).is_empty());
         assert_eq!(d.dropped().malformed, 3);

@@ -450,11 +450,8 @@ impl Session {
             match wake {
                 Wake::Cancelled => return "deleted",
                 Wake::Restart(request) => {
-                    let webrtc = Arc::clone(&self.registration.webrtc);
-                    let id = Arc::clone(&self.registration.id);
-                    self.restarts
-                        .apply(request, &mut self.peer, &webrtc, &id, Instant::now())
-                        .await;
+                    let (webrtc, id) = (&self.registration.webrtc, &self.registration.id);
+                    self.restarts.apply(request, &mut self.peer, webrtc, id, Instant::now()).await;
                 }
                 Wake::Command(Some(PublisherCommand::Close { reason })) => {
                     tracing::info!(stream = %self.key, %reason, "whip publisher kicked");

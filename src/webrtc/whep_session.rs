@@ -460,11 +460,8 @@ impl WhepSession {
             match wake {
                 Wake::Cancelled => return "deleted",
                 Wake::Restart(request) => {
-                    let webrtc = Arc::clone(&self.registration.webrtc);
-                    let id = Arc::clone(&self.registration.id);
-                    self.restarts
-                        .apply(request, &mut self.peer, &webrtc, &id, Instant::now())
-                        .await;
+                    let (webrtc, id) = (&self.registration.webrtc, &self.registration.id);
+                    self.restarts.apply(request, &mut self.peer, webrtc, id, Instant::now()).await;
                 }
                 Wake::Datagram(None) => return "closed",
                 Wake::Datagram(Some(datagram)) => {
