@@ -769,3 +769,44 @@ async fn headless_chromium_restarts_ice_on_its_whep_session_and_keeps_playing() 
     drop(browser);
     node.shutdown().await;
 }
+
+/// FFmpeg 8's own WHIP muxer (PyAV's libraries, built with GnuTLS, whose DTLS key is on
+/// P-224) publishes H.264 and Opus: ICE and DTLS complete, the stream is live with its
+/// H.264, and Debian's FFmpeg reads it back over RTMP as H.264 + AAC.
+#[actix_rt::test]
+async fn ffmpeg_8_publishes_over_whip() {
+    let node = start_node(test_config()).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webrtc/ffmpeg_whip.py");
+    let mut publisher = Command::new("python3")
+        .arg(script)
+        .args([whip_url(&node, "ff8").as_str(), "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the FFmpeg 8 WHIP publisher (PyAV, installed by scripts/test)");
+    let mut said = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        publisher.stdout.take().expect("stdout"),
+    ));
+    let first = tokio::time::timeout(Duration::from_secs(30), said.next_line()).await;
+    assert!(
+        matches!(&first, Ok(Ok(Some(line))) if line == "PUBLISHING"),
+        "FFmpeg 8's WHIP session came up: {first:?}"
+    );
+    let key = zenlive::StreamKey::new("live", "ff8").expect("name");
+    wait_for("FFmpeg 8's H.264 over WHIP", Duration::from_secs(30), || {
+        node.stream(&key).and_then(|s| s.stats().media.video).is_some_and(|v| v.codec == "h264")
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flv = dir.path().join("ff8.flv");
+    let out = record(&rtmp_url(&node, "ff8"), 3, &flv).await;
+    assert!(out.status.success(), "ffmpeg read RTMP: {}", String::from_utf8_lossy(&out.stderr));
+    let info = probe(&flv).await;
+    let streams = info["streams"].as_array().expect("streams");
+    assert!(streams.iter().any(|s| s["codec_name"] == "h264"), "{info}");
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "{info}");
+    assert!(count_frames(&flv).await >= 30, "{info}");
+    node.shutdown().await;
+}

@@ -45,6 +45,8 @@
 //!   watches the stream (a viewer session like any player's) and sends its RTP.
 //! - [`audio_feed`]: AAC → Opus for WHEP viewers: one transcoder per stream per node,
 //!   running while a WHEP viewer of the stream needs it, its Opus shared by all of them.
+//! - [`dtls_crypto`]: the peer connections' cryptography: ring, and ECDSA P-224
+//!   verification (FFmpeg 8's WHIP certificates).
 //! - [`feedback`]: the `rtc` interceptor that lets viewers' PLI/FIR/NACK reach the session.
 //! - [`whep`]: the WHEP HTTP handlers, through [`crate::admission`] like every viewer.
 //! - [`stats`]: the Prometheus series.
@@ -63,6 +65,7 @@
 
 pub mod audio_feed;
 pub mod av1_rtp;
+pub mod dtls_crypto;
 pub mod feedback;
 pub mod ingest;
 pub mod offer;

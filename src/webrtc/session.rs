@@ -224,7 +224,11 @@ pub(super) fn answer_with(
     let refused = |e: rtc::shared::error::Error| NegotiateError::Refused(e.to_string());
     // No credentials of ours: `rtc` draws them (16 and 32 letters), and draws new ones when
     // the client restarts ICE (credentials set here would be kept across a restart).
-    let settings = SettingEngineBuilder::new().with_lite(true).build();
+    let mut settings = SettingEngineBuilder::new().with_lite(true);
+    if let Some(provider) = super::dtls_crypto::Provider::shared() {
+        settings = settings.with_crypto_provider(provider);
+    }
+    let settings = settings.build();
     let mut engine = codecs(video).map_err(refused)?;
     let interceptors = if sender {
         sender_interceptors()
