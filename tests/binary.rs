@@ -122,6 +122,10 @@ async fn run_zenlive(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_zenlive"));
     command.args(args).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
     command.env("ZENLIVE_WEBRTC_UDP_ADDR", "127.0.0.1:0");
+    // A spool of its own: the shared default holds spools of nodes other tests killed,
+    // whose removal the node logs at its start, before the line judged here.
+    let spool = tempfile::tempdir().expect("tempdir");
+    command.env("ZENLIVE_HLS_SPOOL_DIR", spool.path());
     for (key, value) in env {
         command.env(key, value);
     }

@@ -86,7 +86,7 @@ impl Restarts {
         now: Instant,
     ) {
         let RestartRequest { ufrag, pwd, reply } = request;
-        let answer = self.renegotiate(peer, &ufrag, &pwd, now).await;
+        let answer = self.renegotiate(peer, &ufrag, &pwd, now);
         let answer = match answer {
             Ok(answer) => answer,
             Err(error) => {
@@ -110,7 +110,7 @@ impl Restarts {
         let _ = reply.send(Ok(Restarted { fragment: trickle::answer_fragment(&answer), ice }));
     }
 
-    async fn renegotiate(
+    fn renegotiate(
         &mut self,
         peer: &mut RTCPeerConnection,
         ufrag: &str,
