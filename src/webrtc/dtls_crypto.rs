@@ -22,7 +22,7 @@ use rtc::crypto::{
 /// Bytes of an uncompressed P-224 point (`04 || x || y`).
 const P224_POINT: usize = 1 + 28 + 28;
 
-/// The provider: the default one, with P-224 verification ([`Verifying`]).
+/// The provider: the default one, with P-224 verification.
 pub struct Provider {
     crypto: Verifying,
 }
