@@ -10,9 +10,9 @@
 //! then the stream must be live (`404` with a reason otherwise); its join and leave are
 //! announced with protocol `whep` once it connects and when it ends. The offer is checked
 //! first ([`super::offer`]), then, once admitted, it must take the stream's video codec
-//! (H.264 or VP8, from its current configuration; H.264 while the stream has declared no
-//! video yet): an offer without it is refused with `406` and `codec_not_offered`, naming
-//! the codec. The session id is 128 random bits,
+//! (H.264, VP8, VP9 or AV1, from its current configuration, waited for up to 2 s; H.264
+//! for a stream with no video by then): an offer without it is refused with `406` and
+//! `codec_not_offered`, naming the codec; an HEVC stream with `codec_not_supported`. The session id is 128 random bits,
 //! and a WHIP session's id is no WHEP resource: only the URL's holder can delete it.
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! One WHEP viewer's session: [`negotiate`] answers its offer with an ICE-lite `rtc` peer
-//! connection that sends the stream's video codec (H.264 or VP8; and Opus, when the offer
+//! connection that sends the stream's video codec (H.264, VP8, VP9 or AV1; and Opus, when the offer
 //! takes audio), and
 //! [`WhepSession::run`] drives it until it ends.
 //!
@@ -90,7 +90,7 @@ pub struct Playing {
 }
 
 /// Answers a WHEP `offer` with an ICE-lite peer connection that advertises `candidates`
-/// and sends `video_codec` (H.264 or VP8) video (and Opus audio when `audio`).
+/// and sends `video_codec` (H.264, VP8, VP9 or AV1) video (and Opus audio when `audio`).
 pub fn negotiate(
     offer: String,
     candidates: &Candidates,
