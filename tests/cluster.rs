@@ -727,16 +727,8 @@ async fn an_av1_whip_stream_plays_over_whep_on_another_node() {
     })
     .await;
     let watch = browser.open(&http_url(&edge, "/watch/live/av1"), 1280, 800).await;
-    let stats = "document.querySelector('#player-stats')";
-    browser
-        .wait(
-            &watch,
-            "the edge's watch page to play the origin's AV1 over WebRTC",
-            Duration::from_secs(60),
-            &format!("{stats}.dataset.protocol === 'whep' && Number({stats}.dataset.frames) > 30"),
-            &format!("JSON.stringify({{...{stats}.dataset, text: {stats}.innerText}})"),
-        )
-        .await;
+    let what = "the edge's watch page to play the origin's AV1 over WebRTC";
+    browser.wait_playing_whep(&watch, what).await;
     let copy = edge.stream(&key).expect("the relayed copy on the edge");
     assert_eq!(copy.stats().media.video.map(|v| v.codec), Some("av1"));
     drop((publisher, browser));

@@ -192,21 +192,11 @@ async fn av1_and_vp9_from_ffmpeg_8_play_over_whep_in_chromium_and_hevc_is_refuse
     assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("hevc")), "{body}");
 
     let mut browser = common::cdp::Browser::start().await;
-    let stats = "document.querySelector('#player-stats')";
     for codec in ["av1", "vp9"] {
         let url = format!("http://{}/watch/live/{codec}", node.http);
         let watch = browser.open(&url, 1280, 800).await;
-        browser
-            .wait(
-                &watch,
-                &format!("the watch page to play FFmpeg's {codec} over WebRTC"),
-                Duration::from_secs(60),
-                &format!(
-                    "{stats}.dataset.protocol === 'whep' && Number({stats}.dataset.frames) > 30"
-                ),
-                &format!("JSON.stringify({{...{stats}.dataset, text: {stats}.innerText}})"),
-            )
-            .await;
+        let what = format!("the watch page to play FFmpeg's {codec} over WebRTC");
+        browser.wait_playing_whep(&watch, &what).await;
     }
     drop(browser);
     drop(publishers);

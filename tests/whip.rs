@@ -650,16 +650,7 @@ async fn chromium_codec_end_to_end(codec: &str, probed: &str) {
     })
     .await;
 
-    let stats = "document.querySelector('#player-stats')";
-    browser
-        .wait(
-            &watch,
-            &format!("the watch page to play {codec} over WebRTC"),
-            Duration::from_secs(60),
-            &format!("{stats}.dataset.protocol === 'whep' && Number({stats}.dataset.frames) > 30"),
-            &format!("JSON.stringify({{...{stats}.dataset, text: {stats}.innerText}})"),
-        )
-        .await;
+    browser.wait_playing_whep(&watch, &format!("the watch page to play {codec} over WebRTC")).await;
     drop(browser);
 
     let dir = tempfile::tempdir().expect("tempdir");

@@ -80,40 +80,54 @@ pub fn put_leb128(out: &mut BytesMut, mut value: usize) {
 
 /// The OBUs of `data`, in order. Every OBU but the last must carry its size.
 pub fn obus(data: &[u8]) -> Result<Vec<Obu<'_>>, Av1Error> {
-    let mut out = Vec::new();
+    walk(data).collect()
+}
+
+/// The OBUs of `data` one by one, without collecting them (per frame: no allocation); the
+/// walk ends after the first error.
+pub fn walk(data: &[u8]) -> impl Iterator<Item = Result<Obu<'_>, Av1Error>> {
     let mut at = 0;
-    while at < data.len() {
-        let rest = &data[at..];
-        let first = rest[0];
-        if first & 0x80 != 0 {
-            return Err(Av1Error::Forbidden);
-        }
-        let header_len = if first & HAS_EXTENSION != 0 { 2 } else { 1 };
-        let header = rest.get(..header_len).ok_or(Av1Error::Truncated)?;
-        let (payload_at, payload_len) = if first & HAS_SIZE != 0 {
-            let sized = rest.get(header_len..).ok_or(Av1Error::Truncated)?;
-            let (len, taken) = read_leb128(sized).ok_or(Av1Error::Truncated)?;
-            (header_len + taken, len)
-        } else {
-            (header_len, rest.len() - header_len)
+    std::iter::from_fn(move || {
+        let rest = data.get(at..).filter(|rest| !rest.is_empty())?;
+        let obu = read_obu(rest);
+        // After an error, nothing more is read.
+        at = match &obu {
+            Ok(obu) => at + obu.whole.len(),
+            Err(_) => data.len(),
         };
-        let end = payload_at.checked_add(payload_len).ok_or(Av1Error::Truncated)?;
-        let whole = rest.get(..end).ok_or(Av1Error::Truncated)?;
-        if first & HAS_SIZE == 0 && end != rest.len() {
-            return Err(Av1Error::UnsizedNotLast);
-        }
-        out.push(Obu { kind: (first >> 3) & 0x0f, header, payload: &whole[payload_at..], whole });
-        at += end;
+        Some(obu)
+    })
+}
+
+/// The OBU at the start of `rest` (not empty).
+fn read_obu(rest: &[u8]) -> Result<Obu<'_>, Av1Error> {
+    let first = *rest.first().ok_or(Av1Error::Truncated)?;
+    if first & 0x80 != 0 {
+        return Err(Av1Error::Forbidden);
     }
-    Ok(out)
+    let header_len = if first & HAS_EXTENSION != 0 { 2 } else { 1 };
+    let header = rest.get(..header_len).ok_or(Av1Error::Truncated)?;
+    let (payload_at, payload_len) = if first & HAS_SIZE != 0 {
+        let sized = rest.get(header_len..).ok_or(Av1Error::Truncated)?;
+        let (len, taken) = read_leb128(sized).ok_or(Av1Error::Truncated)?;
+        (header_len + taken, len)
+    } else {
+        (header_len, rest.len() - header_len)
+    };
+    let end = payload_at.checked_add(payload_len).ok_or(Av1Error::Truncated)?;
+    let whole = rest.get(..end).ok_or(Av1Error::Truncated)?;
+    if first & HAS_SIZE == 0 && end != rest.len() {
+        return Err(Av1Error::UnsizedNotLast);
+    }
+    Ok(Obu { kind: (first >> 3) & 0x0f, header, payload: &whole[payload_at..], whole })
 }
 
 /// `data` with every OBU carrying its size and without temporal delimiters, tile lists
 /// or padding; refused when malformed or when nothing is left.
 pub fn normalize(data: &[u8]) -> Result<Bytes, Av1Error> {
-    let obus = obus(data)?;
     let mut out = BytesMut::with_capacity(data.len() + 8);
-    for obu in obus {
+    for obu in walk(data) {
+        let obu = obu?;
         if matches!(obu.kind, OBU_TEMPORAL_DELIMITER | OBU_TILE_LIST | OBU_PADDING) {
             continue;
         }
@@ -130,19 +144,18 @@ pub fn normalize(data: &[u8]) -> Result<Bytes, Av1Error> {
 
 /// The first sequence header OBU of `data` (whole, as found), if any.
 pub fn sequence_header(data: &[u8]) -> Option<&[u8]> {
-    obus(data).ok()?.into_iter().find(|o| o.kind == OBU_SEQUENCE_HEADER).map(|o| o.whole)
+    walk(data).map_while(Result::ok).find(|o| o.kind == OBU_SEQUENCE_HEADER).map(|o| o.whole)
 }
 
 /// Whether a decoder can start at `data`: its first frame header shows a new key frame
 /// (`show_existing_frame` 0, `frame_type` `KEY_FRAME`). Streams with reduced still-picture
 /// headers (still images) are not live video and are not recognized.
 pub fn is_keyframe(data: &[u8]) -> bool {
-    let Ok(obus) = obus(data) else { return false };
-    let Some(frame) = obus.iter().find(|o| matches!(o.kind, OBU_FRAME_HEADER | OBU_FRAME)) else {
-        return false;
-    };
-    // show_existing_frame (1 bit) = 0, frame_type (2 bits) = 0.
-    frame.payload.first().is_some_and(|b| b & 0b1110_0000 == 0)
+    walk(data)
+        .map_while(Result::ok)
+        .find(|o| matches!(o.kind, OBU_FRAME_HEADER | OBU_FRAME))
+        // show_existing_frame (1 bit) = 0, frame_type (2 bits) = 0.
+        .is_some_and(|frame| frame.payload.first().is_some_and(|b| b & 0b1110_0000 == 0))
 }
 
 /// The `av1C` record (`AV1CodecConfigurationRecord`, the body Enhanced RTMP and MP4

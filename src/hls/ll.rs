@@ -214,6 +214,11 @@ fn same(a: &Option<CodecConfig>, b: &Option<CodecConfig>) -> bool {
 /// without the late track would make players start over at a discontinuity).
 const ONE_TRACK_AFTER: MediaTime = MediaTime::from_millis(1000);
 
+/// Most frames held for the other track, whatever their times say (times that do not
+/// advance, from a broken or hostile publisher, would hold them for ever): 1 s of 30 fps
+/// video or of 50 Opus-sized audio frames fits many times over.
+const MAX_HELD: usize = 256;
+
 /// The packager's end of its viewer session.
 struct LlSink {
     key: StreamKey,
@@ -265,7 +270,8 @@ impl LlSink {
     /// The frames the playlist starts with, once it can start (`tracks`: the stream's
     /// now). Audio that came before the video is dropped and the playlist starts on the
     /// video keyframe; video that came before the audio is held and starts the playlist
-    /// once the audio is known; either alone starts it after [`ONE_TRACK_AFTER`].
+    /// once the audio is known; either alone starts it after [`ONE_TRACK_AFTER`] (or
+    /// [`MAX_HELD`] frames).
     fn first_frames(
         &mut self,
         frame: &MediaFrame,
@@ -287,7 +293,8 @@ impl LlSink {
         }
         self.held.push(frame.clone());
         let first = self.held.first().map_or(frame.dts(), MediaFrame::dts);
-        (frame.dts() - first >= ONE_TRACK_AFTER).then(|| std::mem::take(&mut self.held))
+        let waited = frame.dts() - first >= ONE_TRACK_AFTER || self.held.len() >= MAX_HELD;
+        waited.then(|| std::mem::take(&mut self.held))
     }
 
     fn warn(&mut self, what: &str, detail: impl std::fmt::Display) {

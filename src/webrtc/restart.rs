@@ -152,10 +152,12 @@ impl WebRtc {
     ) -> Result<Restarted, RestartError> {
         let sender = self.restart_sender(protocol, id).ok_or(RestartError::NoSession)?;
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(RestartRequest { ufrag, pwd, reply })
-            .await
-            .map_err(|_| RestartError::NoSession)?;
+        sender.try_send(RestartRequest { ufrag, pwd, reply }).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => {
+                RestartError::Failed("restarts of this session are already waiting".to_owned())
+            }
+            mpsc::error::TrySendError::Closed(_) => RestartError::NoSession,
+        })?;
         let answered = tokio::time::timeout(ANSWER_WITHIN, answer)
             .await
             .map_err(|_| RestartError::Failed("the session did not answer in time".to_owned()))?;

@@ -183,6 +183,17 @@ impl Browser {
         }
     }
 
+    /// Waits (60 s at most) until the watch page in `tab` plays over WebRTC (WHEP) with more
+    /// than 30 frames decoded; `what` names it in the failure, which shows the player's
+    /// statistics.
+    pub async fn wait_playing_whep(&mut self, tab: &Tab, what: &str) {
+        let stats = "document.querySelector('#player-stats')";
+        let playing =
+            format!("{stats}.dataset.protocol === 'whep' && Number({stats}.dataset.frames) > 30");
+        let state = format!("JSON.stringify({{...{stats}.dataset, text: {stats}.innerText}})");
+        self.wait(tab, what, Duration::from_secs(60), &playing, &state).await;
+    }
+
     /// Saves a PNG of `tab` at `width`×`height` as `path`.
     pub async fn screenshot(&mut self, tab: &Tab, width: u32, height: u32, path: &Path) {
         self.resize(tab, width, height).await;
