@@ -1,8 +1,8 @@
 //! WHEP's HTTP side (WebRTC-HTTP egress, draft-ietf-wish-whep): `POST /whep/{app}/{key}`
 //! with an SDP offer (receive-only audio/video) answers `201 Created`, the SDP answer, and
 //! `Location: /whep/sessions/{id}` and an `ETag`; `DELETE` on that location ends the
-//! session; `PATCH` takes trickled candidates (an ICE restart is refused with `422`, see
-//! [`super::trickle`]); `OPTIONS` answers CORS preflights ([`super::resource`], shared with
+//! session; `PATCH` takes trickled candidates and ICE restarts ([`super::trickle`],
+//! [`super::restart`]); `OPTIONS` answers CORS preflights ([`super::resource`], shared with
 //! WHIP).
 //!
 //! A viewer goes through [`admission::admit_play`] like an RTMP or HTTP-FLV player: the

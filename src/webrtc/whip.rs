@@ -1,7 +1,7 @@
 //! WHIP's HTTP side (RFC 9725): `POST /whip/{app}/{key}` with an SDP offer answers
 //! `201 Created`, the SDP answer, `Location: /whip/sessions/{id}` and an `ETag`; `DELETE`
-//! on that location ends the session; `PATCH` takes trickled candidates (an ICE restart
-//! is refused with `422`, see [`super::trickle`]); `OPTIONS` answers CORS preflights
+//! on that location ends the session; `PATCH` takes trickled candidates and ICE restarts
+//! ([`super::trickle`], [`super::restart`]); `OPTIONS` answers CORS preflights
 //! ([`super::resource`], shared with WHEP).
 //!
 //! A publish goes through [`admission::admit_publish`] like an RTMP one: the token
